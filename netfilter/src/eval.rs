@@ -1,0 +1,508 @@
+//! Rule evaluation with iptables' semantics (`ipt_do_table` in `net/ipv4/netfilter/ip_tables.c`):
+//! first match wins, jumps push a return point, `-g` does not, RETURN pops, falling off a user
+//! chain returns, falling off a built-in chain applies its policy. Non-terminal targets
+//! (MARK, LOG, a rule without target) continue with the next rule.
+//!
+//! **Dispatch index.** A chain with many rules (kube-proxy's `KUBE-SERVICES` holds one per
+//! Service port) gets a [`ChainIndex`]: rules that can only match one exact
+//! (destination address, protocol, destination port) are bucketed by that key; every other
+//! rule stays in a residual list. Evaluation walks the merge of the packet's bucket and the
+//! residual list in rule order, so the first match is exactly the one a linear walk finds,
+//! at a cost independent of the number of Services.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+
+use smoltcp::time::{Duration, Instant};
+
+use crate::conntrack::CtInfo;
+use crate::ipset::IpSets;
+use crate::packet::{PacketInfo, Proto};
+use crate::rule::{
+    Match, NatFlags, NatRange, RecentCmd, RejectWith, Rule, SetFlag, Target, addrtype, ctstate,
+};
+use crate::table::{Policy, Table};
+
+/// A small deterministic PRNG (SplitMix64): all randomness in podnet flows from a seed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// The next 32 random bits.
+    pub fn next_u32(&mut self) -> u32 {
+        (self.next_u64() >> 32) as u32
+    }
+
+    /// A uniform value in `lo..=hi`.
+    pub fn range(&mut self, lo: u32, hi: u32) -> u32 {
+        let span = u64::from(hi - lo) + 1;
+        lo + (self.next_u64() % span) as u32
+    }
+}
+
+/// `xt_recent` lists: per list name, per address, the times it was seen.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecentLists {
+    lists: BTreeMap<String, HashMap<Ipv4Addr, Vec<Instant>>>,
+}
+
+impl RecentLists {
+    /// Addresses in one list (sorted), for `/proc/net/xt_recent/NAME`-style dumps.
+    pub fn addresses(&self, name: &str) -> Vec<Ipv4Addr> {
+        let mut v: Vec<Ipv4Addr> =
+            self.lists.get(name).map(|m| m.keys().copied().collect()).unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+/// What the packet looks like to rules, and what surrounds it.
+pub struct PacketCtx<'a> {
+    /// The packet (after any NAT earlier in this traversal).
+    pub info: &'a PacketInfo,
+    /// Input interface (`-i`).
+    pub in_iface: Option<&'a str>,
+    /// Output interface (`-o`).
+    pub out_iface: Option<&'a str>,
+    /// Bridge port the frame came in on (`--physdev-in`).
+    pub physdev_in: Option<&'a str>,
+    /// Bridge port the frame leaves by (`--physdev-out`).
+    pub physdev_out: Option<&'a str>,
+    /// Whether the packet is being bridged (br_netfilter), not routed.
+    pub bridged: bool,
+    /// The packet's conntrack state.
+    pub ctinfo: CtInfo,
+    /// Conntrack status bits of its connection.
+    pub ct_status: u32,
+    /// The original destination of its connection.
+    pub ct_origdst: Option<Ipv4Addr>,
+    /// Address type of an address, optionally limited to one interface (`RTN_*` bits).
+    pub addr_type: &'a dyn Fn(Ipv4Addr, Option<&str>) -> u16,
+    /// Virtual time.
+    pub now: Instant,
+}
+
+/// Mutable state rules read and write.
+pub struct EvalState<'a> {
+    /// The packet mark.
+    pub mark: &'a mut u32,
+    /// Randomness for `-m statistic`.
+    pub rng: &'a mut Rng,
+    /// `-m recent` lists.
+    pub recent: &'a mut RecentLists,
+    /// ipsets for `-m set`.
+    pub sets: &'a IpSets,
+    /// When `Some`, every rule whose target fires is recorded.
+    pub hits: Option<&'a mut Vec<RuleHit>>,
+}
+
+/// A rule (or a policy) that acted on a packet.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RuleHit {
+    /// Table.
+    pub table: &'static str,
+    /// Chain.
+    pub chain: String,
+    /// 1-based rule number; 0 for the chain policy.
+    pub rule_num: usize,
+    /// The rule as written (restore form), or `:CHAIN POLICY` for a policy.
+    pub rule: String,
+    /// The rule's comment, which names the Kubernetes object for kube-proxy rules.
+    pub comment: Option<String>,
+}
+
+/// The terminal outcome of a table traversal.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    /// Continue (ACCEPT, or a policy of ACCEPT).
+    Accept,
+    /// DROP (or policy DROP).
+    Drop,
+    /// REJECT.
+    Reject(RejectWith),
+    /// DNAT decided.
+    Dnat(NatRange, NatFlags),
+    /// SNAT decided.
+    Snat(NatRange, NatFlags),
+    /// MASQUERADE decided.
+    Masquerade(Option<(u16, u16)>, NatFlags),
+    /// NOTRACK.
+    Notrack,
+}
+
+/// Per-chain dispatch index (see the module docs).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ChainIndex {
+    buckets: HashMap<(Ipv4Addr, u8, u16), Vec<u32>>,
+    residual: Vec<u32>,
+}
+
+/// Chains shorter than this are walked linearly.
+const INDEX_MIN_RULES: usize = 16;
+
+impl ChainIndex {
+    pub(crate) fn build(rules: &[Rule]) -> Option<ChainIndex> {
+        if rules.len() < INDEX_MIN_RULES {
+            return None;
+        }
+        let mut idx = ChainIndex { buckets: HashMap::new(), residual: Vec::new() };
+        for (i, r) in rules.iter().enumerate() {
+            match exact_key(r) {
+                Some(k) => idx.buckets.entry(k).or_default().push(i as u32),
+                None => idx.residual.push(i as u32),
+            }
+        }
+        Some(idx)
+    }
+}
+
+/// The (dst, proto, dport) a rule can only match, if it is that specific.
+fn exact_key(r: &Rule) -> Option<(Ipv4Addr, u8, u16)> {
+    let dst = r.dst.as_ref().filter(|d| !d.invert && d.value.prefix() == 32)?.value.ip();
+    let proto = r.proto.as_ref().filter(|p| !p.invert)?.value;
+    let dport = r.matches.iter().find_map(|m| match m {
+        Match::Ports { dport: Some(d), .. } if !d.invert && d.value.lo == d.value.hi => {
+            Some(d.value.lo)
+        }
+        _ => None,
+    })?;
+    Some((dst, proto.0, dport))
+}
+
+/// Evaluates `chain` of `table` (a built-in chain) for a packet; returns the verdict.
+/// `indexed` false forces a linear walk (used to check the index against it).
+pub fn eval_chain(
+    table: &mut Table,
+    chain: &str,
+    pkt: &PacketCtx<'_>,
+    st: &mut EvalState<'_>,
+    indexed: bool,
+) -> Verdict {
+    let Some(start) = table.chains.get_index_of(chain) else { return Verdict::Accept };
+    let tname = table.name.name();
+    let mut stack: Vec<(usize, usize)> = Vec::new();
+    let (mut ci, mut ri) = (start, 0usize);
+    // Bounded: a chain loop (impossible through restore's checks, possible by hand) ends here.
+    let mut budget = 1_000_000u32;
+    loop {
+        budget -= 1;
+        if budget == 0 {
+            return Verdict::Drop;
+        }
+        let next = next_candidate(&table.chains[ci], ri, pkt, indexed);
+        let Some(i) = next else {
+            // Fell off the chain.
+            match stack.pop() {
+                Some((c, r)) => {
+                    ci = c;
+                    ri = r;
+                    continue;
+                }
+                None => {
+                    let (name, c) = table.chains.get_index_mut(ci).expect("chain index valid");
+                    c.counters.0 += 1;
+                    c.counters.1 += u64::from(pkt.info.len);
+                    let policy = c.policy.unwrap_or(Policy::Accept);
+                    if let Some(h) = st.hits.as_deref_mut() {
+                        let p = if policy == Policy::Drop { "DROP" } else { "ACCEPT" };
+                        h.push(RuleHit {
+                            table: tname,
+                            chain: name.clone(),
+                            rule_num: 0,
+                            rule: format!(":{name} {p}"),
+                            comment: None,
+                        });
+                    }
+                    return if policy == Policy::Drop { Verdict::Drop } else { Verdict::Accept };
+                }
+            }
+        };
+        let matched = {
+            let c = &table.chains[ci];
+            rule_matches(&c.rules[i], pkt, st)
+        };
+        if !matched {
+            ri = i + 1;
+            continue;
+        }
+        let (name, c) = table.chains.get_index_mut(ci).expect("chain index valid");
+        let rule = &mut c.rules[i];
+        rule.counters.0 += 1;
+        rule.counters.1 += u64::from(pkt.info.len);
+        if let Some(h) = st.hits.as_deref_mut() {
+            h.push(RuleHit {
+                table: tname,
+                chain: name.clone(),
+                rule_num: i + 1,
+                rule: rule.text.clone(),
+                comment: rule.comment().map(str::to_string),
+            });
+        }
+        match &rule.target {
+            Target::None | Target::Log(_) | Target::Trace => ri = i + 1,
+            Target::Mark { value, mask } => {
+                *st.mark = (*st.mark & !mask) ^ value;
+                ri = i + 1;
+            }
+            Target::Accept => return Verdict::Accept,
+            Target::Drop => return Verdict::Drop,
+            Target::Reject(w) => return Verdict::Reject(*w),
+            Target::Dnat(r, f) => return Verdict::Dnat(*r, *f),
+            Target::Snat(r, f) => return Verdict::Snat(*r, *f),
+            Target::Masquerade(p, f) => return Verdict::Masquerade(*p, *f),
+            Target::Notrack => return Verdict::Notrack,
+            Target::Return => match stack.pop() {
+                Some((c, r)) => {
+                    ci = c;
+                    ri = r;
+                }
+                None => {
+                    let policy = c.policy.unwrap_or(Policy::Accept);
+                    return if policy == Policy::Drop { Verdict::Drop } else { Verdict::Accept };
+                }
+            },
+            Target::Jump(_) => {
+                let to = c.jumps[i].expect("linked jump");
+                stack.push((ci, i + 1));
+                ci = to;
+                ri = 0;
+            }
+            Target::Goto(_) => {
+                ci = c.jumps[i].expect("linked goto");
+                ri = 0;
+            }
+        }
+    }
+}
+
+/// The first rule at or after `from` that could match, by index or linearly.
+fn next_candidate(
+    chain: &crate::table::Chain,
+    from: usize,
+    pkt: &PacketCtx<'_>,
+    indexed: bool,
+) -> Option<usize> {
+    match (&chain.index, indexed) {
+        (Some(idx), true) => {
+            let key = (pkt.info.tuple.dst, pkt.info.tuple.proto.0, pkt.info.tuple.dport);
+            let first_ge = |v: &[u32]| -> Option<u32> {
+                let p = v.partition_point(|&x| (x as usize) < from);
+                v.get(p).copied()
+            };
+            let a = idx.buckets.get(&key).and_then(|v| first_ge(v));
+            let b = first_ge(&idx.residual);
+            match (a, b) {
+                (Some(a), Some(b)) => Some(a.min(b) as usize),
+                (a, b) => a.or(b).map(|x| x as usize),
+            }
+        }
+        _ => (from < chain.rules.len()).then_some(from),
+    }
+}
+
+fn iface_matches(pattern: &str, iface: Option<&str>) -> bool {
+    let Some(name) = iface else { return false };
+    match pattern.strip_suffix('+') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == pattern,
+    }
+}
+
+/// Whether every match of `rule` holds for the packet (`ip_packet_match` plus extensions).
+pub fn rule_matches(rule: &Rule, pkt: &PacketCtx<'_>, st: &mut EvalState<'_>) -> bool {
+    let t = &pkt.info.tuple;
+    if let Some(n) = &rule.src
+        && n.value.contains(t.src) == n.invert {
+            return false;
+        }
+    if let Some(n) = &rule.dst
+        && n.value.contains(t.dst) == n.invert {
+            return false;
+        }
+    if let Some(n) = &rule.in_iface
+        && iface_matches(&n.value, pkt.in_iface) == n.invert {
+            return false;
+        }
+    if let Some(n) = &rule.out_iface
+        && iface_matches(&n.value, pkt.out_iface) == n.invert {
+            return false;
+        }
+    if let Some(n) = &rule.proto
+        && (n.value == t.proto) == n.invert {
+            return false;
+        }
+    rule.matches.iter().all(|m| ext_matches(m, pkt, st))
+}
+
+fn ext_matches(m: &Match, pkt: &PacketCtx<'_>, st: &mut EvalState<'_>) -> bool {
+    let info = pkt.info;
+    let t = &info.tuple;
+    match m {
+        Match::Ports { proto, sport, dport, tcp_flags } => {
+            if t.proto != *proto {
+                return false;
+            }
+            if let Some(p) = sport
+                && p.value.contains(t.sport) == p.invert {
+                    return false;
+                }
+            if let Some(p) = dport
+                && p.value.contains(t.dport) == p.invert {
+                    return false;
+                }
+            if let Some(f) = tcp_flags
+                && ((info.tcp_flags & f.value.0) == f.value.1) == f.invert {
+                    return false;
+                }
+            true
+        }
+        Match::Icmp { icmp_type } => {
+            let Some((ty, code)) = info.icmp else { return false };
+            match icmp_type {
+                None => true,
+                Some(n) => {
+                    let hit = n.value.0 == 255
+                        || (n.value.0 == ty && n.value.1.is_none_or(|c| c == code));
+                    hit != n.invert
+                }
+            }
+        }
+        Match::Multiport { which, ports } => {
+            if !t.proto.has_ports() {
+                return false;
+            }
+            let hit = ports.value.iter().any(|r| match which {
+                0 => r.contains(t.sport),
+                1 => r.contains(t.dport),
+                _ => r.contains(t.sport) || r.contains(t.dport),
+            });
+            hit != ports.invert
+        }
+        Match::Comment(_) | Match::Nfacct(_) => true,
+        Match::Conntrack { ctstate: cs, ctorigdst, .. } => {
+            if let Some(n) = cs {
+                let mut bits = match pkt.ctinfo {
+                    CtInfo::New => ctstate::NEW,
+                    CtInfo::Established => ctstate::ESTABLISHED,
+                    CtInfo::Related => ctstate::RELATED,
+                    CtInfo::Invalid => ctstate::INVALID,
+                    CtInfo::Untracked => ctstate::UNTRACKED,
+                };
+                if pkt.ct_status & crate::conntrack::status::SRC_NAT != 0 {
+                    bits |= ctstate::SNAT;
+                }
+                if pkt.ct_status & crate::conntrack::status::DST_NAT != 0 {
+                    bits |= ctstate::DNAT;
+                }
+                if (bits & n.value != 0) == n.invert {
+                    return false;
+                }
+            }
+            if let Some(n) = ctorigdst {
+                let hit = pkt.ct_origdst.is_some_and(|a| n.value.contains(a));
+                if hit == n.invert {
+                    return false;
+                }
+            }
+            true
+        }
+        Match::Mark(n) => ((*st.mark & n.value.1) == n.value.0) != n.invert,
+        Match::AddrType { src, dst, limit_iface_in, limit_iface_out } => {
+            let limit = if *limit_iface_in {
+                pkt.in_iface
+            } else if *limit_iface_out {
+                pkt.out_iface
+            } else {
+                None
+            };
+            let check = |n: &crate::rule::Neg<u16>, a: Ipv4Addr| {
+                let ty = (pkt.addr_type)(a, limit);
+                let ty = if ty == 0 { addrtype::UNICAST } else { ty };
+                (ty & n.value != 0) != n.invert
+            };
+            src.as_ref().is_none_or(|n| check(n, t.src))
+                && dst.as_ref().is_none_or(|n| check(n, t.dst))
+        }
+        Match::Random { threshold, invert } => {
+            // xt_statistic: (get_random_u32() & 0x7FFFFFFF) < probability.
+            ((st.rng.next_u32() & 0x7fff_ffff) < *threshold) != *invert
+        }
+        Match::Nth { every, count, invert, .. } => {
+            // xt_statistic: count cycles 0..every-1 from --packet; the packet that wraps it
+            // to 0 matches.
+            let c = count.get();
+            let next = if c + 1 >= *every { 0 } else { c + 1 };
+            count.set(next);
+            (next == 0) != *invert
+        }
+        Match::Recent { name, cmd, seconds, hitcount, reap, rdest, mask, invert } => {
+            let addr = if *rdest { t.dst } else { t.src };
+            let addr = Ipv4Addr::from(u32::from(addr) & u32::from(*mask));
+            let list = st.recent.lists.entry(name.clone()).or_default();
+            let hit = match cmd {
+                RecentCmd::Set => {
+                    list.entry(addr).or_default().push(pkt.now);
+                    true
+                }
+                RecentCmd::Remove => list.remove(&addr).is_some(),
+                RecentCmd::Rcheck | RecentCmd::Update => {
+                    let window = seconds.map(|s| Duration::from_secs(u64::from(s)));
+                    let seen = list.get_mut(&addr);
+                    match seen {
+                        None => false,
+                        Some(times) => {
+                            if *reap
+                                && let Some(w) = window {
+                                    times.retain(|&at| at + w >= pkt.now);
+                                }
+                            let recent: usize = times
+                                .iter()
+                                .filter(|&&at| window.is_none_or(|w| at + w >= pkt.now))
+                                .count();
+                            let ok = recent > 0 && hitcount.is_none_or(|h| recent >= h as usize);
+                            if ok && *cmd == RecentCmd::Update {
+                                times.push(pkt.now);
+                            }
+                            ok
+                        }
+                    }
+                }
+            };
+            hit != *invert
+        }
+        Match::Set { name, flags, invert } => {
+            let pick_addr = |f: SetFlag| if f == SetFlag::Src { t.src } else { t.dst };
+            let pick_port = |f: SetFlag| if f == SetFlag::Src { t.sport } else { t.dport };
+            st.sets.test(name, flags, &pick_addr, &pick_port, t.proto) != *invert
+        }
+        Match::Physdev { phys_in, phys_out, is_in, is_out, is_bridged } => {
+            let chk = |n: &Option<crate::rule::Neg<String>>, dev: Option<&str>| {
+                n.as_ref().is_none_or(|n| iface_matches(&n.value, dev) != n.invert)
+            };
+            chk(phys_in, pkt.physdev_in)
+                && chk(phys_out, pkt.physdev_out)
+                && is_in.is_none_or(|want| pkt.physdev_in.is_some() == want)
+                && is_out.is_none_or(|want| pkt.physdev_out.is_some() == want)
+                && is_bridged.is_none_or(|want| pkt.bridged == want)
+        }
+    }
+}
+
+/// Whether a protocol is one the DNAT/SNAT port fields apply to.
+pub(crate) fn nat_has_ports(p: Proto) -> bool {
+    p.has_ports() || p == Proto::ICMP
+}

@@ -1,0 +1,541 @@
+//! The netfilter pipeline of one namespace: what runs at each hook, in the kernel's priority
+//! order, and how NAT decided once per connection is replayed on every packet.
+//!
+//! | hook | order (priority) |
+//! |---|---|
+//! | PREROUTING | raw (-300), conntrack in (-200), mangle (-150), nat dst (-100) |
+//! | OUTPUT | raw, conntrack in, mangle, nat dst, filter (0) |
+//! | INPUT | mangle, filter, nat src (100), conntrack confirm (last) |
+//! | FORWARD | mangle, filter |
+//! | POSTROUTING | mangle, nat src (100), conntrack confirm (last) |
+//!
+//! The nat table is consulted only for a connection's first packet, once per manip type
+//! (`nf_nat_initialized`); its decision (or a null binding) is stored in the conntrack entry.
+//! Every packet, first or later, then gets the stored rewrite (`nf_nat_packet`).
+
+use std::net::Ipv4Addr;
+
+use smoltcp::time::Instant;
+
+use crate::conntrack::{ConfirmError, Conntrack, CtInfo, CtRef, Direction, Entry, status};
+use crate::eval::{self, EvalState, PacketCtx, RecentLists, Rng, RuleHit, Verdict};
+use crate::ipset::IpSets;
+use crate::packet::{self, Manip, PacketError, PacketInfo, Proto, Tuple};
+use crate::rule::{NatFlags, NatRange, RejectWith};
+use crate::table::{Hook, Ruleset, TableName};
+
+/// A packet on its way through a namespace: IPv4 bytes plus what the kernel keeps beside
+/// them in the skb (mark, conntrack attachment).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Skb {
+    /// The IPv4 packet, header first.
+    pub data: Vec<u8>,
+    /// `skb->mark`.
+    pub mark: u32,
+    /// `skb->_nfct`.
+    pub ct: CtRef,
+}
+
+impl Skb {
+    /// A fresh packet with no mark and no conntrack attachment.
+    pub fn new(data: Vec<u8>) -> Skb {
+        Skb { data, mark: 0, ct: CtRef::None }
+    }
+}
+
+/// What the caller knows about the packet's surroundings at a hook.
+pub struct HookEnv<'a> {
+    /// Input device.
+    pub in_iface: Option<&'a str>,
+    /// Output device.
+    pub out_iface: Option<&'a str>,
+    /// Bridge port in (br_netfilter).
+    pub physdev_in: Option<&'a str>,
+    /// Bridge port out (br_netfilter).
+    pub physdev_out: Option<&'a str>,
+    /// Bridged rather than routed.
+    pub bridged: bool,
+    /// The address MASQUERADE uses: the primary address of the output device toward the
+    /// next hop (`inet_select_addr`).
+    pub masq_addr: Option<Ipv4Addr>,
+    /// Address type of an address (`RTN_*` bits), optionally limited to one device.
+    pub addr_type: &'a dyn Fn(Ipv4Addr, Option<&str>) -> u16,
+    /// Virtual time.
+    pub now: Instant,
+    /// Record rule hits.
+    pub trace: bool,
+}
+
+/// A NAT rewrite applied to a packet.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct NatApplied {
+    /// Which side.
+    pub manip: Manip,
+    /// Address and port before.
+    pub from: (Ipv4Addr, u16),
+    /// Address and port after.
+    pub to: (Ipv4Addr, u16),
+    /// Whether this packet's rule walk decided it (first packet), or conntrack replayed it.
+    pub decided_here: bool,
+}
+
+/// Why netfilter dropped a packet.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum DropCause {
+    /// A rule or policy said DROP.
+    Rule,
+    /// The packet could not be parsed.
+    Malformed(String),
+    /// The conntrack table was full.
+    ConntrackFull,
+    /// Conntrack insert clash.
+    ConntrackClash,
+    /// No free source port for SNAT/MASQUERADE.
+    NatExhausted,
+    /// MASQUERADE with no address on the output device.
+    NoMasqAddress,
+}
+
+/// The outcome of one hook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HookVerdict {
+    /// The packet continues.
+    Accept,
+    /// The packet is gone.
+    Drop(DropCause),
+    /// REJECT: the caller sends the error back to the sender and drops the packet.
+    Reject(RejectWith),
+}
+
+/// What happened at a hook, for the trace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct HookReport {
+    /// The verdict.
+    pub verdict: HookVerdict,
+    /// Rules that fired (when tracing).
+    pub hits: Vec<RuleHit>,
+    /// NAT rewrites applied.
+    pub nat: Vec<NatApplied>,
+    /// The conntrack state the packet had at this hook.
+    pub ctinfo: Option<CtInfo>,
+    /// Whether this hook confirmed a new conntrack entry.
+    pub confirmed: bool,
+}
+
+/// Netfilter state of one network namespace.
+#[derive(Clone, Debug)]
+pub struct Netfilter {
+    /// iptables tables.
+    pub tables: Ruleset,
+    /// The conntrack table.
+    pub conntrack: Conntrack,
+    /// `-m recent` lists.
+    pub recent: RecentLists,
+    /// ipsets.
+    pub sets: IpSets,
+    /// Randomness (statistic match, NAT port choice).
+    pub rng: Rng,
+    /// Use chain dispatch indices (off only to compare with a linear walk).
+    pub indexed: bool,
+}
+
+impl Netfilter {
+    /// Empty tables, an empty conntrack table, randomness from `seed`.
+    pub fn new(seed: u64) -> Netfilter {
+        Netfilter {
+            tables: Ruleset::default(),
+            conntrack: Conntrack::default(),
+            recent: RecentLists::default(),
+            sets: IpSets::default(),
+            rng: Rng::new(seed),
+            indexed: true,
+        }
+    }
+
+    /// Runs one hook over a packet.
+    pub fn hook(&mut self, hook: Hook, skb: &mut Skb, env: &HookEnv<'_>) -> HookReport {
+        let mut report = HookReport {
+            verdict: HookVerdict::Accept,
+            hits: Vec::new(),
+            nat: Vec::new(),
+            ctinfo: None,
+            confirmed: false,
+        };
+        let mut info = match packet::parse(&skb.data) {
+            Ok(i) => i,
+            Err(e) => {
+                report.verdict = HookVerdict::Drop(DropCause::Malformed(e.to_string()));
+                return report;
+            }
+        };
+        let tables: &[TableName] = match hook {
+            Hook::PreRouting => &[TableName::Raw, TableName::Mangle, TableName::Nat],
+            Hook::Output => &[TableName::Raw, TableName::Mangle, TableName::Nat, TableName::Filter],
+            Hook::Input => &[TableName::Mangle, TableName::Filter, TableName::Nat],
+            Hook::Forward => &[TableName::Mangle, TableName::Filter],
+            Hook::PostRouting => &[TableName::Mangle, TableName::Nat],
+        };
+        for &t in tables {
+            if t == TableName::Mangle && matches!(hook, Hook::PreRouting | Hook::Output) {
+                // conntrack in runs between raw and mangle.
+                self.conntrack_in(skb, &info, env.now);
+            }
+            let verdict = if t == TableName::Nat {
+                match self.nat(hook, skb, &mut info, env, &mut report) {
+                    Ok(v) => v,
+                    Err(cause) => {
+                        report.verdict = HookVerdict::Drop(cause);
+                        return report;
+                    }
+                }
+            } else {
+                self.run_table(t, hook, skb, &info, env, &mut report.hits)
+            };
+            match verdict {
+                Verdict::Accept => {}
+                Verdict::Notrack if t == TableName::Raw => skb.ct = CtRef::Untracked,
+                Verdict::Drop => {
+                    report.verdict = HookVerdict::Drop(DropCause::Rule);
+                    return report;
+                }
+                Verdict::Reject(w) => {
+                    report.verdict = HookVerdict::Reject(w);
+                    return report;
+                }
+                // NAT targets outside the nat table are refused by iptables itself; treat as
+                // accept if ever seen.
+                _ => {}
+            }
+        }
+        report.ctinfo = Some(ctinfo(&skb.ct));
+        if matches!(hook, Hook::Input | Hook::PostRouting) {
+            match self.confirm(skb, env.now) {
+                Ok(c) => report.confirmed = c,
+                Err(e) => {
+                    report.verdict = HookVerdict::Drop(match e {
+                        ConfirmError::TableFull => DropCause::ConntrackFull,
+                        ConfirmError::Clash => DropCause::ConntrackClash,
+                    });
+                }
+            }
+        }
+        report
+    }
+
+    /// Attaches the packet to conntrack (`nf_conntrack_in`) unless it already is.
+    pub fn conntrack_in(&mut self, skb: &mut Skb, info: &PacketInfo, now: Instant) {
+        if matches!(skb.ct, CtRef::None) {
+            skb.ct = self.conntrack.lookup(info, now);
+        }
+    }
+
+    /// Confirms the packet's unconfirmed entry; returns whether one was inserted.
+    pub fn confirm(&mut self, skb: &mut Skb, now: Instant) -> Result<bool, ConfirmError> {
+        if let CtRef::Unconfirmed(_) = skb.ct {
+            let CtRef::Unconfirmed(e) = std::mem::take(&mut skb.ct) else {
+                unreachable!("checked")
+            };
+            let id = self.conntrack.confirm(*e, now)?;
+            skb.ct = CtRef::Confirmed(id, Direction::Original, CtInfo::New);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn run_table(
+        &mut self,
+        t: TableName,
+        hook: Hook,
+        skb: &mut Skb,
+        info: &PacketInfo,
+        env: &HookEnv<'_>,
+        hits: &mut Vec<RuleHit>,
+    ) -> Verdict {
+        let (status_bits, origdst) = self.ct_view(&skb.ct);
+        let pkt = PacketCtx {
+            info,
+            in_iface: env.in_iface,
+            out_iface: env.out_iface,
+            physdev_in: env.physdev_in,
+            physdev_out: env.physdev_out,
+            bridged: env.bridged,
+            ctinfo: ctinfo(&skb.ct),
+            ct_status: status_bits,
+            ct_origdst: origdst,
+            addr_type: env.addr_type,
+            now: env.now,
+        };
+        let mut st = EvalState {
+            mark: &mut skb.mark,
+            rng: &mut self.rng,
+            recent: &mut self.recent,
+            sets: &self.sets,
+            hits: if env.trace { Some(hits) } else { None },
+        };
+        eval::eval_chain(self.tables.table_mut(t), hook.chain_name(), &pkt, &mut st, self.indexed)
+    }
+
+    fn ct_view(&self, ct: &CtRef) -> (u32, Option<Ipv4Addr>) {
+        match ct {
+            CtRef::Unconfirmed(e) => (e.status, Some(e.orig.dst)),
+            CtRef::Confirmed(id, _, _) => {
+                self.conntrack.get(*id).map_or((0, None), |e| (e.status, Some(e.orig.dst)))
+            }
+            _ => (0, None),
+        }
+    }
+
+    /// The nat step of a hook: decide (first packet only), then apply.
+    fn nat(
+        &mut self,
+        hook: Hook,
+        skb: &mut Skb,
+        info: &mut PacketInfo,
+        env: &HookEnv<'_>,
+        report: &mut HookReport,
+    ) -> Result<Verdict, DropCause> {
+        let manip = match hook {
+            Hook::PreRouting | Hook::Output => Manip::Dst,
+            _ => Manip::Src,
+        };
+        let done_bit =
+            if manip == Manip::Src { status::SRC_NAT_DONE } else { status::DST_NAT_DONE };
+        let mut decided_here = false;
+        let needs_decision = matches!(&skb.ct, CtRef::Unconfirmed(e) if e.status & done_bit == 0);
+        if needs_decision {
+            let v = self.run_table(TableName::Nat, hook, skb, info, env, &mut report.hits);
+            let CtRef::Unconfirmed(entry) = &mut skb.ct else { unreachable!("checked above") };
+            match v {
+                Verdict::Dnat(range, flags) if manip == Manip::Dst => {
+                    let (a, p) = pick_dnat(&range, &flags, entry, &mut self.rng);
+                    entry.set_nat(Manip::Dst, a, p);
+                    decided_here = true;
+                }
+                Verdict::Snat(range, flags) if manip == Manip::Src => {
+                    let (a, p) = pick_snat(&range, &flags, entry, &self.conntrack, &mut self.rng)
+                        .ok_or(DropCause::NatExhausted)?;
+                    entry.set_nat(Manip::Src, a, p);
+                    decided_here = true;
+                }
+                Verdict::Masquerade(ports, flags) if manip == Manip::Src => {
+                    let addr = env.masq_addr.ok_or(DropCause::NoMasqAddress)?;
+                    let range = NatRange { addr_lo: addr, addr_hi: addr, ports };
+                    let (a, p) = pick_snat(&range, &flags, entry, &self.conntrack, &mut self.rng)
+                        .ok_or(DropCause::NatExhausted)?;
+                    entry.set_nat(Manip::Src, a, p);
+                    decided_here = true;
+                }
+                Verdict::Drop | Verdict::Reject(_) => return Ok(v),
+                _ => entry.status |= done_bit,
+            }
+        }
+        // Apply the stored translation for this packet's direction.
+        let target = match &skb.ct {
+            CtRef::Unconfirmed(e) => e.nat_target(Direction::Original, manip),
+            CtRef::Confirmed(id, dir, _) => {
+                self.conntrack.get(*id).and_then(|e| e.nat_target(*dir, manip))
+            }
+            _ => None,
+        };
+        if let Some((addr, port)) = target {
+            let t = &info.tuple;
+            let from = if manip == Manip::Src { (t.src, t.sport) } else { (t.dst, t.dport) };
+            let port =
+                if eval::nat_has_ports(t.proto) || info.is_icmp_error() { port } else { from.1 };
+            if from != (addr, port) || info.is_icmp_error() {
+                packet::rewrite(&mut skb.data, manip, addr, port)
+                    .map_err(|e: PacketError| DropCause::Malformed(e.to_string()))?;
+                *info =
+                    packet::parse(&skb.data).map_err(|e| DropCause::Malformed(e.to_string()))?;
+                let t = &info.tuple;
+                let to = if manip == Manip::Src { (t.src, t.sport) } else { (t.dst, t.dport) };
+                report.nat.push(NatApplied { manip, from, to, decided_here });
+            }
+        }
+        Ok(Verdict::Accept)
+    }
+}
+
+fn ctinfo(ct: &CtRef) -> CtInfo {
+    match ct {
+        CtRef::None | CtRef::Invalid => CtInfo::Invalid,
+        CtRef::Untracked => CtInfo::Untracked,
+        CtRef::Unconfirmed(_) => CtInfo::New,
+        CtRef::Confirmed(_, _, i) => *i,
+    }
+}
+
+fn pick_addr(range: &NatRange, rng: &mut Rng) -> Ipv4Addr {
+    let (lo, hi) = (u32::from(range.addr_lo), u32::from(range.addr_hi));
+    if hi <= lo { range.addr_lo } else { Ipv4Addr::from(rng.range(lo, hi)) }
+}
+
+fn pick_dnat(range: &NatRange, _flags: &NatFlags, e: &Entry, rng: &mut Rng) -> (Ipv4Addr, u16) {
+    let addr = pick_addr(range, rng);
+    let port = match range.ports {
+        Some((lo, hi)) if hi > lo => rng.range(u32::from(lo), u32::from(hi)) as u16,
+        Some((lo, _)) => lo,
+        None => e.orig.dport,
+    };
+    (addr, port)
+}
+
+/// Picks the source address and port for SNAT/MASQUERADE so that the resulting reply tuple
+/// is unique (`nf_nat_l4proto_unique_tuple`): keep the source port when it is free and in
+/// range (never under `--random-fully`), else search the range from a random offset.
+fn pick_snat(
+    range: &NatRange,
+    flags: &NatFlags,
+    e: &Entry,
+    ct: &Conntrack,
+    rng: &mut Rng,
+) -> Option<(Ipv4Addr, u16)> {
+    let addr = pick_addr(range, rng);
+    // The packet as it will leave, after any DNAT: the reply must come back to addr:port.
+    let fwd = Tuple {
+        src: e.orig.src,
+        dst: e.reply.src,
+        proto: e.orig.proto,
+        sport: e.orig.sport,
+        dport: e.reply.sport,
+    };
+    let taken = |p: u16| {
+        ct.tuple_taken(&Tuple {
+            src: fwd.dst,
+            dst: addr,
+            proto: fwd.proto,
+            sport: fwd.dport,
+            dport: p,
+        })
+    };
+    if !(fwd.proto.has_ports() || fwd.proto == Proto::ICMP) {
+        return (!taken(0)).then_some((addr, 0));
+    }
+    let orig = fwd.sport;
+    let (lo, hi) = match range.ports {
+        Some(r) => r,
+        None if fwd.proto == Proto::ICMP => (0, 65535),
+        None if orig < 512 => (1, 511),
+        None if orig < 1024 => (600, 1023),
+        None => (1024, 65535),
+    };
+    if !flags.random_fully && (lo..=hi).contains(&orig) && !taken(orig) {
+        return Some((addr, orig));
+    }
+    let span = u32::from(hi - lo) + 1;
+    let start = rng.range(0, span - 1);
+    (0..span).map(|i| lo + ((start + i) % span) as u16).find(|&p| !taken(p)).map(|p| (addr, p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::tests::{tcp_syn, udp};
+    use crate::rule::addrtype;
+
+    fn env<'a>(
+        f: &'a dyn Fn(Ipv4Addr, Option<&str>) -> u16,
+        masq: Option<Ipv4Addr>,
+    ) -> HookEnv<'a> {
+        HookEnv {
+            in_iface: Some("cbr0"),
+            out_iface: Some("eth0"),
+            physdev_in: None,
+            physdev_out: None,
+            bridged: false,
+            masq_addr: masq,
+            addr_type: f,
+            now: Instant::from_secs(1),
+            trace: true,
+        }
+    }
+
+    const RULES: &str = "*nat
+:PREROUTING ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:KUBE-SERVICES - [0:0]
+:KUBE-SVC-X - [0:0]
+:KUBE-SEP-A - [0:0]
+:KUBE-MARK-MASQ - [0:0]
+:KUBE-POSTROUTING - [0:0]
+-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES
+-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING
+-A KUBE-SERVICES -m comment --comment \"default/web:http cluster IP\" -m tcp -p tcp -d 10.96.0.10 --dport 80 -j KUBE-SVC-X
+-A KUBE-SVC-X -m comment --comment \"default/web:http -> 10.244.2.2:8080\" -j KUBE-SEP-A
+-A KUBE-SEP-A -s 10.244.2.2 -j KUBE-MARK-MASQ
+-A KUBE-SEP-A -m tcp -p tcp -j DNAT --to-destination 10.244.2.2:8080
+-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000
+-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
+-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000
+-A KUBE-POSTROUTING -j MASQUERADE --random-fully
+COMMIT
+";
+
+    #[test]
+    fn dnat_then_reply_un_dnat_restores_the_vip() {
+        let mut nf = Netfilter::new(7);
+        nf.tables.restore(RULES, false).unwrap();
+        let at = |_a: Ipv4Addr, _i: Option<&str>| addrtype::UNICAST;
+        let mut skb = Skb::new(tcp_syn([10, 244, 1, 3], 40000, [10, 96, 0, 10], 80));
+        let r = nf.hook(Hook::PreRouting, &mut skb, &env(&at, None));
+        assert_eq!(r.verdict, HookVerdict::Accept);
+        assert_eq!(r.nat.len(), 1);
+        assert!(r.hits.iter().any(|h| h.comment.as_deref() == Some("default/web:http cluster IP")));
+        let info = packet::parse(&skb.data).unwrap();
+        assert_eq!((info.tuple.dst, info.tuple.dport), (Ipv4Addr::new(10, 244, 2, 2), 8080));
+        assert!(packet::checksums_valid(&skb.data));
+        let r =
+            nf.hook(Hook::PostRouting, &mut skb, &env(&at, Some(Ipv4Addr::new(192, 168, 0, 1))));
+        assert!(r.confirmed);
+        assert!(r.nat.is_empty(), "no masquerade without the mark");
+        // The reply from the endpoint.
+        let synack = crate::packet::tcp_flags::SYN | crate::packet::tcp_flags::ACK;
+        let mut rep = Skb::new(crate::packet::tests::tcp(
+            [10, 244, 2, 2],
+            8080,
+            [10, 244, 1, 3],
+            40000,
+            synack,
+        ));
+        let r = nf.hook(Hook::PreRouting, &mut rep, &env(&at, None));
+        assert_eq!(r.ctinfo, Some(CtInfo::Established));
+        let r2 = nf.hook(Hook::PostRouting, &mut rep, &env(&at, None));
+        assert!(
+            r.nat.is_empty() && r2.nat.len() == 1,
+            "un-DNAT is a source rewrite at POSTROUTING"
+        );
+        let back = packet::parse(&rep.data).unwrap();
+        assert_eq!((back.tuple.src, back.tuple.sport), (Ipv4Addr::new(10, 96, 0, 10), 80));
+        assert!(packet::checksums_valid(&rep.data));
+    }
+
+    #[test]
+    fn hairpin_is_masqueraded_with_a_fresh_port_under_random_fully() {
+        let mut nf = Netfilter::new(1);
+        nf.tables.restore(RULES, false).unwrap();
+        let at = |_a: Ipv4Addr, _i: Option<&str>| addrtype::UNICAST;
+        let mut skb = Skb::new(tcp_syn([10, 244, 2, 2], 40000, [10, 96, 0, 10], 80));
+        let _ = nf.hook(Hook::PreRouting, &mut skb, &env(&at, None));
+        assert_eq!(skb.mark & 0x4000, 0x4000);
+        let r = nf.hook(Hook::PostRouting, &mut skb, &env(&at, Some(Ipv4Addr::new(10, 244, 2, 1))));
+        assert_eq!(r.nat.len(), 1);
+        let info = packet::parse(&skb.data).unwrap();
+        assert_eq!(info.tuple.src, Ipv4Addr::new(10, 244, 2, 1));
+        assert_ne!(info.tuple.sport, 40000, "--random-fully never keeps the port");
+        assert_eq!(skb.mark & 0x4000, 0, "KUBE-POSTROUTING clears the mark");
+        assert!(packet::checksums_valid(&skb.data));
+    }
+
+    #[test]
+    fn dropped_packet_leaves_no_conntrack_entry() {
+        let mut nf = Netfilter::new(1);
+        nf.tables.restore("*filter\n:FORWARD DROP [0:0]\nCOMMIT\n", false).unwrap();
+        let at = |_a: Ipv4Addr, _i: Option<&str>| addrtype::UNICAST;
+        let mut skb = Skb::new(udp([10, 0, 0, 1], 5, [10, 0, 0, 2], 53, b"q"));
+        let _ = nf.hook(Hook::PreRouting, &mut skb, &env(&at, None));
+        let r = nf.hook(Hook::Forward, &mut skb, &env(&at, None));
+        assert_eq!(r.verdict, HookVerdict::Drop(DropCause::Rule));
+        assert!(nf.conntrack.is_empty());
+    }
+}

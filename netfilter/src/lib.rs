@@ -1,0 +1,35 @@
+//! `podnet-netfilter`: a deterministic model of Linux netfilter for IPv4.
+//!
+//! It knows packets, never pods. The layers, bottom up:
+//!
+//! - [`packet`]: the netfilter view of IPv4 bytes (tuples, flags) and in-place NAT rewrites
+//!   with incremental checksums.
+//! - [`conntrack`]: connection tracking with the kernel's states, timeouts, table limit and
+//!   NAT bindings.
+//! - [`rule`]: iptables matches and targets, parsed from `iptables-restore` tokens and printed
+//!   in `iptables-save` kernel form.
+//! - [`table`]: tables and chains, `iptables-restore` input in, restore and kernel forms out.
+//! - [`eval`]: first-match rule evaluation, with a dispatch index that keeps long chains
+//!   O(1) in the number of Services.
+//! - [`ipset`]: the set types kube-proxy's IPVS mode uses.
+//! - [`hook`]: the per-hook pipeline ([`Netfilter::hook`]) that ties them together the way
+//!   the kernel orders them.
+//!
+//! Time ([`smoltcp::time::Instant`]) and randomness ([`Rng`]) are inputs: the same inputs and
+//! seed always give the same verdicts, NAT ports and statistic picks.
+#![forbid(unsafe_code)]
+
+pub mod conntrack;
+pub mod eval;
+pub mod hook;
+pub mod ipset;
+pub mod packet;
+pub mod rule;
+pub mod table;
+
+pub use conntrack::{Conntrack, CtInfo, CtRef, Direction};
+pub use eval::{Rng, RuleHit, Verdict};
+pub use hook::{DropCause, HookEnv, HookReport, HookVerdict, NatApplied, Netfilter, Skb};
+pub use packet::{Manip, PacketInfo, Proto, Tuple};
+pub use rule::{Rule, Target};
+pub use table::{Hook, ParseError, Ruleset, TableName};

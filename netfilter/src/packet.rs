@@ -1,0 +1,544 @@
+//! The netfilter view of an IPv4 packet: its connection tuple, the header fields rules match
+//! on, and in-place NAT rewrites with incremental checksum updates.
+//!
+//! Follows `net/netfilter/nf_conntrack_proto_*.c` for what makes a tuple and
+//! `net/netfilter/nf_nat_proto.c` for how NAT edits bytes: addresses and ports are changed
+//! with smoltcp's setters and every affected checksum is patched with RFC 1624's
+//! `HC' = ~(~HC + ~m + m')`, never recomputed from a `Repr` (which would normalise the header).
+//!
+//! ICMP echo tuples carry the echo identifier in both port slots, so that
+//! [`Tuple::invert`] stays an involution; Linux keeps the id in `src.u.icmp.id` and the type
+//! in `dst`, which amounts to the same identity for echo request/reply pairs.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use smoltcp::wire::{Icmpv4Message, Icmpv4Packet, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
+
+/// An IP protocol number as iptables names it (`-p tcp`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct Proto(pub u8);
+
+impl Proto {
+    /// ICMP (1).
+    pub const ICMP: Proto = Proto(1);
+    /// TCP (6).
+    pub const TCP: Proto = Proto(6);
+    /// UDP (17).
+    pub const UDP: Proto = Proto(17);
+    /// SCTP (132).
+    pub const SCTP: Proto = Proto(132);
+
+    /// Parses an iptables protocol name or number (`tcp`, `udp`, `icmp`, `sctp`, `6`).
+    pub fn parse(s: &str) -> Option<Proto> {
+        match s.to_ascii_lowercase().as_str() {
+            "tcp" => Some(Proto::TCP),
+            "udp" => Some(Proto::UDP),
+            "icmp" => Some(Proto::ICMP),
+            "sctp" => Some(Proto::SCTP),
+            n => n.parse().ok().map(Proto),
+        }
+    }
+
+    /// Whether packets of this protocol carry ports in their tuple.
+    pub fn has_ports(self) -> bool {
+        matches!(self, Proto::TCP | Proto::UDP | Proto::SCTP)
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Proto::TCP => f.write_str("tcp"),
+            Proto::UDP => f.write_str("udp"),
+            Proto::ICMP => f.write_str("icmp"),
+            Proto::SCTP => f.write_str("sctp"),
+            Proto(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// A connection tuple: what conntrack keys a direction of a connection by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct Tuple {
+    /// Source address.
+    pub src: Ipv4Addr,
+    /// Destination address.
+    pub dst: Ipv4Addr,
+    /// Protocol.
+    pub proto: Proto,
+    /// Source port (ICMP echo: the identifier).
+    pub sport: u16,
+    /// Destination port (ICMP echo: the identifier).
+    pub dport: u16,
+}
+
+impl Tuple {
+    /// The tuple of the other direction (`nf_ct_invert_tuple`).
+    #[must_use]
+    pub fn invert(&self) -> Tuple {
+        Tuple {
+            src: self.dst,
+            dst: self.src,
+            proto: self.proto,
+            sport: self.dport,
+            dport: self.sport,
+        }
+    }
+}
+
+impl fmt::Display for Tuple {
+    /// `conntrack -L` style: `src=10.244.1.3 dst=10.96.0.10 sport=40000 dport=80`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "src={} dst={}", self.src, self.dst)?;
+        if self.proto.has_ports() {
+            write!(f, " sport={} dport={}", self.sport, self.dport)?;
+        } else if self.proto == Proto::ICMP {
+            write!(f, " id={}", self.sport)?;
+        }
+        Ok(())
+    }
+}
+
+/// TCP flag bits as they sit in the header's 13th byte.
+pub mod tcp_flags {
+    /// FIN.
+    pub const FIN: u8 = 0x01;
+    /// SYN.
+    pub const SYN: u8 = 0x02;
+    /// RST.
+    pub const RST: u8 = 0x04;
+    /// PSH.
+    pub const PSH: u8 = 0x08;
+    /// ACK.
+    pub const ACK: u8 = 0x10;
+}
+
+/// What netfilter reads from a packet before any rule runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PacketInfo {
+    /// The packet's own tuple.
+    pub tuple: Tuple,
+    /// TCP flags (0 for other protocols).
+    pub tcp_flags: u8,
+    /// ICMP type and code, for ICMP packets.
+    pub icmp: Option<(u8, u8)>,
+    /// For ICMP errors: the tuple of the packet quoted inside, as it was sent.
+    pub icmp_inner: Option<Tuple>,
+    /// Total length of the IPv4 packet in bytes.
+    pub len: u16,
+    /// The TTL.
+    pub ttl: u8,
+}
+
+impl PacketInfo {
+    /// Whether this is an ICMP error (destination unreachable, time exceeded, ...).
+    pub fn is_icmp_error(&self) -> bool {
+        self.icmp_inner.is_some()
+    }
+}
+
+/// Why a packet could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PacketError {
+    /// The IPv4 header is short, has a bad version or length, or a wrong checksum.
+    #[error("malformed IPv4 header: {0}")]
+    BadIpv4(&'static str),
+    /// The transport header is cut short.
+    #[error("truncated {0} header")]
+    Truncated(Proto),
+    /// Fragments are not modelled.
+    #[error("IPv4 fragments are not modelled (MF set or offset non-zero)")]
+    Fragment,
+}
+
+/// Reads the netfilter view of an IPv4 packet (`bytes` starts at the IPv4 header).
+pub fn parse(bytes: &[u8]) -> Result<PacketInfo, PacketError> {
+    let ip = Ipv4Packet::new_checked(bytes).map_err(|_| PacketError::BadIpv4("length"))?;
+    if ip.version() != 4 {
+        return Err(PacketError::BadIpv4("version"));
+    }
+    if !ip.verify_checksum() {
+        return Err(PacketError::BadIpv4("checksum"));
+    }
+    if ip.more_frags() || ip.frag_offset() != 0 {
+        return Err(PacketError::Fragment);
+    }
+    let proto = Proto(u8::from(ip.next_header()));
+    let (sport, dport, tcp_flags, icmp, icmp_inner) = l4_fields(proto, ip.payload())?;
+    Ok(PacketInfo {
+        tuple: Tuple { src: ip.src_addr(), dst: ip.dst_addr(), proto, sport, dport },
+        tcp_flags,
+        icmp,
+        icmp_inner,
+        len: ip.total_len(),
+        ttl: ip.hop_limit(),
+    })
+}
+
+type L4Fields = (u16, u16, u8, Option<(u8, u8)>, Option<Tuple>);
+
+fn l4_fields(proto: Proto, payload: &[u8]) -> Result<L4Fields, PacketError> {
+    match proto {
+        Proto::TCP => {
+            let tcp = TcpPacket::new_checked(payload).map_err(|_| PacketError::Truncated(proto))?;
+            Ok((tcp.src_port(), tcp.dst_port(), payload[13], None, None))
+        }
+        Proto::UDP => {
+            let udp = UdpPacket::new_checked(payload).map_err(|_| PacketError::Truncated(proto))?;
+            Ok((udp.src_port(), udp.dst_port(), 0, None, None))
+        }
+        Proto::SCTP => {
+            if payload.len() < 12 {
+                return Err(PacketError::Truncated(proto));
+            }
+            let sport = u16::from_be_bytes([payload[0], payload[1]]);
+            let dport = u16::from_be_bytes([payload[2], payload[3]]);
+            Ok((sport, dport, 0, None, None))
+        }
+        Proto::ICMP => {
+            let icmp =
+                Icmpv4Packet::new_checked(payload).map_err(|_| PacketError::Truncated(proto))?;
+            let ty = u8::from(icmp.msg_type());
+            let code = icmp.msg_code();
+            match icmp.msg_type() {
+                Icmpv4Message::EchoRequest | Icmpv4Message::EchoReply => {
+                    let id = icmp.echo_ident();
+                    Ok((id, id, 0, Some((ty, code)), None))
+                }
+                Icmpv4Message::DstUnreachable | Icmpv4Message::TimeExceeded => {
+                    // The quoted packet: its IPv4 header plus at least 8 bytes of transport.
+                    let inner = icmp.data();
+                    let inner_ip = Ipv4Packet::new_checked(inner)
+                        .map_err(|_| PacketError::Truncated(proto))?;
+                    let iproto = Proto(u8::from(inner_ip.next_header()));
+                    let ihl = usize::from(inner_ip.header_len());
+                    let l4 = &inner[ihl.min(inner.len())..];
+                    let (isport, idport) = if iproto.has_ports() && l4.len() >= 4 {
+                        (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]]))
+                    } else if iproto == Proto::ICMP && l4.len() >= 6 {
+                        let id = u16::from_be_bytes([l4[4], l4[5]]);
+                        (id, id)
+                    } else {
+                        (0, 0)
+                    };
+                    let t = Tuple {
+                        src: inner_ip.src_addr(),
+                        dst: inner_ip.dst_addr(),
+                        proto: iproto,
+                        sport: isport,
+                        dport: idport,
+                    };
+                    Ok((0, 0, 0, Some((ty, code)), Some(t)))
+                }
+                _ => Ok((0, 0, 0, Some((ty, code)), None)),
+            }
+        }
+        _ => Ok((0, 0, 0, None, None)),
+    }
+}
+
+/// Which side of a packet a NAT manipulation rewrites (`enum nf_nat_manip_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Manip {
+    /// Source NAT: rewrites the source address and port.
+    Src,
+    /// Destination NAT: rewrites the destination address and port.
+    Dst,
+}
+
+/// Rewrites the source or destination address and port of an IPv4 packet in place, patching
+/// the IPv4, TCP/UDP and ICMP checksums incrementally (`nf_nat_ipv4_manip_pkt`).
+///
+/// For an ICMP error the quoted inner packet is rewritten too (its opposite side), as
+/// `nf_nat_icmp_reply_translation` does, so that the receiver can match it to its socket.
+pub fn rewrite(
+    bytes: &mut [u8],
+    manip: Manip,
+    addr: Ipv4Addr,
+    port: u16,
+) -> Result<(), PacketError> {
+    let mut ip =
+        Ipv4Packet::new_checked(&mut *bytes).map_err(|_| PacketError::BadIpv4("length"))?;
+    let old_addr = match manip {
+        Manip::Src => ip.src_addr(),
+        Manip::Dst => ip.dst_addr(),
+    };
+    match manip {
+        Manip::Src => ip.set_src_addr(addr),
+        Manip::Dst => ip.set_dst_addr(addr),
+    }
+    let ip_csum = csum_replace4(ip.checksum(), old_addr, addr);
+    ip.set_checksum(ip_csum);
+    let proto = IpProtocol::from(u8::from(ip.next_header()));
+    let payload = ip.payload_mut();
+    match proto {
+        IpProtocol::Tcp => {
+            let mut tcp =
+                TcpPacket::new_checked(payload).map_err(|_| PacketError::Truncated(Proto::TCP))?;
+            let old_port = match manip {
+                Manip::Src => tcp.src_port(),
+                Manip::Dst => tcp.dst_port(),
+            };
+            match manip {
+                Manip::Src => tcp.set_src_port(port),
+                Manip::Dst => tcp.set_dst_port(port),
+            }
+            let mut c = csum_replace4(tcp.checksum(), old_addr, addr);
+            c = csum_replace2(c, old_port, port);
+            tcp.set_checksum(c);
+        }
+        IpProtocol::Udp => {
+            let mut udp =
+                UdpPacket::new_checked(payload).map_err(|_| PacketError::Truncated(Proto::UDP))?;
+            let old_port = match manip {
+                Manip::Src => udp.src_port(),
+                Manip::Dst => udp.dst_port(),
+            };
+            match manip {
+                Manip::Src => udp.set_src_port(port),
+                Manip::Dst => udp.set_dst_port(port),
+            }
+            // A zero UDP checksum means "none" and stays zero (RFC 768).
+            if udp.checksum() != 0 {
+                let mut c = csum_replace4(udp.checksum(), old_addr, addr);
+                c = csum_replace2(c, old_port, port);
+                udp.set_checksum(if c == 0 { 0xffff } else { c });
+            }
+        }
+        IpProtocol::Icmp => {
+            rewrite_icmp(payload, manip, old_addr, addr, port)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn rewrite_icmp(
+    payload: &mut [u8],
+    manip: Manip,
+    old_addr: Ipv4Addr,
+    addr: Ipv4Addr,
+    port: u16,
+) -> Result<(), PacketError> {
+    let mut icmp = Icmpv4Packet::new_checked(&mut *payload)
+        .map_err(|_| PacketError::Truncated(Proto::ICMP))?;
+    match icmp.msg_type() {
+        Icmpv4Message::EchoRequest | Icmpv4Message::EchoReply => {
+            let old_id = icmp.echo_ident();
+            if old_id != port {
+                icmp.set_echo_ident(port);
+                let c = csum_replace2(icmp.checksum(), old_id, port);
+                icmp.set_checksum(c);
+            }
+        }
+        Icmpv4Message::DstUnreachable | Icmpv4Message::TimeExceeded => {
+            // The quoted packet travelled the other way: a source rewrite of the error is a
+            // destination rewrite of the quote, and vice versa. Only rewrite when the quote
+            // really carries the old address there.
+            let inner_manip = match manip {
+                Manip::Src => Manip::Dst,
+                Manip::Dst => Manip::Src,
+            };
+            let old_sum = icmp.checksum();
+            let data = icmp.data_mut();
+            let before: Vec<u8> = data.to_vec();
+            let quoted_addr = Ipv4Packet::new_checked(&*data).ok().map(|p| match inner_manip {
+                Manip::Src => p.src_addr(),
+                Manip::Dst => p.dst_addr(),
+            });
+            if quoted_addr == Some(old_addr) {
+                rewrite_quoted(data, inner_manip, addr, port);
+            }
+            // The ICMP checksum covers the quote: patch it word by word.
+            let mut c = old_sum;
+            for (a, b) in before.chunks(2).zip(data.chunks(2)) {
+                let o = u16::from_be_bytes([a[0], *a.get(1).unwrap_or(&0)]);
+                let n = u16::from_be_bytes([b[0], *b.get(1).unwrap_or(&0)]);
+                if o != n {
+                    c = csum_replace2(c, o, n);
+                }
+            }
+            icmp.set_checksum(c);
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Rewrites a quoted (possibly truncated) packet inside an ICMP error: address and header
+/// checksum always; the port when the 8 quoted transport bytes hold it. The quoted transport
+/// checksum is left alone, as Linux leaves it (it cannot be verified over a truncated quote).
+fn rewrite_quoted(data: &mut [u8], manip: Manip, addr: Ipv4Addr, port: u16) {
+    let Ok(mut ip) = Ipv4Packet::new_checked(&mut *data) else { return };
+    let old = match manip {
+        Manip::Src => ip.src_addr(),
+        Manip::Dst => ip.dst_addr(),
+    };
+    match manip {
+        Manip::Src => ip.set_src_addr(addr),
+        Manip::Dst => ip.set_dst_addr(addr),
+    }
+    let c = csum_replace4(ip.checksum(), old, addr);
+    ip.set_checksum(c);
+    let proto = Proto(u8::from(ip.next_header()));
+    let ihl = usize::from(ip.header_len());
+    if proto.has_ports() && data.len() >= ihl + 4 {
+        let off = ihl + if manip == Manip::Src { 0 } else { 2 };
+        data[off..off + 2].copy_from_slice(&port.to_be_bytes());
+    }
+}
+
+/// RFC 1624 incremental update of a 16-bit one's complement checksum for one changed word.
+pub fn csum_replace2(check: u16, old: u16, new: u16) -> u16 {
+    let mut sum = u32::from(!check) + u32::from(!old) + u32::from(new);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+/// RFC 1624 incremental update for a changed IPv4 address (two words).
+pub fn csum_replace4(check: u16, old: Ipv4Addr, new: Ipv4Addr) -> u16 {
+    let o = old.octets();
+    let n = new.octets();
+    let c =
+        csum_replace2(check, u16::from_be_bytes([o[0], o[1]]), u16::from_be_bytes([n[0], n[1]]));
+    csum_replace2(c, u16::from_be_bytes([o[2], o[3]]), u16::from_be_bytes([n[2], n[3]]))
+}
+
+/// Verifies every checksum a receiving host would check: IPv4 header, and TCP/UDP over the
+/// pseudo-header, ICMP over its message. Used by tests and the tracer's integrity checks.
+pub fn checksums_valid(bytes: &[u8]) -> bool {
+    use smoltcp::wire::IpAddress;
+    let Ok(ip) = Ipv4Packet::new_checked(bytes) else { return false };
+    if !ip.verify_checksum() {
+        return false;
+    }
+    let src = IpAddress::Ipv4(ip.src_addr());
+    let dst = IpAddress::Ipv4(ip.dst_addr());
+    let payload = ip.payload();
+    match IpProtocol::from(u8::from(ip.next_header())) {
+        IpProtocol::Tcp => {
+            TcpPacket::new_checked(payload).is_ok_and(|t| t.verify_checksum(&src, &dst))
+        }
+        IpProtocol::Udp => {
+            UdpPacket::new_checked(payload).is_ok_and(|u| u.verify_checksum(&src, &dst))
+        }
+        IpProtocol::Icmp => Icmpv4Packet::new_checked(payload).is_ok_and(|i| i.verify_checksum()),
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A TCP SYN 10.244.1.3:40000 -> 10.96.0.10:80 with valid checksums, as bytes.
+    pub(crate) fn tcp_syn(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
+        tcp(src, sport, dst, dport, tcp_flags::SYN)
+    }
+
+    /// A TCP segment with `flags` and valid checksums.
+    pub(crate) fn tcp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8) -> Vec<u8> {
+        build(src, dst, 6, &{
+            let mut t = vec![0u8; 20];
+            t[0..2].copy_from_slice(&sport.to_be_bytes());
+            t[2..4].copy_from_slice(&dport.to_be_bytes());
+            t[4..8].copy_from_slice(&0x0102_0304u32.to_be_bytes());
+            t[12] = 5 << 4;
+            t[13] = flags;
+            t[14..16].copy_from_slice(&64240u16.to_be_bytes());
+            t
+        })
+    }
+
+    pub(crate) fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, data: &[u8]) -> Vec<u8> {
+        let mut u = vec![0u8; 8];
+        u[0..2].copy_from_slice(&sport.to_be_bytes());
+        u[2..4].copy_from_slice(&dport.to_be_bytes());
+        u[4..6].copy_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+        u.extend_from_slice(data);
+        build(src, dst, 17, &u)
+    }
+
+    /// Builds an IPv4 packet and fills every checksum from scratch (test fixture only).
+    pub(crate) fn build(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
+        use smoltcp::wire::IpAddress;
+        let mut b = vec![0u8; 20 + l4.len()];
+        b[0] = 0x45;
+        b[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+        b[4..6].copy_from_slice(&0x1c46u16.to_be_bytes());
+        b[6] = 0x40;
+        b[8] = 64;
+        b[9] = proto;
+        b[12..16].copy_from_slice(&src);
+        b[16..20].copy_from_slice(&dst);
+        b[20..].copy_from_slice(l4);
+        let (s, d) = (
+            IpAddress::v4(src[0], src[1], src[2], src[3]),
+            IpAddress::v4(dst[0], dst[1], dst[2], dst[3]),
+        );
+        {
+            let mut ip = Ipv4Packet::new_unchecked(&mut b[..]);
+            ip.fill_checksum();
+            let payload = ip.payload_mut();
+            match proto {
+                6 => TcpPacket::new_unchecked(payload).fill_checksum(&s, &d),
+                17 => UdpPacket::new_unchecked(payload).fill_checksum(&s, &d),
+                1 => Icmpv4Packet::new_unchecked(payload).fill_checksum(),
+                _ => {}
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn parses_tcp_syn_bytes() {
+        let p = tcp_syn([10, 244, 1, 3], 40000, [10, 96, 0, 10], 80);
+        let info = parse(&p).unwrap();
+        assert_eq!(info.tuple.src, Ipv4Addr::new(10, 244, 1, 3));
+        assert_eq!(info.tuple.dport, 80);
+        assert_eq!(info.tcp_flags, tcp_flags::SYN);
+        assert_eq!(info.len, 40);
+    }
+
+    #[test]
+    fn dnat_rewrite_keeps_checksums_valid_and_other_fields() {
+        let mut p = tcp_syn([10, 244, 1, 3], 40000, [10, 96, 0, 10], 80);
+        let ident_before = &p[4..8].to_vec();
+        rewrite(&mut p, Manip::Dst, Ipv4Addr::new(10, 244, 2, 2), 8080).unwrap();
+        assert!(checksums_valid(&p));
+        let info = parse(&p).unwrap();
+        assert_eq!(info.tuple.dst, Ipv4Addr::new(10, 244, 2, 2));
+        assert_eq!(info.tuple.dport, 8080);
+        assert_eq!(&p[4..8], &ident_before[..], "ident and flags untouched");
+    }
+
+    #[test]
+    fn udp_zero_checksum_stays_zero() {
+        let mut p = udp([10, 0, 0, 1], 1000, [10, 0, 0, 2], 53, b"hi");
+        p[26] = 0;
+        p[27] = 0;
+        let mut ip = Ipv4Packet::new_unchecked(&mut p[..]);
+        ip.fill_checksum();
+        rewrite(&mut p, Manip::Src, Ipv4Addr::new(192, 168, 0, 1), 2000).unwrap();
+        assert_eq!(&p[26..28], &[0, 0]);
+    }
+
+    #[test]
+    fn truncated_packets_are_errors_not_panics() {
+        let p = tcp_syn([10, 244, 1, 3], 40000, [10, 96, 0, 10], 80);
+        for n in 0..p.len() {
+            let _ = parse(&p[..n]);
+            let mut cut = p[..n].to_vec();
+            let _ = rewrite(&mut cut, Manip::Dst, Ipv4Addr::LOCALHOST, 1);
+        }
+        assert!(parse(&p[..30]).is_err());
+    }
+
+    #[test]
+    fn csum_replace_matches_recompute() {
+        // RFC 1624 section 4 example: HC 0xdd2f, m 0x5555 -> m' 0x3285 gives HC' 0x0000.
+        assert_eq!(csum_replace2(0xdd2f, 0x5555, 0x3285), 0x0000);
+    }
+}

@@ -1,0 +1,581 @@
+//! The iptables tables of one network namespace (raw, mangle, nat, filter), their built-in
+//! and user chains, and the two text forms: `iptables-restore` input in and out, and what
+//! `iptables-save` prints after the kernel has the rules (the "kernel form").
+//!
+//! Restore semantics follow `iptables-restore`: without `--noflush` each table named in the
+//! input is flushed and its user chains deleted first; a `:CHAIN` line creates the chain or,
+//! when it exists, flushes it (kube-proxy's partial syncs rely on this); `-X` deletes a chain.
+//! The whole input is checked before anything changes: a bad line leaves the tables as they
+//! were.
+
+use std::fmt::{self, Write};
+
+use indexmap::IndexMap;
+
+use crate::rule::{Rule, RuleError, Target};
+
+/// A netfilter hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Hook {
+    /// NF_INET_PRE_ROUTING.
+    PreRouting,
+    /// NF_INET_LOCAL_IN.
+    Input,
+    /// NF_INET_FORWARD.
+    Forward,
+    /// NF_INET_LOCAL_OUT.
+    Output,
+    /// NF_INET_POST_ROUTING.
+    PostRouting,
+}
+
+impl Hook {
+    /// The built-in chain name for this hook.
+    pub fn chain_name(self) -> &'static str {
+        match self {
+            Hook::PreRouting => "PREROUTING",
+            Hook::Input => "INPUT",
+            Hook::Forward => "FORWARD",
+            Hook::Output => "OUTPUT",
+            Hook::PostRouting => "POSTROUTING",
+        }
+    }
+}
+
+impl fmt::Display for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.chain_name())
+    }
+}
+
+/// An iptables table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum TableName {
+    /// raw (priority -300).
+    Raw,
+    /// mangle (-150).
+    Mangle,
+    /// nat (-100 for DNAT, 100 for SNAT).
+    Nat,
+    /// filter (0).
+    Filter,
+}
+
+impl TableName {
+    /// All tables, in index order.
+    pub const ALL: [TableName; 4] =
+        [TableName::Raw, TableName::Mangle, TableName::Nat, TableName::Filter];
+
+    /// The order iptables-nft's `iptables-save` prints tables in.
+    pub const SAVE_ORDER: [TableName; 4] =
+        [TableName::Mangle, TableName::Raw, TableName::Filter, TableName::Nat];
+
+    /// The table's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TableName::Raw => "raw",
+            TableName::Mangle => "mangle",
+            TableName::Nat => "nat",
+            TableName::Filter => "filter",
+        }
+    }
+
+    fn parse(s: &str) -> Option<TableName> {
+        TableName::ALL.into_iter().find(|t| t.name() == s)
+    }
+
+    /// The built-in chains, in the order `iptables-save` prints them.
+    pub fn builtin_chains(self) -> &'static [Hook] {
+        match self {
+            TableName::Raw => &[Hook::PreRouting, Hook::Output],
+            TableName::Mangle => {
+                &[Hook::PreRouting, Hook::Input, Hook::Forward, Hook::Output, Hook::PostRouting]
+            }
+            TableName::Nat => &[Hook::PreRouting, Hook::Input, Hook::Output, Hook::PostRouting],
+            TableName::Filter => &[Hook::Input, Hook::Forward, Hook::Output],
+        }
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A built-in chain's policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Policy {
+    /// ACCEPT.
+    Accept,
+    /// DROP.
+    Drop,
+}
+
+/// A chain: its rules, and for built-in chains a policy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Chain {
+    /// `None` for user chains.
+    pub policy: Option<Policy>,
+    /// Policy counters (built-in chains).
+    pub counters: (u64, u64),
+    /// The rules, in order.
+    pub rules: Vec<Rule>,
+    /// Whether the restore input declared this chain (`:NAME`), so the restore form repeats it.
+    pub declared: bool,
+    /// Per rule: the chain index a jump/goto resolves to (filled by [`Table::link`]).
+    pub(crate) jumps: Vec<Option<usize>>,
+    /// Dispatch index for long chains (see [`crate::eval`]).
+    pub(crate) index: Option<crate::eval::ChainIndex>,
+}
+
+impl Chain {
+    fn new(policy: Option<Policy>) -> Chain {
+        Chain {
+            policy,
+            counters: (0, 0),
+            rules: Vec::new(),
+            declared: false,
+            jumps: Vec::new(),
+            index: None,
+        }
+    }
+}
+
+/// One table of one namespace.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Table {
+    /// Which table.
+    pub name: TableName,
+    /// Chains by name: built-in chains first, then user chains in creation order.
+    pub chains: IndexMap<String, Chain>,
+}
+
+impl Table {
+    /// A table with its built-in chains (policy ACCEPT) and no rules.
+    pub fn new(name: TableName) -> Table {
+        let mut chains = IndexMap::new();
+        for h in name.builtin_chains() {
+            chains.insert(h.chain_name().to_string(), Chain::new(Some(Policy::Accept)));
+        }
+        Table { name, chains }
+    }
+
+    /// Resolves jump targets to chain indices and rebuilds dispatch indices. Called after
+    /// every change; fails when a rule jumps to a chain that does not exist.
+    pub fn link(&mut self) -> Result<(), String> {
+        let names: IndexMap<String, ()> = self.chains.keys().map(|k| (k.clone(), ())).collect();
+        for (cname, chain) in self.chains.iter_mut() {
+            chain.jumps.clear();
+            for r in &chain.rules {
+                let j = match &r.target {
+                    Target::Jump(t) | Target::Goto(t) => match names.get_index_of(t.as_str()) {
+                        Some(i) => Some(i),
+                        None => {
+                            return Err(format!(
+                                "chain {cname} jumps to '{t}', which is neither a target nor a chain in table {}",
+                                self.name
+                            ));
+                        }
+                    },
+                    _ => None,
+                };
+                chain.jumps.push(j);
+            }
+            chain.index = crate::eval::ChainIndex::build(&chain.rules);
+        }
+        Ok(())
+    }
+
+    /// Whether this chain is a built-in one.
+    pub fn is_builtin(&self, chain: &str) -> bool {
+        self.name.builtin_chains().iter().any(|h| h.chain_name() == chain)
+    }
+}
+
+/// All tables of one namespace.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ruleset {
+    tables: [Table; 4],
+    /// Tables in the order restore input first named them (the restore form keeps it).
+    order: Vec<TableName>,
+}
+
+impl Default for Ruleset {
+    fn default() -> Self {
+        Ruleset { tables: TableName::ALL.map(Table::new), order: Vec::new() }
+    }
+}
+
+/// Why restore input was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}, column {col}: {msg}")]
+pub struct ParseError {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub col: usize,
+    /// What was wrong and what was expected.
+    pub msg: String,
+}
+
+impl Ruleset {
+    /// One table.
+    pub fn table(&self, t: TableName) -> &Table {
+        &self.tables[t as usize]
+    }
+
+    /// One table, mutably. Call [`Table::link`] after changing it.
+    pub fn table_mut(&mut self, t: TableName) -> &mut Table {
+        &mut self.tables[t as usize]
+    }
+
+    /// Applies `iptables-restore` input. With `noflush` false, every table the input names is
+    /// flushed first. The input is validated in full before anything changes.
+    pub fn restore(&mut self, text: &str, noflush: bool) -> Result<(), ParseError> {
+        let mut next = self.clone();
+        next.apply(text, noflush)?;
+        *self = next;
+        Ok(())
+    }
+
+    fn apply(&mut self, text: &str, noflush: bool) -> Result<(), ParseError> {
+        let mut current: Option<(TableName, usize)> = None;
+        let err = |line: usize, col: usize, msg: String| ParseError { line, col, msg };
+        for (i, raw) in text.lines().enumerate() {
+            let ln = i + 1;
+            let line = raw.trim_end();
+            let trimmed = line.trim_start();
+            let indent = line.len() - trimmed.len() + 1;
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            if let Some(name) = trimmed.strip_prefix('*') {
+                if let Some((t, l)) = current {
+                    return Err(err(
+                        ln,
+                        indent,
+                        format!("table {} opened at line {l} has no COMMIT before this *{name}", t),
+                    ));
+                }
+                let t = TableName::parse(name.trim()).ok_or_else(|| {
+                    err(
+                        ln,
+                        indent + 1,
+                        format!("unknown table '{name}' (expected raw, mangle, nat or filter)"),
+                    )
+                })?;
+                if !noflush {
+                    *self.table_mut(t) = Table::new(t);
+                }
+                if !self.order.contains(&t) {
+                    self.order.push(t);
+                }
+                current = Some((t, ln));
+                continue;
+            }
+            let Some((t, _)) = current else {
+                return Err(err(
+                    ln,
+                    indent,
+                    "rule or chain outside a table: start the block with '*filter', '*nat', ..."
+                        .into(),
+                ));
+            };
+            if trimmed == "COMMIT" {
+                self.table_mut(t).link().map_err(|m| err(ln, indent, m))?;
+                current = None;
+                continue;
+            }
+            if let Some(decl) = trimmed.strip_prefix(':') {
+                self.declare(t, decl, ln, indent)?;
+                continue;
+            }
+            self.command(t, trimmed, ln, indent)?;
+        }
+        if let Some((t, l)) = current {
+            return Err(err(
+                text.lines().count().max(1),
+                1,
+                format!("table {t} opened at line {l} is missing its COMMIT line"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn declare(
+        &mut self,
+        t: TableName,
+        decl: &str,
+        ln: usize,
+        col: usize,
+    ) -> Result<(), ParseError> {
+        let mut parts = decl.split_whitespace();
+        let name = parts.next().unwrap_or("");
+        if name.is_empty() || name.len() > 28 {
+            return Err(ParseError {
+                line: ln,
+                col: col + 1,
+                msg: format!("bad chain name '{name}' (1 to 28 characters)"),
+            });
+        }
+        let policy = parts.next().unwrap_or("-");
+        let table = self.table_mut(t);
+        let builtin = table.is_builtin(name);
+        let policy = match (policy, builtin) {
+            ("-", false) => None,
+            ("ACCEPT", true) => Some(Policy::Accept),
+            ("DROP", true) => Some(Policy::Drop),
+            (p, true) => {
+                return Err(ParseError {
+                    line: ln,
+                    col,
+                    msg: format!("built-in chain {name} needs policy ACCEPT or DROP, not '{p}'"),
+                });
+            }
+            (p, false) => {
+                return Err(ParseError {
+                    line: ln,
+                    col,
+                    msg: format!("user chain {name} takes policy '-', not '{p}'"),
+                });
+            }
+        };
+        let chain = table.chains.entry(name.to_string()).or_insert_with(|| Chain::new(policy));
+        chain.rules.clear();
+        chain.policy = policy;
+        chain.declared = true;
+        Ok(())
+    }
+
+    fn command(
+        &mut self,
+        t: TableName,
+        line: &str,
+        ln: usize,
+        col: usize,
+    ) -> Result<(), ParseError> {
+        let (cmd, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let rest_trim = rest.trim_start();
+        let rest_col = col + line.len() - rest_trim.len();
+        let (chain, args) = rest_trim.split_once(char::is_whitespace).unwrap_or((rest_trim, ""));
+        let args_trim = args.trim_start();
+        let args_col = rest_col + rest_trim.len() - args_trim.len();
+        let table = self.table_mut(t);
+        let missing =
+            |what: &str| ParseError { line: ln, col: rest_col, msg: format!("{cmd} needs {what}") };
+        let no_chain = |c: &str| ParseError {
+            line: ln,
+            col: rest_col,
+            msg: format!(
+                "chain '{c}' does not exist in table {t}: declare it first with ':{c} - [0:0]'"
+            ),
+        };
+        match cmd {
+            "-A" | "--append" | "-I" | "--insert" => {
+                if chain.is_empty() {
+                    return Err(missing("a chain name"));
+                }
+                let (pos, args, args_col) = if cmd.starts_with("-I") || cmd == "--insert" {
+                    match args_trim.split_once(char::is_whitespace) {
+                        Some((n, r)) if n.parse::<usize>().is_ok() => {
+                            let r2 = r.trim_start();
+                            (
+                                Some(n.parse::<usize>().unwrap_or(1)),
+                                r2,
+                                args_col + args_trim.len() - r2.len(),
+                            )
+                        }
+                        _ => (Some(1), args_trim, args_col),
+                    }
+                } else {
+                    (None, args_trim, args_col)
+                };
+                let rule = Rule::parse(args).map_err(|e: RuleError| ParseError {
+                    line: ln,
+                    col: args_col + e.col - 1,
+                    msg: e.msg,
+                })?;
+                let c = table.chains.get_mut(chain).ok_or_else(|| no_chain(chain))?;
+                match pos {
+                    None => c.rules.push(rule),
+                    Some(p) => {
+                        let at = p.saturating_sub(1).min(c.rules.len());
+                        c.rules.insert(at, rule);
+                    }
+                }
+            }
+            "-N" | "--new-chain" => {
+                if chain.is_empty() {
+                    return Err(missing("a chain name"));
+                }
+                table.chains.entry(chain.to_string()).or_insert_with(|| Chain::new(None));
+            }
+            "-F" | "--flush" => {
+                if chain.is_empty() {
+                    for c in table.chains.values_mut() {
+                        c.rules.clear();
+                    }
+                } else {
+                    table.chains.get_mut(chain).ok_or_else(|| no_chain(chain))?.rules.clear();
+                }
+            }
+            "-X" | "--delete-chain" => {
+                if chain.is_empty() {
+                    let builtin: Vec<String> =
+                        t.builtin_chains().iter().map(|h| h.chain_name().to_string()).collect();
+                    table.chains.retain(|k, _| builtin.contains(k));
+                } else {
+                    if table.is_builtin(chain) {
+                        return Err(ParseError {
+                            line: ln,
+                            col: rest_col,
+                            msg: format!("cannot delete built-in chain {chain}"),
+                        });
+                    }
+                    table.chains.shift_remove(chain).ok_or_else(|| no_chain(chain))?;
+                }
+            }
+            other => {
+                return Err(ParseError {
+                    line: ln,
+                    col,
+                    msg: format!(
+                        "unsupported command '{other}' (restore input takes -A, -I, -N, -F and -X)"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The restore form: what was written, in chain order, as `iptables-restore` input.
+    /// Only tables that have declared chains or rules are printed.
+    pub fn save_restore_form(&self) -> String {
+        let mut out = String::new();
+        let mut order = self.order.clone();
+        order.extend(TableName::SAVE_ORDER.iter().filter(|t| !self.order.contains(t)));
+        for t in order.iter().map(|t| self.table(*t)) {
+            let user_or_declared: Vec<(&String, &Chain)> = t
+                .chains
+                .iter()
+                .filter(|(n, c)| c.declared || !t.is_builtin(n) || !c.rules.is_empty())
+                .collect();
+            if user_or_declared.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "*{}", t.name);
+            for (name, c) in &user_or_declared {
+                let policy = match c.policy {
+                    Some(Policy::Accept) => "ACCEPT",
+                    Some(Policy::Drop) => "DROP",
+                    None => "-",
+                };
+                let _ = writeln!(out, ":{name} {policy} [{}:{}]", c.counters.0, c.counters.1);
+            }
+            for (name, c) in &user_or_declared {
+                for r in &c.rules {
+                    let _ = writeln!(out, "-A {name} {}", r.text);
+                }
+            }
+            out.push_str("COMMIT\n");
+        }
+        out
+    }
+
+    /// The kernel form, as `iptables-save` (v1.8, nf_tables) prints it, without its dated
+    /// comment lines: built-in chains with policy and counters, user chains sorted by name,
+    /// then the rules chain by chain in that same order. Tables without any user chain or rule
+    /// are printed too once they exist in the kernel; `tables` picks which.
+    pub fn save_kernel_form(&self, tables: &[TableName]) -> String {
+        let mut out = String::new();
+        for t in tables.iter().map(|t| self.table(*t)) {
+            let _ = writeln!(out, "*{}", t.name);
+            let mut order: Vec<&String> = Vec::new();
+            for h in t.name.builtin_chains() {
+                let name = h.chain_name();
+                if let Some((k, c)) = t.chains.get_key_value(name) {
+                    let p = if c.policy == Some(Policy::Drop) { "DROP" } else { "ACCEPT" };
+                    let _ = writeln!(out, ":{name} {p} [{}:{}]", c.counters.0, c.counters.1);
+                    order.push(k);
+                }
+            }
+            let mut user: Vec<&String> = t.chains.keys().filter(|k| !t.is_builtin(k)).collect();
+            user.sort();
+            for name in &user {
+                let _ = writeln!(out, ":{name} - [0:0]");
+            }
+            order.extend(user);
+            for name in order {
+                for r in &t.chains[name.as_str()].rules {
+                    let k = r.kernel_form();
+                    if k.is_empty() {
+                        let _ = writeln!(out, "-A {name}");
+                    } else {
+                        let _ = writeln!(out, "-A {name} {k}");
+                    }
+                }
+            }
+            out.push_str("COMMIT\n");
+        }
+        out
+    }
+
+    /// The tables that have anything beyond empty built-in chains with ACCEPT policy.
+    pub fn tables_in_use(&self) -> Vec<TableName> {
+        self.tables
+            .iter()
+            .filter(|t| {
+                t.chains.iter().any(|(n, c)| {
+                    !t.is_builtin(n) || !c.rules.is_empty() || c.policy == Some(Policy::Drop)
+                })
+            })
+            .map(|t| t.name)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .fold(Vec::new(), |mut v, t| {
+                v.push(t);
+                v.sort_by_key(|t| TableName::SAVE_ORDER.iter().position(|x| x == t));
+                v
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_errors_carry_line_and_column() {
+        let mut rs = Ruleset::default();
+        let e = rs
+            .restore("*nat\n:KUBE-X - [0:0]\n-A KUBE-X -p tcp --dport x -j ACCEPT\nCOMMIT\n", false)
+            .unwrap_err();
+        assert_eq!((e.line, e.col), (3, 26));
+        assert!(e.msg.contains("bad port 'x'"), "{e}");
+        let e = rs.restore("*nat\n-A KUBE-Y -j ACCEPT\nCOMMIT\n", false).unwrap_err();
+        assert!(e.msg.contains("chain 'KUBE-Y' does not exist"), "{e}");
+        let e = rs.restore("*nat\n:A - [0:0]\n-A A -j KUBE-NOWHERE\nCOMMIT\n", false).unwrap_err();
+        assert!(e.msg.contains("KUBE-NOWHERE"), "{e}");
+        let e = rs.restore("*nat\n:A - [0:0]\n", false).unwrap_err();
+        assert!(e.msg.contains("missing its COMMIT"), "{e}");
+        let e = rs.restore("*bogus\nCOMMIT\n", false).unwrap_err();
+        assert!(e.msg.contains("unknown table"), "{e}");
+        // Nothing changed by the failed restores.
+        assert_eq!(rs, Ruleset::default());
+    }
+
+    #[test]
+    fn noflush_declaration_flushes_only_that_chain() {
+        let mut rs = Ruleset::default();
+        rs.restore("*nat\n:A - [0:0]\n:B - [0:0]\n-A A -j ACCEPT\n-A B -j ACCEPT\nCOMMIT\n", false)
+            .unwrap();
+        rs.restore("*nat\n:A - [0:0]\n-A A -j DROP\nCOMMIT\n", true).unwrap();
+        let nat = rs.table(TableName::Nat);
+        assert_eq!(nat.chains["A"].rules.len(), 1);
+        assert_eq!(nat.chains["A"].rules[0].target, Target::Drop);
+        assert_eq!(nat.chains["B"].rules.len(), 1);
+        rs.restore("*nat\n-X B\nCOMMIT\n", true).unwrap();
+        assert!(!rs.table(TableName::Nat).chains.contains_key("B"));
+    }
+}

@@ -1,0 +1,157 @@
+//! Property tests: the dispatch index never changes a verdict, NAT is undone exactly by the
+//! reply path, tuple inversion is an involution.
+
+use std::net::Ipv4Addr;
+
+use podnet_netfilter::eval::{EvalState, PacketCtx, RecentLists, Rng, eval_chain};
+use podnet_netfilter::ipset::IpSets;
+use podnet_netfilter::packet::{self, Manip};
+use podnet_netfilter::rule::addrtype;
+use podnet_netfilter::{CtInfo, Hook, HookEnv, Netfilter, Ruleset, Skb, TableName, Tuple};
+use proptest::prelude::*;
+
+fn rule_text(kind: u8, a: u8, port: u16, udp: bool, verdict: u8) -> String {
+    let p = if udp { "udp" } else { "tcp" };
+    let j = ["ACCEPT", "DROP", "RETURN", "MARK --or-mark 0x1", "REJECT"][usize::from(verdict % 5)];
+    match kind % 6 {
+        // The shape kube-proxy writes per Service port: indexable.
+        0..=2 => format!(
+            "-m comment --comment \"svc {a}\" -m {p} -p {p} -d 10.96.0.{a} --dport {port} -j {j}"
+        ),
+        3 => format!("-s 10.244.{a}.0/24 -j {j}"),
+        4 => format!("-p {p} -m {p} ! --dport {port} -j {j}"),
+        _ => format!("! -d 10.96.0.{a} -j {j}"),
+    }
+}
+
+fn build(rules: &[(u8, u8, u16, bool, u8)]) -> Ruleset {
+    let mut text = String::from("*filter\n:FORWARD ACCEPT [0:0]\n");
+    for r in rules {
+        text.push_str(&format!("-A FORWARD {}\n", rule_text(r.0, r.1, r.2, r.3, r.4)));
+    }
+    text.push_str("COMMIT\n");
+    let mut rs = Ruleset::default();
+    rs.restore(&text, false).expect("generated rules parse");
+    rs
+}
+
+fn pkt(src3: u8, dst: u8, port: u16, udp: bool) -> Vec<u8> {
+    let l4: Vec<u8> = if udp {
+        let mut u = vec![0u8; 8];
+        u[0..2].copy_from_slice(&1234u16.to_be_bytes());
+        u[2..4].copy_from_slice(&port.to_be_bytes());
+        u[4..6].copy_from_slice(&8u16.to_be_bytes());
+        u
+    } else {
+        let mut t = vec![0u8; 20];
+        t[0..2].copy_from_slice(&1234u16.to_be_bytes());
+        t[2..4].copy_from_slice(&port.to_be_bytes());
+        t[12] = 0x50;
+        t[13] = 0x02;
+        t
+    };
+    let mut b = vec![0u8; 20];
+    b[0] = 0x45;
+    b[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+    b[8] = 64;
+    b[9] = if udp { 17 } else { 6 };
+    b[12..16].copy_from_slice(&[10, 244, src3, 5]);
+    b[16..20].copy_from_slice(&[10, 96, 0, dst]);
+    b.extend_from_slice(&l4);
+    let mut ip = smoltcp::wire::Ipv4Packet::new_unchecked(&mut b[..]);
+    ip.fill_checksum();
+    b
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn indexed_evaluation_equals_linear_walk(
+        rules in prop::collection::vec((0u8..6, 0u8..8, 79u16..83, any::<bool>(), 0u8..5), 16..80),
+        packets in prop::collection::vec((0u8..8, 0u8..8, 79u16..83, any::<bool>()), 1..20),
+    ) {
+        let mut a = build(&rules);
+        let mut b = a.clone();
+        let at = |_: Ipv4Addr, _: Option<&str>| addrtype::UNICAST;
+        for (s, d, port, udp) in packets {
+            let bytes = pkt(s, d, port, udp);
+            let info = packet::parse(&bytes).unwrap();
+            let ctx = PacketCtx { info: &info, in_iface: None, out_iface: None, physdev_in: None, physdev_out: None,
+                bridged: false, ctinfo: CtInfo::New, ct_status: 0, ct_origdst: None, addr_type: &at,
+                now: smoltcp::time::Instant::ZERO };
+            let sets = IpSets::default();
+            let (mut m1, mut m2) = (0u32, 0u32);
+            let (mut r1, mut r2) = (Rng::new(1), Rng::new(1));
+            let (mut l1, mut l2) = (RecentLists::default(), RecentLists::default());
+            let (mut h1, mut h2) = (Vec::new(), Vec::new());
+            let v1 = eval_chain(a.table_mut(TableName::Filter), "FORWARD", &ctx,
+                &mut EvalState { mark: &mut m1, rng: &mut r1, recent: &mut l1, sets: &sets, hits: Some(&mut h1) }, true);
+            let v2 = eval_chain(b.table_mut(TableName::Filter), "FORWARD", &ctx,
+                &mut EvalState { mark: &mut m2, rng: &mut r2, recent: &mut l2, sets: &sets, hits: Some(&mut h2) }, false);
+            prop_assert_eq!(v1, v2);
+            prop_assert_eq!(h1, h2);
+            prop_assert_eq!(m1, m2);
+        }
+    }
+
+    #[test]
+    fn tuple_inversion_is_an_involution(a in any::<u32>(), b in any::<u32>(), p in any::<u8>(), s in any::<u16>(), d in any::<u16>()) {
+        let t = Tuple { src: Ipv4Addr::from(a), dst: Ipv4Addr::from(b), proto: podnet_netfilter::Proto(p), sport: s, dport: d };
+        prop_assert_eq!(t.invert().invert(), t);
+    }
+
+    #[test]
+    fn nat_then_reply_un_nat_restores_addresses_and_checksums(
+        client in 1u8..250, sport in 1024u16..65000, ep in 1u8..250, random_fully in any::<bool>(), udp in any::<bool>(),
+    ) {
+        let rf = if random_fully { " --random-fully" } else { "" };
+        let rules = format!("*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n\
+            -A PREROUTING -d 10.96.0.10 -j DNAT --to-destination 10.244.2.{ep}:8080\n\
+            -A POSTROUTING -j MASQUERADE{rf}\nCOMMIT\n");
+        let mut nf = Netfilter::new(u64::from(client));
+        nf.tables.restore(&rules, false).unwrap();
+        let at = |_: Ipv4Addr, _: Option<&str>| addrtype::UNICAST;
+        let env = |masq| HookEnv { in_iface: None, out_iface: None, physdev_in: None, physdev_out: None, bridged: false,
+            masq_addr: masq, addr_type: &at, now: smoltcp::time::Instant::ZERO, trace: false };
+        let mut fwd = pkt(0, 10, 80, udp);
+        fwd[12..16].copy_from_slice(&[10, 244, 1, client]);
+        fwd[20..22].copy_from_slice(&sport.to_be_bytes());
+        { let mut ip = smoltcp::wire::Ipv4Packet::new_unchecked(&mut fwd[..]); ip.fill_checksum(); }
+        let l4 = fwd[20..].to_vec();
+        let orig = build_valid(&fwd[..20], &l4);
+        let mut skb = Skb::new(orig.clone());
+        let _ = nf.hook(Hook::PreRouting, &mut skb, &env(None));
+        let _ = nf.hook(Hook::PostRouting, &mut skb, &env(Some(Ipv4Addr::new(192, 168, 0, 1))));
+        prop_assert!(packet::checksums_valid(&skb.data));
+        let out = packet::parse(&skb.data).unwrap().tuple;
+        prop_assert_eq!(out.dst, Ipv4Addr::new(10, 244, 2, ep));
+        prop_assert_eq!(out.src, Ipv4Addr::new(192, 168, 0, 1));
+        // The endpoint answers the packet it received.
+        let mut reply = skb.data.clone();
+        packet::rewrite(&mut reply, Manip::Src, out.dst, out.dport).unwrap();
+        packet::rewrite(&mut reply, Manip::Dst, out.src, out.sport).unwrap();
+        let mut rskb = Skb::new(reply);
+        let _ = nf.hook(Hook::PreRouting, &mut rskb, &env(None));
+        let _ = nf.hook(Hook::PostRouting, &mut rskb, &env(None));
+        let back = packet::parse(&rskb.data).unwrap().tuple;
+        let first = packet::parse(&orig).unwrap().tuple;
+        prop_assert_eq!(back, first.invert());
+        prop_assert!(packet::checksums_valid(&rskb.data));
+    }
+}
+
+/// Recomputes transport checksums for a test packet from scratch.
+fn build_valid(ip: &[u8], l4: &[u8]) -> Vec<u8> {
+    use smoltcp::wire::{IpAddress, TcpPacket, UdpPacket};
+    let mut b = ip.to_vec();
+    b.extend_from_slice(l4);
+    let s = IpAddress::Ipv4(Ipv4Addr::new(b[12], b[13], b[14], b[15]));
+    let d = IpAddress::Ipv4(Ipv4Addr::new(b[16], b[17], b[18], b[19]));
+    if b[9] == 6 {
+        TcpPacket::new_unchecked(&mut b[20..]).fill_checksum(&s, &d);
+    } else {
+        UdpPacket::new_unchecked(&mut b[20..]).fill_checksum(&s, &d);
+    }
+    b
+}
