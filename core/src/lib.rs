@@ -1,1 +1,42 @@
-//! podnet
+//! `podnet`: a deterministic, explainable model of the Kubernetes pod network.
+//!
+//! Real Ethernet/ARP/IPv4/TCP/UDP/ICMP bytes (smoltcp's wire types) move through modelled
+//! network namespaces, veth pairs, Linux bridges, routing tables and netfilter, programmed
+//! the way the CNI bridge plugin and kube-proxy program a real node. Pods run smoltcp host
+//! stacks, so handshakes, data and closes are real; nodes forward with podnet's own code,
+//! the way Linux does.
+//!
+//! The layers, bottom up:
+//!
+//! | module | models |
+//! |---|---|
+//! | [`net`] | routing tables (LPM), neighbour tables, the bridge FDB |
+//! | [`stack`](crate) (internal) | smoltcp host stacks and their echo/HTTP servers and clients |
+//! | [`cluster`] | nodes, pods, containers, namespaces, devices, the VPC underlay |
+//! | `sim` (internal) | the datapath: veth, bridge with br_netfilter, routing, ARP, hooks |
+//! | [`kube_proxy`] | Services and EndpointSlices to kube-proxy's iptables rules |
+//! | [`trace`] | one flow end to end, every hop recorded, text and JSON |
+//! | [`demo`] | the seed article's scenarios on the reference cluster |
+//!
+//! Netfilter itself (tables, conntrack, NAT) is the `podnet-netfilter` crate.
+//!
+//! ```
+//! let mut c = podnet::Cluster::seed();
+//! let t = c.trace("pod/default/pod1", "pod/default/pod2:8080", &Default::default()).unwrap();
+//! assert_eq!(t.delivered_to.as_deref(), Some("pod/default/pod2"));
+//! assert!(t.completed);
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod cluster;
+pub mod demo;
+pub mod ids;
+pub mod kube_proxy;
+pub mod net;
+mod sim;
+mod stack;
+pub mod trace;
+
+pub use cluster::{Cluster, ClusterConfig, ClusterError, Container};
+pub use podnet_netfilter as netfilter;
+pub use trace::{Disposition, FlowProto, Hop, Trace, TraceError, TraceOptions};

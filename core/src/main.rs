@@ -1,1 +1,196 @@
-fn main() {}
+//! The `podnet` command-line tool.
+
+use std::process::ExitCode;
+
+use podnet::trace::{FlowProto, TraceOptions};
+use podnet::{Cluster, Disposition};
+
+const HELP: &str = "podnet: a software model of the Kubernetes pod network
+
+USAGE:
+    podnet demo [--json] [--full] [--seed N]
+        Trace every scenario of the seed article on the built-in reference cluster.
+    podnet trace --from SRC --to DST [--proto tcp|udp|icmp|http] [--sport N] [--seed N]
+                 [--show conntrack,fdb,neigh,routes,iptables] [--json] [--full]
+        SRC: pod/NS/NAME, node/NAME or an IP. DST: IP:PORT, pod/NS/NAME:PORT,
+        svc/NS/NAME:PORT (number or port name), http://IP[:PORT]/path; ICMP takes an IP.
+        Several --from/--to pairs run in order on one cluster.
+    podnet iptables-save|kube-proxy-rules|conntrack|routes|neigh|fdb --node NAME
+        Print a node's tables of the reference cluster, as the real tools print them.
+
+EXIT CODES: 0 delivered/ok, 1 not delivered, 2 bad input.
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("podnet: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+struct Opts {
+    json: bool,
+    full: bool,
+    seed: u64,
+    from: Vec<String>,
+    to: Vec<String>,
+    proto: FlowProto,
+    sport: Option<u16>,
+    show: Vec<String>,
+    node: Option<String>,
+}
+
+fn parse(args: &[String]) -> Result<Opts, String> {
+    let mut o = Opts {
+        json: false,
+        full: false,
+        seed: 0,
+        from: vec![],
+        to: vec![],
+        proto: FlowProto::Tcp,
+        sport: None,
+        show: vec![],
+        node: None,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val =
+            |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
+        match a.as_str() {
+            "--json" => o.json = true,
+            "--full" => o.full = true,
+            "--seed" => {
+                o.seed = val("--seed")?.parse().map_err(|_| "--seed takes a number".to_string())?
+            }
+            "--from" => o.from.push(val("--from")?),
+            "--to" => o.to.push(val("--to")?),
+            "--proto" => {
+                let v = val("--proto")?;
+                o.proto = FlowProto::parse(&v)
+                    .ok_or_else(|| format!("unknown --proto '{v}' (tcp, udp, icmp or http)"))?;
+            }
+            "--sport" => {
+                o.sport = Some(
+                    val("--sport")?
+                        .parse()
+                        .map_err(|_| "--sport takes a port number".to_string())?,
+                )
+            }
+            "--show" => o.show.extend(val("--show")?.split(',').map(str::to_string)),
+            "--node" => o.node = Some(val("--node")?),
+            other => return Err(format!("unknown argument '{other}' (see podnet --help)")),
+        }
+    }
+    Ok(o)
+}
+
+fn run(args: &[String]) -> Result<u8, String> {
+    let Some(cmd) = args.first() else {
+        print!("{HELP}");
+        return Ok(2);
+    };
+    if cmd == "--help" || cmd == "-h" || cmd == "help" {
+        print!("{HELP}");
+        return Ok(0);
+    }
+    let o = parse(&args[1..])?;
+    match cmd.as_str() {
+        "demo" => demo(&o),
+        "trace" => trace(&o),
+        "iptables-save" | "kube-proxy-rules" | "conntrack" | "routes" | "neigh" | "fdb" => {
+            let node = o.node.clone().ok_or("this command needs --node NAME")?;
+            let c = Cluster::seed_with(o.seed);
+            print!("{}", table(&c, cmd, &node)?);
+            Ok(0)
+        }
+        other => Err(format!("unknown command '{other}' (see podnet --help)")),
+    }
+}
+
+fn table(c: &Cluster, what: &str, node: &str) -> Result<String, String> {
+    let r = match what {
+        "iptables-save" => c.iptables_save(node),
+        "kube-proxy-rules" => c.kube_proxy_payload(node),
+        "conntrack" => c.conntrack(node),
+        "routes" => c.routes(node),
+        "neigh" => c.neigh(node),
+        "fdb" => c.fdb(node),
+        other => {
+            return Err(format!(
+                "unknown table '{other}' (conntrack, fdb, neigh, routes, iptables)"
+            ));
+        }
+    };
+    r.map_err(|e| e.to_string())
+}
+
+fn demo(o: &Opts) -> Result<u8, String> {
+    let results = podnet::demo::run(o.seed).map_err(|e| e.to_string())?;
+    if o.json {
+        println!("{}", serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?);
+        return Ok(0);
+    }
+    println!(
+        "podnet demo: the seed article's scenarios on the reference cluster (seed {})",
+        o.seed
+    );
+    println!(
+        "  node1 192.168.0.1 pod CIDR 10.244.1.0/24: pod1 10.244.1.2 (app=web, + sidecar), pod2 10.244.1.3 (app=client)"
+    );
+    println!(
+        "  node2 192.168.0.2 pod CIDR 10.244.2.0/24: pod3 10.244.2.2 (app=web), pod4 10.244.2.3 (app=api)"
+    );
+    println!("  node3 192.168.0.3 pod CIDR 10.244.3.0/24: no pods. VPC router 192.168.0.254.");
+    println!(
+        "  Service default/web 10.96.0.10: http TCP 80->8080, udp UDP 80->8080 (endpoints pod1, pod3)\n"
+    );
+    let mut ok = true;
+    for r in &results {
+        println!("== Figures {}: {} ==", r.scenario.figures, r.scenario.title);
+        println!("   {}", r.scenario.story);
+        print!("{}", r.trace.render(o.full));
+        if r.scenario.figures == "1-3" {
+            println!(
+                "  port conflict: a second container binding 8080 in pod1 gets:\n    {}",
+                podnet::demo::port_conflict(o.seed)
+            );
+        }
+        println!();
+        ok &= r.trace.disposition == Disposition::Delivered;
+    }
+    Ok(if ok { 0 } else { 1 })
+}
+
+fn trace(o: &Opts) -> Result<u8, String> {
+    if o.from.is_empty() || o.from.len() != o.to.len() {
+        return Err("trace needs --from and --to, as many of one as of the other".into());
+    }
+    let mut c = Cluster::seed_with(o.seed);
+    let opts = TraceOptions { proto: o.proto, sport: o.sport, ..TraceOptions::default() };
+    let mut all_ok = true;
+    let mut traces = Vec::new();
+    for (f, t) in o.from.iter().zip(&o.to) {
+        let tr = c.trace(f, t, &opts).map_err(|e| e.to_string())?;
+        all_ok &= tr.disposition == Disposition::Delivered;
+        traces.push(tr);
+    }
+    if o.json {
+        println!("{}", serde_json::to_string_pretty(&traces).map_err(|e| e.to_string())?);
+    } else {
+        for t in &traces {
+            print!("{}", t.render(o.full));
+        }
+        for what in &o.show {
+            for n in c.nodes().iter().map(|n| n.name.clone()).collect::<Vec<_>>() {
+                println!("--- {what} on {n} ---");
+                let key = if what == "iptables" { "iptables-save" } else { what.as_str() };
+                print!("{}", table(&c, key, &n)?);
+            }
+        }
+    }
+    Ok(if all_ok { 0 } else { 1 })
+}

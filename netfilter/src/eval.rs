@@ -4,7 +4,7 @@
 //! (MARK, LOG, a rule without target) continue with the next rule.
 //!
 //! **Dispatch index.** A chain with many rules (kube-proxy's `KUBE-SERVICES` holds one per
-//! Service port) gets a [`ChainIndex`]: rules that can only match one exact
+//! Service port) gets a `ChainIndex`: rules that can only match one exact
 //! (destination address, protocol, destination port) are bucketed by that key; every other
 //! rule stays in a residual list. Evaluation walks the merge of the packet's bucket and the
 //! residual list in rule order, so the first match is exactly the one a linear walk finds,
@@ -217,7 +217,8 @@ pub fn eval_chain(
                     c.counters.0 += 1;
                     c.counters.1 += u64::from(pkt.info.len);
                     let policy = c.policy.unwrap_or(Policy::Accept);
-                    if let Some(h) = st.hits.as_deref_mut() {
+                    let worth_showing = !c.rules.is_empty() || policy == Policy::Drop;
+                    if let Some(h) = st.hits.as_deref_mut().filter(|_| worth_showing) {
                         let p = if policy == Policy::Drop { "DROP" } else { "ACCEPT" };
                         h.push(RuleHit {
                             table: tname,
@@ -326,25 +327,30 @@ fn iface_matches(pattern: &str, iface: Option<&str>) -> bool {
 pub fn rule_matches(rule: &Rule, pkt: &PacketCtx<'_>, st: &mut EvalState<'_>) -> bool {
     let t = &pkt.info.tuple;
     if let Some(n) = &rule.src
-        && n.value.contains(t.src) == n.invert {
-            return false;
-        }
+        && n.value.contains(t.src) == n.invert
+    {
+        return false;
+    }
     if let Some(n) = &rule.dst
-        && n.value.contains(t.dst) == n.invert {
-            return false;
-        }
+        && n.value.contains(t.dst) == n.invert
+    {
+        return false;
+    }
     if let Some(n) = &rule.in_iface
-        && iface_matches(&n.value, pkt.in_iface) == n.invert {
-            return false;
-        }
+        && iface_matches(&n.value, pkt.in_iface) == n.invert
+    {
+        return false;
+    }
     if let Some(n) = &rule.out_iface
-        && iface_matches(&n.value, pkt.out_iface) == n.invert {
-            return false;
-        }
+        && iface_matches(&n.value, pkt.out_iface) == n.invert
+    {
+        return false;
+    }
     if let Some(n) = &rule.proto
-        && (n.value == t.proto) == n.invert {
-            return false;
-        }
+        && (n.value == t.proto) == n.invert
+    {
+        return false;
+    }
     rule.matches.iter().all(|m| ext_matches(m, pkt, st))
 }
 
@@ -357,17 +363,20 @@ fn ext_matches(m: &Match, pkt: &PacketCtx<'_>, st: &mut EvalState<'_>) -> bool {
                 return false;
             }
             if let Some(p) = sport
-                && p.value.contains(t.sport) == p.invert {
-                    return false;
-                }
+                && p.value.contains(t.sport) == p.invert
+            {
+                return false;
+            }
             if let Some(p) = dport
-                && p.value.contains(t.dport) == p.invert {
-                    return false;
-                }
+                && p.value.contains(t.dport) == p.invert
+            {
+                return false;
+            }
             if let Some(f) = tcp_flags
-                && ((info.tcp_flags & f.value.0) == f.value.1) == f.invert {
-                    return false;
-                }
+                && ((info.tcp_flags & f.value.0) == f.value.1) == f.invert
+            {
+                return false;
+            }
             true
         }
         Match::Icmp { icmp_type } => {
@@ -465,10 +474,9 @@ fn ext_matches(m: &Match, pkt: &PacketCtx<'_>, st: &mut EvalState<'_>) -> bool {
                     match seen {
                         None => false,
                         Some(times) => {
-                            if *reap
-                                && let Some(w) = window {
-                                    times.retain(|&at| at + w >= pkt.now);
-                                }
+                            if *reap && let Some(w) = window {
+                                times.retain(|&at| at + w >= pkt.now);
+                            }
                             let recent: usize = times
                                 .iter()
                                 .filter(|&&at| window.is_none_or(|w| at + w >= pkt.now))

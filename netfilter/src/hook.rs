@@ -77,6 +77,8 @@ pub struct NatApplied {
     pub to: (Ipv4Addr, u16),
     /// Whether this packet's rule walk decided it (first packet), or conntrack replayed it.
     pub decided_here: bool,
+    /// The packet's direction in its connection.
+    pub dir: Direction,
 }
 
 /// Why netfilter dropped a packet.
@@ -331,12 +333,14 @@ impl Netfilter {
             }
         }
         // Apply the stored translation for this packet's direction.
-        let target = match &skb.ct {
-            CtRef::Unconfirmed(e) => e.nat_target(Direction::Original, manip),
-            CtRef::Confirmed(id, dir, _) => {
-                self.conntrack.get(*id).and_then(|e| e.nat_target(*dir, manip))
+        let (target, dir) = match &skb.ct {
+            CtRef::Unconfirmed(e) => {
+                (e.nat_target(Direction::Original, manip), Direction::Original)
             }
-            _ => None,
+            CtRef::Confirmed(id, dir, _) => {
+                (self.conntrack.get(*id).and_then(|e| e.nat_target(*dir, manip)), *dir)
+            }
+            _ => (None, Direction::Original),
         };
         if let Some((addr, port)) = target {
             let t = &info.tuple;
@@ -350,7 +354,7 @@ impl Netfilter {
                     packet::parse(&skb.data).map_err(|e| DropCause::Malformed(e.to_string()))?;
                 let t = &info.tuple;
                 let to = if manip == Manip::Src { (t.src, t.sport) } else { (t.dst, t.dport) };
-                report.nat.push(NatApplied { manip, from, to, decided_here });
+                report.nat.push(NatApplied { manip, from, to, decided_here, dir });
             }
         }
         Ok(Verdict::Accept)

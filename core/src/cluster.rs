@@ -1,0 +1,808 @@
+//! The cluster: nodes, pods and their containers, network namespaces, devices and the
+//! underlay, held in arenas and addressed by typed ids.
+//!
+//! What a kubeadm node with the reference CNI bridge plugin looks like is built here:
+//! a root netns with `lo`, `eth0` (the VPC address, default route via the VPC router), the
+//! pod bridge `cbr0` holding the node's pod-CIDR gateway address (`.1`), and per pod a veth
+//! pair (`eth0` in the pod, `vethN` on the bridge, `hairpin_mode` on). Sysctls default to
+//! what such a node runs with: `net.ipv4.ip_forward=1`,
+//! `net.bridge.bridge-nf-call-iptables=1`.
+//!
+//! The underlay is a VPC subnet (an L2 segment joining every node's `eth0` and the VPC
+//! router) whose router sends each node's pod CIDR to that node.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use indexmap::IndexMap;
+use ipnetwork::Ipv4Network;
+use smoltcp::time::Instant;
+use smoltcp::wire::EthernetAddress;
+
+use podnet_netfilter::{Netfilter, Proto, Rng};
+
+use crate::ids::{IfIndex, NetnsId, NodeId, PodId, SegmentId};
+use crate::net::fdb::Fdb;
+use crate::net::neigh::NeighTable;
+use crate::net::route::{Route, RouteProto, RouteTable, RoutingPolicy};
+use crate::stack::Stack;
+
+/// What kind of device.
+#[derive(Clone, Debug)]
+pub enum DeviceKind {
+    /// `lo`.
+    Loopback,
+    /// One end of a veth pair.
+    Veth {
+        /// The other end.
+        peer: IfIndex,
+    },
+    /// A Linux bridge and its forwarding database.
+    Bridge(Fdb),
+    /// A NIC on an L2 segment (a node's `eth0`, the VPC router's port).
+    Ether {
+        /// The segment.
+        segment: SegmentId,
+    },
+    /// A dummy device (`kube-ipvs0`).
+    Dummy,
+}
+
+/// A network device.
+#[derive(Clone, Debug)]
+pub struct Device {
+    /// Name inside its namespace.
+    pub name: String,
+    /// Its namespace.
+    pub netns: NetnsId,
+    /// MAC address.
+    pub mac: EthernetAddress,
+    /// Kind.
+    pub kind: DeviceKind,
+    /// Addresses with their prefix (host bits kept: `10.244.1.1/24`).
+    pub addrs: Vec<Ipv4Network>,
+    /// The bridge this device is a port of.
+    pub master: Option<IfIndex>,
+    /// Bridge port `hairpin_mode`.
+    pub hairpin: bool,
+}
+
+/// Who a namespace belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// A node's root namespace.
+    Node(NodeId),
+    /// A pod's namespace.
+    Pod(PodId),
+    /// A router of the underlay (the VPC router).
+    Router,
+    /// A host outside the cluster.
+    Host,
+}
+
+/// Per-namespace sysctls that change forwarding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sysctls {
+    /// `net.ipv4.ip_forward`.
+    pub ip_forward: bool,
+    /// `net.bridge.bridge-nf-call-iptables`.
+    pub bridge_nf_call_iptables: bool,
+}
+
+/// A network namespace.
+pub struct Netns {
+    /// Name, as podnet prints it (`node1`, `pod/default/pod1`, `vpc`).
+    pub name: String,
+    /// Owner.
+    pub owner: Owner,
+    /// Devices, in creation order.
+    pub devs: Vec<IfIndex>,
+    /// Main routing table.
+    pub routes: RouteTable,
+    /// `ip rule` and extra tables.
+    pub policy: RoutingPolicy,
+    /// Neighbour table (for pods: what the pod's stack learned, as seen on the wire).
+    pub neigh: NeighTable,
+    /// Sysctls.
+    pub sysctl: Sysctls,
+    /// Netfilter, for namespaces that forward.
+    pub nf: Option<Box<Netfilter>>,
+    /// Ports bound by processes (containers), with who bound them.
+    pub ports: BTreeMap<(Proto, u16), String>,
+    /// Whether podnet's router code forwards here (node root, VPC router) or a host stack
+    /// answers (pods, hosts).
+    pub router: bool,
+    pub(crate) stack: Option<Box<Stack>>,
+}
+
+/// A node.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// Name.
+    pub name: String,
+    /// VPC address (`eth0`).
+    pub ip: Ipv4Addr,
+    /// Pod CIDR.
+    pub pod_cidr: Ipv4Network,
+    /// Root namespace.
+    pub netns: NetnsId,
+    /// `eth0`.
+    pub eth0: IfIndex,
+    /// `cbr0`.
+    pub bridge: IfIndex,
+    /// Pods on it, in creation order.
+    pub pods: Vec<PodId>,
+}
+
+/// A container of a pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Container {
+    /// Name.
+    pub name: String,
+    /// Ports it listens on.
+    pub ports: Vec<(Proto, u16)>,
+}
+
+/// A pod.
+#[derive(Clone, Debug)]
+pub struct Pod {
+    /// Kubernetes namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// The node it runs on.
+    pub node: NodeId,
+    /// Pod IP.
+    pub ip: Ipv4Addr,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Containers.
+    pub containers: Vec<Container>,
+    /// Its network namespace.
+    pub netns: NetnsId,
+    /// `eth0` inside the pod.
+    pub eth0: IfIndex,
+    /// The veth end on the node's bridge.
+    pub host_veth: IfIndex,
+    /// Ready condition (endpoints follow it).
+    pub ready: bool,
+}
+
+impl Pod {
+    /// `pod/NS/NAME`.
+    pub fn key(&self) -> String {
+        format!("pod/{}/{}", self.namespace, self.name)
+    }
+}
+
+/// An L2 segment outside the nodes.
+#[derive(Clone, Debug)]
+pub struct Segment {
+    /// Name.
+    pub name: String,
+    /// Attached devices.
+    pub ports: Vec<IfIndex>,
+}
+
+/// Cluster-wide settings.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// The cluster CIDR pods come from.
+    pub cluster_cidr: Ipv4Network,
+    /// The VPC subnet nodes live in.
+    pub node_subnet: Ipv4Network,
+    /// The VPC router's address in it.
+    pub vpc_router: Ipv4Addr,
+    /// Seed for every random choice.
+    pub seed: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            cluster_cidr: "10.244.0.0/16".parse().expect("literal"),
+            node_subnet: "192.168.0.0/24".parse().expect("literal"),
+            vpc_router: Ipv4Addr::new(192, 168, 0, 254),
+            seed: 0,
+        }
+    }
+}
+
+/// Errors from building or changing a cluster.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ClusterError {
+    /// A name is used twice.
+    #[error("{kind} '{name}' already exists: names must be unique")]
+    Duplicate {
+        /// Object kind.
+        kind: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// A name does not exist.
+    #[error("no {kind} named '{name}'{hint}")]
+    NotFound {
+        /// Object kind.
+        kind: &'static str,
+        /// The name.
+        name: String,
+        /// What exists instead.
+        hint: String,
+    },
+    /// An address is outside the range it must come from.
+    #[error("address {addr} is outside {what} {cidr}: pick an address inside it")]
+    OutsideCidr {
+        /// The address.
+        addr: Ipv4Addr,
+        /// Which range.
+        what: &'static str,
+        /// The range.
+        cidr: Ipv4Network,
+    },
+    /// An address is taken or reserved.
+    #[error("address {addr} is not available: {why}")]
+    AddressTaken {
+        /// The address.
+        addr: Ipv4Addr,
+        /// Why.
+        why: String,
+    },
+    /// A port is already bound in a network namespace.
+    #[error(
+        "bind {proto}/{port} in {netns} by container '{container}': address already in use (bound by container '{owner}'); containers of a pod share one port space"
+    )]
+    AddrInUse {
+        /// The namespace.
+        netns: String,
+        /// Protocol.
+        proto: Proto,
+        /// Port.
+        port: u16,
+        /// Who tried.
+        container: String,
+        /// Who has it.
+        owner: String,
+    },
+    /// A pod CIDR overlaps another node's or is outside the cluster CIDR.
+    #[error("pod CIDR {cidr} for node '{node}' {why}")]
+    BadPodCidr {
+        /// The node.
+        node: String,
+        /// The CIDR.
+        cidr: Ipv4Network,
+        /// Why.
+        why: String,
+    },
+}
+
+/// The whole modelled cluster.
+pub struct Cluster {
+    pub(crate) cfg: ClusterConfig,
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) pods: Vec<Pod>,
+    pub(crate) netns: Vec<Netns>,
+    pub(crate) devs: Vec<Device>,
+    pub(crate) segments: Vec<Segment>,
+    pub(crate) node_names: IndexMap<String, NodeId>,
+    pub(crate) pod_names: IndexMap<(String, String), PodId>,
+    pub(crate) vpc: NetnsId,
+    pub(crate) vpc_subnet: SegmentId,
+    pub(crate) now: Instant,
+    pub(crate) rng: Rng,
+    pub(crate) sim: crate::sim::SimState,
+    pub(crate) services: crate::kube_proxy::Services,
+}
+
+impl Cluster {
+    /// An empty cluster: the VPC subnet and its router, no nodes.
+    pub fn new(cfg: ClusterConfig) -> Cluster {
+        let mut c = Cluster {
+            rng: Rng::new(cfg.seed ^ 0x706f_646e_6574),
+            cfg,
+            nodes: Vec::new(),
+            pods: Vec::new(),
+            netns: Vec::new(),
+            devs: Vec::new(),
+            segments: Vec::new(),
+            node_names: IndexMap::new(),
+            pod_names: IndexMap::new(),
+            vpc: NetnsId(0),
+            vpc_subnet: SegmentId(0),
+            now: Instant::ZERO,
+            sim: crate::sim::SimState::default(),
+            services: crate::kube_proxy::Services::default(),
+        };
+        c.vpc_subnet = c.add_segment("vpc-subnet");
+        let vpc = c.add_netns("vpc", Owner::Router, true);
+        c.vpc = vpc;
+        c.netns[vpc.idx()].sysctl.ip_forward = true;
+        let addr =
+            Ipv4Network::new(c.cfg.vpc_router, c.cfg.node_subnet.prefix()).expect("valid prefix");
+        let dev = c.add_device(vpc, "vpc0", DeviceKind::Ether { segment: c.vpc_subnet });
+        c.add_addr(dev, addr);
+        c
+    }
+
+    /// The reference cluster of the seed article and `podnet demo` (see the README).
+    pub fn seed() -> Cluster {
+        Cluster::seed_with(0)
+    }
+
+    /// The reference cluster with another random seed.
+    pub fn seed_with(seed: u64) -> Cluster {
+        let mut c = Cluster::new(ClusterConfig { seed, ..ClusterConfig::default() });
+        let n1 = c
+            .add_node("node1", Ipv4Addr::new(192, 168, 0, 1), "10.244.1.0/24".parse().expect("lit"))
+            .expect("seed");
+        let n2 = c
+            .add_node("node2", Ipv4Addr::new(192, 168, 0, 2), "10.244.2.0/24".parse().expect("lit"))
+            .expect("seed");
+        c.add_node("node3", Ipv4Addr::new(192, 168, 0, 3), "10.244.3.0/24".parse().expect("lit"))
+            .expect("seed");
+        let web = |app: &str| Container {
+            name: app.into(),
+            ports: vec![(Proto::TCP, 8080), (Proto::UDP, 8080)],
+        };
+        let pods = [
+            ("pod1", n1, [10, 244, 1, 2], "web"),
+            ("pod2", n1, [10, 244, 1, 3], "client"),
+            ("pod3", n2, [10, 244, 2, 2], "web"),
+            ("pod4", n2, [10, 244, 2, 3], "api"),
+        ];
+        for (name, node, ip, app) in pods {
+            let mut containers = vec![web(app)];
+            if name == "pod1" {
+                // A second container sharing pod1's netns: it reaches "web" over localhost.
+                containers
+                    .push(Container { name: "sidecar".into(), ports: vec![(Proto::TCP, 9090)] });
+            }
+            let labels = BTreeMap::from([("app".to_string(), app.to_string())]);
+            c.add_pod("default", name, node, Some(Ipv4Addr::from(ip)), labels, containers)
+                .expect("seed pod");
+        }
+        c.seed_services();
+        c
+    }
+
+    fn add_segment(&mut self, name: &str) -> SegmentId {
+        self.segments.push(Segment { name: name.into(), ports: Vec::new() });
+        SegmentId((self.segments.len() - 1) as u32)
+    }
+
+    pub(crate) fn add_netns(&mut self, name: &str, owner: Owner, router: bool) -> NetnsId {
+        let id = NetnsId(self.netns.len() as u32);
+        self.netns.push(Netns {
+            name: name.into(),
+            owner,
+            devs: Vec::new(),
+            routes: RouteTable::default(),
+            policy: RoutingPolicy::default(),
+            neigh: NeighTable::default(),
+            sysctl: Sysctls { ip_forward: false, bridge_nf_call_iptables: false },
+            nf: None,
+            ports: BTreeMap::new(),
+            router,
+            stack: None,
+        });
+        let lo = self.add_device(id, "lo", DeviceKind::Loopback);
+        self.add_addr(lo, "127.0.0.1/8".parse().expect("lit"));
+        id
+    }
+
+    pub(crate) fn add_device(&mut self, netns: NetnsId, name: &str, kind: DeviceKind) -> IfIndex {
+        let id = IfIndex(self.devs.len() as u32);
+        // Locally administered, deterministic MACs: 02:pn:..:ifindex.
+        let b = id.0.to_be_bytes();
+        let mac = EthernetAddress([0x02, 0x50, b[0], b[1], b[2], b[3]]);
+        if let DeviceKind::Ether { segment } = kind {
+            self.segments[segment.idx()].ports.push(id);
+        }
+        self.devs.push(Device {
+            name: name.into(),
+            netns,
+            mac,
+            kind,
+            addrs: Vec::new(),
+            master: None,
+            hairpin: false,
+        });
+        self.netns[netns.idx()].devs.push(id);
+        id
+    }
+
+    /// Adds an address and its connected route (`proto kernel scope link`).
+    pub(crate) fn add_addr(&mut self, dev: IfIndex, addr: Ipv4Network) {
+        self.devs[dev.idx()].addrs.push(addr);
+        if addr.prefix() < 32 && self.devs[dev.idx()].name != "lo" {
+            let ns = self.devs[dev.idx()].netns;
+            let net = Ipv4Network::new(addr.network(), addr.prefix()).expect("valid");
+            self.netns[ns.idx()].routes.add(Route {
+                dst: net,
+                via: None,
+                dev,
+                src: Some(addr.ip()),
+                proto: RouteProto::Kernel,
+            });
+        }
+    }
+
+    /// Adds a node with its root namespace, `eth0` on the VPC subnet, `cbr0` with the pod
+    /// CIDR's first address, and the VPC route for its pod CIDR.
+    pub fn add_node(
+        &mut self,
+        name: &str,
+        ip: Ipv4Addr,
+        pod_cidr: Ipv4Network,
+    ) -> Result<NodeId, ClusterError> {
+        if self.node_names.contains_key(name) {
+            return Err(ClusterError::Duplicate { kind: "node", name: name.into() });
+        }
+        let subnet = self.cfg.node_subnet;
+        if !subnet.contains(ip) {
+            return Err(ClusterError::OutsideCidr {
+                addr: ip,
+                what: "the VPC subnet",
+                cidr: subnet,
+            });
+        }
+        if ip == self.cfg.vpc_router
+            || ip == subnet.network()
+            || ip == subnet.broadcast()
+            || self.nodes.iter().any(|n| n.ip == ip)
+        {
+            return Err(ClusterError::AddressTaken {
+                addr: ip,
+                why: "used by the VPC router, a node, or reserved".into(),
+            });
+        }
+        let pod_cidr = Ipv4Network::new(pod_cidr.network(), pod_cidr.prefix()).expect("valid");
+        let cc = self.cfg.cluster_cidr;
+        if !cc.contains(pod_cidr.network()) || pod_cidr.prefix() < cc.prefix() {
+            return Err(ClusterError::BadPodCidr {
+                node: name.into(),
+                cidr: pod_cidr,
+                why: format!("is not inside the cluster CIDR {cc}"),
+            });
+        }
+        if let Some(other) = self.nodes.iter().find(|n| n.pod_cidr.overlaps(pod_cidr)) {
+            return Err(ClusterError::BadPodCidr {
+                node: name.into(),
+                cidr: pod_cidr,
+                why: format!("overlaps node '{}' ({})", other.name, other.pod_cidr),
+            });
+        }
+        let id = NodeId(self.nodes.len() as u32);
+        let ns = self.add_netns(name, Owner::Node(id), true);
+        self.netns[ns.idx()].sysctl = Sysctls { ip_forward: true, bridge_nf_call_iptables: true };
+        self.netns[ns.idx()].nf =
+            Some(Box::new(Netfilter::new(self.cfg.seed.wrapping_add(u64::from(id.0) * 7919))));
+        let eth0 = self.add_device(ns, "eth0", DeviceKind::Ether { segment: self.vpc_subnet });
+        self.add_addr(eth0, Ipv4Network::new(ip, subnet.prefix()).expect("valid"));
+        let br = self.add_device(ns, "cbr0", DeviceKind::Bridge(Fdb::default()));
+        let gw = Ipv4Addr::from(u32::from(pod_cidr.network()) + 1);
+        self.add_addr(br, Ipv4Network::new(gw, pod_cidr.prefix()).expect("valid"));
+        let br_mac = self.devs[br.idx()].mac;
+        if let DeviceKind::Bridge(f) = &mut self.devs[br.idx()].kind {
+            f.add_local(br_mac, br);
+        }
+        let vpc_router = self.cfg.vpc_router;
+        self.netns[ns.idx()].routes.add(Route {
+            dst: "0.0.0.0/0".parse().expect("lit"),
+            via: Some(vpc_router),
+            dev: eth0,
+            src: None,
+            proto: RouteProto::Boot,
+        });
+        let vpc0 = self.netns[self.vpc.idx()].devs[1];
+        self.netns[self.vpc.idx()].routes.add(Route {
+            dst: pod_cidr,
+            via: Some(ip),
+            dev: vpc0,
+            src: None,
+            proto: RouteProto::Static,
+        });
+        self.nodes.push(Node {
+            name: name.into(),
+            ip,
+            pod_cidr,
+            netns: ns,
+            eth0,
+            bridge: br,
+            pods: Vec::new(),
+        });
+        self.node_names.insert(name.into(), id);
+        Ok(id)
+    }
+
+    /// Adds a pod: its namespace, the veth pair into `cbr0`, its address and default route
+    /// via the bridge, and its containers' ports. Without `ip`, the next free address of the
+    /// node's pod CIDR is taken.
+    pub fn add_pod(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        node: NodeId,
+        ip: Option<Ipv4Addr>,
+        labels: BTreeMap<String, String>,
+        containers: Vec<Container>,
+    ) -> Result<PodId, ClusterError> {
+        let key = (namespace.to_string(), name.to_string());
+        if self.pod_names.contains_key(&key) {
+            return Err(ClusterError::Duplicate {
+                kind: "pod",
+                name: format!("{namespace}/{name}"),
+            });
+        }
+        let n = self.nodes.get(node.idx()).ok_or_else(|| ClusterError::NotFound {
+            kind: "node",
+            name: format!("#{}", node.0),
+            hint: String::new(),
+        })?;
+        let cidr = n.pod_cidr;
+        let gw = Ipv4Addr::from(u32::from(cidr.network()) + 1);
+        let taken = |a: Ipv4Addr| self.pods.iter().any(|p| p.ip == a);
+        let ip = match ip {
+            Some(a) => {
+                if !cidr.contains(a) {
+                    return Err(ClusterError::OutsideCidr {
+                        addr: a,
+                        what: "the pod CIDR of node",
+                        cidr,
+                    });
+                }
+                if a == cidr.network() || a == cidr.broadcast() || a == gw || taken(a) {
+                    return Err(ClusterError::AddressTaken {
+                        addr: a,
+                        why: format!(
+                            "network, gateway, broadcast or another pod's address in {cidr}"
+                        ),
+                    });
+                }
+                a
+            }
+            None => (u32::from(gw) + 1..u32::from(cidr.broadcast()))
+                .map(Ipv4Addr::from)
+                .find(|a| !taken(*a))
+                .ok_or_else(|| ClusterError::AddressTaken {
+                    addr: cidr.broadcast(),
+                    why: format!("pod CIDR {cidr} is exhausted"),
+                })?,
+        };
+        // Validate container ports before creating anything.
+        let mut ports: BTreeMap<(Proto, u16), String> = BTreeMap::new();
+        let pod_ns_name = format!("pod/{namespace}/{name}");
+        for c in &containers {
+            for &(proto, port) in &c.ports {
+                if let Some(owner) = ports.get(&(proto, port)) {
+                    return Err(ClusterError::AddrInUse {
+                        netns: pod_ns_name,
+                        proto,
+                        port,
+                        container: c.name.clone(),
+                        owner: owner.clone(),
+                    });
+                }
+                ports.insert((proto, port), c.name.clone());
+            }
+        }
+        let id = PodId(self.pods.len() as u32);
+        let ns = self.add_netns(&pod_ns_name, Owner::Pod(id), false);
+        self.netns[ns.idx()].ports = ports;
+        let node_ns = self.nodes[node.idx()].netns;
+        let veth_name = format!("veth{}", self.nodes[node.idx()].pods.len());
+        let eth0 = self.add_device(ns, "eth0", DeviceKind::Veth { peer: IfIndex(0) });
+        let host = self.add_device(node_ns, &veth_name, DeviceKind::Veth { peer: eth0 });
+        self.devs[eth0.idx()].kind = DeviceKind::Veth { peer: host };
+        let br = self.nodes[node.idx()].bridge;
+        self.devs[host.idx()].master = Some(br);
+        self.devs[host.idx()].hairpin = true;
+        let host_mac = self.devs[host.idx()].mac;
+        if let DeviceKind::Bridge(f) = &mut self.devs[br.idx()].kind {
+            f.add_local(host_mac, host);
+        }
+        self.add_addr(eth0, Ipv4Network::new(ip, cidr.prefix()).expect("valid"));
+        self.netns[ns.idx()].routes.add(Route {
+            dst: "0.0.0.0/0".parse().expect("lit"),
+            via: Some(gw),
+            dev: eth0,
+            src: None,
+            proto: RouteProto::Boot,
+        });
+        self.pods.push(Pod {
+            namespace: namespace.into(),
+            name: name.into(),
+            node,
+            ip,
+            labels,
+            containers,
+            netns: ns,
+            eth0,
+            host_veth: host,
+            ready: true,
+        });
+        self.nodes[node.idx()].pods.push(id);
+        self.pod_names.insert(key, id);
+        self.services_changed();
+        Ok(id)
+    }
+
+    /// Binds a port in a pod's namespace for one of its containers, as `bind(2)` would:
+    /// containers of a pod share one port space, so a second bind fails.
+    pub fn bind(
+        &mut self,
+        pod: &str,
+        container: &str,
+        proto: Proto,
+        port: u16,
+    ) -> Result<(), ClusterError> {
+        let id = self.pod_id(pod)?;
+        let ns = self.pods[id.idx()].netns;
+        let netns = &mut self.netns[ns.idx()];
+        if let Some(owner) = netns.ports.get(&(proto, port)) {
+            return Err(ClusterError::AddrInUse {
+                netns: netns.name.clone(),
+                proto,
+                port,
+                container: container.into(),
+                owner: owner.clone(),
+            });
+        }
+        netns.ports.insert((proto, port), container.into());
+        if let Some(st) = netns.stack.as_mut() {
+            st.serve(proto, port);
+        }
+        Ok(())
+    }
+
+    /// The pod for `pod/NS/NAME` or `NS/NAME`.
+    pub fn pod_id(&self, key: &str) -> Result<PodId, ClusterError> {
+        let k = key.strip_prefix("pod/").unwrap_or(key);
+        let (ns, name) = k.split_once('/').ok_or_else(|| ClusterError::NotFound {
+            kind: "pod",
+            name: key.into(),
+            hint: ": write it as pod/NAMESPACE/NAME".into(),
+        })?;
+        self.pod_names.get(&(ns.to_string(), name.to_string())).copied().ok_or_else(|| {
+            ClusterError::NotFound {
+                kind: "pod",
+                name: key.into(),
+                hint: format!(
+                    " (pods: {})",
+                    self.pods.iter().map(Pod::key).collect::<Vec<_>>().join(", ")
+                ),
+            }
+        })
+    }
+
+    /// The node named `name` (`node/NAME` accepted).
+    pub fn node_id(&self, name: &str) -> Result<NodeId, ClusterError> {
+        let n = name.strip_prefix("node/").unwrap_or(name);
+        self.node_names.get(n).copied().ok_or_else(|| ClusterError::NotFound {
+            kind: "node",
+            name: name.into(),
+            hint: format!(
+                " (nodes: {})",
+                self.node_names.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        })
+    }
+
+    /// Nodes, in creation order.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// Pods, in creation order.
+    pub fn pods(&self) -> &[Pod] {
+        &self.pods
+    }
+
+    /// A device.
+    pub fn device(&self, i: IfIndex) -> &Device {
+        &self.devs[i.idx()]
+    }
+
+    /// A namespace.
+    pub fn netns(&self, i: NetnsId) -> &Netns {
+        &self.netns[i.idx()]
+    }
+
+    /// Current virtual time.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Sets a sysctl on a node (`net.ipv4.ip_forward`, `net.bridge.bridge-nf-call-iptables`).
+    pub fn set_sysctl(&mut self, node: &str, key: &str, value: u32) -> Result<(), ClusterError> {
+        let id = self.node_id(node)?;
+        let ns = &mut self.netns[self.nodes[id.idx()].netns.idx()];
+        match key {
+            "net.ipv4.ip_forward" => ns.sysctl.ip_forward = value != 0,
+            "net.bridge.bridge-nf-call-iptables" => ns.sysctl.bridge_nf_call_iptables = value != 0,
+            _ => {
+                return Err(ClusterError::NotFound {
+                    kind: "sysctl",
+                    name: key.into(),
+                    hint: " (modelled: net.ipv4.ip_forward, net.bridge.bridge-nf-call-iptables)"
+                        .into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets `hairpin_mode` on the bridge port of a pod's veth.
+    pub fn set_hairpin(&mut self, pod: &str, on: bool) -> Result<(), ClusterError> {
+        let id = self.pod_id(pod)?;
+        let host = self.pods[id.idx()].host_veth;
+        self.devs[host.idx()].hairpin = on;
+        Ok(())
+    }
+
+    /// `ip route` of a node (or `pod/NS/NAME`).
+    pub fn routes(&self, who: &str) -> Result<String, ClusterError> {
+        let ns = self.netns_of(who)?;
+        Ok(self.netns[ns.idx()].routes.render(&|i| self.devs[i.idx()].name.clone()))
+    }
+
+    /// `ip neigh` of a node (or `pod/NS/NAME`).
+    pub fn neigh(&self, who: &str) -> Result<String, ClusterError> {
+        let ns = self.netns_of(who)?;
+        Ok(self.netns[ns.idx()].neigh.render(self.now, &|i| self.devs[i.idx()].name.clone()))
+    }
+
+    /// `bridge fdb show br cbr0` of a node.
+    pub fn fdb(&self, node: &str) -> Result<String, ClusterError> {
+        let id = self.node_id(node)?;
+        let br = &self.devs[self.nodes[id.idx()].bridge.idx()];
+        match &br.kind {
+            DeviceKind::Bridge(f) => {
+                Ok(f.render(&br.name, self.now, &|i| self.devs[i.idx()].name.clone()))
+            }
+            _ => Ok(String::new()),
+        }
+    }
+
+    /// `conntrack -L` of a node.
+    pub fn conntrack(&self, node: &str) -> Result<String, ClusterError> {
+        let id = self.node_id(node)?;
+        Ok(self.netns[self.nodes[id.idx()].netns.idx()]
+            .nf
+            .as_ref()
+            .map(|nf| nf.conntrack.list(self.now))
+            .unwrap_or_default())
+    }
+
+    /// `iptables-save` of a node (kernel form).
+    pub fn iptables_save(&self, node: &str) -> Result<String, ClusterError> {
+        let id = self.node_id(node)?;
+        let nf = self.netns[self.nodes[id.idx()].netns.idx()].nf.as_ref();
+        Ok(nf.map(|nf| nf.tables.save_kernel_form(&nf.tables.tables_in_use())).unwrap_or_default())
+    }
+
+    pub(crate) fn netns_of(&self, who: &str) -> Result<NetnsId, ClusterError> {
+        if who.starts_with("pod/") {
+            return Ok(self.pods[self.pod_id(who)?.idx()].netns);
+        }
+        if who == "vpc" {
+            return Ok(self.vpc);
+        }
+        Ok(self.nodes[self.node_id(who)?.idx()].netns)
+    }
+
+    /// Advances virtual time: conntrack entries and FDB entries age, neighbours go stale.
+    pub fn advance(&mut self, d: smoltcp::time::Duration) {
+        self.now += d;
+        let now = self.now;
+        for ns in &mut self.netns {
+            if let Some(nf) = ns.nf.as_mut() {
+                nf.conntrack.expire(now);
+            }
+        }
+        for d in &mut self.devs {
+            if let DeviceKind::Bridge(f) = &mut d.kind {
+                f.age(now);
+            }
+        }
+    }
+}

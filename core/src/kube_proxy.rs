@@ -1,0 +1,959 @@
+//! kube-proxy in iptables mode (v1.31–v1.33 behaviour), after
+//! `pkg/proxy/iptables/proxier.go`: Services and EndpointSlices in, the exact
+//! `iptables-restore` payload kube-proxy writes out, per node.
+//!
+//! The payload is emitted already in the order kube-proxy's tests sort it to
+//! (`sortIPTablesRules`: `KUBE-NODEPORTS`, then `KUBE-SERVICES`, then the other chains by
+//! name; rules in those two chains by service name, the NodePorts jump last), so that for the
+//! objects of `TestOverallIPTablesRules` it equals the golden dump byte for byte. Chain names
+//! use kube-proxy's recipe: `base32(sha256("ns/name:port" + proto))[:16]`.
+//!
+//! The jumps from the built-in chains, which kube-proxy installs separately with
+//! `EnsureRule`, are prepended per node ([`base_jumps`]).
+//!
+//! Not modelled yet: IPVS mode, topology hints, large-cluster mode (comments dropped above
+//! 1,000 endpoints), partial syncs (every change re-syncs in full, which yields the same
+//! state).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+use sha2::{Digest, Sha256};
+
+use podnet_netfilter::Proto;
+
+use crate::cluster::{Cluster, ClusterError};
+
+/// A Service's type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceType {
+    /// ClusterIP.
+    ClusterIp,
+    /// NodePort.
+    NodePort,
+    /// LoadBalancer.
+    LoadBalancer,
+}
+
+/// `targetPort`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetPort {
+    /// A number.
+    Number(u16),
+    /// A container port name.
+    Name(String),
+}
+
+/// One port of a Service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    /// Port name (may be empty for a single-port Service).
+    pub name: String,
+    /// Protocol.
+    pub protocol: Proto,
+    /// The Service port.
+    pub port: u16,
+    /// Where it goes on the pods.
+    pub target_port: TargetPort,
+    /// The node port, 0 for none.
+    pub node_port: u16,
+}
+
+/// A Service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Type.
+    pub kind: ServiceType,
+    /// ClusterIP (`None`: headless).
+    pub cluster_ip: Option<Ipv4Addr>,
+    /// Ports.
+    pub ports: Vec<ServicePort>,
+    /// Selector (`None`: endpoints are given, not derived).
+    pub selector: Option<BTreeMap<String, String>>,
+    /// `externalIPs`.
+    pub external_ips: Vec<Ipv4Addr>,
+    /// `status.loadBalancer.ingress[].ip` (VIP mode).
+    pub lb_ips: Vec<Ipv4Addr>,
+    /// `loadBalancerSourceRanges`.
+    pub lb_source_ranges: Vec<Ipv4Network>,
+    /// `externalTrafficPolicy: Local`.
+    pub external_local: bool,
+    /// `internalTrafficPolicy: Local`.
+    pub internal_local: bool,
+    /// `sessionAffinity: ClientIP` timeout in seconds.
+    pub affinity_timeout: Option<u32>,
+    /// `healthCheckNodePort`.
+    pub health_check_node_port: u16,
+}
+
+impl Service {
+    /// A ClusterIP Service with TCP ports and a selector.
+    pub fn cluster_ip(namespace: &str, name: &str, ip: Ipv4Addr) -> Service {
+        Service {
+            namespace: namespace.into(),
+            name: name.into(),
+            kind: ServiceType::ClusterIp,
+            cluster_ip: Some(ip),
+            ports: Vec::new(),
+            selector: None,
+            external_ips: Vec::new(),
+            lb_ips: Vec::new(),
+            lb_source_ranges: Vec::new(),
+            external_local: false,
+            internal_local: false,
+            affinity_timeout: None,
+            health_check_node_port: 0,
+        }
+    }
+
+    fn externally_accessible(&self, p: &ServicePort) -> bool {
+        p.node_port != 0 || !self.lb_ips.is_empty() || !self.external_ips.is_empty()
+    }
+}
+
+/// One endpoint of an EndpointSlice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SliceEndpoint {
+    /// Address.
+    pub ip: Ipv4Addr,
+    /// `nodeName`.
+    pub node_name: Option<String>,
+    /// `conditions.ready` (nil means true).
+    pub ready: Option<bool>,
+    /// `conditions.serving` (nil means true).
+    pub serving: Option<bool>,
+    /// `conditions.terminating` (nil means false).
+    pub terminating: Option<bool>,
+}
+
+/// An EndpointSlice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointSlice {
+    /// Namespace.
+    pub namespace: String,
+    /// The Service it belongs to (`kubernetes.io/service-name`).
+    pub service: String,
+    /// Ports: (name, protocol, port).
+    pub ports: Vec<(String, Proto, u16)>,
+    /// Endpoints.
+    pub endpoints: Vec<SliceEndpoint>,
+}
+
+/// Node-specific kube-proxy settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// This node's name (endpoints with this `nodeName` are local).
+    pub node_name: String,
+    /// This node's addresses.
+    pub node_ips: Vec<Ipv4Addr>,
+    /// `--detect-local-mode=ClusterCIDR`: the cluster CIDR (`None`: no local detector).
+    pub local_cidr: Option<Ipv4Network>,
+    /// `--masquerade-all`.
+    pub masquerade_all: bool,
+    /// MASQUERADE `--random-fully` (kube-proxy adds it when iptables supports it).
+    pub random_fully: bool,
+    /// nfacct counters (needs the kernel's nfnetlink_acct).
+    pub nfacct: bool,
+    /// `--iptables-localhost-nodeports`.
+    pub localhost_nodeports: bool,
+}
+
+/// kube-proxy's chain-name hash: `base32(sha256(s))[:16]`.
+pub fn chain_hash(s: &str) -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let digest = Sha256::digest(s.as_bytes());
+    let mut out = String::with_capacity(16);
+    let (mut buf, mut bits) = (0u32, 0u32);
+    for &b in digest.iter() {
+        buf = (buf << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(ALPHABET[((buf >> bits) & 31) as usize] as char);
+            if out.len() == 16 {
+                return out;
+            }
+        }
+    }
+    out
+}
+
+/// `computeProbability`: `%0.10f` of `1/n`.
+fn probability(n: usize) -> String {
+    format!("{:.10}", 1.0 / n as f64)
+}
+
+struct Ep {
+    ip: Ipv4Addr,
+    port: u16,
+    local: bool,
+    ready: bool,
+    serving: bool,
+    terminating: bool,
+}
+
+impl Ep {
+    fn key(&self) -> String {
+        format!("{}:{}", self.ip, self.port)
+    }
+}
+
+/// The rules being written, by table and chain.
+#[derive(Default)]
+struct Out {
+    filter: BTreeMap<String, Vec<String>>,
+    nat: BTreeMap<String, Vec<String>>,
+}
+
+impl Out {
+    fn filter(&mut self, chain: &str, rule: String) {
+        self.filter.entry(chain.into()).or_default().push(rule);
+    }
+    fn nat(&mut self, chain: &str, rule: String) {
+        self.nat.entry(chain.into()).or_default().push(rule);
+    }
+    fn nat_chain(&mut self, chain: &str) {
+        self.nat.entry(chain.into()).or_default();
+    }
+}
+
+fn comment(s: &str) -> String {
+    if s.contains(' ') { format!("\"{s}\"") } else { s.to_string() }
+}
+
+/// Generates kube-proxy's `iptables-restore` payload (filter and nat) for one node.
+pub fn sync_iptables(cfg: &ProxyConfig, services: &[Service], slices: &[EndpointSlice]) -> String {
+    let mut o = Out::default();
+    for c in [
+        "KUBE-NODEPORTS",
+        "KUBE-SERVICES",
+        "KUBE-EXTERNAL-SERVICES",
+        "KUBE-FORWARD",
+        "KUBE-PROXY-FIREWALL",
+    ] {
+        o.filter.entry(c.into()).or_default();
+    }
+    if cfg.localhost_nodeports {
+        o.filter.entry("KUBE-FIREWALL".into()).or_default();
+    }
+    for c in ["KUBE-NODEPORTS", "KUBE-SERVICES", "KUBE-MARK-MASQ", "KUBE-POSTROUTING"] {
+        o.nat_chain(c);
+    }
+    let mut svcs: Vec<&Service> = services.iter().collect();
+    svcs.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    for svc in svcs {
+        let Some(cip) = svc.cluster_ip else { continue };
+        for port in &svc.ports {
+            let eps = endpoints_for(cfg, svc, port, slices);
+            service_port(cfg, svc, port, cip, &eps, &mut o);
+        }
+    }
+    // Fixed rules.
+    let nodeports_last = "-m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS";
+    o.nat("KUBE-MARK-MASQ", "-j MARK --or-mark 0x4000".into());
+    o.nat("KUBE-POSTROUTING", "-m mark ! --mark 0x4000/0x4000 -j RETURN".into());
+    o.nat("KUBE-POSTROUTING", "-j MARK --xor-mark 0x4000".into());
+    let rf = if cfg.random_fully { " --random-fully" } else { "" };
+    o.nat(
+        "KUBE-POSTROUTING",
+        format!(
+            "-m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE{rf}"
+        ),
+    );
+    if cfg.localhost_nodeports {
+        o.filter("KUBE-FIREWALL", "-m comment --comment \"block incoming localnet connections\" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP".into());
+    }
+    let nfacct =
+        if cfg.nfacct { " -m nfacct --nfacct-name ct_state_invalid_dropped_pkts" } else { "" };
+    o.filter("KUBE-FORWARD", format!("-m conntrack --ctstate INVALID{nfacct} -j DROP"));
+    o.filter("KUBE-FORWARD", "-m comment --comment \"kubernetes forwarding rules\" -m mark --mark 0x4000/0x4000 -j ACCEPT".into());
+    o.filter("KUBE-FORWARD", "-m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT".into());
+    render(o, nodeports_last)
+}
+
+/// Orders chains and rules as `sortIPTablesRules` does and prints restore input.
+fn render(o: Out, nodeports_last: &str) -> String {
+    let mut s = String::new();
+    for (table, mut chains) in [("filter", o.filter), ("nat", o.nat)] {
+        if table == "nat" {
+            chains.entry("KUBE-SERVICES".into()).or_default().push(nodeports_last.into());
+        }
+        let mut names: Vec<&String> = chains.keys().collect();
+        names.sort_by_key(|n| match n.as_str() {
+            "KUBE-NODEPORTS" => (0, String::new()),
+            "KUBE-SERVICES" => (1, String::new()),
+            other => (2, other.to_string()),
+        });
+        let _ = writeln!(s, "*{table}");
+        for n in &names {
+            let _ = writeln!(s, ":{n} - [0:0]");
+        }
+        for n in &names {
+            let mut rules = chains[n.as_str()].clone();
+            if n.as_str() == "KUBE-NODEPORTS" || n.as_str() == "KUBE-SERVICES" {
+                // Stable sort by the service name in the comment; the last-rule stays last.
+                rules.sort_by_key(|r| {
+                    if r.contains("must be the last rule") {
+                        (1, String::new())
+                    } else {
+                        (0, comment_service(r))
+                    }
+                });
+            }
+            for r in rules {
+                let _ = writeln!(s, "-A {n} {r}");
+            }
+        }
+        s.push_str("COMMIT\n");
+    }
+    s
+}
+
+fn comment_service(rule: &str) -> String {
+    let Some(rest) = rule.split("--comment ").nth(1) else { return String::new() };
+    rest.trim_start_matches('"').split([' ', '"']).next().unwrap_or("").to_string()
+}
+
+fn endpoints_for(
+    cfg: &ProxyConfig,
+    svc: &Service,
+    port: &ServicePort,
+    slices: &[EndpointSlice],
+) -> Vec<Ep> {
+    let mut eps: Vec<Ep> = Vec::new();
+    for sl in slices.iter().filter(|s| s.namespace == svc.namespace && s.service == svc.name) {
+        let Some(&(_, _, p)) =
+            sl.ports.iter().find(|(n, proto, _)| *n == port.name && *proto == port.protocol)
+        else {
+            continue;
+        };
+        for e in &sl.endpoints {
+            if eps.iter().any(|x| x.ip == e.ip && x.port == p) {
+                continue;
+            }
+            eps.push(Ep {
+                ip: e.ip,
+                port: p,
+                local: e.node_name.as_deref() == Some(cfg.node_name.as_str()),
+                ready: e.ready.unwrap_or(true),
+                serving: e.serving.unwrap_or(true),
+                terminating: e.terminating.unwrap_or(false),
+            });
+        }
+    }
+    eps.sort_by_key(Ep::key);
+    eps
+}
+
+fn service_port(
+    cfg: &ProxyConfig,
+    svc: &Service,
+    port: &ServicePort,
+    cip: Ipv4Addr,
+    eps: &[Ep],
+    o: &mut Out,
+) {
+    let name = if port.name.is_empty() {
+        format!("{}/{}", svc.namespace, svc.name)
+    } else {
+        format!("{}/{}:{}", svc.namespace, svc.name, port.name)
+    };
+    let proto = port.protocol.to_string();
+    let h = chain_hash(&format!("{name}{proto}"));
+    let (svc_chain, svl_chain, ext_chain, fw_chain) = (
+        format!("KUBE-SVC-{h}"),
+        format!("KUBE-SVL-{h}"),
+        format!("KUBE-EXT-{h}"),
+        format!("KUBE-FW-{h}"),
+    );
+    // CategorizeEndpoints.
+    let ready: Vec<&Ep> = eps.iter().filter(|e| e.ready).collect();
+    let cluster: Vec<&Ep> = if ready.is_empty() {
+        eps.iter().filter(|e| e.serving && e.terminating).collect()
+    } else {
+        ready
+    };
+    let local_ready: Vec<&Ep> = eps.iter().filter(|e| e.local && e.ready).collect();
+    let local: Vec<&Ep> = if local_ready.is_empty() {
+        eps.iter().filter(|e| e.local && e.serving && e.terminating).collect()
+    } else {
+        local_ready
+    };
+    let has_endpoints = !cluster.is_empty() || !local.is_empty();
+    let ext_ok = svc.externally_accessible(port);
+    let uses_cluster_chain = !cluster.is_empty() && (!svc.internal_local || ext_ok);
+    let uses_local_chain =
+        !local.is_empty() && (svc.internal_local || (svc.external_local && ext_ok));
+    let internal_chain = if svc.internal_local { &svl_chain } else { &svc_chain };
+    let has_internal = has_endpoints && !(svc.internal_local && local.is_empty());
+    let external_chain = if svc.external_local { &svl_chain } else { &svc_chain };
+    let has_external = has_endpoints && !(svc.external_local && local.is_empty());
+    let uses_ext_chain = has_endpoints && ext_ok;
+    let uses_fw = has_endpoints && !svc.lb_ips.is_empty() && !svc.lb_source_ranges.is_empty();
+    let filter_target = |has: bool| {
+        if !has_endpoints {
+            ("REJECT", format!("{name} has no endpoints"))
+        } else if !has {
+            ("DROP", format!("{name} has no local endpoints"))
+        } else {
+            ("", String::new())
+        }
+    };
+    let m = format!("-m {proto} -p {proto}");
+
+    if has_internal {
+        o.nat(
+            "KUBE-SERVICES",
+            format!(
+                "-m comment --comment {} {m} -d {cip} --dport {} -j {internal_chain}",
+                comment(&format!("{name} cluster IP")),
+                port.port
+            ),
+        );
+    } else {
+        let (t, c) = filter_target(has_internal);
+        o.filter(
+            "KUBE-SERVICES",
+            format!(
+                "-m comment --comment {} {m} -d {cip} --dport {} -j {t}",
+                comment(&c),
+                port.port
+            ),
+        );
+    }
+    for ip in &svc.external_ips {
+        if has_endpoints {
+            o.nat(
+                "KUBE-SERVICES",
+                format!(
+                    "-m comment --comment {} {m} -d {ip} --dport {} -j {ext_chain}",
+                    comment(&format!("{name} external IP")),
+                    port.port
+                ),
+            );
+        }
+        if !has_external {
+            let (t, c) = filter_target(has_external);
+            o.filter(
+                "KUBE-EXTERNAL-SERVICES",
+                format!(
+                    "-m comment --comment {} {m} -d {ip} --dport {} -j {t}",
+                    comment(&c),
+                    port.port
+                ),
+            );
+        }
+    }
+    for ip in &svc.lb_ips {
+        if has_endpoints {
+            let to = if uses_fw { &fw_chain } else { &ext_chain };
+            o.nat(
+                "KUBE-SERVICES",
+                format!(
+                    "-m comment --comment {} {m} -d {ip} --dport {} -j {to}",
+                    comment(&format!("{name} loadbalancer IP")),
+                    port.port
+                ),
+            );
+        }
+        if uses_fw {
+            o.filter(
+                "KUBE-PROXY-FIREWALL",
+                format!(
+                    "-m comment --comment {} {m} -d {ip} --dport {} -j DROP",
+                    comment(&format!("{name} traffic not accepted by {fw_chain}")),
+                    port.port
+                ),
+            );
+        }
+        if !has_external {
+            let (t, c) = filter_target(has_external);
+            o.filter(
+                "KUBE-EXTERNAL-SERVICES",
+                format!(
+                    "-m comment --comment {} {m} -d {ip} --dport {} -j {t}",
+                    comment(&c),
+                    port.port
+                ),
+            );
+        }
+    }
+    if port.node_port != 0 {
+        if has_endpoints {
+            if cfg.localhost_nodeports && cfg.nfacct {
+                o.nat("KUBE-NODEPORTS", format!("-m comment --comment {} {m} -d 127.0.0.0/8 --dport {} -m nfacct --nfacct-name localhost_nps_accepted_pkts -j {ext_chain}", comment(&name), port.node_port));
+            }
+            o.nat(
+                "KUBE-NODEPORTS",
+                format!(
+                    "-m comment --comment {} {m} --dport {} -j {ext_chain}",
+                    comment(&name),
+                    port.node_port
+                ),
+            );
+        }
+        if !has_external {
+            let (t, c) = filter_target(has_external);
+            o.filter(
+                "KUBE-EXTERNAL-SERVICES",
+                format!(
+                    "-m comment --comment {} -m addrtype --dst-type LOCAL {m} --dport {} -j {t}",
+                    comment(&c),
+                    port.node_port
+                ),
+            );
+        }
+    }
+    if svc.kind == ServiceType::LoadBalancer
+        && svc.external_local
+        && svc.health_check_node_port != 0
+    {
+        o.filter(
+            "KUBE-NODEPORTS",
+            format!(
+                "-m comment --comment {} -m tcp -p tcp --dport {} -j ACCEPT",
+                comment(&format!("{name} health check node port")),
+                svc.health_check_node_port
+            ),
+        );
+    }
+    if !has_endpoints {
+        return;
+    }
+    if uses_cluster_chain {
+        o.nat_chain(&svc_chain);
+    }
+    if uses_local_chain {
+        o.nat_chain(&svl_chain);
+    }
+    if uses_ext_chain {
+        o.nat_chain(&ext_chain);
+    }
+    if uses_fw {
+        o.nat_chain(&fw_chain);
+    }
+    if has_internal {
+        let masq = format!(
+            "-m comment --comment {} {m} -d {cip} --dport {}",
+            comment(&format!("{name} cluster IP")),
+            port.port
+        );
+        if cfg.masquerade_all {
+            o.nat(internal_chain, format!("{masq} -j KUBE-MARK-MASQ"));
+        } else if let Some(pc) = cfg.local_cidr {
+            o.nat(internal_chain, format!("{masq} ! -s {pc} -j KUBE-MARK-MASQ"));
+        }
+    }
+    if uses_ext_chain {
+        if !svc.external_local {
+            o.nat(
+                &ext_chain,
+                format!(
+                    "-m comment --comment {} -j KUBE-MARK-MASQ",
+                    comment(&format!("masquerade traffic for {name} external destinations"))
+                ),
+            );
+        } else {
+            if let Some(pc) = cfg.local_cidr {
+                o.nat(
+                    &ext_chain,
+                    format!(
+                        "-m comment --comment {} -s {pc} -j {svc_chain}",
+                        comment(&format!("pod traffic for {name} external destinations"))
+                    ),
+                );
+            }
+            o.nat(
+                &ext_chain,
+                format!(
+                    "-m comment --comment {} -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ",
+                    comment(&format!("masquerade LOCAL traffic for {name} external destinations"))
+                ),
+            );
+            o.nat(
+                &ext_chain,
+                format!(
+                    "-m comment --comment {} -m addrtype --src-type LOCAL -j {svc_chain}",
+                    comment(&format!("route LOCAL traffic for {name} external destinations"))
+                ),
+            );
+        }
+        if has_external {
+            o.nat(&ext_chain, format!("-j {external_chain}"));
+        }
+    }
+    if uses_fw {
+        for r in &svc.lb_source_ranges {
+            o.nat(
+                &fw_chain,
+                format!(
+                    "-m comment --comment {} -s {r} -j {ext_chain}",
+                    comment(&format!("{name} loadbalancer IP"))
+                ),
+            );
+        }
+        if svc.lb_source_ranges.iter().any(|r| cfg.node_ips.iter().any(|ip| r.contains(*ip))) {
+            for ip in &svc.lb_ips {
+                o.nat(
+                    &fw_chain,
+                    format!(
+                        "-m comment --comment {} -s {ip} -j {ext_chain}",
+                        comment(&format!("{name} loadbalancer IP"))
+                    ),
+                );
+            }
+        }
+        o.nat(
+            &fw_chain,
+            format!(
+                "-m comment --comment {}",
+                comment(&format!("other traffic to {name} will be dropped by KUBE-PROXY-FIREWALL"))
+            ),
+        );
+    }
+    let sep = |e: &Ep| format!("KUBE-SEP-{}", chain_hash(&format!("{name}{proto}{}", e.key())));
+    let write_policy = |chain: &str, list: &[&Ep], o: &mut Out| {
+        if let Some(t) = svc.affinity_timeout {
+            for e in list {
+                o.nat(chain, format!("-m comment --comment {} -m recent --name {} --rcheck --seconds {t} --reap -j {}", comment(&format!("{name} -> {}", e.key())), sep(e), sep(e)));
+            }
+        }
+        let n = list.len();
+        for (i, e) in list.iter().enumerate() {
+            let stat = if i + 1 < n {
+                format!(" -m statistic --mode random --probability {}", probability(n - i))
+            } else {
+                String::new()
+            };
+            o.nat(
+                chain,
+                format!(
+                    "-m comment --comment {}{stat} -j {}",
+                    comment(&format!("{name} -> {}", e.key())),
+                    sep(e)
+                ),
+            );
+        }
+    };
+    if uses_cluster_chain {
+        write_policy(&svc_chain, &cluster, o);
+    }
+    if uses_local_chain {
+        write_policy(&svl_chain, &local, o);
+    }
+    // SEP chains for every endpoint a policy chain uses.
+    let mut used: Vec<&Ep> = Vec::new();
+    if uses_cluster_chain {
+        used.extend(cluster.iter().copied());
+    }
+    if uses_local_chain {
+        for e in &local {
+            if !used.iter().any(|u| u.key() == e.key()) {
+                used.push(e);
+            }
+        }
+    }
+    for e in used {
+        let c = sep(e);
+        o.nat_chain(&c);
+        o.nat(&c, format!("-m comment --comment {} -s {} -j KUBE-MARK-MASQ", comment(&name), e.ip));
+        let recent = if svc.affinity_timeout.is_some() {
+            format!(" -m recent --name {c} --set")
+        } else {
+            String::new()
+        };
+        o.nat(
+            &c,
+            format!(
+                "-m comment --comment {}{recent} {m} -j DNAT --to-destination {}",
+                comment(&name),
+                e.key()
+            ),
+        );
+    }
+}
+
+/// The jumps kube-proxy (and kubelet) install in the built-in chains with `EnsureRule`, as
+/// `iptables-save` shows them on a node.
+pub fn base_jumps() -> &'static str {
+    "*filter\n\
+:INPUT ACCEPT [0:0]\n\
+:FORWARD ACCEPT [0:0]\n\
+:OUTPUT ACCEPT [0:0]\n\
+-A INPUT -m conntrack --ctstate NEW -m comment --comment \"kubernetes load balancer firewall\" -j KUBE-PROXY-FIREWALL\n\
+-A INPUT -m comment --comment \"kubernetes health check service ports\" -j KUBE-NODEPORTS\n\
+-A INPUT -m conntrack --ctstate NEW -m comment --comment \"kubernetes externally-visible service portals\" -j KUBE-EXTERNAL-SERVICES\n\
+-A INPUT -j KUBE-FIREWALL\n\
+-A FORWARD -m conntrack --ctstate NEW -m comment --comment \"kubernetes load balancer firewall\" -j KUBE-PROXY-FIREWALL\n\
+-A FORWARD -m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD\n\
+-A FORWARD -m conntrack --ctstate NEW -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+-A FORWARD -m conntrack --ctstate NEW -m comment --comment \"kubernetes externally-visible service portals\" -j KUBE-EXTERNAL-SERVICES\n\
+-A OUTPUT -m conntrack --ctstate NEW -m comment --comment \"kubernetes load balancer firewall\" -j KUBE-PROXY-FIREWALL\n\
+-A OUTPUT -m conntrack --ctstate NEW -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+-A OUTPUT -j KUBE-FIREWALL\n\
+COMMIT\n\
+*nat\n\
+:PREROUTING ACCEPT [0:0]\n\
+:INPUT ACCEPT [0:0]\n\
+:OUTPUT ACCEPT [0:0]\n\
+:POSTROUTING ACCEPT [0:0]\n\
+-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING\n\
+COMMIT\n"
+}
+
+/// Services and endpoints the cluster holds, and how kube-proxy runs.
+#[derive(Clone, Debug)]
+pub struct Services {
+    /// Services, by creation.
+    pub list: Vec<Service>,
+    /// Slices given explicitly (Services without selector, or imported).
+    pub slices: Vec<EndpointSlice>,
+    /// MASQUERADE `--random-fully`.
+    pub random_fully: bool,
+    /// `--masquerade-all`.
+    pub masquerade_all: bool,
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        Services { list: Vec::new(), slices: Vec::new(), random_fully: true, masquerade_all: false }
+    }
+}
+
+impl Cluster {
+    pub(crate) fn seed_services(&mut self) {
+        let mut web = Service::cluster_ip("default", "web", Ipv4Addr::new(10, 96, 0, 10));
+        web.kind = ServiceType::NodePort;
+        web.selector = Some(BTreeMap::from([("app".to_string(), "web".to_string())]));
+        web.ports = vec![
+            ServicePort {
+                name: "http".into(),
+                protocol: Proto::TCP,
+                port: 80,
+                target_port: TargetPort::Number(8080),
+                node_port: 30081,
+            },
+            ServicePort {
+                name: "udp".into(),
+                protocol: Proto::UDP,
+                port: 80,
+                target_port: TargetPort::Number(8080),
+                node_port: 30082,
+            },
+        ];
+        self.services.list.push(web);
+        self.services_changed();
+    }
+
+    /// Adds a Service and re-syncs every node.
+    pub fn add_service(&mut self, svc: Service) -> Result<(), ClusterError> {
+        if self.services.list.iter().any(|s| s.namespace == svc.namespace && s.name == svc.name) {
+            return Err(ClusterError::Duplicate {
+                kind: "service",
+                name: format!("{}/{}", svc.namespace, svc.name),
+            });
+        }
+        self.services.list.push(svc);
+        self.services_changed();
+        Ok(())
+    }
+
+    /// Adds an EndpointSlice for a Service without selector, and re-syncs every node.
+    pub fn add_endpoint_slice(&mut self, slice: EndpointSlice) {
+        self.services.slices.push(slice);
+        self.services_changed();
+    }
+
+    /// Removes a Service (`svc/NS/NAME`) and re-syncs every node.
+    pub fn delete_service(&mut self, key: &str) -> Result<(), ClusterError> {
+        let k = key.strip_prefix("svc/").unwrap_or(key);
+        let before = self.services.list.len();
+        self.services.list.retain(|s| format!("{}/{}", s.namespace, s.name) != k);
+        if self.services.list.len() == before {
+            return Err(ClusterError::NotFound {
+                kind: "service",
+                name: key.into(),
+                hint: String::new(),
+            });
+        }
+        self.services_changed();
+        Ok(())
+    }
+
+    /// Sets a pod's Ready condition; its endpoints follow and every node re-syncs.
+    pub fn set_ready(&mut self, pod: &str, ready: bool) -> Result<(), ClusterError> {
+        let id = self.pod_id(pod)?;
+        self.pods[id.idx()].ready = ready;
+        self.services_changed();
+        Ok(())
+    }
+
+    /// The endpoints controller: slices for every Service with a selector.
+    pub fn endpoint_slices(&self) -> Vec<EndpointSlice> {
+        let mut out = self.services.slices.clone();
+        for svc in &self.services.list {
+            let Some(sel) = &svc.selector else { continue };
+            let pods: Vec<&crate::cluster::Pod> = self
+                .pods
+                .iter()
+                .filter(|p| {
+                    p.namespace == svc.namespace
+                        && sel.iter().all(|(k, v)| p.labels.get(k) == Some(v))
+                })
+                .collect();
+            let ports = svc
+                .ports
+                .iter()
+                .filter_map(|p| match &p.target_port {
+                    TargetPort::Number(n) => Some((p.name.clone(), p.protocol, *n)),
+                    TargetPort::Name(_) => None,
+                })
+                .collect();
+            out.push(EndpointSlice {
+                namespace: svc.namespace.clone(),
+                service: svc.name.clone(),
+                ports,
+                endpoints: pods
+                    .iter()
+                    .map(|p| SliceEndpoint {
+                        ip: p.ip,
+                        node_name: Some(self.nodes[p.node.idx()].name.clone()),
+                        ready: Some(p.ready),
+                        serving: Some(p.ready),
+                        terminating: Some(false),
+                    })
+                    .collect(),
+            });
+        }
+        out
+    }
+
+    /// Re-programs every node's iptables from the Services and endpoints (a full sync).
+    pub(crate) fn services_changed(&mut self) {
+        if self.services.list.is_empty() && self.services.slices.is_empty() {
+            return;
+        }
+        let slices = self.endpoint_slices();
+        for n in 0..self.nodes.len() {
+            let node = &self.nodes[n];
+            let cfg = ProxyConfig {
+                node_name: node.name.clone(),
+                node_ips: vec![node.ip],
+                local_cidr: Some(self.cfg.cluster_cidr),
+                masquerade_all: self.services.masquerade_all,
+                random_fully: self.services.random_fully,
+                nfacct: false,
+                localhost_nodeports: true,
+            };
+            let payload = sync_iptables(&cfg, &self.services.list, &slices);
+            let ns = node.netns;
+            if let Some(nf) = self.netns[ns.idx()].nf.as_mut() {
+                nf.tables.restore(&payload, false).expect("kube-proxy's own payload always parses");
+                nf.tables.restore(base_jumps(), true).expect("the built-in jumps always parse");
+            }
+        }
+    }
+
+    /// Resolves `svc/NS/NAME` and a port (number or name) to ClusterIP:port.
+    pub(crate) fn resolve_service(
+        &self,
+        key: &str,
+        port: &str,
+    ) -> Result<(Ipv4Addr, u16), ClusterError> {
+        let k = key.strip_prefix("svc/").unwrap_or(key);
+        let svc = self
+            .services
+            .list
+            .iter()
+            .find(|s| format!("{}/{}", s.namespace, s.name) == k)
+            .ok_or_else(|| ClusterError::NotFound {
+                kind: "service",
+                name: key.into(),
+                hint: format!(
+                    " (services: {})",
+                    self.services
+                        .list
+                        .iter()
+                        .map(|s| format!("svc/{}/{}", s.namespace, s.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })?;
+        let p =
+            svc.ports.iter().find(|p| p.name == port || p.port.to_string() == port).ok_or_else(
+                || ClusterError::NotFound {
+                    kind: "port",
+                    name: format!("{key}:{port}"),
+                    hint: format!(
+                        " (ports: {})",
+                        svc.ports
+                            .iter()
+                            .map(|p| format!("{}={}", p.name, p.port))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                },
+            )?;
+        let ip = svc.cluster_ip.ok_or_else(|| ClusterError::NotFound {
+            kind: "ClusterIP",
+            name: key.into(),
+            hint: " (headless Service)".into(),
+        })?;
+        Ok((ip, p.port))
+    }
+
+    /// kube-proxy's restore payload for a node (what it wrote, restore form).
+    pub fn kube_proxy_payload(&self, node: &str) -> Result<String, ClusterError> {
+        let id = self.node_id(node)?;
+        let n = &self.nodes[id.idx()];
+        let cfg = ProxyConfig {
+            node_name: n.name.clone(),
+            node_ips: vec![n.ip],
+            local_cidr: Some(self.cfg.cluster_cidr),
+            masquerade_all: self.services.masquerade_all,
+            random_fully: self.services.random_fully,
+            nfacct: false,
+            localhost_nodeports: true,
+        };
+        Ok(sync_iptables(&cfg, &self.services.list, &self.endpoint_slices()))
+    }
+
+    /// Sets MASQUERADE `--random-fully` (on by default) and re-syncs.
+    pub fn set_random_fully(&mut self, on: bool) {
+        self.services.random_fully = on;
+        self.services_changed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_recipe_matches_kube_proxy_vectors() {
+        for (input, want) in [
+            ("ns1/svc1:p80tcp", "XPGD46QRK7WJZT7O"),
+            ("ns2/svc2:p8080tcp", "2VJB64SDSIJUP5T6"),
+            ("ns1/svc1:p80tcp10.180.0.1:80", "SXIVWICOYRO3J4NJ"),
+            ("ns3/svc3:p8081tcp203.0.113.4:8081", "RUVVH7YV3PHQBDOS"),
+            ("ns1/svc1tcp", "AQI2S6QIMU7PVVRP"),
+        ] {
+            assert_eq!(chain_hash(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn probabilities_match_compute_probability() {
+        assert_eq!(probability(2), "0.5000000000");
+        assert_eq!(probability(3), "0.3333333333");
+        assert_eq!(probability(100001), "0.0000099999");
+    }
+}

@@ -1,0 +1,214 @@
+//! IPv4 routing tables, after `net/ipv4/fib_trie.c` as `ip route` shows it: connected,
+//! static and default routes with longest-prefix match.
+//!
+//! Lookups probe one hash map per prefix length present in the table (at most 33 probes),
+//! never scanning routes. Policy routing (`ip rule`, several tables) is carried by
+//! [`RoutingPolicy`]: each rule selects a table by source address; the main table is the
+//! last resort, as with the kernel's default rules.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+
+use crate::ids::IfIndex;
+
+/// Who installed a route (`proto` in `ip route`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum RouteProto {
+    /// Added by the kernel for an address (`proto kernel`).
+    Kernel,
+    /// Added by a CNI plugin or an administrator (`proto static`).
+    Static,
+    /// Added at boot, e.g. the default route (`proto boot`, printed without a proto).
+    Boot,
+}
+
+/// One route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// Destination prefix.
+    pub dst: Ipv4Network,
+    /// Gateway, if not directly connected.
+    pub via: Option<Ipv4Addr>,
+    /// Output device.
+    pub dev: IfIndex,
+    /// Preferred source address.
+    pub src: Option<Ipv4Addr>,
+    /// Origin.
+    pub proto: RouteProto,
+}
+
+/// A routing table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RouteTable {
+    by_len: BTreeMap<u8, HashMap<u32, Route>>,
+}
+
+impl RouteTable {
+    /// Adds or replaces the route for `route.dst`.
+    pub fn add(&mut self, route: Route) {
+        let net = route.dst;
+        self.by_len.entry(net.prefix()).or_default().insert(u32::from(net.network()), route);
+    }
+
+    /// Removes the route for `dst`; returns it.
+    pub fn remove(&mut self, dst: Ipv4Network) -> Option<Route> {
+        let m = self.by_len.get_mut(&dst.prefix())?;
+        let r = m.remove(&u32::from(dst.network()));
+        if m.is_empty() {
+            self.by_len.remove(&dst.prefix());
+        }
+        r
+    }
+
+    /// Longest-prefix match.
+    pub fn lookup(&self, dst: Ipv4Addr) -> Option<&Route> {
+        let a = u32::from(dst);
+        self.by_len.iter().rev().find_map(|(&len, m)| {
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+            m.get(&(a & mask))
+        })
+    }
+
+    /// All routes, most specific first, then by address (the order `ip route` prints:
+    /// default first is special-cased by the printer).
+    pub fn routes(&self) -> Vec<&Route> {
+        let mut v: Vec<&Route> = self.by_len.values().flat_map(|m| m.values()).collect();
+        v.sort_by_key(|r| (r.dst.prefix() != 0, u32::from(r.dst.network()), r.dst.prefix()));
+        v
+    }
+
+    /// Renders like `ip route`, naming devices with `dev_name`.
+    pub fn render(&self, dev_name: &dyn Fn(IfIndex) -> String) -> String {
+        let mut out = String::new();
+        for r in self.routes() {
+            out.push_str(&RouteLine(r, dev_name).to_string());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+struct RouteLine<'a>(&'a Route, &'a dyn Fn(IfIndex) -> String);
+
+impl fmt::Display for RouteLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = self.0;
+        if r.dst.prefix() == 0 {
+            f.write_str("default")?;
+        } else {
+            write!(f, "{}", r.dst)?;
+        }
+        if let Some(via) = r.via {
+            write!(f, " via {via}")?;
+        }
+        write!(f, " dev {}", (self.1)(r.dev))?;
+        match r.proto {
+            RouteProto::Kernel => f.write_str(" proto kernel scope link")?,
+            RouteProto::Static => f.write_str(" proto static")?,
+            RouteProto::Boot => {}
+        }
+        if let Some(src) = r.src {
+            write!(f, " src {src}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `ip rule`: pick a table by source prefix before falling back to main.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoutingPolicy {
+    /// (priority, from prefix, table id), in priority order.
+    pub rules: Vec<(u32, Ipv4Network, u32)>,
+    /// Tables other than main, by id.
+    pub tables: BTreeMap<u32, RouteTable>,
+}
+
+impl RoutingPolicy {
+    /// The route for a packet from `src` to `dst`: the first rule whose source prefix holds
+    /// `src` and whose table has a route wins; otherwise `main`.
+    pub fn lookup<'a>(
+        &'a self,
+        main: &'a RouteTable,
+        src: Option<Ipv4Addr>,
+        dst: Ipv4Addr,
+    ) -> Option<&'a Route> {
+        if let Some(src) = src {
+            for (_, from, table) in &self.rules {
+                if from.contains(src)
+                    && let Some(r) = self.tables.get(table).and_then(|t| t.lookup(dst))
+                {
+                    return Some(r);
+                }
+            }
+        }
+        main.lookup(dst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn r(dst: &str, dev: u32) -> Route {
+        Route {
+            dst: dst.parse().unwrap(),
+            via: None,
+            dev: IfIndex(dev),
+            src: None,
+            proto: RouteProto::Static,
+        }
+    }
+
+    #[test]
+    fn longest_prefix_wins_and_renders_like_ip_route() {
+        let mut t = RouteTable::default();
+        t.add(Route {
+            via: Some(Ipv4Addr::new(192, 168, 0, 254)),
+            proto: RouteProto::Boot,
+            ..r("0.0.0.0/0", 2)
+        });
+        t.add(Route {
+            proto: RouteProto::Kernel,
+            src: Some(Ipv4Addr::new(10, 244, 1, 1)),
+            ..r("10.244.1.0/24", 3)
+        });
+        t.add(Route {
+            proto: RouteProto::Kernel,
+            src: Some(Ipv4Addr::new(192, 168, 0, 1)),
+            ..r("192.168.0.0/24", 2)
+        });
+        assert_eq!(t.lookup(Ipv4Addr::new(10, 244, 1, 9)).unwrap().dev, IfIndex(3));
+        assert_eq!(t.lookup(Ipv4Addr::new(10, 244, 2, 9)).unwrap().dev, IfIndex(2));
+        let names = |i: IfIndex| ["lo", "lo", "eth0", "cbr0"][i.0 as usize].to_string();
+        assert_eq!(
+            t.render(&names),
+            "default via 192.168.0.254 dev eth0\n\
+             10.244.1.0/24 dev cbr0 proto kernel scope link src 10.244.1.1\n\
+             192.168.0.0/24 dev eth0 proto kernel scope link src 192.168.0.1\n"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn lpm_equals_brute_force(routes in prop::collection::vec((any::<u32>(), 0u8..=32), 0..40), probes in prop::collection::vec(any::<u32>(), 1..40)) {
+            let mut t = RouteTable::default();
+            let mut all = Vec::new();
+            for (i, (a, len)) in routes.iter().enumerate() {
+                let net = Ipv4Network::new(Ipv4Addr::from(*a), *len).unwrap();
+                let net = Ipv4Network::new(net.network(), *len).unwrap();
+                t.add(Route { dst: net, via: None, dev: IfIndex(i as u32), src: None, proto: RouteProto::Static });
+                all.retain(|(n, _): &(Ipv4Network, u32)| *n != net);
+                all.push((net, i as u32));
+            }
+            for p in probes {
+                let a = Ipv4Addr::from(p);
+                let brute = all.iter().filter(|(n, _)| n.contains(a)).max_by_key(|(n, _)| n.prefix()).map(|(_, d)| *d);
+                prop_assert_eq!(t.lookup(a).map(|r| r.dev.0), brute);
+            }
+        }
+    }
+}

@@ -1,0 +1,566 @@
+//! Host stacks: the smoltcp `Interface`s and sockets that pods, nodes and internet hosts run,
+//! and the small applications on them (echo and HTTP servers, one-shot clients).
+//!
+//! A pod netns gets an Ethernet interface on `eth0` and an IP-medium interface on `lo`
+//! (`127.0.0.1/8`) with their own socket sets, so containers reach each other over localhost
+//! while pod traffic leaves by `eth0`. A node's root netns gets one IP-medium interface that
+//! sees only what netfilter's INPUT hook lets through and whose output goes through OUTPUT
+//! and POSTROUTING: forwarding stays in podnet's own router code, since smoltcp is a host
+//! stack and never forwards.
+//!
+//! Servers: every bound TCP port is served by a pool of listening sockets (smoltcp has no
+//! backlog), re-armed when a connection ends; data is echoed back, an HTTP request gets
+//! `200 OK` with the owner's name as body and the connection is closed. Every bound UDP port
+//! echoes datagrams to their sender.
+
+use std::collections::VecDeque;
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
+use smoltcp::socket::{icmp, tcp, udp};
+use smoltcp::time::Instant;
+use smoltcp::wire::{
+    EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, IpEndpoint,
+    Ipv4Address,
+};
+
+use podnet_netfilter::Proto;
+
+/// A frame queue standing in for a NIC: podnet pushes received frames in and takes
+/// transmitted frames out after each poll.
+#[derive(Debug)]
+pub(crate) struct QueueDevice {
+    pub(crate) rx: VecDeque<Vec<u8>>,
+    pub(crate) tx: Vec<Vec<u8>>,
+    medium: Medium,
+}
+
+impl QueueDevice {
+    fn new(medium: Medium) -> QueueDevice {
+        QueueDevice { rx: VecDeque::new(), tx: Vec::new(), medium }
+    }
+}
+
+pub(crate) struct QRx(Vec<u8>);
+pub(crate) struct QTx<'a>(&'a mut Vec<Vec<u8>>);
+
+impl phy::RxToken for QRx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl phy::TxToken for QTx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = vec![0u8; len];
+        let r = f(&mut buf);
+        self.0.push(buf);
+        r
+    }
+}
+
+impl phy::Device for QueueDevice {
+    type RxToken<'a> = QRx;
+    type TxToken<'a> = QTx<'a>;
+
+    fn receive(&mut self, _now: Instant) -> Option<(QRx, QTx<'_>)> {
+        let frame = self.rx.pop_front()?;
+        Some((QRx(frame), QTx(&mut self.tx)))
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<QTx<'_>> {
+        Some(QTx(&mut self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = self.medium;
+        // 1500-byte MTU; on Ethernet smoltcp counts the 14-byte header in it.
+        caps.max_transmission_unit = if self.medium == Medium::Ethernet { 1514 } else { 1500 };
+        // Verify every checksum on receipt, so a NAT checksum mistake is caught here.
+        let mut cs = ChecksumCapabilities::default();
+        cs.ipv4 = Checksum::Both;
+        cs.tcp = Checksum::Both;
+        cs.udp = Checksum::Both;
+        cs.icmpv4 = Checksum::Both;
+        caps.checksum = cs;
+        caps
+    }
+}
+
+/// Which interface of a stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// eth0 (pods, hosts) or the IP-medium interface of a node.
+    Main,
+    /// The pod's loopback.
+    Lo,
+}
+
+pub(crate) struct Iface {
+    pub(crate) iface: Interface,
+    pub(crate) dev: QueueDevice,
+    pub(crate) sockets: SocketSet<'static>,
+}
+
+impl Iface {
+    fn poll(&mut self, now: Instant) {
+        self.iface.poll(now, &mut self.dev, &mut self.sockets);
+    }
+}
+
+#[derive(Debug)]
+struct TcpServer {
+    handle: SocketHandle,
+    side: Side,
+    port: u16,
+    buf: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct UdpServer {
+    handle: SocketHandle,
+    side: Side,
+}
+
+/// What a client sends and expects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Payload {
+    /// Raw bytes echoed back.
+    Echo(Vec<u8>),
+    /// An HTTP request; the response ends when the server closes.
+    Http(Vec<u8>),
+}
+
+impl Payload {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Payload::Echo(b) | Payload::Http(b) => b,
+        }
+    }
+}
+
+/// Progress of a one-shot client.
+#[derive(Debug)]
+pub(crate) struct Client {
+    pub(crate) side: Side,
+    pub(crate) proto: Proto,
+    pub(crate) handle: SocketHandle,
+    pub(crate) remote: IpEndpoint,
+    pub(crate) local_port: u16,
+    pub(crate) payload: Payload,
+    pub(crate) sent: bool,
+    pub(crate) response: Vec<u8>,
+    pub(crate) established: bool,
+    pub(crate) done: bool,
+    pub(crate) ok: bool,
+    /// An ICMP error or RST ended the attempt (connection refused / unreachable).
+    pub(crate) refused: bool,
+}
+
+/// A host stack and its applications.
+pub(crate) struct Stack {
+    pub(crate) main: Iface,
+    pub(crate) lo: Option<Iface>,
+    name: String,
+    tcp_servers: Vec<TcpServer>,
+    udp_servers: Vec<UdpServer>,
+    pub(crate) clients: Vec<Client>,
+    /// IP packets that crossed `lo` since the last drain (for the trace).
+    pub(crate) lo_log: Vec<Vec<u8>>,
+}
+
+const LISTEN_POOL: usize = 4;
+
+impl Stack {
+    /// An Ethernet stack (pod or host) with `addr/prefix` and a default gateway.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn ethernet(
+        name: &str,
+        mac: EthernetAddress,
+        addr: Ipv4Address,
+        prefix: u8,
+        gateway: Option<Ipv4Address>,
+        with_lo: bool,
+        seed: u64,
+        now: Instant,
+    ) -> Stack {
+        let mut dev = QueueDevice::new(Medium::Ethernet);
+        let mut cfg = Config::new(HardwareAddress::Ethernet(mac));
+        cfg.random_seed = seed;
+        let mut iface = Interface::new(cfg, &mut dev, now);
+        iface.update_ip_addrs(|a| {
+            let _ = a.push(IpCidr::new(IpAddress::Ipv4(addr), prefix));
+        });
+        if let Some(gw) = gateway {
+            let _ = iface.routes_mut().add_default_ipv4_route(gw);
+        }
+        let main = Iface { iface, dev, sockets: SocketSet::new(vec![]) };
+        let lo = with_lo.then(|| Stack::loopback(seed ^ 0x5555, now));
+        Stack {
+            main,
+            lo,
+            name: name.to_string(),
+            tcp_servers: Vec::new(),
+            udp_servers: Vec::new(),
+            clients: Vec::new(),
+            lo_log: Vec::new(),
+        }
+    }
+
+    /// An IP-medium stack for a node's root namespace, holding all of the node's addresses.
+    pub(crate) fn ip(name: &str, addrs: &[(Ipv4Address, u8)], seed: u64, now: Instant) -> Stack {
+        let mut dev = QueueDevice::new(Medium::Ip);
+        let mut cfg = Config::new(HardwareAddress::Ip);
+        cfg.random_seed = seed;
+        let mut iface = Interface::new(cfg, &mut dev, now);
+        iface.update_ip_addrs(|a| {
+            for (addr, p) in addrs {
+                let _ = a.push(IpCidr::new(IpAddress::Ipv4(*addr), *p));
+            }
+        });
+        // Medium IP has no neighbours: any gateway in a local subnet makes smoltcp emit the
+        // packet, and podnet's routing decides where it really goes.
+        if let Some((a, _)) = addrs.first() {
+            let _ = iface.routes_mut().add_default_ipv4_route(*a);
+        }
+        let main = Iface { iface, dev, sockets: SocketSet::new(vec![]) };
+        Stack {
+            main,
+            lo: None,
+            name: name.to_string(),
+            tcp_servers: Vec::new(),
+            udp_servers: Vec::new(),
+            clients: Vec::new(),
+            lo_log: Vec::new(),
+        }
+    }
+
+    fn loopback(seed: u64, now: Instant) -> Iface {
+        let mut dev = QueueDevice::new(Medium::Ip);
+        let mut cfg = Config::new(HardwareAddress::Ip);
+        cfg.random_seed = seed;
+        let mut iface = Interface::new(cfg, &mut dev, now);
+        iface.update_ip_addrs(|a| {
+            let _ = a.push(IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8));
+        });
+        Iface { iface, dev, sockets: SocketSet::new(vec![]) }
+    }
+
+    fn side(&mut self, side: Side) -> &mut Iface {
+        pick(&mut self.main, &mut self.lo, side)
+    }
+
+    /// Serves `proto`/`port` on every interface.
+    pub(crate) fn serve(&mut self, proto: Proto, port: u16) {
+        let sides: Vec<Side> =
+            if self.lo.is_some() { vec![Side::Main, Side::Lo] } else { vec![Side::Main] };
+        for side in sides {
+            let iface = pick(&mut self.main, &mut self.lo, side);
+            if proto == Proto::TCP {
+                for _ in 0..LISTEN_POOL {
+                    let mut s = tcp::Socket::new(
+                        tcp::SocketBuffer::new(vec![0; 8192]),
+                        tcp::SocketBuffer::new(vec![0; 8192]),
+                    );
+                    let _ = s.listen(port);
+                    let handle = iface.sockets.add(s);
+                    self.tcp_servers.push(TcpServer { handle, side, port, buf: Vec::new() });
+                }
+            } else if proto == Proto::UDP {
+                let mut s = udp::Socket::new(
+                    udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 16], vec![0; 16384]),
+                    udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 16], vec![0; 16384]),
+                );
+                let _ = s.bind(port);
+                let handle = iface.sockets.add(s);
+                self.udp_servers.push(UdpServer { handle, side });
+            }
+        }
+    }
+
+    /// Starts a one-shot client; returns its index.
+    pub(crate) fn start_client(
+        &mut self,
+        side: Side,
+        proto: Proto,
+        remote: IpEndpoint,
+        local_port: u16,
+        payload: Payload,
+    ) -> Result<usize, String> {
+        let iface = self.side(side);
+        let handle = match proto {
+            Proto::TCP => {
+                let mut s = tcp::Socket::new(
+                    tcp::SocketBuffer::new(vec![0; 16384]),
+                    tcp::SocketBuffer::new(vec![0; 16384]),
+                );
+                s.connect(iface.iface.context(), remote, local_port)
+                    .map_err(|e| format!("connect: {e}"))?;
+                iface.sockets.add(s)
+            }
+            Proto::UDP => {
+                let mut s = udp::Socket::new(
+                    udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8192]),
+                    udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8192]),
+                );
+                s.bind(local_port).map_err(|e| format!("bind: {e}"))?;
+                iface.sockets.add(s)
+            }
+            _ => {
+                let mut s = icmp::Socket::new(
+                    icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 8], vec![0; 4096]),
+                    icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 8], vec![0; 4096]),
+                );
+                s.bind(icmp::Endpoint::Ident(local_port)).map_err(|e| format!("bind: {e}"))?;
+                iface.sockets.add(s)
+            }
+        };
+        self.clients.push(Client {
+            side,
+            proto,
+            handle,
+            remote,
+            local_port,
+            payload,
+            sent: false,
+            response: Vec::new(),
+            established: false,
+            done: false,
+            ok: false,
+            refused: false,
+        });
+        Ok(self.clients.len() - 1)
+    }
+
+    /// Forgets finished clients: UDP and ICMP sockets at once, TCP sockets once closed
+    /// (a socket in TIME_WAIT keeps its port, as in the kernel).
+    pub(crate) fn gc_clients(&mut self) {
+        let mut keep = Vec::new();
+        for c in std::mem::take(&mut self.clients) {
+            let iface = pick(&mut self.main, &mut self.lo, c.side);
+            let closed = match c.proto {
+                Proto::TCP => {
+                    iface.sockets.get::<tcp::Socket>(c.handle).state() == tcp::State::Closed
+                }
+                _ => c.done,
+            };
+            if closed || (c.done && c.proto != Proto::TCP) {
+                iface.sockets.remove(c.handle);
+            } else {
+                keep.push(c);
+            }
+        }
+        self.clients = keep;
+    }
+
+    /// Local ports held by live client sockets.
+    pub(crate) fn client_ports(&self) -> Vec<u16> {
+        self.clients.iter().map(|c| c.local_port).collect()
+    }
+
+    /// Ends a client attempt because an ICMP error or similar came back.
+    pub(crate) fn refuse_client(&mut self, idx: usize) {
+        let Some(c) = self.clients.get_mut(idx) else { return };
+        let (side, proto, handle) = (c.side, c.proto, c.handle);
+        c.refused = true;
+        c.done = true;
+        if proto == Proto::TCP {
+            self.side(side).sockets.get_mut::<tcp::Socket>(handle).abort();
+        }
+    }
+
+    /// Feeds a received frame (or IP packet, for IP-medium stacks) to an interface.
+    pub(crate) fn ingest(&mut self, side: Side, frame: Vec<u8>) {
+        self.side(side).dev.rx.push_back(frame);
+    }
+
+    /// Runs the stack and its applications at `now`; returns what the main interface
+    /// transmitted. Loopback traffic stays inside.
+    pub(crate) fn poll(&mut self, now: Instant) -> Vec<Vec<u8>> {
+        for _ in 0..8 {
+            self.main.poll(now);
+            if let Some(lo) = self.lo.as_mut() {
+                lo.poll(now);
+            }
+            self.run_apps(now);
+            self.main.poll(now);
+            let mut looped = false;
+            if let Some(lo) = self.lo.as_mut() {
+                lo.poll(now);
+                let frames: Vec<Vec<u8>> = lo.dev.tx.drain(..).collect();
+                looped = !frames.is_empty();
+                self.lo_log.extend(frames.iter().cloned());
+                lo.dev.rx.extend(frames);
+            }
+            if !looped && self.main.dev.rx.is_empty() {
+                break;
+            }
+        }
+        self.main.dev.tx.drain(..).collect()
+    }
+
+    /// When the stack next needs polling.
+    pub(crate) fn poll_at(&mut self, now: Instant) -> Option<Instant> {
+        let a = self.main.iface.poll_at(now, &self.main.sockets);
+        let b = self.lo.as_mut().and_then(|l| l.iface.poll_at(now, &l.sockets));
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn run_apps(&mut self, now: Instant) {
+        let name = self.name.clone();
+        for i in 0..self.tcp_servers.len() {
+            let (side, handle, port) =
+                (self.tcp_servers[i].side, self.tcp_servers[i].handle, self.tcp_servers[i].port);
+            let iface = pick(&mut self.main, &mut self.lo, side);
+            let s = iface.sockets.get_mut::<tcp::Socket>(handle);
+            let srv = &mut self.tcp_servers[i];
+            let mut chunk = [0u8; 4096];
+            while s.can_recv() {
+                match s.recv_slice(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => srv.buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            if !srv.buf.is_empty() && s.can_send() {
+                if looks_like_http(&srv.buf) {
+                    if srv.buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let resp = http_response(&srv.buf, &name);
+                        let _ = s.send_slice(&resp);
+                        srv.buf.clear();
+                        s.close();
+                    }
+                } else {
+                    let n = s.send_slice(&srv.buf).unwrap_or(0);
+                    srv.buf.drain(..n);
+                }
+            }
+            if s.state() == tcp::State::CloseWait {
+                s.close();
+            }
+            if s.state() == tcp::State::Closed {
+                srv.buf.clear();
+                let _ = s.listen(port);
+            }
+        }
+        for srv in &self.udp_servers {
+            let iface = pick(&mut self.main, &mut self.lo, srv.side);
+            let s = iface.sockets.get_mut::<udp::Socket>(srv.handle);
+            let mut buf = [0u8; 2048];
+            while let Ok((n, meta)) = s.recv_slice(&mut buf) {
+                let mut out = udp::UdpMetadata::from(meta.endpoint);
+                out.local_address = meta.local_address;
+                let _ = s.send_slice(&buf[..n], out);
+            }
+        }
+        let _ = now;
+        for c in &mut self.clients {
+            if c.done {
+                continue;
+            }
+            let iface = pick(&mut self.main, &mut self.lo, c.side);
+            match c.proto {
+                Proto::TCP => {
+                    let s = iface.sockets.get_mut::<tcp::Socket>(c.handle);
+                    if s.state() == tcp::State::Established {
+                        c.established = true;
+                    }
+                    if c.established && !c.sent && s.can_send() {
+                        let _ = s.send_slice(c.payload.bytes());
+                        c.sent = true;
+                    }
+                    let mut chunk = [0u8; 4096];
+                    while s.can_recv() {
+                        match s.recv_slice(&mut chunk) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => c.response.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let got_all = match &c.payload {
+                        Payload::Echo(b) => c.response.len() >= b.len(),
+                        Payload::Http(_) => !s.may_recv() && !c.response.is_empty(),
+                    };
+                    if c.sent && got_all && s.is_open() && s.state() != tcp::State::FinWait1 {
+                        s.close();
+                    }
+                    match s.state() {
+                        tcp::State::Closed | tcp::State::TimeWait => {
+                            c.done = true;
+                            c.ok = c.sent && got_all;
+                            if !c.established {
+                                c.refused = true;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                Proto::UDP => {
+                    let s = iface.sockets.get_mut::<udp::Socket>(c.handle);
+                    if !c.sent && s.can_send() {
+                        let _ = s.send_slice(c.payload.bytes(), c.remote);
+                        c.sent = true;
+                    }
+                    let mut buf = [0u8; 2048];
+                    if let Ok((n, _meta)) = s.recv_slice(&mut buf) {
+                        c.response.extend_from_slice(&buf[..n]);
+                        c.done = true;
+                        c.ok = c.response == c.payload.bytes();
+                    }
+                }
+                _ => {
+                    let s = iface.sockets.get_mut::<icmp::Socket>(c.handle);
+                    if !c.sent && s.can_send() {
+                        let repr = Icmpv4Repr::EchoRequest {
+                            ident: local_ident(c),
+                            seq_no: 1,
+                            data: c.payload.bytes(),
+                        };
+                        if let Ok(buf) = s.send(repr.buffer_len(), c.remote.addr) {
+                            let mut pkt = Icmpv4Packet::new_unchecked(buf);
+                            repr.emit(&mut pkt, &ChecksumCapabilities::default());
+                            c.sent = true;
+                        }
+                    }
+                    let mut buf = [0u8; 2048];
+                    if let Ok((n, _from)) = s.recv_slice(&mut buf)
+                        && let Ok(p) = Icmpv4Packet::new_checked(&buf[..n])
+                        && let Ok(Icmpv4Repr::EchoReply { .. }) =
+                            Icmpv4Repr::parse(&p, &ChecksumCapabilities::default())
+                    {
+                        c.done = true;
+                        c.ok = true;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn local_ident(c: &Client) -> u16 {
+    c.local_port
+}
+
+fn pick<'a>(main: &'a mut Iface, lo: &'a mut Option<Iface>, side: Side) -> &'a mut Iface {
+    match (side, lo) {
+        (Side::Lo, Some(l)) => l,
+        _ => main,
+    }
+}
+
+fn looks_like_http(b: &[u8]) -> bool {
+    const METHODS: [&[u8]; 6] = [b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS "];
+    METHODS.iter().any(|m| b.starts_with(m))
+}
+
+fn http_response(req: &[u8], name: &str) -> Vec<u8> {
+    let body = format!("{name}\n");
+    let head = if req.starts_with(b"HEAD ") { String::new() } else { body.clone() };
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{head}",
+        body.len()
+    )
+    .into_bytes()
+}
