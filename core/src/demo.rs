@@ -11,6 +11,8 @@ use crate::trace::{FlowProto, Trace, TraceOptions};
 /// One scenario of the seed.
 #[derive(Clone, Debug, Serialize)]
 pub struct Scenario {
+    /// Stable id, also the golden file name (`fig04_06_same_node`).
+    pub id: &'static str,
     /// The figures it reproduces (`"6"`, `"8-9"`).
     pub figures: &'static str,
     /// Title.
@@ -29,6 +31,7 @@ pub struct Scenario {
 pub fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
+            id: "fig01_03_container",
             figures: "1-3",
             title: "container to container in one pod",
             story: "containers of a pod share one network namespace: the sidecar reaches the web container over localhost",
@@ -37,6 +40,7 @@ pub fn scenarios() -> Vec<Scenario> {
             proto: FlowProto::Tcp,
         },
         Scenario {
+            id: "fig04_06_same_node",
             figures: "4-6",
             title: "pod to pod on the same node",
             story: "pod1 eth0 -> veth0 -> cbr0 (ARP, FDB learning) -> veth1 -> pod2 eth0",
@@ -45,6 +49,7 @@ pub fn scenarios() -> Vec<Scenario> {
             proto: FlowProto::Tcp,
         },
         Scenario {
+            id: "fig07_cross_node",
             figures: "7",
             title: "pod to pod across nodes",
             story: "pod1 -> cbr0 -> node1 routes via eth0 to the VPC router -> node2 eth0 -> cbr0 -> pod3",
@@ -53,6 +58,7 @@ pub fn scenarios() -> Vec<Scenario> {
             proto: FlowProto::Tcp,
         },
         Scenario {
+            id: "fig08_09_service_tcp",
             figures: "8-9",
             title: "pod to Service (iptables mode)",
             story: "pod2 -> 10.96.0.10:80 is DNATed by kube-proxy's rules in nat PREROUTING to a random endpoint; the reply is un-DNATed by conntrack",
@@ -61,6 +67,7 @@ pub fn scenarios() -> Vec<Scenario> {
             proto: FlowProto::Tcp,
         },
         Scenario {
+            id: "fig08_09_service_udp",
             figures: "8-9",
             title: "pod to Service over UDP",
             story: "the same Service port over UDP: one datagram out, its echo back from the VIP",
@@ -90,6 +97,24 @@ pub fn run(seed: u64) -> Result<Vec<DemoResult>, crate::trace::TraceError> {
         out.push(DemoResult { scenario: s, trace });
     }
     Ok(out)
+}
+
+/// Traces one scenario on a fresh reference cluster: the trace the golden files under
+/// `core/tests/golden/` hold, and that the Python and browser builds must reproduce byte
+/// for byte.
+pub fn golden_trace(id: &str, seed: u64) -> Result<Trace, crate::trace::TraceError> {
+    let s = scenarios().into_iter().find(|s| s.id == id).ok_or_else(|| {
+        crate::trace::TraceError::BadEndpoint {
+            what: "scenario",
+            text: id.into(),
+            hint: format!(
+                "known scenarios: {}",
+                scenarios().iter().map(|s| s.id).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    })?;
+    let mut c = Cluster::seed_with(seed);
+    c.trace(s.from, s.to, &TraceOptions { proto: s.proto, ..TraceOptions::default() })
 }
 
 /// What the article says about port conflicts, shown by the demo: a second container of

@@ -39,4 +39,6 @@ pub mod trace;
 
 pub use cluster::{Cluster, ClusterConfig, ClusterError, Container};
 pub use podnet_netfilter as netfilter;
+/// Virtual time types (`Instant`, `Duration`), re-exported from smoltcp.
+pub use smoltcp::time;
 pub use trace::{Disposition, FlowProto, Hop, Trace, TraceError, TraceOptions};

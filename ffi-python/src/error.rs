@@ -1,0 +1,60 @@
+//! Core errors to Python exceptions: one class per family, all under `podnet.Error`.
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+
+use podnet::{ClusterError, TraceError};
+
+create_exception!(_podnet, Error, PyException, "Base class of every podnet error.");
+create_exception!(
+    _podnet,
+    NotFound,
+    Error,
+    "A pod, node, Service, port or sysctl that does not exist."
+);
+create_exception!(
+    _podnet,
+    InvalidInput,
+    Error,
+    "An endpoint, address or argument podnet cannot read."
+);
+create_exception!(_podnet, AddressInUse, Error, "A port or address is already taken.");
+create_exception!(_podnet, AddressExhausted, Error, "A pool or range has no free address left.");
+create_exception!(_podnet, Livelock, Error, "A flow never settled (a forwarding loop).");
+
+/// Maps a cluster error to its exception class.
+pub fn cluster(e: ClusterError) -> PyErr {
+    let msg = e.to_string();
+    match e {
+        ClusterError::NotFound { .. } => NotFound::new_err(msg),
+        ClusterError::AddrInUse { .. } | ClusterError::Duplicate { .. } => {
+            AddressInUse::new_err(msg)
+        }
+        ClusterError::AddressTaken { ref why, .. } if why.contains("exhausted") => {
+            AddressExhausted::new_err(msg)
+        }
+        _ => InvalidInput::new_err(msg),
+    }
+}
+
+/// Maps a trace error to its exception class.
+pub fn trace(e: TraceError) -> PyErr {
+    match e {
+        TraceError::Cluster(c) => cluster(c),
+        TraceError::BadEndpoint { .. } => InvalidInput::new_err(e.to_string()),
+        TraceError::Livelock(_) => Livelock::new_err(e.to_string()),
+    }
+}
+
+/// Registers the exception classes on the module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("Error", py.get_type::<Error>())?;
+    m.add("NotFound", py.get_type::<NotFound>())?;
+    m.add("InvalidInput", py.get_type::<InvalidInput>())?;
+    m.add("AddressInUse", py.get_type::<AddressInUse>())?;
+    m.add("AddressExhausted", py.get_type::<AddressExhausted>())?;
+    m.add("Livelock", py.get_type::<Livelock>())?;
+    Ok(())
+}

@@ -1,0 +1,384 @@
+//! Python bindings of `podnet`: the compiled module `podnet._podnet`.
+//!
+//! Convert, call core, map the error: nothing else lives here. The Python package `podnet`
+//! (under `python/`) re-exports these classes and adds the pytest plugin.
+#![forbid(unsafe_code)]
+
+mod error;
+
+use std::collections::BTreeMap;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use podnet::trace::{FlowProto, PacketView, TraceOptions};
+
+/// A modelled cluster.
+#[pyclass(name = "Cluster", module = "podnet._podnet", unsendable)]
+struct Cluster {
+    inner: podnet::Cluster,
+}
+
+fn proto_arg(proto: &str) -> PyResult<FlowProto> {
+    FlowProto::parse(proto).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "proto must be 'tcp', 'udp', 'icmp' or 'http', not {proto:?}"
+        ))
+    })
+}
+
+fn port_arg(name: &str, v: Option<i64>) -> PyResult<Option<u16>> {
+    match v {
+        None => Ok(None),
+        Some(p) if (1..=65535).contains(&p) => Ok(Some(p as u16)),
+        Some(p) => {
+            Err(PyValueError::new_err(format!("{name} must be a port from 1 to 65535, not {p}")))
+        }
+    }
+}
+
+fn options(
+    proto: &str,
+    sport: Option<i64>,
+    headers: Option<BTreeMap<String, String>>,
+    dry_run: bool,
+) -> PyResult<TraceOptions> {
+    let mut o = TraceOptions {
+        proto: proto_arg(proto)?,
+        sport: port_arg("sport", sport)?,
+        dry_run,
+        ..TraceOptions::default()
+    };
+    if let Some(h) = headers {
+        o.headers = h.into_iter().collect();
+    }
+    Ok(o)
+}
+
+#[pymethods]
+impl Cluster {
+    /// The reference cluster of `podnet demo`.
+    #[staticmethod]
+    #[pyo3(signature = (proxy_mode = "iptables", seed = 0))]
+    fn seed(proxy_mode: &str, seed: u64) -> PyResult<Self> {
+        match proxy_mode {
+            "iptables" => Ok(Cluster { inner: podnet::Cluster::seed_with(seed) }),
+            "ipvs" => Err(error::InvalidInput::new_err(
+                "proxy_mode 'ipvs' is not modelled yet; use 'iptables'",
+            )),
+            other => Err(PyValueError::new_err(format!(
+                "proxy_mode must be 'iptables' or 'ipvs', not {other:?}"
+            ))),
+        }
+    }
+
+    /// Traces one flow; see the package docs for the endpoint forms.
+    #[pyo3(signature = (src, dst, proto = "tcp", sport = None, headers = None, dry_run = false))]
+    fn trace(
+        &mut self,
+        src: &str,
+        dst: &str,
+        proto: &str,
+        sport: Option<i64>,
+        headers: Option<BTreeMap<String, String>>,
+        dry_run: bool,
+    ) -> PyResult<Trace> {
+        let o = options(proto, sport, headers, dry_run)?;
+        self.inner.trace(src, dst, &o).map(|t| Trace { inner: t }).map_err(error::trace)
+    }
+
+    /// Runs many flows in order on this cluster; returns compact summaries (no hops).
+    fn trace_many(
+        &mut self,
+        py: Python<'_>,
+        flows: Vec<(String, String, String)>,
+    ) -> PyResult<Vec<Py<PyDict>>> {
+        let mut out = Vec::with_capacity(flows.len());
+        for (src, dst, proto) in flows {
+            let o = options(&proto, None, None, false)?;
+            let t = self.inner.trace(&src, &dst, &o).map_err(error::trace)?;
+            let d = PyDict::new(py);
+            d.set_item("src", src)?;
+            d.set_item("dst", dst)?;
+            d.set_item("disposition", t.disposition.to_string())?;
+            d.set_item("completed", t.completed)?;
+            d.set_item("delivered_to", t.delivered_to)?;
+            d.set_item("server_saw", t.server_saw)?;
+            d.set_item("reply_from", t.reply_from)?;
+            d.set_item("reason", t.reason)?;
+            out.push(d.unbind());
+        }
+        Ok(out)
+    }
+
+    /// `iptables-save` of a node (kernel form).
+    fn iptables_save(&self, node: &str) -> PyResult<String> {
+        self.inner.iptables_save(node).map_err(error::cluster)
+    }
+
+    /// kube-proxy's restore payload for a node (restore form).
+    fn kube_proxy_rules(&self, node: &str) -> PyResult<String> {
+        self.inner.kube_proxy_payload(node).map_err(error::cluster)
+    }
+
+    /// `conntrack -L` of a node.
+    fn conntrack(&self, node: &str) -> PyResult<String> {
+        self.inner.conntrack(node).map_err(error::cluster)
+    }
+
+    /// `ip route` of a node.
+    fn routes(&self, node: &str) -> PyResult<String> {
+        self.inner.routes(node).map_err(error::cluster)
+    }
+
+    /// `ip neigh` of a node.
+    fn neigh(&self, node: &str) -> PyResult<String> {
+        self.inner.neigh(node).map_err(error::cluster)
+    }
+
+    /// `bridge fdb show` of a node.
+    fn fdb(&self, node: &str) -> PyResult<String> {
+        self.inner.fdb(node).map_err(error::cluster)
+    }
+
+    /// Sets a node sysctl (`net.ipv4.ip_forward`, `net.bridge.bridge-nf-call-iptables`).
+    fn set_sysctl(&mut self, node: &str, key: &str, value: u32) -> PyResult<()> {
+        self.inner.set_sysctl(node, key, value).map_err(error::cluster)
+    }
+
+    /// Sets `hairpin_mode` on a pod's bridge port.
+    fn set_hairpin(&mut self, pod: &str, on: bool) -> PyResult<()> {
+        self.inner.set_hairpin(pod, on).map_err(error::cluster)
+    }
+
+    /// Sets a pod's Ready condition; kube-proxy re-syncs.
+    fn set_ready(&mut self, pod: &str, ready: bool) -> PyResult<()> {
+        self.inner.set_ready(pod, ready).map_err(error::cluster)
+    }
+
+    /// Advances virtual time (conntrack and FDB ageing).
+    #[pyo3(signature = (seconds))]
+    fn advance(&mut self, seconds: f64) -> PyResult<()> {
+        if !seconds.is_finite() || seconds < 0.0 {
+            return Err(PyValueError::new_err(format!(
+                "seconds must be a non-negative number, not {seconds}"
+            )));
+        }
+        self.inner.advance(podnet::time::Duration::from_millis((seconds * 1000.0) as u64));
+        Ok(())
+    }
+
+    /// Deletes a Service (`svc/NS/NAME`).
+    fn delete(&mut self, what: &str) -> PyResult<()> {
+        if what.starts_with("svc/") {
+            return self.inner.delete_service(what).map_err(error::cluster);
+        }
+        Err(error::InvalidInput::new_err(format!(
+            "cannot delete {what:?}: only svc/NS/NAME is supported so far"
+        )))
+    }
+}
+
+/// One traced flow.
+#[pyclass(name = "Trace", module = "podnet._podnet", frozen)]
+struct Trace {
+    inner: podnet::Trace,
+}
+
+#[pymethods]
+impl Trace {
+    #[getter]
+    fn disposition(&self) -> String {
+        self.inner.disposition.to_string()
+    }
+    #[getter]
+    fn completed(&self) -> bool {
+        self.inner.completed
+    }
+    #[getter]
+    fn delivered_to(&self) -> Option<String> {
+        self.inner.delivered_to.clone()
+    }
+    #[getter]
+    fn server_saw(&self) -> Option<String> {
+        self.inner.server_saw.clone()
+    }
+    #[getter]
+    fn reply_from(&self) -> Option<String> {
+        self.inner.reply_from.clone()
+    }
+    #[getter]
+    fn reason(&self) -> Option<String> {
+        self.inner.reason.clone()
+    }
+    #[getter]
+    fn reason_text(&self) -> Option<String> {
+        self.inner.reason_text.clone()
+    }
+    #[getter]
+    fn client(&self) -> String {
+        self.inner.client.clone()
+    }
+    #[getter]
+    fn probability(&self) -> Option<f64> {
+        self.inner.probability
+    }
+    #[getter]
+    fn hops(&self) -> Vec<Hop> {
+        self.inner.hops.iter().cloned().map(|h| Hop { inner: h }).collect()
+    }
+    /// The trace as JSON (the same bytes as the Rust API and the golden files).
+    fn to_json(&self) -> String {
+        self.inner.to_json()
+    }
+    /// Readable text; `full` lists every packet.
+    #[pyo3(signature = (full = false))]
+    fn render(&self, full: bool) -> String {
+        self.inner.render(full)
+    }
+    fn __str__(&self) -> String {
+        self.inner.render(false)
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "<podnet.Trace {} -> {}: {}>",
+            self.inner.from, self.inner.to, self.inner.disposition
+        )
+    }
+}
+
+/// One hop of a trace.
+#[pyclass(name = "Hop", module = "podnet._podnet", frozen)]
+struct Hop {
+    inner: podnet::Hop,
+}
+
+fn view(py: Python<'_>, v: &Option<PacketView>) -> PyResult<Option<Py<PyDict>>> {
+    let Some(v) = v else { return Ok(None) };
+    let d = PyDict::new(py);
+    d.set_item("proto", &v.proto)?;
+    d.set_item("src", &v.src)?;
+    d.set_item("dst", &v.dst)?;
+    d.set_item("sport", v.sport)?;
+    d.set_item("dport", v.dport)?;
+    d.set_item("info", &v.info)?;
+    d.set_item("src_mac", &v.src_mac)?;
+    d.set_item("dst_mac", &v.dst_mac)?;
+    Ok(Some(d.unbind()))
+}
+
+#[pymethods]
+impl Hop {
+    #[getter]
+    fn index(&self) -> usize {
+        self.inner.index
+    }
+    #[getter]
+    fn packet(&self) -> u32 {
+        self.inner.packet
+    }
+    #[getter]
+    fn direction(&self) -> &'static str {
+        match self.inner.direction {
+            podnet::trace::Dir::Request => "request",
+            podnet::trace::Dir::Reply => "reply",
+        }
+    }
+    #[getter]
+    fn node(&self) -> Option<String> {
+        self.inner.node.clone()
+    }
+    #[getter]
+    fn netns(&self) -> String {
+        self.inner.netns.clone()
+    }
+    #[getter]
+    fn device(&self) -> Option<String> {
+        self.inner.device.clone()
+    }
+    #[getter]
+    fn action(&self) -> &'static str {
+        self.inner.action
+    }
+    #[getter]
+    fn hook(&self) -> Option<String> {
+        self.inner.hook.clone()
+    }
+    #[getter]
+    fn table(&self) -> Option<String> {
+        self.inner.table.clone()
+    }
+    #[getter]
+    fn chain(&self) -> Option<String> {
+        self.inner.chain.clone()
+    }
+    #[getter]
+    fn rule(&self) -> Option<String> {
+        self.inner.rule.clone()
+    }
+    #[getter]
+    fn origin(&self) -> Option<String> {
+        self.inner.origin.clone()
+    }
+    #[getter]
+    fn reason(&self) -> Option<String> {
+        self.inner.reason.clone()
+    }
+    #[getter]
+    fn detail(&self) -> String {
+        self.inner.detail.clone()
+    }
+    #[getter]
+    fn before(&self, py: Python<'_>) -> PyResult<Option<Py<PyDict>>> {
+        view(py, &self.inner.before)
+    }
+    #[getter]
+    fn after(&self, py: Python<'_>) -> PyResult<Option<Py<PyDict>>> {
+        view(py, &self.inner.after)
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "<podnet.Hop {} {} {} {}>",
+            self.inner.index,
+            self.inner.netns,
+            self.inner.device.as_deref().unwrap_or("-"),
+            self.inner.action
+        )
+    }
+}
+
+/// Every seed scenario id, in the article's order.
+#[pyfunction]
+fn scenarios() -> Vec<(String, String, String, String, String)> {
+    podnet::demo::scenarios()
+        .into_iter()
+        .map(|s| {
+            (
+                s.id.to_string(),
+                s.figures.to_string(),
+                s.from.to_string(),
+                s.to.to_string(),
+                format!("{:?}", s.proto).to_lowercase(),
+            )
+        })
+        .collect()
+}
+
+/// The golden trace of a scenario, on a fresh reference cluster.
+#[pyfunction]
+#[pyo3(signature = (id, seed = 0))]
+fn golden_trace(id: &str, seed: u64) -> PyResult<Trace> {
+    podnet::demo::golden_trace(id, seed).map(|t| Trace { inner: t }).map_err(error::trace)
+}
+
+#[pymodule]
+fn _podnet(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Cluster>()?;
+    m.add_class::<Trace>()?;
+    m.add_class::<Hop>()?;
+    m.add_function(wrap_pyfunction!(scenarios, m)?)?;
+    m.add_function(wrap_pyfunction!(golden_trace, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    error::register(m)
+}

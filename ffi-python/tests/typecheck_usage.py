@@ -1,0 +1,19 @@
+"""Type-checked with mypy --strict against the shipped stubs (not collected by pytest)."""
+
+from typing import List, Optional
+
+import podnet
+
+
+def reachable(c: podnet.Cluster, src: str, dst: str) -> bool:
+    t: podnet.Trace = c.trace(src, dst, proto="tcp", sport=None, headers={"Host": "x"}, dry_run=True)
+    hops: List[podnet.Hop] = t.hops
+    first: Optional[str] = hops[0].device if hops else None
+    return t.disposition == "delivered" and t.completed and first is not None
+
+
+c = podnet.Cluster.seed(proxy_mode="iptables", seed=0)
+ok: bool = reachable(c, "pod/default/pod1", "pod/default/pod2:8080")
+text: str = c.iptables_save("node1") + c.conntrack("node1") + c.routes("node1") + c.neigh("node1") + c.fdb("node1")
+c.set_sysctl("node1", "net.bridge.bridge-nf-call-iptables", 1)
+c.advance(seconds=1.5)
