@@ -184,6 +184,47 @@ pub struct Segment {
     pub ports: Vec<IfIndex>,
 }
 
+/// What a visualiser needs to draw the cluster (serialisable).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Topology {
+    /// The VPC router's address.
+    pub vpc_router: Ipv4Addr,
+    /// The VPC subnet.
+    pub node_subnet: String,
+    /// Nodes, in creation order.
+    pub nodes: Vec<TopologyNode>,
+}
+
+/// A node as drawn.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TopologyNode {
+    /// Name.
+    pub name: String,
+    /// `eth0` address.
+    pub ip: Ipv4Addr,
+    /// Pod CIDR.
+    pub pod_cidr: String,
+    /// `cbr0` address.
+    pub bridge_ip: Ipv4Addr,
+    /// Pods on the node.
+    pub pods: Vec<TopologyPod>,
+}
+
+/// A pod as drawn.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TopologyPod {
+    /// `pod/NS/NAME`.
+    pub key: String,
+    /// Name.
+    pub name: String,
+    /// Pod IP.
+    pub ip: Ipv4Addr,
+    /// The veth end on the bridge.
+    pub veth: String,
+    /// Container names.
+    pub containers: Vec<String>,
+}
+
 /// Cluster-wide settings.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
@@ -705,6 +746,38 @@ impl Cluster {
     /// A namespace.
     pub fn netns(&self, i: NetnsId) -> &Netns {
         &self.netns[i.idx()]
+    }
+
+    /// The cluster's shape, for drawing.
+    pub fn topology(&self) -> Topology {
+        Topology {
+            vpc_router: self.cfg.vpc_router,
+            node_subnet: self.cfg.node_subnet.to_string(),
+            nodes: self
+                .nodes
+                .iter()
+                .map(|n| TopologyNode {
+                    name: n.name.clone(),
+                    ip: n.ip,
+                    pod_cidr: n.pod_cidr.to_string(),
+                    bridge_ip: Ipv4Addr::from(u32::from(n.pod_cidr.network()) + 1),
+                    pods: n
+                        .pods
+                        .iter()
+                        .map(|p| {
+                            let p = &self.pods[p.idx()];
+                            TopologyPod {
+                                key: p.key(),
+                                name: p.name.clone(),
+                                ip: p.ip,
+                                veth: self.devs[p.host_veth.idx()].name.clone(),
+                                containers: p.containers.iter().map(|c| c.name.clone()).collect(),
+                            }
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
     }
 
     /// Current virtual time.

@@ -1,0 +1,86 @@
+// Browser tests of the visualiser: headless Debian Chromium driven by playwright-core.
+// PAGE_URL points at a server of wasm/www; ARTIFACTS receives screenshots.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const URL = process.env.PAGE_URL ?? "http://127.0.0.1:8765/index.html";
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const GOLDEN = path.join(HERE, "..", "..", "core", "tests", "golden");
+const ARTIFACTS = process.env.ARTIFACTS ?? path.join(HERE, "..", "..", "artifacts");
+fs.mkdirSync(ARTIFACTS, { recursive: true });
+
+let browser;
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+});
+after(async () => { await browser?.close(); });
+
+async function open() {
+  const page = await browser.newPage({ viewport: { width: 1500, height: 950 } });
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(URL);
+  await page.locator("body[data-ready='1']").waitFor({ timeout: 20000 });
+  return { page, errors };
+}
+
+test("figure 8: stepping to the DNAT hop shows the VIP rewritten to an endpoint pod IP", async () => {
+  const { page, errors } = await open();
+  await page.selectOption("#scenario", "fig08_09_service_tcp");
+  await page.click("#trace-btn");
+  await page.locator("#hop-action").filter({ hasText: /./ }).waitFor();
+  let steps = 0;
+  while ((await page.textContent("#hop-action")) !== "nat") {
+    await page.click("#step");
+    steps += 1;
+    assert.ok(steps < 400, "no nat hop reached");
+  }
+  const place = await page.textContent("#hop-place");
+  assert.match(place, /^node1 cbr0 · PREROUTING$/);
+  const rewrite = await page.textContent("#hop-after");
+  assert.match(rewrite, /10\.96\.0\.10:80 tcp \[S\]\s+⇒\s+10\.244\.1\.3:\d+ > 10\.244\.(1\.2|2\.2):8080 tcp \[S\]/);
+  assert.equal(await page.locator("#hop-headers td.changed").count(), 2, "dst and dport changed");
+  assert.ok(await page.locator(".dev.hot.nat").count() === 1, "the bridge is highlighted as the NAT point");
+  await page.screenshot({ path: path.join(ARTIFACTS, "fig08-dnat.png") });
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test("the page's traces are byte-identical to the golden files", async () => {
+  const { page, errors } = await open();
+  const ids = fs.readdirSync(GOLDEN).filter((f) => f.endsWith(".json")).map((f) => f.slice(0, -5));
+  assert.ok(ids.length >= 5);
+  for (const id of ids) {
+    const ours = await page.evaluate((i) => window.podnetGoldenJson(i), id);
+    assert.equal(ours + "\n", fs.readFileSync(path.join(GOLDEN, `${id}.json`), "utf8"), id);
+  }
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test("a free-form flow traces and errors are shown, not thrown", async () => {
+  const { page, errors } = await open();
+  await page.selectOption("#scenario", "");
+  await page.fill("#from", "pod/default/pod1");
+  await page.fill("#to", "10.244.2.2:8080");
+  await page.selectOption("#proto", "udp");
+  await page.click("#trace-btn");
+  await page.locator("#result").filter({ hasText: "delivered" }).waitFor();
+  assert.match(await page.textContent("#result"), /delivered to pod\/default\/pod3; completed/);
+  await page.fill("#from", "pod/default/nope");
+  await page.click("#trace-btn");
+  await page.locator("#status").filter({ hasText: "error" }).waitFor();
+  assert.match(await page.textContent("#status"), /no pod named 'pod\/default\/nope'/);
+  await page.screenshot({ path: path.join(ARTIFACTS, "free-form.png") });
+  assert.deepEqual(errors, []);
+  await page.close();
+});

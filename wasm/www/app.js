@@ -1,0 +1,215 @@
+// podnet visualiser: draws the reference cluster, runs a flow in the wasm build of podnet,
+// and replays its hops. Trace JSON comes straight from the Rust engine.
+const $ = (id) => document.getElementById(id);
+let mod = null;        // the wasm module's exports
+let cluster = null;    // a Podnet handle
+let generation = 0;    // bumped on re-instantiation after a trap
+let trace = null, cur = -1, timer = null;
+const pos = new Map(); // "netns|device" -> {x, y}
+
+async function load() {
+  generation += 1;
+  // A fresh module URL gives a fresh instance (a trapped instance is unusable).
+  const m = await import(`./pkg/podnet_wasm.js?g=${generation}`);
+  await m.default();
+  mod = m;
+  cluster = new m.Podnet(Number($("seed").value) || 0);
+}
+
+async function safe(fn) {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof WebAssembly.RuntimeError) {
+      status(`engine crashed (${e.message}); restarting it`);
+      await load();
+      return null;
+    }
+    throw e;
+  }
+}
+
+function status(s) { $("status").textContent = s; }
+
+function drawTopology(topo) {
+  const svg = $("topo");
+  svg.innerHTML = "";
+  pos.clear();
+  const el = (tag, attrs, text) => {
+    const e = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+    if (text !== undefined) e.textContent = text;
+    svg.appendChild(e);
+    return e;
+  };
+  const dev = (ns, name, x, y, w, label) => {
+    const r = el("rect", { x: x - w / 2, y: y - 11, width: w, height: 22, rx: 4, class: "dev", id: `dev:${ns}|${name}` });
+    el("text", { x, y: y + 4, "text-anchor": "middle", class: "lbl" }, label || name);
+    pos.set(`${ns}|${name}`, { x, y });
+    return r;
+  };
+  // VPC router on top.
+  el("rect", { x: 380, y: 10, width: 240, height: 60, rx: 8, class: "box", id: "ns:vpc" });
+  el("text", { x: 500, y: 30, "text-anchor": "middle", class: "lbl" }, `VPC router ${topo.vpc_router}`);
+  dev("vpc", "vpc0", 500, 52, 90);
+  pos.set("vpc|", { x: 500, y: 40 });
+  const n = topo.nodes.length;
+  const w = Math.min(320, 960 / n - 10);
+  topo.nodes.forEach((node, i) => {
+    const x0 = 20 + i * (960 / n);
+    const cx = x0 + w / 2;
+    el("path", { d: `M${cx},128 L${cx},100 L500,100 L500,63`, class: "wire" });
+    el("rect", { x: x0, y: 110, width: w, height: 430, rx: 8, class: "box", id: `ns:${node.name}` });
+    el("text", { x: x0 + 8, y: 126, class: "lbl" }, `${node.name}  (root netns)`);
+    el("text", { x: x0 + 8, y: 140, class: "small" }, `pod CIDR ${node.pod_cidr}`);
+    dev(node.name, "eth0", cx, 160, 150, `eth0 ${node.ip}`);
+    dev(node.name, "cbr0", cx, 240, 170, `cbr0 ${node.bridge_ip}`);
+    el("path", { d: `M${cx},171 L${cx},229`, class: "wire" });
+    pos.set(`${node.name}|`, { x: cx, y: 200 });
+    const k = Math.max(node.pods.length, 1);
+    node.pods.forEach((p, j) => {
+      const px = x0 + (w / k) * (j + 0.5);
+      el("path", { d: `M${cx},251 L${px},300`, class: "wire" });
+      dev(node.name, p.veth, px, 310, 64);
+      el("path", { d: `M${px},321 L${px},388`, class: "wire" });
+      el("rect", { x: px - w / k / 2 + 6, y: 370, width: w / k - 12, height: 150, rx: 6, class: "nsbox", id: `ns:${p.key}` });
+      dev(p.key, "eth0", px, 398, 70, "eth0");
+      dev(p.key, "lo", px, 440, 50, "lo");
+      el("text", { x: px, y: 470, "text-anchor": "middle", class: "lbl" }, p.name);
+      el("text", { x: px, y: 486, "text-anchor": "middle", class: "small" }, p.ip);
+      el("text", { x: px, y: 502, "text-anchor": "middle", class: "small" }, p.containers.join(" + "));
+      pos.set(`${p.key}|`, { x: px, y: 420 });
+    });
+  });
+  el("circle", { id: "pkt", r: 7, cx: -20, cy: -20, class: "pkt" });
+}
+
+function fmtView(v) {
+  if (!v) return "";
+  const ep = (a, p) => (p === undefined || p === null ? a : `${a}:${p}`);
+  const info = v.info ? (v.proto === "tcp" ? ` [${v.info}]` : ` ${v.info}`) : "";
+  return `${ep(v.src, v.sport)} > ${ep(v.dst, v.dport)} ${v.proto}${info}`;
+}
+
+function showHop(i) {
+  if (!trace || i < 0 || i >= trace.hops.length) return;
+  cur = i;
+  const h = trace.hops[i];
+  $("counter").textContent = `hop ${i + 1} / ${trace.hops.length}`;
+  $("hop-step").textContent = `(${i + 1}) packet ${h.packet}`;
+  $("hop-dir").textContent = h.direction;
+  $("hop-action").textContent = h.action;
+  $("hop-place").textContent = `${h.netns}${h.device ? " " + h.device : ""}${h.hook ? " · " + h.hook : ""}`;
+  $("hop-detail").textContent = h.detail;
+  $("hop-rule").textContent = h.rule ? `${h.table} ${h.chain}: -A ${h.chain} ${h.rule}${h.origin ? "\n← " + h.origin : ""}` : "";
+  const tb = $("hop-headers").querySelector("tbody");
+  tb.innerHTML = "";
+  const b = h.before || {}, a = h.after || null;
+  for (const k of ["src_mac", "dst_mac", "proto", "src", "sport", "dst", "dport", "info"]) {
+    if (b[k] === undefined && (!a || a[k] === undefined)) continue;
+    const tr = document.createElement("tr");
+    const changed = a && a[k] !== b[k];
+    tr.innerHTML = `<th>${k}</th><td>${b[k] ?? ""}</td><td class="${changed ? "changed" : ""}">${a ? a[k] ?? "" : ""}</td>`;
+    tb.appendChild(tr);
+  }
+  $("hop-after").textContent = a ? `${fmtView(b)}  ⇒  ${fmtView(a)}` : "";
+  document.querySelectorAll(".dev.hot").forEach((e) => e.classList.remove("hot", "nat", "drop"));
+  const key = `${h.netns}|${h.device ?? ""}`;
+  const target = document.getElementById(`dev:${key}`);
+  if (target) target.classList.add("hot", h.action === "nat" ? "nat" : h.action === "drop" ? "drop" : "x");
+  const p = pos.get(key) || pos.get(`${h.netns}|`);
+  if (p) {
+    const dot = $("pkt");
+    dot.setAttribute("cx", p.x);
+    dot.setAttribute("cy", p.y);
+    dot.setAttribute("class", `pkt ${h.direction}`);
+  }
+  document.querySelectorAll("#hoplist li").forEach((li, j) => li.classList.toggle("cur", j === i));
+  const li = $("hoplist").children[i];
+  if (li) li.scrollIntoView({ block: "nearest" });
+}
+
+function setTrace(json) {
+  trace = JSON.parse(json);
+  window.podnetLastTraceJson = json;
+  const r = trace;
+  $("result").textContent = `${r.from} → ${r.to} (${r.proto}): ${r.disposition}` +
+    `${r.delivered_to ? " to " + r.delivered_to : ""}; ${r.completed ? "completed" : "NOT completed"}` +
+    `${r.server_saw ? "; server saw " + r.server_saw : ""}; reply from ${r.reply_from ?? "nobody"}` +
+    `${r.reason ? "\nreason: " + r.reason + ": " + r.reason_text : ""}`;
+  const ol = $("hoplist");
+  ol.innerHTML = "";
+  trace.hops.forEach((h, i) => {
+    const li = document.createElement("li");
+    li.className = `a-${h.action}`;
+    li.textContent = `${h.direction === "reply" ? "←" : "→"} ${h.netns} ${h.device ?? ""} ${h.action}: ${h.detail || h.rule || ""}`;
+    li.onclick = () => showHop(i);
+    ol.appendChild(li);
+  });
+  showHop(0);
+  refreshTable();
+}
+
+async function run() {
+  stop();
+  const sel = $("scenario").value;
+  await safe(() => {
+    cluster = new mod.Podnet(Number($("seed").value) || 0);
+    if (sel) {
+      setTrace(mod.golden_trace(sel, Number($("seed").value) || 0));
+      // Keep the handle's tables in step with what was traced.
+      const s = scenarios.find((x) => x.id === sel);
+      cluster.trace(s.from, s.to, s.proto);
+    } else {
+      setTrace(cluster.trace($("from").value, $("to").value, $("proto").value));
+    }
+    status("ready");
+  }).catch((e) => status(`error: ${e.message}`));
+}
+
+function refreshTable() {
+  try {
+    $("table").textContent = cluster.table($("tnode").value, $("twhat").value);
+  } catch (e) {
+    $("table").textContent = `error: ${e.message}`;
+  }
+}
+
+function stop() { if (timer) { clearInterval(timer); timer = null; $("play").textContent = "▶"; } }
+function play() {
+  if (timer) return stop();
+  $("play").textContent = "⏸";
+  timer = setInterval(() => {
+    if (!trace || cur + 1 >= trace.hops.length) return stop();
+    showHop(cur + 1);
+  }, 1000 / Number($("speed").value));
+}
+
+let scenarios = [];
+async function main() {
+  await load();
+  scenarios = JSON.parse(mod.scenarios());
+  const sel = $("scenario");
+  sel.innerHTML = `<option value="">(free-form flow)</option>` +
+    scenarios.map((s) => `<option value="${s.id}">Figures ${s.figures}: ${s.title}</option>`).join("");
+  sel.onchange = () => {
+    const s = scenarios.find((x) => x.id === sel.value);
+    if (s) { $("from").value = s.from; $("to").value = s.to; $("proto").value = s.proto; }
+  };
+  const topo = JSON.parse(cluster.topology());
+  drawTopology(topo);
+  $("tnode").innerHTML = topo.nodes.map((n) => `<option>${n.name}</option>`).join("");
+  $("tnode").onchange = refreshTable;
+  $("twhat").onchange = refreshTable;
+  $("trace-btn").onclick = run;
+  $("step").onclick = () => showHop(cur + 1);
+  $("prev").onclick = () => showHop(cur - 1);
+  $("first").onclick = () => showHop(0);
+  $("play").onclick = play;
+  // Test hook: the JSON of a golden trace, exactly as the engine produced it.
+  window.podnetGoldenJson = (id) => mod.golden_trace(id, 0);
+  status("ready");
+  document.body.dataset.ready = "1";
+}
+
+main().catch((e) => status(`failed to start: ${e}`));
