@@ -211,15 +211,23 @@ struct Out {
     nat: BTreeMap<String, Vec<String>>,
 }
 
+fn push(map: &mut BTreeMap<String, Vec<String>>, chain: &str, rule: Option<String>) {
+    let v = match map.get_mut(chain) {
+        Some(v) => v,
+        None => map.entry(chain.to_string()).or_default(),
+    };
+    v.extend(rule);
+}
+
 impl Out {
     fn filter(&mut self, chain: &str, rule: String) {
-        self.filter.entry(chain.into()).or_default().push(rule);
+        push(&mut self.filter, chain, Some(rule));
     }
     fn nat(&mut self, chain: &str, rule: String) {
-        self.nat.entry(chain.into()).or_default().push(rule);
+        push(&mut self.nat, chain, Some(rule));
     }
     fn nat_chain(&mut self, chain: &str) {
-        self.nat.entry(chain.into()).or_default();
+        push(&mut self.nat, chain, None);
     }
 }
 
@@ -247,10 +255,20 @@ pub fn sync_iptables(cfg: &ProxyConfig, services: &[Service], slices: &[Endpoint
     }
     let mut svcs: Vec<&Service> = services.iter().collect();
     svcs.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    // Slices by Service (the endpointslice cache), so each Service port looks up its own.
+    let mut by_svc: std::collections::HashMap<(&str, &str), Vec<&EndpointSlice>> =
+        std::collections::HashMap::new();
+    for sl in slices {
+        by_svc.entry((sl.namespace.as_str(), sl.service.as_str())).or_default().push(sl);
+    }
     for svc in svcs {
         let Some(cip) = svc.cluster_ip else { continue };
+        let mine = by_svc
+            .get(&(svc.namespace.as_str(), svc.name.as_str()))
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
         for port in &svc.ports {
-            let eps = endpoints_for(cfg, svc, port, slices);
+            let eps = endpoints_for(cfg, port, mine);
             service_port(cfg, svc, port, cip, &eps, &mut o);
         }
     }
@@ -279,26 +297,29 @@ pub fn sync_iptables(cfg: &ProxyConfig, services: &[Service], slices: &[Endpoint
 
 /// Orders chains and rules as `sortIPTablesRules` does and prints restore input.
 fn render(o: Out, nodeports_last: &str) -> String {
-    let mut s = String::new();
+    let mut s = String::with_capacity(
+        o.nat.values().chain(o.filter.values()).map(|v| v.len() * 120 + 40).sum(),
+    );
     for (table, mut chains) in [("filter", o.filter), ("nat", o.nat)] {
         if table == "nat" {
             chains.entry("KUBE-SERVICES".into()).or_default().push(nodeports_last.into());
         }
-        let mut names: Vec<&String> = chains.keys().collect();
-        names.sort_by_key(|n| match n.as_str() {
-            "KUBE-NODEPORTS" => (0, String::new()),
-            "KUBE-SERVICES" => (1, String::new()),
-            other => (2, other.to_string()),
-        });
+        let rank = |n: &str| match n {
+            "KUBE-NODEPORTS" => 0,
+            "KUBE-SERVICES" => 1,
+            _ => 2,
+        };
+        let mut names: Vec<(&String, &mut Vec<String>)> = chains.iter_mut().collect();
+        // BTreeMap order is already by name; move the two head chains first.
+        names.sort_by_key(|(n, _)| rank(n));
         let _ = writeln!(s, "*{table}");
-        for n in &names {
+        for (n, _) in &names {
             let _ = writeln!(s, ":{n} - [0:0]");
         }
-        for n in &names {
-            let mut rules = chains[n.as_str()].clone();
-            if n.as_str() == "KUBE-NODEPORTS" || n.as_str() == "KUBE-SERVICES" {
+        for (n, rules) in names {
+            if rank(n) < 2 {
                 // Stable sort by the service name in the comment; the last-rule stays last.
-                rules.sort_by_key(|r| {
+                rules.sort_by_cached_key(|r| {
                     if r.contains("must be the last rule") {
                         (1, String::new())
                     } else {
@@ -306,8 +327,12 @@ fn render(o: Out, nodeports_last: &str) -> String {
                     }
                 });
             }
-            for r in rules {
-                let _ = writeln!(s, "-A {n} {r}");
+            for r in rules.iter() {
+                s.push_str("-A ");
+                s.push_str(n);
+                s.push(' ');
+                s.push_str(r);
+                s.push('\n');
             }
         }
         s.push_str("COMMIT\n");
@@ -320,14 +345,9 @@ fn comment_service(rule: &str) -> String {
     rest.trim_start_matches('"').split([' ', '"']).next().unwrap_or("").to_string()
 }
 
-fn endpoints_for(
-    cfg: &ProxyConfig,
-    svc: &Service,
-    port: &ServicePort,
-    slices: &[EndpointSlice],
-) -> Vec<Ep> {
+fn endpoints_for(cfg: &ProxyConfig, port: &ServicePort, slices: &[&EndpointSlice]) -> Vec<Ep> {
     let mut eps: Vec<Ep> = Vec::new();
-    for sl in slices.iter().filter(|s| s.namespace == svc.namespace && s.service == svc.name) {
+    for sl in slices {
         let Some(&(_, _, p)) =
             sl.ports.iter().find(|(n, proto, _)| *n == port.name && *proto == port.protocol)
         else {

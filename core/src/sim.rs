@@ -47,6 +47,16 @@ use crate::net::Mac;
 use crate::stack::{Side, Stack};
 use crate::trace::{Dir, HopKind, PacketView, Recorder};
 
+/// Records a hop when hops are being kept; the arguments are evaluated only then, so the
+/// untraced fast path formats nothing.
+macro_rules! hop {
+    ($c:expr, $tag:expr, $ns:expr, $dev:expr, $kind:expr, $detail:expr, $before:expr, $after:expr $(,)?) => {
+        if $c.tracing() {
+            $c.hop($tag, $ns, $dev, $kind, $detail, $before, $after);
+        }
+    };
+}
+
 /// Which packet of a flow a frame carries, and which way it goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Tag {
@@ -114,6 +124,11 @@ impl Cluster {
         self.devs[d.idx()].name.clone()
     }
 
+    /// Whether hops are being recorded.
+    pub(crate) fn tracing(&self) -> bool {
+        self.sim.rec.as_ref().is_some_and(|r| r.keep_hops)
+    }
+
     pub(crate) fn new_tag(&mut self, dir: Dir) -> Tag {
         self.sim.next_pkt += 1;
         Tag { dir, pkt: self.sim.next_pkt }
@@ -130,7 +145,7 @@ impl Cluster {
         before: Option<PacketView>,
         after: Option<PacketView>,
     ) {
-        if self.sim.rec.is_none() {
+        if !self.tracing() {
             return;
         }
         let node = match &self.netns[ns.idx()].owner {
@@ -154,7 +169,7 @@ impl Cluster {
         text: String,
         view: Option<PacketView>,
     ) {
-        self.hop(tag, ns, dev, HopKind::Drop { reason: code }, text.clone(), view, None);
+        hop!(self, tag, ns, dev, HopKind::Drop { reason: code }, text.clone(), view, None);
         if let Some(rec) = self.sim.rec.as_mut() {
             rec.note_drop(tag, code, text);
         }
@@ -204,14 +219,15 @@ impl Cluster {
     fn rx(&mut self, ev: Event) {
         let Event { dev, frame, tag } = ev;
         let ns = self.devs[dev.idx()].netns;
-        let view = PacketView::of_frame(&frame);
+        let view = if self.tracing() { PacketView::of_frame(&frame) } else { None };
         if !self.netns[ns.idx()].router {
-            self.hop(tag, ns, Some(dev), HopKind::Rx, "received".into(), view, None);
+            hop!(self, tag, ns, Some(dev), HopKind::Rx, "received".into(), view, None);
             self.endpoint_rx(ns, dev, frame, tag);
             return;
         }
         if let Some(br) = self.devs[dev.idx()].master {
-            self.hop(
+            hop!(
+                self,
                 tag,
                 ns,
                 Some(dev),
@@ -223,7 +239,7 @@ impl Cluster {
             self.bridge_rx(br, dev, frame, tag);
             return;
         }
-        self.hop(tag, ns, Some(dev), HopKind::Rx, "received".into(), view, None);
+        hop!(self, tag, ns, Some(dev), HopKind::Rx, "received".into(), view, None);
         self.l2_rx(ns, dev, frame, tag);
     }
 
@@ -297,7 +313,8 @@ impl Cluster {
             && !eth.dst_addr().is_broadcast()
             && !eth.dst_addr().is_multicast()
         {
-            self.hop(
+            hop!(
+                self,
                 tag,
                 ns,
                 Some(dev),
@@ -370,7 +387,8 @@ impl Cluster {
                 _ => Dir::Reply,
             };
             let tag = self.new_tag(dir);
-            self.hop(
+            hop!(
+                self,
                 tag,
                 ns,
                 Some(lo),
@@ -379,7 +397,8 @@ impl Cluster {
                 PacketView::of_ip(&ip),
                 None,
             );
-            self.hop(
+            hop!(
+                self,
                 tag,
                 ns,
                 Some(lo),
@@ -405,7 +424,8 @@ impl Cluster {
             for ip in frames {
                 let dir = self.dir_of(ns, Some(&ip));
                 let tag = self.new_tag(dir);
-                self.hop(
+                hop!(
+                    self,
                     tag,
                     ns,
                     None,
@@ -431,7 +451,8 @@ impl Cluster {
                 .map(|e| e.payload().to_vec());
             let dir = self.dir_of(ns, ip.as_deref());
             let tag = self.new_tag(dir);
-            self.hop(
+            hop!(
+                self,
                 tag,
                 ns,
                 Some(eth0),
@@ -468,7 +489,8 @@ impl Cluster {
         let mac = self.devs[dev.idx()].mac;
         let dst = eth.dst_addr();
         if dst != mac && !dst.is_broadcast() && !dst.is_multicast() {
-            self.hop(
+            hop!(
+                self,
                 tag,
                 ns,
                 Some(dev),
@@ -494,7 +516,8 @@ impl Cluster {
                 self.ip_rcv(ns, dev, skb, tag, false);
             }
             other => {
-                self.hop(
+                hop!(
+                    self,
                     tag,
                     ns,
                     Some(dev),
@@ -535,7 +558,8 @@ impl Cluster {
         {
             let changed = self.netns[ns.idx()].neigh.update(spa, sha, dev, now);
             if changed {
-                self.hop(
+                hop!(
+                    self,
                     tag,
                     ns,
                     Some(dev),
@@ -549,7 +573,8 @@ impl Cluster {
         if operation == ArpOperation::Request && local {
             let mac = self.devs[dev.idx()].mac;
             let reply = arp_frame(ArpOperation::Reply, mac, tpa, sha, spa);
-            self.hop(
+            hop!(
+                self,
                 tag,
                 ns,
                 Some(dev),
@@ -607,7 +632,8 @@ impl Cluster {
             phys.0.map(|d| self.dev_name(d)),
             phys.1.map(|d| self.dev_name(d)),
         );
-        let before = PacketView::of_ip(&skb.data);
+        let tracing = self.tracing();
+        let before = if tracing { PacketView::of_ip(&skb.data) } else { None };
         let env = HookEnv {
             in_iface: names.0.as_deref(),
             out_iface: names.1.as_deref(),
@@ -617,7 +643,7 @@ impl Cluster {
             masq_addr,
             addr_type: &addr_type,
             now: self.now,
-            trace: self.sim.rec.is_some(),
+            trace: tracing,
         };
         let report = nf.hook(hook, skb, &env);
         let ct_line = match &skb.ct {
@@ -632,9 +658,10 @@ impl Cluster {
         };
         self.netns[ns.idx()].nf = Some(nf);
         let dev = in_dev.or(out_dev);
-        if self.sim.rec.is_some() {
+        if tracing {
             for h in &report.hits {
-                self.hop(
+                hop!(
+                    self,
                     tag,
                     ns,
                     dev,
@@ -670,7 +697,8 @@ impl Cluster {
                     }
                 };
                 let detail = format!("{what} {}:{} -> {}:{}", n.from.0, n.from.1, n.to.0, n.to.1);
-                self.hop(
+                hop!(
+                    self,
                     tag,
                     ns,
                     dev,
@@ -683,7 +711,8 @@ impl Cluster {
             if let Some(line) = ct_line {
                 let verb =
                     if report.confirmed { "conntrack: new entry" } else { "conntrack: entry used" };
-                self.hop(
+                hop!(
+                    self,
                     tag,
                     ns,
                     dev,
@@ -720,7 +749,8 @@ impl Cluster {
                 false
             }
             HookVerdict::Reject(with) => {
-                self.hop(
+                hop!(
+                    self,
                     tag,
                     ns,
                     dev,
@@ -797,7 +827,7 @@ impl Cluster {
     }
 
     fn forward(&mut self, ns: NetnsId, in_dev: IfIndex, mut skb: Skb, tag: Tag) {
-        let view = PacketView::of_ip(&skb.data);
+        let view = if self.tracing() { PacketView::of_ip(&skb.data) } else { None };
         if !self.netns[ns.idx()].sysctl.ip_forward {
             self.drop_hop(
                 tag,
@@ -825,7 +855,8 @@ impl Cluster {
             return;
         };
         let via = if nexthop == dst { String::new() } else { format!(" via {nexthop}") };
-        self.hop(
+        hop!(
+            self,
             tag,
             ns,
             Some(in_dev),
@@ -870,7 +901,8 @@ impl Cluster {
         if !self.nf_hook(ns, Hook::Input, &mut skb, tag, Some(dev), None, (None, None), None) {
             return;
         }
-        self.hop(
+        hop!(
+            self,
             tag,
             ns,
             Some(dev),
@@ -938,7 +970,8 @@ impl Cluster {
             return;
         };
         let via = if nexthop == dst2 { String::new() } else { format!(" via {nexthop}") };
-        self.hop(
+        hop!(
+            self,
             tag,
             ns,
             None,
@@ -960,7 +993,8 @@ impl Cluster {
         match known {
             Some(mac) => {
                 let frame = eth_frame(self.devs[dev.idx()].mac, mac, &skb.data);
-                self.hop(
+                hop!(
+                    self,
                     tag,
                     ns,
                     Some(dev),
@@ -999,7 +1033,8 @@ impl Cluster {
             .or_else(|| self.source_for(ns, dev, nexthop, None))
             .unwrap_or(Ipv4Addr::UNSPECIFIED);
         let req = arp_frame(ArpOperation::Request, mac, spa, EthernetAddress([0; 6]), nexthop);
-        self.hop(
+        hop!(
+            self,
             tag,
             ns,
             Some(dev),
@@ -1023,7 +1058,8 @@ impl Cluster {
             match p.bridged {
                 None => {
                     let frame = eth_frame(self.devs[p.dev.idx()].mac, mac, &p.skb.data);
-                    self.hop(
+                    hop!(
+                        self,
                         p.tag,
                         ns,
                         Some(p.dev),
@@ -1082,7 +1118,8 @@ impl Cluster {
             if matches!(learn, crate::net::fdb::Learn::New | crate::net::fdb::Learn::Moved) {
                 let p = self.dev_name(port);
                 let b = self.dev_name(br);
-                self.hop(
+                hop!(
+                    self,
                     tag,
                     ns,
                     Some(br),
@@ -1095,7 +1132,8 @@ impl Cluster {
         }
         let br_mac = self.devs[br.idx()].mac;
         if dst.is_broadcast() || dst.is_multicast() {
-            self.hop(
+            hop!(
+                self,
                 tag,
                 ns,
                 Some(br),
@@ -1115,7 +1153,8 @@ impl Cluster {
         let brnf = self.netns[ns.idx()].sysctl.bridge_nf_call_iptables;
         if ethertype != EthernetProtocol::Ipv4 || !brnf {
             if dst == br_mac {
-                self.hop(
+                hop!(
+                    self,
                     tag,
                     ns,
                     Some(br),
@@ -1170,7 +1209,8 @@ impl Cluster {
             } else {
                 "frame for the bridge's own MAC"
             };
-            self.hop(
+            hop!(
+                self,
                 tag,
                 ns,
                 Some(br),
@@ -1196,7 +1236,20 @@ impl Cluster {
         tag: Tag,
     ) {
         let ns = self.devs[br.idx()].netns;
-        self.hop(tag, ns, Some(br), HopKind::Bridge, format!("bridged DNAT: new destination is on {} too, destination MAC rewritten to {} (no routing, no TTL decrement)", self.dev_name(br), Mac(mac)), None, None);
+        hop!(
+            self,
+            tag,
+            ns,
+            Some(br),
+            HopKind::Bridge,
+            format!(
+                "bridged DNAT: new destination is on {} too, destination MAC rewritten to {} (no routing, no TTL decrement)",
+                self.dev_name(br),
+                Mac(mac)
+            ),
+            None,
+            None
+        );
         let frame = eth_frame(src_mac, mac, &skb.data);
         self.br_deliver(br, in_port, frame, tag, Some(skb));
     }
@@ -1229,7 +1282,8 @@ impl Cluster {
                 }
                 let hair =
                     if e.port == in_port { " (hairpin: back out of the ingress port)" } else { "" };
-                self.hop(
+                hop!(
+                    self,
                     tag,
                     ns,
                     Some(br),
@@ -1241,7 +1295,8 @@ impl Cluster {
                 self.br_forward(br, in_port, e.port, frame, tag, skb);
             }
             None => {
-                self.hop(
+                hop!(
+                    self,
                     tag,
                     ns,
                     Some(br),
@@ -1364,7 +1419,8 @@ impl Cluster {
         };
         match port {
             Some(p) if p != br => {
-                self.hop(
+                hop!(
+                    self,
                     tag,
                     ns,
                     Some(br),
@@ -1382,7 +1438,8 @@ impl Cluster {
                     .copied()
                     .filter(|&d| self.devs[d.idx()].master == Some(br))
                     .collect();
-                self.hop(
+                hop!(
+                    self,
                     tag,
                     ns,
                     Some(br),
@@ -1474,7 +1531,8 @@ impl Cluster {
                 self.sim.next_pkt
             },
         };
-        self.hop(
+        hop!(
+            self,
             rtag,
             ns,
             None,

@@ -97,6 +97,8 @@ pub struct TraceOptions {
     pub headers: Vec<(String, String)>,
     /// Do not commit effects (conntrack, FDB, ARP caches, randomness) to the cluster.
     pub dry_run: bool,
+    /// Record hops (off: only the outcome is computed; the fast path for batches).
+    pub record_hops: bool,
 }
 
 impl Default for TraceOptions {
@@ -107,6 +109,7 @@ impl Default for TraceOptions {
             path: "/".into(),
             headers: Vec::new(),
             dry_run: false,
+            record_hops: true,
         }
     }
 }
@@ -392,6 +395,7 @@ pub enum TraceError {
 /// What the recorder watches for while a flow runs.
 pub(crate) struct Recorder {
     hops: Vec<Hop>,
+    pub(crate) keep_hops: bool,
     client_ns: NetnsId,
     client_ip: Ipv4Addr,
     client_port: u16,
@@ -664,6 +668,7 @@ impl Cluster {
         self.sim.active.insert(src.ns);
         self.sim.rec = Some(Recorder {
             hops: Vec::new(),
+            keep_hops: opts.record_hops,
             client_ns: src.ns,
             client_ip: src.ip,
             client_port: sport,

@@ -51,3 +51,34 @@ fn golden_traces_follow_the_schema_contract() {
         }
     }
 }
+
+#[test]
+fn untraced_fast_path_gives_the_same_outcome() {
+    use podnet::trace::TraceOptions;
+    for s in scenarios() {
+        let run = |record_hops: bool| {
+            let mut c = podnet::Cluster::seed();
+            c.trace(
+                s.from,
+                s.to,
+                &TraceOptions { proto: s.proto, record_hops, ..TraceOptions::default() },
+            )
+            .unwrap()
+        };
+        let (a, b) = (run(true), run(false));
+        assert!(b.hops.is_empty());
+        assert!(!a.hops.is_empty());
+        let key = |t: &podnet::Trace| {
+            (
+                t.disposition,
+                t.completed,
+                t.delivered_to.clone(),
+                t.server_saw.clone(),
+                t.reply_from.clone(),
+                t.reason.clone(),
+                t.client.clone(),
+            )
+        };
+        assert_eq!(key(&a), key(&b), "{}", s.id);
+    }
+}

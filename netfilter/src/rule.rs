@@ -719,13 +719,14 @@ pub(crate) struct Tok {
 /// group words, a backslash escapes the next character inside quotes.
 pub(crate) fn tokenize(text: &str) -> Result<Vec<Tok>, RuleError> {
     let mut toks = Vec::new();
-    let mut chars = text.char_indices().peekable();
-    while let Some(&(i, c)) = chars.peek() {
+    // Columns count characters, tracked as we go (never recounted from the line start).
+    let mut chars = text.chars().enumerate().peekable();
+    while let Some(&(col0, c)) = chars.peek() {
         if c.is_whitespace() {
             chars.next();
             continue;
         }
-        let col = text[..i].chars().count() + 1;
+        let col = col0 + 1;
         let mut s = String::new();
         let mut in_quote = false;
         while let Some(&(_, c)) = chars.peek() {

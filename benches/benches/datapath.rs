@@ -1,0 +1,51 @@
+//! Whole flows through the reference cluster, hops not recorded: one UDP datagram and its
+//! reply through each seed path (smoltcp at both ends, every hop of the datapath), and a
+//! full kube-proxy sync.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use podnet::Cluster;
+use podnet::trace::{FlowProto, TraceOptions};
+
+const PATHS: [(&str, &str, &str); 3] = [
+    ("same_node", "pod/default/pod1", "10.244.1.3:8080"),
+    ("cross_node", "pod/default/pod1", "10.244.2.2:8080"),
+    ("pod_to_clusterip", "pod/default/pod2", "10.96.0.10:80"),
+];
+
+fn flows(c: &mut Criterion) {
+    let opts =
+        TraceOptions { proto: FlowProto::Udp, record_hops: false, ..TraceOptions::default() };
+    for (name, from, to) in PATHS {
+        let mut cl = Cluster::seed();
+        cl.trace(from, to, &opts).expect("warm-up");
+        c.bench_function(&format!("flow/udp_{name}"), |b| {
+            b.iter(|| black_box(cl.trace(from, to, &opts).expect("runs")))
+        });
+    }
+    let traced = TraceOptions { proto: FlowProto::Udp, ..TraceOptions::default() };
+    let mut cl = Cluster::seed();
+    c.bench_function("flow/udp_pod_to_clusterip_traced", |b| {
+        b.iter(|| black_box(cl.trace("pod/default/pod2", "10.96.0.10:80", &traced).expect("runs")))
+    });
+}
+
+fn sync(c: &mut Criterion) {
+    let (svcs, slices) = podnet_benches::services(1_000, 10);
+    let cfg = podnet_benches::proxy_config();
+    let mut g = c.benchmark_group("kube_proxy");
+    g.sample_size(10);
+    g.bench_function("sync_1000x10_generate_and_restore", |b| {
+        b.iter(|| {
+            let text = podnet::kube_proxy::sync_iptables(&cfg, &svcs, &slices);
+            let mut rs = podnet_netfilter::Ruleset::default();
+            rs.restore(&text, false).expect("parses");
+            black_box(rs)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, flows, sync);
+criterion_main!(benches);

@@ -1,0 +1,201 @@
+//! Quick figures: each measurement runs for a couple of seconds (`--seconds`), split into
+//! batches; the median, min and max batch rate are printed, one JSON object per line with
+//! `--json`. Peak heap memory comes from a counting allocator.
+//!
+//! `cargo run --release -p podnet-benches --bin figures -- --json`
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use podnet::Cluster;
+use podnet::trace::{FlowProto, TraceOptions};
+use podnet_benches::{client, forward, node_netfilter, syn, vip};
+use podnet_netfilter::{Conntrack, CtRef, Skb, packet};
+
+struct Counting;
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: delegates every call to the system allocator unchanged; it only counts bytes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(l) };
+        if !p.is_null() {
+            let now = CURRENT.fetch_add(l.size(), Ordering::Relaxed) + l.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) };
+        CURRENT.fetch_sub(l.size(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+fn reset_peak() {
+    PEAK.store(CURRENT.load(Ordering::Relaxed), Ordering::Relaxed);
+}
+
+struct Figure {
+    name: String,
+    unit: &'static str,
+    median: f64,
+    min: f64,
+    max: f64,
+    iterations: u64,
+    peak_bytes: usize,
+}
+
+/// Runs `op` (which does `batch` units of work per call) until `secs` elapse; rates per batch.
+fn rate(name: &str, unit: &'static str, secs: f64, batch: u64, mut op: impl FnMut()) -> Figure {
+    reset_peak();
+    let mut rates = Vec::new();
+    let start = Instant::now();
+    let mut iterations = 0;
+    while start.elapsed().as_secs_f64() < secs || rates.len() < 3 {
+        let t = Instant::now();
+        op();
+        let dt = t.elapsed().as_secs_f64();
+        rates.push(batch as f64 / dt);
+        iterations += batch;
+    }
+    summarize(name, unit, rates, iterations)
+}
+
+fn summarize(name: &str, unit: &'static str, mut v: Vec<f64>, iterations: u64) -> Figure {
+    v.sort_by(|a, b| a.total_cmp(b));
+    Figure {
+        name: name.into(),
+        unit,
+        median: v[v.len() / 2],
+        min: v[0],
+        max: v[v.len() - 1],
+        iterations,
+        peak_bytes: PEAK.load(Ordering::Relaxed),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let json = args.iter().any(|a| a == "--json");
+    let quick = args.iter().any(|a| a == "--quick");
+    let secs: f64 = args
+        .iter()
+        .position(|a| a == "--seconds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if quick { 0.2 } else { 2.0 });
+    let sizes: &[usize] = if quick { &[10, 100] } else { &[10, 1_000, 10_000] };
+    let mut out: Vec<Figure> = Vec::new();
+    let mut emit = |f: Figure| {
+        use std::io::Write;
+        let line = if json {
+            serde_json::json!({"name": f.name, "unit": f.unit, "median": f.median.round(), "min": f.min.round(), "max": f.max.round(), "iterations": f.iterations, "peak_bytes": f.peak_bytes}).to_string()
+        } else {
+            format!(
+                "{:<44} {:>14.0} {:<8} (min {:.0}, max {:.0}, {} iterations, peak heap {:.1} MiB)",
+                f.name,
+                f.median,
+                f.unit,
+                f.min,
+                f.max,
+                f.iterations,
+                f.peak_bytes as f64 / 1048576.0
+            )
+        };
+        // A closed pipe (`| head`) ends the run quietly.
+        if writeln!(std::io::stdout().lock(), "{line}").is_err() {
+            std::process::exit(0);
+        }
+        out.push(f);
+    };
+
+    // Established packet through a node's hooks (PREROUTING, FORWARD, POSTROUTING).
+    let mut nf = node_netfilter(10);
+    let (src, sport) = client(1);
+    let pkt = syn(src, sport, vip(3), 80);
+    assert!(forward(&mut nf, &mut Skb::new(pkt.clone()), smoltcp::time::Instant::ZERO));
+    emit(rate("netfilter_established_packet", "pkt/s", secs, 10_000, || {
+        for _ in 0..10_000 {
+            black_box(forward(&mut nf, &mut Skb::new(pkt.clone()), smoltcp::time::Instant::ZERO));
+        }
+    }));
+
+    // New connections through kube-proxy's rules.
+    for &n in sizes {
+        let mut nf = node_netfilter(n);
+        let pool: Vec<Vec<u8>> = (0..65_536u32)
+            .map(|k| {
+                let (s, p) = client(k);
+                syn(s, p, vip(k as usize % n), 80)
+            })
+            .collect();
+        let mut k = 0;
+        emit(rate(&format!("new_conn_iptables_{n}_services"), "conn/s", secs, 8_192, || {
+            if k + 8_192 > pool.len() {
+                k = 0;
+                nf.conntrack = Conntrack::new(usize::MAX);
+            }
+            for p in &pool[k..k + 8_192] {
+                black_box(forward(&mut nf, &mut Skb::new(p.clone()), smoltcp::time::Instant::ZERO));
+            }
+            k += 8_192;
+        }));
+    }
+
+    // Conntrack insert and lookup.
+    let infos: Vec<_> = (0..65_536u32)
+        .map(|k| {
+            let (s, p) = client(k);
+            packet::parse(&syn(s, p, vip(1), 80)).expect("valid")
+        })
+        .collect();
+    emit(rate("conntrack_insert", "op/s", secs, infos.len() as u64, || {
+        let mut ct = Conntrack::new(usize::MAX);
+        for i in &infos {
+            if let CtRef::Unconfirmed(e) = ct.lookup(i, smoltcp::time::Instant::ZERO) {
+                black_box(ct.confirm(*e, smoltcp::time::Instant::ZERO).ok());
+            }
+        }
+    }));
+
+    // Whole flows through the reference cluster, hops not recorded.
+    let opts =
+        TraceOptions { proto: FlowProto::Udp, record_hops: false, ..TraceOptions::default() };
+    for (name, from, to) in [
+        ("flow_udp_same_node", "pod/default/pod1", "10.244.1.3:8080"),
+        ("flow_udp_cross_node", "pod/default/pod1", "10.244.2.2:8080"),
+        ("flow_udp_pod_to_clusterip", "pod/default/pod2", "10.96.0.10:80"),
+    ] {
+        let mut c = Cluster::seed();
+        c.trace(from, to, &opts).expect("warm-up");
+        emit(rate(name, "flow/s", secs, 200, || {
+            for _ in 0..200 {
+                black_box(c.trace(from, to, &opts).expect("runs"));
+            }
+        }));
+    }
+
+    // A full kube-proxy sync: generate the payload and restore it into a node's tables.
+    let (n, e) = if quick { (100, 10) } else { (10_000, 10) };
+    let (svcs, slices) = podnet_benches::services(n, e);
+    let cfg = podnet_benches::proxy_config();
+    reset_peak();
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs_f64(secs.max(1.0)) || times.len() < 3 {
+        let t = Instant::now();
+        let text = podnet::kube_proxy::sync_iptables(&cfg, &svcs, &slices);
+        let mut rs = podnet_netfilter::Ruleset::default();
+        rs.restore(&text, false).expect("parses");
+        black_box(rs);
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let count = times.len() as u64;
+    emit(summarize(&format!("kube_proxy_sync_{n}x{e}"), "ms", times, count));
+}

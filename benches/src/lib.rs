@@ -1,0 +1,139 @@
+//! Workloads shared by the criterion benches and the `figures` binary, so both measure the
+//! same thing.
+
+use std::net::Ipv4Addr;
+
+use podnet::kube_proxy::{
+    EndpointSlice, ProxyConfig, Service, ServicePort, SliceEndpoint, TargetPort, sync_iptables,
+};
+use podnet_netfilter::rule::addrtype;
+use podnet_netfilter::{Hook, HookEnv, Netfilter, Proto, Skb};
+use smoltcp::time::Instant;
+
+/// `n` kube-proxy-style ClusterIP Services (10.96.0.0/16 upward), each with `eps` endpoints
+/// spread over `nodes` nodes.
+pub fn services(n: usize, eps: usize) -> (Vec<Service>, Vec<EndpointSlice>) {
+    let mut svcs = Vec::with_capacity(n);
+    let mut slices = Vec::with_capacity(n);
+    for i in 0..n {
+        let name = format!("svc{i}");
+        let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 10)) + i as u32);
+        let mut s = Service::cluster_ip("bench", &name, ip);
+        s.ports.push(ServicePort {
+            name: "http".into(),
+            protocol: Proto::TCP,
+            port: 80,
+            target_port: TargetPort::Number(8080),
+            node_port: 0,
+        });
+        svcs.push(s);
+        slices.push(EndpointSlice {
+            namespace: "bench".into(),
+            service: name,
+            ports: vec![("http".into(), Proto::TCP, 8080)],
+            endpoints: (0..eps)
+                .map(|e| {
+                    let k = (i * eps + e) as u32;
+                    SliceEndpoint {
+                        ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 2)) + k),
+                        node_name: Some(format!("node{}", k % 100)),
+                        ready: None,
+                        serving: None,
+                        terminating: None,
+                    }
+                })
+                .collect(),
+        });
+    }
+    (svcs, slices)
+}
+
+/// kube-proxy's configuration on the benchmark node.
+pub fn proxy_config() -> ProxyConfig {
+    ProxyConfig {
+        node_name: "node0".into(),
+        node_ips: vec![Ipv4Addr::new(192, 168, 0, 1)],
+        local_cidr: Some("10.128.0.0/9".parse().expect("literal")),
+        masquerade_all: false,
+        random_fully: true,
+        nfacct: false,
+        localhost_nodeports: true,
+    }
+}
+
+/// A node's netfilter programmed for `n` Services with 2 endpoints each.
+pub fn node_netfilter(n: usize) -> Netfilter {
+    let (svcs, slices) = services(n, 2);
+    let mut nf = Netfilter::new(1);
+    nf.tables
+        .restore(&sync_iptables(&proxy_config(), &svcs, &slices), false)
+        .expect("payload parses");
+    nf.tables.restore(podnet::kube_proxy::base_jumps(), true).expect("jumps parse");
+    nf.conntrack.max = usize::MAX;
+    nf
+}
+
+/// A 64-byte-frame-sized TCP SYN (40-byte IPv4 packet) with valid checksums.
+pub fn syn(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    use smoltcp::wire::{IpAddress, Ipv4Packet, TcpPacket};
+    let mut b = vec![0u8; 40];
+    b[0] = 0x45;
+    b[2..4].copy_from_slice(&40u16.to_be_bytes());
+    b[6] = 0x40;
+    b[8] = 64;
+    b[9] = 6;
+    b[12..16].copy_from_slice(&src.octets());
+    b[16..20].copy_from_slice(&dst.octets());
+    b[20..22].copy_from_slice(&sport.to_be_bytes());
+    b[22..24].copy_from_slice(&dport.to_be_bytes());
+    b[32] = 0x50;
+    b[33] = 0x02;
+    b[34..36].copy_from_slice(&64240u16.to_be_bytes());
+    let mut ip = Ipv4Packet::new_unchecked(&mut b[..]);
+    ip.fill_checksum();
+    TcpPacket::new_unchecked(ip.payload_mut())
+        .fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
+    b
+}
+
+fn not_local(_: Ipv4Addr, _: Option<&str>) -> u16 {
+    addrtype::UNICAST
+}
+
+/// What a forwarded pod-to-ClusterIP packet goes through on the client's node:
+/// PREROUTING (conntrack, DNAT), FORWARD, POSTROUTING (confirm). Tracing off.
+pub fn forward(nf: &mut Netfilter, skb: &mut Skb, now: Instant) -> bool {
+    let f = not_local;
+    let env = |out: Option<&'static str>, masq| HookEnv {
+        in_iface: Some("cbr0"),
+        out_iface: out,
+        physdev_in: None,
+        physdev_out: None,
+        bridged: false,
+        masq_addr: masq,
+        addr_type: &f,
+        now,
+        trace: false,
+    };
+    let ok = |r: podnet_netfilter::HookReport| r.verdict == podnet_netfilter::HookVerdict::Accept;
+    ok(nf.hook(Hook::PreRouting, skb, &env(None, None)))
+        && ok(nf.hook(Hook::Forward, skb, &env(Some("eth0"), None)))
+        && ok(nf.hook(
+            Hook::PostRouting,
+            skb,
+            &env(Some("eth0"), Some(Ipv4Addr::new(192, 168, 0, 1))),
+        ))
+}
+
+/// The ClusterIP of benchmark Service `i`.
+pub fn vip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 10)) + i as u32)
+}
+
+/// Client address `k` (a pod IP inside the cluster CIDR).
+pub fn client(k: u32) -> (Ipv4Addr, u16) {
+    (
+        Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 200, 0, 0)) + (k >> 14)),
+        32768 + (k & 0x3fff) as u16,
+    )
+}
