@@ -332,6 +332,8 @@ pub struct Cluster {
     pub(crate) rng: Rng,
     pub(crate) sim: crate::sim::SimState,
     pub(crate) services: crate::kube_proxy::Services,
+    pub(crate) edge: crate::cloud::Edge,
+    pub(crate) inet_segment: Option<SegmentId>,
 }
 
 impl Cluster {
@@ -352,6 +354,8 @@ impl Cluster {
             now: Instant::ZERO,
             sim: crate::sim::SimState::default(),
             services: crate::kube_proxy::Services::default(),
+            edge: crate::cloud::Edge::default(),
+            inet_segment: None,
         };
         c.vpc_subnet = c.add_segment("vpc-subnet");
         let vpc = c.add_netns("vpc", Owner::Router, true);
@@ -402,10 +406,11 @@ impl Cluster {
                 .expect("seed pod");
         }
         c.seed_services();
+        c.seed_edge();
         c
     }
 
-    fn add_segment(&mut self, name: &str) -> SegmentId {
+    pub(crate) fn add_segment(&mut self, name: &str) -> SegmentId {
         self.segments.push(Segment { name: name.into(), ports: Vec::new() });
         SegmentId((self.segments.len() - 1) as u32)
     }

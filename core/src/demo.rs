@@ -75,6 +75,42 @@ pub fn scenarios() -> Vec<Scenario> {
             to: "svc/default/web:udp",
             proto: FlowProto::Udp,
         },
+        Scenario {
+            id: "fig10_egress",
+            figures: "10",
+            title: "pod to the internet (egress)",
+            story: "node1 masquerades pod2's address to its own (192.168.0.1), the internet gateway maps that to 203.0.113.1; the reply is restored hop by hop",
+            from: "pod/default/pod2",
+            to: "203.0.113.10:80",
+            proto: FlowProto::Tcp,
+        },
+        Scenario {
+            id: "fig11_load_balancer",
+            figures: "11",
+            title: "internet to a LoadBalancer Service",
+            story: "the cloud load balancer picks a node for the flow and sends it to the node port; kube-proxy there DNATs to pod4, wherever it runs",
+            from: "host/internet",
+            to: "203.0.113.100:80",
+            proto: FlowProto::Tcp,
+        },
+        Scenario {
+            id: "fig12_node_port",
+            figures: "12",
+            title: "internet to a NodePort",
+            story: "any node's IP and nodePort reach the Service: node1 DNATs to pod4 on node2 and masquerades to its own address",
+            from: "host/internet",
+            to: "203.0.113.1:30080",
+            proto: FlowProto::Tcp,
+        },
+        Scenario {
+            id: "fig13_ingress",
+            figures: "12-13",
+            title: "internet to an Ingress on an ALB",
+            story: "the ALB reads the HTTP path, picks the /api rule's target group and a node, and opens its own connection to that node's nodePort",
+            from: "host/internet",
+            to: "http://203.0.113.200/api/orders",
+            proto: FlowProto::Http,
+        },
     ]
 }
 

@@ -856,12 +856,11 @@ impl Cluster {
         out
     }
 
-    /// Re-programs every node's iptables from the Services and endpoints (a full sync).
+    /// Re-programs every node's iptables from the Services and endpoints (a full sync), with
+    /// the built-in chain jumps and ip-masq-agent's egress rules.
     pub(crate) fn services_changed(&mut self) {
-        if self.services.list.is_empty() && self.services.slices.is_empty() {
-            return;
-        }
         let slices = self.endpoint_slices();
+        let masq = self.masq_agent_rules();
         for n in 0..self.nodes.len() {
             let node = &self.nodes[n];
             let cfg = ProxyConfig {
@@ -878,8 +877,10 @@ impl Cluster {
             if let Some(nf) = self.netns[ns.idx()].nf.as_mut() {
                 nf.tables.restore(&payload, false).expect("kube-proxy's own payload always parses");
                 nf.tables.restore(base_jumps(), true).expect("the built-in jumps always parse");
+                nf.tables.restore(&masq, true).expect("ip-masq-agent's rules always parse");
             }
         }
+        self.sync_lbs();
     }
 
     /// Resolves `svc/NS/NAME` and a port (number or name) to ClusterIP:port.

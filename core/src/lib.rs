@@ -28,9 +28,11 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod cloud;
 pub mod cluster;
 pub mod demo;
 pub mod ids;
+pub mod ingress;
 pub mod kube_proxy;
 pub mod net;
 mod sim;

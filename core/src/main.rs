@@ -150,7 +150,8 @@ fn demo(o: &Opts) -> Result<u8, String> {
     );
     let mut ok = true;
     for r in &results {
-        println!("== Figures {}: {} ==", r.scenario.figures, r.scenario.title);
+        let fig = if r.scenario.figures.contains('-') { "Figures" } else { "Figure" };
+        println!("== {fig} {}: {} ==", r.scenario.figures, r.scenario.title);
         println!("   {}", r.scenario.story);
         print!("{}", r.trace.render(o.full));
         if r.scenario.figures == "1-3" {

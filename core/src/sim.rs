@@ -290,8 +290,14 @@ impl Cluster {
                 )
             }
         };
+        let alb = self.edge.albs.iter().find(|a| a.netns == ns);
         for &(proto, port) in n.ports.keys() {
-            stack.serve(proto, port);
+            if alb.is_none() {
+                stack.serve(proto, port);
+            }
+        }
+        if let Some(a) = alb {
+            stack.serve_l7(80, a.rules.clone());
         }
         self.netns[ns.idx()].stack = Some(Box::new(stack));
     }

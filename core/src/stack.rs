@@ -168,6 +168,34 @@ pub(crate) struct Stack {
     pub(crate) clients: Vec<Client>,
     /// IP packets that crossed `lo` since the last drain (for the trace).
     pub(crate) lo_log: Vec<Vec<u8>>,
+    /// An L7 proxy (the ALB), if this stack runs one.
+    pub(crate) l7: Option<L7App>,
+}
+
+/// An L7 HTTP proxy: terminates client connections on `port`, routes each request by its
+/// listener rules, opens its own connection to a target and relays the response.
+pub(crate) struct L7App {
+    port: u16,
+    rules: Vec<crate::ingress::AlbRule>,
+    conns: Vec<L7Conn>,
+    next_port: u16,
+    rr: usize,
+}
+
+#[derive(Debug)]
+enum Stage {
+    Reading,
+    Connecting(Vec<u8>),
+    Relaying,
+    Closing,
+}
+
+#[derive(Debug)]
+struct L7Conn {
+    front: SocketHandle,
+    back: Option<SocketHandle>,
+    buf: Vec<u8>,
+    stage: Stage,
 }
 
 const LISTEN_POOL: usize = 4;
@@ -205,6 +233,7 @@ impl Stack {
             udp_servers: Vec::new(),
             clients: Vec::new(),
             lo_log: Vec::new(),
+            l7: None,
         }
     }
 
@@ -233,6 +262,7 @@ impl Stack {
             udp_servers: Vec::new(),
             clients: Vec::new(),
             lo_log: Vec::new(),
+            l7: None,
         }
     }
 
@@ -275,6 +305,183 @@ impl Stack {
                 let _ = s.bind(port);
                 let handle = iface.sockets.add(s);
                 self.udp_servers.push(UdpServer { handle, side });
+            }
+        }
+    }
+
+    /// Runs an L7 proxy on `port` with these listener rules (already ordered).
+    pub(crate) fn serve_l7(&mut self, port: u16, rules: Vec<crate::ingress::AlbRule>) {
+        let mut conns = Vec::new();
+        for _ in 0..LISTEN_POOL {
+            let mut s = tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; 16384]),
+                tcp::SocketBuffer::new(vec![0; 16384]),
+            );
+            let _ = s.listen(port);
+            let front = self.main.sockets.add(s);
+            conns.push(L7Conn { front, back: None, buf: Vec::new(), stage: Stage::Reading });
+        }
+        self.l7 = Some(L7App { port, rules, conns, next_port: 40000, rr: 0 });
+    }
+
+    fn run_l7(&mut self) {
+        let Some(app) = self.l7.as_mut() else { return };
+        let sockets = &mut self.main.sockets;
+        let cx = self.main.iface.context();
+        for c in &mut app.conns {
+            let mut chunk = [0u8; 4096];
+            match std::mem::replace(&mut c.stage, Stage::Closing) {
+                Stage::Reading => {
+                    let f = sockets.get_mut::<tcp::Socket>(c.front);
+                    while f.can_recv() {
+                        match f.recv_slice(&mut chunk) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => c.buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let client = match f.remote_endpoint().map(|e| e.addr) {
+                        Some(IpAddress::Ipv4(a)) => a,
+                        _ => Ipv4Address::UNSPECIFIED,
+                    };
+                    c.stage = if c.buf.is_empty() {
+                        Stage::Reading
+                    } else {
+                        match crate::ingress::parse_request(&c.buf) {
+                            crate::ingress::Parsed::Partial => Stage::Reading,
+                            crate::ingress::Parsed::Malformed(_) => {
+                                let _ = f.send_slice(&crate::ingress::status_response(
+                                    400,
+                                    "Bad Request",
+                                ));
+                                f.close();
+                                Stage::Closing
+                            }
+                            crate::ingress::Parsed::Complete(req) => {
+                                match crate::ingress::route(
+                                    &app.rules,
+                                    req.host.as_deref(),
+                                    &req.path,
+                                ) {
+                                    None => {
+                                        let _ = f.send_slice(&crate::ingress::status_response(
+                                            404,
+                                            "Not Found",
+                                        ));
+                                        f.close();
+                                        Stage::Closing
+                                    }
+                                    Some(r) if r.targets.is_empty() => {
+                                        let _ = f.send_slice(&crate::ingress::status_response(
+                                            503,
+                                            "Service Temporarily Unavailable",
+                                        ));
+                                        f.close();
+                                        Stage::Closing
+                                    }
+                                    Some(r) => {
+                                        let (ip, port) = r.targets[app.rr % r.targets.len()];
+                                        app.rr += 1;
+                                        let mut b = tcp::Socket::new(
+                                            tcp::SocketBuffer::new(vec![0; 16384]),
+                                            tcp::SocketBuffer::new(vec![0; 16384]),
+                                        );
+                                        b.set_timeout(Some(smoltcp::time::Duration::from_secs(10)));
+                                        let local = app.next_port;
+                                        app.next_port = if app.next_port >= 60999 {
+                                            32768
+                                        } else {
+                                            app.next_port + 1
+                                        };
+                                        match b.connect(cx, (IpAddress::Ipv4(ip), port), local) {
+                                            Ok(()) => {
+                                                c.back = Some(sockets.add(b));
+                                                Stage::Connecting(crate::ingress::forwarded(
+                                                    &req, client, app.port,
+                                                ))
+                                            }
+                                            Err(_) => {
+                                                let f = sockets.get_mut::<tcp::Socket>(c.front);
+                                                let _ =
+                                                    f.send_slice(&crate::ingress::status_response(
+                                                        502,
+                                                        "Bad Gateway",
+                                                    ));
+                                                f.close();
+                                                Stage::Closing
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    };
+                }
+                Stage::Connecting(req) => {
+                    let back = c.back.expect("connecting has a back socket");
+                    let b = sockets.get_mut::<tcp::Socket>(back);
+                    c.stage = match b.state() {
+                        tcp::State::Established => {
+                            let _ = b.send_slice(&req);
+                            Stage::Relaying
+                        }
+                        tcp::State::Closed | tcp::State::TimeWait => {
+                            let f = sockets.get_mut::<tcp::Socket>(c.front);
+                            let _ =
+                                f.send_slice(&crate::ingress::status_response(502, "Bad Gateway"));
+                            f.close();
+                            Stage::Closing
+                        }
+                        _ => Stage::Connecting(req),
+                    };
+                }
+                Stage::Relaying => {
+                    let back = c.back.expect("relaying has a back socket");
+                    let mut data = Vec::new();
+                    let b = sockets.get_mut::<tcp::Socket>(back);
+                    while b.can_recv() {
+                        match b.recv_slice(&mut chunk) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => data.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let finished = !b.may_recv();
+                    if finished {
+                        b.close();
+                    }
+                    let f = sockets.get_mut::<tcp::Socket>(c.front);
+                    if !data.is_empty() {
+                        let _ = f.send_slice(&data);
+                    }
+                    c.stage = if finished {
+                        f.close();
+                        Stage::Closing
+                    } else {
+                        Stage::Relaying
+                    };
+                }
+                Stage::Closing => {
+                    let f = sockets.get_mut::<tcp::Socket>(c.front);
+                    if f.state() == tcp::State::CloseWait {
+                        f.close();
+                    }
+                    let front_done = f.state() == tcp::State::Closed;
+                    let back_done = c.back.is_none_or(|b| {
+                        matches!(
+                            sockets.get::<tcp::Socket>(b).state(),
+                            tcp::State::Closed | tcp::State::TimeWait
+                        )
+                    });
+                    if front_done && back_done {
+                        if let Some(b) = c.back.take() {
+                            sockets.remove(b);
+                        }
+                        c.buf.clear();
+                        let _ = sockets.get_mut::<tcp::Socket>(c.front).listen(app.port);
+                        c.stage = Stage::Reading;
+                    } else {
+                        c.stage = Stage::Closing;
+                    }
+                }
             }
         }
     }
@@ -411,6 +618,7 @@ impl Stack {
     }
 
     fn run_apps(&mut self, now: Instant) {
+        self.run_l7();
         let name = self.name.clone();
         for i in 0..self.tcp_servers.len() {
             let (side, handle, port) =

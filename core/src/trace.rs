@@ -360,6 +360,9 @@ pub struct Trace {
     pub reason: Option<String>,
     /// Human explanation of `reason`.
     pub reason_text: Option<String>,
+    /// HTTP flows: the status code of the response the client received.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
     /// Probability of this outcome (set by enumerations of all outcomes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probability: Option<f64>,
@@ -402,6 +405,10 @@ pub(crate) struct Recorder {
     proto: Proto,
     client_idx: usize,
     pub(crate) server_hit: Option<(NetnsId, String, Proto, u16)>,
+    /// L7 hops (ALBs) with their listener port: intermediaries, not servers.
+    proxies: Vec<(NetnsId, u16)>,
+    /// The first L7 hop the request reached, and the source it saw.
+    proxy_hit: Option<(NetnsId, String)>,
     reply_from: Option<String>,
     drops: Vec<(Tag, &'static str, String)>,
     reject: Option<RejectWith>,
@@ -487,6 +494,14 @@ impl Recorder {
     /// The direction of a packet a host in `ns` sends: the client's own socket sends
     /// requests; everything else (servers, ICMP errors) answers.
     pub(crate) fn dir_of_sent(&self, ns: NetnsId, frame_ip: Option<&[u8]>) -> Dir {
+        if let Some((_, port)) = self.proxies.iter().find(|(p, _)| *p == ns) {
+            // Answers to the client leave from the listener port; the rest is the proxy's own
+            // request to a target.
+            return match frame_ip.and_then(|ip| packet::parse(ip).ok()) {
+                Some(i) if i.tuple.sport == *port => Dir::Reply,
+                _ => Dir::Request,
+            };
+        }
         if ns != self.client_ns {
             return Dir::Reply;
         }
@@ -545,6 +560,12 @@ impl Recorder {
                 } else {
                     format!("{}:{}", t.src, t.sport)
                 });
+            }
+            return;
+        }
+        if self.proxies.iter().any(|(p, _)| *p == ns) {
+            if tag.dir == Dir::Request && self.proxy_hit.is_none() {
+                self.proxy_hit = Some((ns, format!("{}:{}", t.src, t.sport)));
             }
             return;
         }
@@ -632,12 +653,16 @@ impl Cluster {
         };
         let payload = match opts.proto {
             FlowProto::Http => {
-                let mut req = format!(
-                    "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: podnet\r\n",
-                    opts.path,
-                    to_host(to)
-                );
-                for (k, v) in &opts.headers {
+                let path = url_path(to).unwrap_or(&opts.path);
+                let host = opts
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_else(|| to_host(to));
+                let mut req =
+                    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: podnet\r\n");
+                for (k, v) in opts.headers.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("host")) {
                     let _ = write!(req, "{k}: {v}\r\n");
                 }
                 req.push_str("\r\n");
@@ -675,6 +700,8 @@ impl Cluster {
             proto,
             client_idx,
             server_hit: None,
+            proxies: self.edge.albs.iter().map(|a| (a.netns, 80)).collect(),
+            proxy_hit: None,
             reply_from: None,
             drops: Vec::new(),
             reject: None,
@@ -688,14 +715,24 @@ impl Cluster {
         let rec = self.sim.rec.take().expect("recorder set above");
         self.sim.active.clear();
         result?;
-        let client = {
+        let (client, http_status) = {
             let st = self.netns[src.ns.idx()].stack.as_mut().expect("ensured");
             let c = &st.clients[client_idx];
-            (c.done, c.ok, c.refused)
+            let status = (opts.proto == FlowProto::Http)
+                .then(|| {
+                    c.response
+                        .get(9..12)
+                        .and_then(|b| std::str::from_utf8(b).ok())
+                        .and_then(|s| s.parse().ok())
+                })
+                .flatten();
+            ((c.done, c.ok, c.refused), status)
         };
         // Forget the finished client's socket state in the result; its socket lingers in
         // TIME_WAIT inside the stack as it would in the kernel.
-        Ok(self.conclude(from, to, opts.proto, src.ip, sport, started, rec, client))
+        let mut t = self.conclude(from, to, opts.proto, src.ip, sport, started, rec, client);
+        t.http_status = http_status;
+        Ok(t)
     }
 
     fn run_flow(
@@ -765,11 +802,18 @@ impl Cluster {
         let delivered = rec.server_hit.as_ref().filter(|(ns, _, p, port)| {
             *p == Proto::ICMP || self.netns[ns.idx()].ports.contains_key(&(*p, *port))
         });
-        let delivered_to = delivered.map(|(ns, ..)| self.owner_name(*ns));
-        let server_saw = delivered.map(|(_, saw, ..)| saw.clone());
+        let mut delivered_to = delivered.map(|(ns, ..)| self.owner_name(*ns));
+        let mut server_saw = delivered.map(|(_, saw, ..)| saw.clone());
+        // An L7 hop that answered by itself (404, 400, 502) is where the request ended.
+        let answered_by_proxy = delivered.is_none() && ok && rec.proxy_hit.is_some();
+        if answered_by_proxy {
+            let (ns, saw) = rec.proxy_hit.clone().expect("checked");
+            delivered_to = Some(self.owner_name(ns));
+            server_saw = Some(saw);
+        }
         let first_request_drop =
             rec.drops.iter().find(|(t, ..)| t.dir == Dir::Request).or(rec.drops.first());
-        let (disposition, reason, reason_text) = if delivered.is_some() {
+        let (disposition, reason, reason_text) = if delivered.is_some() || answered_by_proxy {
             (Disposition::Delivered, None, None)
         } else if let Some(w) = rec.reject {
             (
@@ -813,6 +857,7 @@ impl Cluster {
             reply_from: rec.reply_from,
             reason,
             reason_text,
+            http_status: None,
             probability: None,
             started_ms: started.total_millis(),
             ended_ms: self.now.total_millis(),
@@ -855,6 +900,36 @@ impl Cluster {
                 })
                 .unwrap_or(n.ip);
             return Ok(Source { ns: n.netns, side: Side::Main, ip });
+        }
+        if from.starts_with("host/") {
+            let ns = self
+                .netns
+                .iter()
+                .position(|n| n.name == from)
+                .map(|i| NetnsId(i as u32))
+                .ok_or_else(|| TraceError::BadEndpoint {
+                    what: "source",
+                    text: from.into(),
+                    hint: format!(
+                        "hosts: {}",
+                        self.netns
+                            .iter()
+                            .filter(|n| n.name.starts_with("host/"))
+                            .map(|n| n.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                })?;
+            let eth0 = self.netns[ns.idx()]
+                .devs
+                .iter()
+                .find(|d| self.devs[d.idx()].name == "eth0")
+                .copied();
+            let ip = eth0
+                .and_then(|d| self.devs[d.idx()].addrs.first())
+                .map(|a| a.ip())
+                .unwrap_or(Ipv4Addr::UNSPECIFIED);
+            return Ok(Source { ns, side: Side::Main, ip });
         }
         if let Ok(ip) = from.parse::<Ipv4Addr>() {
             if let Some(p) = self.pods.iter().find(|p| p.ip == ip) {
@@ -957,8 +1032,15 @@ impl Cluster {
             rng: self.rng.clone(),
             sim: crate::sim::SimState::default(),
             services: self.services.clone(),
+            edge: self.edge.clone(),
+            inet_segment: self.inet_segment,
         }
     }
+}
+
+fn url_path(to: &str) -> Option<&str> {
+    let rest = to.strip_prefix("http://")?;
+    rest.find('/').map(|i| &rest[i..])
 }
 
 fn to_host(to: &str) -> String {

@@ -1,0 +1,469 @@
+//! The cloud edge, after an AWS VPC as the seed article describes it:
+//!
+//! - an **internet gateway** (its own namespace `igw`) doing 1:1 NAT between each node's
+//!   (and each load balancer's) private address and its public one, with netfilter rules
+//!   (`DNAT` in PREROUTING, `SNAT` in POSTROUTING) so every rewrite is traced like any other;
+//! - **hosts on the internet** (`host/NAME`, smoltcp stacks serving TCP and UDP 80);
+//! - **node egress masquerade** as ip-masq-agent programs it: traffic leaving for anything
+//!   outside the non-masquerade CIDRs (the cluster CIDR and the VPC CIDR) is masqueraded to
+//!   the node's address;
+//! - **cloud L4 load balancers** for LoadBalancer Services, AWS instance mode: the LB picks a
+//!   node per flow (seeded) and sends to `nodeIP:nodePort`, with the LB's private address as
+//!   the source the node sees.
+//!
+//! Differences from AWS, on purpose: the L4 load balancer is modelled as a NAT hop (DNAT to
+//! the node, SNAT to its private address) rather than a TCP-terminating proxy; addresses,
+//! ports and the path are what a full proxy shows, but the TCP handshake runs end to end.
+//! Client-IP preservation (NLB) is not modelled yet.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+use podnet_netfilter::{Netfilter, Proto};
+
+use crate::cluster::{Cluster, DeviceKind, Owner};
+use crate::ids::NetnsId;
+use crate::kube_proxy::{Service, ServicePort, ServiceType, TargetPort};
+use crate::net::route::{Route, RouteProto};
+
+/// The link between the VPC router and the internet gateway.
+const LINK_VPC: Ipv4Addr = Ipv4Addr::new(169, 254, 255, 1);
+const LINK_IGW: Ipv4Addr = Ipv4Addr::new(169, 254, 255, 2);
+
+/// A cloud L4 load balancer in front of a Service's node ports.
+#[derive(Clone, Debug)]
+pub struct CloudLb {
+    /// The Service (`NS/NAME`).
+    pub service: String,
+    /// Public address (through the internet gateway).
+    pub public_ip: Ipv4Addr,
+    /// Private address in the VPC subnet.
+    pub private_ip: Ipv4Addr,
+    /// Its namespace.
+    pub netns: NetnsId,
+}
+
+/// An Application Load Balancer for an Ingress (target type instance).
+#[derive(Clone, Debug)]
+pub struct Alb {
+    /// The Ingress (`NS/NAME`).
+    pub ingress: crate::ingress::Ingress,
+    /// Public address.
+    pub public_ip: Ipv4Addr,
+    /// Private address in the VPC subnet.
+    pub private_ip: Ipv4Addr,
+    /// Its namespace.
+    pub netns: NetnsId,
+    /// Listener rules on port 80, ordered, with their targets.
+    pub rules: Vec<crate::ingress::AlbRule>,
+}
+
+/// The edge's state.
+#[derive(Clone, Debug, Default)]
+pub struct Edge {
+    /// ALBs for Ingresses.
+    pub albs: Vec<Alb>,
+    /// The internet gateway's namespace.
+    pub igw: Option<NetnsId>,
+    /// Public address of each node, by node name.
+    pub public_ips: BTreeMap<String, Ipv4Addr>,
+    /// Load balancers.
+    pub lbs: Vec<CloudLb>,
+    /// The internet segment's subnet.
+    pub internet: Option<Ipv4Network>,
+}
+
+impl Cluster {
+    /// Adds an internet gateway: a router between the VPC and `internet` (e.g.
+    /// 203.0.113.0/24, its own address the subnet's `.254`).
+    pub fn add_internet_gateway(&mut self, internet: Ipv4Network) -> NetnsId {
+        let link = self.add_segment("igw-link");
+        let inet = self.add_segment("internet");
+        let vpc = self.vpc;
+        let vpc1 = self.add_device(vpc, "vpc1", DeviceKind::Ether { segment: link });
+        self.add_addr(vpc1, Ipv4Network::new(LINK_VPC, 30).expect("valid"));
+        self.netns[vpc.idx()].routes.add(Route {
+            dst: "0.0.0.0/0".parse().expect("lit"),
+            via: Some(LINK_IGW),
+            dev: vpc1,
+            src: None,
+            proto: RouteProto::Boot,
+        });
+        let igw = self.add_netns("igw", Owner::Router, true);
+        self.netns[igw.idx()].sysctl.ip_forward = true;
+        self.netns[igw.idx()].nf = Some(Box::new(Netfilter::new(self.cfg.seed ^ 0x1697)));
+        let igw0 = self.add_device(igw, "igw0", DeviceKind::Ether { segment: link });
+        self.add_addr(igw0, Ipv4Network::new(LINK_IGW, 30).expect("valid"));
+        let inet0 = self.add_device(igw, "inet0", DeviceKind::Ether { segment: inet });
+        let gw = Ipv4Addr::from(u32::from(internet.broadcast()) - 1);
+        self.add_addr(inet0, Ipv4Network::new(gw, internet.prefix()).expect("valid"));
+        let subnet = self.cfg.node_subnet;
+        self.netns[igw.idx()].routes.add(Route {
+            dst: subnet,
+            via: Some(LINK_VPC),
+            dev: igw0,
+            src: None,
+            proto: RouteProto::Static,
+        });
+        self.edge.igw = Some(igw);
+        self.edge.internet = Some(internet);
+        self.inet_segment = Some(inet);
+        igw
+    }
+
+    /// Gives a node a public address through the internet gateway (1:1 NAT).
+    pub fn set_public_ip(&mut self, node: &str, ip: Ipv4Addr) -> Result<(), crate::ClusterError> {
+        let id = self.node_id(node)?;
+        self.edge.public_ips.insert(self.nodes[id.idx()].name.clone(), ip);
+        self.sync_igw();
+        Ok(())
+    }
+
+    /// Adds a host on the internet serving TCP and UDP `port` (echo; HTTP gets `200 OK`
+    /// with its name).
+    pub fn add_internet_host(
+        &mut self,
+        name: &str,
+        ip: Ipv4Addr,
+        port: u16,
+    ) -> Result<NetnsId, crate::ClusterError> {
+        let (Some(inet), Some(net)) = (self.inet_segment, self.edge.internet) else {
+            return Err(crate::ClusterError::NotFound {
+                kind: "internet gateway",
+                name: name.into(),
+                hint: ": add one first (add_internet_gateway)".into(),
+            });
+        };
+        if !net.contains(ip) {
+            return Err(crate::ClusterError::OutsideCidr {
+                addr: ip,
+                what: "the internet segment",
+                cidr: net,
+            });
+        }
+        let ns = self.add_netns(&format!("host/{name}"), Owner::Host, false);
+        let eth0 = self.add_device(ns, "eth0", DeviceKind::Ether { segment: inet });
+        self.add_addr(eth0, Ipv4Network::new(ip, net.prefix()).expect("valid"));
+        let gw = Ipv4Addr::from(u32::from(net.broadcast()) - 1);
+        self.netns[ns.idx()].routes.add(Route {
+            dst: "0.0.0.0/0".parse().expect("lit"),
+            via: Some(gw),
+            dev: eth0,
+            src: None,
+            proto: RouteProto::Boot,
+        });
+        self.netns[ns.idx()].ports.insert((Proto::TCP, port), "server".into());
+        self.netns[ns.idx()].ports.insert((Proto::UDP, port), "server".into());
+        Ok(ns)
+    }
+
+    /// Adds a cloud L4 load balancer for a LoadBalancer Service: a namespace on the VPC
+    /// subnet with `private_ip`, published as `public_ip` by the internet gateway, sending
+    /// each flow to a node's nodePort chosen at random (seeded).
+    pub fn add_cloud_lb(
+        &mut self,
+        service: &str,
+        public_ip: Ipv4Addr,
+        private_ip: Ipv4Addr,
+    ) -> Result<(), crate::ClusterError> {
+        let key = service.strip_prefix("svc/").unwrap_or(service).to_string();
+        if !self.services.list.iter().any(|s| format!("{}/{}", s.namespace, s.name) == key) {
+            return Err(crate::ClusterError::NotFound {
+                kind: "service",
+                name: service.into(),
+                hint: String::new(),
+            });
+        }
+        let ns = self.add_netns(&format!("lb/{key}"), Owner::Router, true);
+        self.netns[ns.idx()].sysctl.ip_forward = true;
+        self.netns[ns.idx()].nf =
+            Some(Box::new(Netfilter::new(self.cfg.seed ^ 0x4c42 ^ u64::from(ns.0))));
+        let dev = self.add_device(ns, "lb0", DeviceKind::Ether { segment: self.vpc_subnet });
+        self.add_addr(
+            dev,
+            Ipv4Network::new(private_ip, self.cfg.node_subnet.prefix()).expect("valid"),
+        );
+        let vpc_router = self.cfg.vpc_router;
+        self.netns[ns.idx()].routes.add(Route {
+            dst: "0.0.0.0/0".parse().expect("lit"),
+            via: Some(vpc_router),
+            dev,
+            src: None,
+            proto: RouteProto::Boot,
+        });
+        self.edge.lbs.push(CloudLb { service: key, public_ip, private_ip, netns: ns });
+        self.sync_lbs();
+        self.sync_igw();
+        Ok(())
+    }
+
+    /// Adds an ALB for an Ingress, as the AWS Load Balancer Controller builds it (figure 12):
+    /// one listener (port 80), one target group per Service named by the Ingress (instance
+    /// mode: every node's nodePort), one rule per path, ordered as the controller orders them.
+    pub fn add_alb(
+        &mut self,
+        ingress: crate::ingress::Ingress,
+        public_ip: Ipv4Addr,
+        private_ip: Ipv4Addr,
+    ) -> Result<(), crate::ClusterError> {
+        let ns = self.add_netns(
+            &format!("lb/{}/{}", ingress.namespace, ingress.name),
+            Owner::Host,
+            false,
+        );
+        let dev = self.add_device(ns, "eth0", DeviceKind::Ether { segment: self.vpc_subnet });
+        self.add_addr(
+            dev,
+            Ipv4Network::new(private_ip, self.cfg.node_subnet.prefix()).expect("valid"),
+        );
+        let vpc_router = self.cfg.vpc_router;
+        self.netns[ns.idx()].routes.add(Route {
+            dst: "0.0.0.0/0".parse().expect("lit"),
+            via: Some(vpc_router),
+            dev,
+            src: None,
+            proto: RouteProto::Boot,
+        });
+        self.netns[ns.idx()].ports.insert((Proto::TCP, 80), "listener".into());
+        let rules = self.alb_rules(&ingress)?;
+        self.edge.albs.push(Alb { ingress, public_ip, private_ip, netns: ns, rules });
+        self.sync_igw();
+        Ok(())
+    }
+
+    fn alb_rules(
+        &self,
+        ing: &crate::ingress::Ingress,
+    ) -> Result<Vec<crate::ingress::AlbRule>, crate::ClusterError> {
+        use crate::ingress::{AlbRule, PathType};
+        let mut rules = Vec::new();
+        let target = |svc: &str,
+                      port: &str|
+         -> Result<(String, Vec<(Ipv4Addr, u16)>), crate::ClusterError> {
+            let s = self
+                .services
+                .list
+                .iter()
+                .find(|s| s.namespace == ing.namespace && s.name == svc)
+                .ok_or_else(|| crate::ClusterError::NotFound {
+                    kind: "service",
+                    name: format!(
+                        "{}/{svc} (backend of ingress {}/{})",
+                        ing.namespace, ing.namespace, ing.name
+                    ),
+                    hint: String::new(),
+                })?;
+            let p =
+                s.ports.iter().find(|p| p.name == port || p.port.to_string() == port).ok_or_else(
+                    || crate::ClusterError::NotFound {
+                        kind: "service port",
+                        name: format!("{}/{svc}:{port}", ing.namespace),
+                        hint: String::new(),
+                    },
+                )?;
+            if p.node_port == 0 {
+                return Err(crate::ClusterError::NotFound {
+                    kind: "nodePort",
+                    name: format!("{}/{svc}:{port}", ing.namespace),
+                    hint: ": target type instance needs a NodePort or LoadBalancer Service".into(),
+                });
+            }
+            Ok((
+                format!("{}/{svc}:{port}", ing.namespace),
+                self.nodes.iter().map(|n| (n.ip, p.node_port)).collect(),
+            ))
+        };
+        for r in &ing.rules {
+            for p in &r.paths {
+                let (tg, targets) = target(&p.service, &p.port)?;
+                rules.push(AlbRule {
+                    host: r.host.clone(),
+                    path: p.path.clone(),
+                    path_type: p.path_type,
+                    target_group: tg,
+                    targets,
+                });
+            }
+        }
+        crate::ingress::order_rules(&mut rules);
+        if let Some((svc, port)) = &ing.default_backend {
+            let (tg, targets) = target(svc, port)?;
+            rules.push(AlbRule {
+                host: None,
+                path: "/*".into(),
+                path_type: PathType::ImplementationSpecific,
+                target_group: tg,
+                targets,
+            });
+        }
+        Ok(rules)
+    }
+
+    /// Re-programs the internet gateway's 1:1 NAT from the public addresses.
+    pub(crate) fn sync_igw(&mut self) {
+        let Some(igw) = self.edge.igw else { return };
+        let mut pairs: Vec<(String, Ipv4Addr, Ipv4Addr)> = Vec::new();
+        for n in &self.nodes {
+            if let Some(p) = self.edge.public_ips.get(&n.name) {
+                pairs.push((format!("node {}", n.name), n.ip, *p));
+            }
+        }
+        for lb in &self.edge.lbs {
+            pairs.push((format!("load balancer of {}", lb.service), lb.private_ip, lb.public_ip));
+        }
+        for alb in &self.edge.albs {
+            pairs.push((
+                format!("ALB of ingress {}/{}", alb.ingress.namespace, alb.ingress.name),
+                alb.private_ip,
+                alb.public_ip,
+            ));
+        }
+        let mut text = String::from("*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n");
+        for (who, private, public) in &pairs {
+            let _ = writeln!(
+                text,
+                "-A PREROUTING -d {public} -m comment --comment \"igw: public IP of {who}\" -j DNAT --to-destination {private}"
+            );
+        }
+        for (who, private, public) in &pairs {
+            let _ = writeln!(
+                text,
+                "-A POSTROUTING -s {private} -o inet0 -m comment --comment \"igw: public IP of {who}\" -j SNAT --to-source {public}"
+            );
+        }
+        text.push_str("COMMIT\n");
+        // The public addresses live on inet0, so the gateway answers ARP for them.
+        let inet0 = self.netns[igw.idx()]
+            .devs
+            .iter()
+            .copied()
+            .find(|d| self.devs[d.idx()].name == "inet0")
+            .expect("igw has inet0");
+        for (_, _, public) in &pairs {
+            if !self.devs[inet0.idx()].addrs.iter().any(|a| a.ip() == *public) {
+                self.devs[inet0.idx()].addrs.push(Ipv4Network::new(*public, 32).expect("valid"));
+            }
+        }
+        if let Some(nf) = self.netns[igw.idx()].nf.as_mut() {
+            nf.tables.restore(&text, false).expect("generated gateway rules parse");
+        }
+    }
+
+    /// Re-programs every cloud load balancer's targets (every node's nodePort).
+    pub(crate) fn sync_lbs(&mut self) {
+        for lb in self.edge.lbs.clone() {
+            let Some(svc) = self
+                .services
+                .list
+                .iter()
+                .find(|s| format!("{}/{}", s.namespace, s.name) == lb.service)
+            else {
+                continue;
+            };
+            let mut text = String::from(
+                "*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:LB-TARGETS - [0:0]\n",
+            );
+            let nodes: Vec<Ipv4Addr> = self.nodes.iter().map(|n| n.ip).collect();
+            for p in svc.ports.iter().filter(|p| p.node_port != 0) {
+                let proto = p.protocol;
+                let chain = format!("LB-{}-{}", proto.to_string().to_uppercase(), p.port);
+                let _ = writeln!(text, ":{chain} - [0:0]");
+                let _ = writeln!(
+                    text,
+                    "-A PREROUTING -d {} -p {proto} -m {proto} --dport {} -m comment --comment \"{} listener {proto}/{}\" -j {chain}",
+                    lb.private_ip, p.port, lb.service, p.port
+                );
+                let n = nodes.len();
+                for (i, ip) in nodes.iter().enumerate() {
+                    let stat = if i + 1 < n {
+                        format!(
+                            " -m statistic --mode random --probability {:.10}",
+                            1.0 / (n - i) as f64
+                        )
+                    } else {
+                        String::new()
+                    };
+                    let _ = writeln!(
+                        text,
+                        "-A {chain} -m comment --comment \"target {ip}:{}\"{stat} -j DNAT --to-destination {ip}:{}",
+                        p.node_port, p.node_port
+                    );
+                }
+            }
+            // Instance mode: the node sees the load balancer as the source.
+            let _ = writeln!(
+                text,
+                "-A POSTROUTING -m conntrack --ctstate DNAT -m comment --comment \"{}: source is the load balancer\" -j SNAT --to-source {}",
+                lb.service, lb.private_ip
+            );
+            text.push_str("COMMIT\n");
+            if let Some(nf) = self.netns[lb.netns.idx()].nf.as_mut() {
+                nf.tables.restore(&text, false).expect("generated load balancer rules parse");
+            }
+        }
+    }
+
+    /// ip-masq-agent's rules for a node: masquerade everything leaving for destinations
+    /// outside the non-masquerade CIDRs.
+    pub(crate) fn masq_agent_rules(&self) -> String {
+        format!(
+            "*nat\n:IP-MASQ-AGENT - [0:0]\n\
+-A POSTROUTING -m comment --comment \"ip-masq-agent: ensure nat POSTROUTING directs all non-LOCAL destination traffic to our custom IP-MASQ-AGENT chain\" -m addrtype ! --dst-type LOCAL -j IP-MASQ-AGENT\n\
+-A IP-MASQ-AGENT -d {} -m comment --comment \"ip-masq-agent: local traffic is not subject to MASQUERADE\" -j RETURN\n\
+-A IP-MASQ-AGENT -d {} -m comment --comment \"ip-masq-agent: local traffic is not subject to MASQUERADE\" -j RETURN\n\
+-A IP-MASQ-AGENT -m comment --comment \"ip-masq-agent: outbound traffic is subject to MASQUERADE (must be last in chain)\" -j MASQUERADE\n\
+COMMIT\n",
+            self.cfg.cluster_cidr, self.cfg.node_subnet
+        )
+    }
+
+    /// The seed's edge: public node IPs, the internet host, Service `default/api` with its
+    /// cloud load balancer.
+    pub(crate) fn seed_edge(&mut self) {
+        self.add_internet_gateway("203.0.113.0/24".parse().expect("lit"));
+        for (i, n) in ["node1", "node2", "node3"].iter().enumerate() {
+            self.set_public_ip(n, Ipv4Addr::new(203, 0, 113, 1 + i as u8)).expect("seed node");
+        }
+        self.add_internet_host("internet", Ipv4Addr::new(203, 0, 113, 10), 80).expect("seed host");
+        let mut api = Service::cluster_ip("default", "api", Ipv4Addr::new(10, 96, 0, 20));
+        api.kind = ServiceType::LoadBalancer;
+        api.selector = Some(BTreeMap::from([("app".to_string(), "api".to_string())]));
+        api.ports = vec![ServicePort {
+            name: "http".into(),
+            protocol: Proto::TCP,
+            port: 80,
+            target_port: TargetPort::Number(8080),
+            node_port: 30080,
+        }];
+        self.add_service(api).expect("seed service");
+        self.add_cloud_lb(
+            "svc/default/api",
+            Ipv4Addr::new(203, 0, 113, 100),
+            Ipv4Addr::new(192, 168, 0, 100),
+        )
+        .expect("seed lb");
+        use crate::ingress::{Ingress, IngressPath, IngressRule, PathType};
+        let path = |p: &str, svc: &str| IngressPath {
+            path: p.into(),
+            path_type: PathType::Prefix,
+            service: svc.into(),
+            port: "80".into(),
+        };
+        let shop = Ingress {
+            namespace: "default".into(),
+            name: "shop".into(),
+            rules: vec![
+                IngressRule { host: None, paths: vec![path("/web", "web"), path("/api", "api")] },
+                IngressRule {
+                    host: Some("shop.example.com".into()),
+                    paths: vec![path("/", "web")],
+                },
+            ],
+            default_backend: None,
+        };
+        self.add_alb(shop, Ipv4Addr::new(203, 0, 113, 200), Ipv4Addr::new(192, 168, 0, 200))
+            .expect("seed alb");
+    }
+}

@@ -1,0 +1,275 @@
+//! Ingress and the AWS ALB model: Ingress objects become listener rules ordered as the AWS
+//! Load Balancer Controller orders them, and an L7 hop that parses real HTTP/1.1 requests
+//! (with `httparse`), picks a rule and a target, and rewrites the request for the backend.
+//!
+//! Rule order: Exact paths before Prefix paths, longer prefixes first, then
+//! ImplementationSpecific paths (ALB wildcards) in manifest order. Prefix matching is
+//! element-wise: `/foo` matches `/foo` and `/foo/bar`, not `/foobar`. A rule with a host only
+//! matches that `Host:` (port stripped, case-insensitive).
+
+use std::net::Ipv4Addr;
+
+/// `pathType`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum PathType {
+    /// Exact match.
+    Exact,
+    /// Element-wise prefix.
+    Prefix,
+    /// Implementation specific (ALB: `*` and `?` wildcards).
+    ImplementationSpecific,
+}
+
+/// One path of an Ingress rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IngressPath {
+    /// The path.
+    pub path: String,
+    /// Its type.
+    pub path_type: PathType,
+    /// Backend Service name (same namespace).
+    pub service: String,
+    /// Backend Service port (number or name).
+    pub port: String,
+}
+
+/// One rule of an Ingress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IngressRule {
+    /// `host`, if any.
+    pub host: Option<String>,
+    /// Paths.
+    pub paths: Vec<IngressPath>,
+}
+
+/// An Ingress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ingress {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Rules, in manifest order.
+    pub rules: Vec<IngressRule>,
+    /// `defaultBackend` (Service, port).
+    pub default_backend: Option<(String, String)>,
+}
+
+/// A listener rule with its target group's targets (nodeIP:nodePort in instance mode).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlbRule {
+    /// Host condition.
+    pub host: Option<String>,
+    /// Path condition.
+    pub path: String,
+    /// Its type.
+    pub path_type: PathType,
+    /// `NS/NAME:PORT` of the target group's Service.
+    pub target_group: String,
+    /// Targets.
+    pub targets: Vec<(Ipv4Addr, u16)>,
+}
+
+/// Orders rules as the AWS Load Balancer Controller does (stable within a class).
+pub fn order_rules(rules: &mut [AlbRule]) {
+    rules.sort_by_key(|r| match r.path_type {
+        PathType::Exact => (0, 0),
+        PathType::Prefix => (1, usize::MAX - r.path.trim_end_matches('/').len()),
+        PathType::ImplementationSpecific => (2, 0),
+    });
+}
+
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    let p: Vec<&str> = prefix.split('/').filter(|s| !s.is_empty()).collect();
+    let q: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    q.len() >= p.len() && p.iter().zip(&q).all(|(a, b)| a == b)
+}
+
+fn wildcard(pattern: &str, s: &str) -> bool {
+    let (p, s): (Vec<char>, Vec<char>) = (pattern.chars().collect(), s.chars().collect());
+    // Iterative glob match with '*' and '?'.
+    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
+    while j < s.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == s[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some(i);
+            mark = j;
+            i += 1;
+        } else if let Some(st) = star {
+            i = st + 1;
+            mark += 1;
+            j = mark;
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|c| *c == '*')
+}
+
+/// The first rule that matches `host` and `path`.
+pub fn route<'a>(rules: &'a [AlbRule], host: Option<&str>, path: &str) -> Option<&'a AlbRule> {
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    let host = host.map(|h| h.split(':').next().unwrap_or(h).to_ascii_lowercase());
+    rules.iter().find(|r| {
+        let host_ok = r.host.as_ref().is_none_or(|want| {
+            host.as_deref().is_some_and(|h| wildcard(&want.to_ascii_lowercase(), h))
+        });
+        let path_ok = match r.path_type {
+            PathType::Exact => r.path == path,
+            PathType::Prefix => prefix_matches(&r.path, path),
+            PathType::ImplementationSpecific => wildcard(&r.path, path),
+        };
+        host_ok && path_ok
+    })
+}
+
+/// A parsed request head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// Method.
+    pub method: String,
+    /// Request target (path).
+    pub path: String,
+    /// `Host:`.
+    pub host: Option<String>,
+    /// Header block length in bytes.
+    pub head_len: usize,
+    /// Headers, in order.
+    pub headers: Vec<(String, String)>,
+}
+
+/// The result of reading a request from a buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// More bytes are needed.
+    Partial,
+    /// A complete request head.
+    Complete(Request),
+    /// Not HTTP/1.x: answer 400.
+    Malformed(String),
+}
+
+/// Parses an HTTP/1.x request head.
+pub fn parse_request(buf: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Partial) => {
+            if buf.len() > 64 * 1024 {
+                Parsed::Malformed("request head larger than 64 KiB".into())
+            } else {
+                Parsed::Partial
+            }
+        }
+        Ok(httparse::Status::Complete(n)) => {
+            let hs: Vec<(String, String)> = req
+                .headers
+                .iter()
+                .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                .collect();
+            let host =
+                hs.iter().find(|(k, _)| k.eq_ignore_ascii_case("host")).map(|(_, v)| v.clone());
+            Parsed::Complete(Request {
+                method: req.method.unwrap_or("GET").to_string(),
+                path: req.path.unwrap_or("/").to_string(),
+                host,
+                head_len: n,
+                headers: hs,
+            })
+        }
+        Err(e) => Parsed::Malformed(e.to_string()),
+    }
+}
+
+/// The request as the ALB sends it to a target: `X-Forwarded-For/-Proto/-Port` added,
+/// `Connection: close`.
+pub fn forwarded(req: &Request, client: Ipv4Addr, port: u16) -> Vec<u8> {
+    let mut s = format!("{} {} HTTP/1.1\r\n", req.method, req.path);
+    let mut xff = None;
+    for (k, v) in &req.headers {
+        if k.eq_ignore_ascii_case("x-forwarded-for") {
+            xff = Some(v.clone());
+            continue;
+        }
+        if k.eq_ignore_ascii_case("connection")
+            || k.eq_ignore_ascii_case("x-forwarded-proto")
+            || k.eq_ignore_ascii_case("x-forwarded-port")
+        {
+            continue;
+        }
+        s.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let xff = match xff {
+        Some(prev) => format!("{prev}, {client}"),
+        None => client.to_string(),
+    };
+    s.push_str(&format!("X-Forwarded-For: {xff}\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: {port}\r\nConnection: close\r\n\r\n"));
+    s.into_bytes()
+}
+
+/// An ALB-generated response (`400`, `404`, `502`).
+pub fn status_response(code: u16, reason: &str) -> Vec<u8> {
+    let body = format!("{code} {reason}\n");
+    format!("HTTP/1.1 {code} {reason}\r\nServer: awselb/2.0\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(host: Option<&str>, path: &str, t: PathType, tg: &str) -> AlbRule {
+        AlbRule {
+            host: host.map(str::to_string),
+            path: path.into(),
+            path_type: t,
+            target_group: tg.into(),
+            targets: vec![],
+        }
+    }
+
+    #[test]
+    fn lbc_order_and_element_wise_prefix() {
+        let mut rules = vec![
+            rule(None, "/api", PathType::Prefix, "api"),
+            rule(Some("shop.example.com"), "/", PathType::Prefix, "web"),
+            rule(None, "/api/v1", PathType::Prefix, "v1"),
+            rule(None, "/health", PathType::Exact, "health"),
+            rule(None, "/img/*.png", PathType::ImplementationSpecific, "img"),
+        ];
+        order_rules(&mut rules);
+        let order: Vec<&str> = rules.iter().map(|r| r.target_group.as_str()).collect();
+        assert_eq!(order, vec!["health", "v1", "api", "web", "img"]);
+        let tg = |h: Option<&str>, p: &str| route(&rules, h, p).map(|r| r.target_group.as_str());
+        assert_eq!(tg(None, "/api/v1/users"), Some("v1"));
+        assert_eq!(tg(None, "/api"), Some("api"));
+        assert_eq!(tg(None, "/apix"), None, "element-wise: /api does not match /apix");
+        assert_eq!(tg(Some("SHOP.example.com:80"), "/apix"), Some("web"));
+        assert_eq!(tg(None, "/health"), Some("health"));
+        assert_eq!(tg(None, "/health/x"), None);
+        assert_eq!(tg(None, "/img/a/b.png"), Some("img"));
+    }
+
+    #[test]
+    fn malformed_requests_are_reported() {
+        assert!(matches!(parse_request(b"GET / HTTP/1.1\r\nHost: x\r\n"), Parsed::Partial));
+        assert!(matches!(parse_request(b"\x00\x01 garbage\r\n\r\n"), Parsed::Malformed(_)));
+        assert!(
+            matches!(parse_request(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"), Parsed::Complete(r) if r.path == "/a" && r.host.as_deref() == Some("x"))
+        );
+    }
+
+    #[test]
+    fn forwarded_request_carries_x_forwarded_for() {
+        let Parsed::Complete(r) =
+            parse_request(b"GET /web HTTP/1.1\r\nHost: shop\r\nConnection: keep-alive\r\n\r\n")
+        else {
+            panic!()
+        };
+        let f = String::from_utf8(forwarded(&r, Ipv4Addr::new(203, 0, 113, 10), 80)).unwrap();
+        assert!(f.starts_with("GET /web HTTP/1.1\r\nHost: shop\r\n"));
+        assert!(f.contains("X-Forwarded-For: 203.0.113.10\r\n"));
+        assert!(f.contains("Connection: close\r\n") && !f.contains("keep-alive"));
+    }
+}

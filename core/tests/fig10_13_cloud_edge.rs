@@ -1,0 +1,178 @@
+//! Seed figures 10-13: egress through masquerade and the internet gateway, a cloud load
+//! balancer, NodePorts, and an Ingress on an ALB.
+
+mod common;
+
+use podnet::trace::{Dir, FlowProto, TraceOptions};
+use podnet::{Cluster, Disposition};
+
+fn http(headers: &[(&str, &str)]) -> TraceOptions {
+    TraceOptions {
+        proto: FlowProto::Http,
+        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..TraceOptions::default()
+    }
+}
+
+fn nat_hops(t: &podnet::Trace, dir: Dir) -> Vec<(String, String)> {
+    t.hops
+        .iter()
+        .filter(|h| h.action == "nat" && h.direction == dir)
+        .map(|h| (h.netns.clone(), h.detail.clone()))
+        .collect()
+}
+
+#[test]
+fn fig10_pod_egress_is_masqueraded_then_mapped_by_the_gateway() {
+    let mut c = Cluster::seed();
+    let t = c.trace("pod/default/pod2", "203.0.113.10:80", &common::tcp()).unwrap();
+    assert!(t.completed, "{}", t.render(true));
+    assert_eq!(t.delivered_to.as_deref(), Some("host/internet"));
+    assert!(t.server_saw.as_deref().unwrap().starts_with("203.0.113.1:"), "{:?}", t.server_saw);
+    assert_eq!(t.reply_from.as_deref(), Some("203.0.113.10:80"));
+    let syn = common::first_packet(&t, Dir::Request, "tcp");
+    let nats: Vec<_> = common::hops(&t, syn)
+        .into_iter()
+        .filter(|h| h.action == "nat")
+        .map(|h| (h.netns.clone(), h.detail.clone()))
+        .collect();
+    assert_eq!(nats.len(), 2, "{nats:?}");
+    assert_eq!(nats[0].0, "node1");
+    assert!(
+        nats[0].1.starts_with("SNAT 10.244.1.3:") && nats[0].1.contains("-> 192.168.0.1:"),
+        "{nats:?}"
+    );
+    assert_eq!(nats[1].0, "igw");
+    assert!(
+        nats[1].1.starts_with("SNAT 192.168.0.1:") && nats[1].1.contains("-> 203.0.113.1:"),
+        "{nats:?}"
+    );
+    // The masquerade came from ip-masq-agent's chain.
+    assert!(common::hops(&t, syn).iter().any(|h| h.chain.as_deref() == Some("IP-MASQ-AGENT")
+        && h.rule.as_deref().is_some_and(|r| r.ends_with("-j MASQUERADE"))));
+    // Every rewrite is undone on the way back, each layer restoring what it changed.
+    let back = nat_hops(&t, Dir::Reply);
+    assert!(back.iter().any(|(n, d)| n == "igw" && d.contains("-> 192.168.0.1:")), "{back:?}");
+    assert!(back.iter().any(|(n, d)| n == "node1" && d.contains("-> 10.244.1.3:")), "{back:?}");
+}
+
+#[test]
+fn fig11_load_balancer_spreads_flows_over_nodes_and_node3_forwards_to_pod4() {
+    let through = |node_ip: &'static str| {
+        move |t: &podnet::Trace| {
+            t.hops.iter().any(|h| {
+                h.netns == "lb/default/api"
+                    && h.detail.starts_with("DNAT")
+                    && h.detail.contains(&format!("-> {node_ip}:30080"))
+            })
+        }
+    };
+    let (_, _, t) = common::find_seed(
+        "host/internet",
+        "203.0.113.100:80",
+        &common::tcp(),
+        through("192.168.0.3"),
+    );
+    assert!(t.completed, "{}", t.render(true));
+    assert_eq!(t.delivered_to.as_deref(), Some("pod/default/pod4"));
+    assert_eq!(
+        t.reply_from.as_deref(),
+        Some("203.0.113.100:80"),
+        "the client only sees the load balancer"
+    );
+    // node3 runs no backend: kube-proxy there DNATs to pod4 on node2.
+    assert!(
+        t.hops.iter().any(|h| h.netns == "node3"
+            && h.detail.starts_with("DNAT 192.168.0.3:30080 -> 10.244.2.3:8080")),
+        "{}",
+        t.render(true)
+    );
+    assert!(
+        t.server_saw.as_deref().unwrap().starts_with("192.168.0.3:"),
+        "node3 masquerades to its eth0 address: {:?}",
+        t.server_saw
+    );
+    // Over seeds, every node gets flows.
+    for ip in ["192.168.0.1", "192.168.0.2"] {
+        common::find_seed("host/internet", "203.0.113.100:80", &common::tcp(), through(ip));
+    }
+}
+
+#[test]
+fn fig12_node_port_source_depends_on_where_the_endpoint_runs() {
+    let mut c = Cluster::seed();
+    let local = c.trace("host/internet", "203.0.113.2:30080", &common::tcp()).unwrap();
+    assert!(local.completed, "{}", local.render(true));
+    assert_eq!(local.delivered_to.as_deref(), Some("pod/default/pod4"));
+    assert!(
+        local.server_saw.as_deref().unwrap().starts_with("10.244.2.1:"),
+        "local endpoint: masqueraded to node2's bridge: {:?}",
+        local.server_saw
+    );
+    assert_eq!(local.reply_from.as_deref(), Some("203.0.113.2:30080"));
+    let remote = c.trace("host/internet", "203.0.113.1:30080", &common::tcp()).unwrap();
+    assert!(remote.completed);
+    assert!(
+        remote.server_saw.as_deref().unwrap().starts_with("192.168.0.1:"),
+        "remote endpoint: masqueraded to node1's eth0: {:?}",
+        remote.server_saw
+    );
+    let chains: Vec<&str> = remote
+        .hops
+        .iter()
+        .filter(|h| h.netns == "node1" && h.action == "rule")
+        .filter_map(|h| h.chain.as_deref())
+        .collect();
+    assert!(
+        chains.contains(&"KUBE-NODEPORTS") && chains.iter().any(|c| c.starts_with("KUBE-EXT-")),
+        "{chains:?}"
+    );
+}
+
+#[test]
+fn fig13_alb_routes_by_path_and_host_over_its_own_connections() {
+    let mut c = Cluster::seed();
+    let web = c.trace("host/internet", "http://203.0.113.200/web/index.html", &http(&[])).unwrap();
+    assert!(web.completed, "{}", web.render(true));
+    assert!(
+        matches!(web.delivered_to.as_deref(), Some("pod/default/pod1" | "pod/default/pod3")),
+        "{:?}",
+        web.delivered_to
+    );
+    assert_eq!(web.http_status, Some(200));
+    assert_eq!(web.reply_from.as_deref(), Some("203.0.113.200:80"));
+    let api = c.trace("host/internet", "http://203.0.113.200/api/orders", &http(&[])).unwrap();
+    assert_eq!(api.delivered_to.as_deref(), Some("pod/default/pod4"));
+    let host = c
+        .trace("host/internet", "http://203.0.113.200/", &http(&[("Host", "shop.example.com")]))
+        .unwrap();
+    assert!(
+        matches!(host.delivered_to.as_deref(), Some("pod/default/pod1" | "pod/default/pod3")),
+        "{}",
+        host.render(false)
+    );
+    // The ALB's own connection to the node: a new TCP connection from its private address.
+    assert!(
+        api.hops.iter().any(|h| h.netns == "lb/default/shop"
+            && h.action == "tx"
+            && h.before.as_ref().is_some_and(|b| b.src == "192.168.0.200"
+                && b.dport == Some(30080)
+                && b.info.as_deref() == Some("S"))),
+        "{}",
+        api.render(true)
+    );
+    let none = c.trace("host/internet", "http://203.0.113.200/nope", &http(&[])).unwrap();
+    assert_eq!(none.delivered_to.as_deref(), Some("lb/default/shop"), "the L7 hop answered itself");
+    assert_eq!(none.http_status, Some(404));
+    assert_eq!(none.disposition, Disposition::Delivered);
+}
+
+#[test]
+fn malformed_http_gets_400_from_the_alb() {
+    let mut c = Cluster::seed();
+    let t = c
+        .trace("host/internet", "http://203.0.113.200/web", &http(&[("Bad Header", "x")]))
+        .unwrap();
+    assert_eq!(t.http_status, Some(400), "{}", t.render(true));
+    assert_eq!(t.delivered_to.as_deref(), Some("lb/default/shop"));
+}
