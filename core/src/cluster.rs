@@ -193,6 +193,21 @@ pub struct Topology {
     pub node_subnet: String,
     /// Nodes, in creation order.
     pub nodes: Vec<TopologyNode>,
+    /// Namespaces outside the nodes: the internet gateway, load balancers, internet hosts.
+    pub edge: Vec<TopologyBox>,
+}
+
+/// A namespace outside the nodes, as drawn.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TopologyBox {
+    /// Namespace name (`igw`, `lb/default/api`, `host/internet`).
+    pub netns: String,
+    /// `gateway`, `lb`, `alb` or `host`.
+    pub kind: &'static str,
+    /// Label.
+    pub label: String,
+    /// Devices: (name, addresses).
+    pub devices: Vec<(String, String)>,
 }
 
 /// A node as drawn.
@@ -780,6 +795,66 @@ impl Cluster {
                             }
                         })
                         .collect(),
+                })
+                .collect(),
+            edge: self
+                .netns
+                .iter()
+                .filter(|n| {
+                    n.name == "igw" || n.name.starts_with("lb/") || n.name.starts_with("host/")
+                })
+                .map(|n| {
+                    let kind = if n.name == "igw" {
+                        "gateway"
+                    } else if n.name.starts_with("host/") {
+                        "host"
+                    } else if self
+                        .edge
+                        .albs
+                        .iter()
+                        .any(|a| self.netns[a.netns.idx()].name == n.name)
+                    {
+                        "alb"
+                    } else {
+                        "lb"
+                    };
+                    let public = self
+                        .edge
+                        .lbs
+                        .iter()
+                        .filter(|l| self.netns[l.netns.idx()].name == n.name)
+                        .map(|l| l.public_ip)
+                        .chain(
+                            self.edge
+                                .albs
+                                .iter()
+                                .filter(|a| self.netns[a.netns.idx()].name == n.name)
+                                .map(|a| a.public_ip),
+                        )
+                        .next();
+                    let label = match (kind, public) {
+                        ("gateway", _) => "internet gateway".to_string(),
+                        (_, Some(p)) => format!("{} ({p})", n.name),
+                        _ => n.name.clone(),
+                    };
+                    let devices = n
+                        .devs
+                        .iter()
+                        .map(|d| &self.devs[d.idx()])
+                        .filter(|d| d.name != "lo")
+                        .map(|d| {
+                            (
+                                d.name.clone(),
+                                d.addrs
+                                    .iter()
+                                    .filter(|a| a.prefix() < 32)
+                                    .map(|a| a.ip().to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(" "),
+                            )
+                        })
+                        .collect();
+                    TopologyBox { netns: n.name.clone(), kind, label, devices }
                 })
                 .collect(),
         }

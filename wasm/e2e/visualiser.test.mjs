@@ -55,6 +55,30 @@ test("figure 8: stepping to the DNAT hop shows the VIP rewritten to an endpoint 
   await page.close();
 });
 
+test("figure 13: the ALB's path-routing step picks the /api target group", async () => {
+  const { page, errors } = await open();
+  await page.selectOption("#scenario", "fig13_ingress");
+  await page.click("#trace-btn");
+  await page.locator("#result").filter({ hasText: "delivered to pod/default/pod4" }).waitFor();
+  // Step to the ALB's own connection to a node: the routing decision made on the path.
+  let steps = 0;
+  for (;;) {
+    const place = await page.textContent("#hop-place");
+    const after = await page.textContent("#hop-headers");
+    if (place.startsWith("lb/default/shop eth0") && (await page.textContent("#hop-action")) === "tx" && /30080/.test(after)) break;
+    await page.click("#step");
+    steps += 1;
+    assert.ok(steps < 600, "no ALB-to-node hop reached");
+  }
+  const headers = await page.textContent("#hop-headers");
+  assert.match(headers, /192\.168\.0\.200/);
+  assert.match(await page.textContent("#result"), /reply from 203\.0\.113\.200:80/);
+  assert.ok(await page.locator("[id='dev:lb/default/shop|eth0'].hot").count() === 1);
+  await page.screenshot({ path: path.join(ARTIFACTS, "fig13-alb.png") });
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
 test("the page's traces are byte-identical to the golden files", async () => {
   const { page, errors } = await open();
   const ids = fs.readdirSync(GOLDEN).filter((f) => f.endsWith(".json")).map((f) => f.slice(0, -5));

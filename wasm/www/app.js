@@ -48,11 +48,25 @@ function drawTopology(topo) {
     pos.set(`${ns}|${name}`, { x, y });
     return r;
   };
-  // VPC router on top.
+  // The edge on top: internet host(s) and gateway on the left, load balancers on the right,
+  // the VPC router in the middle.
   el("rect", { x: 380, y: 10, width: 240, height: 60, rx: 8, class: "box", id: "ns:vpc" });
-  el("text", { x: 500, y: 30, "text-anchor": "middle", class: "lbl" }, `VPC router ${topo.vpc_router}`);
-  dev("vpc", "vpc0", 500, 52, 90);
+  el("text", { x: 500, y: 26, "text-anchor": "middle", class: "lbl" }, `VPC router ${topo.vpc_router}`);
+  dev("vpc", "vpc0", 470, 52, 60);
+  if (topo.edge.some((b) => b.kind === "gateway")) dev("vpc", "vpc1", 560, 52, 60);
   pos.set("vpc|", { x: 500, y: 40 });
+  const left = topo.edge.filter((b) => b.kind === "gateway" || b.kind === "host");
+  const right = topo.edge.filter((b) => b.kind === "lb" || b.kind === "alb");
+  const place = (list, x0, dir) => list.forEach((b, i) => {
+    const x = x0 + dir * i * 190;
+    el("rect", { x, y: 10, width: 180, height: 60, rx: 8, class: "box", id: `ns:${b.netns}` });
+    el("text", { x: x + 90, y: 26, "text-anchor": "middle", class: "small" }, b.label);
+    const w = 170 / Math.max(b.devices.length, 1);
+    b.devices.forEach(([name, addr], j) => dev(b.netns, name, x + 5 + w * (j + 0.5), 52, w - 6, w < 120 ? name : `${name} ${addr}`.trim()));
+    pos.set(`${b.netns}|`, { x: x + 90, y: 40 });
+  });
+  place(left.slice().reverse(), 0, 1);
+  place(right, 630, 1);
   const n = topo.nodes.length;
   const w = Math.min(320, 960 / n - 10);
   topo.nodes.forEach((node, i) => {
