@@ -136,9 +136,12 @@ pub struct Request {
     pub host: Option<String>,
     /// Header block length in bytes.
     pub head_len: usize,
-    /// Headers, in order.
-    pub headers: Vec<(String, String)>,
+    /// Headers, in order (values as sent: HTTP allows bytes that are not UTF-8).
+    pub headers: Vec<(String, Vec<u8>)>,
 }
+
+/// Most request headers the ALB accepts (its documented limit); more get a 400.
+pub const MAX_HEADERS: usize = 100;
 
 /// The result of reading a request from a buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -153,7 +156,8 @@ pub enum Parsed {
 
 /// Parses an HTTP/1.x request head.
 pub fn parse_request(buf: &[u8]) -> Parsed {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
+    // Room for the headers the ALB adds when forwarding, so its own output parses too.
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS + 8];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
         Ok(httparse::Status::Partial) => {
@@ -163,14 +167,16 @@ pub fn parse_request(buf: &[u8]) -> Parsed {
                 Parsed::Partial
             }
         }
+        Ok(httparse::Status::Complete(_)) if req.headers.len() > MAX_HEADERS => Parsed::Malformed(
+            format!("{} request headers, more than the {MAX_HEADERS} allowed", req.headers.len()),
+        ),
         Ok(httparse::Status::Complete(n)) => {
-            let hs: Vec<(String, String)> = req
-                .headers
+            let hs: Vec<(String, Vec<u8>)> =
+                req.headers.iter().map(|h| (h.name.to_string(), h.value.to_vec())).collect();
+            let host = hs
                 .iter()
-                .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
-                .collect();
-            let host =
-                hs.iter().find(|(k, _)| k.eq_ignore_ascii_case("host")).map(|(_, v)| v.clone());
+                .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
             Parsed::Complete(Request {
                 method: req.method.unwrap_or("GET").to_string(),
                 path: req.path.unwrap_or("/").to_string(),
@@ -186,8 +192,8 @@ pub fn parse_request(buf: &[u8]) -> Parsed {
 /// The request as the ALB sends it to a target: `X-Forwarded-For/-Proto/-Port` added,
 /// `Connection: close`.
 pub fn forwarded(req: &Request, client: Ipv4Addr, port: u16) -> Vec<u8> {
-    let mut s = format!("{} {} HTTP/1.1\r\n", req.method, req.path);
-    let mut xff = None;
+    let mut s = format!("{} {} HTTP/1.1\r\n", req.method, req.path).into_bytes();
+    let mut xff: Option<Vec<u8>> = None;
     for (k, v) in &req.headers {
         if k.eq_ignore_ascii_case("x-forwarded-for") {
             xff = Some(v.clone());
@@ -199,14 +205,18 @@ pub fn forwarded(req: &Request, client: Ipv4Addr, port: u16) -> Vec<u8> {
         {
             continue;
         }
-        s.push_str(&format!("{k}: {v}\r\n"));
+        s.extend_from_slice(k.as_bytes());
+        s.extend_from_slice(b": ");
+        s.extend_from_slice(v);
+        s.extend_from_slice(b"\r\n");
     }
-    let xff = match xff {
-        Some(prev) => format!("{prev}, {client}"),
-        None => client.to_string(),
-    };
-    s.push_str(&format!("X-Forwarded-For: {xff}\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: {port}\r\nConnection: close\r\n\r\n"));
-    s.into_bytes()
+    s.extend_from_slice(b"X-Forwarded-For: ");
+    if let Some(prev) = xff {
+        s.extend_from_slice(&prev);
+        s.extend_from_slice(b", ");
+    }
+    s.extend_from_slice(format!("{client}\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: {port}\r\nConnection: close\r\n\r\n").as_bytes());
+    s
 }
 
 /// An ALB-generated response (`400`, `404`, `502`).
@@ -257,6 +267,23 @@ mod tests {
         assert!(matches!(parse_request(b"\x00\x01 garbage\r\n\r\n"), Parsed::Malformed(_)));
         assert!(
             matches!(parse_request(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"), Parsed::Complete(r) if r.path == "/a" && r.host.as_deref() == Some("x"))
+        );
+    }
+
+    #[test]
+    fn fuzz_regression_many_headers_still_forward_as_valid_http() {
+        let data = include_bytes!("../tests/regressions/http-many-headers.bin");
+        let Parsed::Complete(r) = parse_request(data) else {
+            panic!("the fuzz input is a complete request")
+        };
+        assert!(matches!(
+            parse_request(&forwarded(&r, Ipv4Addr::new(1, 2, 3, 4), 80)),
+            Parsed::Complete(_)
+        ));
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
+        let req = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert!(
+            matches!(parse_request(req.as_bytes()), Parsed::Malformed(m) if m.contains("more than the 100 allowed"))
         );
     }
 

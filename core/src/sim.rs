@@ -203,6 +203,11 @@ impl Cluster {
         }
     }
 
+    /// Queues a frame for reception on `dev`.
+    pub(crate) fn deliver(&mut self, dev: IfIndex, frame: Vec<u8>, tag: Tag) {
+        self.sim.queue.push_back(Event { dev, frame, tag });
+    }
+
     /// Processes every queued frame; returns false if the livelock guard tripped.
     pub(crate) fn run_queue(&mut self) -> bool {
         while let Some(ev) = self.sim.queue.pop_front() {

@@ -627,7 +627,7 @@ impl Cluster {
         opts: &TraceOptions,
     ) -> Result<Trace, TraceError> {
         if opts.dry_run {
-            let mut c = self.clone_state();
+            let mut c = self.fork();
             let mut o = opts.clone();
             o.dry_run = false;
             return c.trace(from, to, &o);
@@ -1000,7 +1000,7 @@ impl Cluster {
     /// A copy of the cluster's state for dry runs. Host stacks are not copied: the copy
     /// starts them afresh (empty socket tables and ARP caches), so a dry run may show ARP
     /// exchanges a committed run would not.
-    pub(crate) fn clone_state(&self) -> Cluster {
+    pub fn fork(&self) -> Cluster {
         Cluster {
             cfg: self.cfg.clone(),
             nodes: self.nodes.clone(),
@@ -1170,5 +1170,82 @@ impl Trace {
     /// The trace as JSON (schema [`SCHEMA_VERSION`]).
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a trace always serialises")
+    }
+}
+
+impl Cluster {
+    /// Delivers raw bytes to a device, as if its link peer had sent them, and runs the
+    /// datapath until it settles; returns the hops (drops carry their reason). For testing
+    /// what the model does with any frame, malformed ones included.
+    pub fn inject_frame(
+        &mut self,
+        netns: &str,
+        device: &str,
+        frame: &[u8],
+    ) -> Result<Vec<Hop>, TraceError> {
+        let ns =
+            self.netns.iter().position(|n| n.name == netns).map(|i| NetnsId(i as u32)).ok_or_else(
+                || TraceError::BadEndpoint {
+                    what: "namespace",
+                    text: netns.into(),
+                    hint: format!(
+                        "namespaces: {}",
+                        self.netns.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                },
+            )?;
+        let dev = self.netns[ns.idx()]
+            .devs
+            .iter()
+            .copied()
+            .find(|d| self.devs[d.idx()].name == device)
+            .ok_or_else(|| TraceError::BadEndpoint {
+                what: "device",
+                text: format!("{netns} {device}"),
+                hint: format!(
+                    "devices: {}",
+                    self.netns[ns.idx()]
+                        .devs
+                        .iter()
+                        .map(|d| self.devs[d.idx()].name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })?;
+        self.sim.events = 0;
+        self.sim.next_pkt = 0;
+        self.sim.active.clear();
+        self.sim.rec = Some(Recorder {
+            hops: Vec::new(),
+            keep_hops: true,
+            client_ns: NetnsId(u32::MAX),
+            client_ip: Ipv4Addr::UNSPECIFIED,
+            client_port: 0,
+            proto: Proto(0),
+            client_idx: 0,
+            server_hit: None,
+            proxies: Vec::new(),
+            proxy_hit: None,
+            reply_from: None,
+            drops: Vec::new(),
+            reject: None,
+        });
+        let tag = self.new_tag(Dir::Request);
+        self.deliver(dev, frame.to_vec(), tag);
+        let ok = self.run_queue();
+        let rec = self.sim.rec.take().expect("set above");
+        self.sim.active.clear();
+        if !ok {
+            return Err(TraceError::Livelock(self.sim.events));
+        }
+        Ok(rec.hops)
+    }
+
+    /// Every (namespace, device) pair a frame can be injected at.
+    pub fn injection_points(&self) -> Vec<(String, String)> {
+        self.netns
+            .iter()
+            .flat_map(|n| n.devs.iter().map(|d| (n.name.clone(), self.devs[d.idx()].name.clone())))
+            .collect()
     }
 }

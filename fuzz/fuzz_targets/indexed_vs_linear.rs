@@ -1,0 +1,121 @@
+//! Differential: the chain dispatch index returns exactly what a linear walk returns.
+#![no_main]
+use std::net::Ipv4Addr;
+
+use libfuzzer_sys::fuzz_target;
+use podnet_netfilter::eval::{EvalState, PacketCtx, RecentLists, Rng, eval_chain};
+use podnet_netfilter::ipset::IpSets;
+use podnet_netfilter::rule::addrtype;
+use podnet_netfilter::{CtInfo, Ruleset, TableName, packet};
+
+fuzz_target!(|data: &[u8]| {
+    if data.len() < 8 {
+        return;
+    }
+    let (head, body) = data.split_at(8);
+    let mut text = String::from("*filter\n:FORWARD ACCEPT [0:0]\n");
+    for chunk in body.chunks(4).take(120) {
+        let [k, a, p, v] = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+            *chunk.get(3).unwrap_or(&0),
+        ];
+        let proto = if k & 1 == 0 { "tcp" } else { "udp" };
+        let j = ["ACCEPT", "DROP", "RETURN", "MARK --or-mark 0x1", "REJECT"][usize::from(v % 5)];
+        let port = 78 + u16::from(p % 6);
+        let rule = match k % 6 {
+            0..=2 => format!("-m {proto} -p {proto} -d 10.96.0.{} --dport {port} -j {j}", a % 8),
+            3 => format!("-s 10.244.{}.0/24 -j {j}", a % 8),
+            4 => format!("-p {proto} -m {proto} ! --dport {port} -j {j}"),
+            _ => format!("! -d 10.96.0.{} -j {j}", a % 8),
+        };
+        text.push_str(&format!("-A FORWARD {rule}\n"));
+    }
+    text.push_str("COMMIT\n");
+    let mut a = Ruleset::default();
+    a.restore(&text, false).expect("generated rules parse");
+    let mut b = a.clone();
+    let udp = head[0] & 1 == 1;
+    let mut pkt = vec![
+        0x45,
+        0,
+        0,
+        28,
+        0,
+        0,
+        0x40,
+        0,
+        64,
+        if udp { 17 } else { 6 },
+        0,
+        0,
+        10,
+        244,
+        head[1] % 8,
+        5,
+        10,
+        96,
+        0,
+        head[2] % 8,
+    ];
+    let l4 = if udp { 8 } else { 20 };
+    pkt[3] = (20 + l4) as u8;
+    pkt.extend(std::iter::repeat_n(0u8, l4));
+    pkt[22..24].copy_from_slice(&(78 + u16::from(head[3] % 6)).to_be_bytes());
+    if !udp {
+        pkt[32] = 0x50;
+    } else {
+        pkt[24..26].copy_from_slice(&8u16.to_be_bytes());
+    }
+    let mut ip = smoltcp::wire::Ipv4Packet::new_unchecked(&mut pkt[..]);
+    ip.fill_checksum();
+    let Ok(info) = packet::parse(&pkt) else { return };
+    let at = |_: Ipv4Addr, _: Option<&str>| addrtype::UNICAST;
+    let ctx = PacketCtx {
+        info: &info,
+        in_iface: None,
+        out_iface: None,
+        physdev_in: None,
+        physdev_out: None,
+        bridged: false,
+        ctinfo: CtInfo::New,
+        ct_status: 0,
+        ct_origdst: None,
+        addr_type: &at,
+        now: smoltcp::time::Instant::ZERO,
+    };
+    let sets = IpSets::default();
+    let (mut m1, mut m2, mut r1, mut r2, mut l1, mut l2) =
+        (0, 0, Rng::new(1), Rng::new(1), RecentLists::default(), RecentLists::default());
+    let (mut h1, mut h2) = (Vec::new(), Vec::new());
+    let v1 = eval_chain(
+        a.table_mut(TableName::Filter),
+        "FORWARD",
+        &ctx,
+        &mut EvalState {
+            mark: &mut m1,
+            rng: &mut r1,
+            recent: &mut l1,
+            sets: &sets,
+            hits: Some(&mut h1),
+        },
+        true,
+    );
+    let v2 = eval_chain(
+        b.table_mut(TableName::Filter),
+        "FORWARD",
+        &ctx,
+        &mut EvalState {
+            mark: &mut m2,
+            rng: &mut r2,
+            recent: &mut l2,
+            sets: &sets,
+            hits: Some(&mut h2),
+        },
+        false,
+    );
+    assert_eq!(v1, v2);
+    assert_eq!(h1, h2);
+    assert_eq!(m1, m2);
+});
