@@ -25,6 +25,8 @@ pub struct Scenario {
     pub to: &'static str,
     /// Protocol.
     pub proto: FlowProto,
+    /// Run with kube-proxy in IPVS mode (round robin) instead of iptables mode.
+    pub ipvs: bool,
 }
 
 /// Every scenario available, in the article's order.
@@ -38,6 +40,7 @@ pub fn scenarios() -> Vec<Scenario> {
             from: "pod/default/pod1",
             to: "127.0.0.1:8080",
             proto: FlowProto::Tcp,
+            ipvs: false,
         },
         Scenario {
             id: "fig04_06_same_node",
@@ -47,6 +50,7 @@ pub fn scenarios() -> Vec<Scenario> {
             from: "pod/default/pod1",
             to: "pod/default/pod2:8080",
             proto: FlowProto::Tcp,
+            ipvs: false,
         },
         Scenario {
             id: "fig07_cross_node",
@@ -56,6 +60,7 @@ pub fn scenarios() -> Vec<Scenario> {
             from: "pod/default/pod1",
             to: "pod/default/pod3:8080",
             proto: FlowProto::Tcp,
+            ipvs: false,
         },
         Scenario {
             id: "fig08_09_service_tcp",
@@ -65,6 +70,7 @@ pub fn scenarios() -> Vec<Scenario> {
             from: "pod/default/pod2",
             to: "svc/default/web:http",
             proto: FlowProto::Tcp,
+            ipvs: false,
         },
         Scenario {
             id: "fig08_09_service_udp",
@@ -74,6 +80,17 @@ pub fn scenarios() -> Vec<Scenario> {
             from: "pod/default/pod2",
             to: "svc/default/web:udp",
             proto: FlowProto::Udp,
+            ipvs: false,
+        },
+        Scenario {
+            id: "fig08_09_service_ipvs",
+            figures: "8-9",
+            title: "pod to Service (IPVS mode)",
+            story: "the VIP sits on kube-ipvs0, so the packet is local; IPVS picks a real server round robin in LOCAL_IN and conntrack keeps the choice",
+            from: "pod/default/pod2",
+            to: "svc/default/web:http",
+            proto: FlowProto::Tcp,
+            ipvs: true,
         },
         Scenario {
             id: "fig10_egress",
@@ -83,6 +100,7 @@ pub fn scenarios() -> Vec<Scenario> {
             from: "pod/default/pod2",
             to: "203.0.113.10:80",
             proto: FlowProto::Tcp,
+            ipvs: false,
         },
         Scenario {
             id: "fig11_load_balancer",
@@ -92,6 +110,7 @@ pub fn scenarios() -> Vec<Scenario> {
             from: "host/internet",
             to: "203.0.113.100:80",
             proto: FlowProto::Tcp,
+            ipvs: false,
         },
         Scenario {
             id: "fig12_node_port",
@@ -101,6 +120,7 @@ pub fn scenarios() -> Vec<Scenario> {
             from: "host/internet",
             to: "203.0.113.1:30080",
             proto: FlowProto::Tcp,
+            ipvs: false,
         },
         Scenario {
             id: "fig13_ingress",
@@ -110,6 +130,7 @@ pub fn scenarios() -> Vec<Scenario> {
             from: "host/internet",
             to: "http://203.0.113.200/api/orders",
             proto: FlowProto::Http,
+            ipvs: false,
         },
     ]
 }
@@ -126,10 +147,13 @@ pub struct DemoResult {
 /// Runs every scenario on the reference cluster built with `seed`.
 pub fn run(seed: u64) -> Result<Vec<DemoResult>, crate::trace::TraceError> {
     let mut c = Cluster::seed_with(seed);
+    let mut ipvs = Cluster::seed_with(seed);
+    ipvs.set_proxy_mode(crate::kube_proxy::ProxyMode::Ipvs(podnet_netfilter::ipvs::Scheduler::Rr));
     let mut out = Vec::new();
     for s in scenarios() {
         let opts = TraceOptions { proto: s.proto, ..TraceOptions::default() };
-        let trace = c.trace(s.from, s.to, &opts)?;
+        let cluster = if s.ipvs { &mut ipvs } else { &mut c };
+        let trace = cluster.trace(s.from, s.to, &opts)?;
         out.push(DemoResult { scenario: s, trace });
     }
     Ok(out)
@@ -150,6 +174,9 @@ pub fn golden_trace(id: &str, seed: u64) -> Result<Trace, crate::trace::TraceErr
         }
     })?;
     let mut c = Cluster::seed_with(seed);
+    if s.ipvs {
+        c.set_proxy_mode(crate::kube_proxy::ProxyMode::Ipvs(podnet_netfilter::ipvs::Scheduler::Rr));
+    }
     c.trace(s.from, s.to, &TraceOptions { proto: s.proto, ..TraceOptions::default() })
 }
 

@@ -11,11 +11,13 @@ USAGE:
     podnet demo [--json] [--full] [--seed N]
         Trace every scenario of the seed article on the built-in reference cluster.
     podnet trace --from SRC --to DST [--proto tcp|udp|icmp|http] [--sport N] [--seed N]
+                 [--proxy-mode iptables|ipvs] [--ipvs-scheduler rr|wrr|lc|wlc|sh|dh|sed|nq]
                  [--show conntrack,fdb,neigh,routes,iptables] [--json] [--full]
         SRC: pod/NS/NAME, node/NAME or an IP. DST: IP:PORT, pod/NS/NAME:PORT,
         svc/NS/NAME:PORT (number or port name), http://IP[:PORT]/path; ICMP takes an IP.
         Several --from/--to pairs run in order on one cluster.
-    podnet iptables-save|kube-proxy-rules|conntrack|routes|neigh|fdb --node NAME
+    podnet iptables-save|kube-proxy-rules|ipvsadm|ipset|conntrack|routes|neigh|fdb --node NAME
+           [--proxy-mode iptables|ipvs]
         Print a node's tables of the reference cluster, as the real tools print them.
 
 EXIT CODES: 0 delivered/ok, 1 not delivered, 2 bad input.
@@ -42,6 +44,7 @@ struct Opts {
     sport: Option<u16>,
     show: Vec<String>,
     node: Option<String>,
+    ipvs: Option<podnet::netfilter::ipvs::Scheduler>,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -55,6 +58,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         sport: None,
         show: vec![],
         node: None,
+        ipvs: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -82,6 +86,17 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             }
             "--show" => o.show.extend(val("--show")?.split(',').map(str::to_string)),
             "--node" => o.node = Some(val("--node")?),
+            "--proxy-mode" => match val("--proxy-mode")?.as_str() {
+                "iptables" => o.ipvs = None,
+                "ipvs" => o.ipvs = Some(o.ipvs.unwrap_or(podnet::netfilter::ipvs::Scheduler::Rr)),
+                other => return Err(format!("unknown --proxy-mode '{other}' (iptables or ipvs)")),
+            },
+            "--ipvs-scheduler" => {
+                let v = val("--ipvs-scheduler")?;
+                o.ipvs = Some(podnet::netfilter::ipvs::Scheduler::parse(&v).ok_or_else(|| {
+                    format!("unknown --ipvs-scheduler '{v}' (rr, wrr, lc, wlc, sh, dh, sed, nq)")
+                })?);
+            }
             other => return Err(format!("unknown argument '{other}' (see podnet --help)")),
         }
     }
@@ -101,9 +116,10 @@ fn run(args: &[String]) -> Result<u8, String> {
     match cmd.as_str() {
         "demo" => demo(&o),
         "trace" => trace(&o),
-        "iptables-save" | "kube-proxy-rules" | "conntrack" | "routes" | "neigh" | "fdb" => {
+        "iptables-save" | "kube-proxy-rules" | "conntrack" | "routes" | "neigh" | "fdb"
+        | "ipvsadm" | "ipset" => {
             let node = o.node.clone().ok_or("this command needs --node NAME")?;
-            let c = Cluster::seed_with(o.seed);
+            let c = cluster(&o);
             print!("{}", table(&c, cmd, &node)?);
             Ok(0)
         }
@@ -119,6 +135,8 @@ fn table(c: &Cluster, what: &str, node: &str) -> Result<String, String> {
         "routes" => c.routes(node),
         "neigh" => c.neigh(node),
         "fdb" => c.fdb(node),
+        "ipvsadm" => c.ipvsadm(node),
+        "ipset" => c.ipset_list(node),
         other => {
             return Err(format!(
                 "unknown table '{other}' (conntrack, fdb, neigh, routes, iptables)"
@@ -126,6 +144,14 @@ fn table(c: &Cluster, what: &str, node: &str) -> Result<String, String> {
         }
     };
     r.map_err(|e| e.to_string())
+}
+
+fn cluster(o: &Opts) -> Cluster {
+    let mut c = Cluster::seed_with(o.seed);
+    if let Some(s) = o.ipvs {
+        c.set_proxy_mode(podnet::kube_proxy::ProxyMode::Ipvs(s));
+    }
+    c
 }
 
 fn demo(o: &Opts) -> Result<u8, String> {
@@ -170,7 +196,7 @@ fn trace(o: &Opts) -> Result<u8, String> {
     if o.from.is_empty() || o.from.len() != o.to.len() {
         return Err("trace needs --from and --to, as many of one as of the other".into());
     }
-    let mut c = Cluster::seed_with(o.seed);
+    let mut c = cluster(o);
     let opts = TraceOptions { proto: o.proto, sport: o.sport, ..TraceOptions::default() };
     let mut all_ok = true;
     let mut traces = Vec::new();

@@ -692,6 +692,7 @@ impl Cluster {
             for n in &report.nat {
                 use podnet_netfilter::Direction;
                 let what = match (n.manip, n.decided_here, n.dir) {
+                    (Manip::Dst, true, _) if report.ipvs.is_some() => "IPVS: scheduled, DNAT",
                     (Manip::Dst, true, _) => "DNAT",
                     (Manip::Src, true, _) => "SNAT",
                     (Manip::Dst, false, Direction::Original) => {
@@ -912,6 +913,12 @@ impl Cluster {
         if !self.nf_hook(ns, Hook::Input, &mut skb, tag, Some(dev), None, (None, None), None) {
             return;
         }
+        let dst = Ipv4Packet::new_unchecked(&skb.data[..]).dst_addr();
+        if !self.is_local(ns, dst) {
+            // IPVS rewrote the destination to a real server (ip_vs_nat_xmit): route it out.
+            self.ipvs_xmit(ns, skb, tag);
+            return;
+        }
         hop!(
             self,
             tag,
@@ -929,6 +936,42 @@ impl Cluster {
         self.sim.active.insert(ns);
         self.netns[ns.idx()].stack.as_mut().expect("ensured").ingest(Side::Main, skb.data);
         self.poll_stack(ns);
+    }
+
+    /// What IPVS does with a scheduled packet in NAT mode: route to the real server, then
+    /// POSTROUTING (masquerade, conntrack confirm) and the neighbour layer.
+    fn ipvs_xmit(&mut self, ns: NetnsId, mut skb: Skb, tag: Tag) {
+        let (src, dst) = {
+            let p = Ipv4Packet::new_unchecked(&skb.data[..]);
+            (p.src_addr(), p.dst_addr())
+        };
+        let Some((out, nexthop, prefsrc)) = self.route(ns, Some(src), dst) else {
+            self.drop_hop(
+                tag,
+                ns,
+                None,
+                reason::NO_ROUTE,
+                format!("IPVS: no route to real server {dst}"),
+                PacketView::of_ip(&skb.data),
+            );
+            return;
+        };
+        hop!(
+            self,
+            tag,
+            ns,
+            Some(out),
+            HopKind::Route,
+            format!("IPVS: route real server {dst} via {nexthop} dev {}", self.dev_name(out)),
+            None,
+            None
+        );
+        let masq = self.source_for(ns, out, nexthop, prefsrc);
+        if !self.nf_hook(ns, Hook::PostRouting, &mut skb, tag, None, Some(out), (None, None), masq)
+        {
+            return;
+        }
+        self.neigh_output(ns, out, nexthop, skb, tag);
     }
 
     /// Output of locally generated packets (`__ip_local_out`, `ip_output`).

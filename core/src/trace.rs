@@ -569,8 +569,11 @@ impl Recorder {
             }
             return;
         }
+        // The server is the host that got the request; a retransmitted SYN that a load
+        // balancer sent elsewhere (a fresh decision once the old one was forgotten) moves it.
+        let fresh_syn = t.proto == Proto::TCP && i.tcp_flags & 0x12 == 0x02;
         if tag.dir == Dir::Request
-            && self.server_hit.is_none()
+            && (self.server_hit.is_none() || fresh_syn)
             && t.proto == self.proto
             && i.icmp_inner.is_none()
         {

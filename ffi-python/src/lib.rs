@@ -64,9 +64,13 @@ impl Cluster {
     fn seed(proxy_mode: &str, seed: u64) -> PyResult<Self> {
         match proxy_mode {
             "iptables" => Ok(Cluster { inner: podnet::Cluster::seed_with(seed) }),
-            "ipvs" => Err(error::InvalidInput::new_err(
-                "proxy_mode 'ipvs' is not modelled yet; use 'iptables'",
-            )),
+            "ipvs" => {
+                let mut c = podnet::Cluster::seed_with(seed);
+                c.set_proxy_mode(podnet::kube_proxy::ProxyMode::Ipvs(
+                    podnet::netfilter::ipvs::Scheduler::Rr,
+                ));
+                Ok(Cluster { inner: c })
+            }
             other => Err(PyValueError::new_err(format!(
                 "proxy_mode must be 'iptables' or 'ipvs', not {other:?}"
             ))),
@@ -120,6 +124,16 @@ impl Cluster {
     /// kube-proxy's restore payload for a node (restore form).
     fn kube_proxy_rules(&self, node: &str) -> PyResult<String> {
         self.inner.kube_proxy_payload(node).map_err(error::cluster)
+    }
+
+    /// `ipvsadm -Ln` of a node.
+    fn ipvsadm(&self, node: &str) -> PyResult<String> {
+        self.inner.ipvsadm(node).map_err(error::cluster)
+    }
+
+    /// `ipset list` of a node.
+    fn ipset(&self, node: &str) -> PyResult<String> {
+        self.inner.ipset_list(node).map_err(error::cluster)
     }
 
     /// `conntrack -L` of a node.

@@ -101,3 +101,15 @@ def test_advance_ages_the_fdb(seed_cluster):
     assert "dev veth0 master cbr0\n" in seed_cluster.fdb("node1")
     seed_cluster.advance(seconds=301)
     assert "dev veth0 master cbr0\n" not in seed_cluster.fdb("node1")
+
+
+@pytest.mark.parametrize("mode", ["iptables", "ipvs"])
+def test_every_seed_scenario_in_both_proxy_modes(mode):
+    for sid, figures, src, dst, proto in podnet.scenarios():
+        c = podnet.Cluster.seed(proxy_mode=mode)
+        t = assert_reachable(c, src, dst, proto=proto)
+        if "svc/" in dst:
+            assert t.reply_from == "10.96.0.10:80", (mode, sid)
+    c = podnet.Cluster.seed(proxy_mode="ipvs")
+    assert "TCP  10.96.0.10:80 rr" in c.ipvsadm("node1")
+    assert "KUBE-CLUSTER-IP" in c.ipset("node1")

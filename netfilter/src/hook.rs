@@ -123,6 +123,8 @@ pub struct HookReport {
     pub ctinfo: Option<CtInfo>,
     /// Whether this hook confirmed a new conntrack entry.
     pub confirmed: bool,
+    /// IPVS scheduled this new connection: (virtual service, real server).
+    pub ipvs: Option<((Ipv4Addr, u16), (Ipv4Addr, u16))>,
 }
 
 /// Netfilter state of one network namespace.
@@ -136,6 +138,8 @@ pub struct Netfilter {
     pub recent: RecentLists,
     /// ipsets.
     pub sets: IpSets,
+    /// IPVS virtual services.
+    pub ipvs: crate::ipvs::Ipvs,
     /// Randomness (statistic match, NAT port choice).
     pub rng: Rng,
     /// Use chain dispatch indices (off only to compare with a linear walk).
@@ -150,6 +154,7 @@ impl Netfilter {
             conntrack: Conntrack::default(),
             recent: RecentLists::default(),
             sets: IpSets::default(),
+            ipvs: crate::ipvs::Ipvs::default(),
             rng: Rng::new(seed),
             indexed: true,
         }
@@ -163,6 +168,7 @@ impl Netfilter {
             nat: Vec::new(),
             ctinfo: None,
             confirmed: false,
+            ipvs: None,
         };
         let mut info = match packet::parse(&skb.data) {
             Ok(i) => i,
@@ -179,6 +185,22 @@ impl Netfilter {
             Hook::PostRouting => &[TableName::Mangle, TableName::Nat],
         };
         for &t in tables {
+            // IPVS runs at LOCAL_IN priority 98 (before nat INPUT at 100) and at LOCAL_OUT
+            // priority -98 (after nat OUTPUT at -100, before filter at 0).
+            let ipvs_point = (hook == Hook::Input && t == TableName::Nat)
+                || (hook == Hook::Output && t == TableName::Filter);
+            if ipvs_point && !self.ipvs.is_empty() {
+                if let Err(cause) = self.ipvs_in(skb, &mut info, &mut report) {
+                    report.verdict = HookVerdict::Drop(cause);
+                    return report;
+                }
+                if hook == Hook::Input && report.ipvs.is_some() {
+                    // IPVS takes the packet out of LOCAL_IN (NF_STOLEN) and sends it on
+                    // through POSTROUTING, where its connection is confirmed.
+                    report.ctinfo = Some(ctinfo(&skb.ct));
+                    return report;
+                }
+            }
             if t == TableName::Mangle && matches!(hook, Hook::PreRouting | Hook::Output) {
                 // conntrack in runs between raw and mangle.
                 self.conntrack_in(skb, &info, env.now);
@@ -223,6 +245,39 @@ impl Netfilter {
             }
         }
         report
+    }
+
+    /// IPVS for the first packet of a connection to a virtual service: schedule a real
+    /// server, rewrite the destination, and record it in the conntrack entry.
+    fn ipvs_in(
+        &mut self,
+        skb: &mut Skb,
+        info: &mut PacketInfo,
+        report: &mut HookReport,
+    ) -> Result<(), DropCause> {
+        let CtRef::Unconfirmed(entry) = &mut skb.ct else { return Ok(()) };
+        let t = info.tuple;
+        if self.ipvs.get(t.proto, t.dst, t.dport).is_none() || entry.status & status::DST_NAT != 0 {
+            return Ok(());
+        }
+        let Some((addr, port)) = self.ipvs.schedule(t.proto, t.dst, t.dport, t.src, &mut self.rng)
+        else {
+            // No real server: IPVS lets the packet through to the local stack.
+            return Ok(());
+        };
+        entry.set_nat(Manip::Dst, addr, port);
+        packet::rewrite(&mut skb.data, Manip::Dst, addr, port)
+            .map_err(|e| DropCause::Malformed(e.to_string()))?;
+        *info = packet::parse(&skb.data).map_err(|e| DropCause::Malformed(e.to_string()))?;
+        report.nat.push(NatApplied {
+            manip: Manip::Dst,
+            from: (t.dst, t.dport),
+            to: (addr, port),
+            decided_here: true,
+            dir: Direction::Original,
+        });
+        report.ipvs = Some(((t.dst, t.dport), (addr, port)));
+        Ok(())
     }
 
     /// Attaches the packet to conntrack (`nf_conntrack_in`) unless it already is.

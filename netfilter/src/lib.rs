@@ -12,6 +12,7 @@
 //! - [`eval`]: first-match rule evaluation, with a dispatch index that keeps long chains
 //!   O(1) in the number of Services.
 //! - [`ipset`]: the set types kube-proxy's IPVS mode uses.
+//! - [`ipvs`]: IPVS virtual services, schedulers and `ipvsadm -Ln`.
 //! - [`hook`]: the per-hook pipeline ([`Netfilter::hook`]) that ties them together the way
 //!   the kernel orders them.
 //!
@@ -23,6 +24,7 @@ pub mod conntrack;
 pub mod eval;
 pub mod hook;
 pub mod ipset;
+pub mod ipvs;
 pub mod packet;
 pub mod rule;
 pub mod table;

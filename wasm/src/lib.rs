@@ -51,9 +51,20 @@ impl Podnet {
             "neigh" => self.inner.neigh(node),
             "fdb" => self.inner.fdb(node),
             "kube-proxy-rules" => self.inner.kube_proxy_payload(node),
+            "ipvsadm" => self.inner.ipvsadm(node),
             other => return Err(JsError::new(&format!("unknown table {other:?}"))),
         };
         r.map_err(|e| JsError::new(&e.to_string()))
+    }
+
+    /// Switches kube-proxy between iptables mode and IPVS mode (round robin).
+    pub fn set_ipvs(&mut self, on: bool) {
+        use podnet::kube_proxy::ProxyMode;
+        self.inner.set_proxy_mode(if on {
+            ProxyMode::Ipvs(podnet::netfilter::ipvs::Scheduler::Rr)
+        } else {
+            ProxyMode::Iptables
+        });
     }
 
     /// The cluster's shape as JSON.

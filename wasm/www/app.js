@@ -173,6 +173,7 @@ async function run() {
       setTrace(mod.golden_trace(sel, Number($("seed").value) || 0));
       // Keep the handle's tables in step with what was traced.
       const s = scenarios.find((x) => x.id === sel);
+      cluster.set_ipvs(s.ipvs);
       cluster.trace(s.from, s.to, s.proto);
     } else {
       setTrace(cluster.trace($("from").value, $("to").value, $("proto").value));
