@@ -135,12 +135,14 @@ pub struct Node {
 }
 
 /// A container of a pod.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Container {
     /// Name.
     pub name: String,
     /// Ports it listens on.
     pub ports: Vec<(Proto, u16)>,
+    /// Named container ports (what a Service's named `targetPort` refers to).
+    pub named_ports: Vec<(String, Proto, u16)>,
 }
 
 /// A pod.
@@ -166,6 +168,8 @@ pub struct Pod {
     pub host_veth: IfIndex,
     /// Ready condition (endpoints follow it).
     pub ready: bool,
+    /// Being deleted (`deletionTimestamp` set): its endpoints are terminating.
+    pub terminating: bool,
 }
 
 impl Pod {
@@ -402,6 +406,7 @@ impl Cluster {
         let web = |app: &str| Container {
             name: app.into(),
             ports: vec![(Proto::TCP, 8080), (Proto::UDP, 8080)],
+            named_ports: vec![("http".into(), Proto::TCP, 8080)],
         };
         let pods = [
             ("pod1", n1, [10, 244, 1, 2], "web"),
@@ -413,8 +418,11 @@ impl Cluster {
             let mut containers = vec![web(app)];
             if name == "pod1" {
                 // A second container sharing pod1's netns: it reaches "web" over localhost.
-                containers
-                    .push(Container { name: "sidecar".into(), ports: vec![(Proto::TCP, 9090)] });
+                containers.push(Container {
+                    name: "sidecar".into(),
+                    ports: vec![(Proto::TCP, 9090)],
+                    ..Container::default()
+                });
             }
             let labels = BTreeMap::from([("app".to_string(), app.to_string())]);
             c.add_pod("default", name, node, Some(Ipv4Addr::from(ip)), labels, containers)
@@ -680,6 +688,7 @@ impl Cluster {
             eth0,
             host_veth: host,
             ready: true,
+            terminating: false,
         });
         self.nodes[node.idx()].pods.push(id);
         self.pod_names.insert(key, id);
@@ -857,6 +866,19 @@ impl Cluster {
                     TopologyBox { netns: n.name.clone(), kind, label, devices }
                 })
                 .collect(),
+        }
+    }
+
+    /// Replaces the random seed: every later random choice (ephemeral ports, statistic
+    /// matches, NAT ports, load balancer picks) follows the new seed.
+    pub fn reseed(&mut self, seed: u64) {
+        self.cfg.seed = seed;
+        self.rng = Rng::new(seed ^ 0x706f_646e_6574);
+        for (i, ns) in self.netns.iter_mut().enumerate() {
+            if let Some(nf) = ns.nf.as_mut() {
+                nf.rng = Rng::new(seed.wrapping_add(i as u64 * 7919));
+            }
+            ns.stack = None;
         }
     }
 

@@ -824,42 +824,54 @@ impl Cluster {
         Ok(())
     }
 
-    /// The endpoints controller: slices for every Service with a selector.
+    /// The endpoints controller: slices for every Service with a selector. Ready follows the
+    /// pod's Ready condition; a terminating pod's endpoint is serving and terminating. A named
+    /// `targetPort` is resolved per pod from its containers' named ports, so pods whose
+    /// numbers differ get their own slices.
     pub fn endpoint_slices(&self) -> Vec<EndpointSlice> {
         let mut out = self.services.slices.clone();
         for svc in &self.services.list {
             let Some(sel) = &svc.selector else { continue };
-            let pods: Vec<&crate::cluster::Pod> = self
-                .pods
-                .iter()
-                .filter(|p| {
-                    p.namespace == svc.namespace
-                        && sel.iter().all(|(k, v)| p.labels.get(k) == Some(v))
-                })
-                .collect();
-            let ports = svc
-                .ports
-                .iter()
-                .filter_map(|p| match &p.target_port {
-                    TargetPort::Number(n) => Some((p.name.clone(), p.protocol, *n)),
-                    TargetPort::Name(_) => None,
-                })
-                .collect();
-            out.push(EndpointSlice {
-                namespace: svc.namespace.clone(),
-                service: svc.name.clone(),
-                ports,
-                endpoints: pods
+            if sel.is_empty() {
+                continue;
+            }
+            let mut by_ports: BTreeMap<Vec<(String, Proto, u16)>, Vec<SliceEndpoint>> =
+                BTreeMap::new();
+            for p in self.pods.iter().filter(|p| {
+                p.namespace == svc.namespace && sel.iter().all(|(k, v)| p.labels.get(k) == Some(v))
+            }) {
+                let ports: Vec<(String, Proto, u16)> = svc
+                    .ports
                     .iter()
-                    .map(|p| SliceEndpoint {
-                        ip: p.ip,
-                        node_name: Some(self.nodes[p.node.idx()].name.clone()),
-                        ready: Some(p.ready),
-                        serving: Some(p.ready),
-                        terminating: Some(false),
+                    .filter_map(|sp| match &sp.target_port {
+                        TargetPort::Number(n) => Some((sp.name.clone(), sp.protocol, *n)),
+                        TargetPort::Name(name) => p
+                            .containers
+                            .iter()
+                            .flat_map(|c| &c.named_ports)
+                            .find(|(n, pr, _)| n == name && *pr == sp.protocol)
+                            .map(|(_, _, port)| (sp.name.clone(), sp.protocol, *port)),
                     })
-                    .collect(),
-            });
+                    .collect();
+                by_ports.entry(ports).or_default().push(SliceEndpoint {
+                    ip: p.ip,
+                    node_name: Some(self.nodes[p.node.idx()].name.clone()),
+                    ready: Some(p.ready && !p.terminating),
+                    serving: Some(p.ready || p.terminating),
+                    terminating: Some(p.terminating),
+                });
+            }
+            if by_ports.is_empty() {
+                by_ports.insert(Vec::new(), Vec::new());
+            }
+            for (ports, endpoints) in by_ports {
+                out.push(EndpointSlice {
+                    namespace: svc.namespace.clone(),
+                    service: svc.name.clone(),
+                    ports,
+                    endpoints,
+                });
+            }
         }
         out
     }

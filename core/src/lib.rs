@@ -14,7 +14,9 @@
 //! | [`stack`](crate) (internal) | smoltcp host stacks and their echo/HTTP servers and clients |
 //! | [`cluster`] | nodes, pods, containers, namespaces, devices, the VPC underlay |
 //! | `sim` (internal) | the datapath: veth, bridge with br_netfilter, routing, ARP, hooks |
-//! | [`kube_proxy`] | Services and EndpointSlices to kube-proxy's iptables rules |
+//! | [`kube_proxy`] | Services and EndpointSlices to kube-proxy's iptables and IPVS state |
+//! | [`cloud`], [`ingress`] | internet gateway, cloud load balancers, the ALB's L7 routing |
+//! | [`k8s`] | loading a cluster from Kubernetes YAML/JSON |
 //! | [`trace`] | one flow end to end, every hop recorded, text and JSON |
 //! | [`demo`] | the seed article's scenarios on the reference cluster |
 //!
@@ -33,6 +35,7 @@ pub mod cluster;
 pub mod demo;
 pub mod ids;
 pub mod ingress;
+pub mod k8s;
 pub mod kube_proxy;
 pub mod net;
 mod sim;

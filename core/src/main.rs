@@ -16,6 +16,10 @@ USAGE:
         SRC: pod/NS/NAME, node/NAME or an IP. DST: IP:PORT, pod/NS/NAME:PORT,
         svc/NS/NAME:PORT (number or port name), http://IP[:PORT]/path; ICMP takes an IP.
         Several --from/--to pairs run in order on one cluster.
+        --cluster PATH (repeatable): load Kubernetes YAML/JSON files or directories instead
+        of the reference cluster (any command).
+    podnet check --cluster PATH [--json]
+        Validate Kubernetes objects and print what was loaded and what was skipped.
     podnet iptables-save|kube-proxy-rules|ipvsadm|ipset|conntrack|routes|neigh|fdb --node NAME
            [--proxy-mode iptables|ipvs]
         Print a node's tables of the reference cluster, as the real tools print them.
@@ -45,6 +49,7 @@ struct Opts {
     show: Vec<String>,
     node: Option<String>,
     ipvs: Option<podnet::netfilter::ipvs::Scheduler>,
+    cluster: Vec<std::path::PathBuf>,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -59,6 +64,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         show: vec![],
         node: None,
         ipvs: None,
+        cluster: vec![],
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -86,6 +92,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             }
             "--show" => o.show.extend(val("--show")?.split(',').map(str::to_string)),
             "--node" => o.node = Some(val("--node")?),
+            "--cluster" => o.cluster.push(val("--cluster")?.into()),
             "--proxy-mode" => match val("--proxy-mode")?.as_str() {
                 "iptables" => o.ipvs = None,
                 "ipvs" => o.ipvs = Some(o.ipvs.unwrap_or(podnet::netfilter::ipvs::Scheduler::Rr)),
@@ -115,11 +122,12 @@ fn run(args: &[String]) -> Result<u8, String> {
     let o = parse(&args[1..])?;
     match cmd.as_str() {
         "demo" => demo(&o),
+        "check" => check(&o),
         "trace" => trace(&o),
         "iptables-save" | "kube-proxy-rules" | "conntrack" | "routes" | "neigh" | "fdb"
         | "ipvsadm" | "ipset" => {
             let node = o.node.clone().ok_or("this command needs --node NAME")?;
-            let c = cluster(&o);
+            let c = cluster(&o)?;
             print!("{}", table(&c, cmd, &node)?);
             Ok(0)
         }
@@ -146,12 +154,45 @@ fn table(c: &Cluster, what: &str, node: &str) -> Result<String, String> {
     r.map_err(|e| e.to_string())
 }
 
-fn cluster(o: &Opts) -> Cluster {
-    let mut c = Cluster::seed_with(o.seed);
+fn cluster(o: &Opts) -> Result<Cluster, String> {
+    let mut c = if o.cluster.is_empty() {
+        Cluster::seed_with(o.seed)
+    } else {
+        let (c, report) = Cluster::from_files(&o.cluster).map_err(|e| e.to_string())?;
+        eprintln!(
+            "podnet: loaded {} objects, skipped {}",
+            report.loaded.len(),
+            report.skipped.len()
+        );
+        c
+    };
     if let Some(s) = o.ipvs {
         c.set_proxy_mode(podnet::kube_proxy::ProxyMode::Ipvs(s));
     }
-    c
+    Ok(c)
+}
+
+fn check(o: &Opts) -> Result<u8, String> {
+    if o.cluster.is_empty() {
+        return Err(
+            "check needs --cluster PATH (files or directories of Kubernetes YAML/JSON)".into()
+        );
+    }
+    let (c, report) = Cluster::from_files(&o.cluster).map_err(|e| e.to_string())?;
+    if o.json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+        return Ok(0);
+    }
+    println!("loaded {} objects:", report.loaded.len());
+    for l in &report.loaded {
+        println!("  {l}");
+    }
+    println!("skipped {}:", report.skipped.len());
+    for s in &report.skipped {
+        println!("  {s}");
+    }
+    println!("{} nodes, {} pods", c.nodes().len(), c.pods().len());
+    Ok(0)
 }
 
 fn demo(o: &Opts) -> Result<u8, String> {
@@ -196,7 +237,7 @@ fn trace(o: &Opts) -> Result<u8, String> {
     if o.from.is_empty() || o.from.len() != o.to.len() {
         return Err("trace needs --from and --to, as many of one as of the other".into());
     }
-    let mut c = cluster(o);
+    let mut c = cluster(o)?;
     let opts = TraceOptions { proto: o.proto, sport: o.sport, ..TraceOptions::default() };
     let mut all_ok = true;
     let mut traces = Vec::new();

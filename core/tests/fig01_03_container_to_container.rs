@@ -46,8 +46,8 @@ fn two_containers_cannot_bind_the_same_port() {
 fn a_pod_spec_with_conflicting_container_ports_is_refused() {
     let mut c = Cluster::seed();
     let n = c.node_id("node3").unwrap();
-    let a = Container { name: "a".into(), ports: vec![(Proto::TCP, 80)] };
-    let b = Container { name: "b".into(), ports: vec![(Proto::TCP, 80)] };
+    let a = Container { name: "a".into(), ports: vec![(Proto::TCP, 80)], ..Container::default() };
+    let b = Container { name: "b".into(), ports: vec![(Proto::TCP, 80)], ..Container::default() };
     let err = c.add_pod("default", "clash", n, None, Default::default(), vec![a, b]).unwrap_err();
     assert!(matches!(err, ClusterError::AddrInUse { .. }), "{err}");
     assert!(c.pod_id("pod/default/clash").is_err(), "nothing was created");

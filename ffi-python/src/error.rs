@@ -22,6 +22,29 @@ create_exception!(
 create_exception!(_podnet, AddressInUse, Error, "A port or address is already taken.");
 create_exception!(_podnet, AddressExhausted, Error, "A pool or range has no free address left.");
 create_exception!(_podnet, Livelock, Error, "A flow never settled (a forwarding loop).");
+create_exception!(
+    _podnet,
+    ParseError,
+    Error,
+    "Input that could not be read; `.line` and `.column` say where (None when unknown)."
+);
+
+/// Maps a load error to `ParseError` (with `.line`, `.column`, `.file`) or `OSError`.
+pub fn load(py: Python<'_>, e: podnet::k8s::LoadError) -> PyErr {
+    use podnet::k8s::LoadError;
+    match &e {
+        LoadError::Io { .. } => pyo3::exceptions::PyOSError::new_err(e.to_string()),
+        LoadError::Parse { place, .. } | LoadError::Object { place, .. } => {
+            let err = ParseError::new_err(e.to_string());
+            let v = err.value(py);
+            let _ = v.setattr("line", place.line);
+            let _ = v.setattr("column", place.column);
+            let _ = v.setattr("file", place.file.clone());
+            let _ = v.setattr("document", place.doc);
+            err
+        }
+    }
+}
 
 /// Maps a cluster error to its exception class.
 pub fn cluster(e: ClusterError) -> PyErr {
@@ -56,5 +79,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("AddressInUse", py.get_type::<AddressInUse>())?;
     m.add("AddressExhausted", py.get_type::<AddressExhausted>())?;
     m.add("Livelock", py.get_type::<Livelock>())?;
+    m.add("ParseError", py.get_type::<ParseError>())?;
     Ok(())
 }

@@ -77,6 +77,32 @@ impl Cluster {
         }
     }
 
+    /// Loads Kubernetes objects (YAML or JSON text); arguments override the podnet document.
+    #[staticmethod]
+    #[pyo3(signature = (text, proxy_mode = None, seed = None))]
+    fn from_yaml(
+        py: Python<'_>,
+        text: &str,
+        proxy_mode: Option<&str>,
+        seed: Option<u64>,
+    ) -> PyResult<Self> {
+        let (c, _) = podnet::Cluster::from_yaml(text).map_err(|e| error::load(py, e))?;
+        configured(c, proxy_mode, seed)
+    }
+
+    /// Loads Kubernetes objects from files and directories.
+    #[staticmethod]
+    #[pyo3(signature = (paths, proxy_mode = None, seed = None))]
+    fn from_files(
+        py: Python<'_>,
+        paths: Vec<std::path::PathBuf>,
+        proxy_mode: Option<&str>,
+        seed: Option<u64>,
+    ) -> PyResult<Self> {
+        let (c, _) = podnet::Cluster::from_files(&paths).map_err(|e| error::load(py, e))?;
+        configured(c, proxy_mode, seed)
+    }
+
     /// Traces one flow; see the package docs for the endpoint forms.
     #[pyo3(signature = (src, dst, proto = "tcp", sport = None, headers = None, dry_run = false))]
     fn trace(
@@ -192,6 +218,28 @@ impl Cluster {
             "cannot delete {what:?}: only svc/NS/NAME is supported so far"
         )))
     }
+}
+
+fn configured(
+    mut c: podnet::Cluster,
+    proxy_mode: Option<&str>,
+    seed: Option<u64>,
+) -> PyResult<Cluster> {
+    use podnet::kube_proxy::ProxyMode;
+    match proxy_mode {
+        None => {}
+        Some("iptables") => c.set_proxy_mode(ProxyMode::Iptables),
+        Some("ipvs") => c.set_proxy_mode(ProxyMode::Ipvs(podnet::netfilter::ipvs::Scheduler::Rr)),
+        Some(other) => {
+            return Err(PyValueError::new_err(format!(
+                "proxy_mode must be 'iptables' or 'ipvs', not {other:?}"
+            )));
+        }
+    }
+    if let Some(s) = seed {
+        c.reseed(s);
+    }
+    Ok(Cluster { inner: c })
 }
 
 /// One traced flow.

@@ -1,0 +1,609 @@
+//! Loading a cluster from Kubernetes objects: what `kubectl get -o yaml` (or `-o json`)
+//! prints, multi-document files, `kind: List`, several files or directories.
+//!
+//! Kinds read: Node, Pod, Service, EndpointSlice, Ingress, Namespace, plus an optional
+//! podnet document (`apiVersion: podnet.dev/v1alpha1`, `kind: PodnetConfig`) for what
+//! Kubernetes objects do not say (cluster CIDR, VPC subnet and router, proxy mode, seed).
+//! Unknown kinds are reported and skipped. Malformed documents fail with the file, the
+//! document index, line and column, and the field path.
+//!
+//! Pods follow Kubernetes' rules for endpoints: ready from the Ready condition (a Running pod
+//! with an IP when conditions are absent), terminating from `deletionTimestamp`; Pending pods
+//! without a node or an IP are skipped and reported. EndpointSlices are derived from
+//! selectors for Services that have none in the input. Pods serve every declared
+//! containerPort and the targetPorts of the Services that select them.
+//!
+//! Not modelled yet: hostNetwork pods (reported and skipped), Ingress objects without an
+//! ALB (recorded; the seed cluster shows the ALB model).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ipnetwork::Ipv4Network;
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1 as discovery;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::Deserialize;
+
+use podnet_netfilter::Proto;
+
+use crate::cluster::{Cluster, ClusterConfig, Container};
+use crate::kube_proxy::{
+    EndpointSlice, ProxyMode, Service, ServicePort, ServiceType, SliceEndpoint, TargetPort,
+};
+
+/// Where in the input a problem is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Place {
+    /// File (or `<input>`).
+    pub file: String,
+    /// 1-based document index in the file.
+    pub doc: usize,
+    /// 1-based line in the file, when known.
+    pub line: Option<usize>,
+    /// 1-based column, when known.
+    pub column: Option<usize>,
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: document {}", self.file, self.doc)?;
+        if let (Some(l), Some(c)) = (self.line, self.column) {
+            write!(f, ", line {l}, column {c}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why loading failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// A file could not be read.
+    #[error("{path}: {msg}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The OS error.
+        msg: String,
+    },
+    /// A document is not valid YAML/JSON or does not fit its kind's schema.
+    #[error("{place}: {msg}")]
+    Parse {
+        /// Where.
+        place: Place,
+        /// What was wrong, with the field path.
+        msg: String,
+    },
+    /// An object is well-formed but cannot be modelled as it stands.
+    #[error("{place}: {object}: {msg}")]
+    Object {
+        /// Where.
+        place: Place,
+        /// `Kind/namespace/name`.
+        object: String,
+        /// What is wrong and how to fix it.
+        msg: String,
+    },
+}
+
+impl LoadError {
+    /// The line of the problem, if known.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            LoadError::Parse { place, .. } | LoadError::Object { place, .. } => place.line,
+            LoadError::Io { .. } => None,
+        }
+    }
+
+    /// The column of the problem, if known.
+    pub fn column(&self) -> Option<usize> {
+        match self {
+            LoadError::Parse { place, .. } | LoadError::Object { place, .. } => place.column,
+            LoadError::Io { .. } => None,
+        }
+    }
+}
+
+/// What was loaded, and what was not.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LoadReport {
+    /// `Kind/ns/name` of every object used.
+    pub loaded: Vec<String>,
+    /// Objects skipped, with the reason.
+    pub skipped: Vec<String>,
+}
+
+/// The podnet document.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PodnetConfig {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    cluster_cidr: Option<String>,
+    node_subnet: Option<String>,
+    vpc_router: Option<Ipv4Addr>,
+    proxy_mode: Option<String>,
+    ipvs_scheduler: Option<String>,
+    seed: Option<u64>,
+}
+
+struct Doc {
+    place: Place,
+    value: serde_json::Value,
+    text: Option<String>,
+    line_offset: usize,
+}
+
+/// The objects of an input, by kind, before the cluster is built.
+#[derive(Default)]
+struct Objects {
+    config: Option<(Place, PodnetConfig)>,
+    nodes: Vec<(Place, core::Node)>,
+    pods: Vec<(Place, core::Pod)>,
+    services: Vec<(Place, core::Service)>,
+    slices: Vec<(Place, discovery::EndpointSlice)>,
+    ingresses: usize,
+    report: LoadReport,
+}
+
+impl Cluster {
+    /// Loads Kubernetes objects from YAML or JSON text (several documents, `kind: List`).
+    pub fn from_yaml(text: &str) -> Result<(Cluster, LoadReport), LoadError> {
+        let mut objs = Objects::default();
+        read_text("<input>", text, &mut objs)?;
+        build(objs)
+    }
+
+    /// Loads Kubernetes objects from files and directories (`*.yaml`, `*.yml`, `*.json`,
+    /// in name order).
+    pub fn from_files(paths: &[PathBuf]) -> Result<(Cluster, LoadReport), LoadError> {
+        let mut objs = Objects::default();
+        for p in paths {
+            for file in expand(p)? {
+                let text = std::fs::read_to_string(&file).map_err(|e| LoadError::Io {
+                    path: file.display().to_string(),
+                    msg: e.to_string(),
+                })?;
+                read_text(&file.display().to_string(), &text, &mut objs)?;
+            }
+        }
+        build(objs)
+    }
+}
+
+fn expand(p: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let io =
+        |e: std::io::Error| LoadError::Io { path: p.display().to_string(), msg: e.to_string() };
+    if p.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+            .map_err(io)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|f| f.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json"))
+            .collect();
+        files.sort();
+        Ok(files)
+    } else if p.exists() {
+        Ok(vec![p.to_path_buf()])
+    } else {
+        Err(LoadError::Io {
+            path: p.display().to_string(),
+            msg: "no such file or directory".into(),
+        })
+    }
+}
+
+/// Splits YAML text into documents, remembering the line each starts at.
+fn split_documents(text: &str) -> Vec<(usize, String)> {
+    let mut docs = Vec::new();
+    let mut cur = String::new();
+    let mut start = 0;
+    for (i, line) in text.lines().enumerate() {
+        if line == "---" || line.starts_with("--- ") {
+            if !cur.trim().is_empty() {
+                docs.push((start, std::mem::take(&mut cur)));
+            }
+            cur.clear();
+            start = i + 1;
+            continue;
+        }
+        cur.push_str(line);
+        cur.push('\n');
+    }
+    if !cur.trim().is_empty() {
+        docs.push((start, cur));
+    }
+    docs
+}
+
+fn read_text(file: &str, text: &str, objs: &mut Objects) -> Result<(), LoadError> {
+    let trimmed = text.trim_start();
+    let docs: Vec<(usize, String)> = if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        vec![(0, text.to_string())]
+    } else {
+        split_documents(text)
+    };
+    for (i, (offset, doc)) in docs.into_iter().enumerate() {
+        let place = Place { file: file.into(), doc: i + 1, line: None, column: None };
+        let value: serde_json::Value =
+            serde_norway::from_str(&doc).map_err(|e| parse_error(&place, offset, &e))?;
+        if value.is_null() {
+            continue;
+        }
+        let d = Doc { place, value, text: Some(doc), line_offset: offset };
+        classify(d, objs)?;
+    }
+    Ok(())
+}
+
+fn parse_error(place: &Place, offset: usize, e: &serde_norway::Error) -> LoadError {
+    let mut p = place.clone();
+    if let Some(loc) = e.location() {
+        p.line = Some(loc.line() + offset);
+        p.column = Some(loc.column());
+    }
+    // serde_norway appends " at line L column C" for the document; the place says it for
+    // the file instead.
+    let msg = e.to_string();
+    let msg = match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg,
+    };
+    LoadError::Parse { place: p, msg }
+}
+
+fn typed<T: serde::de::DeserializeOwned>(d: &Doc) -> Result<T, LoadError> {
+    match &d.text {
+        Some(t) => serde_norway::from_str(t).map_err(|e| parse_error(&d.place, d.line_offset, &e)),
+        None => serde_json::from_value(d.value.clone())
+            .map_err(|e| LoadError::Parse { place: d.place.clone(), msg: e.to_string() }),
+    }
+}
+
+fn classify(d: Doc, objs: &mut Objects) -> Result<(), LoadError> {
+    let kind = d.value.get("kind").and_then(|k| k.as_str()).unwrap_or("").to_string();
+    let api = d.value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or("").to_string();
+    let name =
+        d.value.pointer("/metadata/name").and_then(|k| k.as_str()).unwrap_or("?").to_string();
+    match kind.as_str() {
+        "List" => {
+            let items =
+                d.value.get("items").and_then(|i| i.as_array()).cloned().unwrap_or_default();
+            for (j, item) in items.into_iter().enumerate() {
+                let place =
+                    Place { file: format!("{} (items[{j}])", d.place.file), ..d.place.clone() };
+                classify(Doc { place, value: item, text: None, line_offset: 0 }, objs)?;
+            }
+        }
+        "PodnetConfig" if api.starts_with("podnet.dev/") => {
+            objs.config = Some((d.place.clone(), typed(&d)?))
+        }
+        "Node" => objs.nodes.push((d.place.clone(), typed(&d)?)),
+        "Pod" => objs.pods.push((d.place.clone(), typed(&d)?)),
+        "Service" => objs.services.push((d.place.clone(), typed(&d)?)),
+        "EndpointSlice" => objs.slices.push((d.place.clone(), typed(&d)?)),
+        "Ingress" => {
+            let _: k8s_openapi::api::networking::v1::Ingress = typed(&d)?;
+            objs.ingresses += 1;
+            objs.report
+                .skipped
+                .push(format!("Ingress/{name}: recorded; ALBs are not built from YAML yet"));
+        }
+        "Namespace" => objs.report.loaded.push(format!("Namespace/{name}")),
+        "" => {
+            return Err(LoadError::Parse { place: d.place.clone(), msg: "document has no `kind` (expected Node, Pod, Service, EndpointSlice, Ingress, Namespace, List or PodnetConfig)".into() });
+        }
+        other => objs.report.skipped.push(format!("{other}/{name}: kind not modelled, skipped")),
+    }
+    Ok(())
+}
+
+fn obj_err(place: &Place, object: String, msg: impl Into<String>) -> LoadError {
+    LoadError::Object { place: place.clone(), object, msg: msg.into() }
+}
+
+fn proto(p: &Option<String>) -> Proto {
+    match p.as_deref() {
+        Some("UDP") => Proto::UDP,
+        Some("SCTP") => Proto::SCTP,
+        _ => Proto::TCP,
+    }
+}
+
+fn build(mut objs: Objects) -> Result<(Cluster, LoadReport), LoadError> {
+    let mut cfg = ClusterConfig::default();
+    let mut mode = ProxyMode::Iptables;
+    if let Some((place, pc)) = &objs.config {
+        let bad = |what: &str, v: &str| {
+            obj_err(place, "PodnetConfig".into(), format!("{what} '{v}' is not valid"))
+        };
+        if let Some(c) = &pc.cluster_cidr {
+            cfg.cluster_cidr = c.parse().map_err(|_| bad("clusterCIDR", c))?;
+        }
+        if let Some(c) = &pc.node_subnet {
+            cfg.node_subnet = c.parse().map_err(|_| bad("nodeSubnet", c))?;
+        }
+        if let Some(r) = pc.vpc_router {
+            cfg.vpc_router = r;
+        }
+        if let Some(s) = pc.seed {
+            cfg.seed = s;
+        }
+        let sched = match pc.ipvs_scheduler.as_deref() {
+            None => podnet_netfilter::ipvs::Scheduler::Rr,
+            Some(s) => podnet_netfilter::ipvs::Scheduler::parse(s)
+                .ok_or_else(|| bad("ipvsScheduler", s))?,
+        };
+        mode = match pc.proxy_mode.as_deref() {
+            None | Some("iptables") => ProxyMode::Iptables,
+            Some("ipvs") => ProxyMode::Ipvs(sched),
+            Some(other) => return Err(bad("proxyMode (iptables or ipvs)", other)),
+        };
+        let _ = (&pc.api_version, &pc.kind);
+    }
+    let mut c = Cluster::new(cfg);
+    let mut report = std::mem::take(&mut objs.report);
+    // Nodes.
+    for (place, n) in &objs.nodes {
+        let name = n.metadata.name.clone().unwrap_or_default();
+        let obj = format!("Node/{name}");
+        let ip = n
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref())
+            .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
+            .and_then(|a| a.address.parse::<Ipv4Addr>().ok())
+            .ok_or_else(|| obj_err(place, obj.clone(), "no IPv4 InternalIP in status.addresses"))?;
+        let cidr = n
+            .spec
+            .as_ref()
+            .and_then(|s| s.pod_cidr.clone())
+            .ok_or_else(|| obj_err(place, obj.clone(), "no spec.podCIDR: the bridge profile routes each node's pod CIDR; set it (kube-controller-manager --allocate-node-cidrs)"))?;
+        let cidr: Ipv4Network = cidr.parse().map_err(|_| {
+            obj_err(place, obj.clone(), format!("spec.podCIDR '{cidr}' is not an IPv4 CIDR"))
+        })?;
+        c.add_node(&name, ip, cidr).map_err(|e| obj_err(place, obj.clone(), e.to_string()))?;
+        report.loaded.push(obj);
+    }
+    // Services first (their targetPorts become listening ports of the pods they select).
+    let mut services = Vec::new();
+    for (place, s) in &objs.services {
+        let ns = s.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let name = s.metadata.name.clone().unwrap_or_default();
+        let obj = format!("Service/{ns}/{name}");
+        let spec = s.spec.clone().unwrap_or_default();
+        let cluster_ip = match spec.cluster_ip.as_deref() {
+            None | Some("") => {
+                return Err(obj_err(
+                    place,
+                    obj,
+                    "spec.clusterIP is empty: load the Service as the API server returned it (kubectl get -o yaml)",
+                ));
+            }
+            Some("None") => None,
+            Some(ip) => Some(ip.parse::<Ipv4Addr>().map_err(|_| {
+                obj_err(place, obj.clone(), format!("spec.clusterIP '{ip}' is not IPv4"))
+            })?),
+        };
+        let kind = match spec.type_.as_deref() {
+            Some("NodePort") => ServiceType::NodePort,
+            Some("LoadBalancer") => ServiceType::LoadBalancer,
+            _ => ServiceType::ClusterIp,
+        };
+        let mut ports = Vec::new();
+        for p in spec.ports.clone().unwrap_or_default() {
+            let target = match &p.target_port {
+                None => TargetPort::Number(p.port as u16),
+                Some(IntOrString::Int(n)) => TargetPort::Number(*n as u16),
+                Some(IntOrString::String(s)) => TargetPort::Name(s.clone()),
+            };
+            ports.push(ServicePort {
+                name: p.name.clone().unwrap_or_default(),
+                protocol: proto(&p.protocol),
+                port: p.port as u16,
+                target_port: target,
+                node_port: p.node_port.unwrap_or(0) as u16,
+            });
+        }
+        let lb_ips = s
+            .status
+            .as_ref()
+            .and_then(|st| st.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .map(|ing| {
+                ing.iter()
+                    .filter(|i| i.ip_mode.as_deref() != Some("Proxy"))
+                    .filter_map(|i| i.ip.as_ref()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut ranges = Vec::new();
+        for r in spec.load_balancer_source_ranges.clone().unwrap_or_default() {
+            ranges.push(r.trim().parse::<Ipv4Network>().map_err(|_| {
+                obj_err(
+                    place,
+                    obj.clone(),
+                    format!("loadBalancerSourceRanges entry '{r}' is not an IPv4 CIDR"),
+                )
+            })?);
+        }
+        services.push(Service {
+            namespace: ns,
+            name,
+            kind,
+            cluster_ip,
+            ports,
+            selector: spec.selector.clone().map(|m| m.into_iter().collect()),
+            external_ips: spec
+                .external_ips
+                .clone()
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|i| i.parse().ok())
+                .collect(),
+            lb_ips,
+            lb_source_ranges: ranges,
+            external_local: spec.external_traffic_policy.as_deref() == Some("Local"),
+            internal_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
+            affinity_timeout: (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+                spec.session_affinity_config
+                    .as_ref()
+                    .and_then(|c| c.client_ip.as_ref())
+                    .and_then(|c| c.timeout_seconds)
+                    .unwrap_or(10800) as u32
+            }),
+            health_check_node_port: spec.health_check_node_port.unwrap_or(0) as u16,
+        });
+        report.loaded.push(obj);
+    }
+    // Pods.
+    for (place, p) in &objs.pods {
+        let ns = p.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let obj = format!("Pod/{ns}/{name}");
+        let spec = p.spec.clone().unwrap_or_default();
+        let status = p.status.clone().unwrap_or_default();
+        if spec.host_network == Some(true) {
+            report.skipped.push(format!("{obj}: hostNetwork pods are not modelled yet, skipped"));
+            continue;
+        }
+        let Some(node) = spec.node_name.clone() else {
+            report.skipped.push(format!(
+                "{obj}: not scheduled (phase {}), skipped",
+                status.phase.as_deref().unwrap_or("Pending")
+            ));
+            continue;
+        };
+        let Some(ip) = status.pod_ip.clone() else {
+            report.skipped.push(format!(
+                "{obj}: no pod IP yet (phase {}), skipped",
+                status.phase.as_deref().unwrap_or("Pending")
+            ));
+            continue;
+        };
+        let ip: Ipv4Addr = ip
+            .parse()
+            .map_err(|_| obj_err(place, obj.clone(), format!("status.podIP '{ip}' is not IPv4")))?;
+        let node_id = c
+            .node_id(&node)
+            .map_err(|e| obj_err(place, obj.clone(), format!("spec.nodeName: {e}")))?;
+        let labels: BTreeMap<String, String> =
+            p.metadata.labels.clone().map(|m| m.into_iter().collect()).unwrap_or_default();
+        let mut containers: Vec<Container> = spec
+            .containers
+            .iter()
+            .map(|k| {
+                let ports = k.ports.clone().unwrap_or_default();
+                Container {
+                    name: k.name.clone(),
+                    ports: ports
+                        .iter()
+                        .map(|cp| (proto(&cp.protocol), cp.container_port as u16))
+                        .collect(),
+                    named_ports: ports
+                        .iter()
+                        .filter_map(|cp| {
+                            Some((cp.name.clone()?, proto(&cp.protocol), cp.container_port as u16))
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        // Serve the targetPorts of the Services that select this pod.
+        for s in services.iter().filter(|s| {
+            s.namespace == ns
+                && s.selector.as_ref().is_some_and(|sel| {
+                    !sel.is_empty() && sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+                })
+        }) {
+            for sp in &s.ports {
+                let port = match &sp.target_port {
+                    TargetPort::Number(n) => Some(*n),
+                    TargetPort::Name(n) => containers
+                        .iter()
+                        .flat_map(|k| &k.named_ports)
+                        .find(|(pn, pr, _)| pn == n && *pr == sp.protocol)
+                        .map(|(_, _, p)| *p),
+                };
+                if let Some(port) = port
+                    && !containers.iter().any(|k| k.ports.contains(&(sp.protocol, port)))
+                    && let Some(first) = containers.first_mut()
+                {
+                    first.ports.push((sp.protocol, port));
+                }
+            }
+        }
+        let terminating = p.metadata.deletion_timestamp.is_some();
+        let ready = match status
+            .conditions
+            .as_ref()
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        {
+            Some(cond) => cond.status == "True",
+            None => status.phase.as_deref() == Some("Running"),
+        } && !terminating;
+        let id = c
+            .add_pod(&ns, &name, node_id, Some(ip), labels, containers)
+            .map_err(|e| obj_err(place, obj.clone(), e.to_string()))?;
+        c.pods[id.idx()].ready = ready;
+        c.pods[id.idx()].terminating = terminating;
+        report.loaded.push(obj);
+    }
+    // EndpointSlices given in the input.
+    for (place, s) in &objs.slices {
+        let ns = s.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let obj = format!("EndpointSlice/{ns}/{}", s.metadata.name.clone().unwrap_or_default());
+        let Some(svc) =
+            s.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name")).cloned()
+        else {
+            report.skipped.push(format!("{obj}: no kubernetes.io/service-name label, skipped"));
+            continue;
+        };
+        if s.address_type != "IPv4" {
+            report
+                .skipped
+                .push(format!("{obj}: addressType {} is not modelled, skipped", s.address_type));
+            continue;
+        }
+        let ports = s
+            .ports
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .map(|p| {
+                (p.name.clone().unwrap_or_default(), proto(&p.protocol), p.port.unwrap_or(0) as u16)
+            })
+            .collect();
+        let mut endpoints = Vec::new();
+        for e in &s.endpoints {
+            for a in &e.addresses {
+                let ip = a.parse::<Ipv4Addr>().map_err(|_| {
+                    obj_err(place, obj.clone(), format!("endpoint address '{a}' is not IPv4"))
+                })?;
+                let cond = e.conditions.clone().unwrap_or_default();
+                endpoints.push(SliceEndpoint {
+                    ip,
+                    node_name: e.node_name.clone(),
+                    ready: cond.ready,
+                    serving: cond.serving,
+                    terminating: cond.terminating,
+                });
+            }
+        }
+        c.services.slices.push(EndpointSlice { namespace: ns, service: svc, ports, endpoints });
+        report.loaded.push(obj);
+    }
+    // Services with slices in the input do not get derived ones.
+    for s in &mut services {
+        if c.services.slices.iter().any(|sl| sl.namespace == s.namespace && sl.service == s.name) {
+            s.selector = None;
+        }
+    }
+    c.services.list = services;
+    c.services.mode = mode;
+    c.services_changed();
+    Ok((c, report))
+}

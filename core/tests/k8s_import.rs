@@ -1,0 +1,136 @@
+//! Loading clusters from Kubernetes objects, and every kind of bad input.
+
+use std::path::PathBuf;
+
+use podnet::trace::TraceOptions;
+use podnet::{Cluster, Disposition};
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/shop")
+}
+
+#[test]
+fn a_kubectl_dump_loads_and_traces() {
+    let (mut c, report) = Cluster::from_files(&[fixture()]).unwrap();
+    for o in [
+        "Node/ip-10-0-0-11",
+        "Pod/shop/frontend-7d9f8c6b5-abcde",
+        "Service/shop/backend",
+        "EndpointSlice/legacy/legacy-db-abc12",
+        "Pod/legacy/db-0",
+    ] {
+        assert!(report.loaded.iter().any(|l| l == o), "{o} not loaded: {report:?}");
+    }
+    assert!(
+        report
+            .skipped
+            .iter()
+            .any(|s| s.starts_with("Pod/shop/backend-5c4b9d7f8-ddddd: not scheduled")),
+        "{report:?}"
+    );
+    assert!(report.skipped.iter().any(|s| s.starts_with("ConfigMap/shop-config")), "{report:?}");
+    assert!(report.skipped.iter().any(|s| s.starts_with("Ingress/shop")), "{report:?}");
+    // The frontend reaches the backend Service; the named targetPort resolves per pod (9000
+    // on one, 9001 on the other); the terminating pod gets no new connections.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..24 {
+        let t = c
+            .trace(
+                "pod/shop/frontend-7d9f8c6b5-abcde",
+                "svc/shop/backend:api",
+                &TraceOptions::default(),
+            )
+            .unwrap();
+        assert!(t.completed, "{}", t.render(true));
+        seen.insert(t.delivered_to.unwrap());
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        vec![
+            "pod/shop/backend-5c4b9d7f8-aaaaa".to_string(),
+            "pod/shop/backend-5c4b9d7f8-bbbbb".to_string()
+        ]
+    );
+    let rules = c.kube_proxy_payload("ip-10-0-0-11").unwrap();
+    assert!(
+        rules.contains("--to-destination 10.244.1.7:9000")
+            && rules.contains("--to-destination 10.244.2.9:9001"),
+        "{rules}"
+    );
+    // The Service whose EndpointSlice was given uses it.
+    let t = c
+        .trace(
+            "pod/shop/frontend-7d9f8c6b5-abcde",
+            "svc/legacy/legacy-db:pg",
+            &TraceOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(t.delivered_to.as_deref(), Some("pod/legacy/db-0"));
+    // The podnet document chose the underlay and the seed.
+    assert!(c.routes("ip-10-0-0-11").unwrap().starts_with("default via 10.0.0.1 dev eth0"));
+    // NodePort to the frontend from another node.
+    let t = c.trace("node/ip-10-0-0-13", "10.0.0.11:31080", &TraceOptions::default()).unwrap();
+    assert!(t.completed, "{}", t.render(true));
+}
+
+#[test]
+fn the_same_objects_as_one_json_list_load_the_same() {
+    let yaml = std::fs::read_to_string(fixture().join("30-legacy.json")).unwrap();
+    let nodes = std::fs::read_to_string(fixture().join("10-nodes.yaml")).unwrap();
+    let cfg = std::fs::read_to_string(fixture().join("00-podnet.yaml")).unwrap();
+    let (mut c, report) = Cluster::from_yaml(&format!("{cfg}---\n{nodes}---\n{yaml}")).unwrap();
+    assert!(report.loaded.iter().any(|l| l == "Pod/legacy/db-0"));
+    let t =
+        c.trace("node/ip-10-0-0-11", "svc/legacy/legacy-db:pg", &TraceOptions::default()).unwrap();
+    assert_eq!(t.delivered_to.as_deref(), Some("pod/legacy/db-0"), "{}", t.render(false));
+}
+
+fn err(text: &str) -> podnet::k8s::LoadError {
+    match Cluster::from_yaml(text) {
+        Ok(_) => panic!("loaded but should not:\n{text}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn bad_input_names_the_place_and_the_fix() {
+    let node = "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\nspec: {podCIDR: 10.244.0.0/24}\nstatus: {addresses: [{type: InternalIP, address: 192.168.0.5}]}\n";
+    // A type error: path and line (counted in the whole file, after the first document).
+    let e = err(&format!(
+        "{node}---\napiVersion: v1\nkind: Service\nmetadata: {{name: s}}\nspec:\n  clusterIP: 10.96.0.9\n  ports:\n  - port: eighty\n"
+    ));
+    let s = e.to_string();
+    assert!(
+        s.contains("document 2") && s.contains("spec.ports[0].port") && s.contains("eighty"),
+        "{s}"
+    );
+    assert_eq!((e.line(), e.column()), (Some(13), Some(11)), "{s}");
+    // Broken YAML.
+    let e = err("apiVersion: v1\nkind: Pod\nmetadata:\n  name: [unclosed\n");
+    assert!(e.line().is_some(), "{e}");
+    // No kind.
+    let e = err("apiVersion: v1\nmetadata: {name: x}\n");
+    assert!(e.to_string().contains("has no `kind`"), "{e}");
+    // A node without a pod CIDR.
+    let e = err(
+        "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\nstatus: {addresses: [{type: InternalIP, address: 192.168.0.5}]}\n",
+    );
+    assert!(e.to_string().contains("Node/n1: no spec.podCIDR"), "{e}");
+    // A pod whose IP is outside its node's pod CIDR.
+    let e = err(&format!(
+        "{node}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p, namespace: a}}\nspec: {{nodeName: n1, containers: [{{name: c}}]}}\nstatus: {{phase: Running, podIP: 10.9.9.9}}\n"
+    ));
+    assert!(e.to_string().contains("Pod/a/p") && e.to_string().contains("outside"), "{e}");
+    // A pod on a node that does not exist.
+    let e = err(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {nodeName: ghost, containers: [{name: c}]}\nstatus: {phase: Running, podIP: 10.244.0.2}\n",
+    );
+    assert!(e.to_string().contains("spec.nodeName") && e.to_string().contains("ghost"), "{e}");
+    // A podnet document with an unknown field.
+    let e = err("apiVersion: podnet.dev/v1alpha1\nkind: PodnetConfig\nproxyMod: ipvs\n");
+    assert!(e.to_string().contains("unknown field `proxyMod`"), "{e}");
+    // Files that do not exist.
+    let e = Cluster::from_files(&[PathBuf::from("/nonexistent/dir")]).map(|_| ()).unwrap_err();
+    assert!(e.to_string().contains("no such file"), "{e}");
+    let _ = Disposition::Delivered;
+}
