@@ -12,6 +12,7 @@ USAGE:
         Trace every scenario of the seed article on the built-in reference cluster.
     podnet trace --from SRC --to DST [--proto tcp|udp|icmp|http] [--sport N] [--seed N]
                  [--proxy-mode iptables|ipvs] [--ipvs-scheduler rr|wrr|lc|wlc|sh|dh|sed|nq]
+                 [--all-outcomes]   (every place the flow can land, with its probability; dry run)
                  [--show conntrack,fdb,neigh,routes,iptables] [--json] [--full]
         SRC: pod/NS/NAME, node/NAME or an IP. DST: IP:PORT, pod/NS/NAME:PORT,
         svc/NS/NAME:PORT (number or port name), http://IP[:PORT]/path; ICMP takes an IP.
@@ -50,6 +51,7 @@ struct Opts {
     node: Option<String>,
     ipvs: Option<podnet::netfilter::ipvs::Scheduler>,
     cluster: Vec<std::path::PathBuf>,
+    all_outcomes: bool,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -65,6 +67,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         node: None,
         ipvs: None,
         cluster: vec![],
+        all_outcomes: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -73,6 +76,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         match a.as_str() {
             "--json" => o.json = true,
             "--full" => o.full = true,
+            "--all-outcomes" => o.all_outcomes = true,
             "--seed" => {
                 o.seed = val("--seed")?.parse().map_err(|_| "--seed takes a number".to_string())?
             }
@@ -242,6 +246,13 @@ fn trace(o: &Opts) -> Result<u8, String> {
     let mut all_ok = true;
     let mut traces = Vec::new();
     for (f, t) in o.from.iter().zip(&o.to) {
+        if o.all_outcomes {
+            for tr in c.trace_all(f, t, &opts).map_err(|e| e.to_string())? {
+                all_ok &= tr.disposition == Disposition::Delivered;
+                traces.push(tr);
+            }
+            continue;
+        }
         let tr = c.trace(f, t, &opts).map_err(|e| e.to_string())?;
         all_ok &= tr.disposition == Disposition::Delivered;
         traces.push(tr);
@@ -250,6 +261,9 @@ fn trace(o: &Opts) -> Result<u8, String> {
         println!("{}", serde_json::to_string_pretty(&traces).map_err(|e| e.to_string())?);
     } else {
         for t in &traces {
+            if let Some(p) = t.probability {
+                println!("outcome with probability {p:.4}:");
+            }
             print!("{}", t.render(o.full));
         }
         for what in &o.show {

@@ -1252,3 +1252,77 @@ impl Cluster {
             .collect()
     }
 }
+
+impl Cluster {
+    /// Every place a flow can land, each with its probability, as dry runs: each endpoint a
+    /// Service can pick (`-m statistic` rules, IPVS scheduling) and each node a cloud load
+    /// balancer can pick. Decision points are enumerated exhaustively (up to 256 paths); the
+    /// probabilities of the outcomes returned add up to 1 when nothing was cut off.
+    ///
+    /// The ALB's choice of target is round robin state inside its L7 hop and is not
+    /// enumerated: each ALB rule contributes its current target only.
+    pub fn trace_all(
+        &self,
+        from: &str,
+        to: &str,
+        opts: &TraceOptions,
+    ) -> Result<Vec<Trace>, TraceError> {
+        use podnet_netfilter::eval::{Choices, Rng};
+        use std::sync::{Arc, Mutex};
+        let mut out = Vec::new();
+        let mut todo: Vec<Vec<usize>> = vec![Vec::new()];
+        let mut runs = 0;
+        while let Some(forced) = todo.pop() {
+            runs += 1;
+            if runs > 256 {
+                break;
+            }
+            let script = Arc::new(Mutex::new(Choices { forced: forced.clone(), met: Vec::new() }));
+            let mut c = self.fork();
+            for (i, ns) in c.netns.iter_mut().enumerate() {
+                if let Some(nf) = ns.nf.as_mut() {
+                    nf.rng = Rng::scripted(self.cfg.seed.wrapping_add(i as u64), script.clone());
+                }
+            }
+            let mut t = c.trace(from, to, &TraceOptions { dry_run: false, ..opts.clone() })?;
+            let met = script.lock().expect("choices lock").met.clone();
+            let p: f64 = met.iter().map(|(pick, probs)| probs[*pick]).product();
+            // Alternatives at every decision point this run met beyond the forced prefix.
+            for i in (forced.len()..met.len()).rev() {
+                for alt in (1..met[i].1.len()).rev() {
+                    if met[i].1[alt] > 0.0 {
+                        let mut f: Vec<usize> = met[..i].iter().map(|m| m.0).collect();
+                        f.push(alt);
+                        todo.push(f);
+                    }
+                }
+            }
+            if p > 0.0 {
+                t.probability = Some(p);
+                out.push(t);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A reachability matrix: one dry-run trace per (source, destination), rows in the order
+    /// of `sources`.
+    pub fn reachability(
+        &self,
+        sources: &[&str],
+        destinations: &[&str],
+        opts: &TraceOptions,
+    ) -> Result<Vec<Vec<Trace>>, TraceError> {
+        sources
+            .iter()
+            .map(|s| {
+                destinations
+                    .iter()
+                    .map(|d| {
+                        self.fork().trace(s, d, &TraceOptions { dry_run: false, ..opts.clone() })
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}

@@ -118,6 +118,35 @@ impl Cluster {
         self.inner.trace(src, dst, &o).map(|t| Trace { inner: t }).map_err(error::trace)
     }
 
+    /// Every place a flow can land, each a Trace with `.probability` (dry runs).
+    #[pyo3(signature = (src, dst, proto = "tcp"))]
+    fn trace_all(&self, src: &str, dst: &str, proto: &str) -> PyResult<Vec<Trace>> {
+        let o = options(proto, None, None, false)?;
+        Ok(self
+            .inner
+            .trace_all(src, dst, &o)
+            .map_err(error::trace)?
+            .into_iter()
+            .map(|t| Trace { inner: t })
+            .collect())
+    }
+
+    /// A reachability matrix: `result[i][j]` is the dry-run trace from `sources[i]` to
+    /// `destinations[j]`.
+    #[pyo3(signature = (sources, destinations, proto = "tcp"))]
+    fn reachability(
+        &self,
+        sources: Vec<String>,
+        destinations: Vec<String>,
+        proto: &str,
+    ) -> PyResult<Vec<Vec<Trace>>> {
+        let o = options(proto, None, None, false)?;
+        let s: Vec<&str> = sources.iter().map(String::as_str).collect();
+        let d: Vec<&str> = destinations.iter().map(String::as_str).collect();
+        let m = self.inner.reachability(&s, &d, &o).map_err(error::trace)?;
+        Ok(m.into_iter().map(|row| row.into_iter().map(|t| Trace { inner: t }).collect()).collect())
+    }
+
     /// Runs many flows in order on this cluster; returns compact summaries (no hops).
     fn trace_many(
         &mut self,

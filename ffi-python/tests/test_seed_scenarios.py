@@ -113,3 +113,11 @@ def test_every_seed_scenario_in_both_proxy_modes(mode):
     c = podnet.Cluster.seed(proxy_mode="ipvs")
     assert "TCP  10.96.0.10:80 rr" in c.ipvsadm("node1")
     assert "KUBE-CLUSTER-IP" in c.ipset("node1")
+
+
+def test_trace_all_and_reachability(seed_cluster):
+    outcomes = seed_cluster.trace_all("pod/default/pod2", "10.96.0.10:80")
+    assert sorted(t.delivered_to for t in outcomes) == ["pod/default/pod1", "pod/default/pod3"]
+    assert abs(sum(t.probability for t in outcomes) - 1.0) < 1e-9
+    m = seed_cluster.reachability(["pod/default/pod1", "pod/default/pod2"], ["svc/default/web:http", "203.0.113.10:80"])
+    assert [[t.completed for t in row] for row in m] == [[True, True], [True, True]]

@@ -176,6 +176,12 @@ impl Ipvs {
         if live.is_empty() {
             return None;
         }
+        if let Some(i) = rng.scripted_pick(live.len()) {
+            // Enumerating outcomes: every live real server is a possible pick.
+            let pick = live[i];
+            vs.reals[pick].active += 1;
+            return Some((vs.reals[pick].addr, vs.reals[pick].port));
+        }
         let hash = |a: Ipv4Addr| (u32::from(a).wrapping_mul(2_654_435_761) >> 16) as usize;
         let load = |r: &RealServer| u64::from(r.active) * 256 + u64::from(r.inactive);
         let pick = match vs.scheduler {
@@ -224,7 +230,6 @@ impl Ipvs {
             Scheduler::Sh => live[hash(client) % live.len()],
             Scheduler::Dh => live[hash(addr) % live.len()],
         };
-        let _ = rng;
         vs.reals[pick].active += 1;
         if vs.persistent.is_some() {
             vs.templates.insert(client, pick);
