@@ -132,6 +132,8 @@ pub struct Node {
     pub bridge: IfIndex,
     /// Pods on it, in creation order.
     pub pods: Vec<PodId>,
+    /// host-local IPAM of its pod CIDR.
+    pub ipam: crate::ipam::HostLocal,
 }
 
 /// A container of a pod.
@@ -323,6 +325,9 @@ pub enum ClusterError {
         /// Who has it.
         owner: String,
     },
+    /// An address pool refused (exhausted, conflict, reserved address).
+    #[error(transparent)]
+    Ipam(#[from] crate::ipam::IpamError),
     /// A pod CIDR overlaps another node's or is outside the cluster CIDR.
     #[error("pod CIDR {cidr} for node '{node}' {why}")]
     BadPodCidr {
@@ -578,6 +583,7 @@ impl Cluster {
             eth0,
             bridge: br,
             pods: Vec::new(),
+            ipam: crate::ipam::HostLocal::new(pod_cidr),
         });
         self.node_names.insert(name.into(), id);
         Ok(id)
@@ -608,36 +614,8 @@ impl Cluster {
             hint: String::new(),
         })?;
         let cidr = n.pod_cidr;
-        let gw = Ipv4Addr::from(u32::from(cidr.network()) + 1);
-        let taken = |a: Ipv4Addr| self.pods.iter().any(|p| p.ip == a);
-        let ip = match ip {
-            Some(a) => {
-                if !cidr.contains(a) {
-                    return Err(ClusterError::OutsideCidr {
-                        addr: a,
-                        what: "the pod CIDR of node",
-                        cidr,
-                    });
-                }
-                if a == cidr.network() || a == cidr.broadcast() || a == gw || taken(a) {
-                    return Err(ClusterError::AddressTaken {
-                        addr: a,
-                        why: format!(
-                            "network, gateway, broadcast or another pod's address in {cidr}"
-                        ),
-                    });
-                }
-                a
-            }
-            None => (u32::from(gw) + 1..u32::from(cidr.broadcast()))
-                .map(Ipv4Addr::from)
-                .find(|a| !taken(*a))
-                .ok_or_else(|| ClusterError::AddressTaken {
-                    addr: cidr.broadcast(),
-                    why: format!("pod CIDR {cidr} is exhausted"),
-                })?,
-        };
-        // Validate container ports before creating anything.
+        let gw = n.ipam.gateway();
+        // Validate container ports before taking an address.
         let mut ports: BTreeMap<(Proto, u16), String> = BTreeMap::new();
         let pod_ns_name = format!("pod/{namespace}/{name}");
         for c in &containers {
@@ -654,6 +632,23 @@ impl Cluster {
                 ports.insert((proto, port), c.name.clone());
             }
         }
+        // host-local IPAM: a requested address is reserved, otherwise the next one round
+        // robin after the last reserved.
+        let ipam = &mut self.nodes[node.idx()].ipam;
+        let ip = match ip {
+            Some(a) => {
+                if !cidr.contains(a) {
+                    return Err(ClusterError::OutsideCidr {
+                        addr: a,
+                        what: "the pod CIDR of node",
+                        cidr,
+                    });
+                }
+                ipam.reserve(a)?;
+                a
+            }
+            None => ipam.allocate()?,
+        };
         let id = PodId(self.pods.len() as u32);
         let ns = self.add_netns(&pod_ns_name, Owner::Pod(id), false);
         self.netns[ns.idx()].ports = ports;

@@ -17,6 +17,7 @@
 //! | [`kube_proxy`] | Services and EndpointSlices to kube-proxy's iptables and IPVS state |
 //! | [`cloud`], [`ingress`] | internet gateway, cloud load balancers, the ALB's L7 routing |
 //! | [`k8s`] | loading a cluster from Kubernetes YAML/JSON |
+//! | [`ipam`] | node CIDR, host-local pod IP, ClusterIP and NodePort allocators |
 //! | [`trace`] | one flow end to end, every hop recorded, text and JSON |
 //! | [`demo`] | the seed article's scenarios on the reference cluster |
 //!
@@ -35,6 +36,7 @@ pub mod cluster;
 pub mod demo;
 pub mod ids;
 pub mod ingress;
+pub mod ipam;
 pub mod k8s;
 pub mod kube_proxy;
 pub mod net;

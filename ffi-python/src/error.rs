@@ -57,6 +57,10 @@ pub fn cluster(e: ClusterError) -> PyErr {
         ClusterError::AddressTaken { ref why, .. } if why.contains("exhausted") => {
             AddressExhausted::new_err(msg)
         }
+        ClusterError::Ipam(podnet::ipam::IpamError::Exhausted { .. }) => {
+            AddressExhausted::new_err(msg)
+        }
+        ClusterError::Ipam(podnet::ipam::IpamError::Conflict { .. }) => AddressInUse::new_err(msg),
         _ => InvalidInput::new_err(msg),
     }
 }
