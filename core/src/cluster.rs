@@ -172,6 +172,8 @@ pub struct Pod {
     pub ready: bool,
     /// Being deleted (`deletionTimestamp` set): its endpoints are terminating.
     pub terminating: bool,
+    /// Deleted: gone from the node (kept in the arena so ids stay stable).
+    pub deleted: bool,
 }
 
 impl Pod {
@@ -684,11 +686,32 @@ impl Cluster {
             host_veth: host,
             ready: true,
             terminating: false,
+            deleted: false,
         });
         self.nodes[node.idx()].pods.push(id);
         self.pod_names.insert(key, id);
         self.services_changed();
         Ok(id)
+    }
+
+    /// Deletes a pod (`pod/NS/NAME`): its veth leaves the bridge, host-local releases its
+    /// address, its endpoints disappear and kube-proxy re-syncs every node.
+    pub fn delete_pod(&mut self, key: &str) -> Result<(), ClusterError> {
+        let id = self.pod_id(key)?;
+        let (ns_name, name, node, ip, host, netns) = {
+            let p = &self.pods[id.idx()];
+            (p.namespace.clone(), p.name.clone(), p.node, p.ip, p.host_veth, p.netns)
+        };
+        self.pod_names.shift_remove(&(ns_name, name));
+        self.pods[id.idx()].deleted = true;
+        self.pods[id.idx()].ready = false;
+        self.devs[host.idx()].master = None;
+        self.netns[netns.idx()].stack = None;
+        let n = &mut self.nodes[node.idx()];
+        n.pods.retain(|p| *p != id);
+        n.ipam.release(ip);
+        self.services_changed();
+        Ok(())
     }
 
     /// Binds a port in a pod's namespace for one of its containers, as `bind(2)` would:

@@ -742,6 +742,8 @@ pub struct Services {
     pub masquerade_all: bool,
     /// iptables or IPVS.
     pub mode: ProxyMode,
+    /// UDP endpoints as of the last sync (to clear conntrack for the ones that go away).
+    pub udp_endpoints: std::collections::BTreeSet<(Ipv4Addr, u16)>,
 }
 
 impl Default for Services {
@@ -752,6 +754,7 @@ impl Default for Services {
             random_fully: true,
             masquerade_all: false,
             mode: ProxyMode::Iptables,
+            udp_endpoints: std::collections::BTreeSet::new(),
         }
     }
 }
@@ -837,7 +840,7 @@ impl Cluster {
             }
             let mut by_ports: BTreeMap<Vec<(String, Proto, u16)>, Vec<SliceEndpoint>> =
                 BTreeMap::new();
-            for p in self.pods.iter().filter(|p| {
+            for p in self.pods.iter().filter(|p| !p.deleted).filter(|p| {
                 p.namespace == svc.namespace && sel.iter().all(|(k, v)| p.labels.get(k) == Some(v))
             }) {
                 let ports: Vec<(String, Proto, u16)> = svc
@@ -880,6 +883,40 @@ impl Cluster {
     /// the built-in chain jumps and ip-masq-agent's egress rules.
     pub(crate) fn services_changed(&mut self) {
         let slices = self.endpoint_slices();
+        // kube-proxy deletes the conntrack entries of UDP endpoints that went away
+        // (`conntrack -D -p udp --reply-src EP --reply-port-src PORT`), so clients stop
+        // sending to them at once; TCP is left to conntrack and the endpoints' RSTs.
+        let udp_eps = |slices: &[EndpointSlice]| -> std::collections::BTreeSet<(Ipv4Addr, u16)> {
+            slices
+                .iter()
+                .flat_map(|s| {
+                    let ports: Vec<u16> = s
+                        .ports
+                        .iter()
+                        .filter(|(_, p, _)| *p == Proto::UDP)
+                        .map(|(_, _, n)| *n)
+                        .collect();
+                    s.endpoints
+                        .iter()
+                        .filter(|e| e.ready.unwrap_or(true))
+                        .flat_map(move |e| ports.clone().into_iter().map(move |p| (e.ip, p)))
+                })
+                .collect()
+        };
+        let now_eps = udp_eps(&slices);
+        let gone: Vec<(Ipv4Addr, u16)> =
+            self.services.udp_endpoints.difference(&now_eps).copied().collect();
+        self.services.udp_endpoints = now_eps;
+        if !gone.is_empty() {
+            for n in 0..self.nodes.len() {
+                let ns = self.nodes[n].netns;
+                if let Some(nf) = self.netns[ns.idx()].nf.as_mut() {
+                    nf.conntrack.delete_where(|e| {
+                        e.orig.proto == Proto::UDP && gone.contains(&(e.reply.src, e.reply.sport))
+                    });
+                }
+            }
+        }
         let masq = self.masq_agent_rules();
         for n in 0..self.nodes.len() {
             let node = &self.nodes[n];

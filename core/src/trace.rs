@@ -935,7 +935,7 @@ impl Cluster {
             return Ok(Source { ns, side: Side::Main, ip });
         }
         if let Ok(ip) = from.parse::<Ipv4Addr>() {
-            if let Some(p) = self.pods.iter().find(|p| p.ip == ip) {
+            if let Some(p) = self.pods.iter().find(|p| p.ip == ip && !p.deleted) {
                 return Ok(Source { ns: p.netns, side: Side::Main, ip });
             }
             if let Some(n) = self.nodes.iter().find(|n| n.ip == ip) {

@@ -199,3 +199,26 @@ fn not_ready_endpoint_leaves_the_rotation() {
         t.render(true)
     );
 }
+
+#[test]
+fn removing_a_udp_endpoint_clears_its_conntrack_entries() {
+    let mut c = Cluster::seed();
+    // Find the endpoint a UDP flow from pod2 landed on, then take that pod out of service.
+    let t = c.trace("pod/default/pod2", "svc/default/web:udp", &common::udp()).unwrap();
+    let pod = t.delivered_to.clone().unwrap();
+    let ip = if pod.ends_with("pod1") { "10.244.1.2" } else { "10.244.2.2" };
+    let sport = t.client.rsplit(':').next().unwrap().to_string();
+    let has_entry = |c: &Cluster| {
+        c.conntrack("node1").unwrap().lines().any(|l| {
+            l.starts_with("udp") && l.contains(&format!("sport={sport} dport=80 src={ip}"))
+        })
+    };
+    assert!(has_entry(&c));
+    c.set_ready(&pod, false).unwrap();
+    assert!(!has_entry(&c), "{}", c.conntrack("node1").unwrap());
+    // The same client socket now reaches the remaining endpoint at once.
+    let opts = podnet::TraceOptions { sport: Some(sport.parse().unwrap()), ..common::udp() };
+    let again = c.trace("pod/default/pod2", "svc/default/web:udp", &opts).unwrap();
+    assert!(again.completed);
+    assert_ne!(again.delivered_to.as_deref(), Some(pod.as_str()));
+}

@@ -238,13 +238,16 @@ impl Cluster {
         Ok(())
     }
 
-    /// Deletes a Service (`svc/NS/NAME`).
+    /// Deletes a Service (`svc/NS/NAME`) or a pod (`pod/NS/NAME`).
     fn delete(&mut self, what: &str) -> PyResult<()> {
         if what.starts_with("svc/") {
             return self.inner.delete_service(what).map_err(error::cluster);
         }
+        if what.starts_with("pod/") {
+            return self.inner.delete_pod(what).map_err(error::cluster);
+        }
         Err(error::InvalidInput::new_err(format!(
-            "cannot delete {what:?}: only svc/NS/NAME is supported so far"
+            "cannot delete {what:?}: write svc/NS/NAME or pod/NS/NAME"
         )))
     }
 }

@@ -121,3 +121,15 @@ def test_trace_all_and_reachability(seed_cluster):
     assert abs(sum(t.probability for t in outcomes) - 1.0) < 1e-9
     m = seed_cluster.reachability(["pod/default/pod1", "pod/default/pod2"], ["svc/default/web:http", "203.0.113.10:80"])
     assert [[t.completed for t in row] for row in m] == [[True, True], [True, True]]
+
+
+def test_deleting_a_pod_or_a_service(seed_cluster):
+    seed_cluster.delete("pod/default/pod3")
+    outcomes = seed_cluster.trace_all("pod/default/pod2", "svc/default/web:http")
+    assert [t.delivered_to for t in outcomes] == ["pod/default/pod1"]
+    with pytest.raises(podnet.NotFound):
+        seed_cluster.trace("pod/default/pod3", "10.244.1.2:8080")
+    seed_cluster.delete("svc/default/web")
+    assert "10.96.0.10" not in seed_cluster.iptables_save("node1")
+    with pytest.raises(podnet.InvalidInput, match="svc/NS/NAME or pod/NS/NAME"):
+        seed_cluster.delete("node/node1")

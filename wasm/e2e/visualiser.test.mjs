@@ -91,6 +91,29 @@ test("the page's traces are byte-identical to the golden files", async () => {
   await page.close();
 });
 
+test("a pasted cluster loads, draws and traces; bad YAML shows where it is wrong", async () => {
+  const { page, errors } = await open();
+  const fixture = path.join(HERE, "..", "..", "core", "tests", "fixtures", "shop");
+  const text = fs.readdirSync(fixture).sort().map((f) => fs.readFileSync(path.join(fixture, f), "utf8")).filter((t) => !t.trim().startsWith("{")).join("\n---\n");
+  await page.click("#yaml-box summary");
+  await page.fill("#yaml", text);
+  await page.click("#load-yaml");
+  await page.locator("#status").filter({ hasText: "loaded your cluster" }).waitFor();
+  assert.equal(await page.locator("[id='dev:ip-10-0-0-11|cbr0']").count(), 1, "the loaded nodes are drawn");
+  await page.fill("#from", "pod/shop/frontend-7d9f8c6b5-abcde");
+  await page.fill("#to", "svc/shop/backend:api");
+  await page.selectOption("#proto", "tcp");
+  await page.click("#trace-btn");
+  await page.locator("#result").filter({ hasText: "delivered to pod/shop/backend" }).waitFor();
+  await page.fill("#yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec:\n  clusterIP: 10.96.0.9\n  ports:\n  - port: eighty\n");
+  await page.click("#load-yaml");
+  await page.locator("#status").filter({ hasText: "error" }).waitFor();
+  assert.match(await page.textContent("#status"), /line 7, column 11: spec\.ports\[0\]\.port/);
+  await page.screenshot({ path: path.join(ARTIFACTS, "yaml-cluster.png") });
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
 test("a free-form flow traces and errors are shown, not thrown", async () => {
   const { page, errors } = await open();
   await page.selectOption("#scenario", "");

@@ -30,6 +30,13 @@ impl Podnet {
         Podnet { inner: podnet::Cluster::seed_with(u64::from(seed)) }
     }
 
+    /// A cluster loaded from Kubernetes objects (YAML or JSON); errors carry the place.
+    pub fn from_yaml(text: &str) -> Result<Podnet, JsError> {
+        podnet::Cluster::from_yaml(text)
+            .map(|(c, _)| Podnet { inner: c })
+            .map_err(|e| JsError::new(&e.to_string()))
+    }
+
     /// Traces one flow; returns the trace JSON.
     pub fn trace(&mut self, from: &str, to: &str, proto: &str) -> Result<String, JsError> {
         let proto = FlowProto::parse(proto).ok_or_else(|| {

@@ -168,8 +168,8 @@ async function run() {
   stop();
   const sel = $("scenario").value;
   await safe(() => {
-    cluster = new mod.Podnet(Number($("seed").value) || 0);
-    if (sel) {
+    cluster = custom ?? new mod.Podnet(Number($("seed").value) || 0);
+    if (sel && !custom) {
       setTrace(mod.golden_trace(sel, Number($("seed").value) || 0));
       // Keep the handle's tables in step with what was traced.
       const s = scenarios.find((x) => x.id === sel);
@@ -201,6 +201,14 @@ function play() {
 }
 
 let scenarios = [];
+let custom = null; // a cluster loaded from the YAML box, if any
+
+function drawCluster() {
+  const topo = JSON.parse(cluster.topology());
+  drawTopology(topo);
+  $("tnode").innerHTML = topo.nodes.map((n) => `<option>${n.name}</option>`).join("");
+}
+
 async function main() {
   await load();
   scenarios = JSON.parse(mod.scenarios());
@@ -211,12 +219,28 @@ async function main() {
     const s = scenarios.find((x) => x.id === sel.value);
     if (s) { $("from").value = s.from; $("to").value = s.to; $("proto").value = s.proto; }
   };
-  const topo = JSON.parse(cluster.topology());
-  drawTopology(topo);
-  $("tnode").innerHTML = topo.nodes.map((n) => `<option>${n.name}</option>`).join("");
+  drawCluster();
   $("tnode").onchange = refreshTable;
   $("twhat").onchange = refreshTable;
   $("trace-btn").onclick = run;
+  $("load-yaml").onclick = () => {
+    try {
+      const c = mod.Podnet.from_yaml($("yaml").value);
+      custom = c;
+      cluster = c;
+      drawCluster();
+      $("scenario").value = "";
+      status("loaded your cluster: pick from/to and Trace");
+    } catch (e) {
+      status(`error: ${e.message}`);
+    }
+  };
+  $("load-seed").onclick = () => {
+    custom = null;
+    cluster = new mod.Podnet(Number($("seed").value) || 0);
+    drawCluster();
+    status("reference cluster");
+  };
   $("step").onclick = () => showHop(cur + 1);
   $("prev").onclick = () => showHop(cur - 1);
   $("first").onclick = () => showHop(0);
