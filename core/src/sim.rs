@@ -307,8 +307,17 @@ impl Cluster {
         self.netns[ns.idx()].stack = Some(Box::new(stack));
     }
 
-    fn endpoint_rx(&mut self, ns: NetnsId, dev: IfIndex, frame: Vec<u8>, tag: Tag) {
-        let Ok(eth) = EthernetFrame::new_checked(&frame[..]) else {
+    /// Parses a frame received on `dev` and keeps it only if it is addressed to `dev` (its
+    /// MAC, broadcast or multicast), as `eth_type_trans` marks anything else
+    /// PACKET_OTHERHOST and the stack ignores it. Records the drop or the ignore.
+    fn frame_for<'f>(
+        &mut self,
+        ns: NetnsId,
+        dev: IfIndex,
+        frame: &'f [u8],
+        tag: Tag,
+    ) -> Option<EthernetFrame<&'f [u8]>> {
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
             self.drop_hop(
                 tag,
                 ns,
@@ -317,13 +326,11 @@ impl Cluster {
                 "truncated Ethernet frame".into(),
                 None,
             );
-            return;
+            return None;
         };
-        let my_mac = self.devs[dev.idx()].mac;
-        if eth.dst_addr() != my_mac
-            && !eth.dst_addr().is_broadcast()
-            && !eth.dst_addr().is_multicast()
-        {
+        let mac = self.devs[dev.idx()].mac;
+        let dst = eth.dst_addr();
+        if dst != mac && !dst.is_broadcast() && !dst.is_multicast() {
             hop!(
                 self,
                 tag,
@@ -331,15 +338,21 @@ impl Cluster {
                 Some(dev),
                 HopKind::Ignore,
                 format!(
-                    "frame for {} is not for this host ({}): ignored",
-                    Mac(eth.dst_addr()),
-                    Mac(my_mac)
+                    "frame for {} is not for {} ({}): PACKET_OTHERHOST, ignored",
+                    Mac(dst),
+                    self.dev_name(dev),
+                    Mac(mac)
                 ),
                 None,
-                None,
+                None
             );
-            return;
+            return None;
         }
+        Some(eth)
+    }
+
+    fn endpoint_rx(&mut self, ns: NetnsId, dev: IfIndex, frame: Vec<u8>, tag: Tag) {
+        let Some(eth) = self.frame_for(ns, dev, &frame, tag) else { return };
         match eth.ethertype() {
             EthernetProtocol::Arp => {
                 if let Ok(arp) = ArpPacket::new_checked(eth.payload())
@@ -486,37 +499,7 @@ impl Cluster {
     // ----- forwarding namespaces -----
 
     fn l2_rx(&mut self, ns: NetnsId, dev: IfIndex, frame: Vec<u8>, tag: Tag) {
-        let Ok(eth) = EthernetFrame::new_checked(&frame[..]) else {
-            self.drop_hop(
-                tag,
-                ns,
-                Some(dev),
-                reason::MALFORMED,
-                "truncated Ethernet frame".into(),
-                None,
-            );
-            return;
-        };
-        let mac = self.devs[dev.idx()].mac;
-        let dst = eth.dst_addr();
-        if dst != mac && !dst.is_broadcast() && !dst.is_multicast() {
-            hop!(
-                self,
-                tag,
-                ns,
-                Some(dev),
-                HopKind::Ignore,
-                format!(
-                    "frame for {} is not for {} ({}): PACKET_OTHERHOST, ignored",
-                    Mac(dst),
-                    self.dev_name(dev),
-                    Mac(mac)
-                ),
-                None,
-                None,
-            );
-            return;
-        }
+        let Some(eth) = self.frame_for(ns, dev, &frame, tag) else { return };
         match eth.ethertype() {
             EthernetProtocol::Arp => {
                 let payload = eth.payload().to_vec();
