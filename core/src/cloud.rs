@@ -365,7 +365,49 @@ impl Cluster {
             let mut text = String::from(
                 "*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:LB-TARGETS - [0:0]\n",
             );
-            let nodes: Vec<Ipv4Addr> = self.nodes.iter().map(|n| n.ip).collect();
+            // Health checks: with externalTrafficPolicy Local the LB probes each node's
+            // healthCheckNodePort, where kube-proxy answers 200 only with local endpoints;
+            // nodes that fail get no traffic. (The probe's answer is computed, not sent.)
+            let slices = self.endpoint_slices();
+            let healthy = |node: &str| {
+                slices
+                    .iter()
+                    .filter(|s| format!("{}/{}", s.namespace, s.service) == lb.service)
+                    .any(|s| {
+                        s.endpoints.iter().any(|e| {
+                            e.node_name.as_deref() == Some(node) && e.ready.unwrap_or(true)
+                        })
+                    })
+            };
+            let mut nodes: Vec<Ipv4Addr> = self
+                .nodes
+                .iter()
+                .filter(|n| !svc.external_local || healthy(&n.name))
+                .map(|n| n.ip)
+                .collect();
+            if nodes.is_empty() {
+                // Every target failing its health check: the LB fails open to all of them.
+                nodes = self.nodes.iter().map(|n| n.ip).collect();
+            }
+            // loadBalancerSourceRanges: the LB's security group admits only those sources.
+            let mut filter = String::from(
+                "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:LB-SOURCE-RANGES - [0:0]\n",
+            );
+            if !svc.lb_source_ranges.is_empty() {
+                let _ = writeln!(
+                    filter,
+                    "-A FORWARD -m conntrack --ctstate NEW -m comment --comment \"{}: loadBalancerSourceRanges\" -j LB-SOURCE-RANGES",
+                    lb.service
+                );
+                for r in &svc.lb_source_ranges {
+                    let _ = writeln!(filter, "-A LB-SOURCE-RANGES -s {r} -j RETURN");
+                }
+                let _ = writeln!(
+                    filter,
+                    "-A LB-SOURCE-RANGES -m comment --comment \"source not in loadBalancerSourceRanges\" -j DROP"
+                );
+            }
+            filter.push_str("COMMIT\n");
             for p in svc.ports.iter().filter(|p| p.node_port != 0) {
                 let proto = p.protocol;
                 let chain = format!("LB-{}-{}", proto.to_string().to_uppercase(), p.port);
@@ -400,7 +442,9 @@ impl Cluster {
             );
             text.push_str("COMMIT\n");
             if let Some(nf) = self.netns[lb.netns.idx()].nf.as_mut() {
-                nf.tables.restore(&text, false).expect("generated load balancer rules parse");
+                nf.tables
+                    .restore(&format!("{filter}{text}"), false)
+                    .expect("generated load balancer rules parse");
             }
         }
     }

@@ -258,8 +258,12 @@ impl Cluster {
             self.cfg.seed.wrapping_mul(0x9e37_79b9).wrapping_add(u64::from(ns.0) * 0x1000_0001 + 1);
         let now = self.now;
         let n = &self.netns[ns.idx()];
+        let eth0 = n.devs.iter().copied().find(|d| self.devs[d.idx()].name == "eth0");
         let mut stack = match n.owner {
-            Owner::Node(node) => {
+            // Forwarding namespaces (and anything without an eth0) get an IP-medium stack
+            // holding all their addresses: local destinations nobody serves answer like the
+            // kernel (RST, port unreachable).
+            _ if n.router || eth0.is_none() => {
                 let addrs: Vec<(Ipv4Addr, u8)> = n
                     .devs
                     .iter()
@@ -267,16 +271,14 @@ impl Cluster {
                     .filter(|a| !a.ip().is_loopback())
                     .map(|a| (a.ip(), a.prefix()))
                     .collect();
-                Stack::ip(&self.nodes[node.idx()].name, &addrs, seed, now)
+                let name = match n.owner {
+                    Owner::Node(node) => self.nodes[node.idx()].name.clone(),
+                    _ => n.name.clone(),
+                };
+                Stack::ip(&name, &addrs, seed, now)
             }
             _ => {
-                let eth0 = n
-                    .devs
-                    .iter()
-                    .copied()
-                    .find(|d| self.devs[d.idx()].name == "eth0")
-                    .expect("host has eth0");
-                let d = &self.devs[eth0.idx()];
+                let d = &self.devs[eth0.expect("checked above").idx()];
                 let a = d.addrs[0];
                 let gw = n.routes.lookup(Ipv4Addr::new(1, 1, 1, 1)).and_then(|r| r.via);
                 let name = match n.owner {

@@ -176,3 +176,68 @@ fn malformed_http_gets_400_from_the_alb() {
     assert_eq!(t.http_status, Some(400), "{}", t.render(true));
     assert_eq!(t.delivered_to.as_deref(), Some("lb/default/shop"));
 }
+
+fn local_lb_service(c: &mut Cluster, ranges: &[&str]) {
+    use podnet::kube_proxy::{Service, ServicePort, ServiceType, TargetPort};
+    let mut s = Service::cluster_ip("default", "api-local", "10.96.0.21".parse().unwrap());
+    s.kind = ServiceType::LoadBalancer;
+    s.selector = Some([("app".to_string(), "api".to_string())].into());
+    s.external_local = true;
+    s.health_check_node_port = 32000;
+    s.lb_source_ranges = ranges.iter().map(|r| r.parse().unwrap()).collect();
+    s.ports = vec![ServicePort {
+        name: "http".into(),
+        protocol: podnet::netfilter::Proto::TCP,
+        port: 80,
+        target_port: TargetPort::Number(8080),
+        node_port: 30090,
+    }];
+    c.add_service(s).unwrap();
+    c.add_cloud_lb(
+        "svc/default/api-local",
+        "203.0.113.101".parse().unwrap(),
+        "192.168.0.101".parse().unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn external_traffic_policy_local_keeps_the_client_ip_and_skips_nodes_without_endpoints() {
+    let mut c = Cluster::seed();
+    local_lb_service(&mut c, &[]);
+    // node2 runs pod4: the client's own address reaches the pod.
+    let t = c.trace("host/internet", "203.0.113.2:30090", &common::tcp()).unwrap();
+    assert!(t.completed, "{}", t.render(true));
+    assert!(
+        t.server_saw.as_deref().unwrap().starts_with("203.0.113.10:"),
+        "client IP preserved: {:?}",
+        t.server_saw
+    );
+    // node1 runs no endpoint: kube-proxy drops external traffic there.
+    let t = c.trace("host/internet", "203.0.113.1:30090", &common::tcp()).unwrap();
+    assert_eq!(t.disposition, Disposition::Dropped, "{}", t.render(true));
+    assert!(t.hops.iter().any(|h| h.chain.as_deref() == Some("KUBE-EXTERNAL-SERVICES")
+        && h.rule.as_deref().is_some_and(|r| r.ends_with("-j DROP"))));
+    // Pods still reach it through any node (the short-circuit to all endpoints).
+    let t = c.trace("pod/default/pod2", "192.168.0.1:30090", &common::tcp()).unwrap();
+    assert!(t.completed, "{}", t.render(true));
+    // The load balancer's health checks leave only node2 in rotation.
+    let all = c.trace_all("host/internet", "203.0.113.101:80", &common::tcp()).unwrap();
+    assert_eq!(all.len(), 1, "only the node with a local endpoint gets traffic");
+    assert!(all[0].completed && (all[0].probability.unwrap() - 1.0).abs() < 1e-9);
+    assert!(all[0].hops.iter().any(|h| h.netns == "lb/default/api-local" && h.detail.contains("-> 192.168.0.2:30090")));
+}
+
+#[test]
+fn load_balancer_source_ranges_are_enforced_by_the_load_balancer() {
+    let mut c = Cluster::seed();
+    local_lb_service(&mut c, &["198.51.100.0/24"]);
+    let t = c.trace("host/internet", "203.0.113.101:80", &common::tcp()).unwrap();
+    assert_eq!(t.disposition, Disposition::Dropped, "{}", t.render(true));
+    let drop = t.hops.iter().find(|h| h.action == "drop").unwrap();
+    assert_eq!(drop.netns, "lb/default/api-local");
+    assert!(t.hops.iter().any(|h| h.chain.as_deref() == Some("LB-SOURCE-RANGES")));
+    let mut c = Cluster::seed();
+    local_lb_service(&mut c, &["198.51.100.0/24", "203.0.113.0/24"]);
+    assert!(c.trace("host/internet", "203.0.113.101:80", &common::tcp()).unwrap().completed);
+}
