@@ -377,7 +377,7 @@ pub struct Stats {
 pub struct Conntrack {
     slots: Vec<Option<Entry>>,
     free: Vec<u32>,
-    index: HashMap<Tuple, (CtId, Direction)>,
+    index: HashMap<Tuple, (CtId, Direction), crate::eval::FastBuild>,
     next_seq: u64,
     count: usize,
     /// `net.netfilter.nf_conntrack_max`.
@@ -400,7 +400,7 @@ impl Conntrack {
         Conntrack {
             slots: Vec::new(),
             free: Vec::new(),
-            index: HashMap::new(),
+            index: HashMap::default(),
             next_seq: 0,
             count: 0,
             max,

@@ -199,10 +199,46 @@ pub enum Verdict {
     Notrack,
 }
 
+/// A fast hasher for small fixed-size keys (tuples, addresses): FxHash's multiply-rotate.
+/// Lookups only; nothing is ever iterated in hash order.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u16(&mut self, i: u16) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+}
+
+/// `BuildHasher` for [`FastHasher`].
+pub type FastBuild = std::hash::BuildHasherDefault<FastHasher>;
+
 /// Per-chain dispatch index (see the module docs).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct ChainIndex {
-    buckets: HashMap<(Ipv4Addr, u8, u16), Vec<u32>>,
+    buckets: HashMap<(Ipv4Addr, u8, u16), Vec<u32>, FastBuild>,
     residual: Vec<u32>,
 }
 
@@ -214,7 +250,7 @@ impl ChainIndex {
         if rules.len() < INDEX_MIN_RULES {
             return None;
         }
-        let mut idx = ChainIndex { buckets: HashMap::new(), residual: Vec::new() };
+        let mut idx = ChainIndex { buckets: HashMap::default(), residual: Vec::new() };
         for (i, r) in rules.iter().enumerate() {
             match exact_key(r) {
                 Some(k) => idx.buckets.entry(k).or_default().push(i as u32),
@@ -248,6 +284,42 @@ pub fn eval_chain(
     indexed: bool,
 ) -> Verdict {
     let Some(start) = table.chains.get_index_of(chain) else { return Verdict::Accept };
+    eval_from(table, start, pkt, st, indexed)
+}
+
+/// Evaluates the built-in chain of `hook` (built-in chains sit first in a table, in
+/// [`crate::table::TableName::builtin_chains`] order, so no name lookup is needed).
+pub fn eval_hook(
+    table: &mut Table,
+    hook: crate::table::Hook,
+    pkt: &PacketCtx<'_>,
+    st: &mut EvalState<'_>,
+    indexed: bool,
+) -> Verdict {
+    let Some(start) = table.name.builtin_chains().iter().position(|h| *h == hook) else {
+        return Verdict::Accept;
+    };
+    debug_assert_eq!(
+        table.chains.get_index(start).map(|(k, _)| k.as_str()),
+        Some(hook.chain_name())
+    );
+    if table.chains[start].rules.is_empty() && table.chains[start].policy != Some(Policy::Drop) {
+        // An empty built-in chain with policy ACCEPT: nothing to walk or count but the policy.
+        let c = &mut table.chains[start];
+        c.counters.0 += 1;
+        c.counters.1 += u64::from(pkt.info.len);
+        return Verdict::Accept;
+    }
+    eval_from(table, start, pkt, st, indexed)
+}
+
+fn eval_from(
+    table: &mut Table,
+    start: usize,
+    pkt: &PacketCtx<'_>,
+    st: &mut EvalState<'_>,
+    indexed: bool,
+) -> Verdict {
     let tname = table.name.name();
     let mut stack: Vec<(usize, usize)> = Vec::new();
     let (mut ci, mut ri) = (start, 0usize);

@@ -330,7 +330,7 @@ impl Netfilter {
             sets: &self.sets,
             hits: if env.trace { Some(hits) } else { None },
         };
-        eval::eval_chain(self.tables.table_mut(t), hook.chain_name(), &pkt, &mut st, self.indexed)
+        eval::eval_hook(self.tables.table_mut(t), hook, &pkt, &mut st, self.indexed)
     }
 
     fn ct_view(&self, ct: &CtRef) -> (u32, Option<Ipv4Addr>) {
