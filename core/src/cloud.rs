@@ -84,13 +84,7 @@ impl Cluster {
         let vpc = self.vpc;
         let vpc1 = self.add_device(vpc, "vpc1", DeviceKind::Ether { segment: link });
         self.add_addr(vpc1, Ipv4Network::new(LINK_VPC, 30).expect("valid"));
-        self.netns[vpc.idx()].routes.add(Route {
-            dst: "0.0.0.0/0".parse().expect("lit"),
-            via: Some(LINK_IGW),
-            dev: vpc1,
-            src: None,
-            proto: RouteProto::Boot,
-        });
+        self.add_default_route(vpc, LINK_IGW, vpc1);
         let igw = self.add_netns("igw", Owner::Router, true);
         self.netns[igw.idx()].sysctl.ip_forward = true;
         self.netns[igw.idx()].nf = Some(Box::new(Netfilter::new(self.cfg.seed ^ 0x1697)));
@@ -147,13 +141,7 @@ impl Cluster {
         let eth0 = self.add_device(ns, "eth0", DeviceKind::Ether { segment: inet });
         self.add_addr(eth0, Ipv4Network::new(ip, net.prefix()).expect("valid"));
         let gw = Ipv4Addr::from(u32::from(net.broadcast()) - 1);
-        self.netns[ns.idx()].routes.add(Route {
-            dst: "0.0.0.0/0".parse().expect("lit"),
-            via: Some(gw),
-            dev: eth0,
-            src: None,
-            proto: RouteProto::Boot,
-        });
+        self.add_default_route(ns, gw, eth0);
         self.netns[ns.idx()].ports.insert((Proto::TCP, port), "server".into());
         self.netns[ns.idx()].ports.insert((Proto::UDP, port), "server".into());
         Ok(ns)
@@ -186,13 +174,7 @@ impl Cluster {
             Ipv4Network::new(private_ip, self.cfg.node_subnet.prefix()).expect("valid"),
         );
         let vpc_router = self.cfg.vpc_router;
-        self.netns[ns.idx()].routes.add(Route {
-            dst: "0.0.0.0/0".parse().expect("lit"),
-            via: Some(vpc_router),
-            dev,
-            src: None,
-            proto: RouteProto::Boot,
-        });
+        self.add_default_route(ns, vpc_router, dev);
         self.edge.lbs.push(CloudLb { service: key, public_ip, private_ip, netns: ns });
         self.sync_lbs();
         self.sync_igw();
@@ -219,13 +201,7 @@ impl Cluster {
             Ipv4Network::new(private_ip, self.cfg.node_subnet.prefix()).expect("valid"),
         );
         let vpc_router = self.cfg.vpc_router;
-        self.netns[ns.idx()].routes.add(Route {
-            dst: "0.0.0.0/0".parse().expect("lit"),
-            via: Some(vpc_router),
-            dev,
-            src: None,
-            proto: RouteProto::Boot,
-        });
+        self.add_default_route(ns, vpc_router, dev);
         self.netns[ns.idx()].ports.insert((Proto::TCP, 80), "listener".into());
         let rules = self.alb_rules(&ingress)?;
         self.edge.albs.push(Alb { ingress, public_ip, private_ip, netns: ns, rules });

@@ -502,6 +502,18 @@ impl Cluster {
         }
     }
 
+    /// Adds `default via GATEWAY dev DEV` to a namespace's main table.
+    pub(crate) fn add_default_route(&mut self, ns: NetnsId, via: Ipv4Addr, dev: IfIndex) {
+        let dst = Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0).expect("the default prefix");
+        self.netns[ns.idx()].routes.add(Route {
+            dst,
+            via: Some(via),
+            dev,
+            src: None,
+            proto: RouteProto::Boot,
+        });
+    }
+
     /// Adds a node with its root namespace, `eth0` on the VPC subnet, `cbr0` with the pod
     /// CIDR's first address, and the VPC route for its pod CIDR.
     pub fn add_node(
@@ -562,13 +574,7 @@ impl Cluster {
             f.add_local(br_mac, br);
         }
         let vpc_router = self.cfg.vpc_router;
-        self.netns[ns.idx()].routes.add(Route {
-            dst: "0.0.0.0/0".parse().expect("lit"),
-            via: Some(vpc_router),
-            dev: eth0,
-            src: None,
-            proto: RouteProto::Boot,
-        });
+        self.add_default_route(ns, vpc_router, eth0);
         let vpc0 = self.netns[self.vpc.idx()].devs[1];
         self.netns[self.vpc.idx()].routes.add(Route {
             dst: pod_cidr,
@@ -667,13 +673,7 @@ impl Cluster {
             f.add_local(host_mac, host);
         }
         self.add_addr(eth0, Ipv4Network::new(ip, cidr.prefix()).expect("valid"));
-        self.netns[ns.idx()].routes.add(Route {
-            dst: "0.0.0.0/0".parse().expect("lit"),
-            via: Some(gw),
-            dev: eth0,
-            src: None,
-            proto: RouteProto::Boot,
-        });
+        self.add_default_route(ns, gw, eth0);
         self.pods.push(Pod {
             namespace: namespace.into(),
             name: name.into(),

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
+use podnet::Cluster;
 use podnet::trace::TraceOptions;
-use podnet::{Cluster, Disposition};
 
 fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/shop")
@@ -132,5 +132,4 @@ fn bad_input_names_the_place_and_the_fix() {
     // Files that do not exist.
     let e = Cluster::from_files(&[PathBuf::from("/nonexistent/dir")]).map(|_| ()).unwrap_err();
     assert!(e.to_string().contains("no such file"), "{e}");
-    let _ = Disposition::Delivered;
 }
