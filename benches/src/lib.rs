@@ -137,3 +137,25 @@ pub fn client(k: u32) -> (Ipv4Addr, u16) {
         32768 + (k & 0x3fff) as u16,
     )
 }
+
+/// The flow mix of the `trace_many` bench, shared with `ffi-python/bench/trace_many.py`:
+/// same node, across nodes, and through the ClusterIP, TCP and UDP.
+pub const TRACE_MANY_FLOWS: &[(&str, &str, &str)] = &[
+    ("pod/default/pod2", "10.96.0.10:80", "udp"),
+    ("pod/default/pod2", "10.96.0.10:80", "tcp"),
+    ("pod/default/pod1", "10.244.1.3:8080", "udp"),
+    ("pod/default/pod1", "10.244.2.2:8080", "tcp"),
+];
+
+/// What the Python binding's `trace_many` does for one flow, natively: trace with hops off
+/// and build the summary strings.
+pub fn summary(c: &mut podnet::Cluster, from: &str, to: &str, proto: &str) -> [Option<String>; 5] {
+    let proto = podnet::trace::FlowProto::parse(proto).expect("the bench protocols are valid");
+    let o = podnet::trace::TraceOptions {
+        proto,
+        record_hops: false,
+        ..podnet::trace::TraceOptions::default()
+    };
+    let t = c.trace(from, to, &o).expect("the bench flows are valid");
+    [Some(t.disposition.to_string()), t.delivered_to, t.server_saw, t.reply_from, t.reason]
+}

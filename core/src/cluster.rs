@@ -259,6 +259,10 @@ pub struct ClusterConfig {
     pub vpc_router: Ipv4Addr,
     /// Seed for every random choice.
     pub seed: u64,
+    /// The Service CIDR ClusterIPs come from (`--service-cluster-ip-range`).
+    pub service_cidr: Ipv4Network,
+    /// The NodePort range (`--service-node-port-range`), inclusive.
+    pub node_port_range: (u16, u16),
 }
 
 impl Default for ClusterConfig {
@@ -268,6 +272,8 @@ impl Default for ClusterConfig {
             node_subnet: "192.168.0.0/24".parse().expect("literal"),
             vpc_router: Ipv4Addr::new(192, 168, 0, 254),
             seed: 0,
+            service_cidr: "10.96.0.0/12".parse().expect("literal"),
+            node_port_range: (30000, 32767),
         }
     }
 }
@@ -365,6 +371,7 @@ pub struct Cluster {
 impl Cluster {
     /// An empty cluster: the VPC subnet and its router, no nodes.
     pub fn new(cfg: ClusterConfig) -> Cluster {
+        let services = crate::kube_proxy::Services::new(&cfg);
         let mut c = Cluster {
             rng: Rng::new(cfg.seed ^ 0x706f_646e_6574),
             cfg,
@@ -379,7 +386,7 @@ impl Cluster {
             vpc_subnet: SegmentId(0),
             now: Instant::ZERO,
             sim: crate::sim::SimState::default(),
-            services: crate::kube_proxy::Services::default(),
+            services,
             edge: crate::cloud::Edge::default(),
             inet_segment: None,
         };

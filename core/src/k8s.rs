@@ -3,13 +3,19 @@
 //!
 //! Kinds read: Node, Pod, Service, EndpointSlice, Ingress, Namespace, plus an optional
 //! podnet document (`apiVersion: podnet.dev/v1alpha1`, `kind: PodnetConfig`) for what
-//! Kubernetes objects do not say (cluster CIDR, VPC subnet and router, proxy mode, seed).
+//! Kubernetes objects do not say: `clusterCidr` (10.244.0.0/16), `serviceCidr`
+//! (10.96.0.0/12), `nodeSubnet` (192.168.0.0/24) and `vpcRouter` (192.168.0.254),
+//! `proxyMode` (iptables or ipvs), `ipvsScheduler` (rr) and `seed` (0).
 //! Unknown kinds are reported and skipped. Malformed documents fail with the file, the
 //! document index, line and column, and the field path.
 //!
 //! Pods follow Kubernetes' rules for endpoints: ready from the Ready condition (a Running pod
-//! with an IP when conditions are absent), terminating from `deletionTimestamp`; Pending pods
-//! without a node or an IP are skipped and reported. EndpointSlices are derived from
+//! with an IP when conditions are absent), terminating from `deletionTimestamp`; pods
+//! without a node, or with a status but no IP, are skipped and reported. A scheduled pod
+//! written without status is being created: host-local gives it the node's next address.
+//! Services are admitted as the API server does it: a ClusterIP is allocated from the
+//! Service CIDR when none is written, requested ClusterIPs and nodePorts are reserved, and
+//! conflicts are errors. [`Cluster::add_yaml`] adds objects to a running cluster. EndpointSlices are derived from
 //! selectors for Services that have none in the input. Pods serve every declared
 //! containerPort and the targetPorts of the Services that select them.
 //!
@@ -31,7 +37,8 @@ use podnet_netfilter::Proto;
 
 use crate::cluster::{Cluster, ClusterConfig, Container};
 use crate::kube_proxy::{
-    EndpointSlice, ProxyMode, Service, ServicePort, ServiceType, SliceEndpoint, TargetPort,
+    EndpointSlice, ProxyMode, Service, ServicePort, ServiceType, Services, SliceEndpoint,
+    TargetPort,
 };
 
 /// Where in the input a problem is.
@@ -76,6 +83,16 @@ pub enum LoadError {
         /// What was wrong, with the field path.
         msg: String,
     },
+    /// The cluster refused an object (a name or address already taken, a pool exhausted).
+    #[error("{place}: {object}: {error}")]
+    Refused {
+        /// Where.
+        place: Place,
+        /// `Kind/namespace/name`.
+        object: String,
+        /// The cluster's reason.
+        error: Box<crate::cluster::ClusterError>,
+    },
     /// An object is well-formed but cannot be modelled as it stands.
     #[error("{place}: {object}: {msg}")]
     Object {
@@ -92,7 +109,9 @@ impl LoadError {
     /// The line of the problem, if known.
     pub fn line(&self) -> Option<usize> {
         match self {
-            LoadError::Parse { place, .. } | LoadError::Object { place, .. } => place.line,
+            LoadError::Parse { place, .. }
+            | LoadError::Object { place, .. }
+            | LoadError::Refused { place, .. } => place.line,
             LoadError::Io { .. } => None,
         }
     }
@@ -100,7 +119,9 @@ impl LoadError {
     /// The column of the problem, if known.
     pub fn column(&self) -> Option<usize> {
         match self {
-            LoadError::Parse { place, .. } | LoadError::Object { place, .. } => place.column,
+            LoadError::Parse { place, .. }
+            | LoadError::Object { place, .. }
+            | LoadError::Refused { place, .. } => place.column,
             LoadError::Io { .. } => None,
         }
     }
@@ -126,6 +147,7 @@ struct PodnetConfig {
     cluster_cidr: Option<String>,
     node_subnet: Option<String>,
     vpc_router: Option<Ipv4Addr>,
+    service_cidr: Option<String>,
     proxy_mode: Option<String>,
     ipvs_scheduler: Option<String>,
     seed: Option<u64>,
@@ -156,6 +178,26 @@ impl Cluster {
         let mut objs = Objects::default();
         read_text("<input>", text, &mut objs)?;
         build(objs)
+    }
+
+    /// Adds Kubernetes objects to a running cluster, as `kubectl create -f` would: nodes
+    /// join, Services are admitted by the API server (a ClusterIP is allocated when none is
+    /// requested, requested addresses and nodePorts are reserved or refused), scheduled pods
+    /// get their address from the node's host-local IPAM when they have no status, new
+    /// Services' targetPorts are served by the pods they select, and kube-proxy re-syncs
+    /// every node. An object that already exists, or cannot be admitted, is an error naming
+    /// it; as with `kubectl create -f`, the objects before it stay added.
+    pub fn add_yaml(&mut self, text: &str) -> Result<LoadReport, LoadError> {
+        let mut objs = Objects::default();
+        read_text("<input>", text, &mut objs)?;
+        if let Some((place, _)) = &objs.config {
+            return Err(obj_err(
+                place,
+                "PodnetConfig".into(),
+                "cluster settings are read only when a cluster is created (from_yaml, from_files); drop this document",
+            ));
+        }
+        apply(self, objs)
     }
 
     /// Loads Kubernetes objects from files and directories (`*.yaml`, `*.yml`, `*.json`,
@@ -301,6 +343,10 @@ fn classify(d: Doc, objs: &mut Objects) -> Result<(), LoadError> {
     Ok(())
 }
 
+fn refused(place: &Place, object: &str, error: crate::cluster::ClusterError) -> LoadError {
+    LoadError::Refused { place: place.clone(), object: object.into(), error: Box::new(error) }
+}
+
 fn obj_err(place: &Place, object: String, msg: impl Into<String>) -> LoadError {
     LoadError::Object { place: place.clone(), object, msg: msg.into() }
 }
@@ -313,7 +359,7 @@ fn proto(p: &Option<String>) -> Proto {
     }
 }
 
-fn build(mut objs: Objects) -> Result<(Cluster, LoadReport), LoadError> {
+fn build(objs: Objects) -> Result<(Cluster, LoadReport), LoadError> {
     let mut cfg = ClusterConfig::default();
     let mut mode = ProxyMode::Iptables;
     if let Some((place, pc)) = &objs.config {
@@ -328,6 +374,9 @@ fn build(mut objs: Objects) -> Result<(Cluster, LoadReport), LoadError> {
         }
         if let Some(r) = pc.vpc_router {
             cfg.vpc_router = r;
+        }
+        if let Some(c) = &pc.service_cidr {
+            cfg.service_cidr = c.parse().map_err(|_| bad("serviceCidr", c))?;
         }
         if let Some(s) = pc.seed {
             cfg.seed = s;
@@ -345,6 +394,13 @@ fn build(mut objs: Objects) -> Result<(Cluster, LoadReport), LoadError> {
         let _ = (&pc.api_version, &pc.kind);
     }
     let mut c = Cluster::new(cfg);
+    c.services.mode = mode;
+    let report = apply(&mut c, objs)?;
+    Ok((c, report))
+}
+
+/// Adds the objects to `c` and re-syncs once.
+fn apply(c: &mut Cluster, mut objs: Objects) -> Result<LoadReport, LoadError> {
     let mut report = std::mem::take(&mut objs.report);
     // Nodes.
     for (place, n) in &objs.nodes {
@@ -365,24 +421,26 @@ fn build(mut objs: Objects) -> Result<(Cluster, LoadReport), LoadError> {
         let cidr: Ipv4Network = cidr.parse().map_err(|_| {
             obj_err(place, obj.clone(), format!("spec.podCIDR '{cidr}' is not an IPv4 CIDR"))
         })?;
-        c.add_node(&name, ip, cidr).map_err(|e| obj_err(place, obj.clone(), e.to_string()))?;
+        c.add_node(&name, ip, cidr).map_err(|e| refused(place, &obj, e))?;
         report.loaded.push(obj);
     }
     // Services first (their targetPorts become listening ports of the pods they select).
-    let mut services = Vec::new();
+    let first_new_service = c.services.list.len();
+    let mut service_places: Vec<Place> = Vec::new();
     for (place, s) in &objs.services {
         let ns = s.metadata.namespace.clone().unwrap_or_else(|| "default".into());
         let name = s.metadata.name.clone().unwrap_or_default();
         let obj = format!("Service/{ns}/{name}");
         let spec = s.spec.clone().unwrap_or_default();
+        if c.services.list.iter().any(|x| x.namespace == ns && x.name == name) {
+            return Err(obj_err(
+                place,
+                obj,
+                "already exists: delete it first (services are immutable here, as with kubectl create)",
+            ));
+        }
         let cluster_ip = match spec.cluster_ip.as_deref() {
-            None | Some("") => {
-                return Err(obj_err(
-                    place,
-                    obj,
-                    "spec.clusterIP is empty: load the Service as the API server returned it (kubectl get -o yaml)",
-                ));
-            }
+            None | Some("") => Some(c.allocate_cluster_ip().map_err(|e| refused(place, &obj, e))?),
             Some("None") => None,
             Some(ip) => Some(ip.parse::<Ipv4Addr>().map_err(|_| {
                 obj_err(place, obj.clone(), format!("spec.clusterIP '{ip}' is not IPv4"))
@@ -430,7 +488,7 @@ fn build(mut objs: Objects) -> Result<(Cluster, LoadReport), LoadError> {
                 )
             })?);
         }
-        services.push(Service {
+        let mut svc = Service {
             namespace: ns,
             name,
             kind,
@@ -456,10 +514,14 @@ fn build(mut objs: Objects) -> Result<(Cluster, LoadReport), LoadError> {
                     .unwrap_or(10800) as u32
             }),
             health_check_node_port: spec.health_check_node_port.unwrap_or(0) as u16,
-        });
+        };
+        c.services.admit(&mut svc).map_err(|e| refused(place, &obj, e.into()))?;
+        c.services.list.push(svc);
+        service_places.push(place.clone());
         report.loaded.push(obj);
     }
     // Pods.
+    let mut new_pods = Vec::new();
     for (place, p) in &objs.pods {
         let ns = p.metadata.namespace.clone().unwrap_or_else(|| "default".into());
         let name = p.metadata.name.clone().unwrap_or_default();
@@ -477,16 +539,21 @@ fn build(mut objs: Objects) -> Result<(Cluster, LoadReport), LoadError> {
             ));
             continue;
         };
-        let Some(ip) = status.pod_ip.clone() else {
-            report.skipped.push(format!(
-                "{obj}: no pod IP yet (phase {}), skipped",
-                status.phase.as_deref().unwrap_or("Pending")
-            ));
-            continue;
+        // A manifest without status is a pod being created now: the CNI's host-local IPAM
+        // gives it an address. A status without an IP is a pod that has none yet.
+        let ip = match (&p.status, status.pod_ip.clone()) {
+            (None, _) => None,
+            (Some(_), Some(ip)) => Some(ip.parse::<Ipv4Addr>().map_err(|_| {
+                obj_err(place, obj.clone(), format!("status.podIP '{ip}' is not IPv4"))
+            })?),
+            (Some(_), None) => {
+                report.skipped.push(format!(
+                    "{obj}: no pod IP yet (phase {}), skipped",
+                    status.phase.as_deref().unwrap_or("Pending")
+                ));
+                continue;
+            }
         };
-        let ip: Ipv4Addr = ip
-            .parse()
-            .map_err(|_| obj_err(place, obj.clone(), format!("status.podIP '{ip}' is not IPv4")))?;
         let node_id = c
             .node_id(&node)
             .map_err(|e| obj_err(place, obj.clone(), format!("spec.nodeName: {e}")))?;
@@ -513,26 +580,12 @@ fn build(mut objs: Objects) -> Result<(Cluster, LoadReport), LoadError> {
             })
             .collect();
         // Serve the targetPorts of the Services that select this pod.
-        for s in services.iter().filter(|s| {
-            s.namespace == ns
-                && s.selector.as_ref().is_some_and(|sel| {
-                    !sel.is_empty() && sel.iter().all(|(k, v)| labels.get(k) == Some(v))
-                })
-        }) {
-            for sp in &s.ports {
-                let port = match &sp.target_port {
-                    TargetPort::Number(n) => Some(*n),
-                    TargetPort::Name(n) => containers
-                        .iter()
-                        .flat_map(|k| &k.named_ports)
-                        .find(|(pn, pr, _)| pn == n && *pr == sp.protocol)
-                        .map(|(_, _, p)| *p),
-                };
-                if let Some(port) = port
-                    && !containers.iter().any(|k| k.ports.contains(&(sp.protocol, port)))
+        for s in &c.services.list {
+            for (proto, port) in target_ports(s, &ns, &labels, &containers) {
+                if !containers.iter().any(|k| k.ports.contains(&(proto, port)))
                     && let Some(first) = containers.first_mut()
                 {
-                    first.ports.push((sp.protocol, port));
+                    first.ports.push((proto, port));
                 }
             }
         }
@@ -543,14 +596,38 @@ fn build(mut objs: Objects) -> Result<(Cluster, LoadReport), LoadError> {
             .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
         {
             Some(cond) => cond.status == "True",
-            None => status.phase.as_deref() == Some("Running"),
+            // Written without status: created now, and Ready once it runs.
+            None => p.status.is_none() || status.phase.as_deref() == Some("Running"),
         } && !terminating;
         let id = c
-            .add_pod(&ns, &name, node_id, Some(ip), labels, containers)
-            .map_err(|e| obj_err(place, obj.clone(), e.to_string()))?;
+            .add_pod(&ns, &name, node_id, ip, labels, containers)
+            .map_err(|e| refused(place, &obj, e))?;
         c.pods[id.idx()].ready = ready;
         c.pods[id.idx()].terminating = terminating;
+        new_pods.push(id);
         report.loaded.push(obj);
+    }
+    // Pods that were there before serve the targetPorts of the new Services that select them.
+    for i in 0..c.pods.len() {
+        let id = crate::ids::PodId(i as u32);
+        if c.pods[i].deleted || new_pods.contains(&id) {
+            continue;
+        }
+        let (ns, labels, containers) =
+            (c.pods[i].namespace.clone(), c.pods[i].labels.clone(), c.pods[i].containers.clone());
+        let key = format!("pod/{ns}/{}", c.pods[i].name);
+        let Some(first) = containers.first().map(|k| k.name.clone()) else { continue };
+        for (k, place) in service_places.iter().enumerate() {
+            let s = c.services.list[first_new_service + k].clone();
+            for (proto, port) in target_ports(&s, &ns, &labels, &containers) {
+                let netns = c.pods[i].netns;
+                if !c.netns[netns.idx()].ports.contains_key(&(proto, port)) {
+                    c.bind(&key, &first, proto, port).map_err(|e| {
+                        refused(place, &format!("Service/{}/{}", s.namespace, s.name), e)
+                    })?;
+                }
+            }
+        }
     }
     // EndpointSlices given in the input.
     for (place, s) in &objs.slices {
@@ -597,13 +674,43 @@ fn build(mut objs: Objects) -> Result<(Cluster, LoadReport), LoadError> {
         report.loaded.push(obj);
     }
     // Services with slices in the input do not get derived ones.
-    for s in &mut services {
-        if c.services.slices.iter().any(|sl| sl.namespace == s.namespace && sl.service == s.name) {
+    let Services { list, slices, .. } = &mut c.services;
+    for s in &mut list[first_new_service..] {
+        if slices.iter().any(|sl| sl.namespace == s.namespace && sl.service == s.name) {
             s.selector = None;
         }
     }
-    c.services.list = services;
-    c.services.mode = mode;
     c.services_changed();
-    Ok((c, report))
+    Ok(report)
+}
+
+/// The (protocol, port) pairs a Service sends to a pod with these labels and containers:
+/// its targetPorts, named ones resolved from the containers' named ports.
+fn target_ports(
+    s: &Service,
+    ns: &str,
+    labels: &BTreeMap<String, String>,
+    containers: &[Container],
+) -> Vec<(Proto, u16)> {
+    let selects = s.namespace == ns
+        && s.selector.as_ref().is_some_and(|sel| {
+            !sel.is_empty() && sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+        });
+    if !selects {
+        return Vec::new();
+    }
+    s.ports
+        .iter()
+        .filter_map(|sp| {
+            let port = match &sp.target_port {
+                TargetPort::Number(n) => Some(*n),
+                TargetPort::Name(n) => containers
+                    .iter()
+                    .flat_map(|k| &k.named_ports)
+                    .find(|(pn, pr, _)| pn == n && *pr == sp.protocol)
+                    .map(|(_, _, p)| *p),
+            };
+            port.map(|p| (sp.protocol, p))
+        })
+        .collect()
 }

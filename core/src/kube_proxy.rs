@@ -744,10 +744,16 @@ pub struct Services {
     pub mode: ProxyMode,
     /// UDP endpoints as of the last sync (to clear conntrack for the ones that go away).
     pub udp_endpoints: std::collections::BTreeSet<(Ipv4Addr, u16)>,
+    /// The API server's ClusterIP allocator.
+    pub cluster_ips: crate::ipam::BandAllocator,
+    /// The API server's NodePort allocator.
+    pub node_ports: crate::ipam::BandAllocator,
+    /// The API server's random source (its own, so allocations do not shift datapath choices).
+    pub api_rng: podnet_netfilter::Rng,
 }
 
-impl Default for Services {
-    fn default() -> Self {
+impl Services {
+    pub(crate) fn new(cfg: &crate::cluster::ClusterConfig) -> Services {
         Services {
             list: Vec::new(),
             slices: Vec::new(),
@@ -755,6 +761,63 @@ impl Default for Services {
             masquerade_all: false,
             mode: ProxyMode::Iptables,
             udp_endpoints: std::collections::BTreeSet::new(),
+            cluster_ips: crate::ipam::BandAllocator::service_cidr(cfg.service_cidr),
+            node_ports: crate::ipam::BandAllocator::node_ports(
+                cfg.node_port_range.0,
+                cfg.node_port_range.1,
+            ),
+            api_rng: podnet_netfilter::Rng::new(cfg.seed ^ 0x6b75_6265_6170_6973),
+        }
+    }
+
+    /// The API server's admission of a Service's addresses: a requested ClusterIP and
+    /// nodePorts are reserved (or refused on conflict), an unset nodePort of a NodePort or
+    /// LoadBalancer Service is allocated. All or nothing.
+    pub(crate) fn admit(&mut self, svc: &mut Service) -> Result<(), crate::ipam::IpamError> {
+        let mut taken: Vec<(bool, u32)> = Vec::new();
+        let result = (|| {
+            if let Some(ip) = svc.cluster_ip {
+                self.cluster_ips.allocate_exact(u32::from(ip))?;
+                taken.push((true, u32::from(ip)));
+            }
+            let wants_node_port =
+                matches!(svc.kind, ServiceType::NodePort | ServiceType::LoadBalancer);
+            for p in &mut svc.ports {
+                if p.node_port != 0 {
+                    self.node_ports.allocate_exact(u32::from(p.node_port))?;
+                    taken.push((false, u32::from(p.node_port)));
+                } else if wants_node_port {
+                    let v = self.node_ports.allocate(&mut self.api_rng)?;
+                    p.node_port = v as u16;
+                    taken.push((false, v));
+                }
+            }
+            if svc.health_check_node_port != 0 {
+                self.node_ports.allocate_exact(u32::from(svc.health_check_node_port))?;
+                taken.push((false, u32::from(svc.health_check_node_port)));
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            for (ip, v) in taken {
+                if ip { self.cluster_ips.release(v) } else { self.node_ports.release(v) }
+            }
+        }
+        result
+    }
+
+    /// Releases what [`Services::admit`] reserved.
+    pub(crate) fn release(&mut self, svc: &Service) {
+        if let Some(ip) = svc.cluster_ip {
+            self.cluster_ips.release(u32::from(ip));
+        }
+        for p in &svc.ports {
+            if p.node_port != 0 {
+                self.node_ports.release(u32::from(p.node_port));
+            }
+        }
+        if svc.health_check_node_port != 0 {
+            self.node_ports.release(u32::from(svc.health_check_node_port));
         }
     }
 }
@@ -780,21 +843,34 @@ impl Cluster {
                 node_port: 30082,
             },
         ];
-        self.services.list.push(web);
-        self.services_changed();
+        self.add_service(web).expect("the seed's Service fits the default ranges");
     }
 
-    /// Adds a Service and re-syncs every node.
-    pub fn add_service(&mut self, svc: Service) -> Result<(), ClusterError> {
+    /// Adds a Service and re-syncs every node. As the API server does, its ClusterIP and
+    /// nodePorts are reserved (a conflict is an error) and a NodePort or LoadBalancer
+    /// Service's unset nodePorts are allocated; see [`Cluster::allocate_cluster_ip`] for a
+    /// Service without a requested ClusterIP.
+    pub fn add_service(&mut self, mut svc: Service) -> Result<(), ClusterError> {
         if self.services.list.iter().any(|s| s.namespace == svc.namespace && s.name == svc.name) {
             return Err(ClusterError::Duplicate {
                 kind: "service",
                 name: format!("{}/{}", svc.namespace, svc.name),
             });
         }
+        self.services.admit(&mut svc)?;
         self.services.list.push(svc);
         self.services_changed();
         Ok(())
+    }
+
+    /// A free ClusterIP from the Service CIDR, as the API server picks one for a Service
+    /// that requests none: random (seeded) in the upper band, the lower band kept for
+    /// static requests. It is reserved when a Service carrying it is added with
+    /// [`Cluster::add_service`].
+    pub fn allocate_cluster_ip(&mut self) -> Result<Ipv4Addr, ClusterError> {
+        let v = self.services.cluster_ips.allocate(&mut self.services.api_rng)?;
+        self.services.cluster_ips.release(v);
+        Ok(Ipv4Addr::from(v))
     }
 
     /// Adds an EndpointSlice for a Service without selector, and re-syncs every node.
@@ -806,15 +882,17 @@ impl Cluster {
     /// Removes a Service (`svc/NS/NAME`) and re-syncs every node.
     pub fn delete_service(&mut self, key: &str) -> Result<(), ClusterError> {
         let k = key.strip_prefix("svc/").unwrap_or(key);
-        let before = self.services.list.len();
-        self.services.list.retain(|s| format!("{}/{}", s.namespace, s.name) != k);
-        if self.services.list.len() == before {
+        let Some(i) =
+            self.services.list.iter().position(|s| format!("{}/{}", s.namespace, s.name) == k)
+        else {
             return Err(ClusterError::NotFound {
                 kind: "service",
                 name: key.into(),
                 hint: String::new(),
             });
-        }
+        };
+        let svc = self.services.list.remove(i);
+        self.services.release(&svc);
         self.services_changed();
         Ok(())
     }

@@ -29,13 +29,23 @@ create_exception!(
     "Input that could not be read; `.line` and `.column` say where (None when unknown)."
 );
 
-/// Maps a load error to `ParseError` (with `.line`, `.column`, `.file`) or `OSError`.
+/// Maps a load error to `ParseError`, or to the cluster's class for a refused object
+/// (`AddressInUse`, `AddressExhausted`, ...), each with `.line`, `.column`, `.file` and
+/// `.document`; or to `OSError`.
 pub fn load(py: Python<'_>, e: podnet::k8s::LoadError) -> PyErr {
     use podnet::k8s::LoadError;
     match &e {
         LoadError::Io { .. } => pyo3::exceptions::PyOSError::new_err(e.to_string()),
-        LoadError::Parse { place, .. } | LoadError::Object { place, .. } => {
-            let err = ParseError::new_err(e.to_string());
+        LoadError::Parse { place, .. }
+        | LoadError::Object { place, .. }
+        | LoadError::Refused { place, .. } => {
+            let err = match &e {
+                LoadError::Refused { error, .. } => {
+                    let class = cluster((**error).clone());
+                    PyErr::from_type(class.get_type(py), e.to_string())
+                }
+                _ => ParseError::new_err(e.to_string()),
+            };
             let v = err.value(py);
             let _ = v.setattr("line", place.line);
             let _ = v.setattr("column", place.column);

@@ -155,7 +155,7 @@ impl Cluster {
     ) -> PyResult<Vec<Py<PyDict>>> {
         let mut out = Vec::with_capacity(flows.len());
         for (src, dst, proto) in flows {
-            let o = options(&proto, None, None, false)?;
+            let o = TraceOptions { record_hops: false, ..options(&proto, None, None, false)? };
             let t = self.inner.trace(&src, &dst, &o).map_err(error::trace)?;
             let d = PyDict::new(py);
             d.set_item("src", src)?;
@@ -239,6 +239,16 @@ impl Cluster {
     }
 
     /// Deletes a Service (`svc/NS/NAME`) or a pod (`pod/NS/NAME`).
+    /// Adds Kubernetes objects (YAML or JSON text) to the running cluster, as `kubectl create
+    /// -f` would; returns `{"loaded": [...], "skipped": [...]}`.
+    fn add(&mut self, py: Python<'_>, text: &str) -> PyResult<Py<PyDict>> {
+        let report = self.inner.add_yaml(text).map_err(|e| error::load(py, e))?;
+        let d = PyDict::new(py);
+        d.set_item("loaded", report.loaded)?;
+        d.set_item("skipped", report.skipped)?;
+        Ok(d.unbind())
+    }
+
     fn delete(&mut self, what: &str) -> PyResult<()> {
         if what.starts_with("svc/") {
             return self.inner.delete_service(what).map_err(error::cluster);

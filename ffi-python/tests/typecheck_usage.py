@@ -17,3 +17,5 @@ ok: bool = reachable(c, "pod/default/pod1", "pod/default/pod2:8080")
 text: str = c.iptables_save("node1") + c.conntrack("node1") + c.routes("node1") + c.neigh("node1") + c.fdb("node1")
 c.set_sysctl("node1", "net.bridge.bridge-nf-call-iptables", 1)
 c.advance(seconds=1.5)
+added: List[str] = c.add("apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n")["loaded"]
+c.delete("svc/default/web")

@@ -115,6 +115,21 @@ fn main() {
         out.push(f);
     };
 
+    // The native side of the Python `trace_many` bench (ffi-python/bench/trace_many.py):
+    // the same flows and summaries, no interpreter.
+    let mut c = Cluster::seed();
+    let flows = podnet_benches::TRACE_MANY_FLOWS;
+    emit(rate("trace_many_native", "flow/s", secs, 50 * flows.len() as u64, || {
+        for _ in 0..50 {
+            for &(from, to, proto) in flows {
+                black_box(podnet_benches::summary(&mut c, from, to, proto));
+            }
+        }
+    }));
+    if args.iter().any(|a| a == "--trace-many") {
+        return;
+    }
+
     // Established packet through a node's hooks (PREROUTING, FORWARD, POSTROUTING).
     let mut nf = node_netfilter(10);
     let (src, sport) = client(1);
