@@ -10,6 +10,10 @@ fn main() {
     rs.restore(&text, false).unwrap();
     println!("restore:  {:?}", t.elapsed());
     let t = std::time::Instant::now();
+    let copy = rs.clone();
+    println!("clone:    {:?}", t.elapsed());
+    drop(copy);
+    let t = std::time::Instant::now();
     let mut n = 0;
     for l in text.lines() {
         if let Some(rest) = l.strip_prefix("-A ") {

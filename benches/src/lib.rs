@@ -65,10 +65,10 @@ pub fn proxy_config() -> ProxyConfig {
 pub fn node_netfilter(n: usize) -> Netfilter {
     let (svcs, slices) = services(n, 2);
     let mut nf = Netfilter::new(1);
-    nf.tables
+    nf.tables_mut()
         .restore(&sync_iptables(&proxy_config(), &svcs, &slices), false)
         .expect("payload parses");
-    nf.tables.restore(podnet::kube_proxy::base_jumps(), true).expect("jumps parse");
+    nf.tables_mut().restore(podnet::kube_proxy::base_jumps(), true).expect("jumps parse");
     nf.conntrack.max = usize::MAX;
     nf
 }
@@ -158,4 +158,35 @@ pub fn summary(c: &mut podnet::Cluster, from: &str, to: &str, proto: &str) -> [O
     };
     let t = c.trace(from, to, &o).expect("the bench flows are valid");
     [Some(t.disposition.to_string()), t.delivered_to, t.server_saw, t.reply_from, t.reason]
+}
+
+/// Kubernetes YAML for a cluster of `nodes` nodes with `pods_per_node` pods each, spread over
+/// `services` ClusterIP Services (pod `k` backs Service `k % services`); no status anywhere,
+/// so the API server and host-local assign addresses as they would.
+pub fn cluster_yaml(nodes: usize, pods_per_node: usize, services: usize) -> String {
+    use std::fmt::Write;
+    assert!((1..=250).contains(&nodes), "the default node subnet (a /24) holds 250 nodes here");
+    let mut y = String::new();
+    for n in 1..=nodes {
+        let _ = write!(
+            y,
+            "apiVersion: v1\nkind: Node\nmetadata: {{name: node{n}}}\nspec: {{podCIDR: 10.244.{n}.0/24}}\nstatus: {{addresses: [{{type: InternalIP, address: 192.168.0.{n}}}]}}\n---\n"
+        );
+    }
+    for s in 0..services {
+        let _ = write!(
+            y,
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: app{s}, namespace: default}}\nspec:\n  selector: {{app: app{s}}}\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n---\n"
+        );
+    }
+    for n in 1..=nodes {
+        for k in 0..pods_per_node {
+            let app = ((n - 1) * pods_per_node + k) % services.max(1);
+            let _ = write!(
+                y,
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: p{n}-{k}, namespace: default, labels: {{app: app{app}}}}}\nspec:\n  nodeName: node{n}\n  containers: [{{name: c, image: x, ports: [{{containerPort: 8080}}]}}]\n---\n"
+            );
+        }
+    }
+    y
 }

@@ -323,7 +323,7 @@ impl Cluster {
             }
         }
         if let Some(nf) = self.netns[igw.idx()].nf.as_mut() {
-            nf.tables.restore(&text, false).expect("generated gateway rules parse");
+            nf.tables_mut().restore(&text, false).expect("generated gateway rules parse");
         }
     }
 
@@ -418,7 +418,7 @@ impl Cluster {
             );
             text.push_str("COMMIT\n");
             if let Some(nf) = self.netns[lb.netns.idx()].nf.as_mut() {
-                nf.tables
+                nf.tables_mut()
                     .restore(&format!("{filter}{text}"), false)
                     .expect("generated load balancer rules parse");
             }

@@ -399,8 +399,17 @@ fn build(objs: Objects) -> Result<(Cluster, LoadReport), LoadError> {
     Ok((c, report))
 }
 
-/// Adds the objects to `c` and re-syncs once.
-fn apply(c: &mut Cluster, mut objs: Objects) -> Result<LoadReport, LoadError> {
+/// Adds the objects to `c` and re-syncs once, also when an object fails (the ones before
+/// it stay added).
+fn apply(c: &mut Cluster, objs: Objects) -> Result<LoadReport, LoadError> {
+    c.services.sync_deferred = true;
+    let r = apply_objects(c, objs);
+    c.services.sync_deferred = false;
+    c.services_changed();
+    r
+}
+
+fn apply_objects(c: &mut Cluster, mut objs: Objects) -> Result<LoadReport, LoadError> {
     let mut report = std::mem::take(&mut objs.report);
     // Nodes.
     for (place, n) in &objs.nodes {
@@ -680,7 +689,6 @@ fn apply(c: &mut Cluster, mut objs: Objects) -> Result<LoadReport, LoadError> {
             s.selector = None;
         }
     }
-    c.services_changed();
     Ok(report)
 }
 

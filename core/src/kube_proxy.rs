@@ -22,7 +22,7 @@ use std::net::Ipv4Addr;
 use ipnetwork::Ipv4Network;
 use sha2::{Digest, Sha256};
 
-use podnet_netfilter::Proto;
+use podnet_netfilter::{Proto, TableName};
 
 use crate::cluster::{Cluster, ClusterError};
 
@@ -192,6 +192,8 @@ fn probability(n: usize) -> String {
 struct Ep {
     ip: Ipv4Addr,
     port: u16,
+    /// `KUBE-SEP-…` for this endpoint of the Service port being written.
+    sep: String,
     local: bool,
     ready: bool,
     serving: bool,
@@ -204,19 +206,36 @@ impl Ep {
     }
 }
 
+/// One table's chains being written, in creation order, with a name index.
+#[derive(Default)]
+struct Chains {
+    index: std::collections::HashMap<String, usize>,
+    list: Vec<(String, Vec<String>)>,
+}
+
+impl Chains {
+    fn entry(&mut self, chain: &str) -> &mut Vec<String> {
+        let i = match self.index.get(chain) {
+            Some(&i) => i,
+            None => {
+                self.index.insert(chain.to_string(), self.list.len());
+                self.list.push((chain.to_string(), Vec::new()));
+                self.list.len() - 1
+            }
+        };
+        &mut self.list[i].1
+    }
+}
+
 /// The rules being written, by table and chain.
 #[derive(Default)]
 struct Out {
-    filter: BTreeMap<String, Vec<String>>,
-    nat: BTreeMap<String, Vec<String>>,
+    filter: Chains,
+    nat: Chains,
 }
 
-fn push(map: &mut BTreeMap<String, Vec<String>>, chain: &str, rule: Option<String>) {
-    let v = match map.get_mut(chain) {
-        Some(v) => v,
-        None => map.entry(chain.to_string()).or_default(),
-    };
-    v.extend(rule);
+fn push(map: &mut Chains, chain: &str, rule: Option<String>) {
+    map.entry(chain).extend(rule);
 }
 
 impl Out {
@@ -245,10 +264,10 @@ pub fn sync_iptables(cfg: &ProxyConfig, services: &[Service], slices: &[Endpoint
         "KUBE-FORWARD",
         "KUBE-PROXY-FIREWALL",
     ] {
-        o.filter.entry(c.into()).or_default();
+        o.filter.entry(c);
     }
     if cfg.localhost_nodeports {
-        o.filter.entry("KUBE-FIREWALL".into()).or_default();
+        o.filter.entry("KUBE-FIREWALL");
     }
     for c in ["KUBE-NODEPORTS", "KUBE-SERVICES", "KUBE-MARK-MASQ", "KUBE-POSTROUTING"] {
         o.nat_chain(c);
@@ -268,8 +287,8 @@ pub fn sync_iptables(cfg: &ProxyConfig, services: &[Service], slices: &[Endpoint
             .map(Vec::as_slice)
             .unwrap_or(&[]);
         for port in &svc.ports {
-            let eps = endpoints_for(cfg, port, mine);
-            service_port(cfg, svc, port, cip, &eps, &mut o);
+            let mut eps = endpoints_for(cfg, port, mine);
+            service_port(cfg, svc, port, cip, &mut eps, &mut o);
         }
     }
     // Fixed rules.
@@ -298,20 +317,21 @@ pub fn sync_iptables(cfg: &ProxyConfig, services: &[Service], slices: &[Endpoint
 /// Orders chains and rules as `sortIPTablesRules` does and prints restore input.
 fn render(o: Out, nodeports_last: &str) -> String {
     let mut s = String::with_capacity(
-        o.nat.values().chain(o.filter.values()).map(|v| v.len() * 120 + 40).sum(),
+        o.nat.list.iter().chain(&o.filter.list).map(|(_, v)| v.len() * 120 + 40).sum(),
     );
     for (table, mut chains) in [("filter", o.filter), ("nat", o.nat)] {
         if table == "nat" {
-            chains.entry("KUBE-SERVICES".into()).or_default().push(nodeports_last.into());
+            chains.entry("KUBE-SERVICES").push(nodeports_last.into());
         }
         let rank = |n: &str| match n {
             "KUBE-NODEPORTS" => 0,
             "KUBE-SERVICES" => 1,
             _ => 2,
         };
-        let mut names: Vec<(&String, &mut Vec<String>)> = chains.iter_mut().collect();
-        // BTreeMap order is already by name; move the two head chains first.
-        names.sort_by_key(|(n, _)| rank(n));
+        let mut names: Vec<(&String, &mut Vec<String>)> =
+            chains.list.iter_mut().map(|(n, r)| (&*n, r)).collect();
+        // The two head chains first, then by name.
+        names.sort_unstable_by(|(a, _), (b, _)| rank(a).cmp(&rank(b)).then_with(|| a.cmp(b)));
         let _ = writeln!(s, "*{table}");
         for (n, _) in &names {
             let _ = writeln!(s, ":{n} - [0:0]");
@@ -360,6 +380,7 @@ fn endpoints_for(cfg: &ProxyConfig, port: &ServicePort, slices: &[&EndpointSlice
             eps.push(Ep {
                 ip: e.ip,
                 port: p,
+                sep: String::new(),
                 local: e.node_name.as_deref() == Some(cfg.node_name.as_str()),
                 ready: e.ready.unwrap_or(true),
                 serving: e.serving.unwrap_or(true),
@@ -367,7 +388,7 @@ fn endpoints_for(cfg: &ProxyConfig, port: &ServicePort, slices: &[&EndpointSlice
             });
         }
     }
-    eps.sort_by_key(Ep::key);
+    eps.sort_by_cached_key(Ep::key);
     eps
 }
 
@@ -376,7 +397,7 @@ fn service_port(
     svc: &Service,
     port: &ServicePort,
     cip: Ipv4Addr,
-    eps: &[Ep],
+    eps: &mut [Ep],
     o: &mut Out,
 ) {
     let name = if port.name.is_empty() {
@@ -386,6 +407,10 @@ fn service_port(
     };
     let proto = port.protocol.to_string();
     let h = chain_hash(&format!("{name}{proto}"));
+    for e in eps.iter_mut() {
+        e.sep = format!("KUBE-SEP-{}", chain_hash(&format!("{name}{proto}{}", e.key())));
+    }
+    let eps = &*eps;
     let (svc_chain, svl_chain, ext_chain, fw_chain) = (
         format!("KUBE-SVC-{h}"),
         format!("KUBE-SVL-{h}"),
@@ -637,7 +662,9 @@ fn service_port(
             ),
         );
     }
-    let sep = |e: &Ep| format!("KUBE-SEP-{}", chain_hash(&format!("{name}{proto}{}", e.key())));
+    fn sep(e: &Ep) -> &str {
+        &e.sep
+    }
     let write_policy = |chain: &str, list: &[&Ep], o: &mut Out| {
         if let Some(t) = svc.affinity_timeout {
             for e in list {
@@ -674,22 +701,22 @@ fn service_port(
     }
     if uses_local_chain {
         for e in &local {
-            if !used.iter().any(|u| u.key() == e.key()) {
+            if !used.iter().any(|u| u.ip == e.ip && u.port == e.port) {
                 used.push(e);
             }
         }
     }
     for e in used {
         let c = sep(e);
-        o.nat_chain(&c);
-        o.nat(&c, format!("-m comment --comment {} -s {} -j KUBE-MARK-MASQ", comment(&name), e.ip));
+        o.nat_chain(c);
+        o.nat(c, format!("-m comment --comment {} -s {} -j KUBE-MARK-MASQ", comment(&name), e.ip));
         let recent = if svc.affinity_timeout.is_some() {
             format!(" -m recent --name {c} --set")
         } else {
             String::new()
         };
         o.nat(
-            &c,
+            c,
             format!(
                 "-m comment --comment {}{recent} {m} -j DNAT --to-destination {}",
                 comment(&name),
@@ -697,6 +724,52 @@ fn service_port(
             ),
         );
     }
+}
+
+/// Several `iptables-restore` inputs as one: each table's chain declarations, then its
+/// rules in input order. Applied without `--noflush` it gives what applying the first input
+/// and then the others with `--noflush` gives, as long as no later input re-declares a chain
+/// an earlier one filled (true of kube-proxy's payload, the built-in jumps and
+/// ip-masq-agent's chain) — and it parses every line once, without copying tables.
+fn merge_restore(inputs: &[&str]) -> String {
+    let mut tables: Vec<(&str, Vec<&str>, Vec<&str>)> = Vec::new();
+    let mut seen: std::collections::HashSet<(usize, &str)> = std::collections::HashSet::new();
+    for input in inputs {
+        let mut cur: Option<usize> = None;
+        for line in input.lines() {
+            if let Some(name) = line.strip_prefix('*') {
+                cur = Some(match tables.iter().position(|(n, _, _)| *n == name) {
+                    Some(i) => i,
+                    None => {
+                        tables.push((name, Vec::new(), Vec::new()));
+                        tables.len() - 1
+                    }
+                });
+            } else if line == "COMMIT" {
+                cur = None;
+            } else if let Some(i) = cur {
+                if line.starts_with(':') {
+                    if seen.insert((i, line)) {
+                        tables[i].1.push(line);
+                    }
+                } else {
+                    tables[i].2.push(line);
+                }
+            }
+        }
+    }
+    let mut out = String::with_capacity(inputs.iter().map(|i| i.len()).sum::<usize>() + 64);
+    for (name, decls, rules) in tables {
+        out.push('*');
+        out.push_str(name);
+        out.push('\n');
+        for l in decls.iter().chain(&rules) {
+            out.push_str(l);
+            out.push('\n');
+        }
+        out.push_str("COMMIT\n");
+    }
+    out
 }
 
 /// The jumps kube-proxy (and kubelet) install in the built-in chains with `EnsureRule`, as
@@ -750,6 +823,8 @@ pub struct Services {
     pub node_ports: crate::ipam::BandAllocator,
     /// The API server's random source (its own, so allocations do not shift datapath choices).
     pub api_rng: podnet_netfilter::Rng,
+    /// Set while a batch of objects is applied: one sync at the end instead of one per pod.
+    pub(crate) sync_deferred: bool,
 }
 
 impl Services {
@@ -767,6 +842,7 @@ impl Services {
                 cfg.node_port_range.1,
             ),
             api_rng: podnet_netfilter::Rng::new(cfg.seed ^ 0x6b75_6265_6170_6973),
+            sync_deferred: false,
         }
     }
 
@@ -960,6 +1036,9 @@ impl Cluster {
     /// Re-programs every node's iptables from the Services and endpoints (a full sync), with
     /// the built-in chain jumps and ip-masq-agent's egress rules.
     pub(crate) fn services_changed(&mut self) {
+        if self.services.sync_deferred {
+            return;
+        }
         let slices = self.endpoint_slices();
         // kube-proxy deletes the conntrack entries of UDP endpoints that went away
         // (`conntrack -D -p udp --reply-src EP --reply-port-src PORT`), so clients stop
@@ -996,6 +1075,27 @@ impl Cluster {
             }
         }
         let masq = self.masq_agent_rules();
+        // iptables mode: nodes whose payload cannot differ share one copy of the tables
+        // (copy-on-write; see `Netfilter::tables`). A payload depends on the node only
+        // through its endpoints of Services with a Local traffic policy and its addresses
+        // in loadBalancerSourceRanges; that is the key.
+        let mut shared: std::collections::HashMap<
+            (Vec<Ipv4Addr>, bool),
+            std::sync::Arc<podnet_netfilter::Ruleset>,
+        > = std::collections::HashMap::new();
+        let local_policy: std::collections::BTreeSet<(String, String)> = self
+            .services
+            .list
+            .iter()
+            .filter(|s| s.internal_local || s.external_local)
+            .map(|s| (s.namespace.clone(), s.name.clone()))
+            .collect();
+        let local_slices: Vec<&EndpointSlice> = slices
+            .iter()
+            .filter(|sl| local_policy.contains(&(sl.namespace.clone(), sl.service.clone())))
+            .collect();
+        let ranges: Vec<Ipv4Network> =
+            self.services.list.iter().flat_map(|s| s.lb_source_ranges.iter().copied()).collect();
         for n in 0..self.nodes.len() {
             let node = &self.nodes[n];
             let cfg = ProxyConfig {
@@ -1011,16 +1111,38 @@ impl Cluster {
             let node_id = crate::ids::NodeId(n as u32);
             match self.services.mode {
                 ProxyMode::Iptables => {
-                    let payload = sync_iptables(&cfg, &self.services.list, &slices);
+                    let mut local_eps: Vec<Ipv4Addr> = local_slices
+                        .iter()
+                        .flat_map(|sl| &sl.endpoints)
+                        .filter(|e| e.node_name.as_deref() == Some(node.name.as_str()))
+                        .map(|e| e.ip)
+                        .collect();
+                    local_eps.sort();
+                    let key = (local_eps, ranges.iter().any(|r| r.contains(node.ip)));
+                    let tables = shared
+                        .entry(key)
+                        .or_insert_with(|| {
+                            let payload = sync_iptables(&cfg, &self.services.list, &slices);
+                            let mut rs = podnet_netfilter::Ruleset::default();
+                            rs.restore(&merge_restore(&[&payload, base_jumps(), &masq]), false)
+                                .expect("kube-proxy's own payload always parses");
+                            std::sync::Arc::new(rs)
+                        })
+                        .clone();
                     self.set_ipvs_addresses(node_id, &[]);
                     if let Some(nf) = self.netns[ns.idx()].nf.as_mut() {
-                        nf.tables
-                            .restore(&payload, false)
-                            .expect("kube-proxy's own payload always parses");
-                        nf.tables
-                            .restore(base_jumps(), true)
-                            .expect("the built-in jumps always parse");
-                        nf.tables.restore(&masq, true).expect("ip-masq-agent's rules always parse");
+                        let own = TableName::ALL
+                            .iter()
+                            .filter(|t| !matches!(t, TableName::Filter | TableName::Nat))
+                            .any(|t| !nf.tables.is_pristine(*t));
+                        if own {
+                            // Something else wrote raw or mangle here: keep it.
+                            for t in [TableName::Filter, TableName::Nat] {
+                                *nf.tables_mut().table_mut(t) = tables.table(t).clone();
+                            }
+                        } else {
+                            nf.tables = tables;
+                        }
                         nf.ipvs = podnet_netfilter::ipvs::Ipvs::default();
                         nf.sets = podnet_netfilter::ipset::IpSets::default();
                     }
@@ -1031,13 +1153,15 @@ impl Cluster {
                     let sync = sync_ipvs(&cfg, &self.services.list, &slices, sched);
                     self.set_ipvs_addresses(node_id, &sync.bound);
                     if let Some(nf) = self.netns[ns.idx()].nf.as_mut() {
-                        nf.tables
+                        nf.tables_mut()
                             .restore(&sync.iptables, false)
                             .expect("kube-proxy's own payload always parses");
-                        nf.tables
+                        nf.tables_mut()
                             .restore(base_jumps_ipvs(), true)
                             .expect("the built-in jumps always parse");
-                        nf.tables.restore(&masq, true).expect("ip-masq-agent's rules always parse");
+                        nf.tables_mut()
+                            .restore(&masq, true)
+                            .expect("ip-masq-agent's rules always parse");
                         let mut sets = podnet_netfilter::ipset::IpSets::default();
                         for (name, kind, comment, members) in &sync.sets {
                             sets.create(name, *kind, comment);
@@ -1184,6 +1308,51 @@ mod tests {
         ] {
             assert_eq!(chain_hash(input), want, "{input}");
         }
+    }
+
+    fn tables(c: &Cluster, node: &str) -> std::sync::Arc<podnet_netfilter::Ruleset> {
+        let n = c.node_id(node).unwrap();
+        c.netns[c.nodes[n.idx()].netns.idx()].nf.as_ref().unwrap().tables.clone()
+    }
+
+    #[test]
+    fn nodes_with_the_same_rules_share_one_copy_until_one_diverges() {
+        use std::sync::Arc;
+        let mut c = Cluster::seed();
+        let (t1, t2, t3) = (tables(&c, "node1"), tables(&c, "node2"), tables(&c, "node3"));
+        assert!(Arc::ptr_eq(&t1, &t2) && Arc::ptr_eq(&t2, &t3));
+        let before = c.iptables_save("node2").unwrap();
+        drop((t1, t2, t3));
+        // A packet through node1 counts on node1's own copy; the others keep sharing.
+        let t = c.trace("pod/default/pod2", "pod/default/pod1:8080", &Default::default()).unwrap();
+        assert!(t.completed);
+        assert!(!Arc::ptr_eq(&tables(&c, "node1"), &tables(&c, "node2")));
+        assert!(Arc::ptr_eq(&tables(&c, "node2"), &tables(&c, "node3")));
+        assert_eq!(c.iptables_save("node2").unwrap(), before);
+        // A Service with a Local policy and an endpoint on node2 only: node2's rules differ,
+        // node1 and node3 (no local endpoint) share theirs again after the sync.
+        let mut s = Service::cluster_ip("default", "api-local", Ipv4Addr::new(10, 96, 0, 21));
+        s.kind = ServiceType::NodePort;
+        s.external_local = true;
+        s.selector = Some(BTreeMap::from([("app".to_string(), "api".to_string())]));
+        s.ports = vec![ServicePort {
+            name: "http".into(),
+            protocol: Proto::TCP,
+            port: 80,
+            target_port: TargetPort::Number(8080),
+            node_port: 30090,
+        }];
+        c.add_service(s).unwrap();
+        assert!(Arc::ptr_eq(&tables(&c, "node1"), &tables(&c, "node3")));
+        assert!(!Arc::ptr_eq(&tables(&c, "node1"), &tables(&c, "node2")));
+        let (n1, n2) =
+            (c.kube_proxy_payload("node1").unwrap(), c.kube_proxy_payload("node2").unwrap());
+        assert!(n1.contains("default/api-local:http has no local endpoints\" -m addrtype --dst-type LOCAL -m tcp -p tcp --dport 30090 -j DROP"), "{n1}");
+        assert!(!n2.contains("api-local:http has no local endpoints"), "{n2}");
+        assert_eq!(
+            c.iptables_save("node1").unwrap().contains("KUBE-SVL-"),
+            c.iptables_save("node3").unwrap().contains("KUBE-SVL-")
+        );
     }
 
     #[test]

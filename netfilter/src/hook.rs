@@ -14,6 +14,7 @@
 //! Every packet, first or later, then gets the stored rewrite (`nf_nat_packet`).
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use smoltcp::time::Instant;
 
@@ -130,8 +131,10 @@ pub struct HookReport {
 /// Netfilter state of one network namespace.
 #[derive(Clone, Debug)]
 pub struct Netfilter {
-    /// iptables tables.
-    pub tables: Ruleset,
+    /// iptables tables, shared copy-on-write: nodes given the same rules share one copy until
+    /// a packet (counters) or a change makes one node's differ. Change them through
+    /// [`Netfilter::tables_mut`].
+    pub tables: Arc<Ruleset>,
     /// The conntrack table.
     pub conntrack: Conntrack,
     /// `-m recent` lists.
@@ -147,10 +150,15 @@ pub struct Netfilter {
 }
 
 impl Netfilter {
+    /// The tables, for a change: a copy is made first if other holders share them.
+    pub fn tables_mut(&mut self) -> &mut Ruleset {
+        Arc::make_mut(&mut self.tables)
+    }
+
     /// Empty tables, an empty conntrack table, randomness from `seed`.
     pub fn new(seed: u64) -> Netfilter {
         Netfilter {
-            tables: Ruleset::default(),
+            tables: Arc::new(Ruleset::default()),
             conntrack: Conntrack::default(),
             recent: RecentLists::default(),
             sets: IpSets::default(),
@@ -330,7 +338,13 @@ impl Netfilter {
             sets: &self.sets,
             hits: if env.trace { Some(hits) } else { None },
         };
-        eval::eval_hook(self.tables.table_mut(t), hook, &pkt, &mut st, self.indexed)
+        eval::eval_hook(
+            Arc::make_mut(&mut self.tables).table_mut(t),
+            hook,
+            &pkt,
+            &mut st,
+            self.indexed,
+        )
     }
 
     fn ct_view(&self, ct: &CtRef) -> (u32, Option<Ipv4Addr>) {
@@ -534,7 +548,7 @@ COMMIT
     #[test]
     fn dnat_then_reply_un_dnat_restores_the_vip() {
         let mut nf = Netfilter::new(7);
-        nf.tables.restore(RULES, false).unwrap();
+        nf.tables_mut().restore(RULES, false).unwrap();
         let at = |_a: Ipv4Addr, _i: Option<&str>| addrtype::UNICAST;
         let mut skb = Skb::new(tcp_syn([10, 244, 1, 3], 40000, [10, 96, 0, 10], 80));
         let r = nf.hook(Hook::PreRouting, &mut skb, &env(&at, None));
@@ -572,7 +586,7 @@ COMMIT
     #[test]
     fn hairpin_is_masqueraded_with_a_fresh_port_under_random_fully() {
         let mut nf = Netfilter::new(1);
-        nf.tables.restore(RULES, false).unwrap();
+        nf.tables_mut().restore(RULES, false).unwrap();
         let at = |_a: Ipv4Addr, _i: Option<&str>| addrtype::UNICAST;
         let mut skb = Skb::new(tcp_syn([10, 244, 2, 2], 40000, [10, 96, 0, 10], 80));
         let _ = nf.hook(Hook::PreRouting, &mut skb, &env(&at, None));
@@ -589,7 +603,7 @@ COMMIT
     #[test]
     fn dropped_packet_leaves_no_conntrack_entry() {
         let mut nf = Netfilter::new(1);
-        nf.tables.restore("*filter\n:FORWARD DROP [0:0]\nCOMMIT\n", false).unwrap();
+        nf.tables_mut().restore("*filter\n:FORWARD DROP [0:0]\nCOMMIT\n", false).unwrap();
         let at = |_a: Ipv4Addr, _i: Option<&str>| addrtype::UNICAST;
         let mut skb = Skb::new(udp([10, 0, 0, 1], 5, [10, 0, 0, 2], 53, b"q"));
         let _ = nf.hook(Hook::PreRouting, &mut skb, &env(&at, None));

@@ -138,6 +138,35 @@ pub enum SetFlag {
     Dst,
 }
 
+/// The running counter of `-m statistic --mode nth` (an atomic so rule sets can be shared
+/// between threads; each namespace's copy counts on its own).
+#[derive(Debug, Default)]
+pub struct NthCount(std::sync::atomic::AtomicU32);
+
+impl NthCount {
+    /// The current value.
+    pub fn get(&self) -> u32 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sets the value.
+    pub fn set(&self, v: u32) {
+        self.0.store(v, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Clone for NthCount {
+    fn clone(&self) -> Self {
+        NthCount(std::sync::atomic::AtomicU32::new(self.get()))
+    }
+}
+
+impl PartialEq for NthCount {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
 /// An `-m` extension match.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Match {
@@ -202,7 +231,7 @@ pub enum Match {
         /// `--packet`.
         packet: u32,
         /// The kernel's running counter (starts at `packet`).
-        count: std::cell::Cell<u32>,
+        count: NthCount,
         /// Inverted.
         invert: bool,
     },
@@ -1232,7 +1261,7 @@ impl<'a> Parser<'a> {
                         *m = Match::Nth {
                             every: 0,
                             packet: 0,
-                            count: std::cell::Cell::new(0),
+                            count: NthCount::default(),
                             invert: false,
                         };
                     }

@@ -164,24 +164,26 @@ impl Table {
     /// Resolves jump targets to chain indices and rebuilds dispatch indices. Called after
     /// every change; fails when a rule jumps to a chain that does not exist.
     pub fn link(&mut self) -> Result<(), String> {
-        let names: IndexMap<String, ()> = self.chains.keys().map(|k| (k.clone(), ())).collect();
-        for (cname, chain) in self.chains.iter_mut() {
-            chain.jumps.clear();
+        let mut all_jumps = Vec::with_capacity(self.chains.len());
+        for (cname, chain) in &self.chains {
+            let mut jumps = Vec::with_capacity(chain.rules.len());
             for r in &chain.rules {
-                let j = match &r.target {
-                    Target::Jump(t) | Target::Goto(t) => match names.get_index_of(t.as_str()) {
-                        Some(i) => Some(i),
-                        None => {
-                            return Err(format!(
+                jumps.push(match &r.target {
+                    Target::Jump(t) | Target::Goto(t) => {
+                        Some(self.chains.get_index_of(t.as_str()).ok_or_else(|| {
+                            format!(
                                 "chain {cname} jumps to '{t}', which is neither a target nor a chain in table {}",
                                 self.name
-                            ));
-                        }
-                    },
+                            )
+                        })?)
+                    }
                     _ => None,
-                };
-                chain.jumps.push(j);
+                });
             }
+            all_jumps.push(jumps);
+        }
+        for (chain, jumps) in self.chains.values_mut().zip(all_jumps) {
+            chain.jumps = jumps;
             chain.index = crate::eval::ChainIndex::build(&chain.rules);
         }
         Ok(())
@@ -225,6 +227,17 @@ impl Ruleset {
         &self.tables[t as usize]
     }
 
+    /// Whether a table is as a fresh namespace has it: built-in chains only, no rules,
+    /// ACCEPT policies.
+    pub fn is_pristine(&self, t: TableName) -> bool {
+        let table = self.table(t);
+        table.chains.len() == t.builtin_chains().len()
+            && table
+                .chains
+                .values()
+                .all(|c| c.rules.is_empty() && c.policy == Some(Policy::Accept) && !c.declared)
+    }
+
     /// One table, mutably. Call [`Table::link`] after changing it.
     pub fn table_mut(&mut self, t: TableName) -> &mut Table {
         &mut self.tables[t as usize]
@@ -233,13 +246,27 @@ impl Ruleset {
     /// Applies `iptables-restore` input. With `noflush` false, every table the input names is
     /// flushed first. The input is validated in full before anything changes.
     pub fn restore(&mut self, text: &str, noflush: bool) -> Result<(), ParseError> {
-        let mut next = self.clone();
-        next.apply(text, noflush)?;
-        *self = next;
+        // Tables the input names are built aside (fresh when flushing, a copy with
+        // `noflush`) and swapped in only when all of the input applied.
+        let mut staged: [Option<Table>; 4] = [None, None, None, None];
+        let mut order = self.order.clone();
+        self.apply(text, noflush, &mut staged, &mut order)?;
+        for (i, t) in staged.into_iter().enumerate() {
+            if let Some(t) = t {
+                self.tables[i] = t;
+            }
+        }
+        self.order = order;
         Ok(())
     }
 
-    fn apply(&mut self, text: &str, noflush: bool) -> Result<(), ParseError> {
+    fn apply(
+        &self,
+        text: &str,
+        noflush: bool,
+        staged: &mut [Option<Table>; 4],
+        order: &mut Vec<TableName>,
+    ) -> Result<(), ParseError> {
         let mut current: Option<(TableName, usize)> = None;
         let err = |line: usize, col: usize, msg: String| ParseError { line, col, msg };
         for (i, raw) in text.lines().enumerate() {
@@ -265,11 +292,14 @@ impl Ruleset {
                         format!("unknown table '{name}' (expected raw, mangle, nat or filter)"),
                     )
                 })?;
+                let slot = &mut staged[t as usize];
                 if !noflush {
-                    *self.table_mut(t) = Table::new(t);
+                    *slot = Some(Table::new(t));
+                } else if slot.is_none() {
+                    *slot = Some(self.table(t).clone());
                 }
-                if !self.order.contains(&t) {
-                    self.order.push(t);
+                if !order.contains(&t) {
+                    order.push(t);
                 }
                 current = Some((t, ln));
                 continue;
@@ -282,16 +312,17 @@ impl Ruleset {
                         .into(),
                 ));
             };
+            let table = staged[t as usize].as_mut().expect("staged at the table's header");
             if trimmed == "COMMIT" {
-                self.table_mut(t).link().map_err(|m| err(ln, indent, m))?;
+                table.link().map_err(|m| err(ln, indent, m))?;
                 current = None;
                 continue;
             }
             if let Some(decl) = trimmed.strip_prefix(':') {
-                self.declare(t, decl, ln, indent)?;
+                Self::declare(table, decl, ln, indent)?;
                 continue;
             }
-            self.command(t, trimmed, ln, indent)?;
+            Self::command(table, trimmed, ln, indent)?;
         }
         if let Some((t, l)) = current {
             return Err(err(
@@ -303,13 +334,7 @@ impl Ruleset {
         Ok(())
     }
 
-    fn declare(
-        &mut self,
-        t: TableName,
-        decl: &str,
-        ln: usize,
-        col: usize,
-    ) -> Result<(), ParseError> {
+    fn declare(table: &mut Table, decl: &str, ln: usize, col: usize) -> Result<(), ParseError> {
         let mut parts = decl.split_whitespace();
         let name = parts.next().unwrap_or("");
         if name.is_empty() || name.len() > 28 {
@@ -320,7 +345,6 @@ impl Ruleset {
             });
         }
         let policy = parts.next().unwrap_or("-");
-        let table = self.table_mut(t);
         let builtin = table.is_builtin(name);
         let policy = match (policy, builtin) {
             ("-", false) => None,
@@ -348,20 +372,14 @@ impl Ruleset {
         Ok(())
     }
 
-    fn command(
-        &mut self,
-        t: TableName,
-        line: &str,
-        ln: usize,
-        col: usize,
-    ) -> Result<(), ParseError> {
+    fn command(table: &mut Table, line: &str, ln: usize, col: usize) -> Result<(), ParseError> {
         let (cmd, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
         let rest_trim = rest.trim_start();
         let rest_col = col + line.len() - rest_trim.len();
         let (chain, args) = rest_trim.split_once(char::is_whitespace).unwrap_or((rest_trim, ""));
         let args_trim = args.trim_start();
         let args_col = rest_col + rest_trim.len() - args_trim.len();
-        let table = self.table_mut(t);
+        let t = table.name;
         let missing =
             |what: &str| ParseError { line: ln, col: rest_col, msg: format!("{cmd} needs {what}") };
         let no_chain = |c: &str| ParseError {

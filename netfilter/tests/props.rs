@@ -110,7 +110,7 @@ proptest! {
             -A PREROUTING -d 10.96.0.10 -j DNAT --to-destination 10.244.2.{ep}:8080\n\
             -A POSTROUTING -j MASQUERADE{rf}\nCOMMIT\n");
         let mut nf = Netfilter::new(u64::from(client));
-        nf.tables.restore(&rules, false).unwrap();
+        nf.tables_mut().restore(&rules, false).unwrap();
         let at = |_: Ipv4Addr, _: Option<&str>| addrtype::UNICAST;
         let env = |masq| HookEnv { in_iface: None, out_iface: None, physdev_in: None, physdev_out: None, bridged: false,
             masq_addr: masq, addr_type: &at, now: smoltcp::time::Instant::ZERO, trace: false };

@@ -196,6 +196,20 @@ fn main() {
         }));
     }
 
+    // A whole cluster from YAML: 50 nodes, 1,500 pods, 100 Services; every object admitted,
+    // every node programmed (nodes with the same rules share one copy).
+    let yaml = podnet_benches::cluster_yaml(50, 30, 100);
+    reset_peak();
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs_f64(secs.max(0.5)) || times.len() < 3 {
+        let t = Instant::now();
+        black_box(Cluster::from_yaml(&yaml).expect("the generated cluster loads"));
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let count = times.len() as u64;
+    emit(summarize("cluster_load_50_nodes_1500_pods_100_services", "ms", times, count));
+
     // A full kube-proxy sync: generate the payload and restore it into a node's tables.
     let (n, e) = if quick { (100, 10) } else { (10_000, 10) };
     let (svcs, slices) = podnet_benches::services(n, e);
