@@ -131,3 +131,80 @@ test("a free-form flow traces and errors are shown, not thrown", async () => {
   assert.deepEqual(errors, []);
   await page.close();
 });
+
+// The same cluster as `podnet_benches::cluster_yaml(50, 30, 100)`: 50 nodes, 1,500 pods
+// spread over 100 Services, no status (the engine assigns addresses).
+function bigCluster(nodes = 50, perNode = 30, services = 100) {
+  const docs = [];
+  for (let n = 1; n <= nodes; n++) {
+    docs.push(`apiVersion: v1\nkind: Node\nmetadata: {name: node${n}}\nspec: {podCIDR: 10.244.${n}.0/24}\nstatus: {addresses: [{type: InternalIP, address: 192.168.0.${n}}]}\n`);
+  }
+  for (let s = 0; s < services; s++) {
+    docs.push(`apiVersion: v1\nkind: Service\nmetadata: {name: app${s}, namespace: default}\nspec:\n  selector: {app: app${s}}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n`);
+  }
+  for (let n = 1; n <= nodes; n++) {
+    for (let k = 0; k < perNode; k++) {
+      const app = ((n - 1) * perNode + k) % services;
+      docs.push(`apiVersion: v1\nkind: Pod\nmetadata: {name: p${n}-${k}, namespace: default, labels: {app: app${app}}}\nspec:\n  nodeName: node${n}\n  containers: [{name: c, image: x, ports: [{containerPort: 8080}]}]\n`);
+    }
+  }
+  return docs.join("---\n");
+}
+
+test("a 50-node, 1,500-pod cluster draws collapsed per node and replays; frame times recorded", async () => {
+  const { page, errors } = await open();
+  await page.click("#yaml-box summary");
+  await page.locator("#yaml").waitFor();
+  await page.evaluate((text) => { document.getElementById("yaml").value = text; }, bigCluster());
+  const t0 = Date.now();
+  await page.click("#load-yaml");
+  await page.locator("#status").filter({ hasText: "loaded your cluster" }).waitFor({ timeout: 60000 });
+  const loadMs = Date.now() - t0;
+  assert.equal(await page.getAttribute("#topo", "data-compact"), "1");
+  assert.equal(await page.locator("[id^='ns:node']").count(), 50, "one box per node");
+  assert.equal(await page.locator(".podsbox").count(), 50, "pods collapsed into one box per node");
+  assert.equal(await page.textContent("[id='pods:node7'] + text"), "30 pods");
+  await page.fill("#from", "pod/default/p1-0");
+  await page.fill("#to", "svc/default/app3:http");
+  await page.selectOption("#proto", "tcp");
+  await page.click("#trace-btn");
+  await page.locator("#result").filter({ hasText: "completed" }).waitFor({ timeout: 30000 });
+  const result = await page.textContent("#result");
+  // app3's pods are the 4th, 104th, ... pod: p1-3, p4-13, p7-23, ...
+  assert.match(result, /delivered to pod\/default\/p\d+-\d+; completed/);
+  // At the first hop the packet is in p1-0, which node1's collapsed box names.
+  assert.match(await page.textContent("[id='pods:node1'] + text"), /^p1-0 10\.244\.1\.\d+$/);
+  assert.equal(await page.locator(".podsbox.hot").count(), 1);
+  // Frame times while the trace plays at full speed (20 hops/s).
+  await page.fill("#speed", "20");
+  const frames = await page.evaluate(async () => {
+    const gaps = [];
+    let last = performance.now();
+    let stop = false;
+    const tick = (t) => { gaps.push(t - last); last = t; if (!stop) requestAnimationFrame(tick); };
+    requestAnimationFrame(tick);
+    document.getElementById("first").click();
+    document.getElementById("play").click();
+    await new Promise((r) => setTimeout(r, 3000));
+    stop = true;
+    document.getElementById("play").click();
+    return gaps.slice(1);
+  });
+  assert.ok(frames.length > 10, `only ${frames.length} frames in 3 s`);
+  const sorted = frames.slice().sort((a, b) => a - b);
+  const q = (f) => sorted[Math.min(sorted.length - 1, Math.floor(f * sorted.length))];
+  const stats = {
+    cluster: "50 nodes, 1,500 pods, 100 Services",
+    load_and_draw_ms: loadMs,
+    draw_ms: Math.round(await page.evaluate(() => window.podnetDrawMs)),
+    frames: frames.length,
+    frame_ms_median: Number(q(0.5).toFixed(1)),
+    frame_ms_p95: Number(q(0.95).toFixed(1)),
+    frame_ms_max: Number(sorted[sorted.length - 1].toFixed(1)),
+  };
+  fs.writeFileSync(path.join(ARTIFACTS, "frame-times.json"), JSON.stringify(stats, null, 2) + "\n");
+  console.log(`# frame times: ${JSON.stringify(stats)}`);
+  await page.screenshot({ path: path.join(ARTIFACTS, "cluster-50-nodes.png") });
+  assert.deepEqual(errors, []);
+  await page.close();
+});

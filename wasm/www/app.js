@@ -6,6 +6,10 @@ let cluster = null;    // a Podnet handle
 let generation = 0;    // bumped on re-instantiation after a trap
 let trace = null, cur = -1, timer = null;
 const pos = new Map(); // "netns|device" -> {x, y}
+// Large clusters are drawn compact: nodes in a grid, each node's pods collapsed into one box
+// that names the pod a packet is in. podBox: pod netns -> {rect, label, name, count}.
+const COMPACT_NODES = 6, COMPACT_PODS = 8;
+const podBox = new Map();
 
 async function load() {
   generation += 1;
@@ -67,6 +71,11 @@ function drawTopology(topo) {
   });
   place(left.slice().reverse(), 0, 1);
   place(right, 630, 1);
+  podBox.clear();
+  const compact = topo.nodes.length > COMPACT_NODES || topo.nodes.some((x) => x.pods.length > COMPACT_PODS);
+  svg.dataset.compact = compact ? "1" : "0";
+  if (compact) return drawCompact(topo, el, dev);
+  svg.setAttribute("viewBox", "0 0 1000 560");
   const n = topo.nodes.length;
   const w = Math.min(320, 960 / n - 10);
   topo.nodes.forEach((node, i) => {
@@ -98,6 +107,48 @@ function drawTopology(topo) {
   el("circle", { id: "pkt", r: 7, cx: -20, cy: -20, class: "pkt" });
 }
 
+// Nodes in a grid of small boxes: eth0, cbr0, and the node's pods as one box.
+function drawCompact(topo, el, dev) {
+  const n = topo.nodes.length;
+  const cols = Math.min(10, Math.max(1, Math.ceil(Math.sqrt(n * 2))));
+  const cw = 980 / cols, w = cw - 8, h = 92;
+  const rows = Math.ceil(n / cols);
+  const top = 110;
+  svg().setAttribute("viewBox", `0 0 1000 ${top + rows * (h + 8) + 10}`);
+  // The VPC subnet as a bus: a trunk down the left margin, one line above each row.
+  const lastY = top + (rows - 1) * (h + 8) - 4;
+  el("path", { d: `M500,63 L500,100 L4,100 L4,${lastY}`, class: "wire" });
+  for (let r = 0; r < rows; r++) {
+    const y = top + r * (h + 8) - 4;
+    el("path", { d: `M4,${y} L990,${y}`, class: "wire" });
+  }
+  topo.nodes.forEach((node, i) => {
+    const x0 = 10 + (i % cols) * cw, y0 = top + Math.floor(i / cols) * (h + 8);
+    const cx = x0 + w / 2;
+    el("path", { d: `M${cx},${y0} L${cx},${y0 - 4}`, class: "wire" });
+    el("rect", { x: x0, y: y0, width: w, height: h, rx: 6, class: "box", id: `ns:${node.name}` });
+    el("text", { x: x0 + 4, y: y0 + 12, class: "small" }, node.name);
+    dev(node.name, "eth0", cx, y0 + 26, w - 10, w > 150 ? `eth0 ${node.ip}` : "eth0");
+    dev(node.name, "cbr0", cx, y0 + 50, w - 10, w > 150 ? `cbr0 ${node.bridge_ip}` : "cbr0");
+    pos.set(`${node.name}|`, { x: cx, y: y0 + 38 });
+    const py = y0 + 76;
+    const rect = el("rect", { x: x0 + 5, y: py - 11, width: w - 10, height: 22, rx: 4, class: "podsbox", id: `pods:${node.name}` });
+    const count = node.pods.length;
+    const label = el("text", { x: cx, y: py + 4, "text-anchor": "middle", class: "small" }, `${count} pods`);
+    for (const p of node.pods) {
+      pos.set(`${p.key}|`, { x: cx, y: py });
+      pos.set(`${p.key}|eth0`, { x: cx, y: py });
+      pos.set(`${p.key}|lo`, { x: cx, y: py });
+      pos.set(`${node.name}|${p.veth}`, { x: cx, y: py - 12 });
+      podBox.set(p.key, { rect, label, name: `${p.name} ${p.ip}`, count, node: node.name });
+      podBox.set(`${node.name}|${p.veth}`, { rect, label, name: `${p.veth} → ${p.name}`, count, node: node.name });
+    }
+  });
+  el("circle", { id: "pkt", r: 6, cx: -20, cy: -20, class: "pkt" });
+}
+
+function svg() { return $("topo"); }
+
 function fmtView(v) {
   if (!v) return "";
   const ep = (a, p) => (p === undefined || p === null ? a : `${a}:${p}`);
@@ -127,13 +178,18 @@ function showHop(i) {
     tb.appendChild(tr);
   }
   $("hop-after").textContent = a ? `${fmtView(b)}  ⇒  ${fmtView(a)}` : "";
-  document.querySelectorAll(".dev.hot").forEach((e) => e.classList.remove("hot", "nat", "drop"));
+  document.querySelectorAll(".dev.hot, .podsbox.hot").forEach((e) => e.classList.remove("hot", "nat", "drop"));
   const key = `${h.netns}|${h.device ?? ""}`;
-  const target = document.getElementById(`dev:${key}`);
+  // Collapsed pods: the node's box names the pod (or veth) the packet is at.
+  for (const b of podBox.values()) b.label.textContent = `${b.count} pods`;
+  const box = podBox.get(key) ?? podBox.get(h.netns);
+  if (box) box.label.textContent = box.name;
+  const target = document.getElementById(`dev:${key}`) ?? box?.rect;
   if (target) target.classList.add("hot", h.action === "nat" ? "nat" : h.action === "drop" ? "drop" : "x");
   const p = pos.get(key) || pos.get(`${h.netns}|`);
   if (p) {
     const dot = $("pkt");
+    dot.style.transitionDuration = `${Math.min(0.35, 0.7 / Number($("speed").value))}s`;
     dot.setAttribute("cx", p.x);
     dot.setAttribute("cy", p.y);
     dot.setAttribute("class", `pkt ${h.direction}`);
@@ -204,8 +260,10 @@ let scenarios = [];
 let custom = null; // a cluster loaded from the YAML box, if any
 
 function drawCluster() {
+  const t0 = performance.now();
   const topo = JSON.parse(cluster.topology());
   drawTopology(topo);
+  window.podnetDrawMs = performance.now() - t0;
   $("tnode").innerHTML = topo.nodes.map((n) => `<option>${n.name}</option>`).join("");
 }
 
