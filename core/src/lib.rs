@@ -18,6 +18,7 @@
 //! | [`cloud`], [`ingress`] | internet gateway, cloud load balancers, the ALB's L7 routing |
 //! | [`k8s`] | loading a cluster from Kubernetes YAML/JSON |
 //! | [`ipam`] | node CIDR, host-local pod IP, ClusterIP and NodePort allocators |
+//! | [`vpc_cni`] | the AWS VPC CNI's ipamd: ENI limits, warm pools, prefix delegation |
 //! | [`trace`] | one flow end to end, every hop recorded, text and JSON |
 //! | [`demo`] | the seed article's scenarios on the reference cluster |
 //!
@@ -43,6 +44,7 @@ pub mod net;
 mod sim;
 mod stack;
 pub mod trace;
+pub mod vpc_cni;
 
 pub use cluster::{Cluster, ClusterConfig, ClusterError, Container};
 pub use podnet_netfilter as netfilter;
