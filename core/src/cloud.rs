@@ -164,6 +164,7 @@ impl Cluster {
                 hint: String::new(),
             });
         }
+        self.take_vpc_address(private_ip)?;
         let ns = self.add_netns(&format!("lb/{key}"), Owner::Router, true);
         self.netns[ns.idx()].sysctl.ip_forward = true;
         self.netns[ns.idx()].nf =
@@ -190,6 +191,7 @@ impl Cluster {
         public_ip: Ipv4Addr,
         private_ip: Ipv4Addr,
     ) -> Result<(), crate::ClusterError> {
+        self.take_vpc_address(private_ip)?;
         let ns = self.add_netns(
             &format!("lb/{}/{}", ingress.namespace, ingress.name),
             Owner::Host,

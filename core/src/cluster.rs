@@ -128,8 +128,10 @@ pub struct Node {
     pub netns: NetnsId,
     /// `eth0`.
     pub eth0: IfIndex,
-    /// `cbr0`.
-    pub bridge: IfIndex,
+    /// `cbr0` (the bridge profile; `None` in the AWS VPC CNI profile).
+    pub bridge: Option<IfIndex>,
+    /// The AWS VPC CNI's ipamd and the ENI devices (`eth0`, `eth1`, …), in the AWS profile.
+    pub aws: Option<crate::vpc_cni::NodeEnis>,
     /// Pods on it, in creation order.
     pub pods: Vec<PodId>,
     /// host-local IPAM of its pod CIDR.
@@ -263,6 +265,9 @@ pub struct ClusterConfig {
     pub service_cidr: Ipv4Network,
     /// The NodePort range (`--service-node-port-range`), inclusive.
     pub node_port_range: (u16, u16),
+    /// How pods get addresses and are wired: the bridge profile (a pod CIDR per node,
+    /// host-local, `cbr0`), or the AWS VPC CNI (ENI secondary addresses, a routed veth per pod).
+    pub cni: crate::vpc_cni::Cni,
 }
 
 impl Default for ClusterConfig {
@@ -274,6 +279,7 @@ impl Default for ClusterConfig {
             seed: 0,
             service_cidr: "10.96.0.0/12".parse().expect("literal"),
             node_port_range: (30000, 32767),
+            cni: crate::vpc_cni::Cni::Bridge,
         }
     }
 }
@@ -333,6 +339,40 @@ pub enum ClusterError {
         /// Who has it.
         owner: String,
     },
+    /// An operation of the other CNI profile.
+    #[error("{what}: this cluster uses the {profile} profile; {fix}")]
+    Profile {
+        /// What was attempted.
+        what: String,
+        /// The cluster's profile.
+        profile: &'static str,
+        /// What to do.
+        fix: &'static str,
+    },
+    /// kubelet's max-pods admission refused the pod (it stays Pending).
+    #[error(
+        "pod {pod} is unschedulable on node '{node}': Too many pods ({running} of max {max}: {why})"
+    )]
+    TooManyPods {
+        /// The pod.
+        pod: String,
+        /// The node.
+        node: String,
+        /// Pods counted.
+        running: usize,
+        /// kubelet's `--max-pods`.
+        max: u32,
+        /// What the count is made of.
+        why: String,
+    },
+    /// The CNI could not give the pod an address (it stays ContainerCreating).
+    #[error("pod {pod} stays ContainerCreating: {reason}")]
+    FailedToAssign {
+        /// The pod.
+        pod: String,
+        /// The CNI's reason.
+        reason: String,
+    },
     /// An address pool refused (exhausted, conflict, reserved address).
     #[error(transparent)]
     Ipam(#[from] crate::ipam::IpamError),
@@ -366,11 +406,39 @@ pub struct Cluster {
     pub(crate) services: crate::kube_proxy::Services,
     pub(crate) edge: crate::cloud::Edge,
     pub(crate) inet_segment: Option<SegmentId>,
+    pub(crate) aws: Option<crate::vpc_cni::AwsVpc>,
 }
 
 impl Cluster {
-    /// An empty cluster: the VPC subnet and its router, no nodes.
+    /// An empty cluster: the VPC subnet and its router, no nodes. In the AWS VPC CNI profile
+    /// the VPC router is the subnet's `.1`, as in AWS; the subnet must be a /16 to /28.
+    pub fn try_new(mut cfg: ClusterConfig) -> Result<Cluster, ClusterError> {
+        let aws = match &cfg.cni {
+            crate::vpc_cni::Cni::Bridge => None,
+            crate::vpc_cni::Cni::AwsVpc(a) => {
+                crate::vpc_cni::InstanceType::lookup(&a.instance_type)?;
+                let subnet = crate::vpc_cni::VpcSubnet::new(cfg.node_subnet)?;
+                cfg.vpc_router = subnet.router();
+                Some(crate::vpc_cni::AwsVpc {
+                    subnet,
+                    cfg: a.clone(),
+                    ec2: std::collections::BTreeSet::new(),
+                })
+            }
+        };
+        let mut c = Cluster::new_unchecked(cfg);
+        c.aws = aws;
+        Ok(c)
+    }
+
+    /// An empty bridge-profile cluster (see [`Cluster::try_new`] for the AWS profile, whose
+    /// settings can be refused).
     pub fn new(cfg: ClusterConfig) -> Cluster {
+        let cfg = ClusterConfig { cni: crate::vpc_cni::Cni::Bridge, ..cfg };
+        Cluster::new_unchecked(cfg)
+    }
+
+    fn new_unchecked(cfg: ClusterConfig) -> Cluster {
         let services = crate::kube_proxy::Services::new(&cfg);
         let mut c = Cluster {
             rng: Rng::new(cfg.seed ^ 0x706f_646e_6574),
@@ -389,6 +457,7 @@ impl Cluster {
             services,
             edge: crate::cloud::Edge::default(),
             inet_segment: None,
+            aws: None,
         };
         c.vpc_subnet = c.add_segment("vpc-subnet");
         let vpc = c.add_netns("vpc", Owner::Router, true);
@@ -409,26 +478,36 @@ impl Cluster {
     /// The reference cluster with another random seed.
     pub fn seed_with(seed: u64) -> Cluster {
         let mut c = Cluster::new(ClusterConfig { seed, ..ClusterConfig::default() });
-        let n1 = c
-            .add_node("node1", Ipv4Addr::new(192, 168, 0, 1), "10.244.1.0/24".parse().expect("lit"))
+        c.add_node("node1", Ipv4Addr::new(192, 168, 0, 1), "10.244.1.0/24".parse().expect("lit"))
             .expect("seed");
-        let n2 = c
-            .add_node("node2", Ipv4Addr::new(192, 168, 0, 2), "10.244.2.0/24".parse().expect("lit"))
+        c.add_node("node2", Ipv4Addr::new(192, 168, 0, 2), "10.244.2.0/24".parse().expect("lit"))
             .expect("seed");
         c.add_node("node3", Ipv4Addr::new(192, 168, 0, 3), "10.244.3.0/24".parse().expect("lit"))
             .expect("seed");
+        c.seed_pods(Some([
+            Ipv4Addr::new(10, 244, 1, 2),
+            Ipv4Addr::new(10, 244, 1, 3),
+            Ipv4Addr::new(10, 244, 2, 2),
+            Ipv4Addr::new(10, 244, 2, 3),
+        ]));
+        c.seed_services();
+        c.seed_edge();
+        c
+    }
+
+    /// The reference cluster's pods: pod1 (web, with a sidecar) and pod2 (client) on node1,
+    /// pod3 (web) and pod4 (api) on node2; at `ips` (bridge profile) or wherever the CNI
+    /// puts them.
+    pub(crate) fn seed_pods(&mut self, ips: Option<[Ipv4Addr; 4]>) {
         let web = |app: &str| Container {
             name: app.into(),
             ports: vec![(Proto::TCP, 8080), (Proto::UDP, 8080)],
             named_ports: vec![("http".into(), Proto::TCP, 8080)],
         };
-        let pods = [
-            ("pod1", n1, [10, 244, 1, 2], "web"),
-            ("pod2", n1, [10, 244, 1, 3], "client"),
-            ("pod3", n2, [10, 244, 2, 2], "web"),
-            ("pod4", n2, [10, 244, 2, 3], "api"),
-        ];
-        for (name, node, ip, app) in pods {
+        let (n1, n2) = (NodeId(0), NodeId(1));
+        let pods =
+            [("pod1", n1, "web"), ("pod2", n1, "client"), ("pod3", n2, "web"), ("pod4", n2, "api")];
+        for (i, (name, node, app)) in pods.into_iter().enumerate() {
             let mut containers = vec![web(app)];
             if name == "pod1" {
                 // A second container sharing pod1's netns: it reaches "web" over localhost.
@@ -439,12 +518,9 @@ impl Cluster {
                 });
             }
             let labels = BTreeMap::from([("app".to_string(), app.to_string())]);
-            c.add_pod("default", name, node, Some(Ipv4Addr::from(ip)), labels, containers)
+            self.add_pod("default", name, node, ips.map(|a| a[i]), labels, containers)
                 .expect("seed pod");
         }
-        c.seed_services();
-        c.seed_edge();
-        c
     }
 
     pub(crate) fn add_segment(&mut self, name: &str) -> SegmentId {
@@ -529,6 +605,13 @@ impl Cluster {
         ip: Ipv4Addr,
         pod_cidr: Ipv4Network,
     ) -> Result<NodeId, ClusterError> {
+        if self.aws.is_some() {
+            return Err(ClusterError::Profile {
+                what: format!("add_node({name}) with a pod CIDR"),
+                profile: "AWS VPC CNI",
+                fix: "add nodes with add_aws_node: pods take ENI addresses, not a pod CIDR",
+            });
+        }
         if self.node_names.contains_key(name) {
             return Err(ClusterError::Duplicate { kind: "node", name: name.into() });
         }
@@ -596,7 +679,8 @@ impl Cluster {
             pod_cidr,
             netns: ns,
             eth0,
-            bridge: br,
+            bridge: Some(br),
+            aws: None,
             pods: Vec::new(),
             ipam: crate::ipam::HostLocal::new(pod_cidr),
         });
@@ -647,40 +731,48 @@ impl Cluster {
                 ports.insert((proto, port), c.name.clone());
             }
         }
-        // host-local IPAM: a requested address is reserved, otherwise the next one round
-        // robin after the last reserved.
-        let ipam = &mut self.nodes[node.idx()].ipam;
-        let ip = match ip {
-            Some(a) => {
-                if !cidr.contains(a) {
-                    return Err(ClusterError::OutsideCidr {
-                        addr: a,
-                        what: "the pod CIDR of node",
-                        cidr,
-                    });
-                }
-                ipam.reserve(a)?;
-                a
+        let aws_node = self.nodes[node.idx()].aws.is_some();
+        let mut eni = 0;
+        let ip = if aws_node {
+            // The AWS VPC CNI: kubelet's max-pods admission, then ipamd's address.
+            if let Some(a) = ip {
+                return Err(ClusterError::Profile {
+                    what: format!("pod {namespace}/{name} with address {a}"),
+                    profile: "AWS VPC CNI",
+                    fix: "ipamd assigns pod addresses from the node's ENIs; leave the address out",
+                });
             }
-            None => ipam.allocate()?,
+            let (a, e) = self.aws_admit_pod(node, &pod_ns_name)?;
+            eni = e;
+            a
+        } else {
+            self.host_local(node, ip, cidr)?
         };
         let id = PodId(self.pods.len() as u32);
-        let ns = self.add_netns(&pod_ns_name, Owner::Pod(id), false);
+        let ns = self.add_netns(&pod_ns_name, Owner::Pod(id), aws_node);
         self.netns[ns.idx()].ports = ports;
         let node_ns = self.nodes[node.idx()].netns;
-        let veth_name = format!("veth{}", self.nodes[node.idx()].pods.len());
+        let veth_name = if aws_node {
+            crate::vpc_cni::host_veth_name(namespace, name)
+        } else {
+            format!("veth{}", self.nodes[node.idx()].pods.len())
+        };
         let eth0 = self.add_device(ns, "eth0", DeviceKind::Veth { peer: IfIndex(0) });
         let host = self.add_device(node_ns, &veth_name, DeviceKind::Veth { peer: eth0 });
         self.devs[eth0.idx()].kind = DeviceKind::Veth { peer: host };
-        let br = self.nodes[node.idx()].bridge;
-        self.devs[host.idx()].master = Some(br);
-        self.devs[host.idx()].hairpin = true;
-        let host_mac = self.devs[host.idx()].mac;
-        if let DeviceKind::Bridge(f) = &mut self.devs[br.idx()].kind {
-            f.add_local(host_mac, host);
+        if aws_node {
+            self.aws_wire_pod(node, ns, eth0, host, ip, eni);
+        } else {
+            let br = self.nodes[node.idx()].bridge.expect("a bridge-profile node has cbr0");
+            self.devs[host.idx()].master = Some(br);
+            self.devs[host.idx()].hairpin = true;
+            let host_mac = self.devs[host.idx()].mac;
+            if let DeviceKind::Bridge(f) = &mut self.devs[br.idx()].kind {
+                f.add_local(host_mac, host);
+            }
+            self.add_addr(eth0, Ipv4Network::new(ip, cidr.prefix()).expect("valid"));
+            self.add_default_route(ns, gw, eth0);
         }
-        self.add_addr(eth0, Ipv4Network::new(ip, cidr.prefix()).expect("valid"));
-        self.add_default_route(ns, gw, eth0);
         self.pods.push(Pod {
             namespace: namespace.into(),
             name: name.into(),
@@ -701,6 +793,31 @@ impl Cluster {
         Ok(id)
     }
 
+    /// host-local IPAM: a requested address is reserved, otherwise the next one round robin
+    /// after the last reserved.
+    fn host_local(
+        &mut self,
+        node: NodeId,
+        ip: Option<Ipv4Addr>,
+        cidr: Ipv4Network,
+    ) -> Result<Ipv4Addr, ClusterError> {
+        let ipam = &mut self.nodes[node.idx()].ipam;
+        Ok(match ip {
+            Some(a) => {
+                if !cidr.contains(a) {
+                    return Err(ClusterError::OutsideCidr {
+                        addr: a,
+                        what: "the pod CIDR of node",
+                        cidr,
+                    });
+                }
+                ipam.reserve(a)?;
+                a
+            }
+            None => ipam.allocate()?,
+        })
+    }
+
     /// Deletes a pod (`pod/NS/NAME`): its veth leaves the bridge, host-local releases its
     /// address, its endpoints disappear and kube-proxy re-syncs every node.
     pub fn delete_pod(&mut self, key: &str) -> Result<(), ClusterError> {
@@ -714,6 +831,9 @@ impl Cluster {
         self.pods[id.idx()].ready = false;
         self.devs[host.idx()].master = None;
         self.netns[netns.idx()].stack = None;
+        if self.nodes[node.idx()].aws.is_some() {
+            self.aws_release_pod(node, ip);
+        }
         let n = &mut self.nodes[node.idx()];
         n.pods.retain(|p| *p != id);
         n.ipam.release(ip);
@@ -814,7 +934,10 @@ impl Cluster {
                     name: n.name.clone(),
                     ip: n.ip,
                     pod_cidr: n.pod_cidr.to_string(),
-                    bridge_ip: Ipv4Addr::from(u32::from(n.pod_cidr.network()) + 1),
+                    bridge_ip: match n.bridge {
+                        Some(_) => Ipv4Addr::from(u32::from(n.pod_cidr.network()) + 1),
+                        None => crate::vpc_cni::POD_GATEWAY,
+                    },
                     pods: n
                         .pods
                         .iter()
@@ -954,7 +1077,10 @@ impl Cluster {
     /// `bridge fdb show br cbr0` of a node.
     pub fn fdb(&self, node: &str) -> Result<String, ClusterError> {
         let id = self.node_id(node)?;
-        let br = &self.devs[self.nodes[id.idx()].bridge.idx()];
+        let Some(br) = self.nodes[id.idx()].bridge else {
+            return Ok(String::new());
+        };
+        let br = &self.devs[br.idx()];
         match &br.kind {
             DeviceKind::Bridge(f) => {
                 Ok(f.render(&br.name, self.now, &|i| self.devs[i.idx()].name.clone()))

@@ -1080,7 +1080,7 @@ impl Cluster {
         // through its endpoints of Services with a Local traffic policy and its addresses
         // in loadBalancerSourceRanges; that is the key.
         let mut shared: std::collections::HashMap<
-            (Vec<Ipv4Addr>, bool),
+            (Vec<Ipv4Addr>, bool, Option<Ipv4Addr>),
             std::sync::Arc<podnet_netfilter::Ruleset>,
         > = std::collections::HashMap::new();
         let local_policy: std::collections::BTreeSet<(String, String)> = self
@@ -1101,7 +1101,12 @@ impl Cluster {
             let cfg = ProxyConfig {
                 node_name: node.name.clone(),
                 node_ips: vec![node.ip],
-                local_cidr: Some(self.cfg.cluster_cidr),
+                // The pods' range: the cluster CIDR, or the VPC subnet in the AWS profile.
+                local_cidr: Some(if self.aws.is_some() {
+                    self.cfg.node_subnet
+                } else {
+                    self.cfg.cluster_cidr
+                }),
                 masquerade_all: self.services.masquerade_all,
                 random_fully: self.services.random_fully,
                 nfacct: false,
@@ -1118,7 +1123,13 @@ impl Cluster {
                         .map(|e| e.ip)
                         .collect();
                     local_eps.sort();
-                    let key = (local_eps, ranges.iter().any(|r| r.contains(node.ip)));
+                    // AWS's SNAT rule names the node's own address.
+                    let aws_ip = self.aws.is_some().then_some(node.ip);
+                    let key = (local_eps, ranges.iter().any(|r| r.contains(node.ip)), aws_ip);
+                    let masq = match aws_ip {
+                        Some(ip) => self.aws_snat_rules(ip),
+                        None => masq.clone(),
+                    };
                     let tables = shared
                         .entry(key)
                         .or_insert_with(|| {
@@ -1148,8 +1159,15 @@ impl Cluster {
                     }
                 }
                 ProxyMode::Ipvs(sched) => {
-                    let bridge_ip = Ipv4Addr::from(u32::from(node.pod_cidr.network()) + 1);
-                    let cfg = ProxyConfig { node_ips: vec![node.ip, bridge_ip], ..cfg };
+                    let mut node_ips = vec![node.ip];
+                    if node.bridge.is_some() {
+                        node_ips.push(Ipv4Addr::from(u32::from(node.pod_cidr.network()) + 1));
+                    }
+                    let cfg = ProxyConfig { node_ips, ..cfg };
+                    let masq = match self.aws.is_some() {
+                        true => self.aws_snat_rules(node.ip),
+                        false => masq.clone(),
+                    };
                     let sync = sync_ipvs(&cfg, &self.services.list, &slices, sched);
                     self.set_ipvs_addresses(node_id, &sync.bound);
                     if let Some(nf) = self.netns[ns.idx()].nf.as_mut() {

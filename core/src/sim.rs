@@ -273,9 +273,10 @@ impl Cluster {
                     .collect();
                 let name = match n.owner {
                     Owner::Node(node) => self.nodes[node.idx()].name.clone(),
+                    Owner::Pod(p) => self.pods[p.idx()].name.clone(),
                     _ => n.name.clone(),
                 };
-                Stack::ip(&name, &addrs, seed, now)
+                Stack::ip(&name, &addrs, matches!(n.owner, Owner::Pod(_)), seed, now)
             }
             _ => {
                 let d = &self.devs[eth0.expect("checked above").idx()];
@@ -456,7 +457,7 @@ impl Cluster {
                     ns,
                     None,
                     HopKind::Tx,
-                    "sent by the node's own stack".into(),
+                    format!("sent by the {} own stack", self.whose(ns)),
                     PacketView::of_ip(&ip),
                     None,
                 );
@@ -546,7 +547,10 @@ impl Cluster {
             );
             return;
         };
-        let local = self.is_local(ns, tpa);
+        // In the AWS VPC CNI profile the VPC delivers ENI secondary addresses itself: its
+        // router answers ARP for them and forwards to the ENI that holds the address.
+        let vpc_proxy = ns == self.vpc && self.is_eni_secondary(tpa);
+        let local = self.is_local(ns, tpa) || vpc_proxy;
         let now = self.now;
         if local
             || operation == ArpOperation::Reply
@@ -569,19 +573,26 @@ impl Cluster {
         if operation == ArpOperation::Request && local {
             let mac = self.devs[dev.idx()].mac;
             let reply = arp_frame(ArpOperation::Reply, mac, tpa, sha, spa);
-            hop!(
-                self,
-                tag,
-                ns,
-                Some(dev),
-                HopKind::Arp,
-                format!("ARP reply {tpa} is-at {} (to {spa})", Mac(mac)),
-                None,
-                None,
-            );
+            let detail = if vpc_proxy {
+                format!(
+                    "ARP reply {tpa} is-at {} (to {spa}): an ENI secondary address, delivered by the VPC",
+                    Mac(mac)
+                )
+            } else {
+                format!("ARP reply {tpa} is-at {} (to {spa})", Mac(mac))
+            };
+            hop!(self, tag, ns, Some(dev), HopKind::Arp, detail, None, None);
             self.dev_xmit(dev, reply, tag);
         }
         self.flush_pending(ns, spa);
+    }
+
+    /// `node's` or `pod's` (a routed pod of the AWS profile has our L3 code and a stack).
+    fn whose(&self, ns: NetnsId) -> &'static str {
+        match self.netns[ns.idx()].owner {
+            Owner::Pod(_) => "pod's",
+            _ => "node's",
+        }
     }
 
     /// Whether `a` is an address of this namespace (the kernel's local table).
@@ -810,7 +821,6 @@ impl Cluster {
         towards: Ipv4Addr,
         prefsrc: Option<Ipv4Addr>,
     ) -> Option<Ipv4Addr> {
-        let _ = ns;
         prefsrc.or_else(|| {
             let addrs = &self.devs[dev.idx()].addrs;
             addrs
@@ -820,6 +830,16 @@ impl Cluster {
                 })
                 .or(addrs.first())
                 .map(|a| a.ip())
+                // A device without addresses (a routed veth): the kernel picks another
+                // device's address (`inet_select_addr`).
+                .or_else(|| {
+                    self.netns[ns.idx()]
+                        .devs
+                        .iter()
+                        .flat_map(|d| &self.devs[d.idx()].addrs)
+                        .find(|a| !a.ip().is_loopback())
+                        .map(|a| a.ip())
+                })
         })
     }
 
@@ -910,7 +930,7 @@ impl Cluster {
             ns,
             Some(dev),
             HopKind::Deliver,
-            "local delivery to the node's stack".into(),
+            format!("local delivery to the {} stack", self.whose(ns)),
             PacketView::of_ip(&skb.data),
             None,
         );

@@ -238,7 +238,13 @@ impl Stack {
     }
 
     /// An IP-medium stack for a node's root namespace, holding all of the node's addresses.
-    pub(crate) fn ip(name: &str, addrs: &[(Ipv4Address, u8)], seed: u64, now: Instant) -> Stack {
+    pub(crate) fn ip(
+        name: &str,
+        addrs: &[(Ipv4Address, u8)],
+        with_lo: bool,
+        seed: u64,
+        now: Instant,
+    ) -> Stack {
         let mut dev = QueueDevice::new(Medium::Ip);
         let mut cfg = Config::new(HardwareAddress::Ip);
         cfg.random_seed = seed;
@@ -254,9 +260,10 @@ impl Stack {
             let _ = iface.routes_mut().add_default_ipv4_route(*a);
         }
         let main = Iface { iface, dev, sockets: SocketSet::new(vec![]) };
+        let lo = with_lo.then(|| Stack::loopback(seed ^ 0x5555, now));
         Stack {
             main,
-            lo: None,
+            lo,
             name: name.to_string(),
             tcp_servers: Vec::new(),
             udp_servers: Vec::new(),

@@ -895,7 +895,7 @@ impl Cluster {
                 .iter()
                 .find(|x| x.netns == n.netns)
                 .map(|x| {
-                    if x.pod_cidr.contains(dst) {
+                    if x.bridge.is_some() && x.pod_cidr.contains(dst) {
                         Ipv4Addr::from(u32::from(x.pod_cidr.network()) + 1)
                     } else {
                         x.ip
@@ -1037,6 +1037,7 @@ impl Cluster {
             services: self.services.clone(),
             edge: self.edge.clone(),
             inet_segment: self.inet_segment,
+            aws: self.aws.clone(),
         }
     }
 }

@@ -4,8 +4,9 @@
 //!
 //! - [`VpcSubnet`] is EC2's side: the addresses of a subnet, with the five AWS reserves (the
 //!   network address, `.1` the VPC router, `.2` DNS, `.3` reserved, and the last address).
-//!   EC2 does not document which free address it hands out; podnet takes the lowest free one
-//!   (the lowest free aligned /28 for a prefix), so runs are deterministic.
+//!   EC2 does not document which free address it hands out; podnet takes the highest free
+//!   one (the highest free aligned /28 for a prefix), so runs are deterministic and instances
+//!   given low addresses do not meet their neighbours' pod addresses.
 //! - [`InstanceType`] carries the EC2 limits (ENIs per instance, IPv4 addresses per ENI) for
 //!   common types, and the max-pods figure EKS gives kubelet:
 //!   `ENIs × (IPs per ENI − 1) + 2` (the first IP of an ENI is its own; the +2 are the
@@ -179,29 +180,32 @@ impl VpcSubnet {
         }
     }
 
-    /// The lowest free address.
+    /// The highest free address.
     pub fn allocate_ip(&mut self) -> Result<Ipv4Addr, IpamError> {
         let net = u32::from(self.cidr.network());
         let last = u32::from(self.cidr.broadcast());
-        let free =
-            (net..=last).find(|a| !self.used.contains(a)).ok_or(self.exhausted("VPC subnet"))?;
+        let free = (net..=last)
+            .rev()
+            .find(|a| !self.used.contains(a))
+            .ok_or(self.exhausted("VPC subnet"))?;
         self.used.insert(free);
         Ok(Ipv4Addr::from(free))
     }
 
-    /// The lowest free, aligned /28 (prefix delegation).
+    /// The highest free, aligned /28 (prefix delegation).
     pub fn allocate_prefix(&mut self) -> Result<Ipv4Network, IpamError> {
         let net = u32::from(self.cidr.network());
-        let last = u32::from(self.cidr.broadcast());
-        let mut base = net;
-        while base + 15 <= last {
+        let mut base = u32::from(self.cidr.broadcast()) + 1 - 16;
+        loop {
             if self.used.range(base..base + 16).next().is_none() {
                 self.used.extend(base..base + 16);
                 return Ok(Ipv4Network::new(Ipv4Addr::from(base), 28).expect("/28"));
             }
-            base += 16;
+            if base < net + 16 {
+                return Err(self.exhausted("VPC subnet (for a /28 prefix)"));
+            }
+            base -= 16;
         }
-        Err(self.exhausted("VPC subnet (for a /28 prefix)"))
     }
 
     /// Addresses taken, reserves included.
@@ -505,5 +509,410 @@ impl Ipamd {
         if self.assigned.remove(&ip).is_some() {
             self.cooldown.insert(ip, now);
         }
+    }
+}
+
+// ----- the AWS VPC CNI profile of a cluster: ENIs as devices, routed veths, policy routing -----
+
+use crate::cluster::{Cluster, ClusterError, DeviceKind, Node, Owner, Sysctls};
+use crate::ids::{IfIndex, NetnsId, NodeId};
+use crate::net::route::{MAIN_TABLE, PolicyRule, Route, RouteProto, RouteTable};
+
+/// The pods' default gateway in the AWS profile: a dummy next hop that a permanent neighbour
+/// entry resolves to the host side of the pod's veth (no ARP on the wire).
+pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+
+/// `ip rule` priority of `to <pod IP> lookup main` (the plugin's `toContainerRulePriority`).
+pub const TO_POD_PRIORITY: u32 = 512;
+/// `ip rule` priority of `from <pod IP> lookup <ENI table>` (`fromContainerRulePriority`).
+pub const FROM_POD_PRIORITY: u32 = 1536;
+
+/// How a cluster's pods get addresses and are wired.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Cni {
+    /// A pod CIDR per node, host-local IPAM, pods on the bridge `cbr0` (the seed's figures).
+    #[default]
+    Bridge,
+    /// The AWS VPC CNI: pod IPs are secondary addresses of the nodes' ENIs.
+    AwsVpc(AwsVpcConfig),
+}
+
+/// Settings of the AWS VPC CNI profile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AwsVpcConfig {
+    /// Every node's instance type (`m5.large`).
+    pub instance_type: String,
+    /// ipamd's warm-pool settings.
+    pub targets: WarmTargets,
+    /// `AWS_VPC_K8S_CNI_EXTERNALSNAT`: no SNAT on the node; pods on secondary ENIs leave
+    /// through their own ENI for every destination.
+    pub external_snat: bool,
+    /// kubelet `--max-pods` (`None`: the EKS figure for the instance type).
+    pub max_pods: Option<u32>,
+}
+
+impl Default for AwsVpcConfig {
+    fn default() -> Self {
+        AwsVpcConfig {
+            instance_type: "m5.large".into(),
+            targets: WarmTargets::default(),
+            external_snat: false,
+            max_pods: None,
+        }
+    }
+}
+
+/// A node's ENIs in the AWS profile.
+#[derive(Clone, Debug)]
+pub struct NodeEnis {
+    /// The node's ipamd.
+    pub ipamd: Ipamd,
+    /// The device of each ENI (`eth0`, `eth1`, …), in [`Ipamd::enis`] order.
+    pub devices: Vec<IfIndex>,
+    /// kubelet's `--max-pods`.
+    pub max_pods: u32,
+    /// Host-network pods that count against max pods but take no pod IP.
+    pub host_network_pods: Vec<String>,
+}
+
+/// The AWS profile's state of the whole VPC: EC2's address book of the subnet.
+#[derive(Clone, Debug)]
+pub struct AwsVpc {
+    /// The subnet's addresses.
+    pub subnet: VpcSubnet,
+    /// The profile's settings.
+    pub cfg: AwsVpcConfig,
+    /// Secondary addresses (and prefix addresses) the VPC delivers to ENIs.
+    pub ec2: BTreeSet<Ipv4Addr>,
+}
+
+/// The host-side veth name the plugin gives a pod: `eni` and 11 hex digits of
+/// `sha1("<namespace>.<name>")`.
+pub fn host_veth_name(namespace: &str, name: &str) -> String {
+    let digest = sha1_smol::Sha1::from(format!("{namespace}.{name}")).digest().to_string();
+    format!("eni{}", &digest[..11])
+}
+
+impl Cluster {
+    fn aws_cfg(&self) -> Option<&AwsVpcConfig> {
+        match &self.cfg.cni {
+            Cni::AwsVpc(c) => Some(c),
+            Cni::Bridge => None,
+        }
+    }
+
+    /// Adds a node in the AWS VPC CNI profile: its root namespace with `eth0` (the primary
+    /// ENI, `ip` its primary address), ipamd, which fills the warm pool (attaching ENIs as
+    /// `eth1`, … with their own route tables), and EC2's delivery of the ENIs' secondary
+    /// addresses in the VPC.
+    pub fn add_aws_node(&mut self, name: &str, ip: Ipv4Addr) -> Result<NodeId, ClusterError> {
+        let Some(cfg) = self.aws_cfg().cloned() else {
+            return Err(ClusterError::Profile {
+                what: format!("add_aws_node({name})"),
+                profile: "bridge",
+                fix: "add nodes with add_node and a pod CIDR, or create the cluster with the AWS VPC CNI profile",
+            });
+        };
+        if self.node_names.contains_key(name) {
+            return Err(ClusterError::Duplicate { kind: "node", name: name.into() });
+        }
+        let itype = *InstanceType::lookup(&cfg.instance_type)?;
+        let now = self.now;
+        let aws = self.aws.as_mut().expect("an AWS-profile cluster has its VPC state");
+        let subnet_cidr = aws.subnet.cidr();
+        let ipamd = Ipamd::new(name, &itype, cfg.targets.clone(), ip, &mut aws.subnet, now)?;
+        let id = NodeId(self.nodes.len() as u32);
+        let ns = self.add_netns(name, Owner::Node(id), true);
+        self.netns[ns.idx()].sysctl = Sysctls { ip_forward: true, bridge_nf_call_iptables: true };
+        self.netns[ns.idx()].nf = Some(Box::new(podnet_netfilter::Netfilter::new(
+            self.cfg.seed.wrapping_add(u64::from(id.0) * 7919),
+        )));
+        let eth0 = self.add_device(ns, "eth0", DeviceKind::Ether { segment: self.vpc_subnet });
+        self.add_addr(eth0, Ipv4Network::new(ip, subnet_cidr.prefix()).expect("valid"));
+        let router = self.cfg.vpc_router;
+        self.add_default_route(ns, router, eth0);
+        let max_pods = cfg.max_pods.unwrap_or(itype.max_pods(cfg.targets.prefix_delegation));
+        self.nodes.push(Node {
+            name: name.into(),
+            ip,
+            pod_cidr: subnet_cidr,
+            netns: ns,
+            eth0,
+            bridge: None,
+            aws: Some(NodeEnis {
+                ipamd,
+                devices: vec![eth0],
+                max_pods,
+                host_network_pods: vec![
+                    "kube-system/aws-node".into(),
+                    "kube-system/kube-proxy".into(),
+                ],
+            }),
+            pods: Vec::new(),
+            ipam: crate::ipam::HostLocal::new(subnet_cidr),
+        });
+        self.node_names.insert(name.into(), id);
+        self.sync_enis(id);
+        Ok(id)
+    }
+
+    /// Makes the model follow ipamd: a device and route table per attached ENI, and EC2's
+    /// delivery of every secondary address to its ENI (permanent neighbour entries in the
+    /// VPC router, which answers ARP for them: the VPC routes pod IPs natively).
+    pub(crate) fn sync_enis(&mut self, node: NodeId) {
+        let Some(state) = self.nodes[node.idx()].aws.clone() else { return };
+        let ns = self.nodes[node.idx()].netns;
+        let prefix = self.cfg.node_subnet.prefix();
+        let subnet = self.cfg.node_subnet;
+        let router = self.cfg.vpc_router;
+        let mut devices = state.devices.clone();
+        for (i, eni) in state.ipamd.enis.iter().enumerate().skip(devices.len()) {
+            let dev =
+                self.add_device(ns, &eni.device, DeviceKind::Ether { segment: self.vpc_subnet });
+            // The plugin keeps a secondary ENI's routes out of main: table <device index + 1>.
+            self.devs[dev.idx()]
+                .addrs
+                .push(Ipv4Network::new(eni.primary_ip, prefix).expect("valid"));
+            let mut table = RouteTable::default();
+            table.add(Route {
+                dst: Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0).expect("default"),
+                via: Some(router),
+                dev,
+                src: None,
+                proto: RouteProto::Boot,
+            });
+            table.add(Route {
+                dst: subnet,
+                via: None,
+                dev,
+                src: Some(eni.primary_ip),
+                proto: RouteProto::Kernel,
+            });
+            self.netns[ns.idx()].policy.tables.insert(i as u32 + 1, table);
+            devices.push(dev);
+        }
+        let vpc = self.vpc;
+        let vpc0 = self.netns[vpc.idx()].devs[1];
+        for (eni, dev) in state.ipamd.enis.iter().zip(&devices) {
+            let mac = self.devs[dev.idx()].mac;
+            for a in eni.pod_ips() {
+                self.netns[vpc.idx()].neigh.add_permanent(a, mac, vpc0);
+                self.aws.as_mut().expect("AWS profile").ec2.insert(a);
+            }
+        }
+        if let Some(st) = self.nodes[node.idx()].aws.as_mut() {
+            st.devices = devices;
+        }
+    }
+
+    /// kubelet's admission and the CNI ADD of a pod in the AWS profile: the max-pods check,
+    /// then an address from ipamd. Returns the address and the ENI index.
+    pub(crate) fn aws_admit_pod(
+        &mut self,
+        node: NodeId,
+        key: &str,
+    ) -> Result<(Ipv4Addr, usize), ClusterError> {
+        let now = self.now;
+        let n = &self.nodes[node.idx()];
+        let st = n.aws.as_ref().expect("an AWS-profile node");
+        let running = n.pods.len() + st.host_network_pods.len();
+        if running as u32 >= st.max_pods {
+            return Err(ClusterError::TooManyPods {
+                pod: key.into(),
+                node: n.name.clone(),
+                running,
+                max: st.max_pods,
+                why: format!(
+                    "{} pods with IPs and {} host-network pods; {} allows {} ENIs × {} addresses",
+                    n.pods.len(),
+                    st.host_network_pods.len(),
+                    st.ipamd.itype.name,
+                    st.ipamd.itype.max_enis,
+                    st.ipamd.itype.ips_per_eni
+                ),
+            });
+        }
+        let aws = self.aws.as_mut().expect("AWS profile");
+        let st = self.nodes[node.idx()].aws.as_mut().expect("an AWS-profile node");
+        let got = st
+            .ipamd
+            .assign(key, &mut aws.subnet, now)
+            .map_err(|e| ClusterError::FailedToAssign { pod: key.into(), reason: e.to_string() })?;
+        self.sync_enis(node);
+        Ok(got)
+    }
+
+    /// The plugin's wiring of a pod (after `eth0`/host veth exist): `/32` on `eth0`, the
+    /// default route via 169.254.1.1 with its permanent neighbour entry, the node's host
+    /// route to the pod and the `ip rule`s that send a secondary ENI's pods out of it.
+    pub(crate) fn aws_wire_pod(
+        &mut self,
+        node: NodeId,
+        pod_ns: NetnsId,
+        eth0: IfIndex,
+        host: IfIndex,
+        ip: Ipv4Addr,
+        eni: usize,
+    ) {
+        let host_mac = self.devs[host.idx()].mac;
+        self.devs[eth0.idx()].addrs.push(Ipv4Network::new(ip, 32).expect("/32"));
+        self.netns[pod_ns.idx()].routes.add(Route {
+            dst: Ipv4Network::new(POD_GATEWAY, 32).expect("/32"),
+            via: None,
+            dev: eth0,
+            src: None,
+            proto: RouteProto::Boot,
+        });
+        self.add_default_route(pod_ns, POD_GATEWAY, eth0);
+        self.netns[pod_ns.idx()].neigh.add_permanent(POD_GATEWAY, host_mac, eth0);
+        let node_ns = self.nodes[node.idx()].netns;
+        let host_route = Ipv4Network::new(ip, 32).expect("/32");
+        let n = &mut self.netns[node_ns.idx()];
+        n.routes.add(Route {
+            dst: host_route,
+            via: None,
+            dev: host,
+            src: None,
+            proto: RouteProto::Boot,
+        });
+        n.policy.add_rule(PolicyRule {
+            priority: TO_POD_PRIORITY,
+            from: None,
+            to: Some(host_route),
+            table: MAIN_TABLE,
+        });
+        if eni > 0 {
+            let external = self.aws_cfg().is_some_and(|c| c.external_snat);
+            let vpc = self.cfg.node_subnet;
+            self.netns[node_ns.idx()].policy.add_rule(PolicyRule {
+                priority: FROM_POD_PRIORITY,
+                from: Some(host_route),
+                to: (!external).then_some(vpc),
+                table: eni as u32 + 1,
+            });
+        }
+    }
+
+    /// The CNI DEL of a pod in the AWS profile: its routes and rules go, its address cools
+    /// down in ipamd.
+    pub(crate) fn aws_release_pod(&mut self, node: NodeId, ip: Ipv4Addr) {
+        let now = self.now;
+        let node_ns = self.nodes[node.idx()].netns;
+        let n = &mut self.netns[node_ns.idx()];
+        n.routes.remove(Ipv4Network::new(ip, 32).expect("/32"));
+        n.policy.remove_rules_for(ip);
+        if let Some(st) = self.nodes[node.idx()].aws.as_mut() {
+            st.ipamd.release(ip, now);
+        }
+    }
+
+    /// In the AWS profile, takes an address of the subnet for something other than an ENI
+    /// (a load balancer's private address), so ipamd never hands it out.
+    pub(crate) fn take_vpc_address(&mut self, a: Ipv4Addr) -> Result<(), ClusterError> {
+        if let Some(aws) = self.aws.as_mut() {
+            aws.subnet.take(a)?;
+        }
+        Ok(())
+    }
+
+    /// The AWS variant of the reference cluster (see the README): the same nodes, pods,
+    /// Services and edge, with the AWS VPC CNI on m5.large nodes in 192.168.0.0/24. The VPC
+    /// router is 192.168.0.1, the nodes 192.168.0.11-13; EC2 hands ENI addresses out from the
+    /// top of the subnet, so pods get 192.168.0.254 downward.
+    pub fn seed_aws() -> Cluster {
+        Cluster::seed_aws_with(0)
+    }
+
+    /// The AWS variant of the reference cluster with another random seed.
+    pub fn seed_aws_with(seed: u64) -> Cluster {
+        let cfg = crate::ClusterConfig {
+            seed,
+            node_subnet: "192.168.0.0/24".parse().expect("lit"),
+            cni: Cni::AwsVpc(AwsVpcConfig::default()),
+            ..crate::ClusterConfig::default()
+        };
+        let mut c = Cluster::try_new(cfg).expect("the reference AWS settings are valid");
+        for (i, n) in ["node1", "node2", "node3"].iter().enumerate() {
+            c.add_aws_node(n, Ipv4Addr::new(192, 168, 0, 11 + i as u8)).expect("seed node");
+        }
+        // The edge before the pods: its private addresses (.100, .200) are taken before
+        // ipamd's pools grow toward them.
+        c.seed_services();
+        c.seed_edge();
+        c.seed_pods(None);
+        c
+    }
+
+    /// Whether the VPC delivers `a` to an ENI as a secondary address (EC2's address book).
+    pub(crate) fn is_eni_secondary(&self, a: Ipv4Addr) -> bool {
+        self.aws.as_ref().is_some_and(|v| v.ec2.contains(&a))
+    }
+
+    /// The AWS profile's egress SNAT on a node (`AWS-SNAT-CHAIN-0`): traffic to destinations
+    /// outside the VPC leaves with the node's primary address, unless external SNAT is on.
+    pub(crate) fn aws_snat_rules(&self, node_ip: Ipv4Addr) -> String {
+        let cfg = self.aws_cfg().cloned().unwrap_or_default();
+        if cfg.external_snat {
+            return String::new();
+        }
+        format!(
+            "*nat\n:AWS-SNAT-CHAIN-0 - [0:0]\n\
+-A POSTROUTING -m comment --comment \"AWS SNAT CHAIN\" -j AWS-SNAT-CHAIN-0\n\
+-A AWS-SNAT-CHAIN-0 -d {} -m comment --comment \"AWS SNAT CHAIN\" -j RETURN\n\
+-A AWS-SNAT-CHAIN-0 ! -o vlan+ -m comment --comment \"AWS, SNAT\" -m addrtype ! --dst-type LOCAL -j SNAT --to-source {node_ip} --random-fully\n\
+COMMIT\n",
+            self.cfg.node_subnet
+        )
+    }
+
+    /// `ip rule show` of a node (or `pod/NS/NAME`).
+    pub fn ip_rules(&self, who: &str) -> Result<String, ClusterError> {
+        let ns = self.netns_of(who)?;
+        Ok(self.netns[ns.idx()].policy.render())
+    }
+
+    /// `ip route show table N` of a node.
+    pub fn route_table(&self, who: &str, table: u32) -> Result<String, ClusterError> {
+        let ns = self.netns_of(who)?;
+        let n = &self.netns[ns.idx()];
+        let t = if table == MAIN_TABLE { Some(&n.routes) } else { n.policy.tables.get(&table) };
+        Ok(t.map(|t| t.render(&|i| self.devs[i.idx()].name.clone())).unwrap_or_default())
+    }
+
+    /// ipamd's view of a node: ENIs with their addresses and which pod holds each.
+    pub fn enis(&self, node: &str) -> Result<String, ClusterError> {
+        let id = self.node_id(node)?;
+        let Some(st) = &self.nodes[id.idx()].aws else {
+            return Err(ClusterError::Profile {
+                what: format!("enis({node})"),
+                profile: "bridge",
+                fix: "ENIs exist in the AWS VPC CNI profile only",
+            });
+        };
+        let d = &st.ipamd;
+        let mut out = format!(
+            "{} {}: {} of {} ENIs, {} pod IPs attached, {} assigned, max pods {}\n",
+            self.nodes[id.idx()].name,
+            d.itype.name,
+            d.enis.len(),
+            d.itype.max_enis,
+            d.total(),
+            d.assigned(),
+            st.max_pods
+        );
+        for e in &d.enis {
+            out.push_str(&format!("{} {} primary {}\n", e.device, e.id, e.primary_ip));
+            for p in &e.prefixes {
+                out.push_str(&format!("  prefix {p}\n"));
+            }
+            for a in e.pod_ips() {
+                if let Some(pod) = d.owner(a) {
+                    out.push_str(&format!("  {a} {pod}\n"));
+                } else if e.prefixes.is_empty() {
+                    out.push_str(&format!("  {a} -\n"));
+                }
+            }
+        }
+        Ok(out)
     }
 }

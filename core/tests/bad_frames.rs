@@ -9,7 +9,7 @@ fn syn_frame(c: &Cluster) -> Vec<u8> {
     let pod2 = &c.pods()[c.pod_id("pod/default/pod2").unwrap().0 as usize];
     let src_mac = c.device(pod2.eth0).mac.0;
     let node = &c.nodes()[0];
-    let gw_mac = c.device(node.bridge).mac.0;
+    let gw_mac = c.device(node.bridge.expect("bridge profile")).mac.0;
     let mut f = Vec::new();
     f.extend_from_slice(&gw_mac);
     f.extend_from_slice(&src_mac);

@@ -94,7 +94,7 @@ fn prefix_delegation_hands_out_28s() {
         Instant::ZERO,
     )
     .unwrap();
-    assert_eq!(d.enis[0].prefixes, vec!["10.0.0.16/28".parse().unwrap()]);
+    assert_eq!(d.enis[0].prefixes, vec!["10.0.15.224/28".parse().unwrap()]);
 }
 
 #[test]
@@ -172,7 +172,8 @@ fn a_small_subnet_runs_dry() {
             Err(e) => break e,
         }
     };
-    // 10 addresses after the node's: 9 on eth0, then eth1 takes one as its own.
+    // 10 addresses besides the node's: 9 on eth0 (from the top), then eth1 takes the last
+    // one as its own address and has none for pods.
     assert_eq!(got, 9);
     assert!(err.to_string().contains("the subnet has no room for another ENI or address"), "{err}");
     assert!(

@@ -3,8 +3,8 @@
 //!
 //! Lookups probe one hash map per prefix length present in the table (at most 33 probes),
 //! never scanning routes. Policy routing (`ip rule`, several tables) is carried by
-//! [`RoutingPolicy`]: each rule selects a table by source address; the main table is the
-//! last resort, as with the kernel's default rules.
+//! [`RoutingPolicy`]: rules select a table by source and destination prefix, in priority
+//! order; the main table is the last resort, as with the kernel's default rules.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -98,6 +98,8 @@ impl fmt::Display for RouteLine<'_> {
         let r = self.0;
         if r.dst.prefix() == 0 {
             f.write_str("default")?;
+        } else if r.dst.prefix() == 32 {
+            write!(f, "{}", r.dst.ip())?;
         } else {
             write!(f, "{}", r.dst)?;
         }
@@ -110,6 +112,9 @@ impl fmt::Display for RouteLine<'_> {
             RouteProto::Static => f.write_str(" proto static")?,
             RouteProto::Boot => {}
         }
+        if r.via.is_none() && r.proto != RouteProto::Kernel {
+            f.write_str(" scope link")?;
+        }
         if let Some(src) = r.src {
             write!(f, " src {src}")?;
         }
@@ -117,34 +122,85 @@ impl fmt::Display for RouteLine<'_> {
     }
 }
 
-/// `ip rule`: pick a table by source prefix before falling back to main.
+/// One `ip rule`: packets matching `from` and `to` look up `table` (254 is main).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyRule {
+    /// Priority (lower first).
+    pub priority: u32,
+    /// Source prefix (`from all` when `None`).
+    pub from: Option<Ipv4Network>,
+    /// Destination prefix.
+    pub to: Option<Ipv4Network>,
+    /// Table id (254 = main).
+    pub table: u32,
+}
+
+/// The main table's id.
+pub const MAIN_TABLE: u32 = 254;
+
+/// `ip rule` and the tables other than main, as the kernel's FIB rules apply them: rules in
+/// priority order; the first whose selectors match and whose table has a route decides;
+/// the default rule `32766: from all lookup main` comes last.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RoutingPolicy {
-    /// (priority, from prefix, table id), in priority order.
-    pub rules: Vec<(u32, Ipv4Network, u32)>,
+    /// Rules other than the kernel's defaults, kept in priority order.
+    pub rules: Vec<PolicyRule>,
     /// Tables other than main, by id.
     pub tables: BTreeMap<u32, RouteTable>,
 }
 
 impl RoutingPolicy {
-    /// The route for a packet from `src` to `dst`: the first rule whose source prefix holds
-    /// `src` and whose table has a route wins; otherwise `main`.
+    /// Adds a rule (after rules of the same priority, as `ip rule add` does).
+    pub fn add_rule(&mut self, rule: PolicyRule) {
+        let at = self.rules.partition_point(|r| r.priority <= rule.priority);
+        self.rules.insert(at, rule);
+    }
+
+    /// Removes every rule naming `addr` as its /32 `from` or `to`.
+    pub fn remove_rules_for(&mut self, addr: Ipv4Addr) {
+        let host = |n: &Option<Ipv4Network>| n.is_some_and(|n| n.prefix() == 32 && n.ip() == addr);
+        self.rules.retain(|r| !host(&r.from) && !host(&r.to));
+    }
+
+    /// The route for a packet from `src` to `dst`, and the table it came from.
     pub fn lookup<'a>(
         &'a self,
         main: &'a RouteTable,
         src: Option<Ipv4Addr>,
         dst: Ipv4Addr,
     ) -> Option<&'a Route> {
-        if let Some(src) = src {
-            for (_, from, table) in &self.rules {
-                if from.contains(src)
-                    && let Some(r) = self.tables.get(table).and_then(|t| t.lookup(dst))
-                {
-                    return Some(r);
-                }
+        for r in &self.rules {
+            let from_ok = match (r.from, src) {
+                (None, _) => true,
+                (Some(f), Some(s)) => f.contains(s),
+                (Some(_), None) => false,
+            };
+            if !from_ok || !r.to.is_none_or(|t| t.contains(dst)) {
+                continue;
+            }
+            let table = if r.table == MAIN_TABLE { Some(main) } else { self.tables.get(&r.table) };
+            if let Some(route) = table.and_then(|t| t.lookup(dst)) {
+                return Some(route);
             }
         }
         main.lookup(dst)
+    }
+
+    /// `ip rule show`.
+    pub fn render(&self) -> String {
+        let mut out = String::from("0:\tfrom all lookup local\n");
+        let net = |n: &Ipv4Network| {
+            if n.prefix() == 32 { n.ip().to_string() } else { n.to_string() }
+        };
+        for r in &self.rules {
+            let from = r.from.as_ref().map(net).unwrap_or_else(|| "all".into());
+            let to = r.to.as_ref().map(|t| format!(" to {}", net(t))).unwrap_or_default();
+            let table =
+                if r.table == MAIN_TABLE { "main".to_string() } else { r.table.to_string() };
+            out.push_str(&format!("{}:\tfrom {from}{to} lookup {table}\n", r.priority));
+        }
+        out.push_str("32766:\tfrom all lookup main\n32767:\tfrom all lookup default\n");
+        out
     }
 }
 
