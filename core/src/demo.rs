@@ -146,8 +146,21 @@ pub struct DemoResult {
 
 /// Runs every scenario on the reference cluster built with `seed`.
 pub fn run(seed: u64) -> Result<Vec<DemoResult>, crate::trace::TraceError> {
-    let mut c = Cluster::seed_with(seed);
-    let mut ipvs = Cluster::seed_with(seed);
+    run_on(seed, Cluster::seed_with)
+}
+
+/// Every scenario on the AWS VPC CNI variant of the reference cluster
+/// ([`Cluster::seed_aws`]).
+pub fn run_aws(seed: u64) -> Result<Vec<DemoResult>, crate::trace::TraceError> {
+    run_on(seed, Cluster::seed_aws_with)
+}
+
+fn run_on(
+    seed: u64,
+    make: fn(u64) -> Cluster,
+) -> Result<Vec<DemoResult>, crate::trace::TraceError> {
+    let mut c = make(seed);
+    let mut ipvs = make(seed);
     ipvs.set_proxy_mode(crate::kube_proxy::ProxyMode::Ipvs(podnet_netfilter::ipvs::Scheduler::Rr));
     let mut out = Vec::new();
     for s in scenarios() {

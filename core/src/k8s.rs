@@ -5,7 +5,11 @@
 //! podnet document (`apiVersion: podnet.dev/v1alpha1`, `kind: PodnetConfig`) for what
 //! Kubernetes objects do not say: `clusterCidr` (10.244.0.0/16), `serviceCidr`
 //! (10.96.0.0/12), `nodeSubnet` (192.168.0.0/24) and `vpcRouter` (192.168.0.254),
-//! `proxyMode` (iptables or ipvs), `ipvsScheduler` (rr) and `seed` (0).
+//! `proxyMode` (iptables or ipvs), `ipvsScheduler` (rr) and `seed` (0); `cni` (`bridge`, or
+//! `aws-vpc` for the AWS VPC CNI, with `instanceType` (m5.large), `warmEniTarget`,
+//! `warmIpTarget`, `minimumIpTarget`, `enablePrefixDelegation`, `warmPrefixTarget`,
+//! `externalSnat` and `maxPods`). In the AWS profile nodes need no podCIDR, `nodeSubnet` is
+//! the VPC subnet pods take addresses from, and ipamd assigns pod addresses.
 //! Unknown kinds are reported and skipped. Malformed documents fail with the file, the
 //! document index, line and column, and the field path.
 //!
@@ -151,6 +155,15 @@ struct PodnetConfig {
     proxy_mode: Option<String>,
     ipvs_scheduler: Option<String>,
     seed: Option<u64>,
+    cni: Option<String>,
+    instance_type: Option<String>,
+    warm_eni_target: Option<u32>,
+    warm_ip_target: Option<u32>,
+    minimum_ip_target: Option<u32>,
+    enable_prefix_delegation: Option<bool>,
+    warm_prefix_target: Option<u32>,
+    external_snat: Option<bool>,
+    max_pods: Option<u32>,
 }
 
 struct Doc {
@@ -381,6 +394,26 @@ fn build(objs: Objects) -> Result<(Cluster, LoadReport), LoadError> {
         if let Some(s) = pc.seed {
             cfg.seed = s;
         }
+        match pc.cni.as_deref() {
+            None | Some("bridge") => {}
+            Some("aws-vpc") => {
+                let d = crate::vpc_cni::AwsVpcConfig::default();
+                let t = crate::vpc_cni::WarmTargets::default();
+                cfg.cni = crate::vpc_cni::Cni::AwsVpc(crate::vpc_cni::AwsVpcConfig {
+                    instance_type: pc.instance_type.clone().unwrap_or(d.instance_type),
+                    targets: crate::vpc_cni::WarmTargets {
+                        warm_eni_target: pc.warm_eni_target.unwrap_or(t.warm_eni_target),
+                        warm_ip_target: pc.warm_ip_target,
+                        minimum_ip_target: pc.minimum_ip_target,
+                        prefix_delegation: pc.enable_prefix_delegation.unwrap_or(false),
+                        warm_prefix_target: pc.warm_prefix_target.unwrap_or(t.warm_prefix_target),
+                    },
+                    external_snat: pc.external_snat.unwrap_or(false),
+                    max_pods: pc.max_pods,
+                });
+            }
+            Some(other) => return Err(bad("cni (bridge or aws-vpc)", other)),
+        }
         let sched = match pc.ipvs_scheduler.as_deref() {
             None => podnet_netfilter::ipvs::Scheduler::Rr,
             Some(s) => podnet_netfilter::ipvs::Scheduler::parse(s)
@@ -393,7 +426,14 @@ fn build(objs: Objects) -> Result<(Cluster, LoadReport), LoadError> {
         };
         let _ = (&pc.api_version, &pc.kind);
     }
-    let mut c = Cluster::new(cfg);
+    let config_place = objs.config.as_ref().map(|(p, _)| p.clone());
+    let mut c = Cluster::try_new(cfg).map_err(|e| match &config_place {
+        Some(p) => refused(p, "PodnetConfig", e),
+        None => LoadError::Parse {
+            place: Place { file: "<input>".into(), doc: 0, line: None, column: None },
+            msg: e.to_string(),
+        },
+    })?;
     c.services.mode = mode;
     let report = apply(&mut c, objs)?;
     Ok((c, report))
@@ -422,6 +462,12 @@ fn apply_objects(c: &mut Cluster, mut objs: Objects) -> Result<LoadReport, LoadE
             .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
             .and_then(|a| a.address.parse::<Ipv4Addr>().ok())
             .ok_or_else(|| obj_err(place, obj.clone(), "no IPv4 InternalIP in status.addresses"))?;
+        if c.aws.is_some() {
+            // The AWS VPC CNI: pods take ENI addresses; a podCIDR, if any, is unused.
+            c.add_aws_node(&name, ip).map_err(|e| refused(place, &obj, e))?;
+            report.loaded.push(obj);
+            continue;
+        }
         let cidr = n
             .spec
             .as_ref()
@@ -552,6 +598,13 @@ fn apply_objects(c: &mut Cluster, mut objs: Objects) -> Result<LoadReport, LoadE
         // gives it an address. A status without an IP is a pod that has none yet.
         let ip = match (&p.status, status.pod_ip.clone()) {
             (None, _) => None,
+            (Some(_), Some(_)) if c.aws.is_some() => {
+                return Err(obj_err(
+                    place,
+                    obj,
+                    "status.podIP is set, but in the AWS VPC CNI profile podnet's ipamd assigns pod addresses: drop the pod's status",
+                ));
+            }
             (Some(_), Some(ip)) => Some(ip.parse::<Ipv4Addr>().map_err(|_| {
                 obj_err(place, obj.clone(), format!("status.podIP '{ip}' is not IPv4"))
             })?),
@@ -608,9 +661,19 @@ fn apply_objects(c: &mut Cluster, mut objs: Objects) -> Result<LoadReport, LoadE
             // Written without status: created now, and Ready once it runs.
             None => p.status.is_none() || status.phase.as_deref() == Some("Running"),
         } && !terminating;
-        let id = c
-            .add_pod(&ns, &name, node_id, ip, labels, containers)
-            .map_err(|e| refused(place, &obj, e))?;
+        let id = match c.add_pod(&ns, &name, node_id, ip, labels, containers) {
+            Ok(id) => id,
+            // The API server keeps such a pod; it just never gets a network.
+            Err(e @ crate::ClusterError::TooManyPods { .. }) => {
+                report.skipped.push(format!("{obj}: {e}"));
+                continue;
+            }
+            Err(e @ crate::ClusterError::FailedToAssign { .. }) => {
+                report.skipped.push(format!("{obj}: {e}"));
+                continue;
+            }
+            Err(e) => return Err(refused(place, &obj, e)),
+        };
         c.pods[id.idx()].ready = ready;
         c.pods[id.idx()].terminating = terminating;
         new_pods.push(id);

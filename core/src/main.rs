@@ -8,8 +8,9 @@ use podnet::{Cluster, Disposition};
 const HELP: &str = "podnet: a software model of the Kubernetes pod network
 
 USAGE:
-    podnet demo [--json] [--full] [--seed N]
-        Trace every scenario of the seed article on the built-in reference cluster.
+    podnet demo [--json] [--full] [--seed N] [--cni bridge|aws-vpc]
+        Trace every scenario of the seed article on the built-in reference cluster
+        (--cni aws-vpc: its AWS VPC CNI variant, pods on ENI addresses).
     podnet trace --from SRC --to DST [--proto tcp|udp|icmp|http] [--sport N] [--seed N]
                  [--proxy-mode iptables|ipvs] [--ipvs-scheduler rr|wrr|lc|wlc|sh|dh|sed|nq]
                  [--all-outcomes]   (every place the flow can land, with its probability; dry run)
@@ -21,9 +22,10 @@ USAGE:
         of the reference cluster (any command).
     podnet check --cluster PATH [--json]
         Validate Kubernetes objects and print what was loaded and what was skipped.
-    podnet iptables-save|kube-proxy-rules|ipvsadm|ipset|conntrack|routes|neigh|fdb --node NAME
-           [--proxy-mode iptables|ipvs]
-        Print a node's tables of the reference cluster, as the real tools print them.
+    podnet iptables-save|kube-proxy-rules|ipvsadm|ipset|conntrack|routes|neigh|fdb|ip-rule|enis
+           --node NAME [--proxy-mode iptables|ipvs] [--cni bridge|aws-vpc]
+        Print a node's tables of the reference cluster, as the real tools print them
+        (--node also takes pod/NS/NAME for routes, neigh and ip-rule; enis is ipamd's view).
 
 EXIT CODES: 0 delivered/ok, 1 not delivered, 2 bad input.
 ";
@@ -43,6 +45,7 @@ struct Opts {
     json: bool,
     full: bool,
     seed: u64,
+    aws: bool,
     from: Vec<String>,
     to: Vec<String>,
     proto: FlowProto,
@@ -59,6 +62,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         json: false,
         full: false,
         seed: 0,
+        aws: false,
         from: vec![],
         to: vec![],
         proto: FlowProto::Tcp,
@@ -97,6 +101,11 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--show" => o.show.extend(val("--show")?.split(',').map(str::to_string)),
             "--node" => o.node = Some(val("--node")?),
             "--cluster" => o.cluster.push(val("--cluster")?.into()),
+            "--cni" => match val("--cni")?.as_str() {
+                "bridge" => o.aws = false,
+                "aws-vpc" => o.aws = true,
+                other => return Err(format!("unknown --cni '{other}' (bridge or aws-vpc)")),
+            },
             "--proxy-mode" => match val("--proxy-mode")?.as_str() {
                 "iptables" => o.ipvs = None,
                 "ipvs" => o.ipvs = Some(o.ipvs.unwrap_or(podnet::netfilter::ipvs::Scheduler::Rr)),
@@ -129,7 +138,7 @@ fn run(args: &[String]) -> Result<u8, String> {
         "check" => check(&o),
         "trace" => trace(&o),
         "iptables-save" | "kube-proxy-rules" | "conntrack" | "routes" | "neigh" | "fdb"
-        | "ipvsadm" | "ipset" => {
+        | "ipvsadm" | "ipset" | "ip-rule" | "enis" => {
             let node = o.node.clone().ok_or("this command needs --node NAME")?;
             let c = cluster(&o)?;
             print!("{}", table(&c, cmd, &node)?);
@@ -149,6 +158,8 @@ fn table(c: &Cluster, what: &str, node: &str) -> Result<String, String> {
         "fdb" => c.fdb(node),
         "ipvsadm" => c.ipvsadm(node),
         "ipset" => c.ipset_list(node),
+        "ip-rule" => c.ip_rules(node),
+        "enis" => c.enis(node),
         other => {
             return Err(format!(
                 "unknown table '{other}' (conntrack, fdb, neigh, routes, iptables)"
@@ -160,7 +171,7 @@ fn table(c: &Cluster, what: &str, node: &str) -> Result<String, String> {
 
 fn cluster(o: &Opts) -> Result<Cluster, String> {
     let mut c = if o.cluster.is_empty() {
-        Cluster::seed_with(o.seed)
+        if o.aws { Cluster::seed_aws_with(o.seed) } else { Cluster::seed_with(o.seed) }
     } else {
         let (c, report) = Cluster::from_files(&o.cluster).map_err(|e| e.to_string())?;
         eprintln!(
@@ -200,7 +211,8 @@ fn check(o: &Opts) -> Result<u8, String> {
 }
 
 fn demo(o: &Opts) -> Result<u8, String> {
-    let results = podnet::demo::run(o.seed).map_err(|e| e.to_string())?;
+    let results = if o.aws { podnet::demo::run_aws(o.seed) } else { podnet::demo::run(o.seed) }
+        .map_err(|e| e.to_string())?;
     if o.json {
         println!("{}", serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?);
         return Ok(0);
@@ -209,21 +221,46 @@ fn demo(o: &Opts) -> Result<u8, String> {
         "podnet demo: the seed article's scenarios on the reference cluster (seed {})",
         o.seed
     );
-    println!(
-        "  node1 192.168.0.1 pod CIDR 10.244.1.0/24: pod1 10.244.1.2 (app=web, + sidecar), pod2 10.244.1.3 (app=client)"
-    );
-    println!(
-        "  node2 192.168.0.2 pod CIDR 10.244.2.0/24: pod3 10.244.2.2 (app=web), pod4 10.244.2.3 (app=api)"
-    );
-    println!("  node3 192.168.0.3 pod CIDR 10.244.3.0/24: no pods. VPC router 192.168.0.254.");
-    println!(
-        "  Service default/web 10.96.0.10: http TCP 80->8080, udp UDP 80->8080 (endpoints pod1, pod3)\n"
-    );
+    if o.aws {
+        let c = Cluster::seed_aws_with(o.seed);
+        let ip = |n: &str| c.pods().iter().find(|p| p.name == n).map(|p| p.ip.to_string());
+        println!(
+            "  AWS VPC CNI variant: m5.large nodes in 192.168.0.0/24 (VPC router 192.168.0.1), no bridge;
+  pods take ENI addresses from the top of the subnet."
+        );
+        println!(
+            "  node1 192.168.0.11: pod1 {} (app=web, + sidecar), pod2 {} (app=client)",
+            ip("pod1").unwrap_or_default(),
+            ip("pod2").unwrap_or_default()
+        );
+        println!(
+            "  node2 192.168.0.12: pod3 {} (app=web), pod4 {} (app=api)",
+            ip("pod3").unwrap_or_default(),
+            ip("pod4").unwrap_or_default()
+        );
+        println!("  node3 192.168.0.13: no pods.");
+        println!(
+            "  Service default/web 10.96.0.10: http TCP 80->8080, udp UDP 80->8080 (endpoints pod1, pod3)\n"
+        );
+    } else {
+        println!(
+            "  node1 192.168.0.1 pod CIDR 10.244.1.0/24: pod1 10.244.1.2 (app=web, + sidecar), pod2 10.244.1.3 (app=client)"
+        );
+        println!(
+            "  node2 192.168.0.2 pod CIDR 10.244.2.0/24: pod3 10.244.2.2 (app=web), pod4 10.244.2.3 (app=api)"
+        );
+        println!("  node3 192.168.0.3 pod CIDR 10.244.3.0/24: no pods. VPC router 192.168.0.254.");
+        println!(
+            "  Service default/web 10.96.0.10: http TCP 80->8080, udp UDP 80->8080 (endpoints pod1, pod3)\n"
+        );
+    }
     let mut ok = true;
     for r in &results {
         let fig = if r.scenario.figures.contains('-') { "Figures" } else { "Figure" };
         println!("== {fig} {}: {} ==", r.scenario.figures, r.scenario.title);
-        println!("   {}", r.scenario.story);
+        if !o.aws {
+            println!("   {}", r.scenario.story);
+        }
         print!("{}", r.trace.render(o.full));
         if r.scenario.figures == "1-3" {
             println!(

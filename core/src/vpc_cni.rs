@@ -127,6 +127,9 @@ impl Default for WarmTargets {
 pub struct VpcSubnet {
     cidr: Ipv4Network,
     used: BTreeSet<u32>,
+    /// Where the downward search for a free address resumes (addresses above it were taken
+    /// when it was set), so handing out a subnet's worth stays linear.
+    hint: u32,
 }
 
 impl VpcSubnet {
@@ -138,7 +141,7 @@ impl VpcSubnet {
         let net = u32::from(cidr.network());
         let mut used: BTreeSet<u32> = (net..net + 4).collect();
         used.insert(u32::from(cidr.broadcast()));
-        Ok(VpcSubnet { cidr, used })
+        Ok(VpcSubnet { cidr, used, hint: u32::from(cidr.broadcast()) })
     }
 
     /// The subnet.
@@ -184,11 +187,14 @@ impl VpcSubnet {
     pub fn allocate_ip(&mut self) -> Result<Ipv4Addr, IpamError> {
         let net = u32::from(self.cidr.network());
         let last = u32::from(self.cidr.broadcast());
-        let free = (net..=last)
+        let hint = self.hint.clamp(net, last);
+        let free = (net..=hint)
             .rev()
+            .chain((hint + 1..=last).rev())
             .find(|a| !self.used.contains(a))
             .ok_or(self.exhausted("VPC subnet"))?;
         self.used.insert(free);
+        self.hint = free;
         Ok(Ipv4Addr::from(free))
     }
 

@@ -266,3 +266,43 @@ fn profile_mismatches_and_bad_settings_are_refused() {
     );
     let _ = FlowProto::Udp;
 }
+
+#[test]
+fn the_aws_profile_loads_from_yaml_and_reports_pods_it_cannot_run() {
+    let mut y = String::from(
+        "apiVersion: podnet.dev/v1alpha1\nkind: PodnetConfig\ncni: aws-vpc\ninstanceType: t3.small\nnodeSubnet: 10.0.0.0/24\n---\n\
+         apiVersion: v1\nkind: Node\nmetadata: {name: ip-10-0-0-20}\nstatus: {addresses: [{type: InternalIP, address: 10.0.0.20}]}\n",
+    );
+    // t3.small: 3 ENIs × 3 pod addresses, max pods 11 (9 + 2 host-network pods).
+    for k in 0..10 {
+        y.push_str(&format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p{k}, labels: {{app: a}}}}\nspec:\n  nodeName: ip-10-0-0-20\n  containers: [{{name: c, image: x, ports: [{{containerPort: 8080}}]}}]\n"
+        ));
+    }
+    let (mut c, report) = Cluster::from_yaml(&y).unwrap();
+    assert_eq!(report.loaded.iter().filter(|l| l.starts_with("Pod/")).count(), 9);
+    assert_eq!(
+        report.skipped,
+        vec!["Pod/default/p9: pod pod/default/p9 is unschedulable on node 'ip-10-0-0-20': Too many pods (11 of max 11: 9 pods with IPs and 2 host-network pods; t3.small allows 3 ENIs × 4 addresses)".to_string()]
+    );
+    assert!(c.enis("ip-10-0-0-20").unwrap().starts_with(
+        "ip-10-0-0-20 t3.small: 3 of 3 ENIs, 9 pod IPs attached, 9 assigned, max pods 11\n"
+    ));
+    let t = c.trace("pod/default/p0", "pod/default/p8:8080", &TraceOptions::default()).unwrap();
+    assert!(t.completed, "{}", t.render(true));
+    // A pod from a dump with its EKS address is refused with the fix.
+    let e = Cluster::from_yaml(&format!(
+        "{}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: old}}\nspec: {{nodeName: ip-10-0-0-20, containers: [{{name: c, image: x}}]}}\nstatus: {{phase: Running, podIP: 10.0.0.77}}\n",
+        y.split("---\napiVersion: v1\nkind: Pod").next().unwrap()
+    ))
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("Pod/default/old: status.podIP is set, but in the AWS VPC CNI profile podnet's ipamd assigns pod addresses"), "{e}");
+    let e =
+        Cluster::from_yaml("apiVersion: podnet.dev/v1alpha1\nkind: PodnetConfig\ncni: calico\n")
+            .err()
+            .unwrap()
+            .to_string();
+    assert!(e.contains("cni (bridge or aws-vpc) 'calico' is not valid"), "{e}");
+}

@@ -71,6 +71,9 @@ pub fn cluster(e: ClusterError) -> PyErr {
             AddressExhausted::new_err(msg)
         }
         ClusterError::Ipam(podnet::ipam::IpamError::Conflict { .. }) => AddressInUse::new_err(msg),
+        ClusterError::FailedToAssign { .. } | ClusterError::TooManyPods { .. } => {
+            AddressExhausted::new_err(msg)
+        }
         _ => InvalidInput::new_err(msg),
     }
 }

@@ -58,14 +58,23 @@ fn options(
 
 #[pymethods]
 impl Cluster {
-    /// The reference cluster of `podnet demo`.
+    /// The reference cluster of `podnet demo` (`cni="aws-vpc"`: its AWS VPC CNI variant).
     #[staticmethod]
-    #[pyo3(signature = (proxy_mode = "iptables", seed = 0))]
-    fn seed(proxy_mode: &str, seed: u64) -> PyResult<Self> {
+    #[pyo3(signature = (proxy_mode = "iptables", seed = 0, cni = "bridge"))]
+    fn seed(proxy_mode: &str, seed: u64, cni: &str) -> PyResult<Self> {
+        let make = match cni {
+            "bridge" => podnet::Cluster::seed_with,
+            "aws-vpc" => podnet::Cluster::seed_aws_with,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "cni must be 'bridge' or 'aws-vpc', not {other:?}"
+                )));
+            }
+        };
         match proxy_mode {
-            "iptables" => Ok(Cluster { inner: podnet::Cluster::seed_with(seed) }),
+            "iptables" => Ok(Cluster { inner: make(seed) }),
             "ipvs" => {
-                let mut c = podnet::Cluster::seed_with(seed);
+                let mut c = make(seed);
                 c.set_proxy_mode(podnet::kube_proxy::ProxyMode::Ipvs(
                     podnet::netfilter::ipvs::Scheduler::Rr,
                 ));
@@ -169,6 +178,16 @@ impl Cluster {
             out.push(d.unbind());
         }
         Ok(out)
+    }
+
+    /// `ip rule show` of a node or `pod/NS/NAME`.
+    fn ip_rules(&self, who: &str) -> PyResult<String> {
+        self.inner.ip_rules(who).map_err(error::cluster)
+    }
+
+    /// ipamd's view of a node's ENIs (AWS VPC CNI profile).
+    fn enis(&self, node: &str) -> PyResult<String> {
+        self.inner.enis(node).map_err(error::cluster)
     }
 
     /// `iptables-save` of a node (kernel form).

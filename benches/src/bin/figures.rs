@@ -196,6 +196,61 @@ fn main() {
         }));
     }
 
+    // IPAM for a 5,000-node, 150,000-pod cluster: a /24 per node from 10.0.0.0/8
+    // (kube-controller-manager), then 30 pod addresses per node (host-local).
+    reset_peak();
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs_f64(secs.max(0.5)) || times.len() < 3 {
+        let t = Instant::now();
+        let mut cidrs =
+            podnet::ipam::ClusterCidrAllocator::new("10.0.0.0/8".parse().expect("literal"), 24)
+                .expect("valid");
+        let mut pods = 0usize;
+        for _ in 0..5_000 {
+            let mut node = podnet::ipam::HostLocal::new(cidrs.allocate().expect("room"));
+            for _ in 0..30 {
+                black_box(node.allocate().expect("room"));
+                pods += 1;
+            }
+        }
+        assert_eq!(pods, 150_000);
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let count = times.len() as u64;
+    emit(summarize("ipam_5000_nodes_150000_pods", "ms", times, count));
+
+    // The AWS VPC CNI's ipamd for 1,000 m5.large nodes filled to 27 pods each in a /16:
+    // ENIs attached as the warm pool drains, 27,000 pod addresses.
+    reset_peak();
+    let mut times = Vec::new();
+    let start = Instant::now();
+    let m5 = podnet::vpc_cni::InstanceType::lookup("m5.large").expect("in the table");
+    while start.elapsed() < Duration::from_secs_f64(secs.max(0.5)) || times.len() < 3 {
+        let t = Instant::now();
+        let mut subnet = podnet::vpc_cni::VpcSubnet::new("10.0.0.0/16".parse().expect("literal"))
+            .expect("valid");
+        let now = smoltcp::time::Instant::ZERO;
+        for n in 0..1_000u32 {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + 4 + n);
+            let mut d = podnet::vpc_cni::Ipamd::new(
+                "n",
+                m5,
+                podnet::vpc_cni::WarmTargets::default(),
+                ip,
+                &mut subnet,
+                now,
+            )
+            .expect("room");
+            for k in 0..27 {
+                black_box(d.assign(&format!("p{k}"), &mut subnet, now).expect("room"));
+            }
+        }
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let count = times.len() as u64;
+    emit(summarize("vpc_cni_1000_nodes_27000_pods", "ms", times, count));
+
     // A whole cluster from YAML: 50 nodes, 1,500 pods, 100 Services; every object admitted,
     // every node programmed (nodes with the same rules share one copy).
     let yaml = podnet_benches::cluster_yaml(50, 30, 100);
