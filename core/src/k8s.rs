@@ -275,6 +275,15 @@ fn split_documents(text: &str) -> Vec<(usize, String)> {
 }
 
 fn read_text(file: &str, text: &str, objs: &mut Objects) -> Result<(), LoadError> {
+    // YAML takes a lone CR as a line break too; with every break a LF, the document split and
+    // the parser's line numbers agree (and match what editors show).
+    let normalized;
+    let text = if text.contains('\r') {
+        normalized = text.replace("\r\n", "\n").replace('\r', "\n");
+        normalized.as_str()
+    } else {
+        text
+    };
     let trimmed = text.trim_start();
     let docs: Vec<(usize, String)> = if trimmed.starts_with('{') || trimmed.starts_with('[') {
         vec![(0, text.to_string())]

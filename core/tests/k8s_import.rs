@@ -133,3 +133,22 @@ fn bad_input_names_the_place_and_the_fix() {
     let e = Cluster::from_files(&[PathBuf::from("/nonexistent/dir")]).map(|_| ()).unwrap_err();
     assert!(e.to_string().contains("no such file"), "{e}");
 }
+
+#[test]
+fn carriage_returns_are_line_breaks_for_locations() {
+    // Found by fuzzing: YAML breaks lines at a lone CR, so locations must count it too.
+    let text = "apiVersion: v1\rkind: Service\rmetadata: {name: s}\rspec:\r  clusterIP: 10.96.0.9\r  ports:\r  - port: eighty\r";
+    let e = Cluster::from_yaml(text).err().unwrap();
+    assert_eq!((e.line(), e.column()), (Some(7), Some(11)), "{e}");
+    let crlf = text.replace('\r', "\r\n");
+    let e = Cluster::from_yaml(&crlf).err().unwrap();
+    assert_eq!((e.line(), e.column()), (Some(7), Some(11)), "{e}");
+}
+
+#[test]
+fn the_fuzzer_input_with_lone_carriage_returns_reports_a_line_inside_it() {
+    let text = include_str!("regressions/k8s-yaml-lone-cr.yaml");
+    let e = Cluster::from_yaml(text).err().expect("the input is not valid YAML");
+    let lines = text.split(['\n', '\r']).count();
+    assert!(e.line().is_some_and(|l| l <= lines), "{e}");
+}
