@@ -20,6 +20,7 @@
 //! | [`ipam`] | node CIDR, host-local pod IP, ClusterIP and NodePort allocators |
 //! | [`vpc_cni`] | the AWS VPC CNI's ipamd: ENI limits, warm pools, prefix delegation |
 //! | [`trace`] | one flow end to end, every hop recorded, text and JSON |
+//! | [`pcap`] | a traced flow's frames as pcapng, one interface per device |
 //! | [`demo`] | the seed article's scenarios on the reference cluster |
 //!
 //! Netfilter itself (tables, conntrack, NAT) is the `podnet-netfilter` crate.
@@ -41,6 +42,7 @@ pub mod ipam;
 pub mod k8s;
 pub mod kube_proxy;
 pub mod net;
+pub mod pcap;
 mod sim;
 mod stack;
 pub mod trace;

@@ -15,6 +15,7 @@ USAGE:
                  [--proxy-mode iptables|ipvs] [--ipvs-scheduler rr|wrr|lc|wlc|sh|dh|sed|nq]
                  [--all-outcomes]   (every place the flow can land, with its probability; dry run)
                  [--show conntrack,fdb,neigh,routes,iptables] [--json] [--full]
+                 [--header 'Name: value'] (HTTP)  [--pcap FILE] (pcapng, one interface per device)
         SRC: pod/NS/NAME, node/NAME or an IP. DST: IP:PORT, pod/NS/NAME:PORT,
         svc/NS/NAME:PORT (number or port name), http://IP[:PORT]/path; ICMP takes an IP.
         Several --from/--to pairs run in order on one cluster.
@@ -55,6 +56,8 @@ struct Opts {
     ipvs: Option<podnet::netfilter::ipvs::Scheduler>,
     cluster: Vec<std::path::PathBuf>,
     all_outcomes: bool,
+    pcap: Option<std::path::PathBuf>,
+    headers: Vec<(String, String)>,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -63,6 +66,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         full: false,
         seed: 0,
         aws: false,
+        pcap: None,
+        headers: Vec::new(),
         from: vec![],
         to: vec![],
         proto: FlowProto::Tcp,
@@ -101,6 +106,14 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--show" => o.show.extend(val("--show")?.split(',').map(str::to_string)),
             "--node" => o.node = Some(val("--node")?),
             "--cluster" => o.cluster.push(val("--cluster")?.into()),
+            "--pcap" => o.pcap = Some(val("--pcap")?.into()),
+            "--header" => {
+                let h = val("--header")?;
+                let (k, v) = h
+                    .split_once(':')
+                    .ok_or_else(|| format!("--header '{h}': write 'Name: value'"))?;
+                o.headers.push((k.trim().to_string(), v.trim().to_string()));
+            }
             "--cni" => match val("--cni")?.as_str() {
                 "bridge" => o.aws = false,
                 "aws-vpc" => o.aws = true,
@@ -279,7 +292,16 @@ fn trace(o: &Opts) -> Result<u8, String> {
         return Err("trace needs --from and --to, as many of one as of the other".into());
     }
     let mut c = cluster(o)?;
-    let opts = TraceOptions { proto: o.proto, sport: o.sport, ..TraceOptions::default() };
+    if o.pcap.is_some() && o.all_outcomes {
+        return Err("--pcap records one run of each flow; drop --all-outcomes".into());
+    }
+    let opts = TraceOptions {
+        proto: o.proto,
+        sport: o.sport,
+        headers: o.headers.clone(),
+        capture: o.pcap.is_some(),
+        ..TraceOptions::default()
+    };
     let mut all_ok = true;
     let mut traces = Vec::new();
     for (f, t) in o.from.iter().zip(&o.to) {
@@ -293,6 +315,13 @@ fn trace(o: &Opts) -> Result<u8, String> {
         let tr = c.trace(f, t, &opts).map_err(|e| e.to_string())?;
         all_ok &= tr.disposition == Disposition::Delivered;
         traces.push(tr);
+    }
+    if let Some(path) = &o.pcap {
+        let frames: Vec<podnet::pcap::CapturedFrame> =
+            traces.iter().flat_map(|t| t.frames.iter().cloned()).collect();
+        std::fs::write(path, podnet::pcap::to_pcapng(&frames))
+            .map_err(|e| format!("--pcap {}: {e}", path.display()))?;
+        eprintln!("podnet: wrote {} frames to {}", frames.len(), path.display());
     }
     if o.json {
         println!("{}", serde_json::to_string_pretty(&traces).map_err(|e| e.to_string())?);

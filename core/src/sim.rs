@@ -98,6 +98,8 @@ pub(crate) struct SimState {
     /// Stacks touched by the current run (polled when time advances).
     pub(crate) active: BTreeSet<NetnsId>,
     pub(crate) events: u64,
+    /// Frames as devices received them, while a trace captures.
+    pub(crate) capture: Option<Vec<(Instant, IfIndex, Vec<u8>)>>,
 }
 
 /// How long a packet waits for an ARP reply (3 probes, 1 s apart).
@@ -223,6 +225,10 @@ impl Cluster {
 
     fn rx(&mut self, ev: Event) {
         let Event { dev, frame, tag } = ev;
+        let now = self.now;
+        if let Some(cap) = self.sim.capture.as_mut() {
+            cap.push((now, dev, frame.clone()));
+        }
         let ns = self.devs[dev.idx()].netns;
         let view = if self.tracing() { PacketView::of_frame(&frame) } else { None };
         if !self.netns[ns.idx()].router {

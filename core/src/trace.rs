@@ -99,6 +99,8 @@ pub struct TraceOptions {
     pub dry_run: bool,
     /// Record hops (off: only the outcome is computed; the fast path for batches).
     pub record_hops: bool,
+    /// Keep every frame as each device received it ([`Trace::frames`], for pcapng).
+    pub capture: bool,
 }
 
 impl Default for TraceOptions {
@@ -110,6 +112,7 @@ impl Default for TraceOptions {
             headers: Vec::new(),
             dry_run: false,
             record_hops: true,
+            capture: false,
         }
     }
 }
@@ -372,6 +375,10 @@ pub struct Trace {
     pub ended_ms: i64,
     /// Every hop.
     pub hops: Vec<Hop>,
+    /// Frames as devices received them, when [`TraceOptions::capture`] was set (not part of
+    /// the JSON form; see [`crate::pcap`]).
+    #[serde(skip)]
+    pub frames: Vec<crate::pcap::CapturedFrame>,
 }
 
 /// Errors from starting a trace.
@@ -714,7 +721,9 @@ impl Cluster {
             _ => Duration::from_secs(5),
         };
         let deadline = started + budget;
+        self.sim.capture = opts.capture.then(Vec::new);
         let result = self.run_flow(src.ns, client_idx, deadline);
+        let captured = self.sim.capture.take().unwrap_or_default();
         let rec = self.sim.rec.take().expect("recorder set above");
         self.sim.active.clear();
         result?;
@@ -735,6 +744,15 @@ impl Cluster {
         // TIME_WAIT inside the stack as it would in the kernel.
         let mut t = self.conclude(from, to, opts.proto, src.ip, sport, started, rec, client);
         t.http_status = http_status;
+        t.frames = captured
+            .into_iter()
+            .map(|(at, dev, data)| crate::pcap::CapturedFrame {
+                netns: self.netns[self.devs[dev.idx()].netns.idx()].name.clone(),
+                device: self.devs[dev.idx()].name.clone(),
+                time_us: at.total_micros() as u64,
+                data,
+            })
+            .collect();
         Ok(t)
     }
 
@@ -865,6 +883,7 @@ impl Cluster {
             started_ms: started.total_millis(),
             ended_ms: self.now.total_millis(),
             hops: rec.hops,
+            frames: Vec::new(),
         }
     }
 

@@ -113,7 +113,8 @@ impl Cluster {
     }
 
     /// Traces one flow; see the package docs for the endpoint forms.
-    #[pyo3(signature = (src, dst, proto = "tcp", sport = None, headers = None, dry_run = false))]
+    #[pyo3(signature = (src, dst, proto = "tcp", sport = None, headers = None, dry_run = false, capture = false))]
+    #[allow(clippy::too_many_arguments)] // the Python keyword arguments, one to one
     fn trace(
         &mut self,
         src: &str,
@@ -122,8 +123,9 @@ impl Cluster {
         sport: Option<i64>,
         headers: Option<BTreeMap<String, String>>,
         dry_run: bool,
+        capture: bool,
     ) -> PyResult<Trace> {
-        let o = options(proto, sport, headers, dry_run)?;
+        let o = TraceOptions { capture, ..options(proto, sport, headers, dry_run)? };
         self.inner.trace(src, dst, &o).map(|t| Trace { inner: t }).map_err(error::trace)
     }
 
@@ -354,6 +356,10 @@ impl Trace {
     /// The trace as JSON (the same bytes as the Rust API and the golden files).
     fn to_json(&self) -> String {
         self.inner.to_json()
+    }
+    /// The frames as pcapng (traced with `capture=True`; otherwise a file with no packets).
+    fn pcapng<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyBytes> {
+        pyo3::types::PyBytes::new(py, &podnet::pcap::to_pcapng(&self.inner.frames))
     }
     /// Readable text; `full` lists every packet.
     #[pyo3(signature = (full = false))]

@@ -133,3 +133,11 @@ def test_deleting_a_pod_or_a_service(seed_cluster):
     assert "10.96.0.10" not in seed_cluster.iptables_save("node1")
     with pytest.raises(podnet.InvalidInput, match="svc/NS/NAME or pod/NS/NAME"):
         seed_cluster.delete("node/node1")
+
+
+def test_pcapng_of_a_traced_flow(seed_cluster):
+    t = seed_cluster.trace("pod/default/pod2", "svc/default/web:http", capture=True)
+    data = t.pcapng()
+    assert data[:4] == b"\x0a\x0d\x0d\x0a" and data[8:12] == b"\x4d\x3c\x2b\x1a"
+    assert b"node1/veth1" in data
+    assert bytes([10, 96, 0, 10]) in data  # the ClusterIP before the DNAT

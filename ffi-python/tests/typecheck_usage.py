@@ -19,3 +19,4 @@ c.set_sysctl("node1", "net.bridge.bridge-nf-call-iptables", 1)
 c.advance(seconds=1.5)
 added: List[str] = c.add("apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n")["loaded"]
 c.delete("svc/default/web")
+pcap: bytes = c.trace("pod/default/pod1", "pod/default/pod2:8080", capture=True).pcapng()
