@@ -132,6 +132,8 @@ pub struct Node {
     pub bridge: Option<IfIndex>,
     /// The AWS VPC CNI's ipamd and the ENI devices (`eth0`, `eth1`, …), in the AWS profile.
     pub aws: Option<crate::vpc_cni::NodeEnis>,
+    /// Its iptables came from a real node's `iptables-save` ([`Cluster::import_iptables`]).
+    pub iptables_imported: bool,
     /// Pods on it, in creation order.
     pub pods: Vec<PodId>,
     /// host-local IPAM of its pod CIDR.
@@ -348,6 +350,18 @@ pub enum ClusterError {
         profile: &'static str,
         /// What to do.
         fix: &'static str,
+    },
+    /// An imported `iptables-save` dump could not be read.
+    #[error("iptables-save for node '{node}', line {line}, column {column}: {msg}")]
+    IptablesParse {
+        /// The node.
+        node: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What was wrong.
+        msg: String,
     },
     /// kubelet's max-pods admission refused the pod (it stays Pending).
     #[error(
@@ -681,6 +695,7 @@ impl Cluster {
             eth0,
             bridge: Some(br),
             aws: None,
+            iptables_imported: false,
             pods: Vec::new(),
             ipam: crate::ipam::HostLocal::new(pod_cidr),
         });

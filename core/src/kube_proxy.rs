@@ -1098,22 +1098,13 @@ impl Cluster {
             self.services.list.iter().flat_map(|s| s.lb_source_ranges.iter().copied()).collect();
         for n in 0..self.nodes.len() {
             let node = &self.nodes[n];
-            let cfg = ProxyConfig {
-                node_name: node.name.clone(),
-                node_ips: vec![node.ip],
-                // The pods' range: the cluster CIDR, or the VPC subnet in the AWS profile.
-                local_cidr: Some(if self.aws.is_some() {
-                    self.cfg.node_subnet
-                } else {
-                    self.cfg.cluster_cidr
-                }),
-                masquerade_all: self.services.masquerade_all,
-                random_fully: self.services.random_fully,
-                nfacct: false,
-                localhost_nodeports: true,
-            };
+            let cfg = self.proxy_config(node);
             let ns = node.netns;
             let node_id = crate::ids::NodeId(n as u32);
+            if node.iptables_imported {
+                // The node runs rules imported from its real iptables-save: keep them.
+                continue;
+            }
             match self.services.mode {
                 ProxyMode::Iptables => {
                     let mut local_eps: Vec<Ipv4Addr> = local_slices
@@ -1126,16 +1117,12 @@ impl Cluster {
                     // AWS's SNAT rule names the node's own address.
                     let aws_ip = self.aws.is_some().then_some(node.ip);
                     let key = (local_eps, ranges.iter().any(|r| r.contains(node.ip)), aws_ip);
-                    let masq = match aws_ip {
-                        Some(ip) => self.aws_snat_rules(ip),
-                        None => masq.clone(),
-                    };
                     let tables = shared
                         .entry(key)
                         .or_insert_with(|| {
-                            let payload = sync_iptables(&cfg, &self.services.list, &slices);
+                            let text = self.iptables_mode_rules(node, &cfg, &slices, &masq);
                             let mut rs = podnet_netfilter::Ruleset::default();
-                            rs.restore(&merge_restore(&[&payload, base_jumps(), &masq]), false)
+                            rs.restore(&text, false)
                                 .expect("kube-proxy's own payload always parses");
                             std::sync::Arc::new(rs)
                         })
@@ -1197,6 +1184,99 @@ impl Cluster {
         self.sync_lbs();
     }
 
+    /// kube-proxy's settings on a node.
+    fn proxy_config(&self, node: &crate::cluster::Node) -> ProxyConfig {
+        ProxyConfig {
+            node_name: node.name.clone(),
+            node_ips: vec![node.ip],
+            // The pods' range: the cluster CIDR, or the VPC subnet in the AWS profile.
+            local_cidr: Some(if self.aws.is_some() {
+                self.cfg.node_subnet
+            } else {
+                self.cfg.cluster_cidr
+            }),
+            masquerade_all: self.services.masquerade_all,
+            random_fully: self.services.random_fully,
+            nfacct: false,
+            localhost_nodeports: true,
+        }
+    }
+
+    /// Everything iptables mode puts on a node, as one restore input: kube-proxy's payload,
+    /// the built-in chain jumps, and the egress SNAT (ip-masq-agent's rules, given as
+    /// `masq`, or the AWS profile's chain).
+    fn iptables_mode_rules(
+        &self,
+        node: &crate::cluster::Node,
+        cfg: &ProxyConfig,
+        slices: &[EndpointSlice],
+        masq: &str,
+    ) -> String {
+        let payload = sync_iptables(cfg, &self.services.list, slices);
+        let aws;
+        let masq = if self.aws.is_some() {
+            aws = self.aws_snat_rules(node.ip);
+            aws.as_str()
+        } else {
+            masq
+        };
+        merge_restore(&[&payload, base_jumps(), masq])
+    }
+
+    /// Replaces a node's iptables with an `iptables-save` dump of a real node (kernel or
+    /// restore form): traces then follow the rules the node really has, and kube-proxy's
+    /// syncs leave the node alone. See [`Cluster::iptables_drift`].
+    pub fn import_iptables(&mut self, node: &str, text: &str) -> Result<(), ClusterError> {
+        let id = self.node_id(node)?;
+        let ns = self.nodes[id.idx()].netns;
+        let mut rs = podnet_netfilter::Ruleset::default();
+        rs.restore(text, false).map_err(|e| ClusterError::IptablesParse {
+            node: node.into(),
+            line: e.line,
+            column: e.col,
+            msg: e.msg,
+        })?;
+        if let Some(nf) = self.netns[ns.idx()].nf.as_mut() {
+            nf.tables = std::sync::Arc::new(rs);
+        }
+        self.nodes[id.idx()].iptables_imported = true;
+        Ok(())
+    }
+
+    /// How a node's imported rules differ from what podnet's kube-proxy and the egress
+    /// agent would write there now, chain by chain in kernel form: `-` lines are expected
+    /// but missing, `+` lines are on the node but not expected; a chain whose rules match but
+    /// in another order is reported as reordered. Empty when nothing drifted (or nothing
+    /// was imported).
+    pub fn iptables_drift(&self, node: &str) -> Result<String, ClusterError> {
+        let id = self.node_id(node)?;
+        let n = &self.nodes[id.idx()];
+        let Some(nf) = self.netns[n.netns.idx()].nf.as_ref() else { return Ok(String::new()) };
+        if !n.iptables_imported {
+            return Ok(String::new());
+        }
+        let mut expected = podnet_netfilter::Ruleset::default();
+        let text = match self.services.mode {
+            ProxyMode::Iptables => self.iptables_mode_rules(
+                n,
+                &self.proxy_config(n),
+                &self.endpoint_slices(),
+                &self.masq_agent_rules(),
+            ),
+            ProxyMode::Ipvs(sched) => {
+                let sync = sync_ipvs(
+                    &self.proxy_config(n),
+                    &self.services.list,
+                    &self.endpoint_slices(),
+                    sched,
+                );
+                merge_restore(&[&sync.iptables, base_jumps_ipvs(), &self.masq_agent_rules()])
+            }
+        };
+        expected.restore(&text, false).expect("kube-proxy's own payload always parses");
+        Ok(podnet_netfilter::table::drift(&expected, &nf.tables))
+    }
+
     /// Resolves `svc/NS/NAME` and a port (number or name) to ClusterIP:port.
     pub(crate) fn resolve_service(
         &self,
@@ -1248,16 +1328,7 @@ impl Cluster {
     /// kube-proxy's restore payload for a node (what it wrote, restore form).
     pub fn kube_proxy_payload(&self, node: &str) -> Result<String, ClusterError> {
         let id = self.node_id(node)?;
-        let n = &self.nodes[id.idx()];
-        let cfg = ProxyConfig {
-            node_name: n.name.clone(),
-            node_ips: vec![n.ip],
-            local_cidr: Some(self.cfg.cluster_cidr),
-            masquerade_all: self.services.masquerade_all,
-            random_fully: self.services.random_fully,
-            nfacct: false,
-            localhost_nodeports: true,
-        };
+        let cfg = self.proxy_config(&self.nodes[id.idx()]);
         Ok(sync_iptables(&cfg, &self.services.list, &self.endpoint_slices()))
     }
 

@@ -27,6 +27,9 @@ USAGE:
            --node NAME [--proxy-mode iptables|ipvs] [--cni bridge|aws-vpc]
         Print a node's tables of the reference cluster, as the real tools print them
         (--node also takes pod/NS/NAME for routes, neigh and ip-rule; enis is ipamd's view).
+    --iptables NODE=FILE (repeatable, any command): run NODE on the rules of a real node's
+        iptables-save instead of the generated ones; `podnet drift --node NODE --iptables
+        NODE=FILE` prints how they differ from what kube-proxy would write (- missing, + extra).
 
 EXIT CODES: 0 delivered/ok, 1 not delivered, 2 bad input.
 ";
@@ -58,6 +61,7 @@ struct Opts {
     all_outcomes: bool,
     pcap: Option<std::path::PathBuf>,
     headers: Vec<(String, String)>,
+    iptables: Vec<(String, std::path::PathBuf)>,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -68,6 +72,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         aws: false,
         pcap: None,
         headers: Vec::new(),
+        iptables: Vec::new(),
         from: vec![],
         to: vec![],
         proto: FlowProto::Tcp,
@@ -107,6 +112,13 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--node" => o.node = Some(val("--node")?),
             "--cluster" => o.cluster.push(val("--cluster")?.into()),
             "--pcap" => o.pcap = Some(val("--pcap")?.into()),
+            "--iptables" => {
+                let v = val("--iptables")?;
+                let (node, file) = v
+                    .split_once('=')
+                    .ok_or_else(|| format!("--iptables '{v}': write NODE=FILE"))?;
+                o.iptables.push((node.to_string(), file.into()));
+            }
             "--header" => {
                 let h = val("--header")?;
                 let (k, v) = h
@@ -151,7 +163,7 @@ fn run(args: &[String]) -> Result<u8, String> {
         "check" => check(&o),
         "trace" => trace(&o),
         "iptables-save" | "kube-proxy-rules" | "conntrack" | "routes" | "neigh" | "fdb"
-        | "ipvsadm" | "ipset" | "ip-rule" | "enis" => {
+        | "ipvsadm" | "ipset" | "ip-rule" | "enis" | "drift" => {
             let node = o.node.clone().ok_or("this command needs --node NAME")?;
             let c = cluster(&o)?;
             print!("{}", table(&c, cmd, &node)?);
@@ -172,6 +184,7 @@ fn table(c: &Cluster, what: &str, node: &str) -> Result<String, String> {
         "ipvsadm" => c.ipvsadm(node),
         "ipset" => c.ipset_list(node),
         "ip-rule" => c.ip_rules(node),
+        "drift" => c.iptables_drift(node),
         "enis" => c.enis(node),
         other => {
             return Err(format!(
@@ -196,6 +209,11 @@ fn cluster(o: &Opts) -> Result<Cluster, String> {
     };
     if let Some(s) = o.ipvs {
         c.set_proxy_mode(podnet::kube_proxy::ProxyMode::Ipvs(s));
+    }
+    for (node, file) in &o.iptables {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("--iptables {node}={}: {e}", file.display()))?;
+        c.import_iptables(node, &text).map_err(|e| format!("{}: {e}", file.display()))?;
     }
     Ok(c)
 }

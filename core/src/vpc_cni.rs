@@ -645,6 +645,7 @@ impl Cluster {
             netns: ns,
             eth0,
             bridge: None,
+            iptables_imported: false,
             aws: Some(NodeEnis {
                 ipamd,
                 devices: vec![eth0],

@@ -182,6 +182,25 @@ impl Cluster {
         Ok(out)
     }
 
+    /// Runs a node on the rules of a real node's `iptables-save` (either form).
+    fn import_iptables(&mut self, py: Python<'_>, node: &str, text: &str) -> PyResult<()> {
+        self.inner.import_iptables(node, text).map_err(|e| match &e {
+            podnet::ClusterError::IptablesParse { line, column, .. } => {
+                let err = error::ParseError::new_err(e.to_string());
+                let v = err.value(py);
+                let _ = v.setattr("line", *line);
+                let _ = v.setattr("column", *column);
+                err
+            }
+            _ => error::cluster(e),
+        })
+    }
+
+    /// How a node's imported rules differ from the generated ones (`-` missing, `+` extra).
+    fn iptables_drift(&self, node: &str) -> PyResult<String> {
+        self.inner.iptables_drift(node).map_err(error::cluster)
+    }
+
     /// `ip rule show` of a node or `pod/NS/NAME`.
     fn ip_rules(&self, who: &str) -> PyResult<String> {
         self.inner.ip_rules(who).map_err(error::cluster)

@@ -34,3 +34,13 @@ def test_malformed_yaml_raises_parseerror_with_location():
 def test_missing_files_raise_oserror():
     with pytest.raises(OSError, match="no such file"):
         podnet.Cluster.from_files(["/nonexistent/cluster.yaml"])
+
+
+def test_import_iptables_and_drift():
+    c = podnet.Cluster.seed()
+    saved = c.iptables_save("node1")
+    c.import_iptables("node1", saved.replace("COMMIT\n", "-A INPUT -j DROP\nCOMMIT\n", 1))
+    assert c.iptables_drift("node1") == "*filter\n+ -A INPUT -j DROP\n"
+    with pytest.raises(podnet.ParseError) as e:
+        c.import_iptables("node1", "*filter\n-A NOPE -j ACCEPT\nCOMMIT\n")
+    assert e.value.line == 2

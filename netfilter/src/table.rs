@@ -559,6 +559,67 @@ impl Ruleset {
     }
 }
 
+/// How `actual` differs from `expected`, table by table and chain by chain, in kernel form:
+/// `- ` lines are in `expected` only, `+ ` lines in `actual` only (rules compared as
+/// multisets, so a moved rule is not reported twice); a chain with the same rules in another
+/// order gets a `~ ` line. Empty when they agree.
+pub fn drift(expected: &Ruleset, actual: &Ruleset) -> String {
+    let mut out = String::new();
+    for t in TableName::SAVE_ORDER {
+        let (e, a) = (expected.table(t), actual.table(t));
+        let mut lines: Vec<String> = Vec::new();
+        let mut names: Vec<&String> = e.chains.keys().collect();
+        names.extend(a.chains.keys().filter(|k| !e.chains.contains_key(*k)));
+        for name in names {
+            let rules = |c: Option<&Chain>| -> Vec<String> {
+                c.map(|c| {
+                    c.rules.iter().map(|r| format!("-A {name} {}", r.kernel_form())).collect()
+                })
+                .unwrap_or_default()
+            };
+            let (ec, ac) = (e.chains.get(name), a.chains.get(name));
+            let policy = |c: &Chain| match c.policy {
+                Some(Policy::Accept) => "ACCEPT",
+                Some(Policy::Drop) => "DROP",
+                None => "-",
+            };
+            match (ec, ac) {
+                (Some(x), None) => lines.push(format!("- :{name} {}", policy(x))),
+                (None, Some(x)) => lines.push(format!("+ :{name} {}", policy(x))),
+                (Some(x), Some(y)) if x.policy != y.policy => {
+                    lines.push(format!("- :{name} {}", policy(x)));
+                    lines.push(format!("+ :{name} {}", policy(y)));
+                }
+                _ => {}
+            }
+            let (er, ar) = (rules(ec), rules(ac));
+            let mut left: Vec<&String> = ar.iter().collect();
+            let mut missing = Vec::new();
+            for r in &er {
+                match left.iter().position(|x| *x == r) {
+                    Some(i) => {
+                        left.remove(i);
+                    }
+                    None => missing.push(r),
+                }
+            }
+            lines.extend(missing.iter().map(|r| format!("- {r}")));
+            lines.extend(left.iter().map(|r| format!("+ {r}")));
+            if missing.is_empty() && left.is_empty() && er != ar {
+                lines.push(format!("~ chain {name}: the same rules in another order"));
+            }
+        }
+        if !lines.is_empty() {
+            let _ = writeln!(out, "*{}", t);
+            for l in lines {
+                out.push_str(&l);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
