@@ -23,8 +23,13 @@
 //! selectors for Services that have none in the input. Pods serve every declared
 //! containerPort and the targetPorts of the Services that select them.
 //!
-//! Not modelled yet: hostNetwork pods (reported and skipped), Ingress objects without an
-//! ALB (recorded; the seed cluster shows the ALB model).
+//! The podnet document can also describe the edge: `internet` (the internet side of an
+//! internet gateway), `publicIPs` (node → address, 1:1 NAT), `internetHosts` (`name`, `ip`,
+//! `port`), `loadBalancers` (`service` NS/NAME, `publicIP`, `privateIP`), `albs` (`ingress`
+//! NS/NAME of an Ingress in the input, `publicIP`, `privateIP`), and `sysctls` (node → name →
+//! value). Ingresses not listed under `albs` are recorded and skipped.
+//!
+//! Not modelled yet: hostNetwork pods (reported and skipped).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -164,6 +169,47 @@ struct PodnetConfig {
     warm_prefix_target: Option<u32>,
     external_snat: Option<bool>,
     max_pods: Option<u32>,
+    /// The internet side of an internet gateway (e.g. 203.0.113.0/24).
+    internet: Option<String>,
+    /// Node name to public address (1:1 NAT at the gateway).
+    #[serde(rename = "publicIPs")]
+    public_ips: Option<BTreeMap<String, Ipv4Addr>>,
+    internet_hosts: Option<Vec<HostDoc>>,
+    load_balancers: Option<Vec<LbDoc>>,
+    /// Ingresses to put on ALBs (AWS Load Balancer Controller model).
+    albs: Option<Vec<AlbDoc>>,
+    /// Node name to sysctl name to value.
+    sysctls: Option<BTreeMap<String, BTreeMap<String, u32>>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct HostDoc {
+    name: String,
+    ip: Ipv4Addr,
+    port: u16,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct LbDoc {
+    /// `NS/NAME` of a LoadBalancer Service.
+    service: String,
+    #[serde(rename = "publicIP")]
+    public_ip: Ipv4Addr,
+    #[serde(rename = "privateIP")]
+    private_ip: Ipv4Addr,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AlbDoc {
+    /// `NS/NAME` of an Ingress in the input.
+    ingress: String,
+    #[serde(rename = "publicIP")]
+    public_ip: Ipv4Addr,
+    #[serde(rename = "privateIP")]
+    private_ip: Ipv4Addr,
 }
 
 struct Doc {
@@ -181,7 +227,7 @@ struct Objects {
     pods: Vec<(Place, core::Pod)>,
     services: Vec<(Place, core::Service)>,
     slices: Vec<(Place, discovery::EndpointSlice)>,
-    ingresses: usize,
+    ingresses: Vec<(Place, k8s_openapi::api::networking::v1::Ingress)>,
     report: LoadReport,
 }
 
@@ -210,7 +256,21 @@ impl Cluster {
                 "cluster settings are read only when a cluster is created (from_yaml, from_files); drop this document",
             ));
         }
-        apply(self, objs)
+        let ingresses: Vec<String> = objs
+            .ingresses
+            .iter()
+            .map(|(_, i)| {
+                let ns = i.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+                format!("Ingress/{ns}/{}", i.metadata.name.clone().unwrap_or_default())
+            })
+            .collect();
+        let mut report = apply(self, objs)?;
+        for i in ingresses {
+            report.skipped.push(format!(
+                "{i}: recorded; ALBs are described by the PodnetConfig document when a cluster is created"
+            ));
+        }
+        Ok(report)
     }
 
     /// Loads Kubernetes objects from files and directories (`*.yaml`, `*.yml`, `*.json`,
@@ -349,13 +409,7 @@ fn classify(d: Doc, objs: &mut Objects) -> Result<(), LoadError> {
         "Pod" => objs.pods.push((d.place.clone(), typed(&d)?)),
         "Service" => objs.services.push((d.place.clone(), typed(&d)?)),
         "EndpointSlice" => objs.slices.push((d.place.clone(), typed(&d)?)),
-        "Ingress" => {
-            let _: k8s_openapi::api::networking::v1::Ingress = typed(&d)?;
-            objs.ingresses += 1;
-            objs.report
-                .skipped
-                .push(format!("Ingress/{name}: recorded; ALBs are not built from YAML yet"));
-        }
+        "Ingress" => objs.ingresses.push((d.place.clone(), typed(&d)?)),
         "Namespace" => objs.report.loaded.push(format!("Namespace/{name}")),
         "" => {
             return Err(LoadError::Parse { place: d.place.clone(), msg: "document has no `kind` (expected Node, Pod, Service, EndpointSlice, Ingress, Namespace, List or PodnetConfig)".into() });
@@ -381,7 +435,7 @@ fn proto(p: &Option<String>) -> Proto {
     }
 }
 
-fn build(objs: Objects) -> Result<(Cluster, LoadReport), LoadError> {
+fn build(mut objs: Objects) -> Result<(Cluster, LoadReport), LoadError> {
     let mut cfg = ClusterConfig::default();
     let mut mode = ProxyMode::Iptables;
     if let Some((place, pc)) = &objs.config {
@@ -444,8 +498,155 @@ fn build(objs: Objects) -> Result<(Cluster, LoadReport), LoadError> {
         },
     })?;
     c.services.mode = mode;
-    let report = apply(&mut c, objs)?;
+    let edge = objs.config.clone();
+    let ingresses = std::mem::take(&mut objs.ingresses);
+    let mut report = apply(&mut c, objs)?;
+    apply_edge(&mut c, edge, ingresses, &mut report)?;
     Ok((c, report))
+}
+
+/// The podnet document's edge (internet gateway, public addresses, internet hosts, cloud load
+/// balancers, ALBs for Ingresses) and sysctls, after the Kubernetes objects.
+fn apply_edge(
+    c: &mut Cluster,
+    config: Option<(Place, PodnetConfig)>,
+    ingresses: Vec<(Place, k8s_openapi::api::networking::v1::Ingress)>,
+    report: &mut LoadReport,
+) -> Result<(), LoadError> {
+    let (place, pc) = match config {
+        Some(x) => x,
+        None => (
+            Place { file: "<input>".into(), doc: 0, line: None, column: None },
+            PodnetConfig::default(),
+        ),
+    };
+    let place = &place;
+    let fail =
+        |what: String, e: crate::ClusterError| refused(place, &format!("PodnetConfig {what}"), e);
+    if let Some(net) = &pc.internet {
+        let net: Ipv4Network = net.parse().map_err(|_| {
+            obj_err(place, "PodnetConfig".into(), format!("internet '{net}' is not an IPv4 CIDR"))
+        })?;
+        c.add_internet_gateway(net);
+    }
+    let needs_gateway = |what: &str| {
+        obj_err(
+            place,
+            "PodnetConfig".into(),
+            format!("{what} needs an internet gateway: set `internet` (e.g. 203.0.113.0/24)"),
+        )
+    };
+    for (node, ip) in pc.public_ips.clone().unwrap_or_default() {
+        if pc.internet.is_none() {
+            return Err(needs_gateway("publicIPs"));
+        }
+        c.set_public_ip(&node, ip).map_err(|e| fail(format!("publicIPs.{node}"), e))?;
+    }
+    for h in pc.internet_hosts.clone().unwrap_or_default() {
+        c.add_internet_host(&h.name, h.ip, h.port)
+            .map_err(|e| fail(format!("internetHosts {}", h.name), e))?;
+    }
+    for lb in pc.load_balancers.clone().unwrap_or_default() {
+        if pc.internet.is_none() {
+            return Err(needs_gateway("loadBalancers"));
+        }
+        c.add_cloud_lb(&format!("svc/{}", lb.service), lb.public_ip, lb.private_ip)
+            .map_err(|e| fail(format!("loadBalancers {}", lb.service), e))?;
+    }
+    let albs = pc.albs.clone().unwrap_or_default();
+    for (iplace, ing) in ingresses {
+        let ns = ing.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let name = ing.metadata.name.clone().unwrap_or_default();
+        let obj = format!("Ingress/{ns}/{name}");
+        let Some(alb) = albs.iter().find(|a| a.ingress == format!("{ns}/{name}")) else {
+            report.skipped.push(format!(
+                "{obj}: recorded; no ALB for it (list it under `albs` in the PodnetConfig document)"
+            ));
+            continue;
+        };
+        if pc.internet.is_none() {
+            return Err(needs_gateway("albs"));
+        }
+        let ingress = to_ingress(&iplace, &obj, &ns, &name, &ing)?;
+        c.add_alb(ingress, alb.public_ip, alb.private_ip).map_err(|e| refused(&iplace, &obj, e))?;
+        report.loaded.push(obj);
+    }
+    if let Some(a) =
+        albs.iter().find(|a| !report.loaded.contains(&format!("Ingress/{}", a.ingress)))
+    {
+        return Err(obj_err(
+            place,
+            "PodnetConfig".into(),
+            format!("albs names Ingress {} which is not in the input", a.ingress),
+        ));
+    }
+    for (node, values) in pc.sysctls.clone().unwrap_or_default() {
+        for (key, v) in values {
+            c.set_sysctl(&node, &key, v).map_err(|e| fail(format!("sysctls.{node}.{key}"), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// An Ingress object as the ALB model takes it.
+fn to_ingress(
+    place: &Place,
+    obj: &str,
+    ns: &str,
+    name: &str,
+    ing: &k8s_openapi::api::networking::v1::Ingress,
+) -> Result<crate::ingress::Ingress, LoadError> {
+    use crate::ingress::{IngressPath, IngressRule, PathType};
+    let spec = ing.spec.clone().unwrap_or_default();
+    let backend = |b: &k8s_openapi::api::networking::v1::IngressBackend, at: &str| {
+        let svc = b.service.as_ref().ok_or_else(|| {
+            obj_err(place, obj.into(), format!("{at}: only Service backends are modelled"))
+        })?;
+        let port = svc
+            .port
+            .as_ref()
+            .and_then(|p| p.number.map(|n| n.to_string()).or_else(|| p.name.clone()));
+        let port = port.ok_or_else(|| {
+            obj_err(place, obj.into(), format!("{at}.service.port: a number or a name"))
+        })?;
+        Ok::<_, LoadError>((svc.name.clone(), port))
+    };
+    let mut rules = Vec::new();
+    for (i, r) in spec.rules.clone().unwrap_or_default().iter().enumerate() {
+        let mut paths = Vec::new();
+        for (j, p) in
+            r.http.as_ref().map(|h| h.paths.clone()).unwrap_or_default().iter().enumerate()
+        {
+            let at = format!("spec.rules[{i}].http.paths[{j}]");
+            let path_type = match p.path_type.as_str() {
+                "Exact" => PathType::Exact,
+                "Prefix" => PathType::Prefix,
+                "ImplementationSpecific" => PathType::ImplementationSpecific,
+                other => {
+                    return Err(obj_err(
+                        place,
+                        obj.into(),
+                        format!(
+                            "{at}.pathType '{other}' (Exact, Prefix or ImplementationSpecific)"
+                        ),
+                    ));
+                }
+            };
+            let (service, port) = backend(&p.backend, &format!("{at}.backend"))?;
+            paths.push(IngressPath {
+                path: p.path.clone().unwrap_or_else(|| "/".into()),
+                path_type,
+                service,
+                port,
+            });
+        }
+        rules.push(IngressRule { host: r.host.clone(), paths });
+    }
+    let default_backend = match &spec.default_backend {
+        Some(b) => Some(backend(b, "spec.defaultBackend")?),
+        None => None,
+    };
+    Ok(crate::ingress::Ingress { namespace: ns.into(), name: name.into(), rules, default_backend })
 }
 
 /// Adds the objects to `c` and re-syncs once, also when an object fails (the ones before

@@ -152,3 +152,40 @@ fn the_fuzzer_input_with_lone_carriage_returns_reports_a_line_inside_it() {
     let lines = text.split(['\n', '\r']).count();
     assert!(e.line().is_some_and(|l| l <= lines), "{e}");
 }
+
+#[test]
+fn the_reference_cluster_written_as_yaml_runs_every_seed_scenario_like_the_built_in_one() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference");
+    let (mut c, report) = Cluster::from_files(&[dir]).unwrap();
+    assert!(report.loaded.contains(&"Ingress/default/shop".to_string()), "{report:?}");
+    assert!(report.skipped.is_empty(), "{report:?}");
+    let mut seed = Cluster::seed();
+    for s in podnet::demo::scenarios().into_iter().filter(|s| !s.ipvs) {
+        let o = TraceOptions { proto: s.proto, ..TraceOptions::default() };
+        let (a, b) = (c.trace(s.from, s.to, &o).unwrap(), seed.trace(s.from, s.to, &o).unwrap());
+        assert!(a.completed, "{}: {}", s.id, a.render(true));
+        assert_eq!(a.disposition, b.disposition, "{}", s.id);
+        assert_eq!(a.reply_from, b.reply_from, "{}", s.id);
+        assert_eq!(a.http_status, b.http_status, "{}", s.id);
+        if !s.to.starts_with("svc/")
+            && !s.to.contains("203.0.113.100")
+            && !s.to.contains("203.0.113.200")
+        {
+            assert_eq!(a.delivered_to, b.delivered_to, "{}", s.id);
+        }
+    }
+    // The podnet document is checked like the objects.
+    let bad =
+        "apiVersion: podnet.dev/v1alpha1\nkind: PodnetConfig\npublicIPs: {node1: 203.0.113.1}\n";
+    let e = Cluster::from_yaml(bad).err().unwrap().to_string();
+    assert!(e.contains("publicIPs needs an internet gateway: set `internet`"), "{e}");
+    let bad = "apiVersion: podnet.dev/v1alpha1\nkind: PodnetConfig\ninternet: 203.0.113.0/24\nalbs: [{ingress: default/nope, publicIP: 203.0.113.5, privateIP: 192.168.0.5}]\n";
+    let e = Cluster::from_yaml(bad).err().unwrap().to_string();
+    assert!(e.contains("albs names Ingress default/nope which is not in the input"), "{e}");
+    let bad = "apiVersion: podnet.dev/v1alpha1\nkind: PodnetConfig\nsysctls: {node9: {net.ipv4.ip_forward: 0}}\n";
+    let e = Cluster::from_yaml(bad).err().unwrap().to_string();
+    assert!(
+        e.contains("PodnetConfig sysctls.node9.net.ipv4.ip_forward: no node named 'node9'"),
+        "{e}"
+    );
+}
