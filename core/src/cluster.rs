@@ -178,6 +178,8 @@ pub struct Pod {
     pub terminating: bool,
     /// Deleted: gone from the node (kept in the arena so ids stay stable).
     pub deleted: bool,
+    /// `hostNetwork: true`: it runs in the node's root namespace, with the node's address.
+    pub host_network: bool,
 }
 
 impl Pod {
@@ -801,6 +803,7 @@ impl Cluster {
             ready: true,
             terminating: false,
             deleted: false,
+            host_network: false,
         });
         self.nodes[node.idx()].pods.push(id);
         self.pod_names.insert(key, id);
@@ -844,6 +847,20 @@ impl Cluster {
         self.pod_names.shift_remove(&(ns_name, name));
         self.pods[id.idx()].deleted = true;
         self.pods[id.idx()].ready = false;
+        if self.pods[id.idx()].host_network {
+            // Its processes leave the node's namespace: their ports close.
+            let p = &self.pods[id.idx()];
+            let owners: Vec<String> = p
+                .containers
+                .iter()
+                .map(|c| format!("pod/{}/{}/{}", p.namespace, p.name, c.name))
+                .collect();
+            self.netns[netns.idx()].ports.retain(|_, who| !owners.contains(who));
+            self.netns[netns.idx()].stack = None;
+            self.nodes[node.idx()].pods.retain(|p| *p != id);
+            self.services_changed();
+            return Ok(());
+        }
         self.devs[host.idx()].master = None;
         self.netns[netns.idx()].stack = None;
         if self.nodes[node.idx()].aws.is_some() {
@@ -854,6 +871,90 @@ impl Cluster {
         n.ipam.release(ip);
         self.services_changed();
         Ok(())
+    }
+
+    /// Adds a pod with `hostNetwork: true`: its containers run in the node's root namespace
+    /// and bind their ports there (a port the node or another host-network pod holds is
+    /// `address already in use`); its address, and its endpoints' address, is the node's.
+    pub fn add_host_network_pod(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        node: NodeId,
+        labels: BTreeMap<String, String>,
+        containers: Vec<Container>,
+    ) -> Result<PodId, ClusterError> {
+        let key = (namespace.to_string(), name.to_string());
+        if self.pod_names.contains_key(&key) {
+            return Err(ClusterError::Duplicate {
+                kind: "pod",
+                name: format!("{namespace}/{name}"),
+            });
+        }
+        let n = self.nodes.get(node.idx()).ok_or_else(|| ClusterError::NotFound {
+            kind: "node",
+            name: format!("#{}", node.0),
+            hint: String::new(),
+        })?;
+        let (ns, ip, eth0) = (n.netns, n.ip, n.eth0);
+        let pod_key = format!("pod/{namespace}/{name}");
+        if let Some(st) = &n.aws {
+            let running = n.pods.len() + st.host_network_pods.len();
+            if running as u32 >= st.max_pods {
+                return Err(ClusterError::TooManyPods {
+                    pod: pod_key,
+                    node: n.name.clone(),
+                    running,
+                    max: st.max_pods,
+                    why: "host-network pods count against max pods too".into(),
+                });
+            }
+        }
+        let mut wanted: Vec<(Proto, u16, String)> = Vec::new();
+        for c in &containers {
+            for &(proto, port) in &c.ports {
+                let who = format!("{pod_key}/{}", c.name);
+                let held = self.netns[ns.idx()].ports.get(&(proto, port)).cloned().or_else(|| {
+                    wanted.iter().find(|w| w.0 == proto && w.1 == port).map(|w| w.2.clone())
+                });
+                if let Some(owner) = held {
+                    return Err(ClusterError::AddrInUse {
+                        netns: self.netns[ns.idx()].name.clone(),
+                        proto,
+                        port,
+                        container: who,
+                        owner,
+                    });
+                }
+                wanted.push((proto, port, who));
+            }
+        }
+        for (proto, port, who) in wanted {
+            self.netns[ns.idx()].ports.insert((proto, port), who);
+            if let Some(st) = self.netns[ns.idx()].stack.as_mut() {
+                st.serve(proto, port);
+            }
+        }
+        let id = PodId(self.pods.len() as u32);
+        self.pods.push(Pod {
+            namespace: namespace.into(),
+            name: name.into(),
+            node,
+            ip,
+            labels,
+            containers,
+            netns: ns,
+            eth0,
+            host_veth: eth0,
+            ready: true,
+            terminating: false,
+            deleted: false,
+            host_network: true,
+        });
+        self.nodes[node.idx()].pods.push(id);
+        self.pod_names.insert(key, id);
+        self.services_changed();
+        Ok(id)
     }
 
     /// Binds a port in a pod's namespace for one of its containers, as `bind(2)` would:
@@ -1072,6 +1173,13 @@ impl Cluster {
     /// Sets `hairpin_mode` on the bridge port of a pod's veth.
     pub fn set_hairpin(&mut self, pod: &str, on: bool) -> Result<(), ClusterError> {
         let id = self.pod_id(pod)?;
+        if self.pods[id.idx()].host_network {
+            return Err(ClusterError::Profile {
+                what: format!("set_hairpin({pod})"),
+                profile: "host network",
+                fix: "a host-network pod has no veth on the bridge",
+            });
+        }
         let host = self.pods[id.idx()].host_veth;
         self.devs[host.idx()].hairpin = on;
         Ok(())

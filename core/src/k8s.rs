@@ -29,7 +29,7 @@
 //! NS/NAME of an Ingress in the input, `publicIP`, `privateIP`), and `sysctls` (node → name →
 //! value). Ingresses not listed under `albs` are recorded and skipped.
 //!
-//! Not modelled yet: hostNetwork pods (reported and skipped).
+//! `hostNetwork: true` pods run in their node's root namespace with the node's address.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -793,10 +793,6 @@ fn apply_objects(c: &mut Cluster, mut objs: Objects) -> Result<LoadReport, LoadE
         let obj = format!("Pod/{ns}/{name}");
         let spec = p.spec.clone().unwrap_or_default();
         let status = p.status.clone().unwrap_or_default();
-        if spec.host_network == Some(true) {
-            report.skipped.push(format!("{obj}: hostNetwork pods are not modelled yet, skipped"));
-            continue;
-        }
         let Some(node) = spec.node_name.clone() else {
             report.skipped.push(format!(
                 "{obj}: not scheduled (phase {}), skipped",
@@ -806,7 +802,10 @@ fn apply_objects(c: &mut Cluster, mut objs: Objects) -> Result<LoadReport, LoadE
         };
         // A manifest without status is a pod being created now: the CNI's host-local IPAM
         // gives it an address. A status without an IP is a pod that has none yet.
+        let host_network = spec.host_network == Some(true);
         let ip = match (&p.status, status.pod_ip.clone()) {
+            // The node's address, whatever the status says.
+            _ if host_network => None,
             (None, _) => None,
             (Some(_), Some(_)) if c.aws.is_some() => {
                 return Err(obj_err(
@@ -871,7 +870,12 @@ fn apply_objects(c: &mut Cluster, mut objs: Objects) -> Result<LoadReport, LoadE
             // Written without status: created now, and Ready once it runs.
             None => p.status.is_none() || status.phase.as_deref() == Some("Running"),
         } && !terminating;
-        let id = match c.add_pod(&ns, &name, node_id, ip, labels, containers) {
+        let added = if host_network {
+            c.add_host_network_pod(&ns, &name, node_id, labels, containers)
+        } else {
+            c.add_pod(&ns, &name, node_id, ip, labels, containers)
+        };
+        let id = match added {
             Ok(id) => id,
             // The API server keeps such a pod; it just never gets a network.
             Err(e @ crate::ClusterError::TooManyPods { .. }) => {

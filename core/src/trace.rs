@@ -823,7 +823,14 @@ impl Cluster {
         let delivered = rec.server_hit.as_ref().filter(|(ns, _, p, port)| {
             *p == Proto::ICMP || self.netns[ns.idx()].ports.contains_key(&(*p, *port))
         });
-        let mut delivered_to = delivered.map(|(ns, ..)| self.owner_name(*ns));
+        // A port a host-network pod holds in a node's namespace delivers to that pod.
+        let mut delivered_to =
+            delivered.map(|(ns, _, p, port)| match self.netns[ns.idx()].ports.get(&(*p, *port)) {
+                Some(owner) if owner.starts_with("pod/") => {
+                    owner.rsplit_once('/').map(|x| x.0.to_string()).unwrap_or_default()
+                }
+                _ => self.owner_name(*ns),
+            });
         let mut server_saw = delivered.map(|(_, saw, ..)| saw.clone());
         // An L7 hop that answered by itself (404, 400, 502) is where the request ended.
         let answered_by_proxy = delivered.is_none() && ok && rec.proxy_hit.is_some();

@@ -724,6 +724,7 @@ impl Cluster {
         let st = n.aws.as_ref().expect("an AWS-profile node");
         let running = n.pods.len() + st.host_network_pods.len();
         if running as u32 >= st.max_pods {
+            let with_ips = n.pods.iter().filter(|p| !self.pods[p.idx()].host_network).count();
             return Err(ClusterError::TooManyPods {
                 pod: key.into(),
                 node: n.name.clone(),
@@ -731,8 +732,8 @@ impl Cluster {
                 max: st.max_pods,
                 why: format!(
                     "{} pods with IPs and {} host-network pods; {} allows {} ENIs × {} addresses",
-                    n.pods.len(),
-                    st.host_network_pods.len(),
+                    with_ips,
+                    running - with_ips,
                     st.ipamd.itype.name,
                     st.ipamd.itype.max_enis,
                     st.ipamd.itype.ips_per_eni
