@@ -190,3 +190,40 @@ pub fn cluster_yaml(nodes: usize, pods_per_node: usize, services: usize) -> Stri
     }
     y
 }
+
+/// Minimal Kubernetes objects for a large cluster: `nodes` nodes (a /24 each from
+/// 10.0.0.0/8, addresses in 172.16.0.0/16), `pods_per_node` pods each without status, and
+/// `services` ClusterIP Services (from 100.64.0.0/16) spreading the pods evenly.
+pub fn large_cluster_yaml(nodes: usize, pods_per_node: usize, services: usize) -> String {
+    use std::fmt::Write;
+    assert!(nodes < 65_000, "one /24 per node from 10.0.0.0/8 and a /16 of node addresses");
+    let mut y = String::from(
+        "apiVersion: podnet.dev/v1alpha1\nkind: PodnetConfig\nclusterCidr: 10.0.0.0/8\nnodeSubnet: 172.16.0.0/16\nvpcRouter: 172.16.255.254\nserviceCidr: 100.64.0.0/16\n",
+    );
+    for n in 0..nodes {
+        let _ = write!(
+            y,
+            "---\napiVersion: v1\nkind: Node\nmetadata: {{name: n{n}}}\nspec: {{podCIDR: 10.{}.{}.0/24}}\nstatus: {{addresses: [{{type: InternalIP, address: 172.16.{}.{}}}]}}\n",
+            n / 256,
+            n % 256,
+            (n + 1) / 256,
+            (n + 1) % 256
+        );
+    }
+    for s in 0..services {
+        let _ = write!(
+            y,
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: s{s}, namespace: default}}\nspec: {{selector: {{app: s{s}}}, ports: [{{port: 80, targetPort: 8080}}]}}\n"
+        );
+    }
+    for n in 0..nodes {
+        for k in 0..pods_per_node {
+            let app = (n * pods_per_node + k) % services.max(1);
+            let _ = write!(
+                y,
+                "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p{n}-{k}, namespace: default, labels: {{app: s{app}}}}}\nspec: {{nodeName: n{n}, containers: [{{name: c, image: x}}]}}\n"
+            );
+        }
+    }
+    y
+}

@@ -380,10 +380,16 @@ fn parse_error(place: &Place, offset: usize, e: &serde_norway::Error) -> LoadErr
 }
 
 fn typed<T: serde::de::DeserializeOwned>(d: &Doc) -> Result<T, LoadError> {
-    match &d.text {
-        Some(t) => serde_norway::from_str(t).map_err(|e| parse_error(&d.place, d.line_offset, &e)),
-        None => serde_json::from_value(d.value.clone())
-            .map_err(|e| LoadError::Parse { place: d.place.clone(), msg: e.to_string() }),
+    // The document is already a value: read the type from it, and go back to the text only
+    // to say where a problem is.
+    match T::deserialize(&d.value) {
+        Ok(v) => Ok(v),
+        Err(e) => match &d.text {
+            Some(t) => {
+                serde_norway::from_str(t).map_err(|e| parse_error(&d.place, d.line_offset, &e))
+            }
+            None => Err(LoadError::Parse { place: d.place.clone(), msg: e.to_string() }),
+        },
     }
 }
 
@@ -786,7 +792,19 @@ fn apply_objects(c: &mut Cluster, mut objs: Objects) -> Result<LoadReport, LoadE
         report.loaded.push(obj);
     }
     // Pods.
-    let mut new_pods = Vec::new();
+    let mut new_pods = std::collections::HashSet::new();
+    // Services by the first pair of their selector, so each pod checks only its candidates.
+    let mut by_selector: std::collections::HashMap<(&str, &str, &str), Vec<usize>> =
+        std::collections::HashMap::new();
+    for (i, s) in c.services.list.iter().enumerate() {
+        if let Some((k, v)) = s.selector.as_ref().and_then(|sel| sel.iter().next()) {
+            by_selector.entry((&s.namespace, k, v)).or_default().push(i);
+        }
+    }
+    let by_selector: std::collections::HashMap<(String, String, String), Vec<usize>> = by_selector
+        .into_iter()
+        .map(|((a, b, cc), v)| ((a.to_string(), b.to_string(), cc.to_string()), v))
+        .collect();
     for (place, p) in &objs.pods {
         let ns = p.metadata.namespace.clone().unwrap_or_else(|| "default".into());
         let name = p.metadata.name.clone().unwrap_or_default();
@@ -851,7 +869,13 @@ fn apply_objects(c: &mut Cluster, mut objs: Objects) -> Result<LoadReport, LoadE
             })
             .collect();
         // Serve the targetPorts of the Services that select this pod.
-        for s in &c.services.list {
+        let candidates: Vec<usize> = labels
+            .iter()
+            .filter_map(|(k, v)| by_selector.get(&(ns.clone(), k.clone(), v.clone())))
+            .flatten()
+            .copied()
+            .collect();
+        for s in candidates.iter().map(|&i| &c.services.list[i]) {
             for (proto, port) in target_ports(s, &ns, &labels, &containers) {
                 if !containers.iter().any(|k| k.ports.contains(&(proto, port)))
                     && let Some(first) = containers.first_mut()
@@ -890,7 +914,7 @@ fn apply_objects(c: &mut Cluster, mut objs: Objects) -> Result<LoadReport, LoadE
         };
         c.pods[id.idx()].ready = ready;
         c.pods[id.idx()].terminating = terminating;
-        new_pods.push(id);
+        new_pods.insert(id);
         report.loaded.push(obj);
     }
     // Pods that were there before serve the targetPorts of the new Services that select them.

@@ -987,16 +987,29 @@ impl Cluster {
     /// numbers differ get their own slices.
     pub fn endpoint_slices(&self) -> Vec<EndpointSlice> {
         let mut out = self.services.slices.clone();
+        // Pods by (namespace, label, value): a Service looks at the pods its selector's first
+        // pair names, not at every pod.
+        let mut by_label: std::collections::HashMap<(&str, &str, &str), Vec<usize>> =
+            std::collections::HashMap::new();
+        for (i, p) in self.pods.iter().enumerate().filter(|(_, p)| !p.deleted) {
+            for (k, v) in &p.labels {
+                by_label.entry((&p.namespace, k, v)).or_default().push(i);
+            }
+        }
         for svc in &self.services.list {
             let Some(sel) = &svc.selector else { continue };
-            if sel.is_empty() {
-                continue;
-            }
+            let Some((k0, v0)) = sel.iter().next() else { continue };
             let mut by_ports: BTreeMap<Vec<(String, Proto, u16)>, Vec<SliceEndpoint>> =
                 BTreeMap::new();
-            for p in self.pods.iter().filter(|p| !p.deleted).filter(|p| {
-                p.namespace == svc.namespace && sel.iter().all(|(k, v)| p.labels.get(k) == Some(v))
-            }) {
+            let candidates = by_label
+                .get(&(svc.namespace.as_str(), k0.as_str(), v0.as_str()))
+                .map(Vec::as_slice);
+            for p in candidates
+                .unwrap_or(&[])
+                .iter()
+                .map(|&i| &self.pods[i])
+                .filter(|p| sel.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
+            {
                 let ports: Vec<(String, Proto, u16)> = svc
                     .ports
                     .iter()
