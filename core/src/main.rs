@@ -21,6 +21,8 @@ USAGE:
         Several --from/--to pairs run in order on one cluster.
         --cluster PATH (repeatable): load Kubernetes YAML/JSON files or directories instead
         of the reference cluster (any command).
+    podnet reach --from SRC [--from SRC...] --to DST [--to DST...] [--proto P] [--json]
+        A reachability matrix: every source against every destination (dry runs).
     podnet check --cluster PATH [--json]
         Validate Kubernetes objects and print what was loaded and what was skipped.
     podnet iptables-save|kube-proxy-rules|ipvsadm|ipset|conntrack|routes|neigh|fdb|ip-rule|enis
@@ -162,6 +164,7 @@ fn run(args: &[String]) -> Result<u8, String> {
         "demo" => demo(&o),
         "check" => check(&o),
         "trace" => trace(&o),
+        "reach" => reach(&o),
         "iptables-save" | "kube-proxy-rules" | "conntrack" | "routes" | "neigh" | "fdb"
         | "ipvsadm" | "ipset" | "ip-rule" | "enis" | "drift" => {
             let node = o.node.clone().ok_or("this command needs --node NAME")?;
@@ -303,6 +306,56 @@ fn demo(o: &Opts) -> Result<u8, String> {
         ok &= r.trace.disposition == Disposition::Delivered;
     }
     Ok(if ok { 0 } else { 1 })
+}
+
+fn reach(o: &Opts) -> Result<u8, String> {
+    if o.from.is_empty() || o.to.is_empty() {
+        return Err("reach needs at least one --from and one --to".into());
+    }
+    let c = cluster(o)?;
+    let opts =
+        TraceOptions { proto: o.proto, headers: o.headers.clone(), ..TraceOptions::default() };
+    let from: Vec<&str> = o.from.iter().map(String::as_str).collect();
+    let to: Vec<&str> = o.to.iter().map(String::as_str).collect();
+    let m = c.reachability(&from, &to, &opts).map_err(|e| e.to_string())?;
+    let all = m.iter().flatten().all(|t| t.completed);
+    if o.json {
+        let cells: Vec<Vec<serde_json::Value>> = m
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .map(|t| {
+                        serde_json::json!({"from": t.from, "to": t.to, "disposition": t.disposition,
+                            "completed": t.completed, "delivered_to": t.delivered_to, "reason": t.reason})
+                    })
+                    .collect()
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&cells).map_err(|e| e.to_string())?);
+        return Ok(if all { 0 } else { 1 });
+    }
+    let cell = |t: &podnet::Trace| match (&t.delivered_to, t.completed) {
+        (Some(d), true) => format!("ok {d}"),
+        (Some(d), false) => format!("NOT completed at {d}"),
+        (None, _) => format!("{} ({})", t.disposition, t.reason.as_deref().unwrap_or("-")),
+    };
+    let w0 = from.iter().map(|s| s.len()).max().unwrap_or(0).max(4);
+    let widths: Vec<usize> = (0..to.len())
+        .map(|j| m.iter().map(|row| cell(&row[j]).len()).chain([to[j].len()]).max().unwrap_or(0))
+        .collect();
+    let mut line = format!("{:w0$}", "from");
+    for (j, d) in to.iter().enumerate() {
+        line.push_str(&format!("  {:w$}", d, w = widths[j]));
+    }
+    println!("{}", line.trim_end());
+    for (i, row) in m.iter().enumerate() {
+        let mut line = format!("{:w0$}", from[i]);
+        for (j, t) in row.iter().enumerate() {
+            line.push_str(&format!("  {:w$}", cell(t), w = widths[j]));
+        }
+        println!("{}", line.trim_end());
+    }
+    Ok(if all { 0 } else { 1 })
 }
 
 fn trace(o: &Opts) -> Result<u8, String> {

@@ -1,0 +1,107 @@
+//! The `podnet` command line: commands, output formats and exit codes (0 delivered, 1 not
+//! delivered, 2 bad input).
+#![cfg(feature = "cli")]
+
+use std::process::Command;
+
+fn podnet(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_podnet")).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn demo_traces_every_figure_in_both_profiles() {
+    let (code, out, _) = podnet(&["demo"]);
+    assert_eq!(code, 0);
+    for fig in ["Figures 1-3", "Figures 4-6", "Figure 7", "Figures 8-9", "Figure 10", "Figure 11"] {
+        assert!(out.contains(&format!("== {fig}:")), "{fig} missing");
+    }
+    let (code, out, _) = podnet(&["demo", "--cni", "aws-vpc"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("AWS VPC CNI variant"), "{out}");
+    assert!(!out.contains("cbr0 ("), "no bridge in the AWS variant's traces");
+}
+
+#[test]
+fn trace_json_exit_codes_and_bad_input() {
+    let (code, out, _) =
+        podnet(&["trace", "--from", "pod/default/pod2", "--to", "svc/default/web:http", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["disposition"], "delivered");
+    assert_eq!(v[0]["reply_from"], "10.96.0.10:80");
+    let (code, _, _) =
+        podnet(&["trace", "--from", "pod/default/pod1", "--to", "10.244.9.9:80", "--proto", "udp"]);
+    assert_eq!(code, 1, "nobody at 10.244.9.9");
+    let (code, _, err) =
+        podnet(&["trace", "--from", "pod/default/nope", "--to", "10.244.1.2:8080"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no pod named 'pod/default/nope'"), "{err}");
+    let (code, _, err) = podnet(&["trace", "--from", "pod/default/pod1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("trace needs --from and --to"), "{err}");
+    let (code, _, err) = podnet(&["frobnicate"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown command 'frobnicate'"), "{err}");
+}
+
+#[test]
+fn reach_prints_a_matrix() {
+    let (code, out, _) = podnet(&[
+        "reach",
+        "--from",
+        "pod/default/pod1",
+        "--from",
+        "pod/default/pod2",
+        "--to",
+        "svc/default/web:http",
+        "--to",
+        "10.244.9.9:8080",
+        "--proto",
+        "udp",
+    ]);
+    assert_eq!(code, 1, "10.244.9.9 is unreachable");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].starts_with("from") && lines[0].contains("svc/default/web:http"));
+    assert!(
+        lines[1].starts_with("pod/default/pod1") && lines[1].contains("ok pod/default/pod"),
+        "{out}"
+    );
+    assert!(!lines[2].contains("10.244.9.9  ok"), "{out}");
+}
+
+#[test]
+fn pcap_and_drift_write_and_read_files() {
+    let dir = std::env::temp_dir().join(format!("podnet-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("flow.pcapng");
+    let (code, _, err) = podnet(&[
+        "trace",
+        "--from",
+        "pod/default/pod2",
+        "--to",
+        "svc/default/web:http",
+        "--pcap",
+        pcap.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("wrote ") && err.contains(" frames to "), "{err}");
+    assert_eq!(&std::fs::read(&pcap).unwrap()[..4], &[0x0a, 0x0d, 0x0d, 0x0a]);
+    let (_, saved, _) = podnet(&["iptables-save", "--node", "node1"]);
+    let file = dir.join("node1.save");
+    std::fs::write(&file, saved.replacen("COMMIT\n", "-A INPUT -j DROP\nCOMMIT\n", 1)).unwrap();
+    let arg = format!("node1={}", file.display());
+    let (code, out, err) = podnet(&["drift", "--node", "node1", "--iptables", &arg]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "*filter\n+ -A INPUT -j DROP\n");
+    let (code, _, err) =
+        podnet(&["drift", "--node", "node1", "--iptables", "node1=/nonexistent/x"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--iptables node1=/nonexistent/x"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
