@@ -611,4 +611,211 @@ COMMIT
         assert_eq!(r.verdict, HookVerdict::Drop(DropCause::Rule));
         assert!(nf.conntrack.is_empty());
     }
+
+    // ----- one match at a time, through filter FORWARD -----
+
+    /// Whether `-A FORWARD <rule> -j DROP` takes the packet, with the given bridge ports.
+    fn hits(
+        nf: &mut Netfilter,
+        pkt: Vec<u8>,
+        physdev: (Option<&str>, Option<&str>),
+        now: u64,
+    ) -> bool {
+        let at = |_a: Ipv4Addr, _i: Option<&str>| addrtype::UNICAST;
+        let mut e = env(&at, None);
+        e.physdev_in = physdev.0;
+        e.physdev_out = physdev.1;
+        e.bridged = physdev.0.is_some();
+        e.now = Instant::from_secs(now as i64);
+        let mut skb = Skb::new(pkt);
+        matches!(nf.hook(Hook::Forward, &mut skb, &e).verdict, HookVerdict::Drop(_))
+    }
+
+    fn forward(rules: &[&str]) -> Netfilter {
+        let mut nf = Netfilter::new(3);
+        let mut text = String::from("*filter\n:FORWARD ACCEPT [0:0]\n");
+        for r in rules {
+            text.push_str(&format!("-A FORWARD {r}\n"));
+        }
+        text.push_str("COMMIT\n");
+        nf.tables_mut().restore(&text, false).unwrap();
+        nf
+    }
+
+    fn icmp(kind: u8) -> Vec<u8> {
+        // IPv4 10.244.1.2 -> 10.244.2.2, ICMP type `kind` code 0, echo id 7 seq 1.
+        let mut p = vec![
+            0x45, 0, 0, 28, 0, 1, 0, 0, 64, 1, 0, 0, 10, 244, 1, 2, 10, 244, 2, 2, kind, 0, 0, 0,
+            0, 7, 0, 1,
+        ];
+        let sum = |b: &[u8]| {
+            let mut s: u32 = b.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+            while s > 0xffff {
+                s = (s & 0xffff) + (s >> 16);
+            }
+            !(s as u16)
+        };
+        let h = sum(&p[..20]).to_be_bytes();
+        p[10..12].copy_from_slice(&h);
+        let c = sum(&p[20..]).to_be_bytes();
+        p[22..24].copy_from_slice(&c);
+        assert!(packet::checksums_valid(&p));
+        p
+    }
+
+    #[test]
+    fn multiport_matches_lists_and_ranges() {
+        let mut nf = forward(&["-p tcp -m multiport --dports 80,8000:8100 -j DROP"]);
+        assert!(hits(
+            &mut nf,
+            tcp_syn([10, 244, 1, 2], 40000, [10, 244, 2, 2], 80),
+            (None, None),
+            1
+        ));
+        assert!(hits(
+            &mut nf,
+            tcp_syn([10, 244, 1, 2], 40001, [10, 244, 2, 2], 8050),
+            (None, None),
+            1
+        ));
+        assert!(!hits(
+            &mut nf,
+            tcp_syn([10, 244, 1, 2], 40002, [10, 244, 2, 2], 81),
+            (None, None),
+            1
+        ));
+        let mut nf = forward(&["-p tcp -m multiport ! --sports 40000 -j DROP"]);
+        assert!(!hits(
+            &mut nf,
+            tcp_syn([10, 244, 1, 2], 40000, [10, 244, 2, 2], 80),
+            (None, None),
+            1
+        ));
+        assert!(hits(
+            &mut nf,
+            tcp_syn([10, 244, 1, 2], 40003, [10, 244, 2, 2], 80),
+            (None, None),
+            1
+        ));
+        let mut nf = forward(&["-p udp -m multiport --ports 53 -j DROP"]);
+        assert!(hits(
+            &mut nf,
+            udp([10, 244, 1, 2], 53, [10, 244, 2, 2], 9999, b"x"),
+            (None, None),
+            1
+        ));
+        assert!(hits(
+            &mut nf,
+            udp([10, 244, 1, 2], 9999, [10, 244, 2, 2], 53, b"x"),
+            (None, None),
+            1
+        ));
+        assert!(!hits(
+            &mut nf,
+            udp([10, 244, 1, 2], 9998, [10, 244, 2, 2], 54, b"x"),
+            (None, None),
+            1
+        ));
+    }
+
+    #[test]
+    fn icmp_type_matches_the_type() {
+        let mut nf = forward(&["-p icmp -m icmp --icmp-type 8 -j DROP"]);
+        assert!(hits(&mut nf, icmp(8), (None, None), 1), "echo request");
+        assert!(!hits(&mut nf, icmp(0), (None, None), 1), "echo reply");
+        let mut nf = forward(&["-p icmp -m icmp ! --icmp-type 8 -j DROP"]);
+        assert!(hits(&mut nf, icmp(0), (None, None), 1));
+        assert!(
+            !hits(&mut nf, tcp_syn([10, 244, 1, 2], 1, [10, 244, 2, 2], 2), (None, None), 1),
+            "not ICMP"
+        );
+    }
+
+    #[test]
+    fn physdev_matches_bridge_ports_only_when_bridged() {
+        let mut nf = forward(&["-m physdev --physdev-in veth1 -j DROP"]);
+        let syn = || tcp_syn([10, 244, 1, 3], 40000, [10, 244, 1, 2], 8080);
+        assert!(hits(&mut nf, syn(), (Some("veth1"), Some("veth0")), 1));
+        assert!(!hits(&mut nf, syn(), (Some("veth2"), Some("veth0")), 1));
+        assert!(!hits(&mut nf, syn(), (None, None), 1), "routed: no bridge ports");
+        let mut nf = forward(&["-m physdev --physdev-is-bridged --physdev-out veth+ -j DROP"]);
+        assert!(hits(&mut nf, syn(), (Some("veth1"), Some("veth0")), 1), "`+` is a prefix");
+        assert!(!hits(&mut nf, syn(), (None, None), 1));
+        let mut nf = forward(&["-m physdev ! --physdev-is-bridged -j DROP"]);
+        assert!(hits(&mut nf, syn(), (None, None), 1));
+        assert!(!hits(&mut nf, syn(), (Some("veth1"), Some("veth0")), 1));
+    }
+
+    #[test]
+    fn recent_sets_then_checks_within_its_window() {
+        let mut nf = forward(&[
+            "-m recent --name seen --rcheck --seconds 10 --reap -j DROP",
+            "-m recent --name seen --set",
+        ]);
+        let syn = |p| tcp_syn([10, 244, 1, 3], p, [10, 244, 2, 2], 8080);
+        assert!(!hits(&mut nf, syn(40000), (None, None), 100), "first sight: not in the list yet");
+        assert!(hits(&mut nf, syn(40001), (None, None), 105), "seen 5 s ago");
+        assert!(!hits(&mut nf, syn(40002), (None, None), 120), "last seen 20 s ago");
+        let other = tcp_syn([10, 244, 1, 4], 40000, [10, 244, 2, 2], 8080);
+        assert!(!hits(&mut nf, other, (None, None), 121), "the list is per source address");
+    }
+
+    #[test]
+    fn set_matches_ipset_members_by_direction() {
+        let mut nf = forward(&["-m set --match-set KUBE-CLUSTER-IP dst,dst -j DROP"]);
+        nf.sets.create("KUBE-CLUSTER-IP", crate::ipset::SetType::HashIpPort, "cluster IPs");
+        nf.sets.add("KUBE-CLUSTER-IP", "10.96.0.10,tcp:80").unwrap();
+        assert!(hits(
+            &mut nf,
+            tcp_syn([10, 244, 1, 3], 40000, [10, 96, 0, 10], 80),
+            (None, None),
+            1
+        ));
+        assert!(!hits(
+            &mut nf,
+            tcp_syn([10, 244, 1, 3], 40000, [10, 96, 0, 10], 81),
+            (None, None),
+            1
+        ));
+        assert!(
+            !hits(&mut nf, udp([10, 244, 1, 3], 40000, [10, 96, 0, 10], 80, b"x"), (None, None), 1),
+            "tcp:80 only"
+        );
+        let mut nf = forward(&["-m set ! --match-set KUBE-CLUSTER-IP dst,dst -j DROP"]);
+        nf.sets.create("KUBE-CLUSTER-IP", crate::ipset::SetType::HashIpPort, "cluster IPs");
+        assert!(hits(
+            &mut nf,
+            tcp_syn([10, 244, 1, 3], 40000, [10, 96, 0, 10], 80),
+            (None, None),
+            1
+        ));
+    }
+
+    #[test]
+    fn nth_matches_every_nth_packet_from_its_start() {
+        let mut nf = forward(&["-m statistic --mode nth --every 3 --packet 0 -j DROP"]);
+        let seq: Vec<bool> = (0..7)
+            .map(|i| {
+                hits(
+                    &mut nf,
+                    tcp_syn([10, 244, 1, 3], 40000 + i, [10, 244, 2, 2], 80),
+                    (None, None),
+                    1,
+                )
+            })
+            .collect();
+        assert_eq!(seq, [false, false, true, false, false, true, false]);
+        let mut nf = forward(&["-m statistic --mode nth --every 2 --packet 1 -j DROP"]);
+        let seq: Vec<bool> = (0..4)
+            .map(|i| {
+                hits(
+                    &mut nf,
+                    tcp_syn([10, 244, 1, 3], 40000 + i, [10, 244, 2, 2], 80),
+                    (None, None),
+                    1,
+                )
+            })
+            .collect();
+        assert_eq!(seq, [true, false, true, false]);
+    }
 }
