@@ -134,6 +134,8 @@ pub struct Node {
     pub aws: Option<crate::vpc_cni::NodeEnis>,
     /// Its iptables came from a real node's `iptables-save` ([`Cluster::import_iptables`]).
     pub iptables_imported: bool,
+    /// kubelet's `--max-pods` (110 unless set; the AWS profile keeps its own figure).
+    pub max_pods: u32,
     /// Pods on it, in creation order.
     pub pods: Vec<PodId>,
     /// host-local IPAM of its pod CIDR.
@@ -698,6 +700,7 @@ impl Cluster {
             bridge: Some(br),
             aws: None,
             iptables_imported: false,
+            max_pods: 110,
             pods: Vec::new(),
             ipam: crate::ipam::HostLocal::new(pod_cidr),
         });
@@ -718,17 +721,7 @@ impl Cluster {
         containers: Vec<Container>,
     ) -> Result<PodId, ClusterError> {
         let key = (namespace.to_string(), name.to_string());
-        if self.pod_names.contains_key(&key) {
-            return Err(ClusterError::Duplicate {
-                kind: "pod",
-                name: format!("{namespace}/{name}"),
-            });
-        }
-        let n = self.nodes.get(node.idx()).ok_or_else(|| ClusterError::NotFound {
-            kind: "node",
-            name: format!("#{}", node.0),
-            hint: String::new(),
-        })?;
+        let n = self.new_pod_node(namespace, name, node)?;
         let cidr = n.pod_cidr;
         let gw = n.ipam.gateway();
         // Validate container ports before taking an address.
@@ -750,6 +743,9 @@ impl Cluster {
         }
         let aws_node = self.nodes[node.idx()].aws.is_some();
         let mut eni = 0;
+        if !aws_node {
+            self.admit_max_pods(node, &pod_ns_name)?;
+        }
         let ip = if aws_node {
             // The AWS VPC CNI: kubelet's max-pods admission, then ipamd's address.
             if let Some(a) = ip {
@@ -805,10 +801,81 @@ impl Cluster {
             deleted: false,
             host_network: false,
         });
+        self.register_pod(key, id);
+        Ok(id)
+    }
+
+    /// The node a new pod goes to, once its name is known to be free.
+    fn new_pod_node(
+        &self,
+        namespace: &str,
+        name: &str,
+        node: NodeId,
+    ) -> Result<&Node, ClusterError> {
+        if self.pod_names.contains_key(&(namespace.to_string(), name.to_string())) {
+            return Err(ClusterError::Duplicate {
+                kind: "pod",
+                name: format!("{namespace}/{name}"),
+            });
+        }
+        self.nodes.get(node.idx()).ok_or_else(|| ClusterError::NotFound {
+            kind: "node",
+            name: format!("#{}", node.0),
+            hint: String::new(),
+        })
+    }
+
+    /// kubelet's admission: a node runs at most `--max-pods` pods (host-network ones
+    /// included; in the AWS profile the plugin's own `aws-node` and `kube-proxy` count too).
+    pub(crate) fn admit_max_pods(&self, node: NodeId, pod: &str) -> Result<(), ClusterError> {
+        let n = &self.nodes[node.idx()];
+        let with_ips = n.pods.iter().filter(|p| !self.pods[p.idx()].host_network).count();
+        let (running, max, why) = match &n.aws {
+            Some(st) => {
+                let running = n.pods.len() + st.host_network_pods.len();
+                let t = &st.ipamd.itype;
+                let why = format!(
+                    "{with_ips} pods with IPs and {} host-network pods; {} allows {} ENIs × {} addresses",
+                    running - with_ips,
+                    t.name,
+                    t.max_enis,
+                    t.ips_per_eni
+                );
+                (running, st.max_pods, why)
+            }
+            None => {
+                (n.pods.len(), n.max_pods, "kubelet --max-pods (the node's pods capacity)".into())
+            }
+        };
+        if running as u32 >= max {
+            return Err(ClusterError::TooManyPods {
+                pod: pod.into(),
+                node: n.name.clone(),
+                running,
+                max,
+                why,
+            });
+        }
+        Ok(())
+    }
+
+    /// Sets a node's `--max-pods` (its `pods` capacity; kubelet's default is 110).
+    pub fn set_max_pods(&mut self, node: &str, max: u32) -> Result<(), ClusterError> {
+        let id = self.node_id(node)?;
+        let n = &mut self.nodes[id.idx()];
+        n.max_pods = max;
+        if let Some(st) = n.aws.as_mut() {
+            st.max_pods = max;
+        }
+        Ok(())
+    }
+
+    /// Files a pod pushed to the arena under its node and name; kube-proxy re-syncs.
+    fn register_pod(&mut self, key: (String, String), id: PodId) {
+        let node = self.pods[id.idx()].node;
         self.nodes[node.idx()].pods.push(id);
         self.pod_names.insert(key, id);
         self.services_changed();
-        Ok(id)
     }
 
     /// host-local IPAM: a requested address is reserved, otherwise the next one round robin
@@ -885,31 +952,10 @@ impl Cluster {
         containers: Vec<Container>,
     ) -> Result<PodId, ClusterError> {
         let key = (namespace.to_string(), name.to_string());
-        if self.pod_names.contains_key(&key) {
-            return Err(ClusterError::Duplicate {
-                kind: "pod",
-                name: format!("{namespace}/{name}"),
-            });
-        }
-        let n = self.nodes.get(node.idx()).ok_or_else(|| ClusterError::NotFound {
-            kind: "node",
-            name: format!("#{}", node.0),
-            hint: String::new(),
-        })?;
+        let n = self.new_pod_node(namespace, name, node)?;
         let (ns, ip, eth0) = (n.netns, n.ip, n.eth0);
         let pod_key = format!("pod/{namespace}/{name}");
-        if let Some(st) = &n.aws {
-            let running = n.pods.len() + st.host_network_pods.len();
-            if running as u32 >= st.max_pods {
-                return Err(ClusterError::TooManyPods {
-                    pod: pod_key,
-                    node: n.name.clone(),
-                    running,
-                    max: st.max_pods,
-                    why: "host-network pods count against max pods too".into(),
-                });
-            }
-        }
+        self.admit_max_pods(node, &pod_key)?;
         let mut wanted: Vec<(Proto, u16, String)> = Vec::new();
         for c in &containers {
             for &(proto, port) in &c.ports {
@@ -951,9 +997,7 @@ impl Cluster {
             deleted: false,
             host_network: true,
         });
-        self.nodes[node.idx()].pods.push(id);
-        self.pod_names.insert(key, id);
-        self.services_changed();
+        self.register_pod(key, id);
         Ok(id)
     }
 

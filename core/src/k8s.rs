@@ -681,6 +681,9 @@ fn apply_objects(c: &mut Cluster, mut objs: Objects) -> Result<LoadReport, LoadE
         if c.aws.is_some() {
             // The AWS VPC CNI: pods take ENI addresses; a podCIDR, if any, is unused.
             c.add_aws_node(&name, ip).map_err(|e| refused(place, &obj, e))?;
+            if let Some(max) = pods_capacity(place, &obj, n)? {
+                c.set_max_pods(&name, max).map_err(|e| refused(place, &obj, e))?;
+            }
             report.loaded.push(obj);
             continue;
         }
@@ -693,6 +696,9 @@ fn apply_objects(c: &mut Cluster, mut objs: Objects) -> Result<LoadReport, LoadE
             obj_err(place, obj.clone(), format!("spec.podCIDR '{cidr}' is not an IPv4 CIDR"))
         })?;
         c.add_node(&name, ip, cidr).map_err(|e| refused(place, &obj, e))?;
+        if let Some(max) = pods_capacity(place, &obj, n)? {
+            c.set_max_pods(&name, max).map_err(|e| refused(place, &obj, e))?;
+        }
         report.loaded.push(obj);
     }
     // Services first (their targetPorts become listening ports of the pods they select).
@@ -991,6 +997,17 @@ fn apply_objects(c: &mut Cluster, mut objs: Objects) -> Result<LoadReport, LoadE
         }
     }
     Ok(report)
+}
+
+/// `status.capacity.pods` of a Node: kubelet's `--max-pods`.
+fn pods_capacity(place: &Place, obj: &str, n: &core::Node) -> Result<Option<u32>, LoadError> {
+    let Some(q) = n.status.as_ref().and_then(|s| s.capacity.as_ref()).and_then(|c| c.get("pods"))
+    else {
+        return Ok(None);
+    };
+    q.0.parse().map(Some).map_err(|_| {
+        obj_err(place, obj.into(), format!("status.capacity.pods '{}' is not a count of pods", q.0))
+    })
 }
 
 /// The (protocol, port) pairs a Service sends to a pod with these labels and containers:

@@ -646,6 +646,7 @@ impl Cluster {
             eth0,
             bridge: None,
             iptables_imported: false,
+            max_pods,
             aws: Some(NodeEnis {
                 ipamd,
                 devices: vec![eth0],
@@ -720,26 +721,7 @@ impl Cluster {
         key: &str,
     ) -> Result<(Ipv4Addr, usize), ClusterError> {
         let now = self.now;
-        let n = &self.nodes[node.idx()];
-        let st = n.aws.as_ref().expect("an AWS-profile node");
-        let running = n.pods.len() + st.host_network_pods.len();
-        if running as u32 >= st.max_pods {
-            let with_ips = n.pods.iter().filter(|p| !self.pods[p.idx()].host_network).count();
-            return Err(ClusterError::TooManyPods {
-                pod: key.into(),
-                node: n.name.clone(),
-                running,
-                max: st.max_pods,
-                why: format!(
-                    "{} pods with IPs and {} host-network pods; {} allows {} ENIs × {} addresses",
-                    with_ips,
-                    running - with_ips,
-                    st.ipamd.itype.name,
-                    st.ipamd.itype.max_enis,
-                    st.ipamd.itype.ips_per_eni
-                ),
-            });
-        }
+        self.admit_max_pods(node, key)?;
         let aws = self.aws.as_mut().expect("AWS profile");
         let st = self.nodes[node.idx()].aws.as_mut().expect("an AWS-profile node");
         let got = st

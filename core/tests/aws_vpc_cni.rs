@@ -306,3 +306,61 @@ fn the_aws_profile_loads_from_yaml_and_reports_pods_it_cannot_run() {
             .to_string();
     assert!(e.contains("cni (bridge or aws-vpc) 'calico' is not valid"), "{e}");
 }
+
+#[test]
+fn external_snat_sends_secondary_eni_pods_out_of_their_own_eni_for_every_destination() {
+    let cfg = AwsVpcConfig { external_snat: true, ..AwsVpcConfig::default() };
+    let mut c = Cluster::try_new(ClusterConfig {
+        node_subnet: "192.168.0.0/24".parse().unwrap(),
+        cni: Cni::AwsVpc(cfg),
+        ..ClusterConfig::default()
+    })
+    .unwrap();
+    let n = c.add_aws_node("node1", Ipv4Addr::new(192, 168, 0, 11)).unwrap();
+    for k in 0..10 {
+        c.add_pod("default", &format!("p{k}"), n, None, BTreeMap::new(), web()).unwrap();
+    }
+    let ip = pod_ip(&c, "p9");
+    // No `to <VPC CIDR>` on the rule, and no SNAT chain on the node.
+    assert!(c.ip_rules("node1").unwrap().contains(&format!("1536:\tfrom {ip} lookup 2\n")));
+    assert!(!c.iptables_save("node1").unwrap().contains("AWS-SNAT-CHAIN-0"));
+    // In the default mode the same pod gets the VPC-scoped rule and the SNAT chain.
+    let (mut d, n) = one_node(AwsVpcConfig::default());
+    for k in 0..10 {
+        d.add_pod("default", &format!("p{k}"), n, None, BTreeMap::new(), web()).unwrap();
+    }
+    let ip = pod_ip(&d, "p9");
+    assert!(
+        d.ip_rules("node1")
+            .unwrap()
+            .contains(&format!("1536:\tfrom {ip} to 192.168.0.0/24 lookup 2\n"))
+    );
+    assert!(
+        d.iptables_save("node1")
+            .unwrap()
+            .contains("-j SNAT --to-source 192.168.0.11 --random-fully")
+    );
+}
+
+#[test]
+fn a_secondary_eni_pod_reaches_a_service_through_its_own_eni() {
+    let mut c = Cluster::seed_aws();
+    let id = c.node_id("node2").unwrap();
+    for k in 0..8 {
+        c.add_pod("default", &format!("f{k}"), id, None, BTreeMap::new(), web()).unwrap();
+    }
+    let mut via_eth1 = 0;
+    for _ in 0..8 {
+        let t =
+            c.trace("pod/default/f7", "svc/default/web:http", &TraceOptions::default()).unwrap();
+        assert!(t.completed, "{}", t.render(true));
+        assert_eq!(t.reply_from.as_deref(), Some("10.96.0.10:80"));
+        if t.delivered_to.as_deref() == Some("pod/default/pod1") {
+            // To node1: DNAT on node2, then table 2 sends it out of eth1.
+            let h = hops(&t);
+            assert!(h.iter().any(|l| l.starts_with("node2 eth1 tx ")), "{h:#?}");
+            via_eth1 += 1;
+        }
+    }
+    assert!(via_eth1 > 0, "some flows land on pod1 on node1");
+}
