@@ -345,6 +345,16 @@ pub enum ClusterError {
         /// Who has it.
         owner: String,
     },
+    /// A name the API server would refuse.
+    #[error("{what} '{name}' is invalid: it must be {rule}, as the API server requires")]
+    InvalidName {
+        /// Which name.
+        what: &'static str,
+        /// The name.
+        name: String,
+        /// The rule it breaks.
+        rule: &'static str,
+    },
     /// An operation of the other CNI profile.
     #[error("{what}: this cluster uses the {profile} profile; {fix}")]
     Profile {

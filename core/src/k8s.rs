@@ -792,6 +792,7 @@ fn apply_objects(c: &mut Cluster, mut objs: Objects) -> Result<LoadReport, LoadE
             }),
             health_check_node_port: spec.health_check_node_port.unwrap_or(0) as u16,
         };
+        crate::kube_proxy::validate_service(&svc).map_err(|e| refused(place, &obj, e))?;
         c.services.admit(&mut svc).map_err(|e| refused(place, &obj, e.into()))?;
         c.services.list.push(svc);
         service_places.push(place.clone());

@@ -251,7 +251,52 @@ impl Out {
 }
 
 fn comment(s: &str) -> String {
-    if s.contains(' ') { format!("\"{s}\"") } else { s.to_string() }
+    if s.contains([' ', '"', '\\']) {
+        // Names the API server accepts never hold a quote or backslash; escape them anyway,
+        // as iptables-restore reads them, so no Service name can break the payload.
+        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// The API server's naming rules for what kube-proxy writes into its rules: a namespace is
+/// a DNS-1123 label, a Service name a DNS-1035 label, a port name a DNS-1123 label.
+pub(crate) fn validate_service(s: &Service) -> Result<(), ClusterError> {
+    dns_label("namespace", &s.namespace, false)?;
+    dns_label("Service name", &s.name, true)?;
+    for p in s.ports.iter().filter(|p| !p.name.is_empty()) {
+        dns_label("Service port name", &p.name, false)?;
+    }
+    Ok(())
+}
+
+/// A DNS-1123 label (`letter_first`: a DNS-1035 label).
+pub(crate) fn dns_label(
+    what: &'static str,
+    v: &str,
+    letter_first: bool,
+) -> Result<(), ClusterError> {
+    let b = v.as_bytes();
+    let inner = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-';
+    let ok = !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(inner)
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+        && (!letter_first || b[0].is_ascii_lowercase());
+    if ok {
+        return Ok(());
+    }
+    Err(ClusterError::InvalidName {
+        what,
+        name: v.into(),
+        rule: if letter_first {
+            "a DNS-1035 label: at most 63 lowercase letters, digits and '-', starting with a letter and ending with a letter or digit"
+        } else {
+            "a DNS-1123 label: at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit"
+        },
+    })
 }
 
 /// Generates kube-proxy's `iptables-restore` payload (filter and nat) for one node.
@@ -933,6 +978,7 @@ impl Cluster {
                 name: format!("{}/{}", svc.namespace, svc.name),
             });
         }
+        validate_service(&svc)?;
         self.services.admit(&mut svc)?;
         self.services.list.push(svc);
         self.services_changed();
@@ -1455,6 +1501,48 @@ mod tests {
             c.iptables_save("node1").unwrap().contains("KUBE-SVL-"),
             c.iptables_save("node3").unwrap().contains("KUBE-SVL-")
         );
+    }
+
+    #[test]
+    fn comments_with_quotes_are_escaped_so_the_payload_always_parses() {
+        let mut s = Service::cluster_ip("q\"ns", "we b\\x", Ipv4Addr::new(10, 96, 0, 9));
+        s.ports.push(ServicePort {
+            name: "p".into(),
+            protocol: Proto::TCP,
+            port: 80,
+            target_port: TargetPort::Number(8080),
+            node_port: 0,
+        });
+        let slice = EndpointSlice {
+            namespace: s.namespace.clone(),
+            service: s.name.clone(),
+            ports: vec![("p".into(), Proto::TCP, 8080)],
+            endpoints: vec![SliceEndpoint {
+                ip: Ipv4Addr::new(10, 244, 1, 2),
+                node_name: None,
+                ready: None,
+                serving: None,
+                terminating: None,
+            }],
+        };
+        let cfg = ProxyConfig {
+            node_name: "n".into(),
+            node_ips: vec![Ipv4Addr::new(192, 168, 0, 1)],
+            local_cidr: None,
+            masquerade_all: false,
+            random_fully: false,
+            nfacct: false,
+            localhost_nodeports: false,
+        };
+        let text = sync_iptables(&cfg, &[s], &[slice]);
+        let mut rs = podnet_netfilter::Ruleset::default();
+        rs.restore(&text, false).unwrap();
+        let saved = rs.save_kernel_form(&rs.tables_in_use());
+        assert!(saved.contains(r#"--comment "q\"ns/we b\\x:p cluster IP""#), "{saved}");
+        assert!(matches!(
+            validate_service(&Service::cluster_ip("a", "B", Ipv4Addr::LOCALHOST)),
+            Err(ClusterError::InvalidName { .. })
+        ));
     }
 
     #[test]

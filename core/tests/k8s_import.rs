@@ -189,3 +189,31 @@ fn the_reference_cluster_written_as_yaml_runs_every_seed_scenario_like_the_built
         "{e}"
     );
 }
+
+#[test]
+fn names_the_api_server_would_refuse_are_refused_not_written_into_rules() {
+    // Found by fuzzing: a quote in a namespace broke kube-proxy's payload.
+    let text = include_str!("regressions/k8s-yaml-quote-in-namespace.yaml");
+    let e = Cluster::from_yaml(text).err().expect("an invalid namespace");
+    assert!(
+        e.to_string()
+            .contains("namespace 'tainers\":default' is invalid: it must be a DNS-1123 label"),
+        "{e}"
+    );
+    let text = include_str!("regressions/k8s-yaml-crash-2.json");
+    assert!(Cluster::from_yaml(text).is_err());
+    let mut c = Cluster::seed();
+    let e = c
+        .add_yaml("apiVersion: v1\nkind: Service\nmetadata: {name: 9lives}\nspec: {ports: [{port: 80}]}\n")
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string().contains("Service name '9lives' is invalid: it must be a DNS-1035 label"),
+        "{e}"
+    );
+    let e = c
+        .add_yaml("apiVersion: v1\nkind: Service\nmetadata: {name: ok}\nspec: {ports: [{name: HTTP, port: 80}]}\n")
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("Service port name 'HTTP' is invalid"), "{e}");
+}
