@@ -427,6 +427,12 @@ impl Cluster {
         }
     }
 
+    /// A node's egress SNAT: ip-masq-agent's rules in the bridge profile, the AWS VPC CNI's
+    /// `AWS-SNAT-CHAIN-0` (naming the node's own address) in the AWS profile.
+    pub(crate) fn egress_rules(&self, node: &crate::cluster::Node) -> String {
+        if self.aws.is_some() { self.aws_snat_rules(node.ip) } else { self.masq_agent_rules() }
+    }
+
     /// ip-masq-agent's rules for a node: masquerade everything leaving for destinations
     /// outside the non-masquerade CIDRs.
     pub(crate) fn masq_agent_rules(&self) -> String {

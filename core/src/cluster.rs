@@ -447,11 +447,7 @@ impl Cluster {
                 crate::vpc_cni::InstanceType::lookup(&a.instance_type)?;
                 let subnet = crate::vpc_cni::VpcSubnet::new(cfg.node_subnet)?;
                 cfg.vpc_router = subnet.router();
-                Some(crate::vpc_cni::AwsVpc {
-                    subnet,
-                    cfg: a.clone(),
-                    ec2: std::collections::BTreeSet::new(),
-                })
+                Some(crate::vpc_cni::AwsVpc { subnet, ec2: std::collections::BTreeSet::new() })
             }
         };
         let mut c = Cluster::new_unchecked(cfg);

@@ -1133,7 +1133,6 @@ impl Cluster {
                 }
             }
         }
-        let masq = self.masq_agent_rules();
         // iptables mode: nodes whose payload cannot differ share one copy of the tables
         // (copy-on-write; see `Netfilter::tables`). A payload depends on the node only
         // through its endpoints of Services with a Local traffic policy and its addresses
@@ -1179,7 +1178,7 @@ impl Cluster {
                     let tables = shared
                         .entry(key)
                         .or_insert_with(|| {
-                            let text = self.iptables_mode_rules(node, &cfg, &slices, &masq);
+                            let text = self.iptables_mode_rules(node, &cfg, &slices);
                             let mut rs = podnet_netfilter::Ruleset::default();
                             rs.restore(&text, false)
                                 .expect("kube-proxy's own payload always parses");
@@ -1210,10 +1209,7 @@ impl Cluster {
                         node_ips.push(Ipv4Addr::from(u32::from(node.pod_cidr.network()) + 1));
                     }
                     let cfg = ProxyConfig { node_ips, ..cfg };
-                    let masq = match self.aws.is_some() {
-                        true => self.aws_snat_rules(node.ip),
-                        false => masq.clone(),
-                    };
+                    let egress = self.egress_rules(node);
                     let sync = sync_ipvs(&cfg, &self.services.list, &slices, sched);
                     self.set_ipvs_addresses(node_id, &sync.bound);
                     if let Some(nf) = self.netns[ns.idx()].nf.as_mut() {
@@ -1224,8 +1220,8 @@ impl Cluster {
                             .restore(base_jumps_ipvs(), true)
                             .expect("the built-in jumps always parse");
                         nf.tables_mut()
-                            .restore(&masq, true)
-                            .expect("ip-masq-agent's rules always parse");
+                            .restore(&egress, true)
+                            .expect("the egress SNAT rules always parse");
                         let mut sets = podnet_netfilter::ipset::IpSets::default();
                         for (name, kind, comment, members) in &sync.sets {
                             sets.create(name, *kind, comment);
@@ -1262,24 +1258,15 @@ impl Cluster {
     }
 
     /// Everything iptables mode puts on a node, as one restore input: kube-proxy's payload,
-    /// the built-in chain jumps, and the egress SNAT (ip-masq-agent's rules, given as
-    /// `masq`, or the AWS profile's chain).
+    /// the built-in chain jumps, and the egress SNAT ([`Cluster::egress_rules`]).
     fn iptables_mode_rules(
         &self,
         node: &crate::cluster::Node,
         cfg: &ProxyConfig,
         slices: &[EndpointSlice],
-        masq: &str,
     ) -> String {
         let payload = sync_iptables(cfg, &self.services.list, slices);
-        let aws;
-        let masq = if self.aws.is_some() {
-            aws = self.aws_snat_rules(node.ip);
-            aws.as_str()
-        } else {
-            masq
-        };
-        merge_restore(&[&payload, base_jumps(), masq])
+        merge_restore(&[&payload, base_jumps(), &self.egress_rules(node)])
     }
 
     /// Replaces a node's iptables with an `iptables-save` dump of a real node (kernel or
@@ -1316,12 +1303,9 @@ impl Cluster {
         }
         let mut expected = podnet_netfilter::Ruleset::default();
         let text = match self.services.mode {
-            ProxyMode::Iptables => self.iptables_mode_rules(
-                n,
-                &self.proxy_config(n),
-                &self.endpoint_slices(),
-                &self.masq_agent_rules(),
-            ),
+            ProxyMode::Iptables => {
+                self.iptables_mode_rules(n, &self.proxy_config(n), &self.endpoint_slices())
+            }
             ProxyMode::Ipvs(sched) => {
                 let sync = sync_ipvs(
                     &self.proxy_config(n),
@@ -1329,7 +1313,7 @@ impl Cluster {
                     &self.endpoint_slices(),
                     sched,
                 );
-                merge_restore(&[&sync.iptables, base_jumps_ipvs(), &self.masq_agent_rules()])
+                merge_restore(&[&sync.iptables, base_jumps_ipvs(), &self.egress_rules(n)])
             }
         };
         expected.restore(&text, false).expect("kube-proxy's own payload always parses");

@@ -586,8 +586,6 @@ pub struct NodeEnis {
 pub struct AwsVpc {
     /// The subnet's addresses.
     pub subnet: VpcSubnet,
-    /// The profile's settings.
-    pub cfg: AwsVpcConfig,
     /// Secondary addresses (and prefix addresses) the VPC delivers to ENIs.
     pub ec2: BTreeSet<Ipv4Addr>,
 }

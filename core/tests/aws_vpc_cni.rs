@@ -309,14 +309,7 @@ fn the_aws_profile_loads_from_yaml_and_reports_pods_it_cannot_run() {
 
 #[test]
 fn external_snat_sends_secondary_eni_pods_out_of_their_own_eni_for_every_destination() {
-    let cfg = AwsVpcConfig { external_snat: true, ..AwsVpcConfig::default() };
-    let mut c = Cluster::try_new(ClusterConfig {
-        node_subnet: "192.168.0.0/24".parse().unwrap(),
-        cni: Cni::AwsVpc(cfg),
-        ..ClusterConfig::default()
-    })
-    .unwrap();
-    let n = c.add_aws_node("node1", Ipv4Addr::new(192, 168, 0, 11)).unwrap();
+    let (mut c, n) = one_node(AwsVpcConfig { external_snat: true, ..AwsVpcConfig::default() });
     for k in 0..10 {
         c.add_pod("default", &format!("p{k}"), n, None, BTreeMap::new(), web()).unwrap();
     }

@@ -96,3 +96,20 @@ fn unreadable_dumps_name_the_line_and_column() {
     let t = c.trace("pod/default/pod2", "svc/default/web:http", &TraceOptions::default()).unwrap();
     assert!(t.completed);
 }
+
+#[test]
+fn no_drift_for_a_node_own_rules_in_every_profile_and_mode() {
+    for aws in [false, true] {
+        for ipvs in [false, true] {
+            let mut c = if aws { Cluster::seed_aws() } else { Cluster::seed() };
+            if ipvs {
+                c.set_proxy_mode(podnet::kube_proxy::ProxyMode::Ipvs(
+                    podnet::netfilter::ipvs::Scheduler::Rr,
+                ));
+            }
+            let saved = c.iptables_save("node2").unwrap();
+            c.import_iptables("node2", &saved).unwrap();
+            assert_eq!(c.iptables_drift("node2").unwrap(), "", "aws {aws}, ipvs {ipvs}");
+        }
+    }
+}

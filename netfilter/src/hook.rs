@@ -793,29 +793,18 @@ COMMIT
 
     #[test]
     fn nth_matches_every_nth_packet_from_its_start() {
-        let mut nf = forward(&["-m statistic --mode nth --every 3 --packet 0 -j DROP"]);
-        let seq: Vec<bool> = (0..7)
-            .map(|i| {
-                hits(
-                    &mut nf,
-                    tcp_syn([10, 244, 1, 3], 40000 + i, [10, 244, 2, 2], 80),
-                    (None, None),
-                    1,
-                )
-            })
-            .collect();
+        let run = |rule: &str, n: u16| -> Vec<bool> {
+            let mut nf = forward(&[rule]);
+            (0..n)
+                .map(|i| {
+                    let syn = tcp_syn([10, 244, 1, 3], 40000 + i, [10, 244, 2, 2], 80);
+                    hits(&mut nf, syn, (None, None), 1)
+                })
+                .collect()
+        };
+        let seq = run("-m statistic --mode nth --every 3 --packet 0 -j DROP", 7);
         assert_eq!(seq, [false, false, true, false, false, true, false]);
-        let mut nf = forward(&["-m statistic --mode nth --every 2 --packet 1 -j DROP"]);
-        let seq: Vec<bool> = (0..4)
-            .map(|i| {
-                hits(
-                    &mut nf,
-                    tcp_syn([10, 244, 1, 3], 40000 + i, [10, 244, 2, 2], 80),
-                    (None, None),
-                    1,
-                )
-            })
-            .collect();
+        let seq = run("-m statistic --mode nth --every 2 --packet 1 -j DROP", 4);
         assert_eq!(seq, [true, false, true, false]);
     }
 }
