@@ -7,14 +7,22 @@
 //! - **node egress masquerade** as ip-masq-agent programs it: traffic leaving for anything
 //!   outside the non-masquerade CIDRs (the cluster CIDR and the VPC CIDR) is masqueraded to
 //!   the node's address;
-//! - **cloud L4 load balancers** for LoadBalancer Services, AWS instance mode: the LB picks a
-//!   node per flow (seeded) and sends to `nodeIP:nodePort`, with the LB's private address as
-//!   the source the node sees.
+//! - **cloud L4 load balancers** for LoadBalancer Services, in three models ([`LbMode`]):
+//!   AWS instance mode as a full proxy (the LB picks a node per flow, seeded, and sends to
+//!   `nodeIP:nodePort` from its private address); an NLB with client-IP preservation (the
+//!   node sees the client, and the VPC hands the node's replies back to the LB); and the LB
+//!   IP passed through to the nodes (GCP, MetalLB), where kube-proxy's own LB-IP rules
+//!   apply and replies go straight back from the node;
+//! - **health checks**: with externalTrafficPolicy Local the LB sends only to nodes whose
+//!   kube-proxy health-check server (`healthCheckNodePort`) answers 200, and
+//!   loadBalancerSourceRanges are the LB's security group in the AWS models (kube-proxy's
+//!   `KUBE-FW` chains and `KUBE-PROXY-FIREWALL` enforce them in the pass-through model).
 //!
 //! Differences from AWS, on purpose: the L4 load balancer is modelled as a NAT hop (DNAT to
 //! the node, SNAT to its private address) rather than a TCP-terminating proxy; addresses,
 //! ports and the path are what a full proxy shows, but the TCP handshake runs end to end.
-//! Client-IP preservation (NLB) is not modelled yet.
+//! The LB's health verdict is computed from the same state the node's health-check server
+//! answers from; the probes themselves are not sent on the wire (any trace can send one).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -32,6 +40,25 @@ use crate::net::route::{Route, RouteProto};
 const LINK_VPC: Ipv4Addr = Ipv4Addr::new(169, 254, 255, 1);
 const LINK_IGW: Ipv4Addr = Ipv4Addr::new(169, 254, 255, 2);
 
+/// How a cloud L4 load balancer hands a flow to a node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub enum LbMode {
+    /// AWS instance mode as a full proxy (a CLB, or an NLB with client-IP preservation
+    /// off): the LB sends to `nodeIP:nodePort` from its own private address.
+    #[default]
+    Proxy,
+    /// NLB with client-IP preservation: the LB sends to `nodeIP:nodePort` keeping the
+    /// client's address; the VPC returns the node's replies to the LB, which restores its
+    /// own address as their source.
+    PreserveClientIp,
+    /// The LB IP passed through to the nodes (a GCP network LB, MetalLB): the Service's
+    /// `status.loadBalancer.ingress` holds the public IP, the LB forwards each flow
+    /// unchanged to a node (flow hash), kube-proxy's own LB-IP rules (`KUBE-EXT`,
+    /// `KUBE-FW`, loadBalancerSourceRanges) take it from there, and replies leave the node
+    /// straight to the client from the LB IP (direct server return).
+    PassThrough,
+}
+
 /// A cloud L4 load balancer in front of a Service's node ports.
 #[derive(Clone, Debug)]
 pub struct CloudLb {
@@ -43,6 +70,11 @@ pub struct CloudLb {
     pub private_ip: Ipv4Addr,
     /// Its namespace.
     pub netns: NetnsId,
+    /// How it hands flows to nodes.
+    pub mode: LbMode,
+    /// The nodes it sends to: those passing the health check (`healthCheckNodePort` for
+    /// externalTrafficPolicy Local), or all of them when none passes (AWS fails open).
+    pub targets: Vec<Ipv4Addr>,
 }
 
 /// An Application Load Balancer for an Ingress (target type instance).
@@ -147,6 +179,11 @@ impl Cluster {
         Ok(ns)
     }
 
+    /// The cloud L4 load balancers, in the order they were added.
+    pub fn load_balancers(&self) -> &[CloudLb] {
+        &self.edge.lbs
+    }
+
     /// Adds a cloud L4 load balancer for a LoadBalancer Service: a namespace on the VPC
     /// subnet with `private_ip`, published as `public_ip` by the internet gateway, sending
     /// each flow to a node's nodePort chosen at random (seeded).
@@ -156,12 +193,42 @@ impl Cluster {
         public_ip: Ipv4Addr,
         private_ip: Ipv4Addr,
     ) -> Result<(), crate::ClusterError> {
+        self.add_cloud_lb_with(service, public_ip, private_ip, LbMode::Proxy)
+    }
+
+    /// [`Cluster::add_cloud_lb`] with a choice of how the LB hands flows to nodes. With
+    /// [`LbMode::PassThrough`] the public IP becomes the Service's
+    /// `status.loadBalancer.ingress` IP, so kube-proxy programs it on every node.
+    pub fn add_cloud_lb_with(
+        &mut self,
+        service: &str,
+        public_ip: Ipv4Addr,
+        private_ip: Ipv4Addr,
+        mode: LbMode,
+    ) -> Result<(), crate::ClusterError> {
         let key = service.strip_prefix("svc/").unwrap_or(service).to_string();
-        if !self.services.list.iter().any(|s| format!("{}/{}", s.namespace, s.name) == key) {
+        let Some(svc) =
+            self.services.list.iter().position(|s| format!("{}/{}", s.namespace, s.name) == key)
+        else {
             return Err(crate::ClusterError::NotFound {
                 kind: "service",
                 name: service.into(),
                 hint: String::new(),
+            });
+        };
+        if self.services.list[svc].kind != ServiceType::LoadBalancer {
+            return Err(crate::ClusterError::Refused {
+                what: format!("service {key} is not of type LoadBalancer"),
+                fix: "a cloud load balancer serves only LoadBalancer Services; set spec.type: LoadBalancer",
+            });
+        }
+        if self.edge.lbs.iter().any(|l| l.public_ip == public_ip)
+            || self.edge.albs.iter().any(|a| a.public_ip == public_ip)
+            || self.edge.public_ips.values().any(|p| *p == public_ip)
+        {
+            return Err(crate::ClusterError::AddressTaken {
+                addr: public_ip,
+                why: "it is already a public IP of a node or load balancer; pick a free one".into(),
             });
         }
         self.take_vpc_address(private_ip)?;
@@ -176,9 +243,36 @@ impl Cluster {
         );
         let vpc_router = self.cfg.vpc_router;
         self.add_default_route(ns, vpc_router, dev);
-        self.edge.lbs.push(CloudLb { service: key, public_ip, private_ip, netns: ns });
-        self.sync_lbs();
-        self.sync_igw();
+        self.edge.lbs.push(CloudLb {
+            service: key,
+            public_ip,
+            private_ip,
+            netns: ns,
+            mode,
+            targets: Vec::new(),
+        });
+        if mode == LbMode::PassThrough {
+            // The VPC routes the public address to the LB, which keeps it as destination.
+            let vpc = self.vpc;
+            if let Some((dev, _, _)) = self.route(vpc, None, private_ip) {
+                self.netns[vpc.idx()].routes.add(Route {
+                    dst: Ipv4Network::new(public_ip, 32).expect("valid"),
+                    via: Some(private_ip),
+                    dev,
+                    src: None,
+                    proto: RouteProto::Static,
+                });
+            }
+            let s = &mut self.services.list[svc];
+            if !s.lb_ips.contains(&public_ip) {
+                s.lb_ips.push(public_ip);
+            }
+            self.sync_igw();
+            self.services_changed();
+        } else {
+            self.sync_lbs();
+            self.sync_igw();
+        }
         Ok(())
     }
 
@@ -288,8 +382,28 @@ impl Cluster {
                 pairs.push((format!("node {}", n.name), n.ip, *p));
             }
         }
-        for lb in &self.edge.lbs {
+        for lb in self.edge.lbs.iter().filter(|l| l.mode != LbMode::PassThrough) {
             pairs.push((format!("load balancer of {}", lb.service), lb.private_ip, lb.public_ip));
+        }
+        // Pass-through LB addresses are routed into the VPC unchanged (the gateway answers
+        // ARP for them on the internet side).
+        for lb in self.edge.lbs.iter().filter(|l| l.mode == LbMode::PassThrough) {
+            let dst = Ipv4Network::new(lb.public_ip, 32).expect("valid");
+            if self.netns[igw.idx()].routes.lookup(lb.public_ip).is_none_or(|r| r.dst != dst) {
+                let igw0 = self.netns[igw.idx()]
+                    .devs
+                    .iter()
+                    .copied()
+                    .find(|d| self.devs[d.idx()].name == "igw0")
+                    .expect("igw has igw0");
+                self.netns[igw.idx()].routes.add(Route {
+                    dst,
+                    via: Some(LINK_VPC),
+                    dev: igw0,
+                    src: None,
+                    proto: RouteProto::Static,
+                });
+            }
         }
         for alb in &self.edge.albs {
             pairs.push((
@@ -329,9 +443,17 @@ impl Cluster {
         }
     }
 
-    /// Re-programs every cloud load balancer's targets (every node's nodePort).
+    /// Re-programs every cloud load balancer: its targets (the nodes passing the health
+    /// check), its listener rules (DNAT to `nodeIP:nodePort`, plus SNAT to itself in
+    /// [`LbMode::Proxy`]) and its security group (loadBalancerSourceRanges). A
+    /// [`LbMode::PassThrough`] LB has no rules: kube-proxy on the node does the work.
     pub(crate) fn sync_lbs(&mut self) {
-        for lb in self.edge.lbs.clone() {
+        if self.edge.lbs.is_empty() {
+            return;
+        }
+        let slices = self.endpoint_slices();
+        for i in 0..self.edge.lbs.len() {
+            let lb = self.edge.lbs[i].clone();
             let Some(svc) = self
                 .services
                 .list
@@ -340,33 +462,33 @@ impl Cluster {
             else {
                 continue;
             };
-            let mut text = String::from(
-                "*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:LB-TARGETS - [0:0]\n",
-            );
             // Health checks: with externalTrafficPolicy Local the LB probes each node's
-            // healthCheckNodePort, where kube-proxy answers 200 only with local endpoints;
-            // nodes that fail get no traffic. (The probe's answer is computed, not sent.)
-            let slices = self.endpoint_slices();
-            let healthy = |node: &str| {
-                slices
-                    .iter()
-                    .filter(|s| format!("{}/{}", s.namespace, s.service) == lb.service)
-                    .any(|s| {
-                        s.endpoints.iter().any(|e| {
-                            e.node_name.as_deref() == Some(node) && e.ready.unwrap_or(true)
-                        })
-                    })
+            // healthCheckNodePort, where kube-proxy answers 200 only with local endpoints
+            // (the answer is the one the node's server gives; see `HealthCheck`); nodes
+            // that fail get no traffic.
+            let passes = |node: &str| {
+                crate::kube_proxy::health_checks(node, std::slice::from_ref(svc), &slices)
+                    .first()
+                    .is_none_or(|h| h.healthy())
             };
-            let mut nodes: Vec<Ipv4Addr> = self
-                .nodes
-                .iter()
-                .filter(|n| !svc.external_local || healthy(&n.name))
-                .map(|n| n.ip)
-                .collect();
+            let mut nodes: Vec<Ipv4Addr> =
+                self.nodes.iter().filter(|n| passes(&n.name)).map(|n| n.ip).collect();
             if nodes.is_empty() {
                 // Every target failing its health check: the LB fails open to all of them.
                 nodes = self.nodes.iter().map(|n| n.ip).collect();
             }
+            self.edge.lbs[i].targets = nodes.clone();
+            if lb.mode == LbMode::PassThrough {
+                if let Some(nf) = self.netns[lb.netns.idx()].nf.as_mut() {
+                    nf.tables_mut()
+                        .restore("*nat\nCOMMIT\n*filter\nCOMMIT\n", false)
+                        .expect("empty tables parse");
+                }
+                continue;
+            }
+            let mut text = String::from(
+                "*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:LB-TARGETS - [0:0]\n",
+            );
             // loadBalancerSourceRanges: the LB's security group admits only those sources.
             let mut filter = String::from(
                 "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:LB-SOURCE-RANGES - [0:0]\n",
@@ -412,12 +534,14 @@ impl Cluster {
                     );
                 }
             }
-            // Instance mode: the node sees the load balancer as the source.
-            let _ = writeln!(
-                text,
-                "-A POSTROUTING -m conntrack --ctstate DNAT -m comment --comment \"{}: source is the load balancer\" -j SNAT --to-source {}",
-                lb.service, lb.private_ip
-            );
+            if lb.mode == LbMode::Proxy {
+                // A full proxy: the node sees the load balancer as the source.
+                let _ = writeln!(
+                    text,
+                    "-A POSTROUTING -m conntrack --ctstate DNAT -m comment --comment \"{}: source is the load balancer\" -j SNAT --to-source {}",
+                    lb.service, lb.private_ip
+                );
+            }
             text.push_str("COMMIT\n");
             if let Some(nf) = self.netns[lb.netns.idx()].nf.as_mut() {
                 nf.tables_mut()
@@ -425,6 +549,70 @@ impl Cluster {
                     .expect("generated load balancer rules parse");
             }
         }
+    }
+
+    /// Where the cloud fabric, rather than a routing table, sends a packet: a pass-through
+    /// LB picks a node per flow, and the VPC returns replies of a client-IP-preserving
+    /// LB's flows to that LB. `None`: route as usual.
+    pub(crate) fn edge_nexthop(&self, ns: NetnsId, ip: &[u8]) -> Option<(Ipv4Addr, String)> {
+        if self.edge.lbs.is_empty() {
+            return None;
+        }
+        if ns == self.vpc {
+            if !self.edge.lbs.iter().any(|l| l.mode == LbMode::PreserveClientIp) {
+                return None;
+            }
+            let info = podnet_netfilter::packet::parse(ip).ok()?;
+            return self
+                .edge
+                .lbs
+                .iter()
+                .filter(|l| l.mode == LbMode::PreserveClientIp && info.tuple.dst != l.private_ip)
+                .find(|l| {
+                    self.netns[l.netns.idx()]
+                        .nf
+                        .as_ref()
+                        .is_some_and(|nf| nf.conntrack.tuple_taken(&info.tuple))
+                })
+                .map(|l| {
+                    (
+                        l.private_ip,
+                        format!(
+                            "VPC: a reply of a flow the load balancer of {} sent with the client's address (client-IP preservation): back to the LB {}",
+                            l.service, l.private_ip
+                        ),
+                    )
+                });
+        }
+        let lb = self.edge.lbs.iter().find(|l| l.netns == ns && l.mode == LbMode::PassThrough)?;
+        if lb.targets.is_empty() {
+            return None;
+        }
+        let info = podnet_netfilter::packet::parse(ip).ok()?;
+        let t = info.tuple;
+        // A seeded FNV-1a over the 5-tuple: the same flow always lands on the same node.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ self.cfg.seed;
+        for b in t
+            .src
+            .octets()
+            .into_iter()
+            .chain(t.dst.octets())
+            .chain(t.sport.to_be_bytes())
+            .chain(t.dport.to_be_bytes())
+            .chain([t.proto.0])
+        {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        let node = lb.targets[(h % lb.targets.len() as u64) as usize];
+        Some((
+            node,
+            format!(
+                "load balancer of {} (pass-through): flow hash picks target {node} of {}; destination {} kept",
+                lb.service,
+                lb.targets.len(),
+                t.dst
+            ),
+        ))
     }
 
     /// A node's egress SNAT: ip-masq-agent's rules in the bridge profile, the AWS VPC CNI's

@@ -112,6 +112,8 @@ pub struct Netns {
     /// Whether podnet's router code forwards here (node root, VPC router) or a host stack
     /// answers (pods, hosts).
     pub router: bool,
+    /// kube-proxy's health-check servers on a node: port → the HTTP response it writes.
+    pub(crate) health: BTreeMap<u16, Vec<u8>>,
     pub(crate) stack: Option<Box<Stack>>,
 }
 
@@ -401,6 +403,14 @@ pub enum ClusterError {
         /// The CNI's reason.
         reason: String,
     },
+    /// A request the cluster cannot honour as asked.
+    #[error("{what}: {fix}")]
+    Refused {
+        /// What was asked and why it cannot be.
+        what: String,
+        /// What to do instead.
+        fix: &'static str,
+    },
     /// An address pool refused (exhausted, conflict, reserved address).
     #[error(transparent)]
     Ipam(#[from] crate::ipam::IpamError),
@@ -565,6 +575,7 @@ impl Cluster {
             nf: None,
             ports: BTreeMap::new(),
             router,
+            health: BTreeMap::new(),
             stack: None,
         });
         let lo = self.add_device(id, "lo", DeviceKind::Loopback);

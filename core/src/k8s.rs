@@ -25,7 +25,8 @@
 //!
 //! The podnet document can also describe the edge: `internet` (the internet side of an
 //! internet gateway), `publicIPs` (node → address, 1:1 NAT), `internetHosts` (`name`, `ip`,
-//! `port`), `loadBalancers` (`service` NS/NAME, `publicIP`, `privateIP`), `albs` (`ingress`
+//! `port`), `loadBalancers` (`service` NS/NAME, `publicIP`, `privateIP`, `mode`: `proxy`,
+//! `preserveClientIP` or `passThrough`), `albs` (`ingress`
 //! NS/NAME of an Ingress in the input, `publicIP`, `privateIP`), and `sysctls` (node → name →
 //! value). Ingresses not listed under `albs` are recorded and skipped.
 //!
@@ -199,6 +200,20 @@ struct LbDoc {
     public_ip: Ipv4Addr,
     #[serde(rename = "privateIP")]
     private_ip: Ipv4Addr,
+    /// `proxy` (default), `preserveClientIP` or `passThrough`.
+    #[serde(default)]
+    mode: LbModeDoc,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+enum LbModeDoc {
+    #[default]
+    #[serde(rename = "proxy")]
+    Proxy,
+    #[serde(rename = "preserveClientIP")]
+    PreserveClientIp,
+    #[serde(rename = "passThrough")]
+    PassThrough,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -556,7 +571,12 @@ fn apply_edge(
         if pc.internet.is_none() {
             return Err(needs_gateway("loadBalancers"));
         }
-        c.add_cloud_lb(&format!("svc/{}", lb.service), lb.public_ip, lb.private_ip)
+        let mode = match lb.mode {
+            LbModeDoc::Proxy => crate::cloud::LbMode::Proxy,
+            LbModeDoc::PreserveClientIp => crate::cloud::LbMode::PreserveClientIp,
+            LbModeDoc::PassThrough => crate::cloud::LbMode::PassThrough,
+        };
+        c.add_cloud_lb_with(&format!("svc/{}", lb.service), lb.public_ip, lb.private_ip, mode)
             .map_err(|e| fail(format!("loadBalancers {}", lb.service), e))?;
     }
     let albs = pc.albs.clone().unwrap_or_default();

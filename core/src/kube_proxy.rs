@@ -145,6 +145,74 @@ pub struct EndpointSlice {
     pub endpoints: Vec<SliceEndpoint>,
 }
 
+/// One of kube-proxy's health-check servers: for a LoadBalancer Service with
+/// `externalTrafficPolicy: Local`, every node listens on the Service's `healthCheckNodePort`
+/// and tells the cloud load balancer how many ready endpoints of the Service it holds
+/// (`pkg/proxy/healthcheck/service_health.go`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct HealthCheck {
+    /// The Service's namespace.
+    pub namespace: String,
+    /// The Service's name.
+    pub name: String,
+    /// `healthCheckNodePort` (TCP).
+    pub port: u16,
+    /// Ready endpoints on this node (distinct addresses over all of the Service's ports).
+    pub local_endpoints: usize,
+}
+
+impl HealthCheck {
+    /// Whether the node passes: kube-proxy answers 200 with local endpoints, 503 without.
+    pub fn healthy(&self) -> bool {
+        self.local_endpoints > 0
+    }
+
+    /// The HTTP response kube-proxy writes (Go's `net/http`, without its `Date` header so
+    /// traces stay deterministic).
+    pub fn response(&self) -> Vec<u8> {
+        let body = format!(
+            "{{\n\t\"service\": {{\n\t\t\"namespace\": {:?},\n\t\t\"name\": {:?}\n\t}},\n\t\"localEndpoints\": {},\n\t\"serviceProxyHealthy\": true\n}}",
+            self.namespace, self.name, self.local_endpoints
+        );
+        let status = if self.healthy() { "200 OK" } else { "503 Service Unavailable" };
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nX-Content-Type-Options: nosniff\r\nX-Load-Balancing-Endpoint-Weight: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.local_endpoints,
+            body.len()
+        )
+        .into_bytes()
+    }
+}
+
+/// The health checks a node serves, from the Services and their EndpointSlices.
+pub fn health_checks(
+    node: &str,
+    services: &[Service],
+    slices: &[EndpointSlice],
+) -> Vec<HealthCheck> {
+    services
+        .iter()
+        .filter(|s| {
+            s.kind == ServiceType::LoadBalancer && s.external_local && s.health_check_node_port != 0
+        })
+        .map(|s| {
+            let local: std::collections::BTreeSet<Ipv4Addr> = slices
+                .iter()
+                .filter(|sl| sl.namespace == s.namespace && sl.service == s.name)
+                .flat_map(|sl| &sl.endpoints)
+                .filter(|e| e.node_name.as_deref() == Some(node) && e.ready.unwrap_or(true))
+                .map(|e| e.ip)
+                .collect();
+            HealthCheck {
+                namespace: s.namespace.clone(),
+                name: s.name.clone(),
+                port: s.health_check_node_port,
+                local_endpoints: local.len(),
+            }
+        })
+        .collect()
+}
+
 /// Node-specific kube-proxy settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProxyConfig {
@@ -916,6 +984,12 @@ impl Services {
             if svc.health_check_node_port != 0 {
                 self.node_ports.allocate_exact(u32::from(svc.health_check_node_port))?;
                 taken.push((false, u32::from(svc.health_check_node_port)));
+            } else if svc.kind == ServiceType::LoadBalancer && svc.external_local {
+                // The API server allocates a healthCheckNodePort for a LoadBalancer
+                // Service with externalTrafficPolicy Local that asks for none.
+                let v = self.node_ports.allocate(&mut self.api_rng)?;
+                svc.health_check_node_port = v as u16;
+                taken.push((false, v));
             }
             Ok(())
         })();
@@ -1236,7 +1310,47 @@ impl Cluster {
                 }
             }
         }
+        self.sync_health_checks(&slices);
         self.sync_lbs();
+    }
+
+    /// Starts, updates or stops each node's health-check servers (`healthCheckNodePort`).
+    fn sync_health_checks(&mut self, slices: &[EndpointSlice]) {
+        const OWNER: &str = "kube-proxy";
+        for n in 0..self.nodes.len() {
+            let checks = health_checks(&self.nodes[n].name, &self.services.list, slices);
+            let ns = &mut self.netns[self.nodes[n].netns.idx()];
+            let old_ports: Vec<u16> = ns.health.keys().copied().collect();
+            for p in &old_ports {
+                if ns.ports.get(&(Proto::TCP, *p)).is_some_and(|o| o == OWNER) {
+                    ns.ports.remove(&(Proto::TCP, *p));
+                }
+            }
+            // A hostNetwork process already holding the port keeps it (kube-proxy fails to
+            // listen there and logs it).
+            let want: BTreeMap<u16, Vec<u8>> = checks
+                .iter()
+                .filter(|h| !ns.ports.contains_key(&(Proto::TCP, h.port)))
+                .map(|h| (h.port, h.response()))
+                .collect();
+            for p in want.keys() {
+                ns.ports.insert((Proto::TCP, *p), OWNER.to_string());
+            }
+            let ports_changed = !want.keys().copied().eq(old_ports.iter().copied());
+            if ports_changed {
+                // Listening sockets follow the port set: rebuild the stack on next use.
+                ns.stack = None;
+            } else if let Some(st) = ns.stack.as_mut() {
+                st.health = want.clone();
+            }
+            ns.health = want;
+        }
+    }
+
+    /// kube-proxy's health-check servers on `node`, with what each answers now.
+    pub fn health_checks(&self, node: &str) -> Result<Vec<HealthCheck>, ClusterError> {
+        let id = self.node_id(node)?;
+        Ok(health_checks(&self.nodes[id.idx()].name, &self.services.list, &self.endpoint_slices()))
     }
 
     /// kube-proxy's settings on a node.
@@ -1581,6 +1695,7 @@ pub fn sync_ipvs(
     let mut bound = Vec::new();
     let (mut cluster_ip, mut loop_back, mut np_tcp, mut np_udp, mut hc, mut ext) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut lb, mut lb_local, mut lb_fw, mut lb_cidr) = (vec![], vec![], vec![], vec![]);
     let mut svcs: Vec<&Service> = services.iter().collect();
     svcs.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     for svc in svcs {
@@ -1626,6 +1741,17 @@ pub fn sync_ipvs(
             for ip in &svc.lb_ips {
                 add(*ip, port.port, svc.external_local);
                 bound.push(*ip);
+                let member = format!("{ip},{p}:{}", port.port);
+                if svc.external_local {
+                    lb_local.push(member.clone());
+                }
+                if !svc.lb_source_ranges.is_empty() {
+                    lb_fw.push(member.clone());
+                    for r in &svc.lb_source_ranges {
+                        lb_cidr.push(format!("{member},{r}"));
+                    }
+                }
+                lb.push(member);
             }
             if port.node_port != 0 {
                 for ip in &cfg.node_ips {
@@ -1682,10 +1808,19 @@ pub fn sync_ipvs(
     if !ext.is_empty() {
         nat.push_str("-A KUBE-SERVICES -m comment --comment \"Kubernetes service external ip + port for masquerade and filter purpose\" -m set --match-set KUBE-EXTERNAL-IP dst,dst -j KUBE-MARK-MASQ\n");
     }
+    if !lb.is_empty() {
+        nat.push_str("-A KUBE-SERVICES -m comment --comment \"Kubernetes service lb portal\" -m set --match-set KUBE-LOAD-BALANCER dst,dst -j KUBE-LOAD-BALANCER\n");
+    }
+    if !lb_local.is_empty() {
+        nat.push_str("-A KUBE-LOAD-BALANCER -m comment --comment \"Kubernetes service load balancer ip + port with externalTrafficPolicy=local\" -m set --match-set KUBE-LOAD-BALANCER-LOCAL dst,dst -j RETURN\n");
+    }
     nat.push_str("-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODE-PORT\n");
     nat.push_str("-A KUBE-LOAD-BALANCER -j KUBE-MARK-MASQ\n");
     if !cluster_ip.is_empty() {
         nat.push_str("-A KUBE-SERVICES -m set --match-set KUBE-CLUSTER-IP dst,dst -j ACCEPT\n");
+    }
+    if !lb.is_empty() {
+        nat.push_str("-A KUBE-SERVICES -m set --match-set KUBE-LOAD-BALANCER dst,dst -j ACCEPT\n");
     }
     nat.push_str("-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000\n");
     nat.push_str("-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN\n-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000\n");
@@ -1697,6 +1832,10 @@ pub fn sync_ipvs(
     let mut filter = String::from(
         "*filter\n:KUBE-FORWARD - [0:0]\n:KUBE-NODE-PORT - [0:0]\n:KUBE-PROXY-FIREWALL - [0:0]\n:KUBE-SOURCE-RANGES-FIREWALL - [0:0]\n:KUBE-IPVS-FILTER - [0:0]\n:KUBE-IPVS-OUT-FILTER - [0:0]\n",
     );
+    if !lb_fw.is_empty() {
+        filter.push_str("-A KUBE-PROXY-FIREWALL -m comment --comment \"Kubernetes service load balancer ip + port for load balancer with sourceRange\" -m set --match-set KUBE-LOAD-BALANCER-FW dst,dst -j KUBE-SOURCE-RANGES-FIREWALL\n");
+        filter.push_str("-A KUBE-SOURCE-RANGES-FIREWALL -m comment --comment \"Kubernetes service load balancer ip + port + source cidr for packet filter purpose\" -m set --match-set KUBE-LOAD-BALANCER-SOURCE-CIDR dst,dst,src -j RETURN\n");
+    }
     filter.push_str("-A KUBE-SOURCE-RANGES-FIREWALL -j DROP\n");
     filter.push_str("-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP\n");
     filter.push_str("-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding rules\" -m mark --mark 0x4000/0x4000 -j ACCEPT\n");
@@ -1737,7 +1876,25 @@ pub fn sync_ipvs(
             "Kubernetes service external ip + port with externalTrafficPolicy=local",
             vec![],
         ),
-        ("KUBE-LOAD-BALANCER", SetType::HashIpPort, "Kubernetes service lb portal", vec![]),
+        ("KUBE-LOAD-BALANCER", SetType::HashIpPort, "Kubernetes service lb portal", lb),
+        (
+            "KUBE-LOAD-BALANCER-LOCAL",
+            SetType::HashIpPort,
+            "Kubernetes service load balancer ip + port with externalTrafficPolicy=local",
+            lb_local,
+        ),
+        (
+            "KUBE-LOAD-BALANCER-FW",
+            SetType::HashIpPort,
+            "Kubernetes service load balancer ip + port for load balancer with sourceRange",
+            lb_fw,
+        ),
+        (
+            "KUBE-LOAD-BALANCER-SOURCE-CIDR",
+            SetType::HashIpPortNet,
+            "Kubernetes service load balancer ip + port + source cidr for packet filter purpose",
+            lb_cidr,
+        ),
         (
             "KUBE-NODE-PORT-TCP",
             SetType::BitmapPort,

@@ -313,6 +313,7 @@ impl Cluster {
         if let Some(a) = alb {
             stack.serve_l7(80, a.rules.clone());
         }
+        stack.health = n.health.clone();
         self.netns[ns.idx()].stack = Some(Box::new(stack));
     }
 
@@ -556,7 +557,14 @@ impl Cluster {
         // In the AWS VPC CNI profile the VPC delivers ENI secondary addresses itself: its
         // router answers ARP for them and forwards to the ENI that holds the address.
         let vpc_proxy = ns == self.vpc && self.is_eni_secondary(tpa);
-        let local = self.is_local(ns, tpa) || vpc_proxy;
+        // The internet gateway answers for pass-through LB addresses it routes inward.
+        let igw_proxy = Some(ns) == self.edge.igw
+            && self
+                .edge
+                .lbs
+                .iter()
+                .any(|l| l.mode == crate::cloud::LbMode::PassThrough && l.public_ip == tpa);
+        let local = self.is_local(ns, tpa) || vpc_proxy || igw_proxy;
         let now = self.now;
         if local
             || operation == ArpOperation::Reply
@@ -809,7 +817,7 @@ impl Cluster {
         }
     }
 
-    fn route(
+    pub(crate) fn route(
         &self,
         ns: NetnsId,
         src: Option<Ipv4Addr>,
@@ -866,7 +874,12 @@ impl Cluster {
             let p = Ipv4Packet::new_unchecked(&skb.data[..]);
             (p.src_addr(), p.dst_addr(), p.hop_limit())
         };
-        let Some((out, nexthop, prefsrc)) = self.route(ns, Some(src), dst) else {
+        let edge = self.edge_nexthop(ns, &skb.data);
+        let routed = match &edge {
+            Some((hop_to, _)) => self.route(ns, None, *hop_to),
+            None => self.route(ns, Some(src), dst),
+        };
+        let Some((out, nexthop, prefsrc)) = routed else {
             self.drop_hop(
                 tag,
                 ns,
@@ -877,6 +890,9 @@ impl Cluster {
             );
             return;
         };
+        if let Some((_, why)) = edge {
+            hop!(self, tag, ns, Some(in_dev), HopKind::Route, why, None, None);
+        }
         let via = if nexthop == dst { String::new() } else { format!(" via {nexthop}") };
         hop!(
             self,

@@ -13,7 +13,7 @@
 //! `200 OK` with the owner's name as body and the connection is closed. Every bound UDP port
 //! echoes datagrams to their sender.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
@@ -170,6 +170,8 @@ pub(crate) struct Stack {
     pub(crate) lo_log: Vec<Vec<u8>>,
     /// An L7 proxy (the ALB), if this stack runs one.
     pub(crate) l7: Option<L7App>,
+    /// HTTP servers with a fixed answer (kube-proxy's health checks): port → response.
+    pub(crate) health: BTreeMap<u16, Vec<u8>>,
 }
 
 /// An L7 HTTP proxy: terminates client connections on `port`, routes each request by its
@@ -234,6 +236,7 @@ impl Stack {
             clients: Vec::new(),
             lo_log: Vec::new(),
             l7: None,
+            health: BTreeMap::new(),
         }
     }
 
@@ -270,6 +273,7 @@ impl Stack {
             clients: Vec::new(),
             lo_log: Vec::new(),
             l7: None,
+            health: BTreeMap::new(),
         }
     }
 
@@ -641,7 +645,18 @@ impl Stack {
                 }
             }
             if !srv.buf.is_empty() && s.can_send() {
-                if looks_like_http(&srv.buf) {
+                if let Some(resp) = self.health.get(&port) {
+                    // Go's net/http: a complete request gets the handler's answer, bytes
+                    // that are not HTTP get its plain 400.
+                    let complete = srv.buf.windows(4).any(|w| w == b"\r\n\r\n");
+                    if !looks_like_http(&srv.buf) || complete {
+                        let out: &[u8] =
+                            if looks_like_http(&srv.buf) { resp } else { GO_BAD_REQUEST };
+                        let _ = s.send_slice(out);
+                        srv.buf.clear();
+                        s.close();
+                    }
+                } else if looks_like_http(&srv.buf) {
                     if srv.buf.windows(4).any(|w| w == b"\r\n\r\n") {
                         let resp = http_response(&srv.buf, &name);
                         let _ = s.send_slice(&resp);
@@ -769,6 +784,10 @@ fn looks_like_http(b: &[u8]) -> bool {
     const METHODS: [&[u8]; 6] = [b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS "];
     METHODS.iter().any(|m| b.starts_with(m))
 }
+
+/// What Go's `net/http` server answers to bytes that are not an HTTP request.
+const GO_BAD_REQUEST: &[u8] =
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n400 Bad Request";
 
 fn http_response(req: &[u8], name: &str) -> Vec<u8> {
     let body = format!("{name}\n");

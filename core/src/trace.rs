@@ -1048,6 +1048,7 @@ impl Cluster {
                     nf: n.nf.clone(),
                     ports: n.ports.clone(),
                     router: n.router,
+                    health: n.health.clone(),
                     stack: None,
                 })
                 .collect(),

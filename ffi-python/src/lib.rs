@@ -211,6 +211,23 @@ impl Cluster {
         self.inner.enis(node).map_err(error::cluster)
     }
 
+    /// kube-proxy's health-check servers on a node (`healthCheckNodePort` of LoadBalancer
+    /// Services with externalTrafficPolicy Local): namespace, name, port, local_endpoints,
+    /// healthy (200 or 503).
+    fn health_checks(&self, py: Python<'_>, node: &str) -> PyResult<Vec<Py<PyDict>>> {
+        let mut out = Vec::new();
+        for h in self.inner.health_checks(node).map_err(error::cluster)? {
+            let d = PyDict::new(py);
+            d.set_item("namespace", &h.namespace)?;
+            d.set_item("name", &h.name)?;
+            d.set_item("port", h.port)?;
+            d.set_item("local_endpoints", h.local_endpoints)?;
+            d.set_item("healthy", h.healthy())?;
+            out.push(d.unbind());
+        }
+        Ok(out)
+    }
+
     /// `iptables-save` of a node (kernel form).
     fn iptables_save(&self, node: &str) -> PyResult<String> {
         self.inner.iptables_save(node).map_err(error::cluster)
@@ -351,6 +368,11 @@ impl Trace {
     #[getter]
     fn reply_from(&self) -> Option<String> {
         self.inner.reply_from.clone()
+    }
+    /// The HTTP status the client received, for HTTP flows.
+    #[getter]
+    fn http_status(&self) -> Option<u16> {
+        self.inner.http_status
     }
     #[getter]
     fn reason(&self) -> Option<String> {

@@ -20,3 +20,5 @@ c.advance(seconds=1.5)
 added: List[str] = c.add("apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n")["loaded"]
 c.delete("svc/default/web")
 pcap: bytes = c.trace("pod/default/pod1", "pod/default/pod2:8080", capture=True).pcapng()
+status: Optional[int] = c.trace("host/internet", "203.0.113.100:80", proto="http").http_status
+healthy: List[bool] = [bool(h["healthy"]) for h in c.health_checks("node1")]

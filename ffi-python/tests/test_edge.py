@@ -1,0 +1,30 @@
+"""The cloud edge from Python: kube-proxy's health checks and the load balancer's view."""
+
+import podnet
+
+LOCAL_LB = """
+apiVersion: v1
+kind: Service
+metadata: {name: api-local, namespace: default}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: Local
+  selector: {app: api}
+  ports:
+  - {name: http, port: 80, targetPort: 8080}
+"""
+
+
+def test_health_check_node_port_is_allocated_and_answers_per_node():
+    c = podnet.Cluster.seed()
+    c.add(LOCAL_LB)
+    checks = {n: c.health_checks(n) for n in ("node1", "node2", "node3")}
+    assert [len(v) for v in checks.values()] == [1, 1, 1]
+    port = checks["node2"][0]["port"]
+    assert 30000 <= port <= 32767
+    assert checks["node2"][0]["local_endpoints"] == 1 and checks["node2"][0]["healthy"]
+    assert not checks["node1"][0]["healthy"]
+    ok = c.trace("host/internet", f"203.0.113.2:{port}", proto="http")
+    assert ok.http_status == 200
+    bad = c.trace("host/internet", f"203.0.113.1:{port}", proto="http")
+    assert bad.http_status == 503
