@@ -92,11 +92,38 @@ pub struct Alb {
     pub rules: Vec<crate::ingress::AlbRule>,
 }
 
+/// An in-cluster Ingress controller (ingress-nginx style): a pod that terminates HTTP on
+/// `port`, picks a rule of the Ingresses of its class by the Kubernetes matching rules and
+/// proxies to the backend Service's ready endpoints (pod IP and target port, round robin)
+/// over its own connection. Put a LoadBalancer Service with a cloud load balancer in front
+/// of the pod to reach it from outside.
+#[derive(Clone, Debug)]
+pub struct IngressController {
+    /// The controller pod (`NS/NAME`).
+    pub pod: String,
+    /// The IngressClass it serves. Ingresses without a class go to the first controller.
+    pub class: String,
+    /// The port it listens on.
+    pub port: u16,
+    /// Its rules, from every Ingress of its class, with the endpoints behind each.
+    pub rules: Vec<crate::ingress::AlbRule>,
+    /// The first default backend among those Ingresses.
+    pub default_backend: Option<crate::ingress::AlbRule>,
+}
+
+/// An L7 proxy's configuration: port, matching, rules, default backend.
+pub(crate) type L7Spec =
+    (u16, crate::ingress::Matching, Vec<crate::ingress::AlbRule>, Option<crate::ingress::AlbRule>);
+
 /// The edge's state.
 #[derive(Clone, Debug, Default)]
 pub struct Edge {
     /// ALBs for Ingresses.
     pub albs: Vec<Alb>,
+    /// Ingresses for in-cluster controllers.
+    pub ingresses: Vec<crate::ingress::Ingress>,
+    /// In-cluster Ingress controllers.
+    pub controllers: Vec<IngressController>,
     /// The internet gateway's namespace.
     pub igw: Option<NetnsId>,
     /// Public address of each node, by node name.
@@ -371,6 +398,171 @@ impl Cluster {
             });
         }
         Ok(rules)
+    }
+
+    /// Makes pod `NS/NAME` an Ingress controller for `class`, listening on `port` (the pod
+    /// must expose it as a containerPort).
+    pub fn add_ingress_controller(
+        &mut self,
+        pod: &str,
+        class: &str,
+        port: u16,
+    ) -> Result<(), crate::ClusterError> {
+        let id = self.pod_id(pod)?;
+        let p = &self.pods[id.idx()];
+        let key = format!("{}/{}", p.namespace, p.name);
+        if !self.netns[p.netns.idx()].ports.contains_key(&(Proto::TCP, port)) {
+            return Err(crate::ClusterError::Refused {
+                what: format!("pod {key} does not listen on TCP port {port}"),
+                fix: "declare it as a containerPort of the controller container",
+            });
+        }
+        if self.edge.controllers.iter().any(|c| c.class == class) {
+            return Err(crate::ClusterError::Duplicate {
+                kind: "ingress controller for class",
+                name: class.into(),
+            });
+        }
+        self.edge.controllers.push(IngressController {
+            pod: key,
+            class: class.into(),
+            port,
+            rules: Vec::new(),
+            default_backend: None,
+        });
+        self.netns[p.netns.idx()].stack = None;
+        self.sync_ingress_controllers();
+        Ok(())
+    }
+
+    /// Adds an Ingress for the in-cluster controllers (see [`Cluster::add_alb`] for the
+    /// ALB). Backends that do not exist (yet) answer 503, as ingress-nginx does.
+    pub fn add_ingress(
+        &mut self,
+        ingress: crate::ingress::Ingress,
+    ) -> Result<(), crate::ClusterError> {
+        crate::kube_proxy::dns_label("namespace", &ingress.namespace, false)?;
+        if self
+            .edge
+            .ingresses
+            .iter()
+            .any(|i| i.namespace == ingress.namespace && i.name == ingress.name)
+        {
+            return Err(crate::ClusterError::Duplicate {
+                kind: "ingress",
+                name: format!("{}/{}", ingress.namespace, ingress.name),
+            });
+        }
+        self.edge.ingresses.push(ingress);
+        self.sync_ingress_controllers();
+        Ok(())
+    }
+
+    /// The in-cluster Ingress controllers.
+    pub fn ingress_controllers(&self) -> &[IngressController] {
+        &self.edge.controllers
+    }
+
+    /// Recomputes each controller's rules and endpoints from its Ingresses and the current
+    /// EndpointSlices, as the controller does on every change it watches.
+    pub(crate) fn sync_ingress_controllers(&mut self) {
+        use crate::ingress::{AlbRule, PathType};
+        if self.edge.controllers.is_empty() {
+            return;
+        }
+        let slices = self.endpoint_slices();
+        let targets = |ns: &str, svc: &str, port: &str| -> Vec<(Ipv4Addr, u16)> {
+            let Some(s) = self.services.list.iter().find(|s| s.namespace == ns && s.name == svc)
+            else {
+                return Vec::new();
+            };
+            let Some(p) = s.ports.iter().find(|p| p.name == port || p.port.to_string() == port)
+            else {
+                return Vec::new();
+            };
+            slices
+                .iter()
+                .filter(|sl| sl.namespace == ns && sl.service == svc)
+                .flat_map(|sl| {
+                    let ep_port = sl
+                        .ports
+                        .iter()
+                        .find(|(n, proto, _)| *n == p.name && *proto == p.protocol)
+                        .map(|(_, _, n)| *n);
+                    sl.endpoints
+                        .iter()
+                        .filter(|e| e.ready.unwrap_or(true))
+                        .filter_map(move |e| ep_port.map(|n| (e.ip, n)))
+                })
+                .collect()
+        };
+        let default_class = self.edge.controllers[0].class.clone();
+        let mut updated = Vec::new();
+        for ctl in &self.edge.controllers {
+            let mut rules = Vec::new();
+            let mut default_backend = None;
+            for ing in self
+                .edge
+                .ingresses
+                .iter()
+                .filter(|i| i.class.as_deref().unwrap_or(default_class.as_str()) == ctl.class)
+            {
+                for r in &ing.rules {
+                    for p in &r.paths {
+                        rules.push(AlbRule {
+                            host: r.host.clone(),
+                            path: p.path.clone(),
+                            path_type: p.path_type,
+                            target_group: format!("{}/{}:{}", ing.namespace, p.service, p.port),
+                            targets: targets(&ing.namespace, &p.service, &p.port),
+                        });
+                    }
+                }
+                if default_backend.is_none()
+                    && let Some((svc, port)) = &ing.default_backend
+                {
+                    default_backend = Some(AlbRule {
+                        host: None,
+                        path: "/".into(),
+                        path_type: PathType::Prefix,
+                        target_group: format!("{}/{svc}:{port}", ing.namespace),
+                        targets: targets(&ing.namespace, svc, port),
+                    });
+                }
+            }
+            updated.push((rules, default_backend));
+        }
+        for (i, (rules, default_backend)) in updated.into_iter().enumerate() {
+            let ctl = &mut self.edge.controllers[i];
+            ctl.rules = rules;
+            ctl.default_backend = default_backend;
+            let Ok(id) = self.pod_id(&format!("pod/{}", self.edge.controllers[i].pod)) else {
+                continue;
+            };
+            let ns = self.pods[id.idx()].netns;
+            let ctl = &self.edge.controllers[i];
+            if let Some(st) = self.netns[ns.idx()].stack.as_mut() {
+                st.set_l7_rules(ctl.rules.clone(), ctl.default_backend.clone());
+            }
+        }
+    }
+
+    /// The L7 proxy a namespace runs, if any: (port, matching, rules, default backend).
+    pub(crate) fn l7_of(&self, ns: NetnsId) -> Option<L7Spec> {
+        if let Some(a) = self.edge.albs.iter().find(|a| a.netns == ns) {
+            return Some((80, crate::ingress::Matching::Alb, a.rules.clone(), None));
+        }
+        let Owner::Pod(p) = self.netns[ns.idx()].owner else { return None };
+        let p = &self.pods[p.idx()];
+        let key = format!("{}/{}", p.namespace, p.name);
+        self.edge.controllers.iter().find(|c| c.pod == key).map(|c| {
+            (
+                c.port,
+                crate::ingress::Matching::Kubernetes,
+                c.rules.clone(),
+                c.default_backend.clone(),
+            )
+        })
     }
 
     /// Re-programs the internet gateway's 1:1 NAT from the public addresses.
@@ -678,6 +870,7 @@ COMMIT\n",
                 },
             ],
             default_backend: None,
+            ..Ingress::default()
         };
         self.add_alb(shop, Ipv4Addr::new(203, 0, 113, 200), Ipv4Addr::new(192, 168, 0, 200))
             .expect("seed alb");

@@ -1,11 +1,17 @@
-//! Ingress and the AWS ALB model: Ingress objects become listener rules ordered as the AWS
-//! Load Balancer Controller orders them, and an L7 hop that parses real HTTP/1.1 requests
-//! (with `httparse`), picks a rule and a target, and rewrites the request for the backend.
+//! Ingress and its two controllers: an L7 hop that parses real HTTP/1.1 requests (with
+//! `httparse`), picks a rule and a target, and rewrites the request for the backend.
 //!
-//! Rule order: Exact paths before Prefix paths, longer prefixes first, then
-//! ImplementationSpecific paths (ALB wildcards) in manifest order. Prefix matching is
-//! element-wise: `/foo` matches `/foo` and `/foo/bar`, not `/foobar`. A rule with a host only
-//! matches that `Host:` (port stripped, case-insensitive).
+//! - **ALB** ([`Matching::Alb`]): listener rules ordered as the AWS Load Balancer Controller
+//!   orders them: Exact paths before Prefix paths, longer prefixes first, then
+//!   ImplementationSpecific paths (ALB wildcards) in manifest order; the first match wins.
+//!   A rule with a host only matches that `Host:` (port stripped, case-insensitive).
+//! - **In-cluster controller** ([`Matching::Kubernetes`], ingress-nginx style): the
+//!   Kubernetes Ingress rules. The most specific host wins (exact, then a `*.` wildcard
+//!   covering exactly one label, then rules without host), then the longest matching path,
+//!   Exact before Prefix on a tie; no match goes to the default backend, or 404.
+//!
+//! Prefix matching is element-wise in both: `/foo` matches `/foo` and `/foo/bar`, not
+//! `/foobar`, and a trailing `/` is ignored.
 
 use std::net::Ipv4Addr;
 
@@ -42,17 +48,39 @@ pub struct IngressRule {
     pub paths: Vec<IngressPath>,
 }
 
+/// One entry of an Ingress's `tls` section (recorded; TLS itself is not terminated).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IngressTls {
+    /// `hosts`.
+    pub hosts: Vec<String>,
+    /// `secretName`.
+    pub secret_name: Option<String>,
+}
+
 /// An Ingress.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ingress {
     /// Namespace.
     pub namespace: String,
     /// Name.
     pub name: String,
+    /// `ingressClassName` (or the `kubernetes.io/ingress.class` annotation).
+    pub class: Option<String>,
     /// Rules, in manifest order.
     pub rules: Vec<IngressRule>,
     /// `defaultBackend` (Service, port).
     pub default_backend: Option<(String, String)>,
+    /// The `tls` section.
+    pub tls: Vec<IngressTls>,
+}
+
+/// How an L7 hop picks a rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Matching {
+    /// The ALB's ordered listener rules: the first match wins.
+    Alb,
+    /// The Kubernetes Ingress rules, as an in-cluster controller applies them.
+    Kubernetes,
 }
 
 /// A listener rule with its target group's targets (nodeIP:nodePort in instance mode).
@@ -123,6 +151,63 @@ pub fn route<'a>(rules: &'a [AlbRule], host: Option<&str>, path: &str) -> Option
         };
         host_ok && path_ok
     })
+}
+
+/// The rule an in-cluster controller picks ([`Matching::Kubernetes`]), `None` for the
+/// default backend.
+pub fn route_kubernetes<'a>(
+    rules: &'a [AlbRule],
+    host: Option<&str>,
+    path: &str,
+) -> Option<&'a AlbRule> {
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    let host = host.map(|h| h.split(':').next().unwrap_or(h).to_ascii_lowercase());
+    // Which host group serves the request: exact, then wildcard, then host-less rules.
+    let class = |r: &AlbRule| -> Option<u8> {
+        match (&r.host, &host) {
+            (None, _) => Some(2),
+            (Some(want), Some(h)) => {
+                let want = want.to_ascii_lowercase();
+                if let Some(suffix) = want.strip_prefix("*.") {
+                    h.strip_suffix(suffix)
+                        .and_then(|l| l.strip_suffix('.'))
+                        .filter(|label| !label.is_empty() && !label.contains('.'))
+                        .map(|_| 1)
+                } else {
+                    (want == *h).then_some(0)
+                }
+            }
+            (Some(_), None) => None,
+        }
+    };
+    let group = rules.iter().filter_map(class).min()?;
+    let mut best: Option<(&AlbRule, usize, bool)> = None;
+    for r in rules.iter().filter(|r| class(r) == Some(group)) {
+        let (ok, len) = match r.path_type {
+            PathType::Exact => (r.path == path, r.path.len()),
+            // ingress-nginx serves ImplementationSpecific as a Prefix location.
+            PathType::Prefix | PathType::ImplementationSpecific => {
+                (prefix_matches(&r.path, path), r.path.trim_end_matches('/').len())
+            }
+        };
+        let exact = r.path_type == PathType::Exact;
+        let better = match best {
+            None => true,
+            Some((_, l, e)) => len > l || (len == l && exact && !e),
+        };
+        if ok && better {
+            best = Some((r, len, exact));
+        }
+    }
+    best.map(|(r, _, _)| r)
+}
+
+/// An ingress-nginx generated response (`400`, `404`, `502`, `503`): nginx's own page.
+pub fn nginx_status_response(code: u16, reason: &str) -> Vec<u8> {
+    let body = format!(
+        "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n<center><h1>{code} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+    );
+    format!("HTTP/1.1 {code} {reason}\r\nServer: nginx\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).into_bytes()
 }
 
 /// A parsed request head.
@@ -259,6 +344,36 @@ mod tests {
         assert_eq!(tg(None, "/health"), Some("health"));
         assert_eq!(tg(None, "/health/x"), None);
         assert_eq!(tg(None, "/img/a/b.png"), Some("img"));
+    }
+
+    #[test]
+    fn kubernetes_matching_prefers_host_then_longest_path_then_exact() {
+        let rules = vec![
+            rule(None, "/", PathType::Prefix, "catch-all"),
+            rule(None, "/api", PathType::Prefix, "api"),
+            rule(None, "/api/v1", PathType::Prefix, "v1"),
+            rule(None, "/api/v1", PathType::Exact, "v1-exact"),
+            rule(Some("shop.example.com"), "/cart", PathType::Prefix, "cart"),
+            rule(Some("*.example.com"), "/", PathType::Prefix, "wild"),
+        ];
+        let tg = |h: Option<&str>, p: &str| {
+            route_kubernetes(&rules, h, p).map(|r| r.target_group.as_str())
+        };
+        // Manifest order does not matter: the longest match wins, Exact on a tie.
+        assert_eq!(tg(None, "/api/v1"), Some("v1-exact"));
+        assert_eq!(tg(None, "/api/v1/users"), Some("v1"));
+        assert_eq!(tg(None, "/api/x?q=1"), Some("api"));
+        assert_eq!(tg(None, "/apix"), Some("catch-all"), "element-wise prefix");
+        // An exact host shadows the host-less rules; a miss there is the default backend.
+        assert_eq!(tg(Some("SHOP.example.com:8080"), "/cart/1"), Some("cart"));
+        assert_eq!(tg(Some("shop.example.com"), "/api"), None);
+        // The wildcard covers exactly one label.
+        assert_eq!(tg(Some("a.example.com"), "/x"), Some("wild"));
+        assert_eq!(tg(Some("a.b.example.com"), "/api"), Some("api"));
+        assert_eq!(tg(Some("example.com"), "/"), Some("catch-all"));
+        let page = String::from_utf8(nginx_status_response(404, "Not Found")).unwrap();
+        assert!(page.starts_with("HTTP/1.1 404 Not Found\r\nServer: nginx\r\n"));
+        assert!(page.ends_with("<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"));
     }
 
     #[test]

@@ -27,8 +27,10 @@
 //! internet gateway), `publicIPs` (node → address, 1:1 NAT), `internetHosts` (`name`, `ip`,
 //! `port`), `loadBalancers` (`service` NS/NAME, `publicIP`, `privateIP`, `mode`: `proxy`,
 //! `preserveClientIP` or `passThrough`), `albs` (`ingress`
-//! NS/NAME of an Ingress in the input, `publicIP`, `privateIP`), and `sysctls` (node → name →
-//! value). Ingresses not listed under `albs` are recorded and skipped.
+//! NS/NAME of an Ingress in the input, `publicIP`, `privateIP`), `ingressControllers` (`pod`
+//! NS/NAME, `class`, `port`: in-cluster controllers that serve the Ingresses of their class,
+//! and those without a class for the first one), and `sysctls` (node → name → value).
+//! Ingresses neither on an ALB nor served by a controller are recorded and skipped.
 //!
 //! `hostNetwork: true` pods run in their node's root namespace with the node's address.
 
@@ -179,8 +181,26 @@ struct PodnetConfig {
     load_balancers: Option<Vec<LbDoc>>,
     /// Ingresses to put on ALBs (AWS Load Balancer Controller model).
     albs: Option<Vec<AlbDoc>>,
+    /// Pods that are in-cluster Ingress controllers.
+    ingress_controllers: Option<Vec<ControllerDoc>>,
     /// Node name to sysctl name to value.
     sysctls: Option<BTreeMap<String, BTreeMap<String, u32>>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ControllerDoc {
+    /// `NS/NAME` of the controller pod.
+    pod: String,
+    /// The IngressClass it serves.
+    class: String,
+    /// Its HTTP port (80 by default).
+    #[serde(default = "http_port")]
+    port: u16,
+}
+
+fn http_port() -> u16 {
+    80
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -579,15 +599,31 @@ fn apply_edge(
         c.add_cloud_lb_with(&format!("svc/{}", lb.service), lb.public_ip, lb.private_ip, mode)
             .map_err(|e| fail(format!("loadBalancers {}", lb.service), e))?;
     }
+    let controllers = pc.ingress_controllers.clone().unwrap_or_default();
+    for ctl in &controllers {
+        c.add_ingress_controller(&format!("pod/{}", ctl.pod), &ctl.class, ctl.port)
+            .map_err(|e| fail(format!("ingressControllers {}", ctl.pod), e))?;
+    }
     let albs = pc.albs.clone().unwrap_or_default();
     for (iplace, ing) in ingresses {
         let ns = ing.metadata.namespace.clone().unwrap_or_else(|| "default".into());
         let name = ing.metadata.name.clone().unwrap_or_default();
         let obj = format!("Ingress/{ns}/{name}");
         let Some(alb) = albs.iter().find(|a| a.ingress == format!("{ns}/{name}")) else {
-            report.skipped.push(format!(
-                "{obj}: recorded; no ALB for it (list it under `albs` in the PodnetConfig document)"
-            ));
+            let ingress = to_ingress(&iplace, &obj, &ns, &name, &ing)?;
+            // Ingresses without a class go to the first controller (the default class).
+            let served = controllers.first().is_some_and(|first| {
+                let class = ingress.class.as_deref().unwrap_or(first.class.as_str());
+                controllers.iter().any(|ctl| ctl.class == class)
+            });
+            if served {
+                c.add_ingress(ingress).map_err(|e| refused(&iplace, &obj, e))?;
+                report.loaded.push(obj);
+            } else {
+                report.skipped.push(format!(
+                    "{obj}: recorded; no ALB or controller for it (list it under `albs`, or a controller of its class under `ingressControllers`, in the PodnetConfig document)"
+                ));
+            }
             continue;
         };
         if pc.internet.is_none() {
@@ -672,7 +708,30 @@ fn to_ingress(
         Some(b) => Some(backend(b, "spec.defaultBackend")?),
         None => None,
     };
-    Ok(crate::ingress::Ingress { namespace: ns.into(), name: name.into(), rules, default_backend })
+    let class = spec.ingress_class_name.clone().or_else(|| {
+        ing.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("kubernetes.io/ingress.class").cloned())
+    });
+    let tls = spec
+        .tls
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| crate::ingress::IngressTls {
+            hosts: t.hosts.unwrap_or_default(),
+            secret_name: t.secret_name,
+        })
+        .collect();
+    Ok(crate::ingress::Ingress {
+        namespace: ns.into(),
+        name: name.into(),
+        class,
+        rules,
+        default_backend,
+        tls,
+    })
 }
 
 /// Adds the objects to `c` and re-syncs once, also when an object fails (the ones before

@@ -1312,6 +1312,7 @@ impl Cluster {
         }
         self.sync_health_checks(&slices);
         self.sync_lbs();
+        self.sync_ingress_controllers();
     }
 
     /// Starts, updates or stops each node's health-check servers (`healthCheckNodePort`).

@@ -304,14 +304,17 @@ impl Cluster {
                 )
             }
         };
-        let alb = self.edge.albs.iter().find(|a| a.netns == ns);
+        let l7 = self.l7_of(ns);
         for &(proto, port) in n.ports.keys() {
-            if alb.is_none() {
+            if l7
+                .as_ref()
+                .is_none_or(|(p, ..)| !(proto == podnet_netfilter::Proto::TCP && port == *p))
+            {
                 stack.serve(proto, port);
             }
         }
-        if let Some(a) = alb {
-            stack.serve_l7(80, a.rules.clone());
+        if let Some((port, matching, rules, default)) = l7 {
+            stack.serve_l7(port, matching, rules, default);
         }
         stack.health = n.health.clone();
         self.netns[ns.idx()].stack = Some(Box::new(stack));

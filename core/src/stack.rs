@@ -178,7 +178,11 @@ pub(crate) struct Stack {
 /// listener rules, opens its own connection to a target and relays the response.
 pub(crate) struct L7App {
     port: u16,
+    matching: crate::ingress::Matching,
     rules: Vec<crate::ingress::AlbRule>,
+    /// The default backend ([`crate::ingress::Matching::Kubernetes`]; the ALB keeps its
+    /// default as a last listener rule).
+    default: Option<crate::ingress::AlbRule>,
     conns: Vec<L7Conn>,
     next_port: u16,
     rr: usize,
@@ -320,8 +324,14 @@ impl Stack {
         }
     }
 
-    /// Runs an L7 proxy on `port` with these listener rules (already ordered).
-    pub(crate) fn serve_l7(&mut self, port: u16, rules: Vec<crate::ingress::AlbRule>) {
+    /// Runs an L7 proxy on `port` with these rules (ALB: already ordered).
+    pub(crate) fn serve_l7(
+        &mut self,
+        port: u16,
+        matching: crate::ingress::Matching,
+        rules: Vec<crate::ingress::AlbRule>,
+        default: Option<crate::ingress::AlbRule>,
+    ) {
         let mut conns = Vec::new();
         for _ in 0..LISTEN_POOL {
             let mut s = tcp::Socket::new(
@@ -332,7 +342,19 @@ impl Stack {
             let front = self.main.sockets.add(s);
             conns.push(L7Conn { front, back: None, buf: Vec::new(), stage: Stage::Reading });
         }
-        self.l7 = Some(L7App { port, rules, conns, next_port: 40000, rr: 0 });
+        self.l7 = Some(L7App { port, matching, rules, default, conns, next_port: 40000, rr: 0 });
+    }
+
+    /// Replaces the L7 proxy's rules (an in-cluster controller after an endpoint change).
+    pub(crate) fn set_l7_rules(
+        &mut self,
+        rules: Vec<crate::ingress::AlbRule>,
+        default: Option<crate::ingress::AlbRule>,
+    ) {
+        if let Some(app) = self.l7.as_mut() {
+            app.rules = rules;
+            app.default = default;
+        }
     }
 
     fn run_l7(&mut self) {
@@ -360,29 +382,36 @@ impl Stack {
                         match crate::ingress::parse_request(&c.buf) {
                             crate::ingress::Parsed::Partial => Stage::Reading,
                             crate::ingress::Parsed::Malformed(_) => {
-                                let _ = f.send_slice(&crate::ingress::status_response(
-                                    400,
-                                    "Bad Request",
-                                ));
+                                let _ = f.send_slice(&status(app.matching, 400, "Bad Request"));
                                 f.close();
                                 Stage::Closing
                             }
                             crate::ingress::Parsed::Complete(req) => {
-                                match crate::ingress::route(
-                                    &app.rules,
-                                    req.host.as_deref(),
-                                    &req.path,
-                                ) {
+                                let picked = match app.matching {
+                                    crate::ingress::Matching::Alb => crate::ingress::route(
+                                        &app.rules,
+                                        req.host.as_deref(),
+                                        &req.path,
+                                    ),
+                                    crate::ingress::Matching::Kubernetes => {
+                                        crate::ingress::route_kubernetes(
+                                            &app.rules,
+                                            req.host.as_deref(),
+                                            &req.path,
+                                        )
+                                        .or(app.default.as_ref())
+                                    }
+                                };
+                                match picked {
                                     None => {
-                                        let _ = f.send_slice(&crate::ingress::status_response(
-                                            404,
-                                            "Not Found",
-                                        ));
+                                        let _ =
+                                            f.send_slice(&status(app.matching, 404, "Not Found"));
                                         f.close();
                                         Stage::Closing
                                     }
                                     Some(r) if r.targets.is_empty() => {
-                                        let _ = f.send_slice(&crate::ingress::status_response(
+                                        let _ = f.send_slice(&status(
+                                            app.matching,
                                             503,
                                             "Service Temporarily Unavailable",
                                         ));
@@ -412,11 +441,11 @@ impl Stack {
                                             }
                                             Err(_) => {
                                                 let f = sockets.get_mut::<tcp::Socket>(c.front);
-                                                let _ =
-                                                    f.send_slice(&crate::ingress::status_response(
-                                                        502,
-                                                        "Bad Gateway",
-                                                    ));
+                                                let _ = f.send_slice(&status(
+                                                    app.matching,
+                                                    502,
+                                                    "Bad Gateway",
+                                                ));
                                                 f.close();
                                                 Stage::Closing
                                             }
@@ -437,8 +466,7 @@ impl Stack {
                         }
                         tcp::State::Closed | tcp::State::TimeWait => {
                             let f = sockets.get_mut::<tcp::Socket>(c.front);
-                            let _ =
-                                f.send_slice(&crate::ingress::status_response(502, "Bad Gateway"));
+                            let _ = f.send_slice(&status(app.matching, 502, "Bad Gateway"));
                             f.close();
                             Stage::Closing
                         }
@@ -475,7 +503,9 @@ impl Stack {
                     if f.state() == tcp::State::CloseWait {
                         f.close();
                     }
-                    let front_done = f.state() == tcp::State::Closed;
+                    // A front connection in TIME_WAIT no longer holds the listener: the
+                    // kernel's listening socket keeps accepting while it waits.
+                    let front_done = matches!(f.state(), tcp::State::Closed | tcp::State::TimeWait);
                     let back_done = c.back.is_none_or(|b| {
                         matches!(
                             sockets.get::<tcp::Socket>(b).state(),
@@ -783,6 +813,14 @@ fn pick<'a>(main: &'a mut Iface, lo: &'a mut Option<Iface>, side: Side) -> &'a m
 fn looks_like_http(b: &[u8]) -> bool {
     const METHODS: [&[u8]; 6] = [b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS "];
     METHODS.iter().any(|m| b.starts_with(m))
+}
+
+/// A response the L7 hop writes itself, in its controller's style.
+fn status(matching: crate::ingress::Matching, code: u16, reason: &str) -> Vec<u8> {
+    match matching {
+        crate::ingress::Matching::Alb => crate::ingress::status_response(code, reason),
+        crate::ingress::Matching::Kubernetes => crate::ingress::nginx_status_response(code, reason),
+    }
 }
 
 /// What Go's `net/http` server answers to bytes that are not an HTTP request.

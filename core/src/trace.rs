@@ -710,7 +710,16 @@ impl Cluster {
             proto,
             client_idx,
             server_hit: None,
-            proxies: self.edge.albs.iter().map(|a| (a.netns, 80)).collect(),
+            proxies: self
+                .edge
+                .albs
+                .iter()
+                .map(|a| (a.netns, 80))
+                .chain(self.edge.controllers.iter().filter_map(|c| {
+                    let id = self.pod_id(&format!("pod/{}", c.pod)).ok()?;
+                    Some((self.pods[id.idx()].netns, c.port))
+                }))
+                .collect(),
             proxy_hit: None,
             reply_from: None,
             drops: Vec::new(),
