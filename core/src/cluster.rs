@@ -114,6 +114,8 @@ pub struct Netns {
     pub router: bool,
     /// kube-proxy's health-check servers on a node: port → the HTTP response it writes.
     pub(crate) health: BTreeMap<u16, Vec<u8>>,
+    /// Kernel log lines written by `LOG` rules, oldest first (the last 10,000).
+    pub(crate) klog: Vec<String>,
     pub(crate) stack: Option<Box<Stack>>,
 }
 
@@ -576,6 +578,7 @@ impl Cluster {
             ports: BTreeMap::new(),
             router,
             health: BTreeMap::new(),
+            klog: Vec::new(),
             stack: None,
         });
         let lo = self.add_device(id, "lo", DeviceKind::Loopback);
@@ -1283,11 +1286,26 @@ impl Cluster {
             .unwrap_or_default())
     }
 
+    /// The kernel log lines `LOG` rules wrote in a node's (or `pod/NS/NAME`'s, or the
+    /// `vpc`'s) namespace, oldest first, as `dmesg` shows them without timestamps.
+    pub fn kernel_log(&self, who: &str) -> Result<String, ClusterError> {
+        let ns = self.netns_of(who)?;
+        Ok(self.netns[ns.idx()].klog.iter().map(|l| format!("{}\n", l.trim_end())).collect())
+    }
+
     /// `iptables-save` of a node (kernel form).
     pub fn iptables_save(&self, node: &str) -> Result<String, ClusterError> {
+        self.iptables_save_with(node, false)
+    }
+
+    /// [`Cluster::iptables_save`] with per-rule packet and byte counters when `counters` is
+    /// set (`iptables-save -c`).
+    pub fn iptables_save_with(&self, node: &str, counters: bool) -> Result<String, ClusterError> {
         let id = self.node_id(node)?;
         let nf = self.netns[self.nodes[id.idx()].netns.idx()].nf.as_ref();
-        Ok(nf.map(|nf| nf.tables.save_kernel_form(&nf.tables.tables_in_use())).unwrap_or_default())
+        Ok(nf
+            .map(|nf| nf.tables.save_kernel_form_with(&nf.tables.tables_in_use(), counters))
+            .unwrap_or_default())
     }
 
     pub(crate) fn netns_of(&self, who: &str) -> Result<NetnsId, ClusterError> {

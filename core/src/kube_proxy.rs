@@ -1404,6 +1404,29 @@ impl Cluster {
         Ok(())
     }
 
+    /// Runs `iptables-restore [--noflush]` on a node, as an administrator (or another
+    /// agent) would, on top of what kube-proxy wrote. kube-proxy's syncs rewrite the filter
+    /// and nat tables and keep raw and mangle, so rules meant to stay belong there (or use
+    /// [`Cluster::import_iptables`] to pin the whole node).
+    pub fn iptables_restore(
+        &mut self,
+        node: &str,
+        text: &str,
+        noflush: bool,
+    ) -> Result<(), ClusterError> {
+        let id = self.node_id(node)?;
+        let ns = self.nodes[id.idx()].netns;
+        if let Some(nf) = self.netns[ns.idx()].nf.as_mut() {
+            nf.tables_mut().restore(text, noflush).map_err(|e| ClusterError::IptablesParse {
+                node: node.into(),
+                line: e.line,
+                column: e.col,
+                msg: e.msg,
+            })?;
+        }
+        Ok(())
+    }
+
     /// How a node's imported rules differ from what podnet's kube-proxy and the egress
     /// agent would write there now, chain by chain in kernel form: `-` lines are expected
     /// but missing, `+` lines are on the node but not expected; a chain whose rules match but

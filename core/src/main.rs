@@ -25,10 +25,12 @@ USAGE:
         A reachability matrix: every source against every destination (dry runs).
     podnet check --cluster PATH [--json]
         Validate Kubernetes objects and print what was loaded and what was skipped.
-    podnet iptables-save|kube-proxy-rules|ipvsadm|ipset|conntrack|routes|neigh|fdb|ip-rule|enis
-           --node NAME [--proxy-mode iptables|ipvs] [--cni bridge|aws-vpc]
+    podnet iptables-save|kube-proxy-rules|ipvsadm|ipset|conntrack|routes|neigh|fdb|ip-rule|enis|dmesg
+           --node NAME [--proxy-mode iptables|ipvs] [--cni bridge|aws-vpc] [-c]
+           [--from SRC --to DST ...]
         Print a node's tables of the reference cluster, as the real tools print them
         (--node also takes pod/NS/NAME for routes, neigh and ip-rule; enis is ipamd's view).
+        Flows given with --from/--to run first; iptables-save -c prints rule counters.
     --iptables NODE=FILE (repeatable, any command): run NODE on the rules of a real node's
         iptables-save instead of the generated ones; `podnet drift --node NODE --iptables
         NODE=FILE` prints how they differ from what kube-proxy would write (- missing, + extra).
@@ -64,6 +66,7 @@ struct Opts {
     pcap: Option<std::path::PathBuf>,
     headers: Vec<(String, String)>,
     iptables: Vec<(String, std::path::PathBuf)>,
+    counters: bool,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -75,6 +78,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         pcap: None,
         headers: Vec::new(),
         iptables: Vec::new(),
+        counters: false,
         from: vec![],
         to: vec![],
         proto: FlowProto::Tcp,
@@ -121,6 +125,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
                     .ok_or_else(|| format!("--iptables '{v}': write NODE=FILE"))?;
                 o.iptables.push((node.to_string(), file.into()));
             }
+            "-c" | "--counters" => o.counters = true,
             "--header" => {
                 let h = val("--header")?;
                 let (k, v) = h
@@ -166,9 +171,22 @@ fn run(args: &[String]) -> Result<u8, String> {
         "trace" => trace(&o),
         "reach" => reach(&o),
         "iptables-save" | "kube-proxy-rules" | "conntrack" | "routes" | "neigh" | "fdb"
-        | "ipvsadm" | "ipset" | "ip-rule" | "enis" | "drift" => {
+        | "ipvsadm" | "ipset" | "ip-rule" | "enis" | "drift" | "dmesg" => {
             let node = o.node.clone().ok_or("this command needs --node NAME")?;
-            let c = cluster(&o)?;
+            let mut c = cluster(&o)?;
+            if o.from.len() != o.to.len() {
+                return Err("--from and --to come in pairs (flows run before printing)".into());
+            }
+            // Flows given with the table command run first, so counters and conntrack show
+            // what they did.
+            let opts = TraceOptions { proto: o.proto, sport: o.sport, ..TraceOptions::default() };
+            for (f, t) in o.from.iter().zip(&o.to) {
+                c.trace(f, t, &opts).map_err(|e| e.to_string())?;
+            }
+            if cmd == "iptables-save" && o.counters {
+                print!("{}", c.iptables_save_with(&node, true).map_err(|e| e.to_string())?);
+                return Ok(0);
+            }
             print!("{}", table(&c, cmd, &node)?);
             Ok(0)
         }
@@ -189,6 +207,7 @@ fn table(c: &Cluster, what: &str, node: &str) -> Result<String, String> {
         "ip-rule" => c.ip_rules(node),
         "drift" => c.iptables_drift(node),
         "enis" => c.enis(node),
+        "dmesg" => c.kernel_log(node),
         other => {
             return Err(format!(
                 "unknown table '{other}' (conntrack, fdb, neigh, routes, iptables)"

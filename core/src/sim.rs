@@ -104,6 +104,8 @@ pub(crate) struct SimState {
 
 /// How long a packet waits for an ARP reply (3 probes, 1 s apart).
 const ARP_TIMEOUT: Duration = Duration::from_secs(3);
+/// Kernel log lines (`LOG` targets) a namespace keeps, oldest dropped first.
+const KLOG_LINES: usize = 10_000;
 /// Livelock guard: frames processed per run.
 pub(crate) const MAX_EVENTS: u64 = 200_000;
 
@@ -519,7 +521,8 @@ impl Cluster {
                 self.arp_rx(ns, dev, &payload, tag);
             }
             EthernetProtocol::Ipv4 => {
-                let skb = Skb::new(eth.payload().to_vec());
+                let mut skb = Skb::new(eth.payload().to_vec());
+                skb.mac_header = frame.get(..14).and_then(|h| h.try_into().ok());
                 self.ip_rcv(ns, dev, skb, tag, false);
             }
             other => {
@@ -682,7 +685,27 @@ impl Cluster {
         };
         self.netns[ns.idx()].nf = Some(nf);
         let dev = in_dev.or(out_dev);
+        if !report.logs.is_empty() {
+            let klog = &mut self.netns[ns.idx()].klog;
+            klog.extend(report.logs.iter().cloned());
+            if klog.len() > KLOG_LINES {
+                let extra = klog.len() - KLOG_LINES;
+                klog.drain(..extra);
+            }
+        }
         if tracing {
+            for line in &report.logs {
+                hop!(
+                    self,
+                    tag,
+                    ns,
+                    dev,
+                    HopKind::Log { hook },
+                    format!("kernel: {line}"),
+                    None,
+                    None,
+                );
+            }
             for h in &report.hits {
                 hop!(
                     self,
@@ -1259,6 +1282,7 @@ impl Cluster {
         }
         // br_netfilter: PREROUTING for every IPv4 frame entering the bridge.
         let mut skb = Skb::new(eth.payload().to_vec());
+        skb.mac_header = frame.get(..14).and_then(|h| h.try_into().ok());
         let dst_before = Ipv4Packet::new_checked(&skb.data[..]).map(|p| p.dst_addr()).ok();
         if !self.nf_hook(
             ns,

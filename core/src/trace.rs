@@ -290,6 +290,9 @@ pub(crate) enum HopKind {
     Conntrack {
         hook: Hook,
     },
+    Log {
+        hook: Hook,
+    },
     Drop {
         reason: &'static str,
     },
@@ -485,6 +488,10 @@ impl Recorder {
             HopKind::Conntrack { hook } => {
                 hop.hook = Some(hook.to_string());
                 "conntrack"
+            }
+            HopKind::Log { hook } => {
+                hop.hook = Some(hook.to_string());
+                "log"
             }
             HopKind::Drop { reason } => {
                 hop.reason = Some(reason.to_string());
@@ -1058,6 +1065,7 @@ impl Cluster {
                     ports: n.ports.clone(),
                     router: n.router,
                     health: n.health.clone(),
+                    klog: n.klog.clone(),
                     stack: None,
                 })
                 .collect(),

@@ -105,3 +105,30 @@ fn pcap_and_drift_write_and_read_files() {
     assert!(err.contains("--iptables node1=/nonexistent/x"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn iptables_save_c_prints_the_counters_of_flows_run_first() {
+    let (code, out, _) = podnet(&[
+        "iptables-save",
+        "--node",
+        "node1",
+        "-c",
+        "--from",
+        "pod/default/pod2",
+        "--to",
+        "svc/default/web:udp",
+        "--proto",
+        "udp",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let rules: Vec<&str> = out.lines().filter(|l| l.contains("-A ")).collect();
+    assert!(rules.iter().all(|l| l.starts_with('[')), "{out}");
+    // The one new connection went through exactly one endpoint's DNAT rule, once.
+    let dnat: Vec<&&str> =
+        rules.iter().filter(|l| l.contains("default/web:udp") && l.contains("-j DNAT")).collect();
+    assert_eq!(dnat.iter().filter(|l| l.starts_with("[1:")).count(), 1, "{dnat:#?}");
+    assert_eq!(dnat.iter().filter(|l| l.starts_with("[0:0]")).count(), dnat.len() - 1);
+    // Without -c: no counters.
+    let (_, plain, _) = podnet(&["iptables-save", "--node", "node1"]);
+    assert!(plain.lines().filter(|l| l.contains("-A ")).all(|l| l.starts_with("-A ")));
+}

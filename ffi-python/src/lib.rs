@@ -228,9 +228,21 @@ impl Cluster {
         Ok(out)
     }
 
-    /// `iptables-save` of a node (kernel form).
-    fn iptables_save(&self, node: &str) -> PyResult<String> {
-        self.inner.iptables_save(node).map_err(error::cluster)
+    /// The kernel log lines `LOG` rules wrote on a node (`dmesg` without timestamps).
+    fn kernel_log(&self, node: &str) -> PyResult<String> {
+        self.inner.kernel_log(node).map_err(error::cluster)
+    }
+
+    /// `iptables-restore [--noflush]` on a node (raw and mangle survive kube-proxy's syncs).
+    #[pyo3(signature = (node, text, noflush = true))]
+    fn iptables_restore(&mut self, node: &str, text: &str, noflush: bool) -> PyResult<()> {
+        self.inner.iptables_restore(node, text, noflush).map_err(error::cluster)
+    }
+
+    /// `iptables-save` of a node (kernel form); `counters=True` is `iptables-save -c`.
+    #[pyo3(signature = (node, counters = false))]
+    fn iptables_save(&self, node: &str, counters: bool) -> PyResult<String> {
+        self.inner.iptables_save_with(node, counters).map_err(error::cluster)
     }
 
     /// kube-proxy's restore payload for a node (restore form).

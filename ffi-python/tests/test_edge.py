@@ -28,3 +28,15 @@ def test_health_check_node_port_is_allocated_and_answers_per_node():
     assert ok.http_status == 200
     bad = c.trace("host/internet", f"203.0.113.1:{port}", proto="http")
     assert bad.http_status == 503
+
+
+def test_log_rules_write_kernel_lines_and_counters_count():
+    c = podnet.Cluster.seed()
+    c.iptables_restore("node2", '*mangle\n-A PREROUTING -p udp --dport 8080 -j LOG --log-prefix "udp: "\nCOMMIT\n')
+    t = c.trace("pod/default/pod2", "pod/default/pod3:8080", proto="udp")
+    assert t.completed
+    logged = [h for h in t.hops if h.action == "log"]
+    assert logged and logged[0].detail.startswith("kernel: udp: IN=eth0 OUT= MAC=")
+    assert "PROTO=UDP" in c.kernel_log("node2")
+    counted = c.iptables_save("node2", counters=True)
+    assert '[1:' in next(l for l in counted.splitlines() if "--log-prefix" in l)

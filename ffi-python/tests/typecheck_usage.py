@@ -22,3 +22,6 @@ c.delete("svc/default/web")
 pcap: bytes = c.trace("pod/default/pod1", "pod/default/pod2:8080", capture=True).pcapng()
 status: Optional[int] = c.trace("host/internet", "203.0.113.100:80", proto="http").http_status
 healthy: List[bool] = [bool(h["healthy"]) for h in c.health_checks("node1")]
+counted: str = c.iptables_save("node1", counters=True)
+c.iptables_restore("node2", "*mangle\nCOMMIT\n", noflush=True)
+klog: str = c.kernel_log("node2")

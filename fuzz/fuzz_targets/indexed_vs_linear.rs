@@ -99,6 +99,7 @@ fuzz_target!(|data: &[u8]| {
             recent: &mut l1,
             sets: &sets,
             hits: Some(&mut h1),
+            logs: Vec::new(),
         },
         true,
     );
@@ -112,6 +113,7 @@ fuzz_target!(|data: &[u8]| {
             recent: &mut l2,
             sets: &sets,
             hits: Some(&mut h2),
+            logs: Vec::new(),
         },
         false,
     );

@@ -163,6 +163,8 @@ pub struct EvalState<'a> {
     pub sets: &'a IpSets,
     /// When `Some`, every rule whose target fires is recorded.
     pub hits: Option<&'a mut Vec<RuleHit>>,
+    /// `--log-prefix` of each `LOG` rule that fired, in order.
+    pub logs: Vec<String>,
 }
 
 /// A rule (or a policy) that acted on a packet.
@@ -381,7 +383,11 @@ fn eval_from(
             });
         }
         match &rule.target {
-            Target::None | Target::Log(_) | Target::Trace => ri = i + 1,
+            Target::Log(prefix) => {
+                st.logs.push(prefix.clone());
+                ri = i + 1;
+            }
+            Target::None | Target::Trace => ri = i + 1,
             Target::Mark { value, mask } => {
                 *st.mark = (*st.mark & !mask) ^ value;
                 ri = i + 1;

@@ -35,12 +35,14 @@ pub struct Skb {
     pub mark: u32,
     /// `skb->_nfct`.
     pub ct: CtRef,
+    /// The Ethernet header the packet was received with (what `LOG` prints as `MAC=`).
+    pub mac_header: Option<[u8; 14]>,
 }
 
 impl Skb {
     /// A fresh packet with no mark and no conntrack attachment.
     pub fn new(data: Vec<u8>) -> Skb {
-        Skb { data, mark: 0, ct: CtRef::None }
+        Skb { data, mark: 0, ct: CtRef::None, mac_header: None }
     }
 }
 
@@ -118,6 +120,8 @@ pub struct HookReport {
     pub verdict: HookVerdict,
     /// Rules that fired (when tracing).
     pub hits: Vec<RuleHit>,
+    /// Kernel log lines of `LOG` rules that fired (always, as the kernel logs them).
+    pub logs: Vec<String>,
     /// NAT rewrites applied.
     pub nat: Vec<NatApplied>,
     /// The conntrack state the packet had at this hook.
@@ -173,6 +177,7 @@ impl Netfilter {
         let mut report = HookReport {
             verdict: HookVerdict::Accept,
             hits: Vec::new(),
+            logs: Vec::new(),
             nat: Vec::new(),
             ctinfo: None,
             confirmed: false,
@@ -222,7 +227,7 @@ impl Netfilter {
                     }
                 }
             } else {
-                self.run_table(t, hook, skb, &info, env, &mut report.hits)
+                self.run_table(t, hook, skb, &info, env, &mut report)
             };
             match verdict {
                 Verdict::Accept => {}
@@ -315,7 +320,7 @@ impl Netfilter {
         skb: &mut Skb,
         info: &PacketInfo,
         env: &HookEnv<'_>,
-        hits: &mut Vec<RuleHit>,
+        report: &mut HookReport,
     ) -> Verdict {
         let (status_bits, origdst) = self.ct_view(&skb.ct);
         let pkt = PacketCtx {
@@ -336,15 +341,31 @@ impl Netfilter {
             rng: &mut self.rng,
             recent: &mut self.recent,
             sets: &self.sets,
-            hits: if env.trace { Some(hits) } else { None },
+            hits: if env.trace { Some(&mut report.hits) } else { None },
+            logs: Vec::new(),
         };
-        eval::eval_hook(
+        let v = eval::eval_hook(
             Arc::make_mut(&mut self.tables).table_mut(t),
             hook,
             &pkt,
             &mut st,
             self.indexed,
-        )
+        );
+        if !st.logs.is_empty() {
+            // The packet is unchanged within a table (NAT applies after its verdict), so
+            // every LOG rule of this walk saw these bytes.
+            let cx = crate::log::LogContext {
+                in_iface: env.in_iface,
+                out_iface: env.out_iface,
+                physdev_in: env.physdev_in,
+                physdev_out: env.physdev_out,
+                mac_header: skb.mac_header.as_ref(),
+            };
+            for prefix in std::mem::take(&mut st.logs) {
+                report.logs.push(crate::log::log_line(&prefix, &cx, &skb.data));
+            }
+        }
+        v
     }
 
     fn ct_view(&self, ct: &CtRef) -> (u32, Option<Ipv4Addr>) {
@@ -375,7 +396,7 @@ impl Netfilter {
         let mut decided_here = false;
         let needs_decision = matches!(&skb.ct, CtRef::Unconfirmed(e) if e.status & done_bit == 0);
         if needs_decision {
-            let v = self.run_table(TableName::Nat, hook, skb, info, env, &mut report.hits);
+            let v = self.run_table(TableName::Nat, hook, skb, info, env, report);
             let CtRef::Unconfirmed(entry) = &mut skb.ct else { unreachable!("checked above") };
             match v {
                 Verdict::Dnat(range, flags) if manip == Manip::Dst => {

@@ -13,6 +13,7 @@
 //!   O(1) in the number of Services.
 //! - [`ipset`]: the set types kube-proxy's IPVS mode uses.
 //! - [`ipvs`]: IPVS virtual services, schedulers and `ipvsadm -Ln`.
+//! - [`log`]: the `LOG` target's kernel log line.
 //! - [`hook`]: the per-hook pipeline ([`Netfilter::hook`]) that ties them together the way
 //!   the kernel orders them.
 //!
@@ -25,6 +26,7 @@ pub mod eval;
 pub mod hook;
 pub mod ipset;
 pub mod ipvs;
+pub mod log;
 pub mod packet;
 pub mod rule;
 pub mod table;

@@ -506,6 +506,12 @@ impl Ruleset {
     /// then the rules chain by chain in that same order. Tables without any user chain or rule
     /// are printed too once they exist in the kernel; `tables` picks which.
     pub fn save_kernel_form(&self, tables: &[TableName]) -> String {
+        self.save_kernel_form_with(tables, false)
+    }
+
+    /// [`Ruleset::save_kernel_form`], with each rule's packet and byte counters in front of
+    /// it when `counters` is set, as `iptables-save -c` prints them (`[5:300] -A ...`).
+    pub fn save_kernel_form_with(&self, tables: &[TableName], counters: bool) -> String {
         let mut out = String::new();
         for t in tables.iter().map(|t| self.table(*t)) {
             let _ = writeln!(out, "*{}", t.name);
@@ -526,6 +532,9 @@ impl Ruleset {
             order.extend(user);
             for name in order {
                 for r in &t.chains[name.as_str()].rules {
+                    if counters {
+                        let _ = write!(out, "[{}:{}] ", r.counters.0, r.counters.1);
+                    }
                     let k = r.kernel_form();
                     if k.is_empty() {
                         let _ = writeln!(out, "-A {name}");

@@ -86,9 +86,9 @@ proptest! {
             let (mut l1, mut l2) = (RecentLists::default(), RecentLists::default());
             let (mut h1, mut h2) = (Vec::new(), Vec::new());
             let v1 = eval_chain(a.table_mut(TableName::Filter), "FORWARD", &ctx,
-                &mut EvalState { mark: &mut m1, rng: &mut r1, recent: &mut l1, sets: &sets, hits: Some(&mut h1) }, true);
+                &mut EvalState { mark: &mut m1, rng: &mut r1, recent: &mut l1, sets: &sets, hits: Some(&mut h1), logs: Vec::new() }, true);
             let v2 = eval_chain(b.table_mut(TableName::Filter), "FORWARD", &ctx,
-                &mut EvalState { mark: &mut m2, rng: &mut r2, recent: &mut l2, sets: &sets, hits: Some(&mut h2) }, false);
+                &mut EvalState { mark: &mut m2, rng: &mut r2, recent: &mut l2, sets: &sets, hits: Some(&mut h2), logs: Vec::new() }, false);
             prop_assert_eq!(v1, v2);
             prop_assert_eq!(h1, h2);
             prop_assert_eq!(m1, m2);
