@@ -1,11 +1,14 @@
 //! The netfilter crate alone, tracing off: an established packet, a new connection through
-//! kube-proxy's rules at 10 / 1,000 / 10,000 Services, conntrack insert and lookup.
+//! kube-proxy's rules at 10 / 1,000 / 10,000 / 30,000 Services in iptables and IPVS modes,
+//! conntrack insert, lookup and expiry (100k and 1M entries).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant as WallInstant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use podnet_benches::{client, forward, node_netfilter, syn, vip};
+use podnet_benches::{
+    client, forward, forward_ipvs, node_netfilter, node_netfilter_ipvs, syn, vip,
+};
 use podnet_netfilter::{Conntrack, Skb, packet};
 use smoltcp::time::Instant;
 
@@ -24,9 +27,24 @@ fn established(c: &mut Criterion) {
 }
 
 fn new_connections(c: &mut Criterion) {
-    let mut g = c.benchmark_group("netfilter/new_conn");
-    for n in [10usize, 1_000, 10_000] {
-        let mut nf = node_netfilter(n);
+    new_connections_in(c, "netfilter/new_conn", node_netfilter, forward);
+    new_connections_in(c, "netfilter/new_conn_ipvs", node_netfilter_ipvs, forward_ipvs);
+}
+
+fn new_connections_in(
+    c: &mut Criterion,
+    group: &str,
+    build: fn(usize) -> podnet_netfilter::Netfilter,
+    path: fn(&mut podnet_netfilter::Netfilter, &mut Skb, Instant) -> bool,
+) {
+    let mut g = c.benchmark_group(group);
+    for n in [10usize, 1_000, 10_000, 30_000] {
+        let mut nf = build(n);
+        {
+            // The path works before it is timed.
+            let (src, sport) = client(u32::MAX >> 2);
+            assert!(path(&mut nf, &mut Skb::new(syn(src, sport, vip(0), 80)), Instant::ZERO));
+        }
         // A pool of distinct SYNs; conntrack is emptied (untimed) when the pool wraps.
         let pool: Vec<Vec<u8>> = (0..65_536u32)
             .map(|k| {
@@ -46,7 +64,7 @@ fn new_connections(c: &mut Criterion) {
                     let mut skb = Skb::new(pool[k].clone());
                     k += 1;
                     let t = WallInstant::now();
-                    black_box(forward(&mut nf, &mut skb, Instant::ZERO));
+                    black_box(path(&mut nf, &mut skb, Instant::ZERO));
                     total += t.elapsed();
                 }
                 total
@@ -95,5 +113,65 @@ fn conntrack(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, established, new_connections, conntrack);
+/// conntrack at a million entries: lookup of a live one, a miss-then-insert, and expiring
+/// them all at once (virtual time past every timeout).
+fn conntrack_1m(c: &mut Criterion) {
+    const N: u32 = 1_000_000;
+    let fill = || {
+        let mut ct = Conntrack::new(usize::MAX);
+        for k in 0..N {
+            let (src, sport) = client(k);
+            let info = packet::parse(&syn(src, sport, vip(1), 80)).expect("valid");
+            if let podnet_netfilter::CtRef::Unconfirmed(e) = ct.lookup(&info, Instant::ZERO) {
+                ct.confirm(*e, Instant::ZERO).expect("distinct");
+            }
+        }
+        ct
+    };
+    let mut ct = fill();
+    let probes: Vec<_> = (0..4096u32)
+        .map(|k| {
+            let (src, sport) = client(k.wrapping_mul(244_141) % N);
+            packet::parse(&syn(src, sport, vip(1), 80)).expect("valid")
+        })
+        .collect();
+    let mut g = c.benchmark_group("conntrack_1m");
+    g.sample_size(10);
+    let mut i = 0;
+    g.bench_function("lookup", |b| {
+        b.iter(|| {
+            i = (i + 1) % probes.len();
+            black_box(ct.lookup(&probes[i], Instant::ZERO))
+        })
+    });
+    let fresh: Vec<_> = (0..65_536u32)
+        .map(|k| {
+            let (src, sport) = client(k);
+            packet::parse(&syn(src, sport, vip(2), 80)).expect("valid")
+        })
+        .collect();
+    let mut k = 0;
+    g.bench_function("insert", |b| {
+        b.iter(|| {
+            k += 1;
+            if k == fresh.len() {
+                k = 0;
+                let _ = ct.delete_where(|e| e.orig.dst == vip(2));
+            }
+            if let podnet_netfilter::CtRef::Unconfirmed(e) = ct.lookup(&fresh[k], Instant::ZERO) {
+                black_box(ct.confirm(*e, Instant::ZERO).ok());
+            }
+        })
+    });
+    g.bench_function("expire_all", |b| {
+        b.iter_batched(
+            fill,
+            |mut ct| black_box(ct.expire(Instant::from_secs(1_000_000))),
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, established, new_connections, conntrack, conntrack_1m);
 criterion_main!(benches);

@@ -73,6 +73,66 @@ pub fn node_netfilter(n: usize) -> Netfilter {
     nf
 }
 
+/// A node's netfilter in IPVS mode (round robin) for `n` Services with 2 endpoints each:
+/// kube-proxy's ipsets, virtual services and the iptables rules IPVS mode still writes.
+pub fn node_netfilter_ipvs(n: usize) -> Netfilter {
+    let (svcs, slices) = services(n, 2);
+    let sync = podnet::kube_proxy::sync_ipvs(
+        &proxy_config(),
+        &svcs,
+        &slices,
+        podnet_netfilter::ipvs::Scheduler::Rr,
+    );
+    let mut nf = Netfilter::new(1);
+    nf.tables_mut().restore(&sync.iptables, false).expect("payload parses");
+    nf.tables_mut().restore(podnet::kube_proxy::base_jumps_ipvs(), true).expect("jumps parse");
+    for (name, kind, comment, members) in &sync.sets {
+        nf.sets.create(name, *kind, comment);
+        for m in members {
+            nf.sets.add(name, m).expect("members fit");
+        }
+    }
+    nf.ipvs.replace(sync.services);
+    nf.conntrack.max = usize::MAX;
+    nf
+}
+
+/// What a pod-to-ClusterIP packet goes through on the client's node in IPVS mode: the VIP
+/// is local (kube-ipvs0), so PREROUTING, INPUT (where IPVS schedules and DNATs), then
+/// POSTROUTING toward the real server. Tracing off. `true` when IPVS took it.
+pub fn forward_ipvs(nf: &mut Netfilter, skb: &mut Skb, now: Instant) -> bool {
+    let local = |a: Ipv4Addr, _: Option<&str>| -> u16 {
+        if u32::from(a) >> 16 == u32::from(Ipv4Addr::new(10, 96, 0, 0)) >> 16 {
+            addrtype::LOCAL
+        } else {
+            addrtype::UNICAST
+        }
+    };
+    let env = |inp: Option<&'static str>, out: Option<&'static str>, masq| HookEnv {
+        in_iface: inp,
+        out_iface: out,
+        physdev_in: None,
+        physdev_out: None,
+        bridged: false,
+        masq_addr: masq,
+        addr_type: &local,
+        now,
+        trace: false,
+    };
+    let ok = |r: &podnet_netfilter::HookReport| r.verdict == podnet_netfilter::HookVerdict::Accept;
+    if !ok(&nf.hook(Hook::PreRouting, skb, &env(Some("cbr0"), None, None))) {
+        return false;
+    }
+    let input = nf.hook(Hook::Input, skb, &env(Some("cbr0"), None, None));
+    ok(&input)
+        && input.ipvs.is_some()
+        && ok(&nf.hook(
+            Hook::PostRouting,
+            skb,
+            &env(None, Some("eth0"), Some(Ipv4Addr::new(192, 168, 0, 1))),
+        ))
+}
+
 /// A 64-byte-frame-sized TCP SYN (40-byte IPv4 packet) with valid checksums.
 pub fn syn(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
     use smoltcp::wire::{IpAddress, Ipv4Packet, TcpPacket};

@@ -90,7 +90,7 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(if quick { 0.2 } else { 2.0 });
-    let sizes: &[usize] = if quick { &[10, 100] } else { &[10, 1_000, 10_000] };
+    let sizes: &[usize] = if quick { &[10, 100] } else { &[10, 1_000, 10_000, 30_000] };
     let mut out: Vec<Figure> = Vec::new();
     let mut emit = |f: Figure| {
         use std::io::Write;
@@ -141,26 +141,40 @@ fn main() {
         }
     }));
 
-    // New connections through kube-proxy's rules.
-    for &n in sizes {
-        let mut nf = node_netfilter(n);
-        let pool: Vec<Vec<u8>> = (0..65_536u32)
-            .map(|k| {
-                let (s, p) = client(k);
-                syn(s, p, vip(k as usize % n), 80)
-            })
-            .collect();
-        let mut k = 0;
-        emit(rate(&format!("new_conn_iptables_{n}_services"), "conn/s", secs, 8_192, || {
-            if k + 8_192 > pool.len() {
-                k = 0;
-                nf.conntrack = Conntrack::new(usize::MAX);
-            }
-            for p in &pool[k..k + 8_192] {
-                black_box(forward(&mut nf, &mut Skb::new(p.clone()), smoltcp::time::Instant::ZERO));
-            }
-            k += 8_192;
-        }));
+    // New connections through kube-proxy's rules (iptables mode) and its virtual services
+    // (IPVS mode).
+    type Path = fn(&mut podnet_netfilter::Netfilter, &mut Skb, smoltcp::time::Instant) -> bool;
+    let modes: [(&str, fn(usize) -> podnet_netfilter::Netfilter, Path); 2] = [
+        ("iptables", node_netfilter, forward),
+        ("ipvs", podnet_benches::node_netfilter_ipvs, podnet_benches::forward_ipvs),
+    ];
+    for (mode, build, path) in modes {
+        for &n in sizes {
+            let mut nf = build(n);
+            let pool: Vec<Vec<u8>> = (0..65_536u32)
+                .map(|k| {
+                    let (s, p) = client(k);
+                    syn(s, p, vip(k as usize % n), 80)
+                })
+                .collect();
+            assert!(path(&mut nf, &mut Skb::new(pool[0].clone()), smoltcp::time::Instant::ZERO));
+            nf.conntrack = Conntrack::new(usize::MAX);
+            let mut k = 0;
+            emit(rate(&format!("new_conn_{mode}_{n}_services"), "conn/s", secs, 8_192, || {
+                if k + 8_192 > pool.len() {
+                    k = 0;
+                    nf.conntrack = Conntrack::new(usize::MAX);
+                }
+                for p in &pool[k..k + 8_192] {
+                    black_box(path(
+                        &mut nf,
+                        &mut Skb::new(p.clone()),
+                        smoltcp::time::Instant::ZERO,
+                    ));
+                }
+                k += 8_192;
+            }));
+        }
     }
 
     // Conntrack insert and lookup.
@@ -186,9 +200,16 @@ fn main() {
         ("flow_udp_same_node", "pod/default/pod1", "10.244.1.3:8080"),
         ("flow_udp_cross_node", "pod/default/pod1", "10.244.2.2:8080"),
         ("flow_udp_pod_to_clusterip", "pod/default/pod2", "10.96.0.10:80"),
+        ("flow_udp_egress_via_gateway", "pod/default/pod2", "203.0.113.10:80"),
+        ("flow_tcp_lb_nodeport_pod", "host/internet", "203.0.113.100:80"),
     ] {
         let mut c = Cluster::seed();
-        c.trace(from, to, &opts).expect("warm-up");
+        let opts = if name.starts_with("flow_tcp") {
+            TraceOptions { proto: FlowProto::Tcp, ..opts.clone() }
+        } else {
+            opts.clone()
+        };
+        assert!(c.trace(from, to, &opts).expect("warm-up").completed, "{name} completes");
         emit(rate(name, "flow/s", secs, 200, || {
             for _ in 0..200 {
                 black_box(c.trace(from, to, &opts).expect("runs"));
