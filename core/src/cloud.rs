@@ -3,6 +3,9 @@
 //! - an **internet gateway** (its own namespace `igw`) doing 1:1 NAT between each node's
 //!   (and each load balancer's) private address and its public one, with netfilter rules
 //!   (`DNAT` in PREROUTING, `SNAT` in POSTROUTING) so every rewrite is traced like any other;
+//! - a **NAT gateway** (namespace `natgw`) for nodes without a public address: the VPC
+//!   router sends their internet-bound traffic to it (policy rules, table 200) and it
+//!   translates many-to-one before the internet gateway maps its own address;
 //! - **hosts on the internet** (`host/NAME`, smoltcp stacks serving TCP and UDP 80);
 //! - **node egress masquerade** as ip-masq-agent programs it: traffic leaving for anything
 //!   outside the non-masquerade CIDRs (the cluster CIDR and the VPC CIDR) is masqueraded to
@@ -34,7 +37,7 @@ use podnet_netfilter::{Netfilter, Proto};
 use crate::cluster::{Cluster, DeviceKind, Owner};
 use crate::ids::NetnsId;
 use crate::kube_proxy::{Service, ServicePort, ServiceType, TargetPort};
-use crate::net::route::{Route, RouteProto};
+use crate::net::route::{MAIN_TABLE, PolicyRule, Route, RouteProto};
 
 /// The link between the VPC router and the internet gateway.
 const LINK_VPC: Ipv4Addr = Ipv4Addr::new(169, 254, 255, 1);
@@ -132,7 +135,38 @@ pub struct Edge {
     pub lbs: Vec<CloudLb>,
     /// The internet segment's subnet.
     pub internet: Option<Ipv4Network>,
+    /// A NAT gateway for nodes without a public address.
+    pub nat_gateway: Option<NatGateway>,
 }
+
+impl Edge {
+    /// Whether a node, a load balancer, an ALB or the NAT gateway already has `ip`.
+    fn public_ip_taken(&self, ip: Ipv4Addr) -> bool {
+        self.lbs.iter().any(|l| l.public_ip == ip)
+            || self.albs.iter().any(|a| a.public_ip == ip)
+            || self.public_ips.values().any(|p| *p == ip)
+            || self.nat_gateway.as_ref().is_some_and(|g| g.public_ip == ip)
+    }
+}
+
+/// An AWS NAT gateway: a namespace in the VPC subnet that translates many-to-one (SNAT to
+/// its private address, ports 1024-65535), published as its public address by the internet
+/// gateway. The VPC router sends internet-bound traffic from addresses without a public IP
+/// of their own (nodes, and pods under external SNAT) to it, as a private subnet's route
+/// table `0.0.0.0/0 → nat-gateway` does.
+#[derive(Clone, Debug)]
+pub struct NatGateway {
+    /// Public address.
+    pub public_ip: Ipv4Addr,
+    /// Private address in the VPC subnet.
+    pub private_ip: Ipv4Addr,
+    /// Its namespace (`natgw`).
+    pub netns: NetnsId,
+}
+
+/// The VPC router's policy-rule priorities for NAT gateway routing, and its table.
+const NATGW_RULES: std::ops::RangeInclusive<u32> = 1000..=1200;
+const NATGW_TABLE: u32 = 200;
 
 impl Cluster {
     /// Adds an internet gateway: a router between the VPC and `internet` (e.g.
@@ -249,10 +283,7 @@ impl Cluster {
                 fix: "a cloud load balancer serves only LoadBalancer Services; set spec.type: LoadBalancer",
             });
         }
-        if self.edge.lbs.iter().any(|l| l.public_ip == public_ip)
-            || self.edge.albs.iter().any(|a| a.public_ip == public_ip)
-            || self.edge.public_ips.values().any(|p| *p == public_ip)
-        {
+        if self.edge.public_ip_taken(public_ip) {
             return Err(crate::ClusterError::AddressTaken {
                 addr: public_ip,
                 why: "it is already a public IP of a node or load balancer; pick a free one".into(),
@@ -565,6 +596,92 @@ impl Cluster {
         })
     }
 
+    /// Adds a NAT gateway (see [`NatGateway`]); nodes without a public IP reach the
+    /// internet through it.
+    pub fn add_nat_gateway(
+        &mut self,
+        public_ip: Ipv4Addr,
+        private_ip: Ipv4Addr,
+    ) -> Result<(), crate::ClusterError> {
+        if self.edge.igw.is_none() {
+            return Err(crate::ClusterError::NotFound {
+                kind: "internet gateway",
+                name: "natgw".into(),
+                hint: ": a NAT gateway sits behind one; add it first (add_internet_gateway)".into(),
+            });
+        }
+        if self.edge.nat_gateway.is_some() {
+            return Err(crate::ClusterError::Duplicate {
+                kind: "NAT gateway",
+                name: "natgw".into(),
+            });
+        }
+        if self.edge.public_ip_taken(public_ip) {
+            return Err(crate::ClusterError::AddressTaken {
+                addr: public_ip,
+                why: "it is already a public IP of a node or load balancer; pick a free one".into(),
+            });
+        }
+        self.take_vpc_address(private_ip)?;
+        let ns = self.add_netns("natgw", Owner::Router, true);
+        self.netns[ns.idx()].sysctl.ip_forward = true;
+        let mut nf = Netfilter::new(self.cfg.seed ^ 0x6e61_7467);
+        let text = format!(
+            "*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING ! -d {} -m comment --comment \"NAT gateway: many-to-one\" -j SNAT --to-source {private_ip}:1024-65535\nCOMMIT\n",
+            self.cfg.node_subnet
+        );
+        nf.tables_mut().restore(&text, false).expect("generated NAT gateway rules parse");
+        self.netns[ns.idx()].nf = Some(Box::new(nf));
+        let dev = self.add_device(ns, "eth0", DeviceKind::Ether { segment: self.vpc_subnet });
+        self.add_addr(
+            dev,
+            Ipv4Network::new(private_ip, self.cfg.node_subnet.prefix()).expect("valid"),
+        );
+        let vpc_router = self.cfg.vpc_router;
+        self.add_default_route(ns, vpc_router, dev);
+        self.edge.nat_gateway = Some(NatGateway { public_ip, private_ip, netns: ns });
+        self.sync_igw();
+        Ok(())
+    }
+
+    /// The VPC router's routing for a NAT gateway: internet-bound traffic from the VPC
+    /// subnet goes to it, except from addresses the internet gateway maps themselves
+    /// (nodes with public IPs, load balancers, the NAT gateway).
+    fn sync_vpc_egress(&mut self) {
+        let Some(gw) = self.edge.nat_gateway.clone() else { return };
+        let vpc = self.vpc;
+        let Some((dev, _, _)) = self.route(vpc, None, gw.private_ip) else { return };
+        let mut public_sources: Vec<Ipv4Addr> = self
+            .nodes
+            .iter()
+            .filter(|n| self.edge.public_ips.contains_key(&n.name))
+            .map(|n| n.ip)
+            .collect();
+        public_sources.extend(self.edge.lbs.iter().map(|l| l.private_ip));
+        public_sources.extend(self.edge.albs.iter().map(|a| a.private_ip));
+        public_sources.push(gw.private_ip);
+        let (subnet, cluster) = (self.cfg.node_subnet, self.cfg.cluster_cidr);
+        let policy = &mut self.netns[vpc.idx()].policy;
+        policy.rules.retain(|r| !NATGW_RULES.contains(&r.priority));
+        let rule = |priority, from, to, table| PolicyRule { priority, from, to, table };
+        policy.add_rule(rule(1000, None, Some(subnet), MAIN_TABLE));
+        policy.add_rule(rule(1000, None, Some(cluster), MAIN_TABLE));
+        for ip in public_sources {
+            let host = Some(Ipv4Network::new(ip, 32).expect("valid"));
+            policy.add_rule(rule(1100, host, None, MAIN_TABLE));
+        }
+        policy.add_rule(rule(1200, Some(subnet), None, NATGW_TABLE));
+        let mut table = crate::net::route::RouteTable::default();
+        table.add(Route {
+            dst: "0.0.0.0/0".parse().expect("literal"),
+            via: Some(gw.private_ip),
+            dev,
+            src: None,
+            proto: RouteProto::Static,
+        });
+        policy.tables.insert(NATGW_TABLE, table);
+    }
+
     /// Re-programs the internet gateway's 1:1 NAT from the public addresses.
     pub(crate) fn sync_igw(&mut self) {
         let Some(igw) = self.edge.igw else { return };
@@ -604,6 +721,9 @@ impl Cluster {
                 alb.public_ip,
             ));
         }
+        if let Some(gw) = &self.edge.nat_gateway {
+            pairs.push(("NAT gateway".into(), gw.private_ip, gw.public_ip));
+        }
         let mut text = String::from("*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n");
         for (who, private, public) in &pairs {
             let _ = writeln!(
@@ -633,6 +753,7 @@ impl Cluster {
         if let Some(nf) = self.netns[igw.idx()].nf.as_mut() {
             nf.tables_mut().restore(&text, false).expect("generated gateway rules parse");
         }
+        self.sync_vpc_egress();
     }
 
     /// Re-programs every cloud load balancer: its targets (the nodes passing the health

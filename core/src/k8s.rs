@@ -25,7 +25,8 @@
 //!
 //! The podnet document can also describe the edge: `internet` (the internet side of an
 //! internet gateway), `publicIPs` (node → address, 1:1 NAT), `internetHosts` (`name`, `ip`,
-//! `port`), `loadBalancers` (`service` NS/NAME, `publicIP`, `privateIP`, `mode`: `proxy`,
+//! `port`), `natGateway` (`publicIP`, `privateIP`: egress for nodes without a public IP),
+//! `loadBalancers` (`service` NS/NAME, `publicIP`, `privateIP`, `mode`: `proxy`,
 //! `preserveClientIP` or `passThrough`), `albs` (`ingress`
 //! NS/NAME of an Ingress in the input, `publicIP`, `privateIP`), `ingressControllers` (`pod`
 //! NS/NAME, `class`, `port`: in-cluster controllers that serve the Ingresses of their class,
@@ -183,8 +184,19 @@ struct PodnetConfig {
     albs: Option<Vec<AlbDoc>>,
     /// Pods that are in-cluster Ingress controllers.
     ingress_controllers: Option<Vec<ControllerDoc>>,
+    /// A NAT gateway for nodes without a public IP.
+    nat_gateway: Option<NatGatewayDoc>,
     /// Node name to sysctl name to value.
     sysctls: Option<BTreeMap<String, BTreeMap<String, u32>>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NatGatewayDoc {
+    #[serde(rename = "publicIP")]
+    public_ip: Ipv4Addr,
+    #[serde(rename = "privateIP")]
+    private_ip: Ipv4Addr,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -641,6 +653,12 @@ fn apply_edge(
             "PodnetConfig".into(),
             format!("albs names Ingress {} which is not in the input", a.ingress),
         ));
+    }
+    if let Some(gw) = &pc.nat_gateway {
+        if pc.internet.is_none() {
+            return Err(needs_gateway("natGateway"));
+        }
+        c.add_nat_gateway(gw.public_ip, gw.private_ip).map_err(|e| fail("natGateway".into(), e))?;
     }
     for (node, values) in pc.sysctls.clone().unwrap_or_default() {
         for (key, v) in values {
