@@ -14,8 +14,8 @@
 //! | [`stack`](crate) (internal) | smoltcp host stacks and their echo/HTTP servers and clients |
 //! | [`cluster`] | nodes, pods, containers, namespaces, devices, the VPC underlay |
 //! | `sim` (internal) | the datapath: veth, bridge with br_netfilter, routing, ARP, hooks |
-//! | [`kube_proxy`] | Services and EndpointSlices to kube-proxy's iptables and IPVS state |
-//! | [`cloud`], [`ingress`] | internet gateway, cloud load balancers, the ALB's L7 routing |
+//! | [`kube_proxy`] | Services and EndpointSlices to kube-proxy's iptables and IPVS state, its health-check servers |
+//! | [`cloud`], [`ingress`] | internet and NAT gateways, cloud load balancers (three models), the ALB and an in-cluster Ingress controller |
 //! | [`k8s`] | loading a cluster from Kubernetes YAML/JSON |
 //! | [`ipam`] | node CIDR, host-local pod IP, ClusterIP and NodePort allocators |
 //! | [`vpc_cni`] | the AWS VPC CNI's ipamd: ENI limits, warm pools, prefix delegation |

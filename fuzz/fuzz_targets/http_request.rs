@@ -1,7 +1,9 @@
 //! The L7 hop's request handling: parse, route, rewrite.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use podnet::ingress::{AlbRule, Parsed, PathType, forwarded, parse_request, route};
+use podnet::ingress::{
+    AlbRule, Parsed, PathType, forwarded, parse_request, route, route_kubernetes,
+};
 
 fuzz_target!(|data: &[u8]| {
     let rules = vec![
@@ -30,6 +32,7 @@ fuzz_target!(|data: &[u8]| {
     if let Parsed::Complete(req) = parse_request(data) {
         assert!(req.head_len <= data.len());
         let _ = route(&rules, req.host.as_deref(), &req.path);
+        let _ = route_kubernetes(&rules, req.host.as_deref(), &req.path);
         let out = forwarded(&req, std::net::Ipv4Addr::new(203, 0, 113, 10), 80);
         // Valid HTTP/1.1 (the ALB's own inbound header limit does not apply to its output).
         let mut headers = [httparse::EMPTY_HEADER; 128];

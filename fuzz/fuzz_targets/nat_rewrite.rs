@@ -1,5 +1,5 @@
-//! Packet parsing and NAT rewriting: never a panic; a rewrite of a packet with valid
-//! checksums leaves valid checksums.
+//! Packet parsing, the LOG line and NAT rewriting: never a panic; a rewrite of a packet with
+//! valid checksums leaves valid checksums.
 #![no_main]
 use std::net::Ipv4Addr;
 
@@ -9,6 +9,8 @@ use podnet_netfilter::packet::{self, Manip};
 fuzz_target!(|data: &[u8]| {
     let Some((&k, bytes)) = data.split_first() else { return };
     let _ = packet::parse(bytes);
+    let cx = podnet_netfilter::log::LogContext { in_iface: Some("eth0"), ..Default::default() };
+    assert!(podnet_netfilter::log::log_line("fuzz: ", &cx, bytes).starts_with("fuzz: IN=eth0"));
     let valid = packet::checksums_valid(bytes);
     let mut b = bytes.to_vec();
     let manip = if k & 1 == 0 { Manip::Src } else { Manip::Dst };
