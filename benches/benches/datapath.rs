@@ -1,6 +1,7 @@
 //! Whole flows through the reference cluster, hops not recorded: one UDP datagram and its
-//! reply through each seed path (smoltcp at both ends, every hop of the datapath), and full
-//! kube-proxy syncs at 1,000 and 10,000 Services × 10 endpoints.
+//! reply through each seed path (smoltcp at both ends, every hop of the datapath), full
+//! kube-proxy syncs at 1,000 and 10,000 Services × 10 endpoints, and building a 5,000-node
+//! cluster.
 
 use std::hint::black_box;
 
@@ -67,5 +68,18 @@ fn sync(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, flows, sync);
+/// Building the large cluster from its YAML: 5,000 nodes, 150,000 pods, 10,000 Services
+/// (parse, admission, IPAM, every node's namespaces and devices, one kube-proxy sync shared
+/// by the nodes). About ten seconds an iteration; `--test` runs it once.
+fn cluster_build(c: &mut Criterion) {
+    let yaml = podnet_benches::large_cluster_yaml(5_000, 30, 10_000);
+    let mut g = c.benchmark_group("cluster_build");
+    g.sample_size(10);
+    g.bench_function("5000_nodes_150000_pods_10000_services", |b| {
+        b.iter(|| black_box(Cluster::from_yaml(&yaml).expect("loads")))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, flows, sync, cluster_build);
 criterion_main!(benches);

@@ -1231,6 +1231,18 @@ impl Cluster {
         device: &str,
         frame: &[u8],
     ) -> Result<Vec<Hop>, TraceError> {
+        self.inject_frame_with(netns, device, frame, true)
+    }
+
+    /// [`Cluster::inject_frame`], with hop recording off when `record_hops` is false (the
+    /// datapath at full speed; the returned list is then empty).
+    pub fn inject_frame_with(
+        &mut self,
+        netns: &str,
+        device: &str,
+        frame: &[u8],
+        record_hops: bool,
+    ) -> Result<Vec<Hop>, TraceError> {
         let ns =
             self.netns.iter().position(|n| n.name == netns).map(|i| NetnsId(i as u32)).ok_or_else(
                 || TraceError::BadEndpoint {
@@ -1265,7 +1277,7 @@ impl Cluster {
         self.sim.active.clear();
         self.sim.rec = Some(Recorder {
             hops: Vec::new(),
-            keep_hops: true,
+            keep_hops: record_hops,
             client_ns: NetnsId(u32::MAX),
             client_ip: Ipv4Addr::UNSPECIFIED,
             client_port: 0,

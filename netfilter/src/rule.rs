@@ -737,52 +737,68 @@ fn tcp_flag_names(bits: u8) -> String {
         .join(",")
 }
 
-/// A token and the 1-based column it started at.
+/// A token and the 1-based column it started at. Tokens without quotes or escapes borrow
+/// the line (most of a kube-proxy payload); the rest own their unquoted text.
 #[derive(Clone, Debug)]
-pub(crate) struct Tok {
-    pub(crate) s: String,
+pub(crate) struct Tok<'t> {
+    pub(crate) s: std::borrow::Cow<'t, str>,
     pub(crate) col: usize,
 }
 
 /// Splits a rule line as iptables-restore does: whitespace-separated words, double quotes
 /// group words, a backslash escapes the next character inside quotes.
-pub(crate) fn tokenize(text: &str) -> Result<Vec<Tok>, RuleError> {
-    let mut toks = Vec::new();
+pub(crate) fn tokenize(text: &str) -> Result<Vec<Tok<'_>>, RuleError> {
+    use std::borrow::Cow;
+    let mut toks = Vec::with_capacity(16);
     // Columns count characters, tracked as we go (never recounted from the line start).
-    let mut chars = text.chars().enumerate().peekable();
-    while let Some(&(col0, c)) = chars.peek() {
+    let mut chars = text.char_indices().enumerate().peekable();
+    while let Some(&(col0, (start, c))) = chars.peek() {
         if c.is_whitespace() {
             chars.next();
             continue;
         }
         let col = col0 + 1;
-        let mut s = String::new();
+        let mut owned: Option<String> = None;
         let mut in_quote = false;
-        while let Some(&(_, c)) = chars.peek() {
+        let mut end = text.len();
+        while let Some(&(_, (i, c))) = chars.peek() {
             if !in_quote && c.is_whitespace() {
+                end = i;
                 break;
             }
             chars.next();
             match c {
-                '"' => in_quote = !in_quote,
+                '"' => {
+                    owned.get_or_insert_with(|| text[start..i].to_string());
+                    in_quote = !in_quote;
+                }
                 '\\' if in_quote => {
-                    if let Some((_, n)) = chars.next() {
-                        s.push(n);
+                    let o = owned.get_or_insert_with(|| text[start..i].to_string());
+                    if let Some((_, (_, n))) = chars.next() {
+                        o.push(n);
                     }
                 }
-                _ => s.push(c),
+                _ => {
+                    if let Some(o) = owned.as_mut() {
+                        o.push(c);
+                    }
+                }
             }
         }
         if in_quote {
             return Err(RuleError { col, msg: "unterminated double quote".into() });
         }
+        let s = match owned {
+            Some(o) => Cow::Owned(o),
+            None => Cow::Borrowed(&text[start..end]),
+        };
         toks.push(Tok { s, col });
     }
     Ok(toks)
 }
 
 struct Parser<'a> {
-    toks: &'a [Tok],
+    toks: &'a [Tok<'a>],
     pos: usize,
 }
 
@@ -930,7 +946,7 @@ impl<'a> Parser<'a> {
         self.toks.last().map_or(1, |t| t.col + t.s.chars().count())
     }
 
-    fn value(&mut self, opt: &Tok) -> Result<&'a Tok, RuleError> {
+    fn value(&mut self, opt: &Tok<'_>) -> Result<&'a Tok<'a>, RuleError> {
         match self.toks.get(self.pos) {
             Some(t) => {
                 self.pos += 1;
@@ -957,7 +973,7 @@ impl<'a> Parser<'a> {
             counters: (0, 0),
         };
         let mut modules: Vec<Module> = Vec::new();
-        let mut target_tok: Option<(&Tok, Vec<&Tok>)> = None;
+        let mut target_tok: Option<(&Tok<'_>, Vec<&Tok<'_>>)> = None;
         let mut goto = false;
         let mut invert = false;
         while self.pos < self.toks.len() {
@@ -974,7 +990,7 @@ impl<'a> Parser<'a> {
                 }
                 continue;
             }
-            match tok.s.as_str() {
+            match &*tok.s {
                 "!" => {
                     if invert {
                         return self.err(tok.col, "double '!'");
@@ -992,11 +1008,11 @@ impl<'a> Parser<'a> {
                 }
                 "-i" | "--in-interface" => {
                     let v = self.value(tok)?;
-                    rule.in_iface = Some(Neg { value: v.s.clone(), invert });
+                    rule.in_iface = Some(Neg { value: v.s.to_string(), invert });
                 }
                 "-o" | "--out-interface" => {
                     let v = self.value(tok)?;
-                    rule.out_iface = Some(Neg { value: v.s.clone(), invert });
+                    rule.out_iface = Some(Neg { value: v.s.to_string(), invert });
                 }
                 "-p" | "--protocol" => {
                     let v = self.value(tok)?;
@@ -1085,8 +1101,8 @@ impl<'a> Parser<'a> {
         Ok(rule)
     }
 
-    fn module_opt(&mut self, m: &mut Match, tok: &Tok, invert: bool) -> Result<(), RuleError> {
-        let o = tok.s.as_str();
+    fn module_opt(&mut self, m: &mut Match, tok: &Tok<'_>, invert: bool) -> Result<(), RuleError> {
+        let o = &*tok.s;
         match m {
             Match::Ports { sport, dport, tcp_flags, .. } => match o {
                 "--sport" | "--source-port" => {
@@ -1111,7 +1127,7 @@ impl<'a> Parser<'a> {
                 let v = self.value(tok)?;
                 let (t, c) = match v.s.split_once('/') {
                     Some((t, c)) => (t, Some(c)),
-                    None => (v.s.as_str(), None),
+                    None => (&*v.s, None),
                 };
                 let ty = icmp_type_number(t).ok_or_else(|| RuleError {
                     col: v.col,
@@ -1129,12 +1145,15 @@ impl<'a> Parser<'a> {
                 let v = self.value(tok)?;
                 let mut list = Vec::new();
                 for p in v.s.split(',') {
-                    list.push(parse_port_range(&Tok { s: p.to_string(), col: v.col })?);
+                    list.push(parse_port_range(&Tok {
+                        s: std::borrow::Cow::Borrowed(p),
+                        col: v.col,
+                    })?);
                 }
                 *ports = Neg { value: list, invert };
             }
             Match::Comment(c) => {
-                *c = self.value(tok)?.s.clone();
+                *c = self.value(tok)?.s.to_string();
             }
             Match::Conntrack { ctstate, ctorigdst, .. } => match o {
                 "--ctstate" | "--state" => {
@@ -1184,7 +1203,7 @@ impl<'a> Parser<'a> {
             Match::Random { .. } | Match::Nth { .. } => self.statistic_opt(m, tok, invert)?,
             Match::Recent { name, cmd, seconds, hitcount, reap, rdest, mask, invert: inv } => {
                 match o {
-                    "--name" => *name = self.value(tok)?.s.clone(),
+                    "--name" => *name = self.value(tok)?.s.to_string(),
                     "--set" | "--rcheck" | "--update" | "--remove" => {
                         *cmd = match o {
                             "--set" => RecentCmd::Set,
@@ -1215,7 +1234,7 @@ impl<'a> Parser<'a> {
                 }
             }
             Match::Set { name, flags, invert: inv } => {
-                *name = self.value(tok)?.s.clone();
+                *name = self.value(tok)?.s.to_string();
                 let f = self.value(tok)?;
                 for part in f.s.split(',') {
                     flags.push(match part {
@@ -1233,24 +1252,29 @@ impl<'a> Parser<'a> {
             }
             Match::Physdev { phys_in, phys_out, is_in, is_out, is_bridged } => match o {
                 "--physdev-in" => {
-                    *phys_in = Some(Neg { value: self.value(tok)?.s.clone(), invert })
+                    *phys_in = Some(Neg { value: self.value(tok)?.s.to_string(), invert })
                 }
                 "--physdev-out" => {
-                    *phys_out = Some(Neg { value: self.value(tok)?.s.clone(), invert })
+                    *phys_out = Some(Neg { value: self.value(tok)?.s.to_string(), invert })
                 }
                 "--physdev-is-in" => *is_in = Some(!invert),
                 "--physdev-is-out" => *is_out = Some(!invert),
                 _ => *is_bridged = Some(!invert),
             },
-            Match::Nfacct(n) => *n = self.value(tok)?.s.clone(),
+            Match::Nfacct(n) => *n = self.value(tok)?.s.to_string(),
         }
         Ok(())
     }
 
-    fn statistic_opt(&mut self, m: &mut Match, tok: &Tok, invert: bool) -> Result<(), RuleError> {
+    fn statistic_opt(
+        &mut self,
+        m: &mut Match,
+        tok: &Tok<'_>,
+        invert: bool,
+    ) -> Result<(), RuleError> {
         let v = self.value(tok)?;
-        match tok.s.as_str() {
-            "--mode" => match v.s.as_str() {
+        match &*tok.s {
+            "--mode" => match &*v.s {
                 "random" => {
                     if !matches!(m, Match::Random { .. }) {
                         *m = Match::Random { threshold: 0, invert: false };
@@ -1322,10 +1346,10 @@ fn finish_match(m: &mut Match, module: Module, proto: &Option<Neg<Proto>>) -> Re
     Ok(())
 }
 
-fn parse_target(t: &Tok, opts: &[&Tok], goto: bool) -> Result<Target, RuleError> {
+fn parse_target(t: &Tok<'_>, opts: &[&Tok<'_>], goto: bool) -> Result<Target, RuleError> {
     let err = |col, msg: String| Err(RuleError { col, msg });
     // Option name -> values.
-    let mut kv: Vec<(&Tok, Vec<&Tok>)> = Vec::new();
+    let mut kv: Vec<(&Tok<'_>, Vec<&Tok<'_>>)> = Vec::new();
     for o in opts {
         if o.s.starts_with("--") {
             kv.push((o, Vec::new()));
@@ -1338,7 +1362,7 @@ fn parse_target(t: &Tok, opts: &[&Tok], goto: bool) -> Result<Target, RuleError>
     let has = |name: &str| kv.iter().any(|(k, _)| k.s == name);
     let known = |allowed: &[&str]| -> Result<(), RuleError> {
         for (k, _) in &kv {
-            if !allowed.contains(&k.s.as_str()) {
+            if !allowed.contains(&&*k.s) {
                 return Err(RuleError {
                     col: k.col,
                     msg: format!("option '{}' is not an option of target {}", k.s, t.s),
@@ -1354,12 +1378,12 @@ fn parse_target(t: &Tok, opts: &[&Tok], goto: bool) -> Result<Target, RuleError>
     };
     if goto {
         known(&[])?;
-        return Ok(Target::Goto(t.s.clone()));
+        return Ok(Target::Goto(t.s.to_string()));
     }
-    Ok(match t.s.as_str() {
+    Ok(match &*t.s {
         "ACCEPT" | "DROP" | "RETURN" | "TRACE" | "NOTRACK" => {
             known(&[])?;
-            match t.s.as_str() {
+            match &*t.s {
                 "ACCEPT" => Target::Accept,
                 "DROP" => Target::Drop,
                 "RETURN" => Target::Return,
@@ -1421,7 +1445,7 @@ fn parse_target(t: &Tok, opts: &[&Tok], goto: bool) -> Result<Target, RuleError>
                 return err(k.col, format!("{} needs a value", k.s));
             };
             let (val, mask) = parse_value_mask(v)?;
-            match k.s.as_str() {
+            match &*k.s {
                 "--set-xmark" => Target::Mark { value: val, mask },
                 "--set-mark" => Target::Mark { value: val, mask: mask | val },
                 "--or-mark" => Target::Mark { value: val, mask: val },
@@ -1431,7 +1455,7 @@ fn parse_target(t: &Tok, opts: &[&Tok], goto: bool) -> Result<Target, RuleError>
         }
         "LOG" => {
             known(&["--log-prefix", "--log-level"])?;
-            Target::Log(one("--log-prefix").map(|v| v.s.clone()).unwrap_or_default())
+            Target::Log(one("--log-prefix").map(|v| v.s.to_string()).unwrap_or_default())
         }
         "CT" => {
             known(&["--notrack"])?;
@@ -1467,7 +1491,7 @@ fn parse_u32_any(s: &str, col: usize) -> Result<u32, RuleError> {
     })
 }
 
-fn parse_value_mask(v: &Tok) -> Result<(u32, u32), RuleError> {
+fn parse_value_mask(v: &Tok<'_>) -> Result<(u32, u32), RuleError> {
     match v.s.split_once('/') {
         Some((a, b)) => Ok((parse_u32_any(a, v.col)?, parse_u32_any(b, v.col)?)),
         None => Ok((parse_u32_any(&v.s, v.col)?, u32::MAX)),
@@ -1476,14 +1500,14 @@ fn parse_value_mask(v: &Tok) -> Result<(u32, u32), RuleError> {
 
 /// Parses `10.0.0.1`, `10.0.0.0/8` or `10.0.0.0/255.0.0.0`, normalising leading zeros the
 /// way kube-proxy's input validation and iptables' own parser would reject or accept them.
-pub(crate) fn parse_net(v: &Tok) -> Result<Ipv4Network, RuleError> {
+pub(crate) fn parse_net(v: &Tok<'_>) -> Result<Ipv4Network, RuleError> {
     let bad = || RuleError {
         col: v.col,
         msg: format!("bad address '{}' (expected A.B.C.D or A.B.C.D/N)", v.s),
     };
     let (a, m) = match v.s.split_once('/') {
         Some((a, m)) => (a, Some(m)),
-        None => (v.s.as_str(), None),
+        None => (&*v.s, None),
     };
     let addr: Ipv4Addr = a.parse().map_err(|_| bad())?;
     let prefix = match m {
@@ -1499,7 +1523,7 @@ pub(crate) fn parse_net(v: &Tok) -> Result<Ipv4Network, RuleError> {
     Ipv4Network::new(net.network(), prefix).map_err(|_| bad())
 }
 
-fn parse_port_range(v: &Tok) -> Result<PortRange, RuleError> {
+fn parse_port_range(v: &Tok<'_>) -> Result<PortRange, RuleError> {
     let p = |s: &str| -> Result<u16, RuleError> {
         s.parse().map_err(|_| RuleError {
             col: v.col,
@@ -1521,7 +1545,7 @@ fn parse_port_range(v: &Tok) -> Result<PortRange, RuleError> {
     Ok(PortRange { lo, hi })
 }
 
-fn parse_tcp_flags(v: &Tok) -> Result<u8, RuleError> {
+fn parse_tcp_flags(v: &Tok<'_>) -> Result<u8, RuleError> {
     let mut bits = 0;
     for f in v.s.split(',') {
         bits |=
@@ -1547,12 +1571,12 @@ fn icmp_type_number(s: &str) -> Option<u8> {
     })
 }
 
-fn parse_nat_range(v: &Tok) -> Result<NatRange, RuleError> {
+fn parse_nat_range(v: &Tok<'_>) -> Result<NatRange, RuleError> {
     let bad =
         |what: &str| RuleError { col: v.col, msg: format!("bad NAT range '{}': {what}", v.s) };
     let (addrs, ports) = match v.s.split_once(':') {
         Some((a, p)) => (a, Some(p)),
-        None => (v.s.as_str(), None),
+        None => (&*v.s, None),
     };
     let (lo, hi) = match addrs.split_once('-') {
         Some((a, b)) => (a, b),
