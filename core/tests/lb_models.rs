@@ -108,6 +108,14 @@ fn the_health_check_server_answers_200_with_local_endpoints_and_503_without() {
     assert!(t.completed, "{}", t.render(true));
     assert_eq!(t.http_status, Some(503));
     assert!(response_body(&t).contains("\"localEndpoints\": 0,"));
+    // IPVS mode serves the same (its KUBE-HEALTH-CHECK-NODE-PORT set admits the port).
+    let mut ipvs = with_lb(&[], true, LbMode::Proxy);
+    ipvs.set_proxy_mode(podnet::kube_proxy::ProxyMode::Ipvs(
+        podnet::netfilter::ipvs::Scheduler::Rr,
+    ));
+    let t = ipvs.trace("host/internet", &format!("203.0.113.2:{port}"), &opts).unwrap();
+    assert_eq!(t.http_status, Some(200), "{}", t.render(true));
+    assert!(ipvs.ipset_list("node2").unwrap().contains(&format!("\n{port}\n")));
     // pod4 moves away (deleted): node2 turns 503 as well, without a stale answer.
     c.delete_pod("pod/default/pod4").unwrap();
     let t = c.trace("host/internet", &format!("203.0.113.2:{port}"), &opts).unwrap();
