@@ -51,6 +51,13 @@ test("figure 8: stepping to the DNAT hop shows the VIP rewritten to an endpoint 
   assert.equal(await page.locator("#hop-headers td.changed").count(), 2, "dst and dport changed");
   assert.ok(await page.locator(".dev.hot.nat").count() === 1, "the bridge is highlighted as the NAT point");
   await page.screenshot({ path: path.join(ARTIFACTS, "fig08-dnat.png") });
+  // The traced flow shows in node1's rule counters: one connection through one DNAT rule.
+  await page.selectOption("#tnode", "node1");
+  await page.selectOption("#twhat", "iptables-save -c");
+  const saved = await page.textContent("#table");
+  const dnat = saved.split("\n").filter((l) => /default\/web:http.*-j DNAT/.test(l));
+  assert.ok(dnat.length >= 2, saved);
+  assert.equal(dnat.filter((l) => l.startsWith("[1:")).length, 1, dnat.join("\n"));
   assert.deepEqual(errors, []);
   await page.close();
 });

@@ -49,10 +49,13 @@ impl Podnet {
         Ok(t.to_json())
     }
 
-    /// A node table: `iptables-save`, `conntrack`, `routes`, `neigh`, `fdb`, `kube-proxy-rules`.
+    /// A node table: `iptables-save`, `iptables-save -c` (with rule counters), `conntrack`,
+    /// `routes`, `neigh`, `fdb`, `kube-proxy-rules`, `ipvsadm`, `dmesg` (LOG lines).
     pub fn table(&self, node: &str, what: &str) -> Result<String, JsError> {
         let r = match what {
             "iptables-save" => self.inner.iptables_save(node),
+            "iptables-save -c" => self.inner.iptables_save_with(node, true),
+            "dmesg" => self.inner.kernel_log(node),
             "conntrack" => self.inner.conntrack(node),
             "routes" => self.inner.routes(node),
             "neigh" => self.inner.neigh(node),
