@@ -303,19 +303,25 @@ impl Cluster {
                 "cluster settings are read only when a cluster is created (from_yaml, from_files); drop this document",
             ));
         }
-        let ingresses: Vec<String> = objs
-            .ingresses
-            .iter()
-            .map(|(_, i)| {
-                let ns = i.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-                format!("Ingress/{ns}/{}", i.metadata.name.clone().unwrap_or_default())
-            })
-            .collect();
+        let ingresses = std::mem::take(&mut objs.ingresses);
         let mut report = apply(self, objs)?;
-        for i in ingresses {
-            report.skipped.push(format!(
-                "{i}: recorded; ALBs are described by the PodnetConfig document when a cluster is created"
-            ));
+        // Ingresses go to the in-cluster controller of their class (the first controller for
+        // those without one); ALBs are set up with the cluster.
+        let first_class = self.edge.controllers.first().map(|c| c.class.clone());
+        for (place, ing) in ingresses {
+            let ns = ing.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+            let name = ing.metadata.name.clone().unwrap_or_default();
+            let obj = format!("Ingress/{ns}/{name}");
+            let ingress = to_ingress(&place, &obj, &ns, &name, &ing)?;
+            let class = ingress.class.clone().or_else(|| first_class.clone());
+            if class.is_some_and(|k| self.edge.controllers.iter().any(|c| c.class == k)) {
+                self.add_ingress(ingress).map_err(|e| refused(&place, &obj, e))?;
+                report.loaded.push(obj);
+            } else {
+                report.skipped.push(format!(
+                    "{obj}: recorded; no controller serves its class (ALBs are described by the PodnetConfig document when a cluster is created)"
+                ));
+            }
         }
         Ok(report)
     }

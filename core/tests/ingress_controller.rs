@@ -229,3 +229,34 @@ spec:
     let t = get(&mut c, "/api/x", None);
     assert_eq!(t.delivered_to.as_deref(), Some("pod/default/pod4"), "{}", t.render(true));
 }
+
+#[test]
+fn ingresses_added_to_a_running_cluster_reach_their_controller() {
+    let mut c = cluster();
+    let report = c
+        .add_yaml(
+            r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: late, namespace: default}
+spec:
+  ingressClassName: nginx
+  rules:
+  - http:
+      paths:
+      - {path: /late, pathType: Exact, backend: {service: {name: api, port: {name: http}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: other, namespace: default}
+spec:
+  ingressClassName: traefik
+  defaultBackend: {service: {name: web, port: {number: 80}}}
+"#,
+        )
+        .unwrap();
+    assert!(report.loaded.contains(&"Ingress/default/late".to_string()), "{report:?}");
+    assert!(report.skipped.iter().any(|s| s.starts_with("Ingress/default/other: recorded")));
+    let t = get(&mut c, "/late", None);
+    assert_eq!(t.delivered_to.as_deref(), Some("pod/default/pod4"), "{}", t.render(true));
+    assert_eq!(get(&mut c, "/late/x", None).http_status, Some(404), "Exact means exact");
+}
