@@ -6,7 +6,8 @@ fn main() {
     let now = smoltcp::time::Instant::ZERO;
     assert!(podnet_benches::forward(&mut nf, &mut podnet_netfilter::Skb::new(pkt.clone()), now));
     let t = std::time::Instant::now();
-    let n = 3_000_000;
+    // PACKETS=N for profilers that run slower (callgrind).
+    let n: u32 = std::env::var("PACKETS").ok().and_then(|v| v.parse().ok()).unwrap_or(3_000_000);
     for _ in 0..n {
         std::hint::black_box(podnet_benches::forward(
             &mut nf,

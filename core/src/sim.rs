@@ -675,7 +675,7 @@ impl Cluster {
         let report = nf.hook(hook, skb, &env);
         let ct_line = match &skb.ct {
             podnet_netfilter::CtRef::Confirmed(id, _, _)
-                if report.confirmed || !report.nat.is_empty() =>
+                if tracing && (report.confirmed || !report.nat.is_empty()) =>
             {
                 nf.conntrack
                     .get(*id)

@@ -289,6 +289,37 @@ pub fn eval_chain(
     eval_from(table, start, pkt, st, indexed)
 }
 
+/// The chains to return to (`-j` pushes, `RETURN` and falling off pop). kube-proxy nests
+/// four deep at most, so the first levels live inline and a packet's walk allocates nothing.
+#[derive(Default)]
+struct ReturnStack {
+    inline: [(usize, usize); 8],
+    len: usize,
+    spill: Vec<(usize, usize)>,
+}
+
+impl ReturnStack {
+    fn push(&mut self, v: (usize, usize)) {
+        if self.len < self.inline.len() {
+            self.inline[self.len] = v;
+            self.len += 1;
+        } else {
+            self.spill.push(v);
+        }
+    }
+
+    fn pop(&mut self) -> Option<(usize, usize)> {
+        if let Some(v) = self.spill.pop() {
+            return Some(v);
+        }
+        if self.len == 0 {
+            return None;
+        }
+        self.len -= 1;
+        Some(self.inline[self.len])
+    }
+}
+
 /// Evaluates the built-in chain of `hook` (built-in chains sit first in a table, in
 /// [`crate::table::TableName::builtin_chains`] order, so no name lookup is needed).
 pub fn eval_hook(
@@ -323,7 +354,7 @@ fn eval_from(
     indexed: bool,
 ) -> Verdict {
     let tname = table.name.name();
-    let mut stack: Vec<(usize, usize)> = Vec::new();
+    let mut stack = ReturnStack::default();
     let (mut ci, mut ri) = (start, 0usize);
     // Bounded: a chain loop (impossible through restore's checks, possible by hand) ends here.
     let mut budget = 1_000_000u32;

@@ -70,7 +70,7 @@ pub struct HookEnv<'a> {
 }
 
 /// A NAT rewrite applied to a packet.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct NatApplied {
     /// Which side.
     pub manip: Manip,
@@ -82,6 +82,56 @@ pub struct NatApplied {
     pub decided_here: bool,
     /// The packet's direction in its connection.
     pub dir: Direction,
+}
+
+/// The NAT rewrites of one hook, held inline (a hook applies at most two: one from the nat
+/// table, decided or replayed, and IPVS's at LOCAL_IN), so reporting them allocates nothing.
+/// Reads as a slice of [`NatApplied`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatList {
+    items: [NatApplied; NatList::CAPACITY],
+    len: usize,
+}
+
+impl NatList {
+    const CAPACITY: usize = 2;
+    const FILLER: NatApplied = NatApplied {
+        manip: Manip::Src,
+        from: (Ipv4Addr::UNSPECIFIED, 0),
+        to: (Ipv4Addr::UNSPECIFIED, 0),
+        decided_here: false,
+        dir: Direction::Original,
+    };
+
+    /// Records a rewrite (beyond the capacity, which no hook reaches, the oldest is kept
+    /// and the newest replaces the last slot).
+    pub fn push(&mut self, n: NatApplied) {
+        debug_assert!(self.len < Self::CAPACITY, "a hook applies at most two NAT rewrites");
+        let at = self.len.min(Self::CAPACITY - 1);
+        self.items[at] = n;
+        self.len = (self.len + 1).min(Self::CAPACITY);
+    }
+}
+
+impl Default for NatList {
+    fn default() -> NatList {
+        NatList { items: [Self::FILLER; Self::CAPACITY], len: 0 }
+    }
+}
+
+impl std::ops::Deref for NatList {
+    type Target = [NatApplied];
+    fn deref(&self) -> &[NatApplied] {
+        &self.items[..self.len]
+    }
+}
+
+impl<'a> IntoIterator for &'a NatList {
+    type Item = &'a NatApplied;
+    type IntoIter = std::slice::Iter<'a, NatApplied>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.items[..self.len].iter()
+    }
 }
 
 /// Why netfilter dropped a packet.
@@ -123,7 +173,7 @@ pub struct HookReport {
     /// Kernel log lines of `LOG` rules that fired (always, as the kernel logs them).
     pub logs: Vec<String>,
     /// NAT rewrites applied.
-    pub nat: Vec<NatApplied>,
+    pub nat: NatList,
     /// The conntrack state the packet had at this hook.
     pub ctinfo: Option<CtInfo>,
     /// Whether this hook confirmed a new conntrack entry.
@@ -178,12 +228,19 @@ impl Netfilter {
             verdict: HookVerdict::Accept,
             hits: Vec::new(),
             logs: Vec::new(),
-            nat: Vec::new(),
+            nat: NatList::default(),
             ctinfo: None,
             confirmed: false,
             ipvs: None,
         };
-        let mut info = match packet::parse(&skb.data) {
+        // The IPv4 header checksum is checked where packets enter (PREROUTING for received
+        // ones, OUTPUT for locally generated ones), as `ip_rcv` does; later hooks trust it.
+        let parsed = if matches!(hook, Hook::PreRouting | Hook::Output) {
+            packet::parse(&skb.data)
+        } else {
+            packet::parse_trusted(&skb.data)
+        };
+        let mut info = match parsed {
             Ok(i) => i,
             Err(e) => {
                 report.verdict = HookVerdict::Drop(DropCause::Malformed(e.to_string()));
@@ -281,7 +338,8 @@ impl Netfilter {
         entry.set_nat(Manip::Dst, addr, port);
         packet::rewrite(&mut skb.data, Manip::Dst, addr, port)
             .map_err(|e| DropCause::Malformed(e.to_string()))?;
-        *info = packet::parse(&skb.data).map_err(|e| DropCause::Malformed(e.to_string()))?;
+        *info =
+            packet::parse_trusted(&skb.data).map_err(|e| DropCause::Malformed(e.to_string()))?;
         report.nat.push(NatApplied {
             manip: Manip::Dst,
             from: (t.dst, t.dport),
@@ -440,8 +498,8 @@ impl Netfilter {
             if from != (addr, port) || info.is_icmp_error() {
                 packet::rewrite(&mut skb.data, manip, addr, port)
                     .map_err(|e: PacketError| DropCause::Malformed(e.to_string()))?;
-                *info =
-                    packet::parse(&skb.data).map_err(|e| DropCause::Malformed(e.to_string()))?;
+                *info = packet::parse_trusted(&skb.data)
+                    .map_err(|e| DropCause::Malformed(e.to_string()))?;
                 let t = &info.tuple;
                 let to = if manip == Manip::Src { (t.src, t.sport) } else { (t.dst, t.dport) };
                 report.nat.push(NatApplied { manip, from, to, decided_here, dir });

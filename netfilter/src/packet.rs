@@ -154,11 +154,22 @@ pub enum PacketError {
 
 /// Reads the netfilter view of an IPv4 packet (`bytes` starts at the IPv4 header).
 pub fn parse(bytes: &[u8]) -> Result<PacketInfo, PacketError> {
+    parse_with(bytes, true)
+}
+
+/// [`parse`] without verifying the IPv4 header checksum: for packets already checked where
+/// they entered (as `ip_rcv` checks once, not every hook) or just rewritten with their
+/// checksums updated. Lengths, version and fragments are still checked.
+pub fn parse_trusted(bytes: &[u8]) -> Result<PacketInfo, PacketError> {
+    parse_with(bytes, false)
+}
+
+fn parse_with(bytes: &[u8], verify: bool) -> Result<PacketInfo, PacketError> {
     let ip = Ipv4Packet::new_checked(bytes).map_err(|_| PacketError::BadIpv4("length"))?;
     if ip.version() != 4 {
         return Err(PacketError::BadIpv4("version"));
     }
-    if !ip.verify_checksum() {
+    if verify && !ip.verify_checksum() {
         return Err(PacketError::BadIpv4("checksum"));
     }
     if ip.more_frags() || ip.frag_offset() != 0 {
