@@ -362,16 +362,10 @@ impl Stack {
         let sockets = &mut self.main.sockets;
         let cx = self.main.iface.context();
         for c in &mut app.conns {
-            let mut chunk = [0u8; 4096];
             match std::mem::replace(&mut c.stage, Stage::Closing) {
                 Stage::Reading => {
                     let f = sockets.get_mut::<tcp::Socket>(c.front);
-                    while f.can_recv() {
-                        match f.recv_slice(&mut chunk) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => c.buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
+                    drain_tcp(f, &mut c.buf);
                     let client = match f.remote_endpoint().map(|e| e.addr) {
                         Some(IpAddress::Ipv4(a)) => a,
                         _ => Ipv4Address::UNSPECIFIED,
@@ -477,12 +471,7 @@ impl Stack {
                     let back = c.back.expect("relaying has a back socket");
                     let mut data = Vec::new();
                     let b = sockets.get_mut::<tcp::Socket>(back);
-                    while b.can_recv() {
-                        match b.recv_slice(&mut chunk) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => data.extend_from_slice(&chunk[..n]),
-                        }
-                    }
+                    drain_tcp(b, &mut data);
                     let finished = !b.may_recv();
                     if finished {
                         b.close();
@@ -548,17 +537,27 @@ impl Stack {
                 iface.sockets.add(s)
             }
             Proto::UDP => {
+                // One datagram out, its echo (or an MTU's worth) back: buffers sized to that,
+                // so a flow does not zero kilobytes it never uses.
+                let n = payload.bytes().len().max(1);
                 let mut s = udp::Socket::new(
-                    udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8192]),
-                    udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8192]),
+                    udp::PacketBuffer::new(
+                        vec![udp::PacketMetadata::EMPTY; 2],
+                        vec![0; n.max(1500)],
+                    ),
+                    udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 2], vec![0; n]),
                 );
                 s.bind(local_port).map_err(|e| format!("bind: {e}"))?;
                 iface.sockets.add(s)
             }
             _ => {
+                let n = payload.bytes().len() + 8;
                 let mut s = icmp::Socket::new(
-                    icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 8], vec![0; 4096]),
-                    icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 8], vec![0; 4096]),
+                    icmp::PacketBuffer::new(
+                        vec![icmp::PacketMetadata::EMPTY; 4],
+                        vec![0; n.max(1500)],
+                    ),
+                    icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 2], vec![0; n]),
                 );
                 s.bind(icmp::Endpoint::Ident(local_port)).map_err(|e| format!("bind: {e}"))?;
                 iface.sockets.add(s)
@@ -667,13 +666,7 @@ impl Stack {
             let iface = pick(&mut self.main, &mut self.lo, side);
             let s = iface.sockets.get_mut::<tcp::Socket>(handle);
             let srv = &mut self.tcp_servers[i];
-            let mut chunk = [0u8; 4096];
-            while s.can_recv() {
-                match s.recv_slice(&mut chunk) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => srv.buf.extend_from_slice(&chunk[..n]),
-                }
-            }
+            drain_tcp(s, &mut srv.buf);
             if !srv.buf.is_empty() && s.can_send() {
                 if let Some(resp) = self.health.get(&port) {
                     // Go's net/http: a complete request gets the handler's answer, bytes
@@ -709,11 +702,11 @@ impl Stack {
         for srv in &self.udp_servers {
             let iface = pick(&mut self.main, &mut self.lo, srv.side);
             let s = iface.sockets.get_mut::<udp::Socket>(srv.handle);
-            let mut buf = [0u8; 2048];
-            while let Ok((n, meta)) = s.recv_slice(&mut buf) {
+            while let Ok((data, meta)) = s.recv() {
+                let data = data.to_vec();
                 let mut out = udp::UdpMetadata::from(meta.endpoint);
                 out.local_address = meta.local_address;
-                let _ = s.send_slice(&buf[..n], out);
+                let _ = s.send_slice(&data, out);
             }
         }
         let _ = now;
@@ -732,13 +725,7 @@ impl Stack {
                         let _ = s.send_slice(c.payload.bytes());
                         c.sent = true;
                     }
-                    let mut chunk = [0u8; 4096];
-                    while s.can_recv() {
-                        match s.recv_slice(&mut chunk) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => c.response.extend_from_slice(&chunk[..n]),
-                        }
-                    }
+                    drain_tcp(s, &mut c.response);
                     let got_all = match &c.payload {
                         Payload::Echo(b) => c.response.len() >= b.len(),
                         Payload::Http(_) => !s.may_recv() && !c.response.is_empty(),
@@ -763,9 +750,8 @@ impl Stack {
                         let _ = s.send_slice(c.payload.bytes(), c.remote);
                         c.sent = true;
                     }
-                    let mut buf = [0u8; 2048];
-                    if let Ok((n, _meta)) = s.recv_slice(&mut buf) {
-                        c.response.extend_from_slice(&buf[..n]);
+                    if let Ok((data, _meta)) = s.recv() {
+                        c.response.extend_from_slice(data);
                         c.done = true;
                         c.ok = c.response == c.payload.bytes();
                     }
@@ -784,9 +770,8 @@ impl Stack {
                             c.sent = true;
                         }
                     }
-                    let mut buf = [0u8; 2048];
-                    if let Ok((n, _from)) = s.recv_slice(&mut buf)
-                        && let Ok(p) = Icmpv4Packet::new_checked(&buf[..n])
+                    if let Ok((data, _from)) = s.recv()
+                        && let Ok(p) = Icmpv4Packet::new_checked(data)
                         && let Ok(Icmpv4Repr::EchoReply { .. }) =
                             Icmpv4Repr::parse(&p, &ChecksumCapabilities::default())
                     {
@@ -795,6 +780,20 @@ impl Stack {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Appends everything a TCP socket has received to `out`, straight from its receive
+/// buffer (no zeroed scratch buffer per poll).
+fn drain_tcp(s: &mut tcp::Socket<'_>, out: &mut Vec<u8>) {
+    while s.can_recv() {
+        match s.recv(|b| {
+            out.extend_from_slice(b);
+            (b.len(), b.len())
+        }) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
         }
     }
 }
