@@ -624,15 +624,6 @@ impl Cluster {
                 .any(|d| self.devs[d.idx()].addrs.iter().any(|x| x.ip() == a))
     }
 
-    fn addr_types(&self, ns: NetnsId) -> Vec<(Ipv4Addr, String)> {
-        self.netns[ns.idx()]
-            .devs
-            .iter()
-            .flat_map(|d| self.devs[d.idx()].addrs.iter().map(move |a| (a.ip(), d)))
-            .map(|(a, d)| (a, self.dev_name(*d)))
-            .collect()
-    }
-
     /// Runs one netfilter hook in `ns` with trace hops; returns whether the packet goes on.
     #[allow(clippy::too_many_arguments)]
     fn nf_hook(
@@ -647,25 +638,24 @@ impl Cluster {
         masq_addr: Option<Ipv4Addr>,
     ) -> bool {
         let Some(mut nf) = self.netns[ns.idx()].nf.take() else { return true };
-        let locals = self.addr_types(ns);
+        // Asked only when a rule has `-m addrtype`: the namespace's addresses, looked up in
+        // place (nothing is collected per packet).
         let addr_type = |a: Ipv4Addr, dev: Option<&str>| -> u16 {
             let local = a.is_loopback()
-                || locals.iter().any(|(x, d)| *x == a && dev.is_none_or(|want| want == d));
+                || self.netns[ns.idx()].devs.iter().any(|d| {
+                    let d = &self.devs[d.idx()];
+                    d.addrs.iter().any(|x| x.ip() == a) && dev.is_none_or(|want| want == d.name)
+                });
             if local { addrtype::LOCAL } else { addrtype::UNICAST }
         };
-        let names = (
-            in_dev.map(|d| self.dev_name(d)),
-            out_dev.map(|d| self.dev_name(d)),
-            phys.0.map(|d| self.dev_name(d)),
-            phys.1.map(|d| self.dev_name(d)),
-        );
+        let name = |d: Option<IfIndex>| d.map(|d| self.devs[d.idx()].name.as_str());
         let tracing = self.tracing();
         let before = if tracing { PacketView::of_ip(&skb.data) } else { None };
         let env = HookEnv {
-            in_iface: names.0.as_deref(),
-            out_iface: names.1.as_deref(),
-            physdev_in: names.2.as_deref(),
-            physdev_out: names.3.as_deref(),
+            in_iface: name(in_dev),
+            out_iface: name(out_dev),
+            physdev_in: name(phys.0),
+            physdev_out: name(phys.1),
             bridged: phys.0.is_some() || phys.1.is_some(),
             masq_addr,
             addr_type: &addr_type,
