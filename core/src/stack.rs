@@ -172,7 +172,12 @@ pub(crate) struct Stack {
     pub(crate) l7: Option<L7App>,
     /// HTTP servers with a fixed answer (kube-proxy's health checks): port → response.
     pub(crate) health: BTreeMap<u16, Vec<u8>>,
+    /// Client ports of finished TCP connections still in TIME_WAIT, and until when.
+    timewait: Vec<(u16, Instant)>,
 }
+
+/// How long smoltcp keeps a socket in TIME_WAIT (its `CLOSE_DELAY`).
+const TIME_WAIT: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(10);
 
 /// An L7 HTTP proxy: terminates client connections on `port`, routes each request by its
 /// listener rules, opens its own connection to a target and relays the response.
@@ -241,6 +246,7 @@ impl Stack {
             lo_log: Vec::new(),
             l7: None,
             health: BTreeMap::new(),
+            timewait: Vec::new(),
         }
     }
 
@@ -278,6 +284,7 @@ impl Stack {
             lo_log: Vec::new(),
             l7: None,
             health: BTreeMap::new(),
+            timewait: Vec::new(),
         }
     }
 
@@ -580,19 +587,23 @@ impl Stack {
         Ok(self.clients.len() - 1)
     }
 
-    /// Forgets finished clients: UDP and ICMP sockets at once, TCP sockets once closed
-    /// (a socket in TIME_WAIT keeps its port, as in the kernel).
-    pub(crate) fn gc_clients(&mut self) {
+    /// Forgets finished clients: UDP and ICMP sockets at once, TCP sockets once closed. A
+    /// finished TCP client in TIME_WAIT becomes a timewait record that keeps its port for
+    /// TIME_WAIT's length, as the kernel keeps a small `inet_timewait_sock` rather than the
+    /// socket: a full smoltcp socket would be polled on every packet for its 10 s.
+    pub(crate) fn gc_clients(&mut self, now: Instant) {
+        self.timewait.retain(|(_, until)| *until > now);
         let mut keep = Vec::new();
         for c in std::mem::take(&mut self.clients) {
             let iface = pick(&mut self.main, &mut self.lo, c.side);
-            let closed = match c.proto {
-                Proto::TCP => {
-                    iface.sockets.get::<tcp::Socket>(c.handle).state() == tcp::State::Closed
-                }
-                _ => c.done,
+            let state = match c.proto {
+                Proto::TCP => Some(iface.sockets.get::<tcp::Socket>(c.handle).state()),
+                _ => None,
             };
-            if closed || (c.done && c.proto != Proto::TCP) {
+            if state == Some(tcp::State::TimeWait) && c.done {
+                iface.sockets.remove(c.handle);
+                self.timewait.push((c.local_port, now + TIME_WAIT));
+            } else if state == Some(tcp::State::Closed) || (c.done && c.proto != Proto::TCP) {
                 iface.sockets.remove(c.handle);
             } else {
                 keep.push(c);
@@ -601,9 +612,9 @@ impl Stack {
         self.clients = keep;
     }
 
-    /// Local ports held by live client sockets.
+    /// Local ports held by live client sockets and by connections in TIME_WAIT.
     pub(crate) fn client_ports(&self) -> Vec<u16> {
-        self.clients.iter().map(|c| c.local_port).collect()
+        self.clients.iter().map(|c| c.local_port).chain(self.timewait.iter().map(|t| t.0)).collect()
     }
 
     /// Ends a client attempt because an ICMP error or similar came back.

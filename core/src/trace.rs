@@ -655,7 +655,7 @@ impl Cluster {
         self.ensure_stack(src.ns);
         let busy = {
             let st = self.netns[src.ns.idx()].stack.as_mut().expect("ensured");
-            st.gc_clients();
+            st.gc_clients(self.now);
             st.client_ports()
         };
         // Linux's ip_local_port_range, skipping ports a live socket holds.
