@@ -612,6 +612,12 @@ impl Stack {
         self.clients = keep;
     }
 
+    /// Marks ports as held by TIME_WAIT until `until` (tests of port exhaustion).
+    #[cfg(test)]
+    pub(crate) fn hold_ports(&mut self, ports: impl IntoIterator<Item = u16>, until: Instant) {
+        self.timewait.extend(ports.into_iter().map(|p| (p, until)));
+    }
+
     /// Local ports held by live client sockets and by connections in TIME_WAIT.
     pub(crate) fn client_ports(&self) -> Vec<u16> {
         self.clients.iter().map(|c| c.local_port).chain(self.timewait.iter().map(|t| t.0)).collect()

@@ -403,6 +403,16 @@ pub enum TraceError {
     /// The simulation did not settle (a forwarding loop).
     #[error("the flow did not settle after {0} frames: a forwarding loop? (trace aborted)")]
     Livelock(u64),
+    /// Every port of `ip_local_port_range` is held (connect's EADDRNOTAVAIL).
+    #[error(
+        "{client}: no free ephemeral port in 32768-60999 (Cannot assign requested address): {held} are held by open connections or TIME_WAIT (10 s); advance time (Cluster::advance) or pass a source port"
+    )]
+    NoEphemeralPort {
+        /// The client.
+        client: String,
+        /// Ports held.
+        held: usize,
+    },
 }
 
 /// What the recorder watches for while a flow runs.
@@ -658,15 +668,24 @@ impl Cluster {
             st.gc_clients(self.now);
             st.client_ports()
         };
-        // Linux's ip_local_port_range, skipping ports a live socket holds.
+        // Linux's ip_local_port_range: a random start, then the next port no live socket (or
+        // TIME_WAIT) holds, as `__inet_hash_connect` scans; all held is EADDRNOTAVAIL.
         let sport = match opts.sport {
             Some(p) => p,
-            None => loop {
-                let p = self.rng.range(32768, 60999) as u16;
-                if !busy.contains(&p) && !self.netns[src.ns.idx()].ports.contains_key(&(proto, p)) {
-                    break p;
-                }
-            },
+            None => {
+                let busy: std::collections::HashSet<u16> = busy.into_iter().collect();
+                let bound = &self.netns[src.ns.idx()].ports;
+                let start = self.rng.range(32768, 60999) as u16;
+                let free = |p: u16| !busy.contains(&p) && !bound.contains_key(&(proto, p));
+                let range = 60999 - 32768 + 1;
+                (0..range)
+                    .map(|i| 32768 + ((u32::from(start) - 32768 + i) % range) as u16)
+                    .find(|p| free(*p))
+                    .ok_or_else(|| TraceError::NoEphemeralPort {
+                        client: from.to_string(),
+                        held: busy.len(),
+                    })?
+            }
         };
         let payload = match opts.proto {
             FlowProto::Http => {
@@ -1381,5 +1400,39 @@ impl Cluster {
                     .collect()
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ephemeral_ports_run_out_like_connect_and_time_frees_them() {
+        let mut c = Cluster::seed();
+        let ns = c.pods[c.pod_id("pod/default/pod2").unwrap().idx()].netns;
+        c.ensure_stack(ns);
+        let until = c.now + smoltcp::time::Duration::from_secs(10);
+        let st = c.netns[ns.idx()].stack.as_mut().unwrap();
+        // Every port but 40000 in TIME_WAIT: the one left is found whatever the start.
+        st.hold_ports((32768..=60999).filter(|p| *p != 40000), until);
+        let t = c.trace("pod/default/pod2", "pod/default/pod1:8080", &TraceOptions::default());
+        assert!(t.unwrap().server_saw.unwrap().ends_with(":40000"));
+        let st = c.netns[ns.idx()].stack.as_mut().unwrap();
+        st.hold_ports([40000], until);
+        let e = c
+            .trace("pod/default/pod2", "pod/default/pod1:8080", &TraceOptions::default())
+            .unwrap_err();
+        assert!(matches!(e, TraceError::NoEphemeralPort { held, .. } if held >= 28_232), "{e}");
+        assert!(e.to_string().contains("Cannot assign requested address"), "{e}");
+        // An explicit source port still works, and TIME_WAIT ends after 10 s.
+        let o = TraceOptions { sport: Some(50000), ..TraceOptions::default() };
+        assert!(c.trace("pod/default/pod2", "pod/default/pod1:8080", &o).unwrap().completed);
+        c.advance(smoltcp::time::Duration::from_secs(11));
+        assert!(
+            c.trace("pod/default/pod2", "pod/default/pod1:8080", &TraceOptions::default())
+                .unwrap()
+                .completed
+        );
     }
 }

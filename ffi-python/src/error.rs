@@ -84,6 +84,7 @@ pub fn trace(e: TraceError) -> PyErr {
         TraceError::Cluster(c) => cluster(c),
         TraceError::BadEndpoint { .. } => InvalidInput::new_err(e.to_string()),
         TraceError::Livelock(_) => Livelock::new_err(e.to_string()),
+        TraceError::NoEphemeralPort { .. } => AddressExhausted::new_err(e.to_string()),
     }
 }
 
