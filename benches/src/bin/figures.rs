@@ -147,7 +147,8 @@ fn main() {
     // New connections through kube-proxy's rules (iptables mode) and its virtual services
     // (IPVS mode).
     type Path = fn(&mut podnet_netfilter::Netfilter, &mut Skb, smoltcp::time::Instant) -> bool;
-    let modes: [(&str, fn(usize) -> podnet_netfilter::Netfilter, Path); 2] = [
+    type Build = fn(usize) -> podnet_netfilter::Netfilter;
+    let modes: [(&str, Build, Path); 2] = [
         ("iptables", node_netfilter, forward),
         ("ipvs", podnet_benches::node_netfilter_ipvs, podnet_benches::forward_ipvs),
     ];
