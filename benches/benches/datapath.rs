@@ -37,7 +37,7 @@ fn flows(c: &mut Criterion) {
             b.iter(|| {
                 // 200 flows per virtual second: TIME_WAIT (10 s) holds about 2,000 ports.
                 n += 1;
-                if n % 200 == 0 {
+                if n.is_multiple_of(200) {
                     cl.advance(smoltcp::time::Duration::from_secs(1));
                 }
                 black_box(cl.trace(from, to, &opts).expect("runs"))
