@@ -52,6 +52,7 @@ test("figure 8: stepping to the DNAT hop shows the VIP rewritten to an endpoint 
   assert.ok(await page.locator(".dev.hot.nat").count() === 1, "the bridge is highlighted as the NAT point");
   await page.screenshot({ path: path.join(ARTIFACTS, "fig08-dnat.png") });
   // The traced flow shows in node1's rule counters: one connection through one DNAT rule.
+  await page.click("text=Node tables");
   await page.selectOption("#tnode", "node1");
   await page.selectOption("#twhat", "iptables-save -c");
   const saved = await page.textContent("#table");
