@@ -294,13 +294,7 @@ impl Cluster {
         self.netns[ns.idx()].sysctl.ip_forward = true;
         self.netns[ns.idx()].nf =
             Some(Box::new(Netfilter::new(self.cfg.seed ^ 0x4c42 ^ u64::from(ns.0))));
-        let dev = self.add_device(ns, "lb0", DeviceKind::Ether { segment: self.vpc_subnet });
-        self.add_addr(
-            dev,
-            Ipv4Network::new(private_ip, self.cfg.node_subnet.prefix()).expect("valid"),
-        );
-        let vpc_router = self.cfg.vpc_router;
-        self.add_default_route(ns, vpc_router, dev);
+        self.attach_to_vpc(ns, "lb0", private_ip);
         self.edge.lbs.push(CloudLb {
             service: key,
             public_ip,
@@ -349,13 +343,7 @@ impl Cluster {
             Owner::Host,
             false,
         );
-        let dev = self.add_device(ns, "eth0", DeviceKind::Ether { segment: self.vpc_subnet });
-        self.add_addr(
-            dev,
-            Ipv4Network::new(private_ip, self.cfg.node_subnet.prefix()).expect("valid"),
-        );
-        let vpc_router = self.cfg.vpc_router;
-        self.add_default_route(ns, vpc_router, dev);
+        self.attach_to_vpc(ns, "eth0", private_ip);
         self.netns[ns.idx()].ports.insert((Proto::TCP, 80), "listener".into());
         let rules = self.alb_rules(&ingress)?;
         self.edge.albs.push(Alb { ingress, public_ip, private_ip, netns: ns, rules });
@@ -632,13 +620,7 @@ impl Cluster {
         );
         nf.tables_mut().restore(&text, false).expect("generated NAT gateway rules parse");
         self.netns[ns.idx()].nf = Some(Box::new(nf));
-        let dev = self.add_device(ns, "eth0", DeviceKind::Ether { segment: self.vpc_subnet });
-        self.add_addr(
-            dev,
-            Ipv4Network::new(private_ip, self.cfg.node_subnet.prefix()).expect("valid"),
-        );
-        let vpc_router = self.cfg.vpc_router;
-        self.add_default_route(ns, vpc_router, dev);
+        self.attach_to_vpc(ns, "eth0", private_ip);
         self.edge.nat_gateway = Some(NatGateway { public_ip, private_ip, netns: ns });
         self.sync_igw();
         Ok(())
@@ -680,6 +662,18 @@ impl Cluster {
             proto: RouteProto::Static,
         });
         policy.tables.insert(NATGW_TABLE, table);
+    }
+
+    /// Puts an edge namespace (load balancer, ALB, NAT gateway) on the VPC subnet: a device
+    /// with `private_ip` and a default route via the VPC router.
+    fn attach_to_vpc(&mut self, ns: NetnsId, dev_name: &str, private_ip: Ipv4Addr) {
+        let dev = self.add_device(ns, dev_name, DeviceKind::Ether { segment: self.vpc_subnet });
+        self.add_addr(
+            dev,
+            Ipv4Network::new(private_ip, self.cfg.node_subnet.prefix()).expect("valid"),
+        );
+        let vpc_router = self.cfg.vpc_router;
+        self.add_default_route(ns, vpc_router, dev);
     }
 
     /// Re-programs the internet gateway's 1:1 NAT from the public addresses.
