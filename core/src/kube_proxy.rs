@@ -112,6 +112,12 @@ impl Service {
         }
     }
 
+    /// kube-proxy's `NeedsHealthCheck`: a LoadBalancer Service with
+    /// `externalTrafficPolicy: Local` (its nodes serve `healthCheckNodePort`).
+    pub fn needs_health_check(&self) -> bool {
+        self.kind == ServiceType::LoadBalancer && self.external_local
+    }
+
     fn externally_accessible(&self, p: &ServicePort) -> bool {
         p.node_port != 0 || !self.lb_ips.is_empty() || !self.external_ips.is_empty()
     }
@@ -192,9 +198,7 @@ pub fn health_checks(
 ) -> Vec<HealthCheck> {
     services
         .iter()
-        .filter(|s| {
-            s.kind == ServiceType::LoadBalancer && s.external_local && s.health_check_node_port != 0
-        })
+        .filter(|s| s.needs_health_check() && s.health_check_node_port != 0)
         .map(|s| {
             let local: std::collections::BTreeSet<Ipv4Addr> = slices
                 .iter()
@@ -668,10 +672,7 @@ fn service_port(
             );
         }
     }
-    if svc.kind == ServiceType::LoadBalancer
-        && svc.external_local
-        && svc.health_check_node_port != 0
-    {
+    if svc.needs_health_check() && svc.health_check_node_port != 0 {
         o.filter(
             "KUBE-NODEPORTS",
             format!(
@@ -984,7 +985,7 @@ impl Services {
             if svc.health_check_node_port != 0 {
                 self.node_ports.allocate_exact(u32::from(svc.health_check_node_port))?;
                 taken.push((false, u32::from(svc.health_check_node_port)));
-            } else if svc.kind == ServiceType::LoadBalancer && svc.external_local {
+            } else if svc.needs_health_check() {
                 // The API server allocates a healthCheckNodePort for a LoadBalancer
                 // Service with externalTrafficPolicy Local that asks for none.
                 let v = self.node_ports.allocate(&mut self.api_rng)?;
@@ -1789,10 +1790,7 @@ pub fn sync_ipvs(
             for e in eps.iter().filter(|e| e.local) {
                 loop_back.push(format!("{},{p}:{},{}", e.ip, e.port, e.ip));
             }
-            if svc.kind == ServiceType::LoadBalancer
-                && svc.external_local
-                && svc.health_check_node_port != 0
-            {
+            if svc.needs_health_check() && svc.health_check_node_port != 0 {
                 hc.push(svc.health_check_node_port.to_string());
             }
         }

@@ -1250,18 +1250,6 @@ impl Cluster {
         device: &str,
         frame: &[u8],
     ) -> Result<Vec<Hop>, TraceError> {
-        self.inject_frame_with(netns, device, frame, true)
-    }
-
-    /// [`Cluster::inject_frame`], with hop recording off when `record_hops` is false (the
-    /// datapath at full speed; the returned list is then empty).
-    pub fn inject_frame_with(
-        &mut self,
-        netns: &str,
-        device: &str,
-        frame: &[u8],
-        record_hops: bool,
-    ) -> Result<Vec<Hop>, TraceError> {
         let ns =
             self.netns.iter().position(|n| n.name == netns).map(|i| NetnsId(i as u32)).ok_or_else(
                 || TraceError::BadEndpoint {
@@ -1296,7 +1284,7 @@ impl Cluster {
         self.sim.active.clear();
         self.sim.rec = Some(Recorder {
             hops: Vec::new(),
-            keep_hops: record_hops,
+            keep_hops: true,
             client_ns: NetnsId(u32::MAX),
             client_ip: Ipv4Addr::UNSPECIFIED,
             client_port: 0,

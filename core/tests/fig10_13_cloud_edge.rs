@@ -178,21 +178,7 @@ fn malformed_http_gets_400_from_the_alb() {
 }
 
 fn local_lb_service(c: &mut Cluster, ranges: &[&str]) {
-    use podnet::kube_proxy::{Service, ServicePort, ServiceType, TargetPort};
-    let mut s = Service::cluster_ip("default", "api-local", "10.96.0.21".parse().unwrap());
-    s.kind = ServiceType::LoadBalancer;
-    s.selector = Some([("app".to_string(), "api".to_string())].into());
-    s.external_local = true;
-    s.health_check_node_port = 32000;
-    s.lb_source_ranges = ranges.iter().map(|r| r.parse().unwrap()).collect();
-    s.ports = vec![ServicePort {
-        name: "http".into(),
-        protocol: podnet::netfilter::Proto::TCP,
-        port: 80,
-        target_port: TargetPort::Number(8080),
-        node_port: 30090,
-    }];
-    c.add_service(s).unwrap();
+    common::add_api_local(c, ranges, true);
     c.add_cloud_lb(
         "svc/default/api-local",
         "203.0.113.101".parse().unwrap(),

@@ -171,11 +171,7 @@ fn malformed_requests_get_nginx_s_400() {
 
 #[test]
 fn a_controller_and_its_ingresses_load_from_yaml() {
-    let base = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/reference/cluster.yaml"
-    ))
-    .unwrap();
+    let base = common::reference_yaml();
     let lbs = "loadBalancers: [{service: default/api, publicIP: 203.0.113.100, privateIP: 192.168.0.100}]";
     assert!(base.contains(lbs), "the fixture names the api LB");
     let yaml = base.replace(

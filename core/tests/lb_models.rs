@@ -5,30 +5,12 @@
 mod common;
 
 use podnet::cloud::LbMode;
-use podnet::kube_proxy::{Service, ServicePort, ServiceType, TargetPort};
 use podnet::trace::{Dir, FlowProto, TraceOptions};
 use podnet::{Cluster, Disposition};
 
-/// `default/api-local`: LoadBalancer, externalTrafficPolicy Local, selecting pod4 (node2).
-fn local_service(c: &mut Cluster, ranges: &[&str], local: bool) {
-    let mut s = Service::cluster_ip("default", "api-local", "10.96.0.21".parse().unwrap());
-    s.kind = ServiceType::LoadBalancer;
-    s.selector = Some([("app".to_string(), "api".to_string())].into());
-    s.external_local = local;
-    s.lb_source_ranges = ranges.iter().map(|r| r.parse().unwrap()).collect();
-    s.ports = vec![ServicePort {
-        name: "http".into(),
-        protocol: podnet::netfilter::Proto::TCP,
-        port: 80,
-        target_port: TargetPort::Number(8080),
-        node_port: 30090,
-    }];
-    c.add_service(s).unwrap();
-}
-
 fn with_lb(ranges: &[&str], local: bool, mode: LbMode) -> Cluster {
     let mut c = Cluster::seed();
-    local_service(&mut c, ranges, local);
+    common::add_api_local(&mut c, ranges, local);
     c.add_cloud_lb_with(
         "svc/default/api-local",
         "203.0.113.101".parse().unwrap(),
@@ -82,7 +64,7 @@ fn the_api_server_allocates_a_health_check_node_port_and_every_node_serves_it() 
     );
     // A Cluster-policy LoadBalancer Service gets none.
     let mut c = Cluster::seed();
-    local_service(&mut c, &[], false);
+    common::add_api_local(&mut c, &[], false);
     assert!(c.health_checks("node1").unwrap().is_empty());
 }
 
@@ -267,7 +249,7 @@ fn a_cloud_lb_needs_a_load_balancer_service_and_a_free_public_ip() {
         )
         .unwrap_err();
     assert!(e.to_string().contains("set spec.type: LoadBalancer"), "{e}");
-    local_service(&mut c, &[], false);
+    common::add_api_local(&mut c, &[], false);
     let e = c
         .add_cloud_lb(
             "svc/default/api-local",
@@ -309,11 +291,7 @@ fn pass_through_in_ipvs_mode_lands_on_the_lb_ip_bound_to_kube_ipvs0() {
 
 #[test]
 fn load_balancer_modes_load_from_yaml() {
-    let base = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/reference/cluster.yaml"
-    ))
-    .unwrap();
+    let base = common::reference_yaml();
     assert!(base.contains("privateIP: 192.168.0.100}"), "the fixture names the api LB");
     let yaml =
         base.replace("privateIP: 192.168.0.100}", "privateIP: 192.168.0.100, mode: passThrough}");

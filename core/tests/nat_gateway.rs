@@ -1,14 +1,12 @@
 //! An AWS NAT gateway: nodes without a public IP reach the internet through it, many-to-one.
 
+mod common;
+
 use podnet::Cluster;
 
 /// The reference cluster with node2 in a private subnet (no public IP) and a NAT gateway.
 fn cluster(extra: &str) -> Cluster {
-    let base = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/reference/cluster.yaml"
-    ))
-    .unwrap();
+    let base = common::reference_yaml();
     let public = "publicIPs: {node1: 203.0.113.1, node2: 203.0.113.2, node3: 203.0.113.3}";
     assert!(base.contains(public));
     let yaml = base.replace(
@@ -66,11 +64,7 @@ fn in_cluster_traffic_and_inbound_flows_do_not_touch_the_nat_gateway() {
 
 #[test]
 fn the_nat_gateway_needs_an_internet_gateway_and_a_free_address() {
-    let base = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/reference/cluster.yaml"
-    ))
-    .unwrap();
+    let base = common::reference_yaml();
     let taken = base.replace(
         "internet: 203.0.113.0/24",
         "internet: 203.0.113.0/24\nnatGateway: {publicIP: 203.0.113.100, privateIP: 192.168.0.50}",

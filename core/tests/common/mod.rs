@@ -71,3 +71,32 @@ pub fn find_seed(
 pub fn delivered(t: &Trace) -> bool {
     t.disposition == Disposition::Delivered
 }
+
+/// The reference cluster written as Kubernetes YAML plus a PodnetConfig document.
+pub fn reference_yaml() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/reference/cluster.yaml"
+    ))
+    .expect("the fixture is in the tree")
+}
+
+/// `default/api-local`: a LoadBalancer Service (ClusterIP 10.96.0.21, TCP 80 → 8080, nodePort
+/// 30090) selecting `app=api` (pod4 on node2), with the given externalTrafficPolicy and
+/// loadBalancerSourceRanges; its healthCheckNodePort is allocated on admission.
+pub fn add_api_local(c: &mut Cluster, ranges: &[&str], local: bool) {
+    use podnet::kube_proxy::{Service, ServicePort, ServiceType, TargetPort};
+    let mut s = Service::cluster_ip("default", "api-local", "10.96.0.21".parse().unwrap());
+    s.kind = ServiceType::LoadBalancer;
+    s.selector = Some([("app".to_string(), "api".to_string())].into());
+    s.external_local = local;
+    s.lb_source_ranges = ranges.iter().map(|r| r.parse().unwrap()).collect();
+    s.ports = vec![ServicePort {
+        name: "http".into(),
+        protocol: podnet::netfilter::Proto::TCP,
+        port: 80,
+        target_port: TargetPort::Number(8080),
+        node_port: 30090,
+    }];
+    c.add_service(s).unwrap();
+}
