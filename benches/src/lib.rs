@@ -198,6 +198,50 @@ pub fn client(k: u32) -> (Ipv4Addr, u16) {
     )
 }
 
+/// The seed paths for established-packet figures: (name, source, destination, protocol,
+/// where the flow must land). Each runs as one flow of many exchanges
+/// ([`TraceOptions::rounds`](podnet::trace::TraceOptions)), so every packet after the first
+/// exchange follows conntrack entries on every node it crosses.
+pub const ESTABLISHED_PATHS: &[(&str, &str, &str, &str, &str)] = &[
+    ("udp_same_node", "pod/default/pod1", "10.244.1.3:8080", "udp", "pod/default/pod2"),
+    ("udp_cross_node", "pod/default/pod1", "10.244.2.2:8080", "udp", "pod/default/pod3"),
+    // DNAT on node1 to the endpoint on node2, reverse DNAT of the replies.
+    ("udp_pod_to_clusterip_remote", "pod/default/pod2", "10.96.0.10:80", "udp", "pod/default/pod3"),
+    // Masquerade on node1, 1:1 NAT at the internet gateway.
+    ("udp_egress_via_gateway", "pod/default/pod2", "203.0.113.10:80", "udp", "host/internet"),
+    // Gateway, cloud LB (DNAT + SNAT), NodePort DNAT and masquerade on the node, to a pod:
+    // the Service is TCP only, so these are echo writes on one TCP connection.
+    ("tcp_lb_nodeport_pod", "host/internet", "203.0.113.100:80", "tcp", "pod/default/"),
+];
+
+/// Options for an established flow of `rounds` exchanges on `path` of [`ESTABLISHED_PATHS`]:
+/// picks a source port whose flow lands where the path says (the Service's random choice is
+/// made once per flow, by its first packet), and runs that flow once so the conntrack
+/// entries, ARP caches and FDBs it needs exist.
+pub fn established_flow(
+    c: &mut podnet::Cluster,
+    path: &(&str, &str, &str, &str, &str),
+    rounds: u32,
+) -> podnet::trace::TraceOptions {
+    let &(name, from, to, proto, lands) = path;
+    let proto = podnet::trace::FlowProto::parse(proto).expect("the bench protocols are valid");
+    for sport in 50_000..50_064 {
+        let o = podnet::trace::TraceOptions {
+            proto,
+            sport: Some(sport),
+            record_hops: false,
+            rounds,
+            ..podnet::trace::TraceOptions::default()
+        };
+        let t = c.trace(from, to, &o).expect("the bench flows are valid");
+        assert!(t.completed && t.answered == (rounds > 1).then_some(rounds), "{name} completes");
+        if t.delivered_to.as_deref().is_some_and(|d| d.starts_with(lands)) {
+            return o;
+        }
+    }
+    panic!("{name}: no source port in 50000-50063 lands on {lands}")
+}
+
 /// The flow mix of the `trace_many` bench, shared with `ffi-python/bench/trace_many.py`:
 /// same node, across nodes, and through the ClusterIP, TCP and UDP.
 pub const TRACE_MANY_FLOWS: &[(&str, &str, &str)] = &[

@@ -12,6 +12,7 @@ USAGE:
         Trace every scenario of the seed article on the built-in reference cluster
         (--cni aws-vpc: its AWS VPC CNI variant, pods on ENI addresses).
     podnet trace --from SRC --to DST [--proto tcp|udp|icmp|http] [--sport N] [--seed N]
+                 [--rounds N]   (N request/answer exchanges over one socket, as ping -c N)
                  [--proxy-mode iptables|ipvs] [--ipvs-scheduler rr|wrr|lc|wlc|sh|dh|sed|nq]
                  [--all-outcomes]   (every place the flow can land, with its probability; dry run)
                  [--show conntrack,fdb,neigh,routes,iptables] [--json] [--full]
@@ -58,6 +59,7 @@ struct Opts {
     to: Vec<String>,
     proto: FlowProto,
     sport: Option<u16>,
+    rounds: u32,
     show: Vec<String>,
     node: Option<String>,
     ipvs: Option<podnet::netfilter::ipvs::Scheduler>,
@@ -83,6 +85,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         to: vec![],
         proto: FlowProto::Tcp,
         sport: None,
+        rounds: 1,
         show: vec![],
         node: None,
         ipvs: None,
@@ -113,6 +116,13 @@ fn parse(args: &[String]) -> Result<Opts, String> {
                         .parse()
                         .map_err(|_| "--sport takes a port number".to_string())?,
                 )
+            }
+            "--rounds" => {
+                o.rounds = val("--rounds")?
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| "--rounds takes a count of at least 1".to_string())?
             }
             "--show" => o.show.extend(val("--show")?.split(',').map(str::to_string)),
             "--node" => o.node = Some(val("--node")?),
@@ -388,6 +398,7 @@ fn trace(o: &Opts) -> Result<u8, String> {
     let opts = TraceOptions {
         proto: o.proto,
         sport: o.sport,
+        rounds: o.rounds,
         headers: o.headers.clone(),
         capture: o.pcap.is_some(),
         ..TraceOptions::default()

@@ -98,6 +98,9 @@ pub(crate) struct SimState {
     /// Stacks touched by the current run (polled when time advances).
     pub(crate) active: BTreeSet<NetnsId>,
     pub(crate) events: u64,
+    /// Extra exchanges the current run makes (a flow's rounds after its first); each may
+    /// process [`MAX_EVENTS`] more frames before the livelock guard trips.
+    pub(crate) extra_rounds: u64,
     /// Frames as devices received them, while a trace captures.
     pub(crate) capture: Option<Vec<(Instant, IfIndex, Vec<u8>)>>,
 }
@@ -181,12 +184,12 @@ impl Cluster {
 
     /// A frame leaves `dev`.
     pub(crate) fn dev_xmit(&mut self, dev: IfIndex, frame: Vec<u8>, tag: Tag) {
-        match self.devs[dev.idx()].kind.clone() {
-            DeviceKind::Veth { peer } => self.sim.queue.push_back(Event { dev: peer, frame, tag }),
-            DeviceKind::Ether { segment } => {
+        match &self.devs[dev.idx()].kind {
+            &DeviceKind::Veth { peer } => self.sim.queue.push_back(Event { dev: peer, frame, tag }),
+            &DeviceKind::Ether { segment } => {
                 let Ok(eth) = EthernetFrame::new_checked(&frame[..]) else { return };
                 let dst = eth.dst_addr();
-                let ports = self.segments[segment.idx()].ports.clone();
+                let ports = &self.segments[segment.idx()].ports;
                 let owner =
                     ports.iter().copied().find(|&p| p != dev && self.devs[p.idx()].mac == dst);
                 match owner {
@@ -194,7 +197,7 @@ impl Cluster {
                         self.sim.queue.push_back(Event { dev: p, frame, tag })
                     }
                     _ => {
-                        for p in ports.into_iter().filter(|&p| p != dev) {
+                        for &p in ports.iter().filter(|&&p| p != dev) {
                             self.sim.queue.push_back(Event { dev: p, frame: frame.clone(), tag });
                         }
                     }
@@ -216,7 +219,7 @@ impl Cluster {
     pub(crate) fn run_queue(&mut self) -> bool {
         while let Some(ev) = self.sim.queue.pop_front() {
             self.sim.events += 1;
-            if self.sim.events > MAX_EVENTS {
+            if self.sim.events > MAX_EVENTS * (1 + self.sim.extra_rounds) {
                 self.sim.queue.clear();
                 return false;
             }
@@ -807,7 +810,10 @@ impl Cluster {
     }
 
     fn ip_rcv(&mut self, ns: NetnsId, dev: IfIndex, mut skb: Skb, tag: Tag, prerouting_done: bool) {
-        if let Err(e) = packet::parse(&skb.data) {
+        // `ip_rcv`'s header checks. A namespace with netfilter makes them in its PREROUTING
+        // hook (here, or on the bridge before), dropping as malformed with the same reason.
+        let checked = prerouting_done || self.netns[ns.idx()].nf.is_some();
+        if !checked && let Err(e) = packet::parse(&skb.data) {
             self.drop_hop(tag, ns, Some(dev), reason::MALFORMED, e.to_string(), None);
             return;
         }
@@ -909,14 +915,17 @@ impl Cluster {
         if let Some((_, why)) = edge {
             hop!(self, tag, ns, Some(in_dev), HopKind::Route, why, None, None);
         }
-        let via = if nexthop == dst { String::new() } else { format!(" via {nexthop}") };
         hop!(
             self,
             tag,
             ns,
             Some(in_dev),
             HopKind::Route,
-            format!("route {dst}{via} dev {}: forward", self.dev_name(out)),
+            format!(
+                "route {dst}{} dev {}: forward",
+                if nexthop == dst { String::new() } else { format!(" via {nexthop}") },
+                self.dev_name(out)
+            ),
             None,
             None,
         );

@@ -140,7 +140,7 @@ impl Payload {
     }
 }
 
-/// Progress of a one-shot client.
+/// Progress of a client.
 #[derive(Debug)]
 pub(crate) struct Client {
     pub(crate) side: Side,
@@ -151,6 +151,10 @@ pub(crate) struct Client {
     pub(crate) payload: Payload,
     pub(crate) sent: bool,
     pub(crate) response: Vec<u8>,
+    /// Request/answer exchanges to make over this one socket (echo payloads only).
+    pub(crate) rounds: u32,
+    /// Exchanges answered so far, each with exactly the bytes sent.
+    pub(crate) answered: u32,
     pub(crate) established: bool,
     pub(crate) done: bool,
     pub(crate) ok: bool,
@@ -523,7 +527,8 @@ impl Stack {
         }
     }
 
-    /// Starts a one-shot client; returns its index.
+    /// Starts a client that makes `rounds` request/answer exchanges over one socket (one
+    /// for HTTP); returns its index.
     pub(crate) fn start_client(
         &mut self,
         side: Side,
@@ -531,6 +536,7 @@ impl Stack {
         remote: IpEndpoint,
         local_port: u16,
         payload: Payload,
+        rounds: u32,
     ) -> Result<usize, String> {
         let iface = self.side(side);
         let handle = match proto {
@@ -570,6 +576,7 @@ impl Stack {
                 iface.sockets.add(s)
             }
         };
+        let http = matches!(payload, Payload::Http(_));
         self.clients.push(Client {
             side,
             proto,
@@ -579,6 +586,8 @@ impl Stack {
             payload,
             sent: false,
             response: Vec::new(),
+            rounds: if http { 1 } else { rounds.max(1) },
+            answered: 0,
             established: false,
             done: false,
             ok: false,
@@ -743,17 +752,35 @@ impl Stack {
                         c.sent = true;
                     }
                     drain_tcp(s, &mut c.response);
-                    let got_all = match &c.payload {
+                    let mut got_all = match &c.payload {
                         Payload::Echo(b) => c.response.len() >= b.len(),
                         Payload::Http(_) => !s.may_recv() && !c.response.is_empty(),
                     };
+                    if let Payload::Echo(b) = &c.payload
+                        && got_all
+                        && c.sent
+                    {
+                        // One exchange answered: the next goes out on the same connection.
+                        if c.response.get(..b.len()) == Some(&b[..]) {
+                            c.answered += 1;
+                        }
+                        c.response.drain(..b.len());
+                        if c.answered < c.rounds && c.response.is_empty() {
+                            let _ = s.send_slice(b);
+                            got_all = false;
+                        }
+                    }
                     if c.sent && got_all && s.is_open() && s.state() != tcp::State::FinWait1 {
                         s.close();
                     }
                     match s.state() {
                         tcp::State::Closed | tcp::State::TimeWait => {
                             c.done = true;
-                            c.ok = c.sent && got_all;
+                            c.ok = c.sent
+                                && match c.payload {
+                                    Payload::Echo(_) => c.answered == c.rounds,
+                                    Payload::Http(_) => got_all,
+                                };
                             if !c.established {
                                 c.refused = true;
                             }
@@ -767,18 +794,44 @@ impl Stack {
                         let _ = s.send_slice(c.payload.bytes(), c.remote);
                         c.sent = true;
                     }
-                    if let Ok((data, _meta)) = s.recv() {
-                        c.response.extend_from_slice(data);
-                        c.done = true;
-                        c.ok = c.response == c.payload.bytes();
+                    while let Ok((data, _meta)) = s.recv() {
+                        if data == c.payload.bytes() {
+                            c.answered += 1;
+                        } else {
+                            c.response = data.to_vec();
+                        }
+                        if c.answered == c.rounds || !c.response.is_empty() {
+                            c.done = true;
+                            c.ok = c.response.is_empty();
+                            if c.ok {
+                                c.response = data.to_vec();
+                            }
+                            break;
+                        }
+                        // The next datagram of the flow.
+                        let _ = s.send_slice(c.payload.bytes(), c.remote);
                     }
                 }
                 _ => {
                     let s = iface.sockets.get_mut::<icmp::Socket>(c.handle);
+                    if let Ok((data, _from)) = s.recv()
+                        && let Ok(p) = Icmpv4Packet::new_checked(data)
+                        && let Ok(Icmpv4Repr::EchoReply { .. }) =
+                            Icmpv4Repr::parse(&p, &ChecksumCapabilities::default())
+                    {
+                        c.answered += 1;
+                        if c.answered == c.rounds {
+                            c.done = true;
+                            c.ok = true;
+                            continue;
+                        }
+                        // `ping -c`: the next echo request, its sequence number one up.
+                        c.sent = false;
+                    }
                     if !c.sent && s.can_send() {
                         let repr = Icmpv4Repr::EchoRequest {
                             ident: local_ident(c),
-                            seq_no: 1,
+                            seq_no: (c.answered + 1) as u16,
                             data: c.payload.bytes(),
                         };
                         if let Ok(buf) = s.send(repr.buffer_len(), c.remote.addr) {
@@ -786,14 +839,6 @@ impl Stack {
                             repr.emit(&mut pkt, &ChecksumCapabilities::default());
                             c.sent = true;
                         }
-                    }
-                    if let Ok((data, _from)) = s.recv()
-                        && let Ok(p) = Icmpv4Packet::new_checked(data)
-                        && let Ok(Icmpv4Repr::EchoReply { .. }) =
-                            Icmpv4Repr::parse(&p, &ChecksumCapabilities::default())
-                    {
-                        c.done = true;
-                        c.ok = true;
                     }
                 }
             }

@@ -101,6 +101,11 @@ pub struct TraceOptions {
     pub record_hops: bool,
     /// Keep every frame as each device received it ([`Trace::frames`], for pcapng).
     pub capture: bool,
+    /// Request/answer exchanges the client makes over its one socket (UDP and ICMP
+    /// datagrams, TCP echo writes; HTTP always makes one), each after the previous was
+    /// answered, as `ping -c N` does. Every exchange after the first travels the conntrack
+    /// entries the first created: the established path.
+    pub rounds: u32,
 }
 
 impl Default for TraceOptions {
@@ -113,6 +118,7 @@ impl Default for TraceOptions {
             dry_run: false,
             record_hops: true,
             capture: false,
+            rounds: 1,
         }
     }
 }
@@ -217,8 +223,13 @@ impl PacketView {
         let ports = t.proto.has_ports();
         let info = match (t.proto, i.icmp) {
             (Proto::TCP, _) => Some(tcp_flags_text(i.tcp_flags)),
-            (_, Some((8, _))) => Some(format!("echo request id {}", t.sport)),
-            (_, Some((0, _))) => Some(format!("echo reply id {}", t.sport)),
+            (_, Some((ty @ (0 | 8), _))) => {
+                // The echo's sequence number, after the identifier (`parse` checked the length).
+                let l4 = usize::from(b[0] & 0x0f) * 4;
+                let seq = b.get(l4 + 6..l4 + 8).map_or(0, |s| u16::from_be_bytes([s[0], s[1]]));
+                let what = if ty == 8 { "request" } else { "reply" };
+                Some(format!("echo {what} id {} seq {seq}", t.sport))
+            }
             (_, Some((3, c))) => Some(format!("destination unreachable code {c}")),
             (_, Some((ty, c))) => Some(format!("type {ty} code {c}")),
             _ => None,
@@ -369,6 +380,10 @@ pub struct Trace {
     /// HTTP flows: the status code of the response the client received.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_status: Option<u16>,
+    /// With [`TraceOptions::rounds`] above one: how many exchanges were answered (each
+    /// with exactly the bytes sent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answered: Option<u32>,
     /// Probability of this outcome (set by enumerations of all outcomes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probability: Option<f64>,
@@ -714,7 +729,7 @@ impl Cluster {
         );
         let client_idx = {
             let st = self.netns[src.ns.idx()].stack.as_mut().expect("ensured");
-            st.start_client(src.side, proto, remote, sport, payload).map_err(|e| {
+            st.start_client(src.side, proto, remote, sport, payload, opts.rounds).map_err(|e| {
                 TraceError::BadEndpoint {
                     what: "source",
                     text: from.into(),
@@ -724,6 +739,7 @@ impl Cluster {
         };
         let started = self.now;
         self.sim.events = 0;
+        self.sim.extra_rounds = u64::from(opts.rounds.saturating_sub(1));
         self.sim.next_pkt = 0;
         self.sim.active.clear();
         self.sim.active.insert(src.ns);
@@ -773,12 +789,14 @@ impl Cluster {
                         .and_then(|s| s.parse().ok())
                 })
                 .flatten();
-            ((c.done, c.ok, c.refused), status)
+            ((c.done, c.ok, c.refused), (status, c.answered))
         };
+        let (http_status, answered) = http_status;
         // Forget the finished client's socket state in the result; its socket lingers in
         // TIME_WAIT inside the stack as it would in the kernel.
         let mut t = self.conclude(from, to, opts.proto, src.ip, sport, started, rec, client);
         t.http_status = http_status;
+        t.answered = (opts.rounds > 1 && opts.proto != FlowProto::Http).then_some(answered);
         t.frames = captured
             .into_iter()
             .map(|(at, dev, data)| crate::pcap::CapturedFrame {
@@ -921,6 +939,7 @@ impl Cluster {
             reason,
             reason_text,
             http_status: None,
+            answered: None,
             probability: None,
             started_ms: started.total_millis(),
             ended_ms: self.now.total_millis(),
@@ -1137,6 +1156,9 @@ impl Trace {
             "; {}",
             if self.completed { "exchange completed" } else { "exchange NOT completed" }
         );
+        if let Some(n) = self.answered {
+            let _ = write!(s, " ({n} exchanges answered)");
+        }
         if let Some(r) = &self.server_saw {
             let _ = write!(s, "; server saw {r}");
         }
@@ -1280,6 +1302,7 @@ impl Cluster {
                 ),
             })?;
         self.sim.events = 0;
+        self.sim.extra_rounds = 0;
         self.sim.next_pkt = 0;
         self.sim.active.clear();
         self.sim.rec = Some(Recorder {

@@ -113,7 +113,7 @@ impl Cluster {
     }
 
     /// Traces one flow; see the package docs for the endpoint forms.
-    #[pyo3(signature = (src, dst, proto = "tcp", sport = None, headers = None, dry_run = false, capture = false))]
+    #[pyo3(signature = (src, dst, proto = "tcp", sport = None, headers = None, dry_run = false, capture = false, rounds = 1))]
     #[allow(clippy::too_many_arguments)] // the Python keyword arguments, one to one
     fn trace(
         &mut self,
@@ -124,8 +124,12 @@ impl Cluster {
         headers: Option<BTreeMap<String, String>>,
         dry_run: bool,
         capture: bool,
+        rounds: u32,
     ) -> PyResult<Trace> {
-        let o = TraceOptions { capture, ..options(proto, sport, headers, dry_run)? };
+        if rounds == 0 {
+            return Err(PyValueError::new_err("rounds must be at least 1"));
+        }
+        let o = TraceOptions { capture, rounds, ..options(proto, sport, headers, dry_run)? };
         self.inner.trace(src, dst, &o).map(|t| Trace { inner: t }).map_err(error::trace)
     }
 
@@ -385,6 +389,11 @@ impl Trace {
     #[getter]
     fn http_status(&self) -> Option<u16> {
         self.inner.http_status
+    }
+    /// With `rounds` above one: how many exchanges were answered.
+    #[getter]
+    fn answered(&self) -> Option<u32> {
+        self.inner.answered
     }
     #[getter]
     fn reason(&self) -> Option<String> {

@@ -141,3 +141,14 @@ def test_pcapng_of_a_traced_flow(seed_cluster):
     assert data[:4] == b"\x0a\x0d\x0d\x0a" and data[8:12] == b"\x4d\x3c\x2b\x1a"
     assert b"node1/veth1" in data
     assert bytes([10, 96, 0, 10]) in data  # the ClusterIP before the DNAT
+
+
+def test_rounds_reuse_one_flow_and_its_conntrack_entry(seed_cluster):
+    t = seed_cluster.trace("pod/default/pod2", "10.96.0.10:80", proto="udp", rounds=20)
+    assert t.completed and t.answered == 20
+    svc_walks = {h.packet for h in t.hops if h.action == "rule" and (h.chain or "").startswith("KUBE-SVC-")}
+    assert len(svc_walks) == 1
+    flows = [l for l in seed_cluster.conntrack("node1").splitlines() if "dport=80 " in l]
+    assert len(flows) == 1
+    with pytest.raises(ValueError, match="rounds"):
+        seed_cluster.trace("pod/default/pod2", "10.96.0.10:80", proto="udp", rounds=0)

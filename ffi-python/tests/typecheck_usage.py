@@ -25,3 +25,4 @@ healthy: List[bool] = [bool(h["healthy"]) for h in c.health_checks("node1")]
 counted: str = c.iptables_save("node1", counters=True)
 c.iptables_restore("node2", "*mangle\nCOMMIT\n", noflush=True)
 klog: str = c.kernel_log("node2")
+answered: Optional[int] = c.trace("pod/default/pod2", "10.96.0.10:80", proto="udp", rounds=10).answered

@@ -171,6 +171,9 @@ pub struct Entry {
     pub mark: u32,
     /// Packets and bytes per direction.
     pub counters: [(u64, u64); 2],
+    /// UDP: two seconds after the first packet. A flow that saw a reply is a stream (the
+    /// longer timeout, ASSURED) only once it is still active past this (`stream_ts`).
+    pub stream_ts: Instant,
 }
 
 impl Entry {
@@ -186,6 +189,7 @@ impl Entry {
             expires: now,
             mark: 0,
             counters: [(0, 0); 2],
+            stream_ts: now + Duration::from_secs(2),
         };
         e.update(info, Direction::Original, now, t);
         e
@@ -266,16 +270,12 @@ impl Entry {
                     TcpState::Close => t.tcp_close,
                 }
             }
-            Proto::UDP => {
-                if self.status & status::SEEN_REPLY != 0 {
-                    if dir == Direction::Original {
-                        self.status |= status::ASSURED;
-                    }
-                    t.udp_stream
-                } else {
-                    t.udp
-                }
+            // nf_conntrack_udp_packet: replied and still active after two seconds.
+            Proto::UDP if self.status & status::SEEN_REPLY != 0 && now > self.stream_ts => {
+                self.status |= status::ASSURED;
+                t.udp_stream
             }
+            Proto::UDP => t.udp,
             Proto::ICMP => t.icmp,
             _ => t.generic,
         };
@@ -616,6 +616,42 @@ mod tests {
         let mut p = packet::parse(&tcp_syn(src, sport, dst, dport)).unwrap();
         p.tcp_flags = flags;
         p
+    }
+
+    /// What Linux 6.18 showed in `/proc/net/nf_conntrack` for a UDP echo between two
+    /// namespaces: replied within two seconds, `udp 17 29 ...` (no ASSURED); a packet after
+    /// two seconds, `udp 17 119 ... [ASSURED]`.
+    #[test]
+    fn udp_becomes_an_assured_stream_only_after_two_seconds() {
+        let mut ct = Conntrack::default();
+        let at = Instant::from_millis;
+        let orig =
+            packet::parse(&packet::tests::udp([10, 0, 0, 1], 40000, [10, 0, 0, 2], 9000, b"x"))
+                .unwrap();
+        let reply =
+            packet::parse(&packet::tests::udp([10, 0, 0, 2], 9000, [10, 0, 0, 1], 40000, b"x"))
+                .unwrap();
+        let CtRef::Unconfirmed(e) = ct.lookup(&orig, at(0)) else { panic!("new entry expected") };
+        let id = ct.confirm(*e, at(0)).unwrap();
+        for t in [10, 20, 30] {
+            ct.lookup(&reply, at(t));
+            ct.lookup(&orig, at(t + 1));
+        }
+        let e = ct.get(id).unwrap();
+        assert_eq!(e.status & status::ASSURED, 0);
+        assert_eq!(e.expires, at(31) + Duration::from_secs(30));
+        ct.lookup(&orig, at(2_100));
+        let e = ct.get(id).unwrap();
+        assert_ne!(e.status & status::ASSURED, 0);
+        assert_eq!(e.expires, at(2_100) + Duration::from_secs(120));
+        // Never replied: never a stream, however long it lasts.
+        let lone =
+            packet::parse(&packet::tests::udp([10, 0, 0, 3], 40000, [10, 0, 0, 2], 9000, b"x"))
+                .unwrap();
+        let CtRef::Unconfirmed(e) = ct.lookup(&lone, at(0)) else { panic!("new entry expected") };
+        let id = ct.confirm(*e, at(0)).unwrap();
+        ct.lookup(&lone, at(5_000));
+        assert_eq!(ct.get(id).unwrap().status & status::ASSURED, 0);
     }
 
     #[test]

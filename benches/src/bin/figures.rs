@@ -223,6 +223,24 @@ fn main() {
         }));
     }
 
+    // Established packets end to end: one flow of many exchanges per path, so every packet
+    // after the first exchange follows conntrack on each node (and the LB and gateway). UDP
+    // exchanges are two packets (datagram and echo), counted as packets; TCP exchanges are an
+    // echo write and its answer with their ACKs, counted as exchanges.
+    const ROUNDS: u32 = 500;
+    for path in podnet_benches::ESTABLISHED_PATHS {
+        let mut c = Cluster::seed();
+        let opts = podnet_benches::established_flow(&mut c, path, ROUNDS);
+        let (name, from, to, proto, _) = *path;
+        let (unit, per) = if proto == "udp" { ("pkt/s", 2) } else { ("exchange/s", 1) };
+        emit(rate(&format!("established_{name}"), unit, secs, u64::from(ROUNDS) * per, || {
+            let t = c.trace(from, to, &opts).expect("runs");
+            assert_eq!(t.answered, Some(ROUNDS));
+            // 0.1 virtual second per flow: a TCP flow's TIME_WAIT passes as it would.
+            c.advance(smoltcp::time::Duration::from_millis(100));
+        }));
+    }
+
     // IPAM for a 5,000-node, 150,000-pod cluster: a /24 per node from 10.0.0.0/8
     // (kube-controller-manager), then 30 pod addresses per node (host-local).
     reset_peak();

@@ -40,14 +40,14 @@ pub enum Learn {
 /// A bridge's FDB.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fdb {
-    entries: HashMap<EthernetAddress, FdbEntry>,
+    entries: HashMap<EthernetAddress, FdbEntry, podnet_netfilter::eval::FastBuild>,
     /// `ageing_time`.
     pub ageing_time: Duration,
 }
 
 impl Default for Fdb {
     fn default() -> Self {
-        Fdb { entries: HashMap::new(), ageing_time: AGEING_TIME }
+        Fdb { entries: HashMap::default(), ageing_time: AGEING_TIME }
     }
 }
 

@@ -43,7 +43,7 @@ pub struct Route {
 /// A routing table.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RouteTable {
-    by_len: BTreeMap<u8, HashMap<u32, Route>>,
+    by_len: BTreeMap<u8, HashMap<u32, Route, podnet_netfilter::eval::FastBuild>>,
 }
 
 impl RouteTable {
