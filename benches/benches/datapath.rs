@@ -1,5 +1,6 @@
 //! Whole flows through the reference cluster, hops not recorded: one UDP datagram and its
-//! reply through each seed path (smoltcp at both ends, every hop of the datapath), full
+//! reply through each seed path (smoltcp at both ends, every hop of the datapath),
+//! established packets on each path (one flow of many exchanges), full
 //! kube-proxy syncs at 1,000 and 10,000 Services × 10 endpoints, and building a 5,000-node
 //! cluster.
 
@@ -51,6 +52,26 @@ fn flows(c: &mut Criterion) {
     });
 }
 
+/// Established packets end to end: one flow of 100 exchanges per iteration on each path of
+/// `ESTABLISHED_PATHS` (throughput in exchanges; a UDP exchange is two packets).
+fn established(c: &mut Criterion) {
+    const ROUNDS: u32 = 100;
+    let mut g = c.benchmark_group("established");
+    g.throughput(criterion::Throughput::Elements(u64::from(ROUNDS)));
+    for path in podnet_benches::ESTABLISHED_PATHS {
+        let mut cl = Cluster::seed();
+        let opts = podnet_benches::established_flow(&mut cl, path, ROUNDS);
+        g.bench_function(path.0, |b| {
+            b.iter(|| {
+                let t = cl.trace(path.1, path.2, &opts).expect("runs");
+                cl.advance(smoltcp::time::Duration::from_millis(100));
+                black_box(t)
+            })
+        });
+    }
+    g.finish();
+}
+
 fn sync(c: &mut Criterion) {
     let (svcs, slices) = podnet_benches::services(1_000, 10);
     let cfg = podnet_benches::proxy_config();
@@ -89,5 +110,5 @@ fn cluster_build(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, flows, sync, cluster_build);
+criterion_group!(benches, flows, established, sync, cluster_build);
 criterion_main!(benches);

@@ -264,6 +264,8 @@ fn probability(n: usize) -> String {
 struct Ep {
     ip: Ipv4Addr,
     port: u16,
+    /// `IP:port`.
+    key: String,
     /// `KUBE-SEP-…` for this endpoint of the Service port being written.
     sep: String,
     local: bool,
@@ -272,26 +274,22 @@ struct Ep {
     terminating: bool,
 }
 
-impl Ep {
-    fn key(&self) -> String {
-        format!("{}:{}", self.ip, self.port)
-    }
-}
-
-/// One table's chains being written, in creation order, with a name index.
+/// One table's chains being written, in creation order, with a name index. Each chain's
+/// rules are lines of one buffer: a payload of half a million rules is a few hundred
+/// buffers, not half a million strings.
 #[derive(Default)]
 struct Chains {
-    index: std::collections::HashMap<String, usize>,
-    list: Vec<(String, Vec<String>)>,
+    index: std::collections::HashMap<String, usize, podnet_netfilter::eval::FastBuild>,
+    list: Vec<(String, String)>,
 }
 
 impl Chains {
-    fn entry(&mut self, chain: &str) -> &mut Vec<String> {
+    fn entry(&mut self, chain: &str) -> &mut String {
         let i = match self.index.get(chain) {
             Some(&i) => i,
             None => {
                 self.index.insert(chain.to_string(), self.list.len());
-                self.list.push((chain.to_string(), Vec::new()));
+                self.list.push((chain.to_string(), String::new()));
                 self.list.len() - 1
             }
         };
@@ -306,29 +304,91 @@ struct Out {
     nat: Chains,
 }
 
-fn push(map: &mut Chains, chain: &str, rule: Option<String>) {
-    map.entry(chain).extend(rule);
+/// Appends a rule (the text after `-A CHAIN `) to a chain.
+fn push(map: &mut Chains, chain: &str, rule: std::fmt::Arguments<'_>) {
+    let buf = map.entry(chain);
+    let _ = buf.write_fmt(rule);
+    buf.push('\n');
 }
 
 impl Out {
-    fn filter(&mut self, chain: &str, rule: String) {
-        push(&mut self.filter, chain, Some(rule));
+    fn filter(&mut self, chain: &str, rule: std::fmt::Arguments<'_>) {
+        push(&mut self.filter, chain, rule);
     }
-    fn nat(&mut self, chain: &str, rule: String) {
-        push(&mut self.nat, chain, Some(rule));
+    fn nat(&mut self, chain: &str, rule: std::fmt::Arguments<'_>) {
+        push(&mut self.nat, chain, rule);
     }
     fn nat_chain(&mut self, chain: &str) {
-        push(&mut self.nat, chain, None);
+        self.nat.entry(chain);
     }
 }
 
-fn comment(s: &str) -> String {
-    if s.contains([' ', '"', '\\']) {
-        // Names the API server accepts never hold a quote or backslash; escape them anyway,
-        // as iptables-restore reads them, so no Service name can break the payload.
-        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-    } else {
-        s.to_string()
+/// A rule's text, formatted straight into its chain's buffer.
+macro_rules! rule {
+    ($($t:tt)*) => {
+        format_args!($($t)*)
+    };
+}
+
+/// A dotted-quad address, written without `Ipv4Addr`'s padding-aware formatter (a third
+/// of the payload's formatting time).
+#[derive(Clone, Copy)]
+struct Ip(Ipv4Addr);
+
+impl std::fmt::Display for Ip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut buf = [0u8; 15];
+        let mut n = 0;
+        for (i, o) in self.0.octets().into_iter().enumerate() {
+            if i > 0 {
+                buf[n] = b'.';
+                n += 1;
+            }
+            if o >= 100 {
+                buf[n] = b'0' + o / 100;
+                n += 1;
+            }
+            if o >= 10 {
+                buf[n] = b'0' + o / 10 % 10;
+                n += 1;
+            }
+            buf[n] = b'0' + o % 10;
+            n += 1;
+        }
+        f.write_str(std::str::from_utf8(&buf[..n]).unwrap_or_default())
+    }
+}
+
+/// A `--comment` argument, formatted straight into the rule being written (through one
+/// reused scratch buffer, not a `String` per rule). Text with a space, quote or backslash is
+/// quoted, quotes and backslashes escaped: names the API server accepts never hold a quote
+/// or backslash, but they are escaped anyway, as iptables-restore reads them, so no Service
+/// name can break the payload.
+struct Comment<'a>(std::fmt::Arguments<'a>);
+
+impl std::fmt::Display for Comment<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        SCRATCH.with(|b| {
+            let mut b = b.borrow_mut();
+            b.clear();
+            let _ = b.write_fmt(self.0);
+            if !b.contains([' ', '"', '\\']) {
+                return f.write_str(&b);
+            }
+            f.write_char('"')?;
+            let mut rest = &b[..];
+            while let Some(i) = rest.find(['"', '\\']) {
+                f.write_str(&rest[..i])?;
+                f.write_char('\\')?;
+                f.write_str(&rest[i..=i])?;
+                rest = &rest[i + 1..];
+            }
+            f.write_str(rest)?;
+            f.write_char('"')
+        })
     }
 }
 
@@ -410,43 +470,49 @@ pub fn sync_iptables(cfg: &ProxyConfig, services: &[Service], slices: &[Endpoint
     }
     // Fixed rules.
     let nodeports_last = "-m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS";
-    o.nat("KUBE-MARK-MASQ", "-j MARK --or-mark 0x4000".into());
-    o.nat("KUBE-POSTROUTING", "-m mark ! --mark 0x4000/0x4000 -j RETURN".into());
-    o.nat("KUBE-POSTROUTING", "-j MARK --xor-mark 0x4000".into());
+    o.nat("KUBE-MARK-MASQ", format_args!("-j MARK --or-mark 0x4000"));
+    o.nat("KUBE-POSTROUTING", format_args!("-m mark ! --mark 0x4000/0x4000 -j RETURN"));
+    o.nat("KUBE-POSTROUTING", format_args!("-j MARK --xor-mark 0x4000"));
     let rf = if cfg.random_fully { " --random-fully" } else { "" };
     o.nat(
         "KUBE-POSTROUTING",
-        format!(
+        format_args!(
             "-m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE{rf}"
         ),
     );
     if cfg.localhost_nodeports {
-        o.filter("KUBE-FIREWALL", "-m comment --comment \"block incoming localnet connections\" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP".into());
+        o.filter("KUBE-FIREWALL", format_args!("-m comment --comment \"block incoming localnet connections\" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"));
     }
     let nfacct =
         if cfg.nfacct { " -m nfacct --nfacct-name ct_state_invalid_dropped_pkts" } else { "" };
-    o.filter("KUBE-FORWARD", format!("-m conntrack --ctstate INVALID{nfacct} -j DROP"));
-    o.filter("KUBE-FORWARD", "-m comment --comment \"kubernetes forwarding rules\" -m mark --mark 0x4000/0x4000 -j ACCEPT".into());
-    o.filter("KUBE-FORWARD", "-m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT".into());
+    o.filter("KUBE-FORWARD", format_args!("-m conntrack --ctstate INVALID{nfacct} -j DROP"));
+    o.filter("KUBE-FORWARD", format_args!("-m comment --comment \"kubernetes forwarding rules\" -m mark --mark 0x4000/0x4000 -j ACCEPT"));
+    o.filter("KUBE-FORWARD", format_args!("-m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"));
     render(o, nodeports_last)
 }
 
 /// Orders chains and rules as `sortIPTablesRules` does and prints restore input.
 fn render(o: Out, nodeports_last: &str) -> String {
     let mut s = String::with_capacity(
-        o.nat.list.iter().chain(&o.filter.list).map(|(_, v)| v.len() * 120 + 40).sum(),
+        o.nat
+            .list
+            .iter()
+            .chain(&o.filter.list)
+            .map(|(n, v)| v.len() + v.len() / 40 * (n.len() + 4) + 40)
+            .sum(),
     );
     for (table, mut chains) in [("filter", o.filter), ("nat", o.nat)] {
         if table == "nat" {
-            chains.entry("KUBE-SERVICES").push(nodeports_last.into());
+            let buf = chains.entry("KUBE-SERVICES");
+            buf.push_str(nodeports_last);
+            buf.push('\n');
         }
         let rank = |n: &str| match n {
             "KUBE-NODEPORTS" => 0,
             "KUBE-SERVICES" => 1,
             _ => 2,
         };
-        let mut names: Vec<(&String, &mut Vec<String>)> =
-            chains.list.iter_mut().map(|(n, r)| (&*n, r)).collect();
+        let mut names: Vec<&(String, String)> = chains.list.iter().collect();
         // The two head chains first, then by name.
         names.sort_unstable_by(|(a, _), (b, _)| rank(a).cmp(&rank(b)).then_with(|| a.cmp(b)));
         let _ = writeln!(s, "*{table}");
@@ -454,17 +520,18 @@ fn render(o: Out, nodeports_last: &str) -> String {
             let _ = writeln!(s, ":{n} - [0:0]");
         }
         for (n, rules) in names {
+            let mut lines: Vec<&str> = rules.lines().collect();
             if rank(n) < 2 {
                 // Stable sort by the service name in the comment; the last-rule stays last.
-                rules.sort_by_cached_key(|r| {
+                lines.sort_by_cached_key(|r| {
                     if r.contains("must be the last rule") {
-                        (1, String::new())
+                        (1, "")
                     } else {
                         (0, comment_service(r))
                     }
                 });
             }
-            for r in rules.iter() {
+            for r in lines {
                 s.push_str("-A ");
                 s.push_str(n);
                 s.push(' ');
@@ -477,9 +544,9 @@ fn render(o: Out, nodeports_last: &str) -> String {
     s
 }
 
-fn comment_service(rule: &str) -> String {
-    let Some(rest) = rule.split("--comment ").nth(1) else { return String::new() };
-    rest.trim_start_matches('"').split([' ', '"']).next().unwrap_or("").to_string()
+fn comment_service(rule: &str) -> &str {
+    let Some(rest) = rule.split("--comment ").nth(1) else { return "" };
+    rest.trim_start_matches('"').split([' ', '"']).next().unwrap_or("")
 }
 
 fn endpoints_for(cfg: &ProxyConfig, port: &ServicePort, slices: &[&EndpointSlice]) -> Vec<Ep> {
@@ -497,6 +564,7 @@ fn endpoints_for(cfg: &ProxyConfig, port: &ServicePort, slices: &[&EndpointSlice
             eps.push(Ep {
                 ip: e.ip,
                 port: p,
+                key: format!("{}:{p}", Ip(e.ip)),
                 sep: String::new(),
                 local: e.node_name.as_deref() == Some(cfg.node_name.as_str()),
                 ready: e.ready.unwrap_or(true),
@@ -505,7 +573,7 @@ fn endpoints_for(cfg: &ProxyConfig, port: &ServicePort, slices: &[&EndpointSlice
             });
         }
     }
-    eps.sort_by_cached_key(Ep::key);
+    eps.sort_by(|a, b| a.key.cmp(&b.key));
     eps
 }
 
@@ -522,10 +590,11 @@ fn service_port(
     } else {
         format!("{}/{}:{}", svc.namespace, svc.name, port.name)
     };
+    let cip = Ip(cip);
     let proto = port.protocol.to_string();
     let h = chain_hash(&format!("{name}{proto}"));
     for e in eps.iter_mut() {
-        e.sep = format!("KUBE-SEP-{}", chain_hash(&format!("{name}{proto}{}", e.key())));
+        e.sep = format!("KUBE-SEP-{}", chain_hash(&format!("{name}{proto}{}", e.key)));
     }
     let eps = &*eps;
     let (svc_chain, svl_chain, ext_chain, fw_chain) = (
@@ -572,9 +641,9 @@ fn service_port(
     if has_internal {
         o.nat(
             "KUBE-SERVICES",
-            format!(
+            rule!(
                 "-m comment --comment {} {m} -d {cip} --dport {} -j {internal_chain}",
-                comment(&format!("{name} cluster IP")),
+                Comment(format_args!("{name} cluster IP")),
                 port.port
             ),
         );
@@ -582,20 +651,21 @@ fn service_port(
         let (t, c) = filter_target(has_internal);
         o.filter(
             "KUBE-SERVICES",
-            format!(
+            rule!(
                 "-m comment --comment {} {m} -d {cip} --dport {} -j {t}",
-                comment(&c),
+                Comment(format_args!("{c}")),
                 port.port
             ),
         );
     }
     for ip in &svc.external_ips {
+        let ip = Ip(*ip);
         if has_endpoints {
             o.nat(
                 "KUBE-SERVICES",
-                format!(
+                rule!(
                     "-m comment --comment {} {m} -d {ip} --dport {} -j {ext_chain}",
-                    comment(&format!("{name} external IP")),
+                    Comment(format_args!("{name} external IP")),
                     port.port
                 ),
             );
@@ -604,22 +674,23 @@ fn service_port(
             let (t, c) = filter_target(has_external);
             o.filter(
                 "KUBE-EXTERNAL-SERVICES",
-                format!(
+                rule!(
                     "-m comment --comment {} {m} -d {ip} --dport {} -j {t}",
-                    comment(&c),
+                    Comment(format_args!("{c}")),
                     port.port
                 ),
             );
         }
     }
     for ip in &svc.lb_ips {
+        let ip = Ip(*ip);
         if has_endpoints {
             let to = if uses_fw { &fw_chain } else { &ext_chain };
             o.nat(
                 "KUBE-SERVICES",
-                format!(
+                rule!(
                     "-m comment --comment {} {m} -d {ip} --dport {} -j {to}",
-                    comment(&format!("{name} loadbalancer IP")),
+                    Comment(format_args!("{name} loadbalancer IP")),
                     port.port
                 ),
             );
@@ -627,9 +698,9 @@ fn service_port(
         if uses_fw {
             o.filter(
                 "KUBE-PROXY-FIREWALL",
-                format!(
+                rule!(
                     "-m comment --comment {} {m} -d {ip} --dport {} -j DROP",
-                    comment(&format!("{name} traffic not accepted by {fw_chain}")),
+                    Comment(format_args!("{name} traffic not accepted by {fw_chain}")),
                     port.port
                 ),
             );
@@ -638,9 +709,9 @@ fn service_port(
             let (t, c) = filter_target(has_external);
             o.filter(
                 "KUBE-EXTERNAL-SERVICES",
-                format!(
+                rule!(
                     "-m comment --comment {} {m} -d {ip} --dport {} -j {t}",
-                    comment(&c),
+                    Comment(format_args!("{c}")),
                     port.port
                 ),
             );
@@ -649,13 +720,13 @@ fn service_port(
     if port.node_port != 0 {
         if has_endpoints {
             if cfg.localhost_nodeports && cfg.nfacct {
-                o.nat("KUBE-NODEPORTS", format!("-m comment --comment {} {m} -d 127.0.0.0/8 --dport {} -m nfacct --nfacct-name localhost_nps_accepted_pkts -j {ext_chain}", comment(&name), port.node_port));
+                o.nat("KUBE-NODEPORTS", rule!("-m comment --comment {} {m} -d 127.0.0.0/8 --dport {} -m nfacct --nfacct-name localhost_nps_accepted_pkts -j {ext_chain}", Comment(format_args!("{name}")), port.node_port));
             }
             o.nat(
                 "KUBE-NODEPORTS",
-                format!(
+                rule!(
                     "-m comment --comment {} {m} --dport {} -j {ext_chain}",
-                    comment(&name),
+                    Comment(format_args!("{name}")),
                     port.node_port
                 ),
             );
@@ -664,9 +735,9 @@ fn service_port(
             let (t, c) = filter_target(has_external);
             o.filter(
                 "KUBE-EXTERNAL-SERVICES",
-                format!(
+                rule!(
                     "-m comment --comment {} -m addrtype --dst-type LOCAL {m} --dport {} -j {t}",
-                    comment(&c),
+                    Comment(format_args!("{c}")),
                     port.node_port
                 ),
             );
@@ -675,9 +746,9 @@ fn service_port(
     if svc.needs_health_check() && svc.health_check_node_port != 0 {
         o.filter(
             "KUBE-NODEPORTS",
-            format!(
+            rule!(
                 "-m comment --comment {} -m tcp -p tcp --dport {} -j ACCEPT",
-                comment(&format!("{name} health check node port")),
+                Comment(format_args!("{name} health check node port")),
                 svc.health_check_node_port
             ),
         );
@@ -700,79 +771,84 @@ fn service_port(
     if has_internal {
         let masq = format!(
             "-m comment --comment {} {m} -d {cip} --dport {}",
-            comment(&format!("{name} cluster IP")),
+            Comment(format_args!("{name} cluster IP")),
             port.port
         );
         if cfg.masquerade_all {
-            o.nat(internal_chain, format!("{masq} -j KUBE-MARK-MASQ"));
+            o.nat(internal_chain, rule!("{masq} -j KUBE-MARK-MASQ"));
         } else if let Some(pc) = cfg.local_cidr {
-            o.nat(internal_chain, format!("{masq} ! -s {pc} -j KUBE-MARK-MASQ"));
+            o.nat(internal_chain, rule!("{masq} ! -s {pc} -j KUBE-MARK-MASQ"));
         }
     }
     if uses_ext_chain {
         if !svc.external_local {
             o.nat(
                 &ext_chain,
-                format!(
+                rule!(
                     "-m comment --comment {} -j KUBE-MARK-MASQ",
-                    comment(&format!("masquerade traffic for {name} external destinations"))
+                    Comment(format_args!("masquerade traffic for {name} external destinations"))
                 ),
             );
         } else {
             if let Some(pc) = cfg.local_cidr {
                 o.nat(
                     &ext_chain,
-                    format!(
+                    rule!(
                         "-m comment --comment {} -s {pc} -j {svc_chain}",
-                        comment(&format!("pod traffic for {name} external destinations"))
+                        Comment(format_args!("pod traffic for {name} external destinations"))
                     ),
                 );
             }
             o.nat(
                 &ext_chain,
-                format!(
+                rule!(
                     "-m comment --comment {} -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ",
-                    comment(&format!("masquerade LOCAL traffic for {name} external destinations"))
+                    Comment(format_args!(
+                        "masquerade LOCAL traffic for {name} external destinations"
+                    ))
                 ),
             );
             o.nat(
                 &ext_chain,
-                format!(
+                rule!(
                     "-m comment --comment {} -m addrtype --src-type LOCAL -j {svc_chain}",
-                    comment(&format!("route LOCAL traffic for {name} external destinations"))
+                    Comment(format_args!("route LOCAL traffic for {name} external destinations"))
                 ),
             );
         }
         if has_external {
-            o.nat(&ext_chain, format!("-j {external_chain}"));
+            o.nat(&ext_chain, rule!("-j {external_chain}"));
         }
     }
     if uses_fw {
         for r in &svc.lb_source_ranges {
             o.nat(
                 &fw_chain,
-                format!(
+                rule!(
                     "-m comment --comment {} -s {r} -j {ext_chain}",
-                    comment(&format!("{name} loadbalancer IP"))
+                    Comment(format_args!("{name} loadbalancer IP"))
                 ),
             );
         }
         if svc.lb_source_ranges.iter().any(|r| cfg.node_ips.iter().any(|ip| r.contains(*ip))) {
             for ip in &svc.lb_ips {
+                let ip = Ip(*ip);
                 o.nat(
                     &fw_chain,
-                    format!(
+                    rule!(
                         "-m comment --comment {} -s {ip} -j {ext_chain}",
-                        comment(&format!("{name} loadbalancer IP"))
+                        Comment(format_args!("{name} loadbalancer IP"))
                     ),
                 );
             }
         }
         o.nat(
             &fw_chain,
-            format!(
+            rule!(
                 "-m comment --comment {}",
-                comment(&format!("other traffic to {name} will be dropped by KUBE-PROXY-FIREWALL"))
+                Comment(format_args!(
+                    "other traffic to {name} will be dropped by KUBE-PROXY-FIREWALL"
+                ))
             ),
         );
     }
@@ -782,7 +858,7 @@ fn service_port(
     let write_policy = |chain: &str, list: &[&Ep], o: &mut Out| {
         if let Some(t) = svc.affinity_timeout {
             for e in list {
-                o.nat(chain, format!("-m comment --comment {} -m recent --name {} --rcheck --seconds {t} --reap -j {}", comment(&format!("{name} -> {}", e.key())), sep(e), sep(e)));
+                o.nat(chain, rule!("-m comment --comment {} -m recent --name {} --rcheck --seconds {t} --reap -j {}", Comment(format_args!("{name} -> {}", e.key)), sep(e), sep(e)));
             }
         }
         let n = list.len();
@@ -794,9 +870,9 @@ fn service_port(
             };
             o.nat(
                 chain,
-                format!(
+                rule!(
                     "-m comment --comment {}{stat} -j {}",
-                    comment(&format!("{name} -> {}", e.key())),
+                    Comment(format_args!("{name} -> {}", e.key)),
                     sep(e)
                 ),
             );
@@ -823,7 +899,14 @@ fn service_port(
     for e in used {
         let c = sep(e);
         o.nat_chain(c);
-        o.nat(c, format!("-m comment --comment {} -s {} -j KUBE-MARK-MASQ", comment(&name), e.ip));
+        o.nat(
+            c,
+            rule!(
+                "-m comment --comment {} -s {} -j KUBE-MARK-MASQ",
+                Comment(format_args!("{name}")),
+                Ip(e.ip)
+            ),
+        );
         let recent = if svc.affinity_timeout.is_some() {
             format!(" -m recent --name {c} --set")
         } else {
@@ -831,10 +914,10 @@ fn service_port(
         };
         o.nat(
             c,
-            format!(
+            rule!(
                 "-m comment --comment {}{recent} {m} -j DNAT --to-destination {}",
-                comment(&name),
-                e.key()
+                Comment(format_args!("{name}")),
+                e.key
             ),
         );
     }
