@@ -745,6 +745,25 @@ pub(crate) struct Tok<'t> {
     pub(crate) col: usize,
 }
 
+impl<'t> Tok<'t> {
+    /// A finished word: `raw` as written, or `owned` when quotes or escapes changed it.
+    fn new(
+        raw: &'t str,
+        owned: Option<String>,
+        in_quote: bool,
+        col: usize,
+    ) -> Result<Tok<'t>, RuleError> {
+        if in_quote {
+            return Err(RuleError { col, msg: "unterminated double quote".into() });
+        }
+        let s = match owned {
+            Some(o) => std::borrow::Cow::Owned(o),
+            None => std::borrow::Cow::Borrowed(raw),
+        };
+        Ok(Tok { s, col })
+    }
+}
+
 /// Splits a rule line as iptables-restore does: whitespace-separated words, double quotes
 /// group words, a backslash escapes the next character inside quotes.
 pub(crate) fn tokenize(text: &str) -> Result<Vec<Tok<'_>>, RuleError> {
@@ -754,7 +773,6 @@ pub(crate) fn tokenize(text: &str) -> Result<Vec<Tok<'_>>, RuleError> {
 /// [`tokenize`] for ASCII text (every rule kube-proxy writes): bytes are characters, so a
 /// column is a byte offset plus one.
 fn tokenize_ascii(text: &str) -> Result<Vec<Tok<'_>>, RuleError> {
-    use std::borrow::Cow;
     // `char::is_whitespace` over ASCII.
     let ws = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r');
     let b = text.as_bytes();
@@ -796,21 +814,13 @@ fn tokenize_ascii(text: &str) -> Result<Vec<Tok<'_>>, RuleError> {
                 }
             }
         }
-        if in_quote {
-            return Err(RuleError { col, msg: "unterminated double quote".into() });
-        }
-        let s = match owned {
-            Some(o) => Cow::Owned(o),
-            None => Cow::Borrowed(&text[start..end]),
-        };
-        toks.push(Tok { s, col });
+        toks.push(Tok::new(&text[start..end], owned, in_quote, col)?);
     }
     Ok(toks)
 }
 
 /// [`tokenize`] for any text, columns counted in characters.
 fn tokenize_chars(text: &str) -> Result<Vec<Tok<'_>>, RuleError> {
-    use std::borrow::Cow;
     let mut toks = Vec::with_capacity(16);
     // Columns count characters, tracked as we go (never recounted from the line start).
     let mut chars = text.char_indices().enumerate().peekable();
@@ -847,14 +857,7 @@ fn tokenize_chars(text: &str) -> Result<Vec<Tok<'_>>, RuleError> {
                 }
             }
         }
-        if in_quote {
-            return Err(RuleError { col, msg: "unterminated double quote".into() });
-        }
-        let s = match owned {
-            Some(o) => Cow::Owned(o),
-            None => Cow::Borrowed(&text[start..end]),
-        };
-        toks.push(Tok { s, col });
+        toks.push(Tok::new(&text[start..end], owned, in_quote, col)?);
     }
     Ok(toks)
 }
