@@ -73,27 +73,20 @@ fn established(c: &mut Criterion) {
 }
 
 fn sync(c: &mut Criterion) {
-    let (svcs, slices) = podnet_benches::services(1_000, 10);
     let cfg = podnet_benches::proxy_config();
     let mut g = c.benchmark_group("kube_proxy");
     g.sample_size(10);
-    g.bench_function("sync_1000x10_generate_and_restore", |b| {
-        b.iter(|| {
-            let text = podnet::kube_proxy::sync_iptables(&cfg, &svcs, &slices);
-            let mut rs = podnet_netfilter::Ruleset::default();
-            rs.restore(&text, false).expect("parses");
-            black_box(rs)
-        })
-    });
-    let (svcs, slices) = podnet_benches::services(10_000, 10);
-    g.bench_function("sync_10000x10_generate_and_restore", |b| {
-        b.iter(|| {
-            let text = podnet::kube_proxy::sync_iptables(&cfg, &svcs, &slices);
-            let mut rs = podnet_netfilter::Ruleset::default();
-            rs.restore(&text, false).expect("parses");
-            black_box(rs)
-        })
-    });
+    for n in [1_000, 10_000] {
+        let (svcs, slices) = podnet_benches::services(n, 10);
+        g.bench_function(format!("sync_{n}x10_generate_and_restore"), |b| {
+            b.iter(|| {
+                let text = podnet::kube_proxy::sync_iptables(&cfg, &svcs, &slices);
+                let mut rs = podnet_netfilter::Ruleset::default();
+                rs.restore(&text, false).expect("parses");
+                black_box(rs)
+            })
+        });
+    }
     g.finish();
 }
 

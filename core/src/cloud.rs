@@ -693,12 +693,7 @@ impl Cluster {
         for lb in self.edge.lbs.iter().filter(|l| l.mode == LbMode::PassThrough) {
             let dst = Ipv4Network::new(lb.public_ip, 32).expect("valid");
             if self.netns[igw.idx()].routes.lookup(lb.public_ip).is_none_or(|r| r.dst != dst) {
-                let igw0 = self.netns[igw.idx()]
-                    .devs
-                    .iter()
-                    .copied()
-                    .find(|d| self.devs[d.idx()].name == "igw0")
-                    .expect("igw has igw0");
+                let igw0 = self.dev_named(igw, "igw0").expect("igw has igw0");
                 self.netns[igw.idx()].routes.add(Route {
                     dst,
                     via: Some(LINK_VPC),
@@ -733,12 +728,7 @@ impl Cluster {
         }
         text.push_str("COMMIT\n");
         // The public addresses live on inet0, so the gateway answers ARP for them.
-        let inet0 = self.netns[igw.idx()]
-            .devs
-            .iter()
-            .copied()
-            .find(|d| self.devs[d.idx()].name == "inet0")
-            .expect("igw has inet0");
+        let inet0 = self.dev_named(igw, "inet0").expect("igw has inet0");
         for (_, _, public) in &pairs {
             if !self.devs[inet0.idx()].addrs.iter().any(|a| a.ip() == *public) {
                 self.devs[inet0.idx()].addrs.push(Ipv4Network::new(*public, 32).expect("valid"));

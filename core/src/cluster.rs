@@ -1092,6 +1092,11 @@ impl Cluster {
         &self.pods
     }
 
+    /// The device called `name` in a namespace.
+    pub(crate) fn dev_named(&self, ns: NetnsId, name: &str) -> Option<IfIndex> {
+        self.netns[ns.idx()].devs.iter().copied().find(|d| self.devs[d.idx()].name == name)
+    }
+
     /// A device.
     pub fn device(&self, i: IfIndex) -> &Device {
         &self.devs[i.idx()]

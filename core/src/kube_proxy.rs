@@ -323,13 +323,6 @@ impl Out {
     }
 }
 
-/// A rule's text, formatted straight into its chain's buffer.
-macro_rules! rule {
-    ($($t:tt)*) => {
-        format_args!($($t)*)
-    };
-}
-
 /// A dotted-quad address, written without `Ipv4Addr`'s padding-aware formatter (a third
 /// of the payload's formatting time).
 #[derive(Clone, Copy)]
@@ -641,7 +634,7 @@ fn service_port(
     if has_internal {
         o.nat(
             "KUBE-SERVICES",
-            rule!(
+            format_args!(
                 "-m comment --comment {} {m} -d {cip} --dport {} -j {internal_chain}",
                 Comment(format_args!("{name} cluster IP")),
                 port.port
@@ -651,7 +644,7 @@ fn service_port(
         let (t, c) = filter_target(has_internal);
         o.filter(
             "KUBE-SERVICES",
-            rule!(
+            format_args!(
                 "-m comment --comment {} {m} -d {cip} --dport {} -j {t}",
                 Comment(format_args!("{c}")),
                 port.port
@@ -663,7 +656,7 @@ fn service_port(
         if has_endpoints {
             o.nat(
                 "KUBE-SERVICES",
-                rule!(
+                format_args!(
                     "-m comment --comment {} {m} -d {ip} --dport {} -j {ext_chain}",
                     Comment(format_args!("{name} external IP")),
                     port.port
@@ -674,7 +667,7 @@ fn service_port(
             let (t, c) = filter_target(has_external);
             o.filter(
                 "KUBE-EXTERNAL-SERVICES",
-                rule!(
+                format_args!(
                     "-m comment --comment {} {m} -d {ip} --dport {} -j {t}",
                     Comment(format_args!("{c}")),
                     port.port
@@ -688,7 +681,7 @@ fn service_port(
             let to = if uses_fw { &fw_chain } else { &ext_chain };
             o.nat(
                 "KUBE-SERVICES",
-                rule!(
+                format_args!(
                     "-m comment --comment {} {m} -d {ip} --dport {} -j {to}",
                     Comment(format_args!("{name} loadbalancer IP")),
                     port.port
@@ -698,7 +691,7 @@ fn service_port(
         if uses_fw {
             o.filter(
                 "KUBE-PROXY-FIREWALL",
-                rule!(
+                format_args!(
                     "-m comment --comment {} {m} -d {ip} --dport {} -j DROP",
                     Comment(format_args!("{name} traffic not accepted by {fw_chain}")),
                     port.port
@@ -709,7 +702,7 @@ fn service_port(
             let (t, c) = filter_target(has_external);
             o.filter(
                 "KUBE-EXTERNAL-SERVICES",
-                rule!(
+                format_args!(
                     "-m comment --comment {} {m} -d {ip} --dport {} -j {t}",
                     Comment(format_args!("{c}")),
                     port.port
@@ -720,11 +713,11 @@ fn service_port(
     if port.node_port != 0 {
         if has_endpoints {
             if cfg.localhost_nodeports && cfg.nfacct {
-                o.nat("KUBE-NODEPORTS", rule!("-m comment --comment {} {m} -d 127.0.0.0/8 --dport {} -m nfacct --nfacct-name localhost_nps_accepted_pkts -j {ext_chain}", Comment(format_args!("{name}")), port.node_port));
+                o.nat("KUBE-NODEPORTS", format_args!("-m comment --comment {} {m} -d 127.0.0.0/8 --dport {} -m nfacct --nfacct-name localhost_nps_accepted_pkts -j {ext_chain}", Comment(format_args!("{name}")), port.node_port));
             }
             o.nat(
                 "KUBE-NODEPORTS",
-                rule!(
+                format_args!(
                     "-m comment --comment {} {m} --dport {} -j {ext_chain}",
                     Comment(format_args!("{name}")),
                     port.node_port
@@ -735,7 +728,7 @@ fn service_port(
             let (t, c) = filter_target(has_external);
             o.filter(
                 "KUBE-EXTERNAL-SERVICES",
-                rule!(
+                format_args!(
                     "-m comment --comment {} -m addrtype --dst-type LOCAL {m} --dport {} -j {t}",
                     Comment(format_args!("{c}")),
                     port.node_port
@@ -746,7 +739,7 @@ fn service_port(
     if svc.needs_health_check() && svc.health_check_node_port != 0 {
         o.filter(
             "KUBE-NODEPORTS",
-            rule!(
+            format_args!(
                 "-m comment --comment {} -m tcp -p tcp --dport {} -j ACCEPT",
                 Comment(format_args!("{name} health check node port")),
                 svc.health_check_node_port
@@ -775,16 +768,16 @@ fn service_port(
             port.port
         );
         if cfg.masquerade_all {
-            o.nat(internal_chain, rule!("{masq} -j KUBE-MARK-MASQ"));
+            o.nat(internal_chain, format_args!("{masq} -j KUBE-MARK-MASQ"));
         } else if let Some(pc) = cfg.local_cidr {
-            o.nat(internal_chain, rule!("{masq} ! -s {pc} -j KUBE-MARK-MASQ"));
+            o.nat(internal_chain, format_args!("{masq} ! -s {pc} -j KUBE-MARK-MASQ"));
         }
     }
     if uses_ext_chain {
         if !svc.external_local {
             o.nat(
                 &ext_chain,
-                rule!(
+                format_args!(
                     "-m comment --comment {} -j KUBE-MARK-MASQ",
                     Comment(format_args!("masquerade traffic for {name} external destinations"))
                 ),
@@ -793,7 +786,7 @@ fn service_port(
             if let Some(pc) = cfg.local_cidr {
                 o.nat(
                     &ext_chain,
-                    rule!(
+                    format_args!(
                         "-m comment --comment {} -s {pc} -j {svc_chain}",
                         Comment(format_args!("pod traffic for {name} external destinations"))
                     ),
@@ -801,7 +794,7 @@ fn service_port(
             }
             o.nat(
                 &ext_chain,
-                rule!(
+                format_args!(
                     "-m comment --comment {} -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ",
                     Comment(format_args!(
                         "masquerade LOCAL traffic for {name} external destinations"
@@ -810,21 +803,21 @@ fn service_port(
             );
             o.nat(
                 &ext_chain,
-                rule!(
+                format_args!(
                     "-m comment --comment {} -m addrtype --src-type LOCAL -j {svc_chain}",
                     Comment(format_args!("route LOCAL traffic for {name} external destinations"))
                 ),
             );
         }
         if has_external {
-            o.nat(&ext_chain, rule!("-j {external_chain}"));
+            o.nat(&ext_chain, format_args!("-j {external_chain}"));
         }
     }
     if uses_fw {
         for r in &svc.lb_source_ranges {
             o.nat(
                 &fw_chain,
-                rule!(
+                format_args!(
                     "-m comment --comment {} -s {r} -j {ext_chain}",
                     Comment(format_args!("{name} loadbalancer IP"))
                 ),
@@ -835,7 +828,7 @@ fn service_port(
                 let ip = Ip(*ip);
                 o.nat(
                     &fw_chain,
-                    rule!(
+                    format_args!(
                         "-m comment --comment {} -s {ip} -j {ext_chain}",
                         Comment(format_args!("{name} loadbalancer IP"))
                     ),
@@ -844,7 +837,7 @@ fn service_port(
         }
         o.nat(
             &fw_chain,
-            rule!(
+            format_args!(
                 "-m comment --comment {}",
                 Comment(format_args!(
                     "other traffic to {name} will be dropped by KUBE-PROXY-FIREWALL"
@@ -858,7 +851,7 @@ fn service_port(
     let write_policy = |chain: &str, list: &[&Ep], o: &mut Out| {
         if let Some(t) = svc.affinity_timeout {
             for e in list {
-                o.nat(chain, rule!("-m comment --comment {} -m recent --name {} --rcheck --seconds {t} --reap -j {}", Comment(format_args!("{name} -> {}", e.key)), sep(e), sep(e)));
+                o.nat(chain, format_args!("-m comment --comment {} -m recent --name {} --rcheck --seconds {t} --reap -j {}", Comment(format_args!("{name} -> {}", e.key)), sep(e), sep(e)));
             }
         }
         let n = list.len();
@@ -870,7 +863,7 @@ fn service_port(
             };
             o.nat(
                 chain,
-                rule!(
+                format_args!(
                     "-m comment --comment {}{stat} -j {}",
                     Comment(format_args!("{name} -> {}", e.key)),
                     sep(e)
@@ -901,7 +894,7 @@ fn service_port(
         o.nat_chain(c);
         o.nat(
             c,
-            rule!(
+            format_args!(
                 "-m comment --comment {} -s {} -j KUBE-MARK-MASQ",
                 Comment(format_args!("{name}")),
                 Ip(e.ip)
@@ -914,7 +907,7 @@ fn service_port(
         };
         o.nat(
             c,
-            rule!(
+            format_args!(
                 "-m comment --comment {}{recent} {m} -j DNAT --to-destination {}",
                 Comment(format_args!("{name}")),
                 e.key
@@ -1626,11 +1619,7 @@ impl Cluster {
     /// Binds `addrs` to the node's `kube-ipvs0` dummy device (created on first use).
     fn set_ipvs_addresses(&mut self, node: crate::ids::NodeId, addrs: &[Ipv4Addr]) {
         let ns = self.nodes[node.idx()].netns;
-        let existing = self.netns[ns.idx()]
-            .devs
-            .iter()
-            .copied()
-            .find(|d| self.devs[d.idx()].name == "kube-ipvs0");
+        let existing = self.dev_named(ns, "kube-ipvs0");
         let dev = match (existing, addrs.is_empty()) {
             (Some(d), _) => d,
             (None, true) => return,

@@ -269,7 +269,7 @@ impl Cluster {
             self.cfg.seed.wrapping_mul(0x9e37_79b9).wrapping_add(u64::from(ns.0) * 0x1000_0001 + 1);
         let now = self.now;
         let n = &self.netns[ns.idx()];
-        let eth0 = n.devs.iter().copied().find(|d| self.devs[d.idx()].name == "eth0");
+        let eth0 = self.dev_named(ns, "eth0");
         let mut stack = match n.owner {
             // Forwarding namespaces (and anything without an eth0) get an IP-medium stack
             // holding all their addresses: local destinations nobody serves answer like the
@@ -480,12 +480,7 @@ impl Cluster {
             }
             return;
         }
-        let eth0 = self.netns[ns.idx()]
-            .devs
-            .iter()
-            .copied()
-            .find(|d| self.devs[d.idx()].name == "eth0")
-            .expect("host has eth0");
+        let eth0 = self.dev_named(ns, "eth0").expect("host has eth0");
         for f in frames {
             let ip = EthernetFrame::new_checked(&f[..])
                 .ok()

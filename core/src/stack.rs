@@ -795,17 +795,12 @@ impl Stack {
                         c.sent = true;
                     }
                     while let Ok((data, _meta)) = s.recv() {
-                        if data == c.payload.bytes() {
-                            c.answered += 1;
-                        } else {
+                        let echoed = data == c.payload.bytes();
+                        c.answered += u32::from(echoed);
+                        if !echoed || c.answered == c.rounds {
                             c.response = data.to_vec();
-                        }
-                        if c.answered == c.rounds || !c.response.is_empty() {
                             c.done = true;
-                            c.ok = c.response.is_empty();
-                            if c.ok {
-                                c.response = data.to_vec();
-                            }
+                            c.ok = echoed;
                             break;
                         }
                         // The next datagram of the flow.

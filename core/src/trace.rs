@@ -778,7 +778,7 @@ impl Cluster {
         let rec = self.sim.rec.take().expect("recorder set above");
         self.sim.active.clear();
         result?;
-        let (client, http_status) = {
+        let (client, http_status, answered) = {
             let st = self.netns[src.ns.idx()].stack.as_mut().expect("ensured");
             let c = &st.clients[client_idx];
             let status = (opts.proto == FlowProto::Http)
@@ -789,9 +789,8 @@ impl Cluster {
                         .and_then(|s| s.parse().ok())
                 })
                 .flatten();
-            ((c.done, c.ok, c.refused), (status, c.answered))
+            ((c.done, c.ok, c.refused), status, c.answered)
         };
-        let (http_status, answered) = http_status;
         // Forget the finished client's socket state in the result; its socket lingers in
         // TIME_WAIT inside the stack as it would in the kernel.
         let mut t = self.conclude(from, to, opts.proto, src.ip, sport, started, rec, client);
@@ -1003,11 +1002,7 @@ impl Cluster {
                             .join(", ")
                     ),
                 })?;
-            let eth0 = self.netns[ns.idx()]
-                .devs
-                .iter()
-                .find(|d| self.devs[d.idx()].name == "eth0")
-                .copied();
+            let eth0 = self.dev_named(ns, "eth0");
             let ip = eth0
                 .and_then(|d| self.devs[d.idx()].addrs.first())
                 .map(|a| a.ip())
@@ -1283,24 +1278,19 @@ impl Cluster {
                     ),
                 },
             )?;
-        let dev = self.netns[ns.idx()]
-            .devs
-            .iter()
-            .copied()
-            .find(|d| self.devs[d.idx()].name == device)
-            .ok_or_else(|| TraceError::BadEndpoint {
-                what: "device",
-                text: format!("{netns} {device}"),
-                hint: format!(
-                    "devices: {}",
-                    self.netns[ns.idx()]
-                        .devs
-                        .iter()
-                        .map(|d| self.devs[d.idx()].name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            })?;
+        let dev = self.dev_named(ns, device).ok_or_else(|| TraceError::BadEndpoint {
+            what: "device",
+            text: format!("{netns} {device}"),
+            hint: format!(
+                "devices: {}",
+                self.netns[ns.idx()]
+                    .devs
+                    .iter()
+                    .map(|d| self.devs[d.idx()].name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })?;
         self.sim.events = 0;
         self.sim.extra_rounds = 0;
         self.sim.next_pkt = 0;

@@ -62,14 +62,16 @@ fn tcp_rounds_are_echo_writes_on_one_connection() {
     assert!(t.completed, "{}", t.render(true));
     assert_eq!(t.answered, Some(4));
     assert_eq!(svc_rule_walks(&t), 1, "one SYN walks the rules:\n{}", t.render(true));
-    let syns = t
-        .hops
-        .iter()
-        .filter(|h| {
-            h.action == "tx" && h.before.as_ref().is_some_and(|b| b.info.as_deref() == Some("S"))
-        })
-        .count();
-    assert!(syns >= 1);
+    // One connection carries every round: the client sent one SYN, and four data segments.
+    let client_sent = |info: &str| {
+        t.hops
+            .iter()
+            .filter(|h| h.netns == "pod/default/pod2" && h.action == "tx")
+            .filter(|h| h.before.as_ref().is_some_and(|b| b.info.as_deref() == Some(info)))
+            .count()
+    };
+    assert_eq!(client_sent("S"), 1, "{}", t.render(true));
+    assert_eq!(client_sent("P."), 4, "{}", t.render(true));
     let ct = c.conntrack("node1").unwrap();
     assert!(ct.lines().any(|l| l.starts_with("tcp ") && l.contains("TIME_WAIT")), "{ct}");
 }
