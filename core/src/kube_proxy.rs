@@ -18,11 +18,15 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use ipnetwork::Ipv4Network;
 use sha2::{Digest, Sha256};
 
-use podnet_netfilter::{Proto, TableName};
+use podnet_netfilter::rule::{
+    Match, NatFlags, NatRange, Neg, PortRange, RecentCmd, RejectWith, RuleError,
+};
+use podnet_netfilter::{Proto, Rule, RuleBuilder, Ruleset, TableName, Target};
 
 use crate::cluster::{Cluster, ClusterError};
 
@@ -238,27 +242,39 @@ pub struct ProxyConfig {
 
 /// kube-proxy's chain-name hash: `base32(sha256(s))[:16]`.
 pub fn chain_hash(s: &str) -> String {
+    String::from_utf8_lossy(&hash16(&[s])).into_owned()
+}
+
+/// [`chain_hash`] of the concatenation of `parts`, without concatenating them.
+fn hash16(parts: &[&str]) -> [u8; 16] {
     const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let digest = Sha256::digest(s.as_bytes());
-    let mut out = String::with_capacity(16);
-    let (mut buf, mut bits) = (0u32, 0u32);
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+    }
+    let digest = h.finalize();
+    let mut out = [0u8; 16];
+    let (mut buf, mut bits, mut n) = (0u32, 0u32, 0usize);
     for &b in digest.iter() {
         buf = (buf << 8) | u32::from(b);
         bits += 8;
-        while bits >= 5 {
+        while bits >= 5 && n < 16 {
             bits -= 5;
-            out.push(ALPHABET[((buf >> bits) & 31) as usize] as char);
-            if out.len() == 16 {
-                return out;
-            }
+            out[n] = ALPHABET[((buf >> bits) & 31) as usize];
+            n += 1;
         }
     }
     out
 }
 
-/// `computeProbability`: `%0.10f` of `1/n`.
-fn probability(n: usize) -> String {
-    format!("{:.10}", 1.0 / n as f64)
+/// `PREFIX` + [`chain_hash`] of the concatenated `parts`: a chain name, in one allocation.
+fn chain_name(prefix: &str, parts: &[&str]) -> Arc<str> {
+    let h = hash16(parts);
+    let mut buf = [0u8; 28];
+    let n = prefix.len().min(12);
+    buf[..n].copy_from_slice(&prefix.as_bytes()[..n]);
+    buf[n..n + 16].copy_from_slice(&h);
+    Arc::from(std::str::from_utf8(&buf[..n + 16]).unwrap_or_default())
 }
 
 struct Ep {
@@ -267,60 +283,189 @@ struct Ep {
     /// `IP:port`.
     key: String,
     /// `KUBE-SEP-…` for this endpoint of the Service port being written.
-    sep: String,
+    sep: Arc<str>,
     local: bool,
     ready: bool,
     serving: bool,
     terminating: bool,
 }
 
-/// One table's chains being written, in creation order, with a name index. Each chain's
-/// rules are lines of one buffer: a payload of half a million rules is a few hundred
-/// buffers, not half a million strings.
+/// One table's chains being written, in creation order. Chains written to by name from
+/// anywhere (`KUBE-SERVICES`, …) are indexed by name; a Service port's own chains (its
+/// `KUBE-SVC-`, `KUBE-SEP-`… chains, unique by their hashed names) are only written while
+/// that port is, so they are found among the chains declared since [`Chains::begin`]
+/// without indexing a hundred thousand names.
 #[derive(Default)]
 struct Chains {
-    index: std::collections::HashMap<String, usize, podnet_netfilter::eval::FastBuild>,
-    list: Vec<(String, String)>,
+    index: std::collections::HashMap<Arc<str>, usize, podnet_netfilter::eval::FastBuild>,
+    list: Vec<(String, Vec<Rule>)>,
+    /// The chain written last (rules come in runs per chain).
+    last: usize,
+    /// Where the current Service port's chains start in `list`.
+    recent: usize,
 }
 
 impl Chains {
-    fn entry(&mut self, chain: &str) -> &mut String {
+    fn entry(&mut self, chain: &str) -> &mut Vec<Rule> {
+        if self.list.get(self.last).is_some_and(|(n, _)| n == chain) {
+            return &mut self.list[self.last].1;
+        }
         let i = match self.index.get(chain) {
             Some(&i) => i,
-            None => {
-                self.index.insert(chain.to_string(), self.list.len());
-                self.list.push((chain.to_string(), String::new()));
-                self.list.len() - 1
-            }
+            None => match self.list[self.recent..].iter().position(|(n, _)| n == chain) {
+                Some(k) => self.recent + k,
+                None => {
+                    self.index.insert(Arc::from(chain), self.list.len());
+                    self.list.push((chain.to_string(), Vec::new()));
+                    self.list.len() - 1
+                }
+            },
         };
+        self.last = i;
         &mut self.list[i].1
+    }
+
+    /// Starts a Service port: the chains it declares are looked up from here.
+    fn begin(&mut self) {
+        self.recent = self.list.len();
+    }
+
+    /// Declares one of the current Service port's own chains, with room for `rules` rules.
+    fn declare(&mut self, chain: &Arc<str>, rules: usize) {
+        let found = self.index.get(&**chain).copied().or_else(|| {
+            self.list[self.recent..]
+                .iter()
+                .position(|(n, _)| **n == **chain)
+                .map(|k| self.recent + k)
+        });
+        let i = found.unwrap_or_else(|| {
+            self.list.push((chain.to_string(), Vec::new()));
+            self.list.len() - 1
+        });
+        self.last = i;
+        self.list[i].1.reserve_exact(rules);
+    }
+
+    /// Appends `later`'s rules chain by chain (a chain both have gets `later`'s rules after
+    /// its own). Only indexed chains can be in both.
+    fn append(&mut self, later: Chains) {
+        for (name, rules) in later.list {
+            match self.index.get(name.as_str()) {
+                Some(&i) => self.list[i].1.extend(rules),
+                None => self.list.push((name, rules)),
+            }
+        }
+        self.recent = self.list.len();
     }
 }
 
 /// The rules being written, by table and chain.
-#[derive(Default)]
 struct Out {
     filter: Chains,
     nat: Chains,
+    /// Reused to format text that becomes an `Arc<str>` (one allocation, not two).
+    scratch: String,
+    /// [`Out::probability`] by `n`.
+    probabilities: Vec<Option<f64>>,
+    /// `KUBE-MARK-MASQ`, the target half the rules jump to, allocated once.
+    mark_masq: Arc<str>,
 }
 
-/// Appends a rule (the text after `-A CHAIN `) to a chain.
-fn push(map: &mut Chains, chain: &str, rule: std::fmt::Arguments<'_>) {
-    let buf = map.entry(chain);
-    let _ = buf.write_fmt(rule);
-    buf.push('\n');
-}
+/// From this many Services on, a sync writes their rules with two threads.
+const PARALLEL_SERVICES: usize = 512;
 
 impl Out {
-    fn filter(&mut self, chain: &str, rule: std::fmt::Arguments<'_>) {
-        push(&mut self.filter, chain, rule);
+    /// The chains every payload declares, in kube-proxy's order, and no rules yet.
+    fn new(cfg: &ProxyConfig) -> Out {
+        let mut o = Out {
+            filter: Chains::default(),
+            nat: Chains::default(),
+            scratch: String::new(),
+            probabilities: Vec::new(),
+            mark_masq: Arc::from("KUBE-MARK-MASQ"),
+        };
+        for c in [
+            "KUBE-NODEPORTS",
+            "KUBE-SERVICES",
+            "KUBE-EXTERNAL-SERVICES",
+            "KUBE-FORWARD",
+            "KUBE-PROXY-FIREWALL",
+        ] {
+            o.filter.entry(c);
+        }
+        if cfg.localhost_nodeports {
+            o.filter.entry("KUBE-FIREWALL");
+        }
+        for c in ["KUBE-NODEPORTS", "KUBE-SERVICES", "KUBE-MARK-MASQ", "KUBE-POSTROUTING"] {
+            o.nat_chain(c);
+        }
+        o
     }
-    fn nat(&mut self, chain: &str, rule: std::fmt::Arguments<'_>) {
-        push(&mut self.nat, chain, rule);
+
+    /// Appends what `later` wrote after what this one wrote.
+    fn append(&mut self, later: Out) {
+        self.filter.append(later.filter);
+        self.nat.append(later.nat);
+    }
+
+    fn filter(&mut self, chain: &str, rule: Result<Rule, RuleError>) {
+        self.filter.entry(chain).push(rule.expect("kube-proxy's rule shapes are valid"));
+    }
+    fn nat(&mut self, chain: &str, rule: Result<Rule, RuleError>) {
+        self.nat.entry(chain).push(rule.expect("kube-proxy's rule shapes are valid"));
     }
     fn nat_chain(&mut self, chain: &str) {
         self.nat.entry(chain);
     }
+    /// Declares a nat chain that will hold `rules` rules (room for exactly those: a
+    /// Service's chains are a third of a million rules at 10,000 Services).
+    fn nat_chain_for(&mut self, chain: &Arc<str>, rules: usize) {
+        self.nat.declare(chain, rules);
+    }
+    /// `computeProbability`: `1/n` as the `%0.10f` text iptables reads back (the kernel's
+    /// threshold comes from that text, not from `1/n`). Remembered per `n`.
+    fn probability(&mut self, n: usize) -> f64 {
+        if self.probabilities.len() <= n {
+            self.probabilities.resize(n + 1, None);
+        }
+        *self.probabilities[n].get_or_insert_with(|| {
+            format!("{:.10}", 1.0 / n as f64).parse().unwrap_or(1.0 / n as f64)
+        })
+    }
+
+    fn text(&mut self, args: std::fmt::Arguments<'_>) -> Arc<str> {
+        self.scratch.clear();
+        let _ = self.scratch.write_fmt(args);
+        Arc::from(self.scratch.as_str())
+    }
+}
+
+/// `-m comment --comment TEXT`, the start of nearly every rule kube-proxy writes.
+fn commented(text: impl Into<Arc<str>>) -> RuleBuilder {
+    let mut b = RuleBuilder::new();
+    b.comment(text);
+    b
+}
+
+/// `-m comment --comment TEXT -m PROTO -p PROTO [-d IP] --dport PORT`: how kube-proxy
+/// matches a Service port.
+fn service_match(
+    text: impl Into<Arc<str>>,
+    proto: Proto,
+    dst: Option<Ipv4Network>,
+    port: u16,
+) -> RuleBuilder {
+    let mut b = commented(text);
+    b.module(ports(proto, port)).proto(proto);
+    if let Some(d) = dst {
+        b.dst(d, false);
+    }
+    b.options();
+    b
+}
+
+fn host(ip: Ipv4Addr) -> Ipv4Network {
+    Ipv4Network::from(ip)
 }
 
 /// A dotted-quad address, written without `Ipv4Addr`'s padding-aware formatter (a third
@@ -349,39 +494,6 @@ impl std::fmt::Display for Ip {
             n += 1;
         }
         f.write_str(std::str::from_utf8(&buf[..n]).unwrap_or_default())
-    }
-}
-
-/// A `--comment` argument, formatted straight into the rule being written (through one
-/// reused scratch buffer, not a `String` per rule). Text with a space, quote or backslash is
-/// quoted, quotes and backslashes escaped: names the API server accepts never hold a quote
-/// or backslash, but they are escaped anyway, as iptables-restore reads them, so no Service
-/// name can break the payload.
-struct Comment<'a>(std::fmt::Arguments<'a>);
-
-impl std::fmt::Display for Comment<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        thread_local! {
-            static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-        }
-        SCRATCH.with(|b| {
-            let mut b = b.borrow_mut();
-            b.clear();
-            let _ = b.write_fmt(self.0);
-            if !b.contains([' ', '"', '\\']) {
-                return f.write_str(&b);
-            }
-            f.write_char('"')?;
-            let mut rest = &b[..];
-            while let Some(i) = rest.find(['"', '\\']) {
-                f.write_str(&rest[..i])?;
-                f.write_char('\\')?;
-                f.write_str(&rest[i..=i])?;
-                rest = &rest[i + 1..];
-            }
-            f.write_str(rest)?;
-            f.write_char('"')
-        })
     }
 }
 
@@ -424,24 +536,125 @@ pub(crate) fn dns_label(
     })
 }
 
+/// kube-proxy's iptables-mode payload for one node, as built rules: the filter and nat
+/// chains it writes, each table in the order its `iptables-restore` input lists them
+/// (`KUBE-NODEPORTS`, `KUBE-SERVICES`, then the other chains by name).
+#[derive(Clone, Debug)]
+pub struct IptablesPayload {
+    /// The filter table's chains and their rules.
+    pub filter: Vec<(String, Vec<Rule>)>,
+    /// The nat table's chains and their rules.
+    pub nat: Vec<(String, Vec<Rule>)>,
+}
+
+impl IptablesPayload {
+    /// The `iptables-restore` input kube-proxy writes for it.
+    pub fn restore_text(&self) -> String {
+        let rules: usize = self.filter.iter().chain(&self.nat).map(|(_, r)| r.len()).sum();
+        let mut s = String::with_capacity(rules * 128);
+        for (table, chains) in [("filter", &self.filter), ("nat", &self.nat)] {
+            let _ = writeln!(s, "*{table}");
+            for (n, _) in chains {
+                let _ = writeln!(s, ":{n} - [0:0]");
+            }
+            for (n, rules) in chains {
+                for r in rules {
+                    s.push_str("-A ");
+                    s.push_str(n);
+                    s.push(' ');
+                    r.write_restore(&mut s);
+                    s.push('\n');
+                }
+            }
+            s.push_str("COMMIT\n");
+        }
+        s
+    }
+
+    /// Loads the payload into `rs` as `iptables-restore` without `--noflush` does (filter,
+    /// then nat), without printing and parsing it.
+    pub fn load_into(self, rs: &mut Ruleset) -> Result<(), String> {
+        rs.load(TableName::Filter, self.filter)?;
+        rs.load(TableName::Nat, self.nat)
+    }
+
+    /// Adds restore input of the shape the built-in jumps and the egress agents are written
+    /// in (`*filter`/`*nat`, chain declarations, `-A CHAIN rule`, `COMMIT`) as restoring it
+    /// with `--noflush` after the payload would: declared chains are added (a built-in one
+    /// is listed, so it is declared), rules appended.
+    fn append_restore(&mut self, text: &str) -> Result<(), podnet_netfilter::ParseError> {
+        let mut table: Option<&mut Vec<(String, Vec<Rule>)>> = None;
+        for (i, line) in text.lines().enumerate() {
+            let err =
+                |col: usize, msg: String| podnet_netfilter::ParseError { line: i + 1, col, msg };
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Some(name) = line.strip_prefix('*') {
+                table = Some(match name {
+                    "filter" => &mut self.filter,
+                    "nat" => &mut self.nat,
+                    _ => {
+                        return Err(err(2, format!("table '{name}' is not one kube-proxy writes")));
+                    }
+                });
+                continue;
+            }
+            if line == "COMMIT" {
+                table = None;
+                continue;
+            }
+            let Some(chains) = table.as_deref_mut() else {
+                return Err(err(1, "a line outside '*filter' or '*nat'".into()));
+            };
+            let position = |chains: &mut Vec<(String, Vec<Rule>)>, name: &str| {
+                chains.iter().position(|(n, _)| n == name).unwrap_or_else(|| {
+                    chains.push((name.to_string(), Vec::new()));
+                    chains.len() - 1
+                })
+            };
+            if let Some(decl) = line.strip_prefix(':') {
+                let name = decl.split_whitespace().next().unwrap_or("");
+                position(chains, name);
+            } else if let Some(rest) = line.strip_prefix("-A ") {
+                let (chain, args) = rest.split_once(' ').unwrap_or((rest, ""));
+                if !chains.iter().any(|(n, _)| n == chain) {
+                    return Err(err(4, format!("chain '{chain}' is not declared")));
+                }
+                let rule = Rule::parse(args).map_err(|e| err(4 + chain.len() + e.col, e.msg))?;
+                let at = position(chains, chain);
+                chains[at].1.push(rule);
+            } else {
+                return Err(err(1, format!("unsupported line '{line}' (expected :CHAIN or -A)")));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Generates kube-proxy's `iptables-restore` payload (filter and nat) for one node.
 pub fn sync_iptables(cfg: &ProxyConfig, services: &[Service], slices: &[EndpointSlice]) -> String {
-    let mut o = Out::default();
-    for c in [
-        "KUBE-NODEPORTS",
-        "KUBE-SERVICES",
-        "KUBE-EXTERNAL-SERVICES",
-        "KUBE-FORWARD",
-        "KUBE-PROXY-FIREWALL",
-    ] {
-        o.filter.entry(c);
-    }
-    if cfg.localhost_nodeports {
-        o.filter.entry("KUBE-FIREWALL");
-    }
-    for c in ["KUBE-NODEPORTS", "KUBE-SERVICES", "KUBE-MARK-MASQ", "KUBE-POSTROUTING"] {
-        o.nat_chain(c);
-    }
+    sync_iptables_rules(cfg, services, slices).restore_text()
+}
+
+/// What [`sync_iptables`] writes, as built rules: a node's sync loads these straight into
+/// its tables ([`IptablesPayload::load_into`]), with no text in between.
+pub fn sync_iptables_rules(
+    cfg: &ProxyConfig,
+    services: &[Service],
+    slices: &[EndpointSlice],
+) -> IptablesPayload {
+    sync_iptables_rules_with(cfg, services, slices, services.len() >= PARALLEL_SERVICES)
+}
+
+/// [`sync_iptables_rules`], with the Services' rules written by two threads or by one.
+fn sync_iptables_rules_with(
+    cfg: &ProxyConfig,
+    services: &[Service],
+    slices: &[EndpointSlice],
+    two_threads: bool,
+) -> IptablesPayload {
     let mut svcs: Vec<&Service> = services.iter().collect();
     svcs.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     // Slices by Service (the endpointslice cache), so each Service port looks up its own.
@@ -450,96 +663,125 @@ pub fn sync_iptables(cfg: &ProxyConfig, services: &[Service], slices: &[Endpoint
     for sl in slices {
         by_svc.entry((sl.namespace.as_str(), sl.service.as_str())).or_default().push(sl);
     }
-    for svc in svcs {
-        let Some(cip) = svc.cluster_ip else { continue };
-        let mine = by_svc
-            .get(&(svc.namespace.as_str(), svc.name.as_str()))
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        for port in &svc.ports {
-            let mut eps = endpoints_for(cfg, port, mine);
-            service_port(cfg, svc, port, cip, &mut eps, &mut o);
-        }
-    }
-    // Fixed rules.
-    let nodeports_last = "-m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS";
-    o.nat("KUBE-MARK-MASQ", format_args!("-j MARK --or-mark 0x4000"));
-    o.nat("KUBE-POSTROUTING", format_args!("-m mark ! --mark 0x4000/0x4000 -j RETURN"));
-    o.nat("KUBE-POSTROUTING", format_args!("-j MARK --xor-mark 0x4000"));
-    let rf = if cfg.random_fully { " --random-fully" } else { "" };
-    o.nat(
-        "KUBE-POSTROUTING",
-        format_args!(
-            "-m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE{rf}"
-        ),
-    );
-    if cfg.localhost_nodeports {
-        o.filter("KUBE-FIREWALL", format_args!("-m comment --comment \"block incoming localnet connections\" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"));
-    }
-    let nfacct =
-        if cfg.nfacct { " -m nfacct --nfacct-name ct_state_invalid_dropped_pkts" } else { "" };
-    o.filter("KUBE-FORWARD", format_args!("-m conntrack --ctstate INVALID{nfacct} -j DROP"));
-    o.filter("KUBE-FORWARD", format_args!("-m comment --comment \"kubernetes forwarding rules\" -m mark --mark 0x4000/0x4000 -j ACCEPT"));
-    o.filter("KUBE-FORWARD", format_args!("-m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"));
-    render(o, nodeports_last)
-}
-
-/// Orders chains and rules as `sortIPTablesRules` does and prints restore input.
-fn render(o: Out, nodeports_last: &str) -> String {
-    let mut s = String::with_capacity(
-        o.nat
-            .list
+    // The Services' rules, written by up to two threads over the two halves of the sorted
+    // list and joined in order: the same payload, byte for byte, as one thread writes.
+    let write = |svcs: &[&Service]| {
+        let mut o = Out::new(cfg);
+        // Room in the name index for every chain these Services make: one per endpoint and
+        // up to four per port.
+        let chains: usize = svcs
             .iter()
-            .chain(&o.filter.list)
-            .map(|(n, v)| v.len() + v.len() / 40 * (n.len() + 4) + 40)
-            .sum(),
-    );
-    for (table, mut chains) in [("filter", o.filter), ("nat", o.nat)] {
-        if table == "nat" {
-            let buf = chains.entry("KUBE-SERVICES");
-            buf.push_str(nodeports_last);
-            buf.push('\n');
-        }
-        let rank = |n: &str| match n {
-            "KUBE-NODEPORTS" => 0,
-            "KUBE-SERVICES" => 1,
-            _ => 2,
-        };
-        let mut names: Vec<&(String, String)> = chains.list.iter().collect();
-        // The two head chains first, then by name.
-        names.sort_unstable_by(|(a, _), (b, _)| rank(a).cmp(&rank(b)).then_with(|| a.cmp(b)));
-        let _ = writeln!(s, "*{table}");
-        for (n, _) in &names {
-            let _ = writeln!(s, ":{n} - [0:0]");
-        }
-        for (n, rules) in names {
-            let mut lines: Vec<&str> = rules.lines().collect();
-            if rank(n) < 2 {
-                // Stable sort by the service name in the comment; the last-rule stays last.
-                lines.sort_by_cached_key(|r| {
-                    if r.contains("must be the last rule") {
-                        (1, "")
-                    } else {
-                        (0, comment_service(r))
-                    }
-                });
-            }
-            for r in lines {
-                s.push_str("-A ");
-                s.push_str(n);
-                s.push(' ');
-                s.push_str(r);
-                s.push('\n');
+            .map(|svc| {
+                let eps: usize = by_svc
+                    .get(&(svc.namespace.as_str(), svc.name.as_str()))
+                    .map_or(0, |sl| sl.iter().map(|s| s.endpoints.len()).sum());
+                eps + 4 * svc.ports.len()
+            })
+            .sum();
+        o.nat.list.reserve(chains);
+        for svc in svcs {
+            let Some(cip) = svc.cluster_ip else { continue };
+            let mine = by_svc
+                .get(&(svc.namespace.as_str(), svc.name.as_str()))
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            for port in &svc.ports {
+                let mut eps = endpoints_for(cfg, port, mine);
+                o.filter.begin();
+                o.nat.begin();
+                service_port(cfg, svc, port, cip, &mut eps, &mut o);
             }
         }
-        s.push_str("COMMIT\n");
+        o
+    };
+    let mut o = if two_threads {
+        let (first, second) = svcs.split_at(svcs.len() / 2);
+        std::thread::scope(|scope| {
+            let other = std::thread::Builder::new().spawn_scoped(scope, || write(second));
+            let mut o = write(first);
+            // Where no second thread can start (WebAssembly), this one writes the rest.
+            let rest = match other {
+                Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                Err(_) => write(second),
+            };
+            o.append(rest);
+            o
+        })
+    } else {
+        write(&svcs)
+    };
+    // Fixed rules.
+    let fixed = |text: &str| Rule::parse(text);
+    o.nat("KUBE-MARK-MASQ", fixed("-j MARK --or-mark 0x4000"));
+    o.nat("KUBE-POSTROUTING", fixed("-m mark ! --mark 0x4000/0x4000 -j RETURN"));
+    o.nat("KUBE-POSTROUTING", fixed("-j MARK --xor-mark 0x4000"));
+    let masq =
+        Target::Masquerade(None, NatFlags { random_fully: cfg.random_fully, ..Default::default() });
+    o.nat("KUBE-POSTROUTING", commented("kubernetes service traffic requiring SNAT").target(masq));
+    if cfg.localhost_nodeports {
+        o.filter("KUBE-FIREWALL", fixed("-m comment --comment \"block incoming localnet connections\" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"));
     }
-    s
+    let invalid = if cfg.nfacct {
+        "-m conntrack --ctstate INVALID -m nfacct --nfacct-name ct_state_invalid_dropped_pkts -j DROP"
+    } else {
+        "-m conntrack --ctstate INVALID -j DROP"
+    };
+    o.filter("KUBE-FORWARD", fixed(invalid));
+    o.filter("KUBE-FORWARD", fixed("-m comment --comment \"kubernetes forwarding rules\" -m mark --mark 0x4000/0x4000 -j ACCEPT"));
+    o.filter("KUBE-FORWARD", fixed("-m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"));
+    let nodeports_last =
+        commented("kubernetes service nodeports; NOTE: this must be the last rule in this chain")
+            .matching(local_dst())
+            .jump("KUBE-NODEPORTS")
+            .expect("kube-proxy's rule shapes are valid");
+    // `sortIPTablesRules`: the two head chains first, then by name; rules of the head
+    // chains stably by the Service name in their comment, the NodePorts jump last.
+    let rank = |n: &str| match n {
+        "KUBE-NODEPORTS" => 0u8,
+        "KUBE-SERVICES" => 1,
+        _ => 2,
+    };
+    // Names compared by their first 16 bytes as one number first (chain names differ
+    // early: `KUBE-SEP-` and 7 hash characters), then in full.
+    let head = |n: &str| match n.as_bytes().first_chunk::<16>() {
+        Some(b) => u128::from_be_bytes(*b),
+        None => {
+            let mut b = [0u8; 16];
+            for (d, s) in b.iter_mut().zip(n.bytes()) {
+                *d = s;
+            }
+            u128::from_be_bytes(b)
+        }
+    };
+    let order = |chains: Chains| {
+        let mut list = chains.list;
+        let mut keys: Vec<(u8, u128, u32)> =
+            list.iter().enumerate().map(|(i, (n, _))| (rank(n), head(n), i as u32)).collect();
+        keys.sort_unstable_by(|a, b| {
+            (a.0, a.1)
+                .cmp(&(b.0, b.1))
+                .then_with(|| list[a.2 as usize].0.cmp(&list[b.2 as usize].0))
+        });
+        let mut list: Vec<(String, Vec<Rule>)> =
+            keys.iter().map(|k| std::mem::take(&mut list[k.2 as usize])).collect();
+        for (n, rules) in &mut list {
+            if rank(n) < 2 {
+                rules.sort_by(|a, b| service_of(a).cmp(service_of(b)));
+            }
+        }
+        list
+    };
+    let filter = order(o.filter);
+    let mut nat = order(o.nat);
+    if let Some((_, rules)) = nat.iter_mut().find(|(n, _)| n == "KUBE-SERVICES") {
+        rules.push(nodeports_last);
+    }
+    IptablesPayload { filter, nat }
 }
 
-fn comment_service(rule: &str) -> &str {
-    let Some(rest) = rule.split("--comment ").nth(1) else { return "" };
-    rest.trim_start_matches('"').split([' ', '"']).next().unwrap_or("")
+/// The Service a rule belongs to: the first word of its comment.
+fn service_of(r: &Rule) -> &str {
+    r.comment().and_then(|c| c.split([' ', '"']).next()).unwrap_or("")
 }
 
 fn endpoints_for(cfg: &ProxyConfig, port: &ServicePort, slices: &[&EndpointSlice]) -> Vec<Ep> {
@@ -558,7 +800,7 @@ fn endpoints_for(cfg: &ProxyConfig, port: &ServicePort, slices: &[&EndpointSlice
                 ip: e.ip,
                 port: p,
                 key: format!("{}:{p}", Ip(e.ip)),
-                sep: String::new(),
+                sep: Arc::from(""),
                 local: e.node_name.as_deref() == Some(cfg.node_name.as_str()),
                 ready: e.ready.unwrap_or(true),
                 serving: e.serving.unwrap_or(true),
@@ -583,18 +825,20 @@ fn service_port(
     } else {
         format!("{}/{}:{}", svc.namespace, svc.name, port.name)
     };
-    let cip = Ip(cip);
-    let proto = port.protocol.to_string();
-    let h = chain_hash(&format!("{name}{proto}"));
+    let cip = host(cip);
+    let name_comment: Arc<str> = Arc::from(name.as_str());
+    let cluster_ip_comment: Arc<str> = Arc::from(format!("{name} cluster IP"));
+    let pr = port.protocol;
+    let proto = pr.to_string();
     for e in eps.iter_mut() {
-        e.sep = format!("KUBE-SEP-{}", chain_hash(&format!("{name}{proto}{}", e.key)));
+        e.sep = chain_name("KUBE-SEP-", &[&name, &proto, &e.key]);
     }
     let eps = &*eps;
     let (svc_chain, svl_chain, ext_chain, fw_chain) = (
-        format!("KUBE-SVC-{h}"),
-        format!("KUBE-SVL-{h}"),
-        format!("KUBE-EXT-{h}"),
-        format!("KUBE-FW-{h}"),
+        chain_name("KUBE-SVC-", &[&name, &proto]),
+        chain_name("KUBE-SVL-", &[&name, &proto]),
+        chain_name("KUBE-EXT-", &[&name, &proto]),
+        chain_name("KUBE-FW-", &[&name, &proto]),
     );
     // CategorizeEndpoints.
     let ready: Vec<&Ep> = eps.iter().filter(|e| e.ready).collect();
@@ -620,255 +864,220 @@ fn service_port(
     let has_external = has_endpoints && !(svc.external_local && local.is_empty());
     let uses_ext_chain = has_endpoints && ext_ok;
     let uses_fw = has_endpoints && !svc.lb_ips.is_empty() && !svc.lb_source_ranges.is_empty();
+    // What the filter table does with traffic for a Service port that has nowhere to go.
     let filter_target = |has: bool| {
         if !has_endpoints {
-            ("REJECT", format!("{name} has no endpoints"))
+            (Target::Reject(RejectWith::PortUnreachable), format!("{name} has no endpoints"))
         } else if !has {
-            ("DROP", format!("{name} has no local endpoints"))
+            (Target::Drop, format!("{name} has no local endpoints"))
         } else {
-            ("", String::new())
+            (Target::Accept, String::new())
         }
     };
-    let m = format!("-m {proto} -p {proto}");
-
     if has_internal {
         o.nat(
             "KUBE-SERVICES",
-            format_args!(
-                "-m comment --comment {} {m} -d {cip} --dport {} -j {internal_chain}",
-                Comment(format_args!("{name} cluster IP")),
-                port.port
-            ),
+            service_match(cluster_ip_comment.clone(), pr, Some(cip), port.port)
+                .jump(internal_chain.clone()),
         );
     } else {
         let (t, c) = filter_target(has_internal);
-        o.filter(
-            "KUBE-SERVICES",
-            format_args!(
-                "-m comment --comment {} {m} -d {cip} --dport {} -j {t}",
-                Comment(format_args!("{c}")),
-                port.port
-            ),
-        );
+        o.filter("KUBE-SERVICES", service_match(c, pr, Some(cip), port.port).target(t));
     }
     for ip in &svc.external_ips {
-        let ip = Ip(*ip);
+        let ip = host(*ip);
         if has_endpoints {
             o.nat(
                 "KUBE-SERVICES",
-                format_args!(
-                    "-m comment --comment {} {m} -d {ip} --dport {} -j {ext_chain}",
-                    Comment(format_args!("{name} external IP")),
-                    port.port
-                ),
+                service_match(format!("{name} external IP"), pr, Some(ip), port.port)
+                    .jump(ext_chain.clone()),
             );
         }
         if !has_external {
             let (t, c) = filter_target(has_external);
-            o.filter(
-                "KUBE-EXTERNAL-SERVICES",
-                format_args!(
-                    "-m comment --comment {} {m} -d {ip} --dport {} -j {t}",
-                    Comment(format_args!("{c}")),
-                    port.port
-                ),
-            );
+            o.filter("KUBE-EXTERNAL-SERVICES", service_match(c, pr, Some(ip), port.port).target(t));
         }
     }
     for ip in &svc.lb_ips {
-        let ip = Ip(*ip);
+        let ip = host(*ip);
         if has_endpoints {
             let to = if uses_fw { &fw_chain } else { &ext_chain };
             o.nat(
                 "KUBE-SERVICES",
-                format_args!(
-                    "-m comment --comment {} {m} -d {ip} --dport {} -j {to}",
-                    Comment(format_args!("{name} loadbalancer IP")),
-                    port.port
-                ),
+                service_match(format!("{name} loadbalancer IP"), pr, Some(ip), port.port)
+                    .jump(to.clone()),
             );
         }
         if uses_fw {
             o.filter(
                 "KUBE-PROXY-FIREWALL",
-                format_args!(
-                    "-m comment --comment {} {m} -d {ip} --dport {} -j DROP",
-                    Comment(format_args!("{name} traffic not accepted by {fw_chain}")),
-                    port.port
-                ),
+                service_match(
+                    format!("{name} traffic not accepted by {fw_chain}"),
+                    pr,
+                    Some(ip),
+                    port.port,
+                )
+                .target(Target::Drop),
             );
         }
         if !has_external {
             let (t, c) = filter_target(has_external);
-            o.filter(
-                "KUBE-EXTERNAL-SERVICES",
-                format_args!(
-                    "-m comment --comment {} {m} -d {ip} --dport {} -j {t}",
-                    Comment(format_args!("{c}")),
-                    port.port
-                ),
-            );
+            o.filter("KUBE-EXTERNAL-SERVICES", service_match(c, pr, Some(ip), port.port).target(t));
         }
     }
     if port.node_port != 0 {
         if has_endpoints {
             if cfg.localhost_nodeports && cfg.nfacct {
-                o.nat("KUBE-NODEPORTS", format_args!("-m comment --comment {} {m} -d 127.0.0.0/8 --dport {} -m nfacct --nfacct-name localhost_nps_accepted_pkts -j {ext_chain}", Comment(format_args!("{name}")), port.node_port));
+                let localhost = Ipv4Network::new(Ipv4Addr::new(127, 0, 0, 0), 8).expect("/8");
+                o.nat(
+                    "KUBE-NODEPORTS",
+                    service_match(name_comment.clone(), pr, Some(localhost), port.node_port)
+                        .matching(Match::Nfacct("localhost_nps_accepted_pkts".into()))
+                        .jump(ext_chain.clone()),
+                );
             }
             o.nat(
                 "KUBE-NODEPORTS",
-                format_args!(
-                    "-m comment --comment {} {m} --dport {} -j {ext_chain}",
-                    Comment(format_args!("{name}")),
-                    port.node_port
-                ),
+                service_match(name_comment.clone(), pr, None, port.node_port)
+                    .jump(ext_chain.clone()),
             );
         }
         if !has_external {
             let (t, c) = filter_target(has_external);
             o.filter(
                 "KUBE-EXTERNAL-SERVICES",
-                format_args!(
-                    "-m comment --comment {} -m addrtype --dst-type LOCAL {m} --dport {} -j {t}",
-                    Comment(format_args!("{c}")),
-                    port.node_port
-                ),
+                commented(c)
+                    .matching(local_dst())
+                    .module(ports(pr, port.node_port))
+                    .proto(pr)
+                    .options()
+                    .target(t),
             );
         }
     }
     if svc.needs_health_check() && svc.health_check_node_port != 0 {
         o.filter(
             "KUBE-NODEPORTS",
-            format_args!(
-                "-m comment --comment {} -m tcp -p tcp --dport {} -j ACCEPT",
-                Comment(format_args!("{name} health check node port")),
-                svc.health_check_node_port
-            ),
+            service_match(
+                format!("{name} health check node port"),
+                Proto::TCP,
+                None,
+                svc.health_check_node_port,
+            )
+            .target(Target::Accept),
         );
     }
     if !has_endpoints {
         return;
     }
+    // Rules per endpoint in a policy chain: the jump, and the affinity check.
+    let per_ep = 1 + usize::from(svc.affinity_timeout.is_some());
     if uses_cluster_chain {
-        o.nat_chain(&svc_chain);
+        o.nat_chain_for(&svc_chain, 1 + cluster.len() * per_ep);
     }
     if uses_local_chain {
-        o.nat_chain(&svl_chain);
+        o.nat_chain_for(&svl_chain, 1 + local.len() * per_ep);
     }
     if uses_ext_chain {
-        o.nat_chain(&ext_chain);
+        o.nat_chain_for(&ext_chain, 4);
     }
     if uses_fw {
-        o.nat_chain(&fw_chain);
+        o.nat_chain_for(&fw_chain, svc.lb_source_ranges.len() + svc.lb_ips.len() + 1);
     }
     if has_internal {
-        let masq = format!(
-            "-m comment --comment {} {m} -d {cip} --dport {}",
-            Comment(format_args!("{name} cluster IP")),
-            port.port
-        );
+        let mut masq = service_match(cluster_ip_comment.clone(), pr, Some(cip), port.port);
         if cfg.masquerade_all {
-            o.nat(internal_chain, format_args!("{masq} -j KUBE-MARK-MASQ"));
+            o.nat(internal_chain, masq.jump(o.mark_masq.clone()));
         } else if let Some(pc) = cfg.local_cidr {
-            o.nat(internal_chain, format_args!("{masq} ! -s {pc} -j KUBE-MARK-MASQ"));
+            o.nat(internal_chain, masq.src(pc, true).jump(o.mark_masq.clone()));
         }
     }
     if uses_ext_chain {
         if !svc.external_local {
             o.nat(
                 &ext_chain,
-                format_args!(
-                    "-m comment --comment {} -j KUBE-MARK-MASQ",
-                    Comment(format_args!("masquerade traffic for {name} external destinations"))
-                ),
+                commented(format!("masquerade traffic for {name} external destinations"))
+                    .jump(o.mark_masq.clone()),
             );
         } else {
             if let Some(pc) = cfg.local_cidr {
                 o.nat(
                     &ext_chain,
-                    format_args!(
-                        "-m comment --comment {} -s {pc} -j {svc_chain}",
-                        Comment(format_args!("pod traffic for {name} external destinations"))
-                    ),
+                    commented(format!("pod traffic for {name} external destinations"))
+                        .src(pc, false)
+                        .jump(svc_chain.clone()),
                 );
             }
             o.nat(
                 &ext_chain,
-                format_args!(
-                    "-m comment --comment {} -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ",
-                    Comment(format_args!(
-                        "masquerade LOCAL traffic for {name} external destinations"
-                    ))
-                ),
+                commented(format!("masquerade LOCAL traffic for {name} external destinations"))
+                    .matching(local_src())
+                    .jump(o.mark_masq.clone()),
             );
             o.nat(
                 &ext_chain,
-                format_args!(
-                    "-m comment --comment {} -m addrtype --src-type LOCAL -j {svc_chain}",
-                    Comment(format_args!("route LOCAL traffic for {name} external destinations"))
-                ),
+                commented(format!("route LOCAL traffic for {name} external destinations"))
+                    .matching(local_src())
+                    .jump(svc_chain.clone()),
             );
         }
         if has_external {
-            o.nat(&ext_chain, format_args!("-j {external_chain}"));
+            o.nat(&ext_chain, RuleBuilder::new().jump(external_chain.clone()));
         }
     }
     if uses_fw {
         for r in &svc.lb_source_ranges {
             o.nat(
                 &fw_chain,
-                format_args!(
-                    "-m comment --comment {} -s {r} -j {ext_chain}",
-                    Comment(format_args!("{name} loadbalancer IP"))
-                ),
+                commented(format!("{name} loadbalancer IP")).src(*r, false).jump(ext_chain.clone()),
             );
         }
         if svc.lb_source_ranges.iter().any(|r| cfg.node_ips.iter().any(|ip| r.contains(*ip))) {
             for ip in &svc.lb_ips {
-                let ip = Ip(*ip);
                 o.nat(
                     &fw_chain,
-                    format_args!(
-                        "-m comment --comment {} -s {ip} -j {ext_chain}",
-                        Comment(format_args!("{name} loadbalancer IP"))
-                    ),
+                    commented(format!("{name} loadbalancer IP"))
+                        .src(host(*ip), false)
+                        .jump(ext_chain.clone()),
                 );
             }
         }
         o.nat(
             &fw_chain,
-            format_args!(
-                "-m comment --comment {}",
-                Comment(format_args!(
-                    "other traffic to {name} will be dropped by KUBE-PROXY-FIREWALL"
-                ))
-            ),
+            commented(format!("other traffic to {name} will be dropped by KUBE-PROXY-FIREWALL"))
+                .build(),
         );
     }
-    fn sep(e: &Ep) -> &str {
-        &e.sep
-    }
+    let recent = |sep: &str, cmd: RecentCmd, seconds: Option<u32>| Match::Recent {
+        name: sep.to_string(),
+        cmd,
+        seconds,
+        hitcount: None,
+        reap: seconds.is_some(),
+        rdest: false,
+        mask: Ipv4Addr::BROADCAST,
+        invert: false,
+    };
     let write_policy = |chain: &str, list: &[&Ep], o: &mut Out| {
+        let comments: Vec<Arc<str>> =
+            list.iter().map(|e| o.text(format_args!("{name} -> {}", e.key))).collect();
         if let Some(t) = svc.affinity_timeout {
-            for e in list {
-                o.nat(chain, format_args!("-m comment --comment {} -m recent --name {} --rcheck --seconds {t} --reap -j {}", Comment(format_args!("{name} -> {}", e.key)), sep(e), sep(e)));
+            for (e, c) in list.iter().zip(&comments) {
+                o.nat(
+                    chain,
+                    commented(c.clone())
+                        .matching(recent(&e.sep, RecentCmd::Rcheck, Some(t)))
+                        .jump(e.sep.clone()),
+                );
             }
         }
         let n = list.len();
-        for (i, e) in list.iter().enumerate() {
-            let stat = if i + 1 < n {
-                format!(" -m statistic --mode random --probability {}", probability(n - i))
-            } else {
-                String::new()
-            };
-            o.nat(
-                chain,
-                format_args!(
-                    "-m comment --comment {}{stat} -j {}",
-                    Comment(format_args!("{name} -> {}", e.key)),
-                    sep(e)
-                ),
-            );
+        for (i, (e, c)) in list.iter().zip(comments).enumerate() {
+            let mut b = commented(c);
+            if i + 1 < n {
+                b.matching(Match::random(o.probability(n - i), false));
+            }
+            o.nat(chain, b.jump(e.sep.clone()));
         }
     };
     if uses_cluster_chain {
@@ -890,29 +1099,57 @@ fn service_port(
         }
     }
     for e in used {
-        let c = sep(e);
-        o.nat_chain(c);
+        o.nat_chain_for(&e.sep, 2);
+        let c = &*e.sep;
+        let masq = commented(name_comment.clone()).src(host(e.ip), false).jump(o.mark_masq.clone());
+        o.nat(c, masq);
+        let mut b = commented(name_comment.clone());
+        if svc.affinity_timeout.is_some() {
+            b.matching(recent(c, RecentCmd::Set, None));
+        }
+        let to = NatRange { addr_lo: e.ip, addr_hi: e.ip, ports: Some((e.port, e.port)) };
         o.nat(
             c,
-            format_args!(
-                "-m comment --comment {} -s {} -j KUBE-MARK-MASQ",
-                Comment(format_args!("{name}")),
-                Ip(e.ip)
-            ),
+            b.module(ports_only(pr))
+                .proto(pr)
+                .options()
+                .target(Target::Dnat(to, NatFlags::default())),
         );
-        let recent = if svc.affinity_timeout.is_some() {
-            format!(" -m recent --name {c} --set")
-        } else {
-            String::new()
-        };
-        o.nat(
-            c,
-            format_args!(
-                "-m comment --comment {}{recent} {m} -j DNAT --to-destination {}",
-                Comment(format_args!("{name}")),
-                e.key
-            ),
-        );
+    }
+}
+
+/// `-m PROTO --dport PORT` (its options written where the caller puts them).
+fn ports(proto: Proto, port: u16) -> Match {
+    Match::Ports {
+        proto,
+        sport: None,
+        dport: Some(Neg { value: PortRange { lo: port, hi: port }, invert: false }),
+        tcp_flags: None,
+    }
+}
+
+/// `-m PROTO` without port options (`-m tcp -p tcp` before a DNAT).
+fn ports_only(proto: Proto) -> Match {
+    Match::Ports { proto, sport: None, dport: None, tcp_flags: None }
+}
+
+/// `-m addrtype --src-type LOCAL`.
+fn local_src() -> Match {
+    Match::AddrType {
+        src: Some(Neg { value: podnet_netfilter::rule::addrtype::LOCAL, invert: false }),
+        dst: None,
+        limit_iface_in: false,
+        limit_iface_out: false,
+    }
+}
+
+/// `-m addrtype --dst-type LOCAL`.
+fn local_dst() -> Match {
+    Match::AddrType {
+        src: None,
+        dst: Some(Neg { value: podnet_netfilter::rule::addrtype::LOCAL, invert: false }),
+        limit_iface_in: false,
+        limit_iface_out: false,
     }
 }
 
@@ -1329,11 +1566,7 @@ impl Cluster {
                     let tables = shared
                         .entry(key)
                         .or_insert_with(|| {
-                            let text = self.iptables_mode_rules(node, &cfg, &slices);
-                            let mut rs = podnet_netfilter::Ruleset::default();
-                            rs.restore(&text, false)
-                                .expect("kube-proxy's own payload always parses");
-                            std::sync::Arc::new(rs)
+                            std::sync::Arc::new(self.iptables_mode_rules(node, &cfg, &slices))
                         })
                         .clone();
                     self.set_ipvs_addresses(node_id, &[]);
@@ -1449,16 +1682,23 @@ impl Cluster {
         }
     }
 
-    /// Everything iptables mode puts on a node, as one restore input: kube-proxy's payload,
-    /// the built-in chain jumps, and the egress SNAT ([`Cluster::egress_rules`]).
+    /// Everything iptables mode puts on a node: kube-proxy's payload, the built-in chain
+    /// jumps, and the egress SNAT ([`Cluster::egress_rules`]), as restoring the payload and
+    /// then the other two with `--noflush` leaves the tables.
     fn iptables_mode_rules(
         &self,
         node: &crate::cluster::Node,
         cfg: &ProxyConfig,
         slices: &[EndpointSlice],
-    ) -> String {
-        let payload = sync_iptables(cfg, &self.services.list, slices);
-        merge_restore(&[&payload, base_jumps(), &self.egress_rules(node)])
+    ) -> Ruleset {
+        let mut payload = sync_iptables_rules(cfg, &self.services.list, slices);
+        payload.append_restore(base_jumps()).expect("the built-in jumps always parse");
+        payload
+            .append_restore(&self.egress_rules(node))
+            .expect("the egress SNAT rules always parse");
+        let mut rs = Ruleset::default();
+        payload.load_into(&mut rs).expect("kube-proxy's chains and jumps are consistent");
+        rs
     }
 
     /// Replaces a node's iptables with an `iptables-save` dump of a real node (kernel or
@@ -1516,8 +1756,7 @@ impl Cluster {
         if !n.iptables_imported {
             return Ok(String::new());
         }
-        let mut expected = podnet_netfilter::Ruleset::default();
-        let text = match self.services.mode {
+        let expected = match self.services.mode {
             ProxyMode::Iptables => {
                 self.iptables_mode_rules(n, &self.proxy_config(n), &self.endpoint_slices())
             }
@@ -1528,10 +1767,13 @@ impl Cluster {
                     &self.endpoint_slices(),
                     sched,
                 );
-                merge_restore(&[&sync.iptables, base_jumps_ipvs(), &self.egress_rules(n)])
+                let text =
+                    merge_restore(&[&sync.iptables, base_jumps_ipvs(), &self.egress_rules(n)]);
+                let mut rs = Ruleset::default();
+                rs.restore(&text, false).expect("kube-proxy's own payload always parses");
+                rs
             }
         };
-        expected.restore(&text, false).expect("kube-proxy's own payload always parses");
         Ok(podnet_netfilter::table::drift(&expected, &nf.tables))
     }
 
@@ -1740,11 +1982,76 @@ mod tests {
         ));
     }
 
+    /// Two threads writing the two halves of the Services give the payload one thread
+    /// writes, byte for byte.
+    #[test]
+    fn two_threads_write_the_payload_one_thread_writes() {
+        let mut svcs = Vec::new();
+        let mut slices = Vec::new();
+        for i in 0..40u32 {
+            let name = format!("s{}", 40 - i);
+            let mut s = Service::cluster_ip("ns", &name, Ipv4Addr::from(0x0a60_0000 + i));
+            s.ports.push(ServicePort {
+                name: "http".into(),
+                protocol: Proto::TCP,
+                port: 80,
+                target_port: TargetPort::Number(8080),
+                node_port: if i % 2 == 0 { 30000 + i as u16 } else { 0 },
+            });
+            s.external_local = i % 3 == 0;
+            s.affinity_timeout = (i % 4 == 0).then_some(10_800);
+            slices.push(EndpointSlice {
+                namespace: "ns".into(),
+                service: name,
+                ports: vec![("http".into(), Proto::TCP, 8080)],
+                endpoints: (0..i % 4)
+                    .map(|k| SliceEndpoint {
+                        ip: Ipv4Addr::from(0x0af4_0000 + i * 8 + k),
+                        node_name: Some(format!("node{}", k % 2)),
+                        ready: None,
+                        serving: None,
+                        terminating: None,
+                    })
+                    .collect(),
+            });
+            svcs.push(s);
+        }
+        let cfg = ProxyConfig {
+            node_name: "node0".into(),
+            node_ips: vec![Ipv4Addr::new(192, 168, 0, 1)],
+            local_cidr: Some("10.244.0.0/16".parse().unwrap()),
+            masquerade_all: false,
+            random_fully: true,
+            nfacct: false,
+            localhost_nodeports: true,
+        };
+        let one = sync_iptables_rules_with(&cfg, &svcs, &slices, false).restore_text();
+        let two = sync_iptables_rules_with(&cfg, &svcs, &slices, true).restore_text();
+        assert!(one.contains("KUBE-SEP-"), "{one}");
+        assert_eq!(one, two);
+    }
+
     #[test]
     fn probabilities_match_compute_probability() {
-        assert_eq!(probability(2), "0.5000000000");
-        assert_eq!(probability(3), "0.3333333333");
-        assert_eq!(probability(100001), "0.0000099999");
+        // `computeProbability` is `%0.10f` of `1/n`; the restore form prints what was given.
+        for (n, want) in [(2u32, "0.5000000000"), (3, "0.3333333333"), (100001, "0.0000099999")] {
+            let cfg = ProxyConfig {
+                node_name: String::new(),
+                node_ips: Vec::new(),
+                local_cidr: None,
+                masquerade_all: false,
+                random_fully: false,
+                nfacct: false,
+                localhost_nodeports: false,
+            };
+            let p = Out::new(&cfg).probability(n as usize);
+            let r =
+                RuleBuilder::new().matching(Match::random(p, false)).jump("KUBE-SEP-X").unwrap();
+            assert_eq!(
+                r.restore_text(),
+                format!("-m statistic --mode random --probability {want} -j KUBE-SEP-X")
+            );
+        }
     }
 }
 

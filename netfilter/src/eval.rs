@@ -211,10 +211,16 @@ impl std::hash::Hasher for FastHasher {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
             let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
+            b.copy_from_slice(w);
             self.write_u64(u64::from_le_bytes(b));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let tail = rest.iter().rev().fold(0u64, |v, &b| (v << 8) | u64::from(b));
+            self.write_u64(tail);
         }
     }
     fn write_u8(&mut self, i: u8) {
@@ -409,7 +415,7 @@ fn eval_from(
                 table: tname,
                 chain: name.clone(),
                 rule_num: i + 1,
-                rule: rule.text.clone(),
+                rule: rule.restore_text().into_owned(),
                 comment: rule.comment().map(str::to_string),
             });
         }
@@ -610,7 +616,7 @@ fn ext_matches(m: &Match, pkt: &PacketCtx<'_>, st: &mut EvalState<'_>) -> bool {
             src.as_ref().is_none_or(|n| check(n, t.src))
                 && dst.as_ref().is_none_or(|n| check(n, t.dst))
         }
-        Match::Random { threshold, invert } => {
+        Match::Random { threshold, invert, .. } => {
             // xt_statistic: (get_random_u32() & 0x7FFFFFFF) < probability.
             st.rng.statistic(*threshold) != *invert
         }

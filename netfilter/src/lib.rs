@@ -35,5 +35,5 @@ pub use conntrack::{Conntrack, CtInfo, CtRef, Direction};
 pub use eval::{Rng, RuleHit, Verdict};
 pub use hook::{DropCause, HookEnv, HookReport, HookVerdict, NatApplied, NatList, Netfilter, Skb};
 pub use packet::{Manip, PacketInfo, Proto, Tuple};
-pub use rule::{Rule, Target};
+pub use rule::{Match, Rule, RuleBuilder, Spelling, Target};
 pub use table::{Hook, ParseError, Ruleset, TableName};

@@ -2,14 +2,17 @@
 //! from `iptables-restore` tokens and printed the way `iptables-save` v1.8 prints them.
 //!
 //! A [`Rule`] keeps two things: its meaning (the parsed base matches, `-m` extensions and
-//! target, used for evaluation) and its spelling (the argument text as written, used to print
-//! the restore form byte for byte). The kernel form is generated from the meaning, in the
+//! target, used for evaluation) and its [`Spelling`] (used to print the restore form byte for
+//! byte): the argument text as written for a parsed rule, or, for a rule made in code with a
+//! [`RuleBuilder`] (kube-proxy's payload is hundreds of thousands of them), the order its
+//! parts were given in, printed in the notation restore input uses. The kernel form is generated from the meaning, in the
 //! order and notation the kernel hands back to `iptables-save` (checked against
 //! iptables v1.8.9 on Linux 6.18): `! -s`, `-d a/32`, `-i`, `-o`, `-p`, then each extension
 //! as `-m name` in the order given, then the target.
 
 use std::fmt::{self, Write};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use ipnetwork::Ipv4Network;
 
@@ -193,8 +196,8 @@ pub enum Match {
         /// The ports.
         ports: Neg<Vec<PortRange>>,
     },
-    /// `-m comment --comment`.
-    Comment(String),
+    /// `-m comment --comment` (shared: a Service's rules carry one comment many times).
+    Comment(Arc<str>),
     /// `-m conntrack` (`--ctstate`, `--ctorigdst`) or `-m state --state`.
     Conntrack {
         /// Whether it was written as `-m state --state`.
@@ -221,6 +224,9 @@ pub enum Match {
     Random {
         /// `lround(p * 2^31)`.
         threshold: u32,
+        /// `p` as written (the restore form of a built rule prints it with 10 decimals, as
+        /// kube-proxy writes it; the kernel form prints the threshold back with 11).
+        probability: f64,
         /// Inverted.
         invert: bool,
     },
@@ -384,10 +390,10 @@ pub enum Target {
     Drop,
     /// `-j RETURN`.
     Return,
-    /// `-j CHAIN`.
-    Jump(String),
+    /// `-j CHAIN` (shared: many rules jump to one chain).
+    Jump(Arc<str>),
     /// `-g CHAIN`.
-    Goto(String),
+    Goto(Arc<str>),
     /// `-j REJECT`.
     Reject(RejectWith),
     /// `-j DNAT --to-destination`.
@@ -419,20 +425,24 @@ pub struct Rule {
     /// `-d`.
     pub dst: Option<Neg<Ipv4Network>>,
     /// `-i` (a trailing `+` is a prefix wildcard).
-    pub in_iface: Option<Neg<String>>,
+    pub in_iface: Option<Box<Neg<String>>>,
     /// `-o`.
-    pub out_iface: Option<Neg<String>>,
+    pub out_iface: Option<Box<Neg<String>>>,
     /// `-p`.
     pub proto: Option<Neg<Proto>>,
-    /// `-m` extensions, in the order given.
-    pub matches: Vec<Match>,
+    /// `-m` extensions, in the order given (two fit inline: most rules allocate nothing
+    /// for them).
+    pub matches: Matches,
     /// The target.
     pub target: Target,
-    /// The argument text as written (after `-A CHAIN `), for the restore form.
-    pub text: String,
+    /// How the restore form spells it.
+    pub spelling: Spelling,
     /// Packet and byte counters.
     pub counters: (u64, u64),
 }
+
+/// A rule's `-m` extensions.
+pub type Matches = smallvec::SmallVec<[Match; 2]>;
 
 /// Why a rule could not be parsed; `col` is a 1-based character column in `text`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -493,9 +503,436 @@ impl Rule {
     /// The comment of the rule's first `-m comment`, if any.
     pub fn comment(&self) -> Option<&str> {
         self.matches.iter().find_map(|m| match m {
-            Match::Comment(c) => Some(c.as_str()),
+            Match::Comment(c) => Some(&**c),
             _ => None,
         })
+    }
+
+    /// The rule in restore form (without `-A CHAIN `): as written for a parsed rule, from its
+    /// parts for a built one.
+    pub fn restore_text(&self) -> std::borrow::Cow<'_, str> {
+        match &self.spelling {
+            Spelling::Text(t) => std::borrow::Cow::Borrowed(t),
+            Spelling::Built(_) => {
+                let mut s = String::with_capacity(96);
+                self.write_restore(&mut s);
+                std::borrow::Cow::Owned(s)
+            }
+        }
+    }
+
+    /// Appends [`Rule::restore_text`] to `s` (no intermediate `String` for a built rule).
+    pub fn write_restore(&self, s: &mut String) {
+        let parts = match &self.spelling {
+            Spelling::Text(t) => return s.push_str(t),
+            Spelling::Built(p) => p,
+        };
+        let start = s.len();
+        for part in parts.as_slice() {
+            let before = s.len();
+            if before > start {
+                s.push(' ');
+            }
+            let at = s.len();
+            match *part {
+                Part::Src => write_addr_opt(s, "-s", self.src.as_ref()),
+                Part::Dst => write_addr_opt(s, "-d", self.dst.as_ref()),
+                Part::InIface => write_iface_opt(s, "-i", self.in_iface.as_deref()),
+                Part::OutIface => write_iface_opt(s, "-o", self.out_iface.as_deref()),
+                Part::Proto => {
+                    if let Some(p) = &self.proto {
+                        let _ = write!(s, "{}-p {}", bang(p.invert), p.value);
+                    }
+                }
+                Part::Module(i) => {
+                    if let Some(m) = self.matches.get(usize::from(i)) {
+                        s.push_str("-m ");
+                        s.push_str(module_name(m));
+                    }
+                }
+                Part::Options(i) => {
+                    if let Some(m) = self.matches.get(usize::from(i)) {
+                        write_restore_options(s, m);
+                    }
+                }
+                Part::Target => write_restore_target(s, &self.target),
+            }
+            if s.len() == at {
+                // The part printed nothing (a match without options): no separator either.
+                s.truncate(before);
+            }
+        }
+    }
+}
+
+/// How a rule is spelled in restore form.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Spelling {
+    /// The argument text as written in restore input (after `-A CHAIN `).
+    Text(Box<str>),
+    /// A rule made with [`RuleBuilder`]: its parts in the order they were given.
+    Built(Parts),
+}
+
+/// One part of a built rule's restore form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// `[!] -s ADDR[/LEN]` (a /32 is written as the bare address, as kube-proxy writes it).
+    Src,
+    /// `[!] -d ADDR[/LEN]`.
+    Dst,
+    /// `[!] -i IFACE`.
+    InIface,
+    /// `[!] -o IFACE`.
+    OutIface,
+    /// `[!] -p PROTO`.
+    Proto,
+    /// `-m NAME` of match `i`.
+    Module(u8),
+    /// The options of match `i` (`--dport 80`, `--comment "…"`).
+    Options(u8),
+    /// `-j TARGET [options]`.
+    Target,
+}
+
+/// The parts of a built rule, inline (no allocation per rule).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parts {
+    len: u8,
+    parts: [Part; Parts::CAP],
+}
+
+impl Parts {
+    const CAP: usize = 14;
+
+    /// The parts in order.
+    pub fn as_slice(&self) -> &[Part] {
+        &self.parts[..usize::from(self.len)]
+    }
+
+    fn push(&mut self, p: Part) -> bool {
+        match self.parts.get_mut(usize::from(self.len)) {
+            Some(slot) => {
+                *slot = p;
+                self.len += 1;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Makes a [`Rule`] in code, part by part in the order restore input would spell it, without
+/// text to parse: `RuleBuilder::new().comment("ns/svc:http cluster IP").module(ports)
+/// .proto(Proto::TCP).dst(ip).options().jump("KUBE-SVC-…")` is the rule
+/// `-m comment --comment "ns/svc:http cluster IP" -m tcp -p tcp -d 10.96.0.10 --dport 80
+/// -j KUBE-SVC-…`, meaning and spelling both.
+///
+/// The builder checks what the parser checks of a rule's shape (a `-m tcp` needs `-p tcp`,
+/// a comment needs text); [`RuleBuilder::build`] reports a violation as a [`RuleError`]
+/// naming the part.
+#[derive(Clone, Debug)]
+pub struct RuleBuilder {
+    rule: Rule,
+    parts: Parts,
+    overflow: bool,
+}
+
+impl Default for RuleBuilder {
+    fn default() -> Self {
+        RuleBuilder::new()
+    }
+}
+
+impl RuleBuilder {
+    /// An empty rule (no matches, no target).
+    #[inline]
+    pub fn new() -> RuleBuilder {
+        RuleBuilder {
+            rule: Rule {
+                src: None,
+                dst: None,
+                in_iface: None,
+                out_iface: None,
+                proto: None,
+                matches: Matches::new(),
+                target: Target::None,
+                spelling: Spelling::Text(Box::default()),
+                counters: (0, 0),
+            },
+            parts: Parts { len: 0, parts: [Part::Target; Parts::CAP] },
+            overflow: false,
+        }
+    }
+
+    #[inline]
+    fn part(&mut self, p: Part) -> &mut RuleBuilder {
+        self.overflow |= !self.parts.push(p);
+        self
+    }
+
+    /// `[!] -s NET`.
+    #[inline]
+    pub fn src(&mut self, net: Ipv4Network, invert: bool) -> &mut RuleBuilder {
+        self.rule.src = Some(Neg { value: net, invert });
+        self.part(Part::Src)
+    }
+
+    /// `[!] -d NET`.
+    #[inline]
+    pub fn dst(&mut self, net: Ipv4Network, invert: bool) -> &mut RuleBuilder {
+        self.rule.dst = Some(Neg { value: net, invert });
+        self.part(Part::Dst)
+    }
+
+    /// `[!] -i IFACE`.
+    #[inline]
+    pub fn in_iface(&mut self, iface: &str, invert: bool) -> &mut RuleBuilder {
+        self.rule.in_iface = Some(Box::new(Neg { value: iface.into(), invert }));
+        self.part(Part::InIface)
+    }
+
+    /// `[!] -o IFACE`.
+    #[inline]
+    pub fn out_iface(&mut self, iface: &str, invert: bool) -> &mut RuleBuilder {
+        self.rule.out_iface = Some(Box::new(Neg { value: iface.into(), invert }));
+        self.part(Part::OutIface)
+    }
+
+    /// `-p PROTO`.
+    #[inline]
+    pub fn proto(&mut self, p: Proto) -> &mut RuleBuilder {
+        self.rule.proto = Some(Neg { value: p, invert: false });
+        self.part(Part::Proto)
+    }
+
+    /// `-m NAME OPTIONS`: a match with its options written right after it.
+    #[inline]
+    pub fn matching(&mut self, m: Match) -> &mut RuleBuilder {
+        let i = self.rule.matches.len() as u8;
+        self.module(m).part(Part::Options(i))
+    }
+
+    /// `-m NAME` alone: the match's options are written where [`RuleBuilder::options`] is
+    /// called (kube-proxy writes `-m tcp -p tcp -d IP --dport 80`).
+    #[inline]
+    pub fn module(&mut self, m: Match) -> &mut RuleBuilder {
+        let i = self.rule.matches.len();
+        self.rule.matches.push(m);
+        self.overflow |= i > usize::from(u8::MAX);
+        self.part(Part::Module(i as u8))
+    }
+
+    /// The options of the latest [`RuleBuilder::module`], here.
+    #[inline]
+    pub fn options(&mut self) -> &mut RuleBuilder {
+        let i = self.rule.matches.len().saturating_sub(1) as u8;
+        self.part(Part::Options(i))
+    }
+
+    /// `-m comment --comment TEXT`.
+    #[inline]
+    pub fn comment(&mut self, text: impl Into<Arc<str>>) -> &mut RuleBuilder {
+        self.matching(Match::Comment(text.into()))
+    }
+
+    /// `-j CHAIN`; finishes the rule.
+    #[inline]
+    pub fn jump(&mut self, chain: impl Into<Arc<str>>) -> Result<Rule, RuleError> {
+        self.target(Target::Jump(chain.into()))
+    }
+
+    /// The target; finishes the rule.
+    #[inline]
+    pub fn target(&mut self, t: Target) -> Result<Rule, RuleError> {
+        self.rule.target = t;
+        self.part(Part::Target);
+        self.build()
+    }
+
+    /// Finishes the rule (without a target unless one was given), leaving the builder
+    /// empty.
+    pub fn build(&mut self) -> Result<Rule, RuleError> {
+        for (i, m) in self.rule.matches.iter().enumerate() {
+            check_match(m, &self.rule.proto)
+                .map_err(|msg| RuleError { col: i + 1, msg: format!("match {}: {msg}", i + 1) })?;
+        }
+        let parts = self.parts;
+        let overflow = self.overflow;
+        let mut rule = std::mem::take(self).rule;
+        rule.spelling = Spelling::Built(parts);
+        if overflow {
+            // More parts than fit inline: the kernel form is an exact spelling too.
+            rule.spelling = Spelling::Text(rule.kernel_form().into());
+        }
+        Ok(rule)
+    }
+}
+
+impl Match {
+    /// `-m statistic --mode random --probability p`: the kernel keeps `lround(p * 2^31)`
+    /// (libxt_statistic).
+    pub fn random(p: f64, invert: bool) -> Match {
+        let threshold = (p * f64::from(0x8000_0000u32)).round() as u32;
+        Match::Random { threshold, probability: p, invert }
+    }
+}
+
+fn write_addr_opt(s: &mut String, opt: &str, n: Option<&Neg<Ipv4Network>>) {
+    let Some(n) = n else { return };
+    let _ = write!(s, "{}{opt} ", bang(n.invert));
+    write_ip(s, n.value.ip());
+    if n.value.prefix() != 32 {
+        let _ = write!(s, "/{}", n.value.prefix());
+    }
+}
+
+fn write_iface_opt(s: &mut String, opt: &str, n: Option<&Neg<String>>) {
+    if let Some(n) = n {
+        let _ = write!(s, "{}{opt} {}", bang(n.invert), n.value);
+    }
+}
+
+/// A dotted quad, without `Ipv4Addr`'s padding-aware formatter.
+fn write_ip(s: &mut String, a: Ipv4Addr) {
+    for (i, o) in a.octets().into_iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        if o >= 100 {
+            s.push(char::from(b'0' + o / 100));
+        }
+        if o >= 10 {
+            s.push(char::from(b'0' + o / 10 % 10));
+        }
+        s.push(char::from(b'0' + o % 10));
+    }
+}
+
+/// The `-m` name of a match.
+fn module_name(m: &Match) -> &'static str {
+    match m {
+        Match::Ports { proto, .. } => match *proto {
+            Proto::TCP => "tcp",
+            Proto::UDP => "udp",
+            _ => "sctp",
+        },
+        Match::Icmp { .. } => "icmp",
+        Match::Multiport { .. } => "multiport",
+        Match::Comment(_) => "comment",
+        Match::Conntrack { legacy_state: true, .. } => "state",
+        Match::Conntrack { .. } => "conntrack",
+        Match::Mark(_) => "mark",
+        Match::AddrType { .. } => "addrtype",
+        Match::Random { .. } | Match::Nth { .. } => "statistic",
+        Match::Recent { .. } => "recent",
+        Match::Set { .. } => "set",
+        Match::Physdev { .. } => "physdev",
+        Match::Nfacct(_) => "nfacct",
+    }
+}
+
+/// A `--comment` argument as restore input spells it: bare when it is one word, else in
+/// double quotes with quotes and backslashes escaped.
+pub fn write_comment_arg(s: &mut String, c: &str) {
+    if !c.is_empty() && !c.contains([' ', '"', '\\', '\t']) {
+        s.push_str(c);
+        return;
+    }
+    s.push('"');
+    for ch in c.chars() {
+        if ch == '"' || ch == '\\' {
+            s.push('\\');
+        }
+        s.push(ch);
+    }
+    s.push('"');
+}
+
+/// A match's options in restore notation: the kernel form's, except where kube-proxy's
+/// spelling differs (comments quoted only when needed, the probability with 10 decimals,
+/// `-m recent`'s options in the order it writes them).
+fn write_restore_options(s: &mut String, m: &Match) {
+    match m {
+        Match::Ports { sport, dport, tcp_flags: None, .. } => {
+            let mut sep = "";
+            for (opt, p) in [("--sport", sport), ("--dport", dport)] {
+                if let Some(p) = p {
+                    let _ = write!(s, "{sep}{}{opt} ", bang(p.invert));
+                    if p.value.lo == p.value.hi {
+                        let _ = write!(s, "{}", p.value.lo);
+                    } else {
+                        let _ = write!(s, "{}", p.value);
+                    }
+                    sep = " ";
+                }
+            }
+        }
+        Match::Comment(c) => {
+            s.push_str("--comment ");
+            write_comment_arg(s, c);
+        }
+        Match::Random { probability, invert, .. } => {
+            let _ = write!(s, "--mode random {}--probability {probability:.10}", bang(*invert));
+        }
+        Match::Recent { name, cmd, seconds, hitcount, reap, rdest, mask, invert } => {
+            let _ = write!(
+                s,
+                "--name {name} {}{}",
+                bang(*invert),
+                match cmd {
+                    RecentCmd::Set => "--set",
+                    RecentCmd::Rcheck => "--rcheck",
+                    RecentCmd::Update => "--update",
+                    RecentCmd::Remove => "--remove",
+                }
+            );
+            if let Some(sec) = seconds {
+                let _ = write!(s, " --seconds {sec}");
+            }
+            if *reap {
+                s.push_str(" --reap");
+            }
+            if let Some(h) = hitcount {
+                let _ = write!(s, " --hitcount {h}");
+            }
+            if *mask != Ipv4Addr::BROADCAST {
+                let _ = write!(s, " --mask {mask}");
+            }
+            if *rdest {
+                s.push_str(" --rdest");
+            }
+        }
+        _ => {
+            // The kernel form's options: what follows `-m NAME `.
+            let mut k = String::new();
+            write_match(&mut k, m);
+            let name_len = "-m ".len() + module_name(m).len();
+            s.push_str(k.get(name_len..).unwrap_or("").trim_start());
+        }
+    }
+}
+
+/// A target in restore notation: a plain `-j REJECT` for the default ICMP port
+/// unreachable (as kube-proxy writes it), the kernel form otherwise.
+fn write_restore_target(s: &mut String, t: &Target) {
+    match t {
+        Target::Reject(RejectWith::PortUnreachable) => s.push_str("-j REJECT"),
+        Target::Jump(c) => {
+            s.push_str("-j ");
+            s.push_str(c);
+        }
+        Target::Dnat(r, f) if *f == NatFlags::default() && r.addr_lo == r.addr_hi => {
+            s.push_str("-j DNAT --to-destination ");
+            write_ip(s, r.addr_lo);
+            if let Some((lo, hi)) = r.ports {
+                let _ = write!(s, ":{lo}");
+                if hi != lo {
+                    let _ = write!(s, "-{hi}");
+                }
+            }
+        }
+        t => write_target(s, t),
     }
 }
 
@@ -586,7 +1023,7 @@ fn write_match(s: &mut String, m: &Match) {
                 s.push_str(" --limit-iface-out");
             }
         }
-        Match::Random { threshold, invert } => {
+        Match::Random { threshold, invert, .. } => {
             let p = f64::from(*threshold) / f64::from(0x8000_0000u32);
             let _ = write!(s, "-m statistic --mode random {}--probability {p:.11}", bang(*invert));
         }
@@ -965,7 +1402,7 @@ impl Module {
             Module::Multiport => {
                 Match::Multiport { which: 1, ports: Neg { value: Vec::new(), invert: false } }
             }
-            Module::Comment => Match::Comment(String::new()),
+            Module::Comment => Match::Comment(Arc::from("")),
             Module::Conntrack | Module::State => Match::Conntrack {
                 legacy_state: self == Module::State,
                 ctstate: None,
@@ -978,7 +1415,7 @@ impl Module {
                 limit_iface_in: false,
                 limit_iface_out: false,
             },
-            Module::Statistic => Match::Random { threshold: 0, invert: false },
+            Module::Statistic => Match::Random { threshold: 0, probability: 0.0, invert: false },
             Module::Recent => Match::Recent {
                 name: "DEFAULT".into(),
                 cmd: RecentCmd::Rcheck,
@@ -1032,9 +1469,9 @@ impl<'a> Parser<'a> {
             in_iface: None,
             out_iface: None,
             proto: None,
-            matches: Vec::new(),
+            matches: Matches::new(),
             target: Target::None,
-            text: text.trim().to_string(),
+            spelling: Spelling::Text(text.trim().into()),
             counters: (0, 0),
         };
         let mut modules: Vec<Module> = Vec::new();
@@ -1073,11 +1510,11 @@ impl<'a> Parser<'a> {
                 }
                 "-i" | "--in-interface" => {
                     let v = self.value(tok)?;
-                    rule.in_iface = Some(Neg { value: v.s.to_string(), invert });
+                    rule.in_iface = Some(Box::new(Neg { value: v.s.to_string(), invert }));
                 }
                 "-o" | "--out-interface" => {
                     let v = self.value(tok)?;
-                    rule.out_iface = Some(Neg { value: v.s.to_string(), invert });
+                    rule.out_iface = Some(Box::new(Neg { value: v.s.to_string(), invert }));
                 }
                 "-p" | "--protocol" => {
                     let v = self.value(tok)?;
@@ -1157,8 +1594,8 @@ impl<'a> Parser<'a> {
         if invert {
             return self.err(self.end_col(), "'!' at the end of the rule");
         }
-        for (m, module) in rule.matches.iter_mut().zip(&modules) {
-            finish_match(m, *module, &rule.proto).map_err(|msg| RuleError { col: 1, msg })?;
+        for m in &rule.matches {
+            check_match(m, &rule.proto).map_err(|msg| RuleError { col: 1, msg })?;
         }
         if let Some((t, opts)) = target_tok {
             rule.target = parse_target(t, &opts, goto)?;
@@ -1218,7 +1655,7 @@ impl<'a> Parser<'a> {
                 *ports = Neg { value: list, invert };
             }
             Match::Comment(c) => {
-                *c = self.value(tok)?.s.to_string();
+                *c = Arc::from(&*self.value(tok)?.s);
             }
             Match::Conntrack { ctstate, ctorigdst, .. } => match o {
                 "--ctstate" | "--state" => {
@@ -1342,7 +1779,7 @@ impl<'a> Parser<'a> {
             "--mode" => match &*v.s {
                 "random" => {
                     if !matches!(m, Match::Random { .. }) {
-                        *m = Match::Random { threshold: 0, invert: false };
+                        *m = Match::Random { threshold: 0, probability: 0.0, invert: false };
                     }
                 }
                 "nth" => {
@@ -1370,9 +1807,7 @@ impl<'a> Parser<'a> {
                 if !(0.0..=1.0).contains(&p) {
                     return self.err(v.col, format!("probability {p} is outside 0..1"));
                 }
-                // libxt_statistic: lround(0x80000000 * p).
-                let threshold = (p * f64::from(0x8000_0000u32)).round() as u32;
-                *m = Match::Random { threshold, invert };
+                *m = Match::random(p, invert);
             }
             "--every" => {
                 let n = parse_num(&v.s, v.col)?;
@@ -1393,19 +1828,21 @@ impl<'a> Parser<'a> {
     }
 }
 
-fn finish_match(m: &mut Match, module: Module, proto: &Option<Neg<Proto>>) -> Result<(), String> {
-    match (m, module) {
-        (Match::Ports { proto: p, .. }, _) => {
+/// What a complete rule needs of a match: `-m tcp` needs `-p tcp`, a comment its text, a
+/// set its name, `--mode nth` its `--every`.
+fn check_match(m: &Match, proto: &Option<Neg<Proto>>) -> Result<(), String> {
+    match m {
+        Match::Ports { proto: p, .. } => {
             let ok = proto.as_ref().is_some_and(|x| x.value == *p && !x.invert);
             if !ok {
                 return Err(format!("-m {p} needs -p {p}"));
             }
         }
-        (Match::Comment(c), _) if c.is_empty() => return Err("-m comment needs --comment".into()),
-        (Match::Set { name, .. }, _) if name.is_empty() => {
+        Match::Comment(c) if c.is_empty() => return Err("-m comment needs --comment".into()),
+        Match::Set { name, .. } if name.is_empty() => {
             return Err("-m set needs --match-set".into());
         }
-        (Match::Nth { every: 0, .. }, _) => return Err("--mode nth needs --every N".into()),
+        Match::Nth { every: 0, .. } => return Err("--mode nth needs --every N".into()),
         _ => {}
     }
     Ok(())
@@ -1443,7 +1880,7 @@ fn parse_target(t: &Tok<'_>, opts: &[&Tok<'_>], goto: bool) -> Result<Target, Ru
     };
     if goto {
         known(&[])?;
-        return Ok(Target::Goto(t.s.to_string()));
+        return Ok(Target::Goto(Arc::from(&*t.s)));
     }
     Ok(match &*t.s {
         "ACCEPT" | "DROP" | "RETURN" | "TRACE" | "NOTRACK" => {
@@ -1536,7 +1973,7 @@ fn parse_target(t: &Tok<'_>, opts: &[&Tok<'_>], goto: bool) -> Result<Target, Ru
             if name.starts_with('-') || name.is_empty() {
                 return err(t.col, format!("bad target '{name}'"));
             }
-            Target::Jump(name.to_string())
+            Target::Jump(Arc::from(name))
         }
     })
 }
@@ -1665,6 +2102,103 @@ fn parse_nat_range(v: &Tok<'_>) -> Result<NatRange, RuleError> {
 mod tests {
     use super::*;
 
+    /// A rule's meaning: everything but its spelling.
+    fn meaning(r: &Rule) -> Rule {
+        Rule { spelling: Spelling::Text("".into()), ..r.clone() }
+    }
+
+    #[test]
+    fn built_rules_print_as_kube_proxy_writes_them_and_parse_back_to_the_same_rule() {
+        let ip = |s: &str| -> Ipv4Network { s.parse().unwrap() };
+        let ports = |p: u16| Match::Ports {
+            proto: Proto::TCP,
+            sport: None,
+            dport: Some(Neg { value: PortRange { lo: p, hi: p }, invert: false }),
+            tcp_flags: None,
+        };
+        let cases: Vec<(Rule, &str)> = vec![
+            (
+                RuleBuilder::new()
+                    .comment("ns1/svc1:p80 cluster IP")
+                    .module(ports(80))
+                    .proto(Proto::TCP)
+                    .dst(ip("172.30.0.41"), false)
+                    .options()
+                    .src(ip("10.0.0.0/8"), true)
+                    .jump("KUBE-MARK-MASQ")
+                    .unwrap(),
+                r#"-m comment --comment "ns1/svc1:p80 cluster IP" -m tcp -p tcp -d 172.30.0.41 --dport 80 ! -s 10.0.0.0/8 -j KUBE-MARK-MASQ"#,
+            ),
+            (
+                RuleBuilder::new()
+                    .comment("ns1/svc1:p80")
+                    .matching(Match::random(0.5, false))
+                    .jump("KUBE-SEP-X")
+                    .unwrap(),
+                "-m comment --comment ns1/svc1:p80 -m statistic --mode random --probability 0.5000000000 -j KUBE-SEP-X",
+            ),
+            (
+                RuleBuilder::new()
+                    .comment(r#"q"uote\d"#)
+                    .in_iface("cbr0", false)
+                    .out_iface("eth+", true)
+                    .target(Target::Reject(RejectWith::PortUnreachable))
+                    .unwrap(),
+                r#"-m comment --comment "q\"uote\\d" -i cbr0 ! -o eth+ -j REJECT"#,
+            ),
+            (
+                RuleBuilder::new()
+                    .module(Match::Ports {
+                        proto: Proto::UDP,
+                        sport: None,
+                        dport: None,
+                        tcp_flags: None,
+                    })
+                    .proto(Proto::UDP)
+                    .options()
+                    .target(Target::Dnat(
+                        NatRange {
+                            addr_lo: Ipv4Addr::new(10, 244, 1, 2),
+                            addr_hi: Ipv4Addr::new(10, 244, 1, 2),
+                            ports: Some((8080, 8080)),
+                        },
+                        NatFlags::default(),
+                    ))
+                    .unwrap(),
+                "-m udp -p udp -j DNAT --to-destination 10.244.1.2:8080",
+            ),
+        ];
+        for (rule, text) in cases {
+            assert_eq!(rule.restore_text(), text);
+            let parsed = Rule::parse(text).unwrap();
+            assert_eq!(meaning(&rule), meaning(&parsed), "{text}");
+            assert_eq!(rule.kernel_form(), parsed.kernel_form());
+        }
+    }
+
+    #[test]
+    fn a_built_rule_is_checked_like_a_parsed_one() {
+        let err = RuleBuilder::new()
+            .matching(Match::Ports { proto: Proto::TCP, sport: None, dport: None, tcp_flags: None })
+            .jump("X")
+            .unwrap_err();
+        assert!(err.msg.contains("-m tcp needs -p tcp"), "{err}");
+        let err = RuleBuilder::new().comment("").build().unwrap_err();
+        assert!(err.msg.contains("needs --comment"), "{err}");
+    }
+
+    #[test]
+    fn a_built_rule_with_more_parts_than_fit_inline_is_spelled_in_kernel_form() {
+        let mut b = RuleBuilder::new();
+        for i in 0..20 {
+            b.comment(format!("c{i}"));
+        }
+        let rule = b.jump("X").unwrap();
+        assert!(matches!(rule.spelling, Spelling::Text(_)));
+        assert_eq!(rule.restore_text(), rule.kernel_form());
+        assert_eq!(meaning(&Rule::parse(&rule.restore_text()).unwrap()), meaning(&rule));
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
         /// The ASCII fast path splits, unquotes and places columns exactly as the general one.
@@ -1681,7 +2215,7 @@ mod tests {
     fn kube_proxy_service_rule_parses_and_prints_kernel_form() {
         let text = r#"-m comment --comment "ns1/svc1:p80 cluster IP" -m tcp -p tcp -d 172.30.0.41 --dport 80 -j KUBE-SVC-XPGD46QRK7WJZT7O"#;
         let r = Rule::parse(text).unwrap();
-        assert_eq!(r.text, text);
+        assert_eq!(r.restore_text(), text);
         assert_eq!(r.comment(), Some("ns1/svc1:p80 cluster IP"));
         assert_eq!(
             r.kernel_form(),

@@ -142,19 +142,22 @@ impl Chain {
     }
 }
 
+/// From this many chains on, [`Table::link`] resolves jumps with two threads.
+const PARALLEL_LINK_CHAINS: usize = 8192;
+
 /// One table of one namespace.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Table {
     /// Which table.
     pub name: TableName,
     /// Chains by name: built-in chains first, then user chains in creation order.
-    pub chains: IndexMap<String, Chain>,
+    pub chains: IndexMap<String, Chain, crate::eval::FastBuild>,
 }
 
 impl Table {
     /// A table with its built-in chains (policy ACCEPT) and no rules.
     pub fn new(name: TableName) -> Table {
-        let mut chains = IndexMap::new();
+        let mut chains = IndexMap::default();
         for h in name.builtin_chains() {
             chains.insert(h.chain_name().to_string(), Chain::new(Some(Policy::Accept)));
         }
@@ -164,29 +167,63 @@ impl Table {
     /// Resolves jump targets to chain indices and rebuilds dispatch indices. Called after
     /// every change; fails when a rule jumps to a chain that does not exist.
     pub fn link(&mut self) -> Result<(), String> {
-        let mut all_jumps = Vec::with_capacity(self.chains.len());
-        for (cname, chain) in &self.chains {
-            let mut jumps = Vec::with_capacity(chain.rules.len());
-            for r in &chain.rules {
-                jumps.push(match &r.target {
-                    Target::Jump(t) | Target::Goto(t) => {
-                        Some(self.chains.get_index_of(t.as_str()).ok_or_else(|| {
-                            format!(
-                                "chain {cname} jumps to '{t}', which is neither a target nor a chain in table {}",
-                                self.name
-                            )
-                        })?)
-                    }
-                    _ => None,
-                });
-            }
-            all_jumps.push(jumps);
-        }
+        let n = self.chains.len();
+        let all_jumps = if n >= PARALLEL_LINK_CHAINS {
+            // Two threads resolve the two halves (where a second thread can start).
+            std::thread::scope(|scope| {
+                let this = &*self;
+                let other = std::thread::Builder::new()
+                    .spawn_scoped(scope, move || this.resolve_jumps(n / 2..n));
+                let mut first = this.resolve_jumps(0..n / 2)?;
+                let second = match other {
+                    Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?,
+                    Err(_) => this.resolve_jumps(n / 2..n)?,
+                };
+                first.extend(second);
+                Ok::<_, String>(first)
+            })?
+        } else {
+            self.resolve_jumps(0..n)?
+        };
         for (chain, jumps) in self.chains.values_mut().zip(all_jumps) {
             chain.jumps = jumps;
             chain.index = crate::eval::ChainIndex::build(&chain.rules);
         }
         Ok(())
+    }
+
+    /// The chain index each rule of chains `range` jumps to.
+    fn resolve_jumps(
+        &self,
+        range: std::ops::Range<usize>,
+    ) -> Result<Vec<Vec<Option<usize>>>, String> {
+        let mut all = Vec::with_capacity(range.len());
+        // Rules share their target's name (`Arc<str>`): the one looked up last is reused
+        // without hashing it again (half a kube-proxy payload jumps to KUBE-MARK-MASQ).
+        let mut last: Option<(*const u8, usize)> = None;
+        for (cname, chain) in &self.chains[range] {
+            let mut jumps = Vec::with_capacity(chain.rules.len());
+            for r in &chain.rules {
+                jumps.push(match &r.target {
+                    Target::Jump(t) | Target::Goto(t) => Some(match last {
+                        Some((p, i)) if std::ptr::eq(p, t.as_ptr()) => i,
+                        _ => {
+                            let i = self.chains.get_index_of(&**t).ok_or_else(|| {
+                                format!(
+                                    "chain {cname} jumps to '{t}', which is neither a target nor a chain in table {}",
+                                    self.name
+                                )
+                            })?;
+                            last = Some((t.as_ptr(), i));
+                            i
+                        }
+                    }),
+                    _ => None,
+                });
+            }
+            all.push(jumps);
+        }
+        Ok(all)
     }
 
     /// Whether this chain is a built-in one.
@@ -257,6 +294,35 @@ impl Ruleset {
             }
         }
         self.order = order;
+        Ok(())
+    }
+
+    /// Replaces table `t` with chains built in code, as `iptables-restore` without
+    /// `--noflush` replaces a table its input names: the built-in chains start empty with
+    /// policy ACCEPT, every chain listed is declared (`:NAME - [0:0]`, or `:NAME ACCEPT
+    /// [0:0]` for a built-in one) in the order given, and its rules are appended in order. Nothing changes when a chain name is invalid or a rule jumps
+    /// to a chain that does not exist; the error says which.
+    pub fn load(
+        &mut self,
+        t: TableName,
+        chains: impl IntoIterator<Item = (String, Vec<Rule>)>,
+    ) -> Result<(), String> {
+        let mut table = Table::new(t);
+        let chains = chains.into_iter();
+        table.chains.reserve(chains.size_hint().0);
+        for (name, rules) in chains {
+            if name.is_empty() || name.len() > 28 {
+                return Err(format!("bad chain name '{name}' (1 to 28 characters)"));
+            }
+            let chain = table.chains.entry(name).or_insert_with(|| Chain::new(None));
+            chain.declared = true;
+            chain.rules = rules;
+        }
+        table.link()?;
+        self.tables[t as usize] = table;
+        if !self.order.contains(&t) {
+            self.order.push(t);
+        }
         Ok(())
     }
 
@@ -493,7 +559,7 @@ impl Ruleset {
             }
             for (name, c) in &user_or_declared {
                 for r in &c.rules {
-                    let _ = writeln!(out, "-A {name} {}", r.text);
+                    let _ = writeln!(out, "-A {name} {}", r.restore_text());
                 }
             }
             out.push_str("COMMIT\n");
@@ -632,6 +698,48 @@ pub fn drift(expected: &Ruleset, actual: &Ruleset) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loading_built_chains_is_restoring_them() {
+        let rule = |t: &str| Rule::parse(t).unwrap();
+        let mut loaded = Ruleset::default();
+        loaded
+            .load(
+                TableName::Nat,
+                vec![
+                    ("PREROUTING".to_string(), vec![rule("-j KUBE-SERVICES")]),
+                    ("KUBE-SERVICES".to_string(), vec![rule("-d 10.96.0.10 -j KUBE-SVC-A")]),
+                    ("KUBE-SVC-A".to_string(), vec![rule("-j DNAT --to-destination 10.244.1.2")]),
+                ],
+            )
+            .unwrap();
+        let mut restored = Ruleset::default();
+        restored
+            .restore(
+                "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-A - [0:0]\n\
+                 -A PREROUTING -j KUBE-SERVICES\n-A KUBE-SERVICES -d 10.96.0.10 -j KUBE-SVC-A\n\
+                 -A KUBE-SVC-A -j DNAT --to-destination 10.244.1.2\nCOMMIT\n",
+                false,
+            )
+            .unwrap();
+        assert_eq!(loaded, restored);
+        assert_eq!(loaded.save_restore_form(), restored.save_restore_form());
+    }
+
+    #[test]
+    fn loading_a_jump_to_a_missing_chain_changes_nothing() {
+        let mut rs = Ruleset::default();
+        rs.restore("*nat\n:KEEP - [0:0]\nCOMMIT\n", false).unwrap();
+        let before = rs.clone();
+        let err = rs
+            .load(TableName::Nat, vec![("A".to_string(), vec![Rule::parse("-j NOPE").unwrap()])])
+            .unwrap_err();
+        assert!(err.contains("jumps to 'NOPE'"), "{err}");
+        assert_eq!(rs, before);
+        let err = rs.load(TableName::Nat, vec![("X".repeat(29), Vec::new())]).unwrap_err();
+        assert!(err.contains("1 to 28 characters"), "{err}");
+        assert_eq!(rs, before);
+    }
 
     #[test]
     fn restore_errors_carry_line_and_column() {

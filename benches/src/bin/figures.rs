@@ -310,21 +310,31 @@ fn main() {
     let count = times.len() as u64;
     emit(summarize("cluster_load_50_nodes_1500_pods_100_services", "ms", times, count));
 
-    // A full kube-proxy sync: generate the payload and restore it into a node's tables.
+    // A full kube-proxy sync: build the rules and load them into a node's tables (what a
+    // node's sync does); then the same through text, as an `iptables-restore` of the payload.
     let (n, e) = if quick { (100, 10) } else { (10_000, 10) };
     let (svcs, slices) = podnet_benches::services(n, e);
     let cfg = podnet_benches::proxy_config();
-    reset_peak();
-    let mut times = Vec::new();
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs_f64(secs.max(1.0)) || times.len() < 3 {
-        let t = Instant::now();
-        let text = podnet::kube_proxy::sync_iptables(&cfg, &svcs, &slices);
-        let mut rs = podnet_netfilter::Ruleset::default();
-        rs.restore(&text, false).expect("parses");
-        black_box(rs);
-        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    for as_text in [false, true] {
+        reset_peak();
+        let mut times = Vec::new();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs_f64(secs.max(1.0)) || times.len() < 3 {
+            let t = Instant::now();
+            let mut rs = podnet_netfilter::Ruleset::default();
+            if as_text {
+                let text = podnet::kube_proxy::sync_iptables(&cfg, &svcs, &slices);
+                rs.restore(&text, false).expect("parses");
+            } else {
+                podnet::kube_proxy::sync_iptables_rules(&cfg, &svcs, &slices)
+                    .load_into(&mut rs)
+                    .expect("loads");
+            }
+            black_box(rs);
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let count = times.len() as u64;
+        let name = if as_text { "kube_proxy_payload_restore" } else { "kube_proxy_sync" };
+        emit(summarize(&format!("{name}_{n}x{e}"), "ms", times, count));
     }
-    let count = times.len() as u64;
-    emit(summarize(&format!("kube_proxy_sync_{n}x{e}"), "ms", times, count));
 }
