@@ -24,7 +24,7 @@ use ipnetwork::Ipv4Network;
 use sha2::{Digest, Sha256};
 
 use podnet_netfilter::rule::{
-    Match, NatFlags, NatRange, Neg, PortRange, RecentCmd, RejectWith, RuleError,
+    Match, NatFlags, NatRange, Neg, PortRange, RecentCmd, RecentMatch, RejectWith, RuleError,
 };
 use podnet_netfilter::{Proto, Rule, RuleBuilder, Ruleset, TableName, Target};
 
@@ -345,18 +345,6 @@ impl Chains {
         self.last = i;
         self.list[i].1.reserve_exact(rules);
     }
-
-    /// Appends `later`'s rules chain by chain (a chain both have gets `later`'s rules after
-    /// its own). Only indexed chains can be in both.
-    fn append(&mut self, later: Chains) {
-        for (name, rules) in later.list {
-            match self.index.get(name.as_str()) {
-                Some(&i) => self.list[i].1.extend(rules),
-                None => self.list.push((name, rules)),
-            }
-        }
-        self.recent = self.list.len();
-    }
 }
 
 /// The rules being written, by table and chain.
@@ -400,12 +388,6 @@ impl Out {
             o.nat_chain(c);
         }
         o
-    }
-
-    /// Appends what `later` wrote after what this one wrote.
-    fn append(&mut self, later: Out) {
-        self.filter.append(later.filter);
-        self.nat.append(later.nat);
     }
 
     fn filter(&mut self, chain: &str, rule: Result<Rule, RuleError>) {
@@ -608,8 +590,10 @@ impl IptablesPayload {
             let Some(chains) = table.as_deref_mut() else {
                 return Err(err(1, "a line outside '*filter' or '*nat'".into()));
             };
+            // From the end: the chains this input names are the ones it added there (the
+            // payload's own hundred thousand come first and are never named here).
             let position = |chains: &mut Vec<(String, Vec<Rule>)>, name: &str| {
-                chains.iter().position(|(n, _)| n == name).unwrap_or_else(|| {
+                chains.iter().rposition(|(n, _)| n == name).unwrap_or_else(|| {
                     chains.push((name.to_string(), Vec::new()));
                     chains.len() - 1
                 })
@@ -619,7 +603,7 @@ impl IptablesPayload {
                 position(chains, name);
             } else if let Some(rest) = line.strip_prefix("-A ") {
                 let (chain, args) = rest.split_once(' ').unwrap_or((rest, ""));
-                if !chains.iter().any(|(n, _)| n == chain) {
+                if !chains.iter().rev().any(|(n, _)| n == chain) {
                     return Err(err(4, format!("chain '{chain}' is not declared")));
                 }
                 let rule = Rule::parse(args).map_err(|e| err(4 + chain.len() + e.col, e.msg))?;
@@ -694,56 +678,74 @@ fn sync_iptables_rules_with(
         }
         o
     };
-    let mut o = if two_threads {
+    // Each writer puts its chains in restore order; the two halves then merge in one pass.
+    let written = |svcs: &[&Service]| {
+        let o = write(svcs);
+        (ordered(o.filter), ordered(o.nat))
+    };
+    let (mut filter, mut nat) = if two_threads {
         let (first, second) = svcs.split_at(svcs.len() / 2);
         std::thread::scope(|scope| {
-            let other = std::thread::Builder::new().spawn_scoped(scope, || write(second));
-            let mut o = write(first);
+            let other = std::thread::Builder::new().spawn_scoped(scope, || written(second));
+            let (filter, nat) = written(first);
             // Where no second thread can start (WebAssembly), this one writes the rest.
-            let rest = match other {
+            let (filter2, nat2) = match other {
                 Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
-                Err(_) => write(second),
+                Err(_) => written(second),
             };
-            o.append(rest);
-            o
+            (merge_ordered(filter, filter2), merge_ordered(nat, nat2))
         })
     } else {
-        write(&svcs)
+        written(&svcs)
     };
     // Fixed rules.
-    let fixed = |text: &str| Rule::parse(text);
-    o.nat("KUBE-MARK-MASQ", fixed("-j MARK --or-mark 0x4000"));
-    o.nat("KUBE-POSTROUTING", fixed("-m mark ! --mark 0x4000/0x4000 -j RETURN"));
-    o.nat("KUBE-POSTROUTING", fixed("-j MARK --xor-mark 0x4000"));
+    let fixed = |text: &str| Rule::parse(text).expect("kube-proxy's fixed rules parse");
     let masq =
         Target::Masquerade(None, NatFlags { random_fully: cfg.random_fully, ..Default::default() });
-    o.nat("KUBE-POSTROUTING", commented("kubernetes service traffic requiring SNAT").target(masq));
+    let masq = commented("kubernetes service traffic requiring SNAT")
+        .target(masq)
+        .expect("kube-proxy's rule shapes are valid");
+    chain_of(&mut nat, "KUBE-MARK-MASQ").push(fixed("-j MARK --or-mark 0x4000"));
+    chain_of(&mut nat, "KUBE-POSTROUTING").extend([
+        fixed("-m mark ! --mark 0x4000/0x4000 -j RETURN"),
+        fixed("-j MARK --xor-mark 0x4000"),
+        masq,
+    ]);
     if cfg.localhost_nodeports {
-        o.filter("KUBE-FIREWALL", fixed("-m comment --comment \"block incoming localnet connections\" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"));
+        chain_of(&mut filter, "KUBE-FIREWALL").push(fixed("-m comment --comment \"block incoming localnet connections\" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"));
     }
     let invalid = if cfg.nfacct {
         "-m conntrack --ctstate INVALID -m nfacct --nfacct-name ct_state_invalid_dropped_pkts -j DROP"
     } else {
         "-m conntrack --ctstate INVALID -j DROP"
     };
-    o.filter("KUBE-FORWARD", fixed(invalid));
-    o.filter("KUBE-FORWARD", fixed("-m comment --comment \"kubernetes forwarding rules\" -m mark --mark 0x4000/0x4000 -j ACCEPT"));
-    o.filter("KUBE-FORWARD", fixed("-m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"));
+    chain_of(&mut filter, "KUBE-FORWARD").extend([
+        fixed(invalid),
+        fixed("-m comment --comment \"kubernetes forwarding rules\" -m mark --mark 0x4000/0x4000 -j ACCEPT"),
+        fixed("-m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"),
+    ]);
     let nodeports_last =
         commented("kubernetes service nodeports; NOTE: this must be the last rule in this chain")
             .matching(local_dst())
             .jump("KUBE-NODEPORTS")
             .expect("kube-proxy's rule shapes are valid");
-    // `sortIPTablesRules`: the two head chains first, then by name; rules of the head
-    // chains stably by the Service name in their comment, the NodePorts jump last.
-    let rank = |n: &str| match n {
-        "KUBE-NODEPORTS" => 0u8,
+    chain_of(&mut nat, "KUBE-SERVICES").push(nodeports_last);
+    IptablesPayload { filter, nat }
+}
+
+/// `sortIPTablesRules`'s chain order: the two head chains first, then by name.
+fn rank(n: &str) -> u8 {
+    match n {
+        "KUBE-NODEPORTS" => 0,
         "KUBE-SERVICES" => 1,
         _ => 2,
-    };
-    // Names compared by their first 16 bytes as one number first (chain names differ
-    // early: `KUBE-SEP-` and 7 hash characters), then in full.
-    let head = |n: &str| match n.as_bytes().first_chunk::<16>() {
+    }
+}
+
+/// A chain name's first 16 bytes as one number: chain names differ early (`KUBE-SEP-` and
+/// 7 hash characters), so most comparisons end here.
+fn head(n: &str) -> u128 {
+    match n.as_bytes().first_chunk::<16>() {
         Some(b) => u128::from_be_bytes(*b),
         None => {
             let mut b = [0u8; 16];
@@ -752,31 +754,91 @@ fn sync_iptables_rules_with(
             }
             u128::from_be_bytes(b)
         }
-    };
-    let order = |chains: Chains| {
-        let mut list = chains.list;
-        let mut keys: Vec<(u8, u128, u32)> =
-            list.iter().enumerate().map(|(i, (n, _))| (rank(n), head(n), i as u32)).collect();
-        keys.sort_unstable_by(|a, b| {
-            (a.0, a.1)
-                .cmp(&(b.0, b.1))
-                .then_with(|| list[a.2 as usize].0.cmp(&list[b.2 as usize].0))
-        });
-        let mut list: Vec<(String, Vec<Rule>)> =
-            keys.iter().map(|k| std::mem::take(&mut list[k.2 as usize])).collect();
-        for (n, rules) in &mut list {
-            if rank(n) < 2 {
-                rules.sort_by(|a, b| service_of(a).cmp(service_of(b)));
+    }
+}
+
+/// Restore order for one table's chains (see [`rank`]); the head chains' rules stably by
+/// the Service name in their comment.
+fn ordered(chains: Chains) -> Vec<(String, Vec<Rule>)> {
+    let mut list = chains.list;
+    let mut keys: Vec<(u8, u128, u32)> =
+        list.iter().enumerate().map(|(i, (n, _))| (rank(n), head(n), i as u32)).collect();
+    keys.sort_unstable_by(|a, b| {
+        (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| list[a.2 as usize].0.cmp(&list[b.2 as usize].0))
+    });
+    let mut list: Vec<(String, Vec<Rule>)> =
+        keys.iter().map(|k| std::mem::take(&mut list[k.2 as usize])).collect();
+    for (n, rules) in &mut list {
+        if rank(n) < 2 {
+            rules.sort_by(|a, b| service_of(a).cmp(service_of(b)));
+        }
+    }
+    list
+}
+
+/// Two ordered chain lists as one, as if one writer had written `a`'s Services and then
+/// `b`'s: a chain in both gets `a`'s rules then `b`'s (merged by Service in the head
+/// chains, `a`'s first on ties, which is what the stable sort of both gives).
+fn merge_ordered(
+    a: Vec<(String, Vec<Rule>)>,
+    b: Vec<(String, Vec<Rule>)>,
+) -> Vec<(String, Vec<Rule>)> {
+    let key = |n: &String| (rank(n), head(n));
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        let order = match (a.peek(), b.peek()) {
+            (Some((x, _)), Some((y, _))) => key(x).cmp(&key(y)).then_with(|| x.cmp(y)),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => break,
+        };
+        match order {
+            std::cmp::Ordering::Less => out.extend(a.next()),
+            std::cmp::Ordering::Greater => out.extend(b.next()),
+            std::cmp::Ordering::Equal => {
+                if let (Some((name, x)), Some((_, y))) = (a.next(), b.next()) {
+                    let rules = if rank(&name) < 2 {
+                        merge_by_service(x, y)
+                    } else {
+                        let mut x = x;
+                        x.extend(y);
+                        x
+                    };
+                    out.push((name, rules));
+                }
             }
         }
-        list
-    };
-    let filter = order(o.filter);
-    let mut nat = order(o.nat);
-    if let Some((_, rules)) = nat.iter_mut().find(|(n, _)| n == "KUBE-SERVICES") {
-        rules.push(nodeports_last);
     }
-    IptablesPayload { filter, nat }
+    out
+}
+
+/// Two rule lists each sorted by Service, as one (stable: `a`'s first on ties).
+fn merge_by_service(a: Vec<Rule>, b: Vec<Rule>) -> Vec<Rule> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
+        if service_of(y) < service_of(x) {
+            out.extend(b.next());
+        } else {
+            out.extend(a.next());
+        }
+    }
+    out.extend(a);
+    out.extend(b);
+    out
+}
+
+/// A chain of an ordered list by name (every chain [`Out::new`] declares is there).
+fn chain_of<'a>(list: &'a mut Vec<(String, Vec<Rule>)>, name: &str) -> &'a mut Vec<Rule> {
+    let at = match list.iter().position(|(n, _)| n == name) {
+        Some(i) => i,
+        None => {
+            list.push((name.to_string(), Vec::new()));
+            list.len() - 1
+        }
+    };
+    &mut list[at].1
 }
 
 /// The Service a rule belongs to: the first word of its comment.
@@ -1048,15 +1110,17 @@ fn service_port(
                 .build(),
         );
     }
-    let recent = |sep: &str, cmd: RecentCmd, seconds: Option<u32>| Match::Recent {
-        name: sep.to_string(),
-        cmd,
-        seconds,
-        hitcount: None,
-        reap: seconds.is_some(),
-        rdest: false,
-        mask: Ipv4Addr::BROADCAST,
-        invert: false,
+    let recent = |sep: &str, cmd: RecentCmd, seconds: Option<u32>| {
+        Match::Recent(Box::new(RecentMatch {
+            name: sep.to_string(),
+            cmd,
+            seconds,
+            hitcount: None,
+            reap: seconds.is_some(),
+            rdest: false,
+            mask: Ipv4Addr::BROADCAST,
+            invert: false,
+        }))
     };
     let write_policy = |chain: &str, list: &[&Ep], o: &mut Out| {
         let comments: Vec<Arc<str>> =

@@ -628,7 +628,17 @@ fn ext_matches(m: &Match, pkt: &PacketCtx<'_>, st: &mut EvalState<'_>) -> bool {
             count.set(next);
             (next == 0) != *invert
         }
-        Match::Recent { name, cmd, seconds, hitcount, reap, rdest, mask, invert } => {
+        Match::Recent(r) => {
+            let crate::rule::RecentMatch {
+                name,
+                cmd,
+                seconds,
+                hitcount,
+                reap,
+                rdest,
+                mask,
+                invert,
+            } = &**r;
             let addr = if *rdest { t.dst } else { t.src };
             let addr = Ipv4Addr::from(u32::from(addr) & u32::from(*mask));
             let list = st.recent.lists.entry(name.clone()).or_default();
@@ -662,12 +672,14 @@ fn ext_matches(m: &Match, pkt: &PacketCtx<'_>, st: &mut EvalState<'_>) -> bool {
             };
             hit != *invert
         }
-        Match::Set { name, flags, invert } => {
+        Match::Set(m) => {
+            let crate::rule::SetMatch { name, flags, invert } = &**m;
             let pick_addr = |f: SetFlag| if f == SetFlag::Src { t.src } else { t.dst };
             let pick_port = |f: SetFlag| if f == SetFlag::Src { t.sport } else { t.dport };
             st.sets.test(name, flags, &pick_addr, &pick_port, t.proto) != *invert
         }
-        Match::Physdev { phys_in, phys_out, is_in, is_out, is_bridged } => {
+        Match::Physdev(m) => {
+            let crate::rule::PhysdevMatch { phys_in, phys_out, is_in, is_out, is_bridged } = &**m;
             let chk = |n: &Option<crate::rule::Neg<String>>, dev: Option<&str>| {
                 n.as_ref().is_none_or(|n| iface_matches(&n.value, dev) != n.invert)
             };

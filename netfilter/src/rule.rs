@@ -241,49 +241,61 @@ pub enum Match {
         /// Inverted.
         invert: bool,
     },
-    /// `-m recent`.
-    Recent {
-        /// The list name (`--name`, default `DEFAULT`).
-        name: String,
-        /// The command.
-        cmd: RecentCmd,
-        /// `--seconds`.
-        seconds: Option<u32>,
-        /// `--hitcount`.
-        hitcount: Option<u32>,
-        /// `--reap`.
-        reap: bool,
-        /// `--rdest` (else `--rsource`).
-        rdest: bool,
-        /// `--mask`.
-        mask: Ipv4Addr,
-        /// Inverted.
-        invert: bool,
-    },
+    /// `-m recent` (boxed: rare, and a rule's matches stay small).
+    Recent(Box<RecentMatch>),
     /// `-m set --match-set name flags`.
-    Set {
-        /// Set name.
-        name: String,
-        /// Direction flags.
-        flags: Vec<SetFlag>,
-        /// Inverted.
-        invert: bool,
-    },
+    Set(Box<SetMatch>),
     /// `-m physdev` (bridge ports under br_netfilter).
-    Physdev {
-        /// `--physdev-in`.
-        phys_in: Option<Neg<String>>,
-        /// `--physdev-out`.
-        phys_out: Option<Neg<String>>,
-        /// `--physdev-is-in`.
-        is_in: Option<bool>,
-        /// `--physdev-is-out`.
-        is_out: Option<bool>,
-        /// `--physdev-is-bridged`.
-        is_bridged: Option<bool>,
-    },
+    Physdev(Box<PhysdevMatch>),
     /// `-m nfacct --nfacct-name`: counts, always matches.
     Nfacct(String),
+}
+
+/// `-m recent`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecentMatch {
+    /// The list name (`--name`, default `DEFAULT`).
+    pub name: String,
+    /// The command.
+    pub cmd: RecentCmd,
+    /// `--seconds`.
+    pub seconds: Option<u32>,
+    /// `--hitcount`.
+    pub hitcount: Option<u32>,
+    /// `--reap`.
+    pub reap: bool,
+    /// `--rdest` (else `--rsource`).
+    pub rdest: bool,
+    /// `--mask`.
+    pub mask: Ipv4Addr,
+    /// Inverted.
+    pub invert: bool,
+}
+
+/// `-m set --match-set name flags`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SetMatch {
+    /// Set name.
+    pub name: String,
+    /// Direction flags.
+    pub flags: Vec<SetFlag>,
+    /// Inverted.
+    pub invert: bool,
+}
+
+/// `-m physdev` (bridge ports under br_netfilter).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PhysdevMatch {
+    /// `--physdev-in`.
+    pub phys_in: Option<Neg<String>>,
+    /// `--physdev-out`.
+    pub phys_out: Option<Neg<String>>,
+    /// `--physdev-is-in`.
+    pub is_in: Option<bool>,
+    /// `--physdev-is-out`.
+    pub is_out: Option<bool>,
+    /// `--physdev-is-bridged`.
+    pub is_bridged: Option<bool>,
 }
 
 /// What REJECT sends back.
@@ -825,9 +837,9 @@ fn module_name(m: &Match) -> &'static str {
         Match::Mark(_) => "mark",
         Match::AddrType { .. } => "addrtype",
         Match::Random { .. } | Match::Nth { .. } => "statistic",
-        Match::Recent { .. } => "recent",
-        Match::Set { .. } => "set",
-        Match::Physdev { .. } => "physdev",
+        Match::Recent(_) => "recent",
+        Match::Set(_) => "set",
+        Match::Physdev(_) => "physdev",
         Match::Nfacct(_) => "nfacct",
     }
 }
@@ -875,7 +887,8 @@ fn write_restore_options(s: &mut String, m: &Match) {
         Match::Random { probability, invert, .. } => {
             let _ = write!(s, "--mode random {}--probability {probability:.10}", bang(*invert));
         }
-        Match::Recent { name, cmd, seconds, hitcount, reap, rdest, mask, invert } => {
+        Match::Recent(r) => {
+            let RecentMatch { name, cmd, seconds, hitcount, reap, rdest, mask, invert } = &**r;
             let _ = write!(
                 s,
                 "--name {name} {}{}",
@@ -1034,7 +1047,8 @@ fn write_match(s: &mut String, m: &Match) {
                 bang(*invert)
             );
         }
-        Match::Recent { name, cmd, seconds, hitcount, reap, rdest, mask, invert } => {
+        Match::Recent(r) => {
+            let RecentMatch { name, cmd, seconds, hitcount, reap, rdest, mask, invert } = &**r;
             s.push_str("-m recent ");
             s.push_str(bang(*invert));
             s.push_str(match cmd {
@@ -1058,12 +1072,14 @@ fn write_match(s: &mut String, m: &Match) {
                 if *rdest { "--rdest" } else { "--rsource" }
             );
         }
-        Match::Set { name, flags, invert } => {
+        Match::Set(m) => {
+            let SetMatch { name, flags, invert } = &**m;
             let f: Vec<&str> =
                 flags.iter().map(|f| if *f == SetFlag::Src { "src" } else { "dst" }).collect();
             let _ = write!(s, "-m set {}--match-set {name} {}", bang(*invert), f.join(","));
         }
-        Match::Physdev { phys_in, phys_out, is_in, is_out, is_bridged } => {
+        Match::Physdev(m) => {
+            let PhysdevMatch { phys_in, phys_out, is_in, is_out, is_bridged } = &**m;
             s.push_str("-m physdev");
             if let Some(n) = phys_in {
                 let _ = write!(s, " {}--physdev-in {}", bang(n.invert), n.value);
@@ -1416,7 +1432,7 @@ impl Module {
                 limit_iface_out: false,
             },
             Module::Statistic => Match::Random { threshold: 0, probability: 0.0, invert: false },
-            Module::Recent => Match::Recent {
+            Module::Recent => Match::Recent(Box::new(RecentMatch {
                 name: "DEFAULT".into(),
                 cmd: RecentCmd::Rcheck,
                 seconds: None,
@@ -1425,15 +1441,19 @@ impl Module {
                 rdest: false,
                 mask: Ipv4Addr::BROADCAST,
                 invert: false,
-            },
-            Module::Set => Match::Set { name: String::new(), flags: Vec::new(), invert: false },
-            Module::Physdev => Match::Physdev {
+            })),
+            Module::Set => Match::Set(Box::new(SetMatch {
+                name: String::new(),
+                flags: Vec::new(),
+                invert: false,
+            })),
+            Module::Physdev => Match::Physdev(Box::new(PhysdevMatch {
                 phys_in: None,
                 phys_out: None,
                 is_in: None,
                 is_out: None,
                 is_bridged: None,
-            },
+            })),
             Module::Nfacct => Match::Nfacct(String::new()),
         }
     }
@@ -1703,7 +1723,9 @@ impl<'a> Parser<'a> {
                 _ => *limit_iface_out = true,
             },
             Match::Random { .. } | Match::Nth { .. } => self.statistic_opt(m, tok, invert)?,
-            Match::Recent { name, cmd, seconds, hitcount, reap, rdest, mask, invert: inv } => {
+            Match::Recent(r) => {
+                let RecentMatch { name, cmd, seconds, hitcount, reap, rdest, mask, invert: inv } =
+                    &mut **r;
                 match o {
                     "--name" => *name = self.value(tok)?.s.to_string(),
                     "--set" | "--rcheck" | "--update" | "--remove" => {
@@ -1735,7 +1757,8 @@ impl<'a> Parser<'a> {
                     }
                 }
             }
-            Match::Set { name, flags, invert: inv } => {
+            Match::Set(m) => {
+                let SetMatch { name, flags, invert: inv } = &mut **m;
                 *name = self.value(tok)?.s.to_string();
                 let f = self.value(tok)?;
                 for part in f.s.split(',') {
@@ -1752,16 +1775,16 @@ impl<'a> Parser<'a> {
                 }
                 *inv = invert;
             }
-            Match::Physdev { phys_in, phys_out, is_in, is_out, is_bridged } => match o {
+            Match::Physdev(m) => match o {
                 "--physdev-in" => {
-                    *phys_in = Some(Neg { value: self.value(tok)?.s.to_string(), invert })
+                    m.phys_in = Some(Neg { value: self.value(tok)?.s.to_string(), invert })
                 }
                 "--physdev-out" => {
-                    *phys_out = Some(Neg { value: self.value(tok)?.s.to_string(), invert })
+                    m.phys_out = Some(Neg { value: self.value(tok)?.s.to_string(), invert })
                 }
-                "--physdev-is-in" => *is_in = Some(!invert),
-                "--physdev-is-out" => *is_out = Some(!invert),
-                _ => *is_bridged = Some(!invert),
+                "--physdev-is-in" => m.is_in = Some(!invert),
+                "--physdev-is-out" => m.is_out = Some(!invert),
+                _ => m.is_bridged = Some(!invert),
             },
             Match::Nfacct(n) => *n = self.value(tok)?.s.to_string(),
         }
@@ -1839,7 +1862,7 @@ fn check_match(m: &Match, proto: &Option<Neg<Proto>>) -> Result<(), String> {
             }
         }
         Match::Comment(c) if c.is_empty() => return Err("-m comment needs --comment".into()),
-        Match::Set { name, .. } if name.is_empty() => {
+        Match::Set(m) if m.name.is_empty() => {
             return Err("-m set needs --match-set".into());
         }
         Match::Nth { every: 0, .. } => return Err("--mode nth needs --every N".into()),

@@ -2,11 +2,12 @@
 //! batches; the median, min and max batch rate are printed, one JSON object per line with
 //! `--json`. Peak heap memory comes from a counting allocator.
 //!
-//! `cargo run --release -p podnet-benches --bin figures -- --json`
+//! `cargo run --release -p podnet-benches --bin figures -- --json` (`--only PREFIX` for the
+//! figures whose names start with PREFIX, `--quick` for small sizes and short runs)
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use podnet::Cluster;
@@ -15,22 +16,56 @@ use podnet_benches::{client, forward, node_netfilter, syn, vip};
 use podnet_netfilter::{Conntrack, CtRef, Skb, packet};
 
 struct Counting;
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
+static CURRENT: AtomicIsize = AtomicIsize::new(0);
+static PEAK: AtomicIsize = AtomicIsize::new(0);
+
+/// Bytes a thread may allocate or free before it adds them to [`CURRENT`]: threads that
+/// allocate at once (a sync writes with two) do not contend on one counter per allocation.
+/// The peak is exact to within this much per thread.
+const SLACK: isize = 64 * 1024;
+
+thread_local! {
+    static PENDING: std::cell::Cell<isize> = const { std::cell::Cell::new(0) };
+}
+
+fn count(delta: isize) {
+    let flushed = PENDING.try_with(|p| {
+        let v = p.get() + delta;
+        if v.abs() < SLACK {
+            p.set(v);
+            None
+        } else {
+            p.set(0);
+            Some(v)
+        }
+    });
+    // A thread being torn down has no thread-locals left: count directly.
+    if let Some(v) = flushed.unwrap_or(Some(delta)) {
+        let now = CURRENT.fetch_add(v, Ordering::Relaxed) + v;
+        PEAK.fetch_max(now, Ordering::Relaxed);
+    }
+}
 
 // SAFETY: delegates every call to the system allocator unchanged; it only counts bytes.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         let p = unsafe { System.alloc(l) };
         if !p.is_null() {
-            let now = CURRENT.fetch_add(l.size(), Ordering::Relaxed) + l.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
+            count(l.size() as isize);
         }
         p
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         unsafe { System.dealloc(p, l) };
-        CURRENT.fetch_sub(l.size(), Ordering::Relaxed);
+        count(-(l.size() as isize));
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
+        // The system's realloc (grows in place when it can), not alloc + copy + free.
+        let q = unsafe { System.realloc(p, l, new_size) };
+        if !q.is_null() {
+            count(new_size as isize - l.size() as isize);
+        }
+        q
     }
 }
 
@@ -76,7 +111,7 @@ fn summarize(name: &str, unit: &'static str, mut v: Vec<f64>, iterations: u64) -
         min: v[0],
         max: v[v.len() - 1],
         iterations,
-        peak_bytes: PEAK.load(Ordering::Relaxed),
+        peak_bytes: PEAK.load(Ordering::Relaxed).max(0) as usize,
     }
 }
 
@@ -90,6 +125,11 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(if quick { 0.2 } else { 2.0 });
+    // `--only PREFIX`: just the figures whose names start with PREFIX.
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
+    let want = |section: &str| {
+        only.as_deref().is_none_or(|o| section.starts_with(o) || o.starts_with(section))
+    };
     let sizes: &[usize] = if quick { &[10, 100] } else { &[10, 1_000, 10_000, 30_000] };
     let mut out: Vec<Figure> = Vec::new();
     let mut emit = |f: Figure| {
@@ -115,226 +155,266 @@ fn main() {
         out.push(f);
     };
 
-    // The native side of the Python `trace_many` bench (ffi-python/bench/trace_many.py):
-    // the same flows and summaries, no interpreter.
-    let mut c = Cluster::seed();
-    let flows = podnet_benches::TRACE_MANY_FLOWS;
-    emit(rate("trace_many_native", "flow/s", secs, 50 * flows.len() as u64, || {
-        for _ in 0..50 {
-            for &(from, to, proto) in flows {
-                black_box(podnet_benches::summary(&mut c, from, to, proto));
+    if want("trace_many") {
+        // The native side of the Python `trace_many` bench (ffi-python/bench/trace_many.py):
+        // the same flows and summaries, no interpreter.
+        let mut c = Cluster::seed();
+        let flows = podnet_benches::TRACE_MANY_FLOWS;
+        emit(rate("trace_many_native", "flow/s", secs, 50 * flows.len() as u64, || {
+            for _ in 0..50 {
+                for &(from, to, proto) in flows {
+                    black_box(podnet_benches::summary(&mut c, from, to, proto));
+                }
             }
+            // One virtual second per batch (as the Python side does): finished TCP connections
+            // leave TIME_WAIT instead of using up every ephemeral port.
+            c.advance(smoltcp::time::Duration::from_secs(1));
+        }));
+        if args.iter().any(|a| a == "--trace-many") {
+            return;
         }
-        // One virtual second per batch (as the Python side does): finished TCP connections
-        // leave TIME_WAIT instead of using up every ephemeral port.
-        c.advance(smoltcp::time::Duration::from_secs(1));
-    }));
-    if args.iter().any(|a| a == "--trace-many") {
-        return;
     }
 
-    // Established packet through a node's hooks (PREROUTING, FORWARD, POSTROUTING).
-    let mut nf = node_netfilter(10);
-    let (src, sport) = client(1);
-    let pkt = syn(src, sport, vip(3), 80);
-    assert!(forward(&mut nf, &mut Skb::new(pkt.clone()), smoltcp::time::Instant::ZERO));
-    emit(rate("netfilter_established_packet", "pkt/s", secs, 10_000, || {
-        for _ in 0..10_000 {
-            black_box(forward(&mut nf, &mut Skb::new(pkt.clone()), smoltcp::time::Instant::ZERO));
-        }
-    }));
+    if want("netfilter_established") {
+        // Established packet through a node's hooks (PREROUTING, FORWARD, POSTROUTING).
+        let mut nf = node_netfilter(10);
+        let (src, sport) = client(1);
+        let pkt = syn(src, sport, vip(3), 80);
+        assert!(forward(&mut nf, &mut Skb::new(pkt.clone()), smoltcp::time::Instant::ZERO));
+        emit(rate("netfilter_established_packet", "pkt/s", secs, 10_000, || {
+            for _ in 0..10_000 {
+                black_box(forward(
+                    &mut nf,
+                    &mut Skb::new(pkt.clone()),
+                    smoltcp::time::Instant::ZERO,
+                ));
+            }
+        }));
+    }
 
-    // New connections through kube-proxy's rules (iptables mode) and its virtual services
-    // (IPVS mode).
-    type Path = fn(&mut podnet_netfilter::Netfilter, &mut Skb, smoltcp::time::Instant) -> bool;
-    type Build = fn(usize) -> podnet_netfilter::Netfilter;
-    let modes: [(&str, Build, Path); 2] = [
-        ("iptables", node_netfilter, forward),
-        ("ipvs", podnet_benches::node_netfilter_ipvs, podnet_benches::forward_ipvs),
-    ];
-    for (mode, build, path) in modes {
-        for &n in sizes {
-            let mut nf = build(n);
-            let pool: Vec<Vec<u8>> = (0..65_536u32)
-                .map(|k| {
-                    let (s, p) = client(k);
-                    syn(s, p, vip(k as usize % n), 80)
-                })
-                .collect();
-            assert!(path(&mut nf, &mut Skb::new(pool[0].clone()), smoltcp::time::Instant::ZERO));
-            nf.conntrack = Conntrack::new(usize::MAX);
-            let mut k = 0;
-            emit(rate(&format!("new_conn_{mode}_{n}_services"), "conn/s", secs, 8_192, || {
-                if k + 8_192 > pool.len() {
-                    k = 0;
-                    nf.conntrack = Conntrack::new(usize::MAX);
+    if want("new_conn") {
+        // New connections through kube-proxy's rules (iptables mode) and its virtual services
+        // (IPVS mode).
+        type Path = fn(&mut podnet_netfilter::Netfilter, &mut Skb, smoltcp::time::Instant) -> bool;
+        type Build = fn(usize) -> podnet_netfilter::Netfilter;
+        let modes: [(&str, Build, Path); 2] = [
+            ("iptables", node_netfilter, forward),
+            ("ipvs", podnet_benches::node_netfilter_ipvs, podnet_benches::forward_ipvs),
+        ];
+        for (mode, build, path) in modes {
+            for &n in sizes {
+                let mut nf = build(n);
+                let pool: Vec<Vec<u8>> = (0..65_536u32)
+                    .map(|k| {
+                        let (s, p) = client(k);
+                        syn(s, p, vip(k as usize % n), 80)
+                    })
+                    .collect();
+                assert!(path(
+                    &mut nf,
+                    &mut Skb::new(pool[0].clone()),
+                    smoltcp::time::Instant::ZERO
+                ));
+                nf.conntrack = Conntrack::new(usize::MAX);
+                let mut k = 0;
+                emit(rate(&format!("new_conn_{mode}_{n}_services"), "conn/s", secs, 8_192, || {
+                    if k + 8_192 > pool.len() {
+                        k = 0;
+                        nf.conntrack = Conntrack::new(usize::MAX);
+                    }
+                    for p in &pool[k..k + 8_192] {
+                        black_box(path(
+                            &mut nf,
+                            &mut Skb::new(p.clone()),
+                            smoltcp::time::Instant::ZERO,
+                        ));
+                    }
+                    k += 8_192;
+                }));
+            }
+        }
+    }
+
+    if want("conntrack") {
+        // Conntrack insert and lookup.
+        let infos: Vec<_> = (0..65_536u32)
+            .map(|k| {
+                let (s, p) = client(k);
+                packet::parse(&syn(s, p, vip(1), 80)).expect("valid")
+            })
+            .collect();
+        emit(rate("conntrack_insert", "op/s", secs, infos.len() as u64, || {
+            let mut ct = Conntrack::new(usize::MAX);
+            for i in &infos {
+                if let CtRef::Unconfirmed(e) = ct.lookup(i, smoltcp::time::Instant::ZERO) {
+                    black_box(ct.confirm(*e, smoltcp::time::Instant::ZERO).ok());
                 }
-                for p in &pool[k..k + 8_192] {
-                    black_box(path(
-                        &mut nf,
-                        &mut Skb::new(p.clone()),
-                        smoltcp::time::Instant::ZERO,
-                    ));
+            }
+        }));
+    }
+
+    if want("flow_") {
+        // Whole flows through the reference cluster, hops not recorded.
+        let opts =
+            TraceOptions { proto: FlowProto::Udp, record_hops: false, ..TraceOptions::default() };
+        for (name, from, to) in [
+            ("flow_udp_same_node", "pod/default/pod1", "10.244.1.3:8080"),
+            ("flow_udp_cross_node", "pod/default/pod1", "10.244.2.2:8080"),
+            ("flow_udp_pod_to_clusterip", "pod/default/pod2", "10.96.0.10:80"),
+            ("flow_udp_egress_via_gateway", "pod/default/pod2", "203.0.113.10:80"),
+            ("flow_tcp_lb_nodeport_pod", "host/internet", "203.0.113.100:80"),
+        ] {
+            let mut c = Cluster::seed();
+            let opts = if name.starts_with("flow_tcp") {
+                TraceOptions { proto: FlowProto::Tcp, ..opts.clone() }
+            } else {
+                opts.clone()
+            };
+            assert!(c.trace(from, to, &opts).expect("warm-up").completed, "{name} completes");
+            emit(rate(name, "flow/s", secs, 200, || {
+                for _ in 0..200 {
+                    black_box(c.trace(from, to, &opts).expect("runs"));
                 }
-                k += 8_192;
+                // 200 flows per virtual second: TIME_WAIT (10 s) holds about 2,000 ports.
+                c.advance(smoltcp::time::Duration::from_secs(1));
             }));
         }
     }
 
-    // Conntrack insert and lookup.
-    let infos: Vec<_> = (0..65_536u32)
-        .map(|k| {
-            let (s, p) = client(k);
-            packet::parse(&syn(s, p, vip(1), 80)).expect("valid")
-        })
-        .collect();
-    emit(rate("conntrack_insert", "op/s", secs, infos.len() as u64, || {
-        let mut ct = Conntrack::new(usize::MAX);
-        for i in &infos {
-            if let CtRef::Unconfirmed(e) = ct.lookup(i, smoltcp::time::Instant::ZERO) {
-                black_box(ct.confirm(*e, smoltcp::time::Instant::ZERO).ok());
-            }
+    if want("established_") {
+        // Established packets end to end: one flow of many exchanges per path, so every packet
+        // after the first exchange follows conntrack on each node (and the LB and gateway). UDP
+        // exchanges are two packets (datagram and echo), counted as packets; TCP exchanges are an
+        // echo write and its answer with their ACKs, counted as exchanges.
+        const ROUNDS: u32 = 500;
+        for path in podnet_benches::ESTABLISHED_PATHS {
+            let mut c = Cluster::seed();
+            let opts = podnet_benches::established_flow(&mut c, path, ROUNDS);
+            let (name, from, to, proto, _) = *path;
+            let (unit, per) = if proto == "udp" { ("pkt/s", 2) } else { ("exchange/s", 1) };
+            emit(rate(&format!("established_{name}"), unit, secs, u64::from(ROUNDS) * per, || {
+                let t = c.trace(from, to, &opts).expect("runs");
+                assert_eq!(t.answered, Some(ROUNDS));
+                // 0.1 virtual second per flow: a TCP flow's TIME_WAIT passes as it would.
+                c.advance(smoltcp::time::Duration::from_millis(100));
+            }));
         }
-    }));
-
-    // Whole flows through the reference cluster, hops not recorded.
-    let opts =
-        TraceOptions { proto: FlowProto::Udp, record_hops: false, ..TraceOptions::default() };
-    for (name, from, to) in [
-        ("flow_udp_same_node", "pod/default/pod1", "10.244.1.3:8080"),
-        ("flow_udp_cross_node", "pod/default/pod1", "10.244.2.2:8080"),
-        ("flow_udp_pod_to_clusterip", "pod/default/pod2", "10.96.0.10:80"),
-        ("flow_udp_egress_via_gateway", "pod/default/pod2", "203.0.113.10:80"),
-        ("flow_tcp_lb_nodeport_pod", "host/internet", "203.0.113.100:80"),
-    ] {
-        let mut c = Cluster::seed();
-        let opts = if name.starts_with("flow_tcp") {
-            TraceOptions { proto: FlowProto::Tcp, ..opts.clone() }
-        } else {
-            opts.clone()
-        };
-        assert!(c.trace(from, to, &opts).expect("warm-up").completed, "{name} completes");
-        emit(rate(name, "flow/s", secs, 200, || {
-            for _ in 0..200 {
-                black_box(c.trace(from, to, &opts).expect("runs"));
-            }
-            // 200 flows per virtual second: TIME_WAIT (10 s) holds about 2,000 ports.
-            c.advance(smoltcp::time::Duration::from_secs(1));
-        }));
     }
 
-    // Established packets end to end: one flow of many exchanges per path, so every packet
-    // after the first exchange follows conntrack on each node (and the LB and gateway). UDP
-    // exchanges are two packets (datagram and echo), counted as packets; TCP exchanges are an
-    // echo write and its answer with their ACKs, counted as exchanges.
-    const ROUNDS: u32 = 500;
-    for path in podnet_benches::ESTABLISHED_PATHS {
-        let mut c = Cluster::seed();
-        let opts = podnet_benches::established_flow(&mut c, path, ROUNDS);
-        let (name, from, to, proto, _) = *path;
-        let (unit, per) = if proto == "udp" { ("pkt/s", 2) } else { ("exchange/s", 1) };
-        emit(rate(&format!("established_{name}"), unit, secs, u64::from(ROUNDS) * per, || {
-            let t = c.trace(from, to, &opts).expect("runs");
-            assert_eq!(t.answered, Some(ROUNDS));
-            // 0.1 virtual second per flow: a TCP flow's TIME_WAIT passes as it would.
-            c.advance(smoltcp::time::Duration::from_millis(100));
-        }));
-    }
-
-    // IPAM for a 5,000-node, 150,000-pod cluster: a /24 per node from 10.0.0.0/8
-    // (kube-controller-manager), then 30 pod addresses per node (host-local).
-    reset_peak();
-    let mut times = Vec::new();
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs_f64(secs.max(0.5)) || times.len() < 3 {
-        let t = Instant::now();
-        let mut cidrs =
-            podnet::ipam::ClusterCidrAllocator::new("10.0.0.0/8".parse().expect("literal"), 24)
-                .expect("valid");
-        let mut pods = 0usize;
-        for _ in 0..5_000 {
-            let mut node = podnet::ipam::HostLocal::new(cidrs.allocate().expect("room"));
-            for _ in 0..30 {
-                black_box(node.allocate().expect("room"));
-                pods += 1;
+    if want("ipam") {
+        // IPAM for a 5,000-node, 150,000-pod cluster: a /24 per node from 10.0.0.0/8
+        // (kube-controller-manager), then 30 pod addresses per node (host-local).
+        reset_peak();
+        let mut times = Vec::new();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs_f64(secs.max(0.5)) || times.len() < 3 {
+            let t = Instant::now();
+            let mut cidrs =
+                podnet::ipam::ClusterCidrAllocator::new("10.0.0.0/8".parse().expect("literal"), 24)
+                    .expect("valid");
+            let mut pods = 0usize;
+            for _ in 0..5_000 {
+                let mut node = podnet::ipam::HostLocal::new(cidrs.allocate().expect("room"));
+                for _ in 0..30 {
+                    black_box(node.allocate().expect("room"));
+                    pods += 1;
+                }
             }
+            assert_eq!(pods, 150_000);
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
         }
-        assert_eq!(pods, 150_000);
-        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        let count = times.len() as u64;
+        emit(summarize("ipam_5000_nodes_150000_pods", "ms", times, count));
     }
-    let count = times.len() as u64;
-    emit(summarize("ipam_5000_nodes_150000_pods", "ms", times, count));
 
-    // The AWS VPC CNI's ipamd for 1,000 m5.large nodes filled to 27 pods each in a /16:
-    // ENIs attached as the warm pool drains, 27,000 pod addresses.
-    reset_peak();
-    let mut times = Vec::new();
-    let start = Instant::now();
-    let m5 = podnet::vpc_cni::InstanceType::lookup("m5.large").expect("in the table");
-    while start.elapsed() < Duration::from_secs_f64(secs.max(0.5)) || times.len() < 3 {
-        let t = Instant::now();
-        let mut subnet = podnet::vpc_cni::VpcSubnet::new("10.0.0.0/16".parse().expect("literal"))
-            .expect("valid");
-        let now = smoltcp::time::Instant::ZERO;
-        for n in 0..1_000u32 {
-            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + 4 + n);
-            let mut d = podnet::vpc_cni::Ipamd::new(
-                "n",
-                m5,
-                podnet::vpc_cni::WarmTargets::default(),
-                ip,
-                &mut subnet,
-                now,
-            )
-            .expect("room");
-            for k in 0..27 {
-                black_box(d.assign(&format!("p{k}"), &mut subnet, now).expect("room"));
+    if want("vpc_cni") {
+        // The AWS VPC CNI's ipamd for 1,000 m5.large nodes filled to 27 pods each in a /16:
+        // ENIs attached as the warm pool drains, 27,000 pod addresses.
+        reset_peak();
+        let mut times = Vec::new();
+        let start = Instant::now();
+        let m5 = podnet::vpc_cni::InstanceType::lookup("m5.large").expect("in the table");
+        while start.elapsed() < Duration::from_secs_f64(secs.max(0.5)) || times.len() < 3 {
+            let t = Instant::now();
+            let mut subnet =
+                podnet::vpc_cni::VpcSubnet::new("10.0.0.0/16".parse().expect("literal"))
+                    .expect("valid");
+            let now = smoltcp::time::Instant::ZERO;
+            for n in 0..1_000u32 {
+                let ip = std::net::Ipv4Addr::from(0x0a00_0000 + 4 + n);
+                let mut d = podnet::vpc_cni::Ipamd::new(
+                    "n",
+                    m5,
+                    podnet::vpc_cni::WarmTargets::default(),
+                    ip,
+                    &mut subnet,
+                    now,
+                )
+                .expect("room");
+                for k in 0..27 {
+                    black_box(d.assign(&format!("p{k}"), &mut subnet, now).expect("room"));
+                }
             }
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
         }
-        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        let count = times.len() as u64;
+        emit(summarize("vpc_cni_1000_nodes_27000_pods", "ms", times, count));
     }
-    let count = times.len() as u64;
-    emit(summarize("vpc_cni_1000_nodes_27000_pods", "ms", times, count));
 
-    // A whole cluster from YAML: 50 nodes, 1,500 pods, 100 Services; every object admitted,
-    // every node programmed (nodes with the same rules share one copy).
-    let yaml = podnet_benches::cluster_yaml(50, 30, 100);
-    reset_peak();
-    let mut times = Vec::new();
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs_f64(secs.max(0.5)) || times.len() < 3 {
-        let t = Instant::now();
-        black_box(Cluster::from_yaml(&yaml).expect("the generated cluster loads"));
-        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    if want("cluster_load") {
+        // A whole cluster from YAML: 50 nodes, 1,500 pods, 100 Services; every object admitted,
+        // every node programmed (nodes with the same rules share one copy).
+        let yaml = podnet_benches::cluster_yaml(50, 30, 100);
+        reset_peak();
+        let mut times = Vec::new();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs_f64(secs.max(0.5)) || times.len() < 3 {
+            let t = Instant::now();
+            black_box(Cluster::from_yaml(&yaml).expect("the generated cluster loads"));
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let count = times.len() as u64;
+        emit(summarize("cluster_load_50_nodes_1500_pods_100_services", "ms", times, count));
     }
-    let count = times.len() as u64;
-    emit(summarize("cluster_load_50_nodes_1500_pods_100_services", "ms", times, count));
 
-    // A full kube-proxy sync: build the rules and load them into a node's tables (what a
-    // node's sync does); then the same through text, as an `iptables-restore` of the payload.
-    let (n, e) = if quick { (100, 10) } else { (10_000, 10) };
-    let (svcs, slices) = podnet_benches::services(n, e);
-    let cfg = podnet_benches::proxy_config();
-    for as_text in [false, true] {
+    if want("kube_proxy") {
+        // A full kube-proxy sync: build the rules and load them into a node's tables (what a
+        // node's sync does; the figure stops when the new tables are in place, and freeing them
+        // afterwards is its own figure); then the same through text, as an `iptables-restore`
+        // of the payload (parse and free included).
+        let (n, e) = if quick { (100, 10) } else { (10_000, 10) };
+        let (svcs, slices) = podnet_benches::services(n, e);
+        let cfg = podnet_benches::proxy_config();
+        reset_peak();
+        let (mut times, mut frees) = (Vec::new(), Vec::new());
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs_f64(secs.max(1.0)) || times.len() < 3 {
+            let t = Instant::now();
+            let mut rs = podnet_netfilter::Ruleset::default();
+            podnet::kube_proxy::sync_iptables_rules(&cfg, &svcs, &slices)
+                .load_into(&mut rs)
+                .expect("loads");
+            let rs = black_box(rs);
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            let t = Instant::now();
+            drop(rs);
+            frees.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let count = times.len() as u64;
+        emit(summarize(&format!("kube_proxy_sync_{n}x{e}"), "ms", times, count));
+        emit(summarize(&format!("kube_proxy_sync_free_{n}x{e}"), "ms", frees, count));
         reset_peak();
         let mut times = Vec::new();
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs_f64(secs.max(1.0)) || times.len() < 3 {
             let t = Instant::now();
+            let text = podnet::kube_proxy::sync_iptables(&cfg, &svcs, &slices);
             let mut rs = podnet_netfilter::Ruleset::default();
-            if as_text {
-                let text = podnet::kube_proxy::sync_iptables(&cfg, &svcs, &slices);
-                rs.restore(&text, false).expect("parses");
-            } else {
-                podnet::kube_proxy::sync_iptables_rules(&cfg, &svcs, &slices)
-                    .load_into(&mut rs)
-                    .expect("loads");
-            }
+            rs.restore(&text, false).expect("parses");
             black_box(rs);
             times.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         let count = times.len() as u64;
-        let name = if as_text { "kube_proxy_payload_restore" } else { "kube_proxy_sync" };
-        emit(summarize(&format!("{name}_{n}x{e}"), "ms", times, count));
+        emit(summarize(&format!("kube_proxy_payload_restore_{n}x{e}"), "ms", times, count));
     }
 }
