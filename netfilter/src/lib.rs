@@ -6,9 +6,11 @@
 //!   with incremental checksums.
 //! - [`conntrack`]: connection tracking with the kernel's states, timeouts, table limit and
 //!   NAT bindings.
-//! - [`rule`]: iptables matches and targets, parsed from `iptables-restore` tokens and printed
-//!   in `iptables-save` kernel form.
-//! - [`table`]: tables and chains, `iptables-restore` input in, restore and kernel forms out.
+//! - [`rule`]: iptables matches and targets, parsed from `iptables-restore` tokens or made in
+//!   code with [`RuleBuilder`], printed in restore form (as written) and in `iptables-save`
+//!   kernel form.
+//! - [`table`]: tables and chains, `iptables-restore` input in (or built chains,
+//!   [`Ruleset::load`]), restore and kernel forms out.
 //! - [`eval`]: first-match rule evaluation, with a dispatch index that keeps long chains
 //!   O(1) in the number of Services.
 //! - [`ipset`]: the set types kube-proxy's IPVS mode uses.
