@@ -286,11 +286,46 @@ fn chain_name(prefix: &str, parts: &[&str]) -> Arc<str> {
     Arc::from(std::str::from_utf8(&buf[..n + 16]).unwrap_or_default())
 }
 
+/// An endpoint's `IP:port` text, held inline (one per endpoint: no allocation each).
+#[derive(Clone, Copy)]
+struct EpKey {
+    /// `255.255.255.255:65535` is 21 bytes.
+    buf: [u8; 21],
+    len: u8,
+}
+
+impl EpKey {
+    fn new(ip: Ipv4Addr, port: u16) -> EpKey {
+        let mut key = EpKey { buf: [0; 21], len: 0 };
+        let _ = write!(key, "{}:{port}", Ip(ip));
+        key
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(self.bytes()).unwrap_or_default()
+    }
+
+    /// The text's bytes (they sort as the text does).
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
+}
+
+impl std::fmt::Write for EpKey {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let at = usize::from(self.len);
+        let dst = self.buf.get_mut(at..at + s.len()).ok_or(std::fmt::Error)?;
+        dst.copy_from_slice(s.as_bytes());
+        self.len += s.len() as u8;
+        Ok(())
+    }
+}
+
 struct Ep {
     ip: Ipv4Addr,
     port: u16,
     /// `IP:port`.
-    key: String,
+    key: EpKey,
     /// `KUBE-SEP-…` for this endpoint of the Service port being written.
     sep: Arc<str>,
     local: bool,
@@ -692,6 +727,7 @@ fn sync_iptables_rules_with(
         let o = write(svcs);
         (ordered(o.filter), ordered(o.nat))
     };
+    let names = |list: Vec<Keyed>| list.into_iter().map(|(_, n, r)| (n, r)).collect::<Vec<_>>();
     let (mut filter, mut nat) = if two_threads {
         let (first, second) = svcs.split_at(svcs.len() / 2);
         std::thread::scope(|scope| {
@@ -702,10 +738,11 @@ fn sync_iptables_rules_with(
                 Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
                 Err(_) => written(second),
             };
-            (merge_ordered(filter, filter2), merge_ordered(nat, nat2))
+            (names(merge_ordered(filter, filter2)), names(merge_ordered(nat, nat2)))
         })
     } else {
-        written(&svcs)
+        let (filter, nat) = written(&svcs);
+        (names(filter), names(nat))
     };
     // Fixed rules.
     let fixed = |text: &str| Rule::parse(text).expect("kube-proxy's fixed rules parse");
@@ -766,19 +803,27 @@ fn head(n: &str) -> u128 {
     }
 }
 
+/// A chain with its sort key ([`rank`], [`head`]), so merging compares keys, not names.
+type Keyed = ((u8, u128), String, Vec<Rule>);
+
 /// Restore order for one table's chains (see [`rank`]); the head chains' rules stably by
 /// the Service name in their comment.
-fn ordered(chains: Chains) -> Vec<(String, Vec<Rule>)> {
+fn ordered(chains: Chains) -> Vec<Keyed> {
     let mut list = chains.list;
     let mut keys: Vec<(u8, u128, u32)> =
         list.iter().enumerate().map(|(i, (n, _))| (rank(n), head(n), i as u32)).collect();
     keys.sort_unstable_by(|a, b| {
         (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| list[a.2 as usize].0.cmp(&list[b.2 as usize].0))
     });
-    let mut list: Vec<(String, Vec<Rule>)> =
-        keys.iter().map(|k| std::mem::take(&mut list[k.2 as usize])).collect();
-    for (n, rules) in &mut list {
-        if rank(n) < 2 {
+    let mut list: Vec<Keyed> = keys
+        .iter()
+        .map(|k| {
+            let (n, r) = std::mem::take(&mut list[k.2 as usize]);
+            ((k.0, k.1), n, r)
+        })
+        .collect();
+    for (k, _, rules) in &mut list {
+        if k.0 < 2 {
             rules.sort_by(|a, b| service_of(a).cmp(service_of(b)));
         }
     }
@@ -788,16 +833,12 @@ fn ordered(chains: Chains) -> Vec<(String, Vec<Rule>)> {
 /// Two ordered chain lists as one, as if one writer had written `a`'s Services and then
 /// `b`'s: a chain in both gets `a`'s rules then `b`'s (merged by Service in the head
 /// chains, `a`'s first on ties, which is what the stable sort of both gives).
-fn merge_ordered(
-    a: Vec<(String, Vec<Rule>)>,
-    b: Vec<(String, Vec<Rule>)>,
-) -> Vec<(String, Vec<Rule>)> {
-    let key = |n: &String| (rank(n), head(n));
+fn merge_ordered(a: Vec<Keyed>, b: Vec<Keyed>) -> Vec<Keyed> {
     let mut out = Vec::with_capacity(a.len() + b.len());
     let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
     loop {
         let order = match (a.peek(), b.peek()) {
-            (Some((x, _)), Some((y, _))) => key(x).cmp(&key(y)).then_with(|| x.cmp(y)),
+            (Some((kx, x, _)), Some((ky, y, _))) => kx.cmp(ky).then_with(|| x.cmp(y)),
             (Some(_), None) => std::cmp::Ordering::Less,
             (None, Some(_)) => std::cmp::Ordering::Greater,
             (None, None) => break,
@@ -806,15 +847,15 @@ fn merge_ordered(
             std::cmp::Ordering::Less => out.extend(a.next()),
             std::cmp::Ordering::Greater => out.extend(b.next()),
             std::cmp::Ordering::Equal => {
-                if let (Some((name, x)), Some((_, y))) = (a.next(), b.next()) {
-                    let rules = if rank(&name) < 2 {
+                if let (Some((key, name, x)), Some((_, _, y))) = (a.next(), b.next()) {
+                    let rules = if key.0 < 2 {
                         merge_by_service(x, y)
                     } else {
                         let mut x = x;
                         x.extend(y);
                         x
                     };
-                    out.push((name, rules));
+                    out.push((key, name, rules));
                 }
             }
         }
@@ -870,7 +911,7 @@ fn endpoints_for(cfg: &ProxyConfig, port: &ServicePort, slices: &[&EndpointSlice
             eps.push(Ep {
                 ip: e.ip,
                 port: p,
-                key: format!("{}:{p}", Ip(e.ip)),
+                key: EpKey::new(e.ip, p),
                 sep: Arc::from(""),
                 local: e.node_name.as_deref() == Some(cfg.node_name.as_str()),
                 ready: e.ready.unwrap_or(true),
@@ -879,7 +920,7 @@ fn endpoints_for(cfg: &ProxyConfig, port: &ServicePort, slices: &[&EndpointSlice
             });
         }
     }
-    eps.sort_by(|a, b| a.key.cmp(&b.key));
+    eps.sort_by(|a, b| a.key.bytes().cmp(b.key.bytes()));
     eps
 }
 
@@ -902,7 +943,7 @@ fn service_port(
     let pr = port.protocol;
     let proto = pr.to_string();
     for e in eps.iter_mut() {
-        e.sep = chain_name("KUBE-SEP-", &[&name, &proto, &e.key]);
+        e.sep = chain_name("KUBE-SEP-", &[&name, &proto, e.key.as_str()]);
     }
     let eps = &*eps;
     let (svc_chain, svl_chain, ext_chain, fw_chain) = (
@@ -1133,7 +1174,7 @@ fn service_port(
     };
     let write_policy = |chain: &str, list: &[&Ep], o: &mut Out| {
         let comments: Vec<Arc<str>> =
-            list.iter().map(|e| o.text(format_args!("{name} -> {}", e.key))).collect();
+            list.iter().map(|e| o.text(format_args!("{name} -> {}", e.key.as_str()))).collect();
         if let Some(t) = svc.affinity_timeout {
             for (e, c) in list.iter().zip(&comments) {
                 o.nat(

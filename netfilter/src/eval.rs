@@ -447,17 +447,24 @@ fn eval_from(
                 }
             },
             Target::Jump(_) => {
-                let to = c.jumps[i].expect("linked jump");
+                let to = linked(&table.jumps, c, i);
                 stack.push((ci, i + 1));
                 ci = to;
                 ri = 0;
             }
             Target::Goto(_) => {
-                ci = c.jumps[i].expect("linked goto");
+                ci = linked(&table.jumps, c, i);
                 ri = 0;
             }
         }
     }
+}
+
+/// The chain rule `i` of `c` jumps to, as [`Table::link`] resolved it.
+fn linked(jumps: &[u32], c: &crate::table::Chain, i: usize) -> usize {
+    let j = jumps.get(c.jumps_at as usize + i).copied().unwrap_or(crate::table::NO_JUMP);
+    assert_ne!(j, crate::table::NO_JUMP, "a jump in a table that was changed without Table::link");
+    j as usize
 }
 
 /// The first rule at or after `from` that could match, by index or linearly.

@@ -124,7 +124,7 @@ pub struct Chain {
     /// Whether the restore input declared this chain (`:NAME`), so the restore form repeats it.
     pub declared: bool,
     /// Per rule: the chain index a jump/goto resolves to (filled by [`Table::link`]).
-    pub(crate) jumps: Vec<Option<usize>>,
+    pub(crate) jumps_at: u32,
     /// Dispatch index for long chains (see [`crate::eval`]).
     pub(crate) index: Option<crate::eval::ChainIndex>,
 }
@@ -136,7 +136,7 @@ impl Chain {
             counters: (0, 0),
             rules: Vec::new(),
             declared: false,
-            jumps: Vec::new(),
+            jumps_at: 0,
             index: None,
         }
     }
@@ -152,7 +152,14 @@ pub struct Table {
     pub name: TableName,
     /// Chains by name: built-in chains first, then user chains in creation order.
     pub chains: IndexMap<String, Chain, crate::eval::FastBuild>,
+    /// For every rule of every chain, in chain order (a chain's first at its `jumps_at`):
+    /// the index of the chain it jumps or goes to, or [`NO_JUMP`]. One vector for the table,
+    /// filled by [`Table::link`].
+    pub(crate) jumps: Vec<u32>,
 }
+
+/// A rule that neither jumps nor goes to a chain, in [`Table`]'s jump vector.
+pub(crate) const NO_JUMP: u32 = u32::MAX;
 
 impl Table {
     /// A table with its built-in chains (policy ACCEPT) and no rules.
@@ -161,14 +168,14 @@ impl Table {
         for h in name.builtin_chains() {
             chains.insert(h.chain_name().to_string(), Chain::new(Some(Policy::Accept)));
         }
-        Table { name, chains }
+        Table { name, chains, jumps: Vec::new() }
     }
 
     /// Resolves jump targets to chain indices and rebuilds dispatch indices. Called after
     /// every change; fails when a rule jumps to a chain that does not exist.
     pub fn link(&mut self) -> Result<(), String> {
         let n = self.chains.len();
-        let all_jumps = if n >= PARALLEL_LINK_CHAINS {
+        let jumps = if n >= PARALLEL_LINK_CHAINS {
             // Two threads resolve the two halves (where a second thread can start).
             std::thread::scope(|scope| {
                 let this = &*self;
@@ -185,27 +192,31 @@ impl Table {
         } else {
             self.resolve_jumps(0..n)?
         };
-        for (chain, jumps) in self.chains.values_mut().zip(all_jumps) {
-            chain.jumps = jumps;
+        if u32::try_from(jumps.len()).is_err() || u32::try_from(n).is_err() {
+            return Err(format!("table {} has more rules than fit in it", self.name));
+        }
+        let mut at = 0u32;
+        for chain in self.chains.values_mut() {
+            chain.jumps_at = at;
+            at += chain.rules.len() as u32;
             chain.index = crate::eval::ChainIndex::build(&chain.rules);
         }
+        self.jumps = jumps;
         Ok(())
     }
 
-    /// The chain index each rule of chains `range` jumps to.
-    fn resolve_jumps(
-        &self,
-        range: std::ops::Range<usize>,
-    ) -> Result<Vec<Vec<Option<usize>>>, String> {
-        let mut all = Vec::with_capacity(range.len());
+    /// The chain index each rule of chains `range` jumps to ([`NO_JUMP`] for the others),
+    /// rule after rule.
+    fn resolve_jumps(&self, range: std::ops::Range<usize>) -> Result<Vec<u32>, String> {
+        let rules = self.chains[range.clone()].values().map(|c| c.rules.len()).sum();
+        let mut all = Vec::with_capacity(rules);
         // Rules share their target's name (`Arc<str>`): the one looked up last is reused
         // without hashing it again (half a kube-proxy payload jumps to KUBE-MARK-MASQ).
-        let mut last: Option<(*const u8, usize)> = None;
+        let mut last: Option<(*const u8, u32)> = None;
         for (cname, chain) in &self.chains[range] {
-            let mut jumps = Vec::with_capacity(chain.rules.len());
             for r in &chain.rules {
-                jumps.push(match &r.target {
-                    Target::Jump(t) | Target::Goto(t) => Some(match last {
+                all.push(match &r.target {
+                    Target::Jump(t) | Target::Goto(t) => match last {
                         Some((p, i)) if std::ptr::eq(p, t.as_ptr()) => i,
                         _ => {
                             let i = self.chains.get_index_of(&**t).ok_or_else(|| {
@@ -213,15 +224,14 @@ impl Table {
                                     "chain {cname} jumps to '{t}', which is neither a target nor a chain in table {}",
                                     self.name
                                 )
-                            })?;
+                            })? as u32;
                             last = Some((t.as_ptr(), i));
                             i
                         }
-                    }),
-                    _ => None,
+                    },
+                    _ => NO_JUMP,
                 });
             }
-            all.push(jumps);
         }
         Ok(all)
     }
@@ -300,7 +310,8 @@ impl Ruleset {
     /// Replaces table `t` with chains built in code, as `iptables-restore` without
     /// `--noflush` replaces a table its input names: the built-in chains start empty with
     /// policy ACCEPT, every chain listed is declared (`:NAME - [0:0]`, or `:NAME ACCEPT
-    /// [0:0]` for a built-in one) in the order given, and its rules are appended in order. Nothing changes when a chain name is invalid or a rule jumps
+    /// [0:0]` for a built-in one) in the order given, and its rules are appended in order.
+    /// Nothing changes when a chain name is invalid or a rule jumps
     /// to a chain that does not exist; the error says which.
     pub fn load(
         &mut self,
