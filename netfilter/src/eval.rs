@@ -342,14 +342,25 @@ pub fn eval_hook(
         table.chains.get_index(start).map(|(k, _)| k.as_str()),
         Some(hook.chain_name())
     );
-    if table.chains[start].rules.is_empty() && table.chains[start].policy != Some(Policy::Drop) {
-        // An empty built-in chain with policy ACCEPT: nothing to walk or count but the policy.
-        let c = &mut table.chains[start];
-        c.counters.0 += 1;
-        c.counters.1 += u64::from(pkt.info.len);
+    if empty_hook(table, hook, pkt.info.len) {
         return Verdict::Accept;
     }
     eval_from(table, start, pkt, st, indexed)
+}
+
+/// Whether the table has nothing to walk at this hook: no such built-in chain, or an empty
+/// one with policy ACCEPT (whose policy counters then count the packet of `len` bytes).
+pub fn empty_hook(table: &mut Table, hook: crate::table::Hook, len: u16) -> bool {
+    let Some(start) = table.name.builtin_chains().iter().position(|h| *h == hook) else {
+        return true;
+    };
+    let c = &mut table.chains[start];
+    if !c.rules.is_empty() || c.policy == Some(Policy::Drop) {
+        return false;
+    }
+    c.counters.0 += 1;
+    c.counters.1 += u64::from(len);
+    true
 }
 
 fn eval_from(
@@ -361,6 +372,7 @@ fn eval_from(
 ) -> Verdict {
     let tname = table.name.name();
     let mut stack = ReturnStack::default();
+    let state = state_bit(pkt.ctinfo);
     let (mut ci, mut ri) = (start, 0usize);
     // Bounded: a chain loop (impossible through restore's checks, possible by hand) ends here.
     let mut budget = 1_000_000u32;
@@ -400,7 +412,9 @@ fn eval_from(
         };
         let matched = {
             let c = &table.chains[ci];
-            rule_matches(&c.rules[i], pkt, st)
+            // A rule for other connection states cannot match: no need to look at it.
+            let skip = table.states.get(c.jumps_at as usize + i).is_some_and(|m| m & state == 0);
+            !skip && rule_matches(&c.rules[i], pkt, st)
         };
         if !matched {
             ri = i + 1;
@@ -457,6 +471,34 @@ fn eval_from(
                 ri = 0;
             }
         }
+    }
+}
+
+/// The real connection states (`ctstate` INVALID, ESTABLISHED, RELATED, NEW, UNTRACKED) a
+/// packet may be in and still match `r`: all of them, unless a plain (not inverted)
+/// `--ctstate`/`--state` without the virtual SNAT/DNAT states narrows them.
+pub(crate) fn states_of(r: &crate::rule::Rule) -> u8 {
+    const REAL: u8 = ctstate::INVALID
+        | ctstate::ESTABLISHED
+        | ctstate::RELATED
+        | ctstate::NEW
+        | ctstate::UNTRACKED;
+    r.matches.iter().fold(REAL, |mask, m| match m {
+        Match::Conntrack { ctstate: Some(n), .. } if !n.invert && n.value & !REAL == 0 => {
+            mask & n.value
+        }
+        _ => mask,
+    })
+}
+
+/// A packet's real connection state as a `ctstate` bit.
+fn state_bit(info: CtInfo) -> u8 {
+    match info {
+        CtInfo::New => ctstate::NEW,
+        CtInfo::Established => ctstate::ESTABLISHED,
+        CtInfo::Related => ctstate::RELATED,
+        CtInfo::Invalid => ctstate::INVALID,
+        CtInfo::Untracked => ctstate::UNTRACKED,
     }
 }
 
@@ -581,13 +623,7 @@ fn ext_matches(m: &Match, pkt: &PacketCtx<'_>, st: &mut EvalState<'_>) -> bool {
         Match::Comment(_) | Match::Nfacct(_) => true,
         Match::Conntrack { ctstate: cs, ctorigdst, .. } => {
             if let Some(n) = cs {
-                let mut bits = match pkt.ctinfo {
-                    CtInfo::New => ctstate::NEW,
-                    CtInfo::Established => ctstate::ESTABLISHED,
-                    CtInfo::Related => ctstate::RELATED,
-                    CtInfo::Invalid => ctstate::INVALID,
-                    CtInfo::Untracked => ctstate::UNTRACKED,
-                };
+                let mut bits = state_bit(pkt.ctinfo);
                 if pkt.ct_status & crate::conntrack::status::SRC_NAT != 0 {
                     bits |= ctstate::SNAT;
                 }

@@ -380,6 +380,10 @@ impl Netfilter {
         env: &HookEnv<'_>,
         report: &mut HookReport,
     ) -> Verdict {
+        if eval::empty_hook(Arc::make_mut(&mut self.tables).table_mut(t), hook, info.len) {
+            // Nothing to walk (most raw and mangle chains): no packet context to build.
+            return Verdict::Accept;
+        }
         let (status_bits, origdst) = self.ct_view(&skb.ct);
         let pkt = PacketCtx {
             info,

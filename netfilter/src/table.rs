@@ -142,6 +142,19 @@ impl Chain {
     }
 }
 
+/// A chain name as iptables takes it: 1 to 28 characters (`XT_EXTENSION_MAXNAMELEN` less
+/// the terminator).
+fn check_chain_name(name: &str, line: usize, col: usize) -> Result<(), ParseError> {
+    if name.is_empty() || name.len() > 28 {
+        return Err(ParseError {
+            line,
+            col,
+            msg: format!("bad chain name '{name}' (1 to 28 characters)"),
+        });
+    }
+    Ok(())
+}
+
 /// From this many chains on, [`Table::link`] resolves jumps with two threads.
 const PARALLEL_LINK_CHAINS: usize = 8192;
 
@@ -156,6 +169,10 @@ pub struct Table {
     /// the index of the chain it jumps or goes to, or [`NO_JUMP`]. One vector for the table,
     /// filled by [`Table::link`].
     pub(crate) jumps: Vec<u32>,
+    /// For every rule, in the same order: the connection states (`ctstate` bits INVALID,
+    /// ESTABLISHED, RELATED, NEW, UNTRACKED) a packet can be in and still match it. A rule
+    /// with `-m conntrack --ctstate NEW` is skipped at once for an established packet.
+    pub(crate) states: Vec<u8>,
 }
 
 /// A rule that neither jumps nor goes to a chain, in [`Table`]'s jump vector.
@@ -168,26 +185,27 @@ impl Table {
         for h in name.builtin_chains() {
             chains.insert(h.chain_name().to_string(), Chain::new(Some(Policy::Accept)));
         }
-        Table { name, chains, jumps: Vec::new() }
+        Table { name, chains, jumps: Vec::new(), states: Vec::new() }
     }
 
     /// Resolves jump targets to chain indices and rebuilds dispatch indices. Called after
     /// every change; fails when a rule jumps to a chain that does not exist.
     pub fn link(&mut self) -> Result<(), String> {
         let n = self.chains.len();
-        let jumps = if n >= PARALLEL_LINK_CHAINS {
+        let (jumps, states) = if n >= PARALLEL_LINK_CHAINS {
             // Two threads resolve the two halves (where a second thread can start).
             std::thread::scope(|scope| {
                 let this = &*self;
                 let other = std::thread::Builder::new()
                     .spawn_scoped(scope, move || this.resolve_jumps(n / 2..n));
-                let mut first = this.resolve_jumps(0..n / 2)?;
-                let second = match other {
+                let (mut jumps, mut states) = this.resolve_jumps(0..n / 2)?;
+                let (j2, s2) = match other {
                     Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?,
                     Err(_) => this.resolve_jumps(n / 2..n)?,
                 };
-                first.extend(second);
-                Ok::<_, String>(first)
+                jumps.extend(j2);
+                states.extend(s2);
+                Ok::<_, String>((jumps, states))
             })?
         } else {
             self.resolve_jumps(0..n)?
@@ -202,19 +220,23 @@ impl Table {
             chain.index = crate::eval::ChainIndex::build(&chain.rules);
         }
         self.jumps = jumps;
+        self.states = states;
         Ok(())
     }
 
     /// The chain index each rule of chains `range` jumps to ([`NO_JUMP`] for the others),
-    /// rule after rule.
-    fn resolve_jumps(&self, range: std::ops::Range<usize>) -> Result<Vec<u32>, String> {
+    /// and the connection states it can match ([`Table::states`]), rule after rule.
+    #[allow(clippy::type_complexity)]
+    fn resolve_jumps(&self, range: std::ops::Range<usize>) -> Result<(Vec<u32>, Vec<u8>), String> {
         let rules = self.chains[range.clone()].values().map(|c| c.rules.len()).sum();
         let mut all = Vec::with_capacity(rules);
+        let mut states = Vec::with_capacity(rules);
         // Rules share their target's name (`Arc<str>`): the one looked up last is reused
         // without hashing it again (half a kube-proxy payload jumps to KUBE-MARK-MASQ).
         let mut last: Option<(*const u8, u32)> = None;
         for (cname, chain) in &self.chains[range] {
             for r in &chain.rules {
+                states.push(crate::eval::states_of(r));
                 all.push(match &r.target {
                     Target::Jump(t) | Target::Goto(t) => match last {
                         Some((p, i)) if std::ptr::eq(p, t.as_ptr()) => i,
@@ -233,7 +255,7 @@ impl Table {
                 });
             }
         }
-        Ok(all)
+        Ok((all, states))
     }
 
     /// Whether this chain is a built-in one.
@@ -414,13 +436,7 @@ impl Ruleset {
     fn declare(table: &mut Table, decl: &str, ln: usize, col: usize) -> Result<(), ParseError> {
         let mut parts = decl.split_whitespace();
         let name = parts.next().unwrap_or("");
-        if name.is_empty() || name.len() > 28 {
-            return Err(ParseError {
-                line: ln,
-                col: col + 1,
-                msg: format!("bad chain name '{name}' (1 to 28 characters)"),
-            });
-        }
+        check_chain_name(name, ln, col + 1)?;
         let policy = parts.next().unwrap_or("-");
         let builtin = table.is_builtin(name);
         let policy = match (policy, builtin) {
@@ -503,6 +519,14 @@ impl Ruleset {
             "-N" | "--new-chain" => {
                 if chain.is_empty() {
                     return Err(missing("a chain name"));
+                }
+                check_chain_name(chain, ln, rest_col)?;
+                if !args_trim.is_empty() {
+                    return Err(ParseError {
+                        line: ln,
+                        col: args_col,
+                        msg: format!("-N takes only a chain name, not '{args_trim}'"),
+                    });
                 }
                 table.chains.entry(chain.to_string()).or_insert_with(|| Chain::new(None));
             }
@@ -770,6 +794,27 @@ mod tests {
         assert!(e.msg.contains("unknown table"), "{e}");
         // Nothing changed by the failed restores.
         assert_eq!(rs, Ruleset::default());
+    }
+
+    /// Found by fuzzing: `-N` took a name longer than iptables allows (and words after it),
+    /// so the kernel form printed a declaration that restore then refused.
+    #[test]
+    fn new_chain_names_are_checked_like_declared_ones() {
+        let mut rs = Ruleset::default();
+        let e = rs
+            .restore("*filter\n-N KUBE-EXTERNAL-KUBE-EXT-PNZBNJ2[0:0]\nCOMMIT\n", false)
+            .unwrap_err();
+        assert_eq!((e.line, e.col), (2, 4));
+        assert!(e.msg.contains("1 to 28 characters"), "{e}");
+        let e = rs.restore("*filter\n-N KUBE-X -d 10.0.0.1\nCOMMIT\n", false).unwrap_err();
+        assert_eq!((e.line, e.col), (2, 11));
+        assert!(e.msg.contains("-N takes only a chain name"), "{e}");
+        assert_eq!(rs, Ruleset::default());
+        rs.restore("*filter\n-N KUBE-X\nCOMMIT\n", false).unwrap();
+        let kernel = rs.save_kernel_form(&[TableName::Filter]);
+        let mut again = Ruleset::default();
+        again.restore(&kernel, false).unwrap();
+        assert_eq!(again.save_kernel_form(&[TableName::Filter]), kernel);
     }
 
     #[test]
