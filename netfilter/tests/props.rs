@@ -3,11 +3,12 @@
 
 use std::net::Ipv4Addr;
 
-use podnet_netfilter::eval::{EvalState, PacketCtx, RecentLists, Rng, eval_chain};
+use podnet_netfilter::conntrack::status;
+use podnet_netfilter::eval::{EvalState, PacketCtx, RecentLists, Rng, eval_chain, rule_matches};
 use podnet_netfilter::ipset::IpSets;
 use podnet_netfilter::packet::{self, Manip};
 use podnet_netfilter::rule::addrtype;
-use podnet_netfilter::{CtInfo, Hook, HookEnv, Netfilter, Ruleset, Skb, TableName, Tuple};
+use podnet_netfilter::{CtInfo, Hook, HookEnv, Netfilter, Ruleset, Skb, TableName, Target, Tuple};
 use proptest::prelude::*;
 
 fn rule_text(kind: u8, a: u8, port: u16, udp: bool, verdict: u8) -> String {
@@ -92,6 +93,71 @@ proptest! {
             prop_assert_eq!(v1, v2);
             prop_assert_eq!(h1, h2);
             prop_assert_eq!(m1, m2);
+        }
+    }
+
+    /// Rules for other connection states are skipped without being looked at (a mask built
+    /// at link time); the verdict, the rules hit and the mark must be exactly those of
+    /// trying every rule in order with `rule_matches`.
+    #[test]
+    fn skipping_rules_for_other_connection_states_changes_nothing(
+        rules in prop::collection::vec((0u8..9, 0u8..3), 1..24),
+        packets in prop::collection::vec((0u8..5, any::<bool>(), any::<bool>()), 1..12),
+        indexed in any::<bool>(),
+    ) {
+        let states = [
+            "-m conntrack --ctstate NEW",
+            "-m conntrack ! --ctstate ESTABLISHED",
+            "-m conntrack --ctstate DNAT",
+            "-m conntrack --ctstate ESTABLISHED,SNAT",
+            "-m state --state RELATED,ESTABLISHED",
+            "-m conntrack --ctstate INVALID,UNTRACKED",
+            "-m conntrack --ctstate NEW -m conntrack --ctstate NEW,ESTABLISHED",
+            "-m comment --comment any",
+            "-m conntrack ! --ctstate SNAT",
+        ];
+        let mut text = String::from("*filter\n:FORWARD ACCEPT [0:0]\n");
+        for (m, v) in &rules {
+            let j = ["ACCEPT", "DROP", "MARK --or-mark 0x1"][usize::from(*v)];
+            text.push_str(&format!("-A FORWARD {} -j {j}\n", states[usize::from(*m)]));
+        }
+        text.push_str("COMMIT\n");
+        let mut rs = Ruleset::default();
+        rs.restore(&text, false).unwrap();
+        let at = |_: Ipv4Addr, _: Option<&str>| addrtype::UNICAST;
+        let bytes = pkt(1, 2, 80, false);
+        let info = packet::parse(&bytes).unwrap();
+        for (ci, snat, dnat) in packets {
+            let ctinfo = [CtInfo::New, CtInfo::Established, CtInfo::Related, CtInfo::Invalid, CtInfo::Untracked][usize::from(ci)];
+            let ct_status = if snat { status::SRC_NAT } else { 0 } | if dnat { status::DST_NAT } else { 0 };
+            let ctx = PacketCtx { info: &info, in_iface: None, out_iface: None, physdev_in: None, physdev_out: None,
+                bridged: false, ctinfo, ct_status, ct_origdst: None, addr_type: &at,
+                now: smoltcp::time::Instant::ZERO };
+            let sets = IpSets::default();
+            let (mut rng, mut recent) = (Rng::new(1), RecentLists::default());
+            // The oracle: every rule in order.
+            let mut mark = 0u32;
+            let mut want = podnet_netfilter::Verdict::Accept;
+            let mut want_hits = Vec::new();
+            for (i, r) in rs.table(TableName::Filter).chains["FORWARD"].rules.iter().enumerate() {
+                let mut st = EvalState { mark: &mut mark, rng: &mut rng, recent: &mut recent, sets: &sets, hits: None, logs: Vec::new() };
+                if rule_matches(r, &ctx, &mut st) {
+                    want_hits.push(i + 1);
+                    match &r.target {
+                        Target::Accept => { want = podnet_netfilter::Verdict::Accept; break; }
+                        Target::Drop => { want = podnet_netfilter::Verdict::Drop; break; }
+                        Target::Mark { value, mask } => mark = (mark & !mask) ^ value,
+                        other => unreachable!("{other:?}"),
+                    }
+                }
+            }
+            let (mut got_mark, mut hits) = (0u32, Vec::new());
+            let got = eval_chain(rs.table_mut(TableName::Filter), "FORWARD", &ctx,
+                &mut EvalState { mark: &mut got_mark, rng: &mut rng, recent: &mut recent, sets: &sets, hits: Some(&mut hits), logs: Vec::new() }, indexed);
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(got_mark, mark);
+            let got_hits: Vec<usize> = hits.iter().filter(|h| h.rule_num > 0).map(|h| h.rule_num).collect();
+            prop_assert_eq!(got_hits, want_hits);
         }
     }
 
