@@ -849,16 +849,9 @@ fn module_name(m: &Match) -> &'static str {
 pub fn write_comment_arg(s: &mut String, c: &str) {
     if !c.is_empty() && !c.contains([' ', '"', '\\', '\t']) {
         s.push_str(c);
-        return;
+    } else {
+        write_quoted(s, c);
     }
-    s.push('"');
-    for ch in c.chars() {
-        if ch == '"' || ch == '\\' {
-            s.push('\\');
-        }
-        s.push(ch);
-    }
-    s.push('"');
 }
 
 /// A match's options in restore notation: the kernel form's, except where kube-proxy's
@@ -951,15 +944,20 @@ fn write_restore_target(s: &mut String, t: &Target) {
 
 fn quote(s: &str) -> String {
     let mut q = String::with_capacity(s.len() + 2);
-    q.push('"');
-    for c in s.chars() {
-        if c == '"' || c == '\\' {
-            q.push('\\');
-        }
-        q.push(c);
-    }
-    q.push('"');
+    write_quoted(&mut q, s);
     q
+}
+
+/// `text` in double quotes, quotes and backslashes escaped, as iptables-restore reads it.
+fn write_quoted(s: &mut String, text: &str) {
+    s.push('"');
+    for c in text.chars() {
+        if c == '"' || c == '\\' {
+            s.push('\\');
+        }
+        s.push(c);
+    }
+    s.push('"');
 }
 
 fn write_match(s: &mut String, m: &Match) {
