@@ -123,7 +123,8 @@ pub struct Chain {
     pub rules: Vec<Rule>,
     /// Whether the restore input declared this chain (`:NAME`), so the restore form repeats it.
     pub declared: bool,
-    /// Per rule: the chain index a jump/goto resolves to (filled by [`Table::link`]).
+    /// Where this chain's rules start in its table's jump and state vectors (filled by
+    /// [`Table::link`]).
     pub(crate) jumps_at: u32,
     /// Dispatch index for long chains (see [`crate::eval`]).
     pub(crate) index: Option<crate::eval::ChainIndex>,
@@ -174,6 +175,9 @@ pub struct Table {
     /// with `-m conntrack --ctstate NEW` is skipped at once for an established packet.
     pub(crate) states: Vec<u8>,
 }
+
+/// Per rule of a range of chains: its jump target and its connection states.
+type Linked = (Vec<u32>, Vec<u8>);
 
 /// A rule that neither jumps nor goes to a chain, in [`Table`]'s jump vector.
 pub(crate) const NO_JUMP: u32 = u32::MAX;
@@ -226,8 +230,7 @@ impl Table {
 
     /// The chain index each rule of chains `range` jumps to ([`NO_JUMP`] for the others),
     /// and the connection states it can match ([`Table::states`]), rule after rule.
-    #[allow(clippy::type_complexity)]
-    fn resolve_jumps(&self, range: std::ops::Range<usize>) -> Result<(Vec<u32>, Vec<u8>), String> {
+    fn resolve_jumps(&self, range: std::ops::Range<usize>) -> Result<Linked, String> {
         let rules = self.chains[range.clone()].values().map(|c| c.rules.len()).sum();
         let mut all = Vec::with_capacity(rules);
         let mut states = Vec::with_capacity(rules);
