@@ -297,7 +297,8 @@ struct EpKey {
 impl EpKey {
     fn new(ip: Ipv4Addr, port: u16) -> EpKey {
         let mut key = EpKey { buf: [0; 21], len: 0 };
-        let _ = write!(key, "{}:{port}", Ip(ip));
+        let _ = podnet_netfilter::rule::write_ipv4(&mut key, ip);
+        let _ = write!(key, ":{port}");
         key
     }
 
@@ -492,35 +493,6 @@ fn service_match(
 
 fn host(ip: Ipv4Addr) -> Ipv4Network {
     Ipv4Network::from(ip)
-}
-
-/// A dotted-quad address, written without `Ipv4Addr`'s padding-aware formatter (a third
-/// of the payload's formatting time).
-#[derive(Clone, Copy)]
-struct Ip(Ipv4Addr);
-
-impl std::fmt::Display for Ip {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut buf = [0u8; 15];
-        let mut n = 0;
-        for (i, o) in self.0.octets().into_iter().enumerate() {
-            if i > 0 {
-                buf[n] = b'.';
-                n += 1;
-            }
-            if o >= 100 {
-                buf[n] = b'0' + o / 100;
-                n += 1;
-            }
-            if o >= 10 {
-                buf[n] = b'0' + o / 10 % 10;
-                n += 1;
-            }
-            buf[n] = b'0' + o % 10;
-            n += 1;
-        }
-        f.write_str(std::str::from_utf8(&buf[..n]).unwrap_or_default())
-    }
 }
 
 /// The API server's naming rules for what kube-proxy writes into its rules: a namespace is

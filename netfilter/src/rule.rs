@@ -793,7 +793,7 @@ impl Match {
 fn write_addr_opt(s: &mut String, opt: &str, n: Option<&Neg<Ipv4Network>>) {
     let Some(n) = n else { return };
     let _ = write!(s, "{}{opt} ", bang(n.invert));
-    write_ip(s, n.value.ip());
+    let _ = write_ipv4(s, n.value.ip());
     if n.value.prefix() != 32 {
         let _ = write!(s, "/{}", n.value.prefix());
     }
@@ -805,19 +805,55 @@ fn write_iface_opt(s: &mut String, opt: &str, n: Option<&Neg<String>>) {
     }
 }
 
-/// A dotted quad, without `Ipv4Addr`'s padding-aware formatter.
-fn write_ip(s: &mut String, a: Ipv4Addr) {
+/// Writes a dotted quad without `Ipv4Addr`'s padding-aware formatter (a third of the time
+/// of formatting kube-proxy's payload went there).
+pub fn write_ipv4(w: &mut impl Write, a: Ipv4Addr) -> fmt::Result {
+    let mut buf = [0u8; 15];
+    let mut n = 0;
     for (i, o) in a.octets().into_iter().enumerate() {
         if i > 0 {
-            s.push('.');
+            buf[n] = b'.';
+            n += 1;
         }
         if o >= 100 {
-            s.push(char::from(b'0' + o / 100));
+            buf[n] = b'0' + o / 100;
+            n += 1;
         }
         if o >= 10 {
-            s.push(char::from(b'0' + o / 10 % 10));
+            buf[n] = b'0' + o / 10 % 10;
+            n += 1;
         }
-        s.push(char::from(b'0' + o % 10));
+        buf[n] = b'0' + o % 10;
+        n += 1;
+    }
+    w.write_str(std::str::from_utf8(&buf[..n]).unwrap_or_default())
+}
+
+/// `-m recent`'s command and the options that qualify it: `[!] --rcheck --seconds S --reap
+/// --hitcount H`.
+fn write_recent_command(
+    s: &mut String,
+    cmd: RecentCmd,
+    invert: bool,
+    seconds: Option<u32>,
+    reap: bool,
+    hitcount: Option<u32>,
+) {
+    s.push_str(bang(invert));
+    s.push_str(match cmd {
+        RecentCmd::Set => "--set",
+        RecentCmd::Rcheck => "--rcheck",
+        RecentCmd::Update => "--update",
+        RecentCmd::Remove => "--remove",
+    });
+    if let Some(sec) = seconds {
+        let _ = write!(s, " --seconds {sec}");
+    }
+    if reap {
+        s.push_str(" --reap");
+    }
+    if let Some(h) = hitcount {
+        let _ = write!(s, " --hitcount {h}");
     }
 }
 
@@ -882,26 +918,8 @@ fn write_restore_options(s: &mut String, m: &Match) {
         }
         Match::Recent(r) => {
             let RecentMatch { name, cmd, seconds, hitcount, reap, rdest, mask, invert } = &**r;
-            let _ = write!(
-                s,
-                "--name {name} {}{}",
-                bang(*invert),
-                match cmd {
-                    RecentCmd::Set => "--set",
-                    RecentCmd::Rcheck => "--rcheck",
-                    RecentCmd::Update => "--update",
-                    RecentCmd::Remove => "--remove",
-                }
-            );
-            if let Some(sec) = seconds {
-                let _ = write!(s, " --seconds {sec}");
-            }
-            if *reap {
-                s.push_str(" --reap");
-            }
-            if let Some(h) = hitcount {
-                let _ = write!(s, " --hitcount {h}");
-            }
+            let _ = write!(s, "--name {name} ");
+            write_recent_command(s, *cmd, *invert, *seconds, *reap, *hitcount);
             if *mask != Ipv4Addr::BROADCAST {
                 let _ = write!(s, " --mask {mask}");
             }
@@ -930,7 +948,7 @@ fn write_restore_target(s: &mut String, t: &Target) {
         }
         Target::Dnat(r, f) if *f == NatFlags::default() && r.addr_lo == r.addr_hi => {
             s.push_str("-j DNAT --to-destination ");
-            write_ip(s, r.addr_lo);
+            let _ = write_ipv4(s, r.addr_lo);
             if let Some((lo, hi)) = r.ports {
                 let _ = write!(s, ":{lo}");
                 if hi != lo {
@@ -1048,22 +1066,7 @@ fn write_match(s: &mut String, m: &Match) {
         Match::Recent(r) => {
             let RecentMatch { name, cmd, seconds, hitcount, reap, rdest, mask, invert } = &**r;
             s.push_str("-m recent ");
-            s.push_str(bang(*invert));
-            s.push_str(match cmd {
-                RecentCmd::Set => "--set",
-                RecentCmd::Rcheck => "--rcheck",
-                RecentCmd::Update => "--update",
-                RecentCmd::Remove => "--remove",
-            });
-            if let Some(sec) = seconds {
-                let _ = write!(s, " --seconds {sec}");
-            }
-            if *reap {
-                s.push_str(" --reap");
-            }
-            if let Some(h) = hitcount {
-                let _ = write!(s, " --hitcount {h}");
-            }
+            write_recent_command(s, *cmd, *invert, *seconds, *reap, *hitcount);
             let _ = write!(
                 s,
                 " --name {name} --mask {mask} {}",
