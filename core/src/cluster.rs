@@ -1309,7 +1309,7 @@ impl Cluster {
         let id = self.node_id(node)?;
         let nf = self.netns[self.nodes[id.idx()].netns.idx()].nf.as_ref();
         Ok(nf
-            .map(|nf| nf.tables.save_kernel_form_with(&nf.tables.tables_in_use(), counters))
+            .map(|nf| nf.save_kernel_form_with(&nf.tables.tables_in_use(), counters))
             .unwrap_or_default())
     }
 

@@ -1992,14 +1992,24 @@ mod tests {
         let mut c = Cluster::seed();
         let (t1, t2, t3) = (tables(&c, "node1"), tables(&c, "node2"), tables(&c, "node3"));
         assert!(Arc::ptr_eq(&t1, &t2) && Arc::ptr_eq(&t2, &t3));
-        let before = c.iptables_save("node2").unwrap();
+        let before = c.iptables_save_with("node2", true).unwrap();
         drop((t1, t2, t3));
-        // A packet through node1 counts on node1's own copy; the others keep sharing.
+        // Packets through node1 count on node1's own counters, not in the rules: all three
+        // nodes still share one copy of them, and only node1's iptables-save -c counted.
         let t = c.trace("pod/default/pod2", "pod/default/pod1:8080", &Default::default()).unwrap();
         assert!(t.completed);
-        assert!(!Arc::ptr_eq(&tables(&c, "node1"), &tables(&c, "node2")));
+        assert!(Arc::ptr_eq(&tables(&c, "node1"), &tables(&c, "node2")));
         assert!(Arc::ptr_eq(&tables(&c, "node2"), &tables(&c, "node3")));
-        assert_eq!(c.iptables_save("node2").unwrap(), before);
+        assert_eq!(c.iptables_save_with("node2", true).unwrap(), before);
+        let counted = c.iptables_save_with("node1", true).unwrap();
+        assert_ne!(counted, before);
+        assert!(
+            counted.contains(":FORWARD ACCEPT [") && !counted.contains(":FORWARD ACCEPT [0:0]")
+        );
+        assert!(
+            counted.lines().any(|l| l.contains("-j KUBE-FORWARD") && !l.starts_with("[0:0]")),
+            "{counted}"
+        );
         // A Service with a Local policy and an endpoint on node2 only: node2's rules differ,
         // node1 and node3 (no local endpoint) share theirs again after the sync.
         let mut s = Service::cluster_ip("default", "api-local", Ipv4Addr::new(10, 96, 0, 21));

@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 use podnet_netfilter::eval::{EvalState, PacketCtx, RecentLists, Rng, eval_chain};
 use podnet_netfilter::ipset::IpSets;
 use podnet_netfilter::rule::addrtype;
-use podnet_netfilter::{CtInfo, Ruleset, TableName, packet};
+use podnet_netfilter::{CtInfo, Ruleset, TableCounters, TableName, packet};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 8 {
@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
     text.push_str("COMMIT\n");
     let mut a = Ruleset::default();
     a.restore(&text, false).expect("generated rules parse");
-    let mut b = a.clone();
+    let b = a.clone();
     let udp = head[0] & 1 == 1;
     let mut pkt = vec![
         0x45,
@@ -89,8 +89,9 @@ fuzz_target!(|data: &[u8]| {
     let (mut m1, mut m2, mut r1, mut r2, mut l1, mut l2) =
         (0, 0, Rng::new(1), Rng::new(1), RecentLists::default(), RecentLists::default());
     let (mut h1, mut h2) = (Vec::new(), Vec::new());
+    let (mut c1, mut c2) = (TableCounters::default(), TableCounters::default());
     let v1 = eval_chain(
-        a.table_mut(TableName::Filter),
+        a.table(TableName::Filter),
         "FORWARD",
         &ctx,
         &mut EvalState {
@@ -100,11 +101,12 @@ fuzz_target!(|data: &[u8]| {
             sets: &sets,
             hits: Some(&mut h1),
             logs: Vec::new(),
+            counters: &mut c1,
         },
         true,
     );
     let v2 = eval_chain(
-        b.table_mut(TableName::Filter),
+        b.table(TableName::Filter),
         "FORWARD",
         &ctx,
         &mut EvalState {
@@ -114,10 +116,12 @@ fuzz_target!(|data: &[u8]| {
             sets: &sets,
             hits: Some(&mut h2),
             logs: Vec::new(),
+            counters: &mut c2,
         },
         false,
     );
     assert_eq!(v1, v2);
     assert_eq!(h1, h2);
     assert_eq!(m1, m2);
+    assert_eq!(c1, c2);
 });

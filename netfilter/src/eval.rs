@@ -165,6 +165,9 @@ pub struct EvalState<'a> {
     pub hits: Option<&'a mut Vec<RuleHit>>,
     /// `--log-prefix` of each `LOG` rule that fired, in order.
     pub logs: Vec<String>,
+    /// Where the walk counts packets and bytes: this namespace's counters for the table
+    /// walked (see [`crate::counters`]; fitted to the table as the walk starts).
+    pub counters: &'a mut crate::counters::TableCounters,
 }
 
 /// A rule (or a policy) that acted on a packet.
@@ -285,13 +288,14 @@ fn exact_key(r: &Rule) -> Option<(Ipv4Addr, u8, u16)> {
 /// Evaluates `chain` of `table` (a built-in chain) for a packet; returns the verdict.
 /// `indexed` false forces a linear walk (used to check the index against it).
 pub fn eval_chain(
-    table: &mut Table,
+    table: &Table,
     chain: &str,
     pkt: &PacketCtx<'_>,
     st: &mut EvalState<'_>,
     indexed: bool,
 ) -> Verdict {
     let Some(start) = table.chains.get_index_of(chain) else { return Verdict::Accept };
+    st.counters.fit(table);
     eval_from(table, start, pkt, st, indexed)
 }
 
@@ -329,7 +333,7 @@ impl ReturnStack {
 /// Evaluates the built-in chain of `hook` (built-in chains sit first in a table, in
 /// [`crate::table::TableName::builtin_chains`] order, so no name lookup is needed).
 pub fn eval_hook(
-    table: &mut Table,
+    table: &Table,
     hook: crate::table::Hook,
     pkt: &PacketCtx<'_>,
     st: &mut EvalState<'_>,
@@ -342,29 +346,35 @@ pub fn eval_hook(
         table.chains.get_index(start).map(|(k, _)| k.as_str()),
         Some(hook.chain_name())
     );
-    if empty_hook(table, hook, pkt.info.len) {
+    if empty_hook(table, st.counters, hook, pkt.info.len) {
         return Verdict::Accept;
     }
+    st.counters.fit(table);
     eval_from(table, start, pkt, st, indexed)
 }
 
 /// Whether the table has nothing to walk at this hook: no such built-in chain, or an empty
-/// one with policy ACCEPT (whose policy counters then count the packet of `len` bytes).
-pub fn empty_hook(table: &mut Table, hook: crate::table::Hook, len: u16) -> bool {
+/// one with policy ACCEPT (whose policy then counts the packet of `len` bytes in `counters`).
+pub fn empty_hook(
+    table: &Table,
+    counters: &mut crate::counters::TableCounters,
+    hook: crate::table::Hook,
+    len: u16,
+) -> bool {
     let Some(start) = table.name.builtin_chains().iter().position(|h| *h == hook) else {
         return true;
     };
-    let c = &mut table.chains[start];
+    let c = &table.chains[start];
     if !c.rules.is_empty() || c.policy == Some(Policy::Drop) {
         return false;
     }
-    c.counters.0 += 1;
-    c.counters.1 += u64::from(len);
+    counters.fit(table);
+    counters.count_policy(start, len);
     true
 }
 
 fn eval_from(
-    table: &mut Table,
+    table: &Table,
     start: usize,
     pkt: &PacketCtx<'_>,
     st: &mut EvalState<'_>,
@@ -391,9 +401,10 @@ fn eval_from(
                     continue;
                 }
                 None => {
-                    let (name, c) = table.chains.get_index_mut(ci).expect("chain index valid");
-                    c.counters.0 += 1;
-                    c.counters.1 += u64::from(pkt.info.len);
+                    let (name, c) = table.chains.get_index(ci).expect("chain index valid");
+                    if c.policy.is_some() {
+                        st.counters.count_policy(ci, pkt.info.len);
+                    }
                     let policy = c.policy.unwrap_or(Policy::Accept);
                     let worth_showing = !c.rules.is_empty() || policy == Policy::Drop;
                     if let Some(h) = st.hits.as_deref_mut().filter(|_| worth_showing) {
@@ -420,10 +431,9 @@ fn eval_from(
             ri = i + 1;
             continue;
         }
-        let (name, c) = table.chains.get_index_mut(ci).expect("chain index valid");
-        let rule = &mut c.rules[i];
-        rule.counters.0 += 1;
-        rule.counters.1 += u64::from(pkt.info.len);
+        let (name, c) = table.chains.get_index(ci).expect("chain index valid");
+        let rule = &c.rules[i];
+        st.counters.count_rule(c.jumps_at as usize + i, pkt.info.len);
         if let Some(h) = st.hits.as_deref_mut() {
             h.push(RuleHit {
                 table: tname,

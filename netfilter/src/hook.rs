@@ -19,6 +19,7 @@ use std::sync::Arc;
 use smoltcp::time::Instant;
 
 use crate::conntrack::{ConfirmError, Conntrack, CtInfo, CtRef, Direction, Entry, status};
+use crate::counters::Counters;
 use crate::eval::{self, EvalState, PacketCtx, RecentLists, Rng, RuleHit, Verdict};
 use crate::ipset::IpSets;
 use crate::packet::{self, Manip, PacketError, PacketInfo, Proto, Tuple};
@@ -186,9 +187,12 @@ pub struct HookReport {
 #[derive(Clone, Debug)]
 pub struct Netfilter {
     /// iptables tables, shared copy-on-write: nodes given the same rules share one copy until
-    /// a packet (counters) or a change makes one node's differ. Change them through
-    /// [`Netfilter::tables_mut`].
+    /// a change makes one node's differ (packets only read them: they count into
+    /// [`Netfilter::counters`]). Change them through [`Netfilter::tables_mut`]; assigning
+    /// other tables here replaces them, counters and all, as a full `iptables-restore` does.
     pub tables: Arc<Ruleset>,
+    /// This namespace's packet and byte counters of those tables' rules and policies.
+    pub counters: Counters,
     /// The conntrack table.
     pub conntrack: Conntrack,
     /// `-m recent` lists.
@@ -205,14 +209,27 @@ pub struct Netfilter {
 
 impl Netfilter {
     /// The tables, for a change: a copy is made first if other holders share them.
+    /// This namespace's counts are folded into its own copy first, so none is lost when
+    /// the rules move.
     pub fn tables_mut(&mut self) -> &mut Ruleset {
-        Arc::make_mut(&mut self.tables)
+        let rules = Arc::make_mut(&mut self.tables);
+        if self.counters.is_dirty() {
+            self.counters.fold_into(rules);
+        }
+        rules
+    }
+
+    /// `iptables-save` (kernel form) of `tables`, counting this namespace's packets:
+    /// [`Ruleset::save_kernel_form_with`] with [`Netfilter::counters`] added in.
+    pub fn save_kernel_form_with(&self, tables: &[TableName], counters: bool) -> String {
+        self.tables.save_kernel_form_counted(tables, counters, Some(&self.counters))
     }
 
     /// Empty tables, an empty conntrack table, randomness from `seed`.
     pub fn new(seed: u64) -> Netfilter {
         Netfilter {
             tables: Arc::new(Ruleset::default()),
+            counters: Counters::default(),
             conntrack: Conntrack::default(),
             recent: RecentLists::default(),
             sets: IpSets::default(),
@@ -380,7 +397,9 @@ impl Netfilter {
         env: &HookEnv<'_>,
         report: &mut HookReport,
     ) -> Verdict {
-        if eval::empty_hook(Arc::make_mut(&mut self.tables).table_mut(t), hook, info.len) {
+        // The rules are only read (they may be shared with other namespaces); packets count
+        // into this namespace's own counters.
+        if eval::empty_hook(self.tables.table(t), self.counters.table_mut(t), hook, info.len) {
             // Nothing to walk (most raw and mangle chains): no packet context to build.
             return Verdict::Accept;
         }
@@ -405,14 +424,9 @@ impl Netfilter {
             sets: &self.sets,
             hits: if env.trace { Some(&mut report.hits) } else { None },
             logs: Vec::new(),
+            counters: self.counters.table_mut(t),
         };
-        let v = eval::eval_hook(
-            Arc::make_mut(&mut self.tables).table_mut(t),
-            hook,
-            &pkt,
-            &mut st,
-            self.indexed,
-        );
+        let v = eval::eval_hook(self.tables.table(t), hook, &pkt, &mut st, self.indexed);
         if !st.logs.is_empty() {
             // The packet is unchanged within a table (NAT applies after its verdict), so
             // every LOG rule of this walk saw these bytes.
@@ -744,6 +758,67 @@ COMMIT
         p[22..24].copy_from_slice(&c);
         assert!(packet::checksums_valid(&p));
         p
+    }
+
+    #[test]
+    fn packets_count_per_namespace_while_the_rules_stay_shared() {
+        let mut a = forward(&["-p tcp --dport 80 -j DROP", "-p udp -j ACCEPT"]);
+        let mut b = a.clone();
+        assert!(Arc::ptr_eq(&a.tables, &b.tables));
+        let syn = || tcp_syn([10, 244, 1, 2], 40000, [10, 244, 2, 2], 80);
+        assert!(hits(&mut a, syn(), (None, None), 1));
+        assert!(hits(&mut a, syn(), (None, None), 1));
+        assert!(!hits(
+            &mut a,
+            tcp_syn([10, 244, 1, 2], 40001, [10, 244, 2, 2], 81),
+            (None, None),
+            1
+        ));
+        assert!(!hits(
+            &mut b,
+            udp([10, 244, 1, 2], 53, [10, 244, 2, 2], 53, b"x"),
+            (None, None),
+            1
+        ));
+        // Still one copy of the rules; each namespace prints its own counts.
+        assert!(Arc::ptr_eq(&a.tables, &b.tables));
+        let save = |nf: &Netfilter| nf.save_kernel_form_with(&[TableName::Filter], true);
+        let sa = save(&a);
+        assert!(sa.contains(":FORWARD ACCEPT [1:40]"), "{sa}");
+        assert!(sa.contains("[2:80] -A FORWARD -p tcp -m tcp --dport 80 -j DROP"), "{sa}");
+        assert!(sa.contains("[0:0] -A FORWARD -p udp -j ACCEPT"), "{sa}");
+        let sb = save(&b);
+        assert!(sb.contains(":FORWARD ACCEPT [0:0]"), "{sb}");
+        assert!(sb.contains("[0:0] -A FORWARD -p tcp -m tcp --dport 80 -j DROP"), "{sb}");
+        assert!(sb.contains("[1:29] -A FORWARD -p udp -j ACCEPT"), "{sb}");
+        // The shared rules themselves counted nothing.
+        assert_eq!(a.tables.save_kernel_form_with(&[TableName::Filter], true), {
+            let mut fresh = forward(&["-p tcp --dport 80 -j DROP", "-p udp -j ACCEPT"]);
+            fresh.tables_mut();
+            fresh.tables.save_kernel_form_with(&[TableName::Filter], true)
+        });
+        // A change folds the counts into a's own copy first: same totals, counted once.
+        a.tables_mut();
+        assert!(!Arc::ptr_eq(&a.tables, &b.tables));
+        assert_eq!(save(&a), sa);
+        assert_eq!(a.tables.save_kernel_form_with(&[TableName::Filter], true), sa);
+        assert!(hits(&mut a, syn(), (None, None), 1));
+        assert!(save(&a).contains("[3:120] -A FORWARD -p tcp -m tcp --dport 80 -j DROP"));
+        // Rules renumbered by a restore start again, as the kernel's replaced rules do.
+        a.tables_mut()
+            .restore("*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -p udp -j ACCEPT\nCOMMIT\n", false)
+            .unwrap();
+        assert!(!hits(
+            &mut a,
+            udp([10, 244, 1, 2], 53, [10, 244, 2, 2], 53, b"x"),
+            (None, None),
+            1
+        ));
+        let sa = save(&a);
+        assert!(
+            sa.contains(":FORWARD ACCEPT [0:0]") && sa.contains("[1:29] -A FORWARD -p udp"),
+            "{sa}"
+        );
     }
 
     #[test]

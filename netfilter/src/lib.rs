@@ -11,6 +11,8 @@
 //!   kernel form.
 //! - [`table`]: tables and chains, `iptables-restore` input in (or built chains,
 //!   [`Ruleset::load`]), restore and kernel forms out.
+//! - [`counters`]: each namespace's packet and byte counters, apart from the rules, so
+//!   namespaces share one copy of the same rules while their packets flow.
 //! - [`eval`]: first-match rule evaluation, with a dispatch index that keeps long chains
 //!   O(1) in the number of Services.
 //! - [`ipset`]: the set types kube-proxy's IPVS mode uses.
@@ -24,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod conntrack;
+pub mod counters;
 pub mod eval;
 pub mod hook;
 pub mod ipset;
@@ -34,6 +37,7 @@ pub mod rule;
 pub mod table;
 
 pub use conntrack::{Conntrack, CtInfo, CtRef, Direction};
+pub use counters::{Counters, TableCounters};
 pub use eval::{Rng, RuleHit, Verdict};
 pub use hook::{DropCause, HookEnv, HookReport, HookVerdict, NatApplied, NatList, Netfilter, Skb};
 pub use packet::{Manip, PacketInfo, Proto, Tuple};

@@ -12,6 +12,7 @@ use std::fmt::{self, Write};
 
 use indexmap::IndexMap;
 
+use crate::counters::Counters;
 use crate::rule::{Rule, RuleError, Target};
 
 /// A netfilter hook.
@@ -160,7 +161,7 @@ fn check_chain_name(name: &str, line: usize, col: usize) -> Result<(), ParseErro
 const PARALLEL_LINK_CHAINS: usize = 8192;
 
 /// One table of one namespace.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Table {
     /// Which table.
     pub name: TableName,
@@ -174,6 +175,19 @@ pub struct Table {
     /// ESTABLISHED, RELATED, NEW, UNTRACKED) a packet can be in and still match it. A rule
     /// with `-m conntrack --ctstate NEW` is skipped at once for an established packet.
     pub(crate) states: Vec<u8>,
+    /// Names the numbering of the rules that [`Table::link`] made (see [`crate::counters`]):
+    /// drawn afresh at every link, kept by a clone.
+    layout: u64,
+}
+
+/// Tables are equal when their chains and rules are (however their rules were numbered).
+impl PartialEq for Table {
+    fn eq(&self, other: &Table) -> bool {
+        self.name == other.name
+            && self.chains == other.chains
+            && self.jumps == other.jumps
+            && self.states == other.states
+    }
 }
 
 /// Per rule of a range of chains: its jump target and its connection states.
@@ -189,7 +203,23 @@ impl Table {
         for h in name.builtin_chains() {
             chains.insert(h.chain_name().to_string(), Chain::new(Some(Policy::Accept)));
         }
-        Table { name, chains, jumps: Vec::new(), states: Vec::new() }
+        Table {
+            name,
+            chains,
+            jumps: Vec::new(),
+            states: Vec::new(),
+            layout: crate::counters::fresh_layout(),
+        }
+    }
+
+    /// The numbering of the rules [`Table::link`] last made (see [`crate::counters`]).
+    pub(crate) fn layout(&self) -> u64 {
+        self.layout
+    }
+
+    /// How many rules [`Table::link`] numbered.
+    pub(crate) fn rule_count(&self) -> usize {
+        self.jumps.len()
     }
 
     /// Resolves jump targets to chain indices and rebuilds dispatch indices. Called after
@@ -225,6 +255,7 @@ impl Table {
         }
         self.jumps = jumps;
         self.states = states;
+        self.layout = crate::counters::fresh_layout();
         Ok(())
     }
 
@@ -616,15 +647,29 @@ impl Ruleset {
     /// [`Ruleset::save_kernel_form`], with each rule's packet and byte counters in front of
     /// it when `counters` is set, as `iptables-save -c` prints them (`[5:300] -A ...`).
     pub fn save_kernel_form_with(&self, tables: &[TableName], counters: bool) -> String {
+        self.save_kernel_form_counted(tables, counters, None)
+    }
+
+    /// [`Ruleset::save_kernel_form_with`], with a namespace's own counts (`extra`, see
+    /// [`crate::counters`]) added to the rules' and policies' counters.
+    pub fn save_kernel_form_counted(
+        &self,
+        tables: &[TableName],
+        counters: bool,
+        extra: Option<&Counters>,
+    ) -> String {
+        let add = |a: (u64, u64), b: (u64, u64)| (a.0 + b.0, a.1 + b.1);
         let mut out = String::new();
         for t in tables.iter().map(|t| self.table(*t)) {
+            let extra = extra.map(|c| c.table(t.name));
             let _ = writeln!(out, "*{}", t.name);
             let mut order: Vec<&String> = Vec::new();
             for h in t.name.builtin_chains() {
                 let name = h.chain_name();
-                if let Some((k, c)) = t.chains.get_key_value(name) {
+                if let Some((ci, k, c)) = t.chains.get_full(name) {
                     let p = if c.policy == Some(Policy::Drop) { "DROP" } else { "ACCEPT" };
-                    let _ = writeln!(out, ":{name} {p} [{}:{}]", c.counters.0, c.counters.1);
+                    let n = add(c.counters, extra.map_or((0, 0), |e| e.policy(t, ci)));
+                    let _ = writeln!(out, ":{name} {p} [{}:{}]", n.0, n.1);
                     order.push(k);
                 }
             }
@@ -635,9 +680,12 @@ impl Ruleset {
             }
             order.extend(user);
             for name in order {
-                for r in &t.chains[name.as_str()].rules {
+                let chain = &t.chains[name.as_str()];
+                for (i, r) in chain.rules.iter().enumerate() {
                     if counters {
-                        let _ = write!(out, "[{}:{}] ", r.counters.0, r.counters.1);
+                        let at = chain.jumps_at as usize + i;
+                        let n = add(r.counters, extra.map_or((0, 0), |e| e.rule(t, at)));
+                        let _ = write!(out, "[{}:{}] ", n.0, n.1);
                     }
                     let k = r.kernel_form();
                     if k.is_empty() {

@@ -8,7 +8,9 @@ use podnet_netfilter::eval::{EvalState, PacketCtx, RecentLists, Rng, eval_chain,
 use podnet_netfilter::ipset::IpSets;
 use podnet_netfilter::packet::{self, Manip};
 use podnet_netfilter::rule::addrtype;
-use podnet_netfilter::{CtInfo, Hook, HookEnv, Netfilter, Ruleset, Skb, TableName, Target, Tuple};
+use podnet_netfilter::{
+    CtInfo, Hook, HookEnv, Netfilter, Ruleset, Skb, TableCounters, TableName, Target, Tuple,
+};
 use proptest::prelude::*;
 
 fn rule_text(kind: u8, a: u8, port: u16, udp: bool, verdict: u8) -> String {
@@ -72,8 +74,9 @@ proptest! {
         rules in prop::collection::vec((0u8..6, 0u8..8, 79u16..83, any::<bool>(), 0u8..5), 16..80),
         packets in prop::collection::vec((0u8..8, 0u8..8, 79u16..83, any::<bool>()), 1..20),
     ) {
-        let mut a = build(&rules);
-        let mut b = a.clone();
+        let a = build(&rules);
+        let b = a.clone();
+        let (mut c1, mut c2) = (TableCounters::default(), TableCounters::default());
         let at = |_: Ipv4Addr, _: Option<&str>| addrtype::UNICAST;
         for (s, d, port, udp) in packets {
             let bytes = pkt(s, d, port, udp);
@@ -86,13 +89,22 @@ proptest! {
             let (mut r1, mut r2) = (Rng::new(1), Rng::new(1));
             let (mut l1, mut l2) = (RecentLists::default(), RecentLists::default());
             let (mut h1, mut h2) = (Vec::new(), Vec::new());
-            let v1 = eval_chain(a.table_mut(TableName::Filter), "FORWARD", &ctx,
-                &mut EvalState { mark: &mut m1, rng: &mut r1, recent: &mut l1, sets: &sets, hits: Some(&mut h1), logs: Vec::new() }, true);
-            let v2 = eval_chain(b.table_mut(TableName::Filter), "FORWARD", &ctx,
-                &mut EvalState { mark: &mut m2, rng: &mut r2, recent: &mut l2, sets: &sets, hits: Some(&mut h2), logs: Vec::new() }, false);
+            let v1 = eval_chain(a.table(TableName::Filter), "FORWARD", &ctx,
+                &mut EvalState { mark: &mut m1, rng: &mut r1, recent: &mut l1, sets: &sets, hits: Some(&mut h1), logs: Vec::new(), counters: &mut c1 }, true);
+            let v2 = eval_chain(b.table(TableName::Filter), "FORWARD", &ctx,
+                &mut EvalState { mark: &mut m2, rng: &mut r2, recent: &mut l2, sets: &sets, hits: Some(&mut h2), logs: Vec::new(), counters: &mut c2 }, false);
             prop_assert_eq!(v1, v2);
             prop_assert_eq!(h1, h2);
             prop_assert_eq!(m1, m2);
+        }
+        // Every rule and policy counted the same packets both ways.
+        let table = a.table(TableName::Filter);
+        let rules_in_table: usize = table.chains.values().map(|c| c.rules.len()).sum();
+        for pos in 0..rules_in_table {
+            prop_assert_eq!(c1.rule(table, pos), c2.rule(b.table(TableName::Filter), pos));
+        }
+        for ci in 0..table.chains.len() {
+            prop_assert_eq!(c1.policy(table, ci), c2.policy(b.table(TableName::Filter), ci));
         }
     }
 
@@ -140,7 +152,7 @@ proptest! {
             let mut want = podnet_netfilter::Verdict::Accept;
             let mut want_hits = Vec::new();
             for (i, r) in rs.table(TableName::Filter).chains["FORWARD"].rules.iter().enumerate() {
-                let mut st = EvalState { mark: &mut mark, rng: &mut rng, recent: &mut recent, sets: &sets, hits: None, logs: Vec::new() };
+                let mut st = EvalState { mark: &mut mark, rng: &mut rng, recent: &mut recent, sets: &sets, hits: None, logs: Vec::new(), counters: &mut TableCounters::default() };
                 if rule_matches(r, &ctx, &mut st) {
                     want_hits.push(i + 1);
                     match &r.target {
@@ -152,8 +164,8 @@ proptest! {
                 }
             }
             let (mut got_mark, mut hits) = (0u32, Vec::new());
-            let got = eval_chain(rs.table_mut(TableName::Filter), "FORWARD", &ctx,
-                &mut EvalState { mark: &mut got_mark, rng: &mut rng, recent: &mut recent, sets: &sets, hits: Some(&mut hits), logs: Vec::new() }, indexed);
+            let got = eval_chain(rs.table(TableName::Filter), "FORWARD", &ctx,
+                &mut EvalState { mark: &mut got_mark, rng: &mut rng, recent: &mut recent, sets: &sets, hits: Some(&mut hits), logs: Vec::new(), counters: &mut TableCounters::default() }, indexed);
             prop_assert_eq!(got, want);
             prop_assert_eq!(got_mark, mark);
             let got_hits: Vec<usize> = hits.iter().filter(|h| h.rule_num > 0).map(|h| h.rule_num).collect();

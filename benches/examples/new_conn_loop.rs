@@ -1,0 +1,32 @@
+//! A tight loop of new connections through kube-proxy's rules at `SERVICES` Services
+//! (iptables mode), for profilers: `SERVICES=10000 CONNS=65536`. Under callgrind, collect
+//! only the loop with `--toggle-collect='*new_conn_loop::run*'`.
+use podnet_netfilter::{Netfilter, Skb, conntrack::Conntrack};
+
+#[inline(never)]
+fn run(nf: &mut Netfilter, pool: &[Vec<u8>]) -> usize {
+    let now = smoltcp::time::Instant::ZERO;
+    let mut accepted = 0;
+    for p in pool {
+        accepted += podnet_benches::forward(nf, &mut Skb::new(p.clone()), now) as usize;
+    }
+    accepted
+}
+
+fn main() {
+    let var = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let n = var("SERVICES", 10);
+    let conns = var("CONNS", 65_536);
+    let mut nf = podnet_benches::node_netfilter(n);
+    let pool: Vec<Vec<u8>> = (0..conns as u32)
+        .map(|k| {
+            let (s, p) = podnet_benches::client(k);
+            podnet_benches::syn(s, p, podnet_benches::vip(k as usize % n), 80)
+        })
+        .collect();
+    nf.conntrack = Conntrack::new(usize::MAX);
+    let t = std::time::Instant::now();
+    let accepted = run(&mut nf, &pool);
+    assert_eq!(accepted, conns);
+    println!("{:.0} conn/s", conns as f64 / t.elapsed().as_secs_f64());
+}

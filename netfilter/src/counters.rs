@@ -1,0 +1,158 @@
+//! Packet and byte counters, kept apart from the rules they count for.
+//!
+//! The kernel keeps a rule's counters beside the rule (one copy per CPU). Here the rules of a
+//! namespace ([`crate::Ruleset`]) are shared copy-on-write by every namespace given the same
+//! ones: kube-proxy writes identical rules on most nodes, and 5,000 nodes should hold one
+//! copy, not 5,000. If packets counted into the rules, a node's first packet would copy all
+//! of them. So a namespace's packets count into its own [`Counters`], laid out by rule
+//! position within each table (the order [`crate::table::Table::link`] numbers rules in), and
+//! the rules stay shared while packets flow.
+//!
+//! What `iptables-save -c` prints for a rule is its own counters (what restore set, `[5:300]`)
+//! plus the namespace's. [`crate::Netfilter::tables_mut`] folds the namespace's counts into its
+//! own copy of the rules before any change, so no count is lost when rules move.
+//!
+//! A table's layout is named by a number [`crate::table::Table::link`] draws afresh each time
+//! it renumbers the rules; counters made for another layout start again from zero (they
+//! belonged to rules that are gone: the kernel, too, starts a replaced table's rules at zero).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::table::{Ruleset, Table, TableName};
+
+static NEXT_LAYOUT: AtomicU64 = AtomicU64::new(1);
+
+/// A layout number no table has had yet.
+pub(crate) fn fresh_layout() -> u64 {
+    NEXT_LAYOUT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Most built-in chains a table has (mangle's five).
+const MAX_BUILTIN: usize = 5;
+
+/// One table's counters in one namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TableCounters {
+    /// The table layout these are for (0: none yet).
+    layout: u64,
+    /// Per rule, by position in the table: packets and bytes.
+    rules: Vec<(u64, u64)>,
+    /// Per built-in chain, in the table's built-in order: what reached its policy.
+    policies: [(u64, u64); MAX_BUILTIN],
+    /// Whether anything was counted since the last fold.
+    dirty: bool,
+}
+
+impl TableCounters {
+    /// Makes these counters fit `table`: zeroed and resized when its rules were renumbered
+    /// since they were last fitted. One comparison when nothing changed.
+    #[inline]
+    pub fn fit(&mut self, table: &Table) {
+        if self.layout != table.layout() {
+            self.refit(table);
+        }
+    }
+
+    #[cold]
+    fn refit(&mut self, table: &Table) {
+        self.layout = table.layout();
+        // Zeroed allocation: pages no packet touches cost no memory.
+        self.rules = vec![(0, 0); table.rule_count()];
+        self.policies = [(0, 0); MAX_BUILTIN];
+        self.dirty = false;
+    }
+
+    /// Counts a packet of `len` bytes for the rule at `pos` (its chain's first rule position
+    /// plus its index).
+    #[inline]
+    pub(crate) fn count_rule(&mut self, pos: usize, len: u16) {
+        if let Some(c) = self.rules.get_mut(pos) {
+            c.0 += 1;
+            c.1 += u64::from(len);
+            self.dirty = true;
+        }
+    }
+
+    /// Counts a packet of `len` bytes for the policy of built-in chain `chain` (its index in
+    /// the table); user chains have no policy and no policy counters.
+    #[inline]
+    pub(crate) fn count_policy(&mut self, chain: usize, len: u16) {
+        if let Some(c) = self.policies.get_mut(chain) {
+            c.0 += 1;
+            c.1 += u64::from(len);
+            self.dirty = true;
+        }
+    }
+
+    /// This namespace's counts for the rule at `pos` of `table` (zero when these counters
+    /// were made for another layout of it).
+    pub fn rule(&self, table: &Table, pos: usize) -> (u64, u64) {
+        if self.layout != table.layout() {
+            return (0, 0);
+        }
+        self.rules.get(pos).copied().unwrap_or((0, 0))
+    }
+
+    /// This namespace's counts for the policy of the chain at index `chain` of `table`.
+    pub fn policy(&self, table: &Table, chain: usize) -> (u64, u64) {
+        if self.layout != table.layout() {
+            return (0, 0);
+        }
+        self.policies.get(chain).copied().unwrap_or((0, 0))
+    }
+
+    /// Adds these counts into the rules' and chains' own counters of `table` and starts
+    /// again from zero.
+    pub fn fold_into(&mut self, table: &mut Table) {
+        if !self.dirty || self.layout != table.layout() {
+            return;
+        }
+        for (k, chain) in table.chains.values_mut().enumerate() {
+            if let Some(p) = self.policies.get(k).filter(|_| chain.policy.is_some()) {
+                chain.counters.0 += p.0;
+                chain.counters.1 += p.1;
+            }
+            let at = chain.jumps_at as usize;
+            for (i, r) in chain.rules.iter_mut().enumerate() {
+                if let Some(c) = self.rules.get(at + i) {
+                    r.counters.0 += c.0;
+                    r.counters.1 += c.1;
+                }
+            }
+        }
+        self.rules.iter_mut().for_each(|c| *c = (0, 0));
+        self.policies = [(0, 0); MAX_BUILTIN];
+        self.dirty = false;
+    }
+}
+
+/// One namespace's counters, table by table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    tables: [TableCounters; 4],
+}
+
+impl Counters {
+    /// One table's counters.
+    pub fn table(&self, t: TableName) -> &TableCounters {
+        &self.tables[t as usize]
+    }
+
+    /// One table's counters, mutably.
+    pub fn table_mut(&mut self, t: TableName) -> &mut TableCounters {
+        &mut self.tables[t as usize]
+    }
+
+    /// Adds every count into `rules`' own counters and starts again from zero (before `rules`
+    /// change: see the module documentation).
+    pub fn fold_into(&mut self, rules: &mut Ruleset) {
+        for t in TableName::ALL {
+            self.tables[t as usize].fold_into(rules.table_mut(t));
+        }
+    }
+
+    /// Whether anything is counted here that `rules` does not hold yet.
+    pub fn is_dirty(&self) -> bool {
+        self.tables.iter().any(|t| t.dirty)
+    }
+}
