@@ -519,8 +519,7 @@ impl Cluster {
                 self.arp_rx(ns, dev, &payload, tag);
             }
             EthernetProtocol::Ipv4 => {
-                let mut skb = Skb::new(eth.payload().to_vec());
-                skb.mac_header = frame.get(..14).and_then(|h| h.try_into().ok());
+                let skb = skb_of_frame(frame);
                 self.ip_rcv(ns, dev, skb, tag, false);
             }
             other => {
@@ -1093,7 +1092,7 @@ impl Cluster {
         let known = self.netns[ns.idx()].neigh.lookup(nexthop).map(|n| n.mac);
         match known {
             Some(mac) => {
-                let frame = eth_frame(self.devs[dev.idx()].mac, mac, &skb.data);
+                let frame = eth_frame_around(self.devs[dev.idx()].mac, mac, skb.data);
                 hop!(
                     self,
                     tag,
@@ -1275,8 +1274,7 @@ impl Cluster {
             return;
         }
         // br_netfilter: PREROUTING for every IPv4 frame entering the bridge.
-        let mut skb = Skb::new(eth.payload().to_vec());
-        skb.mac_header = frame.get(..14).and_then(|h| h.try_into().ok());
+        let mut skb = skb_of_frame(frame);
         let dst_before = Ipv4Packet::new_checked(&skb.data[..]).map(|p| p.dst_addr()).ok();
         if !self.nf_hook(
             ns,
@@ -1660,6 +1658,30 @@ fn decrement_ttl(data: &mut [u8]) {
         u16::from_be_bytes([ttl - 1, proto]),
     );
     p.set_checksum(c);
+}
+
+/// The IPv4 packet of an Ethernet frame as an skb, in the frame's own buffer (the header
+/// moves out of the way; the buffer keeps room for it to come back at the next hop).
+fn skb_of_frame(mut frame: Vec<u8>) -> Skb {
+    let mac_header = frame.get(..ETH_HEADER).and_then(|h| h.try_into().ok());
+    frame.drain(..ETH_HEADER.min(frame.len()));
+    let mut skb = Skb::new(frame);
+    skb.mac_header = mac_header;
+    skb
+}
+
+/// Ethernet's header length.
+const ETH_HEADER: usize = 14;
+
+/// [`eth_frame`] in the packet's own buffer: the header is put in front of it (no new buffer
+/// when it came off a frame, see [`skb_of_frame`]).
+fn eth_frame_around(src: EthernetAddress, dst: EthernetAddress, mut ip: Vec<u8>) -> Vec<u8> {
+    let n = ip.len();
+    ip.resize(n + ETH_HEADER, 0);
+    ip.copy_within(..n, ETH_HEADER);
+    let repr = EthernetRepr { src_addr: src, dst_addr: dst, ethertype: EthernetProtocol::Ipv4 };
+    repr.emit(&mut EthernetFrame::new_unchecked(&mut ip[..]));
+    ip
 }
 
 pub(crate) fn eth_frame(src: EthernetAddress, dst: EthernetAddress, ip: &[u8]) -> Vec<u8> {
