@@ -35,7 +35,7 @@ use sha2::{Digest, Sha256};
 use podnet_netfilter::rule::{
     Match, NatFlags, NatRange, Neg, PortRange, RecentCmd, RecentMatch, RejectWith, RuleError,
 };
-use podnet_netfilter::{Proto, Rule, RuleBuilder, Ruleset, TableName, Target};
+use podnet_netfilter::{ChainName, Proto, Rule, RuleBuilder, Ruleset, TableName, Target};
 
 use crate::cluster::{Cluster, ClusterError};
 
@@ -276,14 +276,18 @@ fn hash16(parts: &[&str]) -> [u8; 16] {
     out
 }
 
-/// `PREFIX` + [`chain_hash`] of the concatenated `parts`: a chain name, in one allocation.
-fn chain_name(prefix: &str, parts: &[&str]) -> Arc<str> {
+/// `PREFIX` + [`chain_hash`] of the concatenated `parts`: a chain name (inline, no
+/// allocation).
+fn chain_name(prefix: &str, parts: &[&str]) -> ChainName {
     let h = hash16(parts);
-    let mut buf = [0u8; 28];
-    let n = prefix.len().min(12);
-    buf[..n].copy_from_slice(&prefix.as_bytes()[..n]);
-    buf[n..n + 16].copy_from_slice(&h);
-    Arc::from(std::str::from_utf8(&buf[..n + 16]).unwrap_or_default())
+    let hash = std::str::from_utf8(&h).unwrap_or_default();
+    ChainName::concat(&[&prefix[..prefix.len().min(12)], hash])
+        .expect("a 12-character prefix and a 16-character hash fit a chain name")
+}
+
+/// One of kube-proxy's fixed chain names.
+fn kube_chain(name: &str) -> ChainName {
+    ChainName::new(name).expect("kube-proxy's fixed chain names fit")
 }
 
 /// An endpoint's `IP:port` text, held inline (one per endpoint: no allocation each).
@@ -328,7 +332,7 @@ struct Ep {
     /// `IP:port`.
     key: EpKey,
     /// `KUBE-SEP-…` for this endpoint of the Service port being written.
-    sep: Arc<str>,
+    sep: ChainName,
     local: bool,
     ready: bool,
     serving: bool,
@@ -342,8 +346,8 @@ struct Ep {
 /// without indexing a hundred thousand names.
 #[derive(Default)]
 struct Chains {
-    index: std::collections::HashMap<Arc<str>, usize, podnet_netfilter::eval::FastBuild>,
-    list: Vec<(String, Vec<Rule>)>,
+    index: std::collections::HashMap<ChainName, usize, podnet_netfilter::eval::FastBuild>,
+    list: Vec<(ChainName, Vec<Rule>)>,
     /// The chain written last (rules come in runs per chain).
     last: usize,
     /// Where the current Service port's chains start in `list`.
@@ -352,16 +356,17 @@ struct Chains {
 
 impl Chains {
     fn entry(&mut self, chain: &str) -> &mut Vec<Rule> {
-        if self.list.get(self.last).is_some_and(|(n, _)| n == chain) {
+        if self.list.get(self.last).is_some_and(|(n, _)| *n == chain) {
             return &mut self.list[self.last].1;
         }
         let i = match self.index.get(chain) {
             Some(&i) => i,
-            None => match self.list[self.recent..].iter().position(|(n, _)| n == chain) {
+            None => match self.list[self.recent..].iter().position(|(n, _)| *n == chain) {
                 Some(k) => self.recent + k,
                 None => {
-                    self.index.insert(Arc::from(chain), self.list.len());
-                    self.list.push((chain.to_string(), Vec::new()));
+                    let name = kube_chain(chain);
+                    self.index.insert(name, self.list.len());
+                    self.list.push((name, Vec::new()));
                     self.list.len() - 1
                 }
             },
@@ -376,15 +381,12 @@ impl Chains {
     }
 
     /// Declares one of the current Service port's own chains, with room for `rules` rules.
-    fn declare(&mut self, chain: &Arc<str>, rules: usize) {
-        let found = self.index.get(&**chain).copied().or_else(|| {
-            self.list[self.recent..]
-                .iter()
-                .position(|(n, _)| **n == **chain)
-                .map(|k| self.recent + k)
+    fn declare(&mut self, chain: ChainName, rules: usize) {
+        let found = self.index.get(&chain).copied().or_else(|| {
+            self.list[self.recent..].iter().position(|(n, _)| *n == chain).map(|k| self.recent + k)
         });
         let i = found.unwrap_or_else(|| {
-            self.list.push((chain.to_string(), Vec::new()));
+            self.list.push((chain, Vec::new()));
             self.list.len() - 1
         });
         self.last = i;
@@ -401,7 +403,7 @@ struct Out {
     /// [`Out::probability`] by `n`.
     probabilities: Vec<Option<f64>>,
     /// `KUBE-MARK-MASQ`, the target half the rules jump to, allocated once.
-    mark_masq: Arc<str>,
+    mark_masq: ChainName,
 }
 
 /// From this many Services on, a sync writes their rules with two threads.
@@ -415,7 +417,7 @@ impl Out {
             nat: Chains::default(),
             scratch: String::new(),
             probabilities: Vec::new(),
-            mark_masq: Arc::from("KUBE-MARK-MASQ"),
+            mark_masq: kube_chain("KUBE-MARK-MASQ"),
         };
         for c in [
             "KUBE-NODEPORTS",
@@ -446,7 +448,7 @@ impl Out {
     }
     /// Declares a nat chain that will hold `rules` rules (room for exactly those: a
     /// Service's chains are a third of a million rules at 10,000 Services).
-    fn nat_chain_for(&mut self, chain: &Arc<str>, rules: usize) {
+    fn nat_chain_for(&mut self, chain: ChainName, rules: usize) {
         self.nat.declare(chain, rules);
     }
     /// `computeProbability`: `1/n` as the `%0.10f` text iptables reads back (the kernel's
@@ -540,9 +542,9 @@ pub(crate) fn dns_label(
 #[derive(Clone, Debug)]
 pub struct IptablesPayload {
     /// The filter table's chains and their rules.
-    pub filter: Vec<(String, Vec<Rule>)>,
+    pub filter: Vec<(ChainName, Vec<Rule>)>,
     /// The nat table's chains and their rules.
-    pub nat: Vec<(String, Vec<Rule>)>,
+    pub nat: Vec<(ChainName, Vec<Rule>)>,
 }
 
 impl IptablesPayload {
@@ -581,7 +583,7 @@ impl IptablesPayload {
     /// with `--noflush` after the payload would: declared chains are added (a built-in one
     /// is listed, so it is declared), rules appended.
     fn append_restore(&mut self, text: &str) -> Result<(), podnet_netfilter::ParseError> {
-        let mut table: Option<&mut Vec<(String, Vec<Rule>)>> = None;
+        let mut table: Option<&mut Vec<(ChainName, Vec<Rule>)>> = None;
         for (i, line) in text.lines().enumerate() {
             let err =
                 |col: usize, msg: String| podnet_netfilter::ParseError { line: i + 1, col, msg };
@@ -608,22 +610,22 @@ impl IptablesPayload {
             };
             // From the end: the chains this input names are the ones it added there (the
             // payload's own hundred thousand come first and are never named here).
-            let position = |chains: &mut Vec<(String, Vec<Rule>)>, name: &str| {
-                chains.iter().rposition(|(n, _)| n == name).unwrap_or_else(|| {
-                    chains.push((name.to_string(), Vec::new()));
+            let position = |chains: &mut Vec<(ChainName, Vec<Rule>)>, name: ChainName| {
+                chains.iter().rposition(|(n, _)| *n == name).unwrap_or_else(|| {
+                    chains.push((name, Vec::new()));
                     chains.len() - 1
                 })
             };
             if let Some(decl) = line.strip_prefix(':') {
                 let name = decl.split_whitespace().next().unwrap_or("");
+                let name = ChainName::new(name).map_err(|e| err(2, e.to_string()))?;
                 position(chains, name);
             } else if let Some(rest) = line.strip_prefix("-A ") {
                 let (chain, args) = rest.split_once(' ').unwrap_or((rest, ""));
-                if !chains.iter().rev().any(|(n, _)| n == chain) {
+                let Some(at) = chains.iter().rposition(|(n, _)| *n == chain) else {
                     return Err(err(4, format!("chain '{chain}' is not declared")));
-                }
+                };
                 let rule = Rule::parse(args).map_err(|e| err(4 + chain.len() + e.col, e.msg))?;
-                let at = position(chains, chain);
                 chains[at].1.push(rule);
             } else {
                 return Err(err(1, format!("unsupported line '{line}' (expected :CHAIN or -A)")));
@@ -745,7 +747,7 @@ fn sync_iptables_rules_with(
     let nodeports_last =
         commented("kubernetes service nodeports; NOTE: this must be the last rule in this chain")
             .matching(local_dst())
-            .jump("KUBE-NODEPORTS")
+            .jump(kube_chain("KUBE-NODEPORTS"))
             .expect("kube-proxy's rule shapes are valid");
     chain_of(&mut nat, "KUBE-SERVICES").push(nodeports_last);
     IptablesPayload { filter, nat }
@@ -776,7 +778,7 @@ fn head(n: &str) -> u128 {
 }
 
 /// A chain with its sort key ([`rank`], [`head`]), so merging compares keys, not names.
-type Keyed = ((u8, u128), String, Vec<Rule>);
+type Keyed = ((u8, u128), ChainName, Vec<Rule>);
 
 /// Restore order for one table's chains (see [`rank`]); the head chains' rules stably by
 /// the Service name in their comment.
@@ -790,8 +792,8 @@ fn ordered(chains: Chains) -> Vec<Keyed> {
     let mut list: Vec<Keyed> = keys
         .iter()
         .map(|k| {
-            let (n, r) = std::mem::take(&mut list[k.2 as usize]);
-            ((k.0, k.1), n, r)
+            let (n, r) = &mut list[k.2 as usize];
+            ((k.0, k.1), *n, std::mem::take(r))
         })
         .collect();
     for (k, _, rules) in &mut list {
@@ -852,11 +854,11 @@ fn merge_by_service(a: Vec<Rule>, b: Vec<Rule>) -> Vec<Rule> {
 }
 
 /// A chain of an ordered list by name (every chain [`Out::new`] declares is there).
-fn chain_of<'a>(list: &'a mut Vec<(String, Vec<Rule>)>, name: &str) -> &'a mut Vec<Rule> {
+fn chain_of<'a>(list: &'a mut Vec<(ChainName, Vec<Rule>)>, name: &str) -> &'a mut Vec<Rule> {
     let at = match list.iter().position(|(n, _)| n == name) {
         Some(i) => i,
         None => {
-            list.push((name.to_string(), Vec::new()));
+            list.push((kube_chain(name), Vec::new()));
             list.len() - 1
         }
     };
@@ -869,7 +871,7 @@ fn service_of(r: &Rule) -> &str {
 }
 
 fn endpoints_for(cfg: &ProxyConfig, port: &ServicePort, slices: &[&EndpointSlice]) -> Vec<Ep> {
-    let mut eps: Vec<Ep> = Vec::new();
+    let mut eps: Vec<Ep> = Vec::with_capacity(slices.iter().map(|sl| sl.endpoints.len()).sum());
     for sl in slices {
         let Some(&(_, _, p)) =
             sl.ports.iter().find(|(n, proto, _)| *n == port.name && *proto == port.protocol)
@@ -884,7 +886,7 @@ fn endpoints_for(cfg: &ProxyConfig, port: &ServicePort, slices: &[&EndpointSlice
                 ip: e.ip,
                 port: p,
                 key: EpKey::new(e.ip, p),
-                sep: Arc::from(""),
+                sep: kube_chain("KUBE-SEP-"),
                 local: e.node_name.as_deref() == Some(cfg.node_name.as_str()),
                 ready: e.ready.unwrap_or(true),
                 serving: e.serving.unwrap_or(true),
@@ -913,7 +915,12 @@ fn service_port(
     let name_comment: Arc<str> = Arc::from(name.as_str());
     let cluster_ip_comment: Arc<str> = Arc::from(format!("{name} cluster IP"));
     let pr = port.protocol;
-    let proto = pr.to_string();
+    let proto: std::borrow::Cow<'static, str> = match pr {
+        Proto::TCP => "tcp".into(),
+        Proto::UDP => "udp".into(),
+        Proto::SCTP => "sctp".into(),
+        other => other.to_string().into(),
+    };
     for e in eps.iter_mut() {
         e.sep = chain_name("KUBE-SEP-", &[&name, &proto, e.key.as_str()]);
     }
@@ -924,15 +931,16 @@ fn service_port(
         chain_name("KUBE-EXT-", &[&name, &proto]),
         chain_name("KUBE-FW-", &[&name, &proto]),
     );
-    // CategorizeEndpoints.
-    let ready: Vec<&Ep> = eps.iter().filter(|e| e.ready).collect();
-    let cluster: Vec<&Ep> = if ready.is_empty() {
+    // CategorizeEndpoints (inline up to 16 endpoints a category: no allocation each).
+    type Picked<'e> = smallvec::SmallVec<[&'e Ep; 16]>;
+    let ready: Picked = eps.iter().filter(|e| e.ready).collect();
+    let cluster: Picked = if ready.is_empty() {
         eps.iter().filter(|e| e.serving && e.terminating).collect()
     } else {
         ready
     };
-    let local_ready: Vec<&Ep> = eps.iter().filter(|e| e.local && e.ready).collect();
-    let local: Vec<&Ep> = if local_ready.is_empty() {
+    let local_ready: Picked = eps.iter().filter(|e| e.local && e.ready).collect();
+    let local: Picked = if local_ready.is_empty() {
         eps.iter().filter(|e| e.local && e.serving && e.terminating).collect()
     } else {
         local_ready
@@ -962,7 +970,7 @@ fn service_port(
         o.nat(
             "KUBE-SERVICES",
             service_match(cluster_ip_comment.clone(), pr, Some(cip), port.port)
-                .jump(internal_chain.clone()),
+                .jump(*internal_chain),
         );
     } else {
         let (t, c) = filter_target(has_internal);
@@ -974,7 +982,7 @@ fn service_port(
             o.nat(
                 "KUBE-SERVICES",
                 service_match(format!("{name} external IP"), pr, Some(ip), port.port)
-                    .jump(ext_chain.clone()),
+                    .jump(ext_chain),
             );
         }
         if !has_external {
@@ -988,8 +996,7 @@ fn service_port(
             let to = if uses_fw { &fw_chain } else { &ext_chain };
             o.nat(
                 "KUBE-SERVICES",
-                service_match(format!("{name} loadbalancer IP"), pr, Some(ip), port.port)
-                    .jump(to.clone()),
+                service_match(format!("{name} loadbalancer IP"), pr, Some(ip), port.port).jump(*to),
             );
         }
         if uses_fw {
@@ -1017,13 +1024,12 @@ fn service_port(
                     "KUBE-NODEPORTS",
                     service_match(name_comment.clone(), pr, Some(localhost), port.node_port)
                         .matching(Match::Nfacct("localhost_nps_accepted_pkts".into()))
-                        .jump(ext_chain.clone()),
+                        .jump(ext_chain),
                 );
             }
             o.nat(
                 "KUBE-NODEPORTS",
-                service_match(name_comment.clone(), pr, None, port.node_port)
-                    .jump(ext_chain.clone()),
+                service_match(name_comment.clone(), pr, None, port.node_port).jump(ext_chain),
             );
         }
         if !has_external {
@@ -1057,23 +1063,23 @@ fn service_port(
     // Rules per endpoint in a policy chain: the jump, and the affinity check.
     let per_ep = 1 + usize::from(svc.affinity_timeout.is_some());
     if uses_cluster_chain {
-        o.nat_chain_for(&svc_chain, 1 + cluster.len() * per_ep);
+        o.nat_chain_for(svc_chain, 1 + cluster.len() * per_ep);
     }
     if uses_local_chain {
-        o.nat_chain_for(&svl_chain, 1 + local.len() * per_ep);
+        o.nat_chain_for(svl_chain, 1 + local.len() * per_ep);
     }
     if uses_ext_chain {
-        o.nat_chain_for(&ext_chain, 4);
+        o.nat_chain_for(ext_chain, 4);
     }
     if uses_fw {
-        o.nat_chain_for(&fw_chain, svc.lb_source_ranges.len() + svc.lb_ips.len() + 1);
+        o.nat_chain_for(fw_chain, svc.lb_source_ranges.len() + svc.lb_ips.len() + 1);
     }
     if has_internal {
         let mut masq = service_match(cluster_ip_comment.clone(), pr, Some(cip), port.port);
         if cfg.masquerade_all {
-            o.nat(internal_chain, masq.jump(o.mark_masq.clone()));
+            o.nat(internal_chain, masq.jump(o.mark_masq));
         } else if let Some(pc) = cfg.local_cidr {
-            o.nat(internal_chain, masq.src(pc, true).jump(o.mark_masq.clone()));
+            o.nat(internal_chain, masq.src(pc, true).jump(o.mark_masq));
         }
     }
     if uses_ext_chain {
@@ -1081,7 +1087,7 @@ fn service_port(
             o.nat(
                 &ext_chain,
                 commented(format!("masquerade traffic for {name} external destinations"))
-                    .jump(o.mark_masq.clone()),
+                    .jump(o.mark_masq),
             );
         } else {
             if let Some(pc) = cfg.local_cidr {
@@ -1089,31 +1095,31 @@ fn service_port(
                     &ext_chain,
                     commented(format!("pod traffic for {name} external destinations"))
                         .src(pc, false)
-                        .jump(svc_chain.clone()),
+                        .jump(svc_chain),
                 );
             }
             o.nat(
                 &ext_chain,
                 commented(format!("masquerade LOCAL traffic for {name} external destinations"))
                     .matching(local_src())
-                    .jump(o.mark_masq.clone()),
+                    .jump(o.mark_masq),
             );
             o.nat(
                 &ext_chain,
                 commented(format!("route LOCAL traffic for {name} external destinations"))
                     .matching(local_src())
-                    .jump(svc_chain.clone()),
+                    .jump(svc_chain),
             );
         }
         if has_external {
-            o.nat(&ext_chain, RuleBuilder::new().jump(external_chain.clone()));
+            o.nat(&ext_chain, RuleBuilder::new().jump(*external_chain));
         }
     }
     if uses_fw {
         for r in &svc.lb_source_ranges {
             o.nat(
                 &fw_chain,
-                commented(format!("{name} loadbalancer IP")).src(*r, false).jump(ext_chain.clone()),
+                commented(format!("{name} loadbalancer IP")).src(*r, false).jump(ext_chain),
             );
         }
         if svc.lb_source_ranges.iter().any(|r| cfg.node_ips.iter().any(|ip| r.contains(*ip))) {
@@ -1122,7 +1128,7 @@ fn service_port(
                     &fw_chain,
                     commented(format!("{name} loadbalancer IP"))
                         .src(host(*ip), false)
-                        .jump(ext_chain.clone()),
+                        .jump(ext_chain),
                 );
             }
         }
@@ -1153,7 +1159,7 @@ fn service_port(
                     chain,
                     commented(c.clone())
                         .matching(recent(&e.sep, RecentCmd::Rcheck, Some(t)))
-                        .jump(e.sep.clone()),
+                        .jump(e.sep),
                 );
             }
         }
@@ -1163,7 +1169,7 @@ fn service_port(
             if i + 1 < n {
                 b.matching(Match::random(o.probability(n - i), false));
             }
-            o.nat(chain, b.jump(e.sep.clone()));
+            o.nat(chain, b.jump(e.sep));
         }
     };
     if uses_cluster_chain {
@@ -1185,9 +1191,9 @@ fn service_port(
         }
     }
     for e in used {
-        o.nat_chain_for(&e.sep, 2);
+        o.nat_chain_for(e.sep, 2);
         let c = &*e.sep;
-        let masq = commented(name_comment.clone()).src(host(e.ip), false).jump(o.mark_masq.clone());
+        let masq = commented(name_comment.clone()).src(host(e.ip), false).jump(o.mark_masq);
         o.nat(c, masq);
         let mut b = commented(name_comment.clone());
         if svc.affinity_timeout.is_some() {
@@ -2141,8 +2147,10 @@ mod tests {
                 localhost_nodeports: false,
             };
             let p = Out::new(&cfg).probability(n as usize);
-            let r =
-                RuleBuilder::new().matching(Match::random(p, false)).jump("KUBE-SEP-X").unwrap();
+            let r = RuleBuilder::new()
+                .matching(Match::random(p, false))
+                .jump(kube_chain("KUBE-SEP-X"))
+                .unwrap();
             assert_eq!(
                 r.restore_text(),
                 format!("-m statistic --mode random --probability {want} -j KUBE-SEP-X")

@@ -153,7 +153,7 @@ fn assert_same(built: &Ruleset, parsed: &Ruleset) {
     for t in [TableName::Filter, TableName::Nat] {
         let (b, p) = (built.table(t), parsed.table(t));
         let names = |x: &podnet::netfilter::table::Table| -> Vec<String> {
-            x.chains.keys().cloned().collect()
+            x.chains.keys().map(|k| k.to_string()).collect()
         };
         assert_eq!(names(b), names(p), "{t}: chains");
         for (name, chain) in &b.chains {

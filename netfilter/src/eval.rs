@@ -411,7 +411,7 @@ fn eval_from(
                         let p = if policy == Policy::Drop { "DROP" } else { "ACCEPT" };
                         h.push(RuleHit {
                             table: tname,
-                            chain: name.clone(),
+                            chain: name.to_string(),
                             rule_num: 0,
                             rule: format!(":{name} {p}"),
                             comment: None,
@@ -437,7 +437,7 @@ fn eval_from(
         if let Some(h) = st.hits.as_deref_mut() {
             h.push(RuleHit {
                 table: tname,
-                chain: name.clone(),
+                chain: name.to_string(),
                 rule_num: i + 1,
                 rule: rule.restore_text().into_owned(),
                 comment: rule.comment().map(str::to_string),

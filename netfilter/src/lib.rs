@@ -41,5 +41,5 @@ pub use counters::{Counters, TableCounters};
 pub use eval::{Rng, RuleHit, Verdict};
 pub use hook::{DropCause, HookEnv, HookReport, HookVerdict, NatApplied, NatList, Netfilter, Skb};
 pub use packet::{Manip, PacketInfo, Proto, Tuple};
-pub use rule::{Match, Rule, RuleBuilder, Spelling, Target};
+pub use rule::{ChainName, Match, Rule, RuleBuilder, Spelling, Target};
 pub use table::{Hook, ParseError, Ruleset, TableName};

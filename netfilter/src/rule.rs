@@ -402,10 +402,10 @@ pub enum Target {
     Drop,
     /// `-j RETURN`.
     Return,
-    /// `-j CHAIN` (shared: many rules jump to one chain).
-    Jump(Arc<str>),
+    /// `-j CHAIN`.
+    Jump(ChainName),
     /// `-g CHAIN`.
-    Goto(Arc<str>),
+    Goto(ChainName),
     /// `-j REJECT`.
     Reject(RejectWith),
     /// `-j DNAT --to-destination`.
@@ -427,6 +427,131 @@ pub enum Target {
     Trace,
     /// `-j NOTRACK` or `-j CT --notrack`.
     Notrack,
+}
+
+/// A chain name, held inline: iptables takes 1 to 28 characters (`XT_EXTENSION_MAXNAMELEN`
+/// less its NUL), so a name is a 29-byte value that copies without allocating. Jump targets
+/// and a table's chains are keyed by it; it hashes, compares and sorts as its text does, so
+/// tables are looked up by `&str` too.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ChainName {
+    len: u8,
+    bytes: [u8; ChainName::MAX],
+}
+
+/// Why a text is not a chain name.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("bad chain name '{0}' (1 to 28 characters)")]
+pub struct ChainNameError(pub String);
+
+impl ChainName {
+    /// The longest name iptables takes.
+    pub const MAX: usize = 28;
+
+    /// `name`, if it is 1 to 28 bytes long.
+    pub fn new(name: &str) -> Result<ChainName, ChainNameError> {
+        ChainName::concat(&[name])
+    }
+
+    /// The concatenation of `parts` (`KUBE-SEP-` and a hash), without an intermediate
+    /// string.
+    pub fn concat(parts: &[&str]) -> Result<ChainName, ChainNameError> {
+        let mut c = ChainName { len: 0, bytes: [0; ChainName::MAX] };
+        for p in parts {
+            let at = usize::from(c.len);
+            let Some(dst) = c.bytes.get_mut(at..at + p.len()) else {
+                return Err(ChainNameError(parts.concat()));
+            };
+            dst.copy_from_slice(p.as_bytes());
+            c.len += p.len() as u8;
+        }
+        if c.len == 0 {
+            return Err(ChainNameError(String::new()));
+        }
+        Ok(c)
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        // Only ever filled from whole `&str`s: always valid UTF-8.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+
+    /// The name's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl std::ops::Deref for ChainName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::borrow::Borrow<str> for ChainName {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+/// Hashes as its text does (`str`'s `Hash`), so maps keyed by names find `&str` keys.
+impl std::hash::Hash for ChainName {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write(self.as_bytes());
+        h.write_u8(0xff);
+    }
+}
+
+impl PartialOrd for ChainName {
+    fn partial_cmp(&self, other: &ChainName) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Sorts as its text does.
+impl Ord for ChainName {
+    fn cmp(&self, other: &ChainName) -> std::cmp::Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
+impl PartialEq<str> for ChainName {
+    fn eq(&self, other: &str) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for ChainName {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl fmt::Display for ChainName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for ChainName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl TryFrom<&str> for ChainName {
+    type Error = ChainNameError;
+    fn try_from(name: &str) -> Result<ChainName, ChainNameError> {
+        ChainName::new(name)
+    }
+}
+
+impl serde::Serialize for ChainName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 /// A parsed rule.
@@ -750,8 +875,8 @@ impl RuleBuilder {
 
     /// `-j CHAIN`; finishes the rule.
     #[inline]
-    pub fn jump(&mut self, chain: impl Into<Arc<str>>) -> Result<Rule, RuleError> {
-        self.target(Target::Jump(chain.into()))
+    pub fn jump(&mut self, chain: ChainName) -> Result<Rule, RuleError> {
+        self.target(Target::Jump(chain))
     }
 
     /// The target; finishes the rule.
@@ -1904,7 +2029,9 @@ fn parse_target(t: &Tok<'_>, opts: &[&Tok<'_>], goto: bool) -> Result<Target, Ru
     };
     if goto {
         known(&[])?;
-        return Ok(Target::Goto(Arc::from(&*t.s)));
+        return ChainName::new(&t.s)
+            .map(Target::Goto)
+            .map_err(|e| RuleError { col: t.col, msg: format!("-g: {e}") });
     }
     Ok(match &*t.s {
         "ACCEPT" | "DROP" | "RETURN" | "TRACE" | "NOTRACK" => {
@@ -1997,7 +2124,10 @@ fn parse_target(t: &Tok<'_>, opts: &[&Tok<'_>], goto: bool) -> Result<Target, Ru
             if name.starts_with('-') || name.is_empty() {
                 return err(t.col, format!("bad target '{name}'"));
             }
-            Target::Jump(Arc::from(name))
+            Target::Jump(ChainName::new(name).map_err(|e| RuleError {
+                col: t.col,
+                msg: format!("-j: {e} (or a target podnet models)"),
+            })?)
         }
     })
 }
@@ -2149,7 +2279,7 @@ mod tests {
                     .dst(ip("172.30.0.41"), false)
                     .options()
                     .src(ip("10.0.0.0/8"), true)
-                    .jump("KUBE-MARK-MASQ")
+                    .jump(ChainName::new("KUBE-MARK-MASQ").unwrap())
                     .unwrap(),
                 r#"-m comment --comment "ns1/svc1:p80 cluster IP" -m tcp -p tcp -d 172.30.0.41 --dport 80 ! -s 10.0.0.0/8 -j KUBE-MARK-MASQ"#,
             ),
@@ -2157,7 +2287,7 @@ mod tests {
                 RuleBuilder::new()
                     .comment("ns1/svc1:p80")
                     .matching(Match::random(0.5, false))
-                    .jump("KUBE-SEP-X")
+                    .jump(ChainName::new("KUBE-SEP-X").unwrap())
                     .unwrap(),
                 "-m comment --comment ns1/svc1:p80 -m statistic --mode random --probability 0.5000000000 -j KUBE-SEP-X",
             ),
@@ -2204,7 +2334,7 @@ mod tests {
     fn a_built_rule_is_checked_like_a_parsed_one() {
         let err = RuleBuilder::new()
             .matching(Match::Ports { proto: Proto::TCP, sport: None, dport: None, tcp_flags: None })
-            .jump("X")
+            .jump(ChainName::new("X").unwrap())
             .unwrap_err();
         assert!(err.msg.contains("-m tcp needs -p tcp"), "{err}");
         let err = RuleBuilder::new().comment("").build().unwrap_err();
@@ -2217,7 +2347,7 @@ mod tests {
         for i in 0..20 {
             b.comment(format!("c{i}"));
         }
-        let rule = b.jump("X").unwrap();
+        let rule = b.jump(ChainName::new("X").unwrap()).unwrap();
         assert!(matches!(rule.spelling, Spelling::Text(_)));
         assert_eq!(rule.restore_text(), rule.kernel_form());
         assert_eq!(meaning(&Rule::parse(&rule.restore_text()).unwrap()), meaning(&rule));

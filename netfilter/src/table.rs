@@ -13,7 +13,7 @@ use std::fmt::{self, Write};
 use indexmap::IndexMap;
 
 use crate::counters::Counters;
-use crate::rule::{Rule, RuleError, Target};
+use crate::rule::{ChainName, Rule, RuleError, Target};
 
 /// A netfilter hook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -146,15 +146,8 @@ impl Chain {
 
 /// A chain name as iptables takes it: 1 to 28 characters (`XT_EXTENSION_MAXNAMELEN` less
 /// the terminator).
-fn check_chain_name(name: &str, line: usize, col: usize) -> Result<(), ParseError> {
-    if name.is_empty() || name.len() > 28 {
-        return Err(ParseError {
-            line,
-            col,
-            msg: format!("bad chain name '{name}' (1 to 28 characters)"),
-        });
-    }
-    Ok(())
+fn check_chain_name(name: &str, line: usize, col: usize) -> Result<ChainName, ParseError> {
+    ChainName::new(name).map_err(|e| ParseError { line, col, msg: e.to_string() })
 }
 
 /// From this many chains on, [`Table::link`] resolves jumps with two threads.
@@ -166,7 +159,7 @@ pub struct Table {
     /// Which table.
     pub name: TableName,
     /// Chains by name: built-in chains first, then user chains in creation order.
-    pub chains: IndexMap<String, Chain, crate::eval::FastBuild>,
+    pub chains: IndexMap<ChainName, Chain, crate::eval::FastBuild>,
     /// For every rule of every chain, in chain order (a chain's first at its `jumps_at`):
     /// the index of the chain it jumps or goes to, or [`NO_JUMP`]. One vector for the table,
     /// filled by [`Table::link`].
@@ -201,7 +194,8 @@ impl Table {
     pub fn new(name: TableName) -> Table {
         let mut chains = IndexMap::default();
         for h in name.builtin_chains() {
-            chains.insert(h.chain_name().to_string(), Chain::new(Some(Policy::Accept)));
+            let name = ChainName::new(h.chain_name()).expect("built-in chain names fit");
+            chains.insert(name, Chain::new(Some(Policy::Accept)));
         }
         Table {
             name,
@@ -265,23 +259,23 @@ impl Table {
         let rules = self.chains[range.clone()].values().map(|c| c.rules.len()).sum();
         let mut all = Vec::with_capacity(rules);
         let mut states = Vec::with_capacity(rules);
-        // Rules share their target's name (`Arc<str>`): the one looked up last is reused
-        // without hashing it again (half a kube-proxy payload jumps to KUBE-MARK-MASQ).
-        let mut last: Option<(*const u8, u32)> = None;
+        // The target looked up last is reused without hashing it again (half a kube-proxy
+        // payload jumps to KUBE-MARK-MASQ).
+        let mut last: Option<(ChainName, u32)> = None;
         for (cname, chain) in &self.chains[range] {
             for r in &chain.rules {
                 states.push(crate::eval::states_of(r));
                 all.push(match &r.target {
                     Target::Jump(t) | Target::Goto(t) => match last {
-                        Some((p, i)) if std::ptr::eq(p, t.as_ptr()) => i,
+                        Some((n, i)) if n == *t => i,
                         _ => {
-                            let i = self.chains.get_index_of(&**t).ok_or_else(|| {
+                            let i = self.chains.get_index_of(t).ok_or_else(|| {
                                 format!(
                                     "chain {cname} jumps to '{t}', which is neither a target nor a chain in table {}",
                                     self.name
                                 )
                             })? as u32;
-                            last = Some((t.as_ptr(), i));
+                            last = Some((*t, i));
                             i
                         }
                     },
@@ -372,15 +366,12 @@ impl Ruleset {
     pub fn load(
         &mut self,
         t: TableName,
-        chains: impl IntoIterator<Item = (String, Vec<Rule>)>,
+        chains: impl IntoIterator<Item = (ChainName, Vec<Rule>)>,
     ) -> Result<(), String> {
         let mut table = Table::new(t);
         let chains = chains.into_iter();
         table.chains.reserve(chains.size_hint().0);
         for (name, rules) in chains {
-            if name.is_empty() || name.len() > 28 {
-                return Err(format!("bad chain name '{name}' (1 to 28 characters)"));
-            }
             let chain = table.chains.entry(name).or_insert_with(|| Chain::new(None));
             chain.declared = true;
             chain.rules = rules;
@@ -470,7 +461,7 @@ impl Ruleset {
     fn declare(table: &mut Table, decl: &str, ln: usize, col: usize) -> Result<(), ParseError> {
         let mut parts = decl.split_whitespace();
         let name = parts.next().unwrap_or("");
-        check_chain_name(name, ln, col + 1)?;
+        let key = check_chain_name(name, ln, col + 1)?;
         let policy = parts.next().unwrap_or("-");
         let builtin = table.is_builtin(name);
         let policy = match (policy, builtin) {
@@ -492,7 +483,7 @@ impl Ruleset {
                 });
             }
         };
-        let chain = table.chains.entry(name.to_string()).or_insert_with(|| Chain::new(policy));
+        let chain = table.chains.entry(key).or_insert_with(|| Chain::new(policy));
         chain.rules.clear();
         chain.policy = policy;
         chain.declared = true;
@@ -554,7 +545,7 @@ impl Ruleset {
                 if chain.is_empty() {
                     return Err(missing("a chain name"));
                 }
-                check_chain_name(chain, ln, rest_col)?;
+                let key = check_chain_name(chain, ln, rest_col)?;
                 if !args_trim.is_empty() {
                     return Err(ParseError {
                         line: ln,
@@ -562,7 +553,7 @@ impl Ruleset {
                         msg: format!("-N takes only a chain name, not '{args_trim}'"),
                     });
                 }
-                table.chains.entry(chain.to_string()).or_insert_with(|| Chain::new(None));
+                table.chains.entry(key).or_insert_with(|| Chain::new(None));
             }
             "-F" | "--flush" => {
                 if chain.is_empty() {
@@ -575,9 +566,9 @@ impl Ruleset {
             }
             "-X" | "--delete-chain" => {
                 if chain.is_empty() {
-                    let builtin: Vec<String> =
-                        t.builtin_chains().iter().map(|h| h.chain_name().to_string()).collect();
-                    table.chains.retain(|k, _| builtin.contains(k));
+                    table.chains.retain(|k, _| {
+                        t.builtin_chains().iter().any(|h| h.chain_name() == k.as_str())
+                    });
                 } else {
                     if table.is_builtin(chain) {
                         return Err(ParseError {
@@ -609,7 +600,7 @@ impl Ruleset {
         let mut order = self.order.clone();
         order.extend(TableName::SAVE_ORDER.iter().filter(|t| !self.order.contains(t)));
         for t in order.iter().map(|t| self.table(*t)) {
-            let user_or_declared: Vec<(&String, &Chain)> = t
+            let user_or_declared: Vec<(&ChainName, &Chain)> = t
                 .chains
                 .iter()
                 .filter(|(n, c)| c.declared || !t.is_builtin(n) || !c.rules.is_empty())
@@ -663,7 +654,7 @@ impl Ruleset {
         for t in tables.iter().map(|t| self.table(*t)) {
             let extra = extra.map(|c| c.table(t.name));
             let _ = writeln!(out, "*{}", t.name);
-            let mut order: Vec<&String> = Vec::new();
+            let mut order: Vec<&ChainName> = Vec::new();
             for h in t.name.builtin_chains() {
                 let name = h.chain_name();
                 if let Some((ci, k, c)) = t.chains.get_full(name) {
@@ -673,7 +664,7 @@ impl Ruleset {
                     order.push(k);
                 }
             }
-            let mut user: Vec<&String> = t.chains.keys().filter(|k| !t.is_builtin(k)).collect();
+            let mut user: Vec<&ChainName> = t.chains.keys().filter(|k| !t.is_builtin(k)).collect();
             user.sort();
             for name in &user {
                 let _ = writeln!(out, ":{name} - [0:0]");
@@ -729,7 +720,7 @@ pub fn drift(expected: &Ruleset, actual: &Ruleset) -> String {
     for t in TableName::SAVE_ORDER {
         let (e, a) = (expected.table(t), actual.table(t));
         let mut lines: Vec<String> = Vec::new();
-        let mut names: Vec<&String> = e.chains.keys().collect();
+        let mut names: Vec<&ChainName> = e.chains.keys().collect();
         names.extend(a.chains.keys().filter(|k| !e.chains.contains_key(*k)));
         for name in names {
             let rules = |c: Option<&Chain>| -> Vec<String> {
@@ -793,9 +784,15 @@ mod tests {
             .load(
                 TableName::Nat,
                 vec![
-                    ("PREROUTING".to_string(), vec![rule("-j KUBE-SERVICES")]),
-                    ("KUBE-SERVICES".to_string(), vec![rule("-d 10.96.0.10 -j KUBE-SVC-A")]),
-                    ("KUBE-SVC-A".to_string(), vec![rule("-j DNAT --to-destination 10.244.1.2")]),
+                    (ChainName::new("PREROUTING").unwrap(), vec![rule("-j KUBE-SERVICES")]),
+                    (
+                        ChainName::new("KUBE-SERVICES").unwrap(),
+                        vec![rule("-d 10.96.0.10 -j KUBE-SVC-A")],
+                    ),
+                    (
+                        ChainName::new("KUBE-SVC-A").unwrap(),
+                        vec![rule("-j DNAT --to-destination 10.244.1.2")],
+                    ),
                 ],
             )
             .unwrap();
@@ -818,13 +815,16 @@ mod tests {
         rs.restore("*nat\n:KEEP - [0:0]\nCOMMIT\n", false).unwrap();
         let before = rs.clone();
         let err = rs
-            .load(TableName::Nat, vec![("A".to_string(), vec![Rule::parse("-j NOPE").unwrap()])])
+            .load(
+                TableName::Nat,
+                vec![(ChainName::new("A").unwrap(), vec![Rule::parse("-j NOPE").unwrap()])],
+            )
             .unwrap_err();
         assert!(err.contains("jumps to 'NOPE'"), "{err}");
         assert_eq!(rs, before);
-        let err = rs.load(TableName::Nat, vec![("X".repeat(29), Vec::new())]).unwrap_err();
+        let err = ChainName::new(&"X".repeat(29)).unwrap_err().to_string();
         assert!(err.contains("1 to 28 characters"), "{err}");
-        assert_eq!(rs, before);
+        assert!(ChainName::new("").is_err() && ChainName::new(&"X".repeat(28)).is_ok());
     }
 
     #[test]
