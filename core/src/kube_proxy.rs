@@ -354,19 +354,36 @@ struct Chains {
     recent: usize,
 }
 
+/// A chain rules are written to: one of kube-proxy's fixed names or a Service port's own.
+trait ChainArg {
+    fn chain(self) -> ChainName;
+}
+
+impl ChainArg for &str {
+    fn chain(self) -> ChainName {
+        kube_chain(self)
+    }
+}
+
+impl ChainArg for &ChainName {
+    fn chain(self) -> ChainName {
+        *self
+    }
+}
+
 impl Chains {
-    fn entry(&mut self, chain: &str) -> &mut Vec<Rule> {
+    fn entry(&mut self, chain: impl ChainArg) -> &mut Vec<Rule> {
+        let chain = chain.chain();
         if self.list.get(self.last).is_some_and(|(n, _)| *n == chain) {
             return &mut self.list[self.last].1;
         }
-        let i = match self.index.get(chain) {
+        let i = match self.index.get(&chain) {
             Some(&i) => i,
             None => match self.list[self.recent..].iter().position(|(n, _)| *n == chain) {
                 Some(k) => self.recent + k,
                 None => {
-                    let name = kube_chain(chain);
-                    self.index.insert(name, self.list.len());
-                    self.list.push((name, Vec::new()));
+                    self.index.insert(chain, self.list.len());
+                    self.list.push((chain, Vec::new()));
                     self.list.len() - 1
                 }
             },
@@ -437,10 +454,10 @@ impl Out {
         o
     }
 
-    fn filter(&mut self, chain: &str, rule: Result<Rule, RuleError>) {
+    fn filter(&mut self, chain: impl ChainArg, rule: Result<Rule, RuleError>) {
         self.filter.entry(chain).push(rule.expect("kube-proxy's rule shapes are valid"));
     }
-    fn nat(&mut self, chain: &str, rule: Result<Rule, RuleError>) {
+    fn nat(&mut self, chain: impl ChainArg, rule: Result<Rule, RuleError>) {
         self.nat.entry(chain).push(rule.expect("kube-proxy's rule shapes are valid"));
     }
     fn nat_chain(&mut self, chain: &str) {
@@ -660,8 +677,11 @@ fn sync_iptables_rules_with(
     let mut svcs: Vec<&Service> = services.iter().collect();
     svcs.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     // Slices by Service (the endpointslice cache), so each Service port looks up its own.
-    let mut by_svc: std::collections::HashMap<(&str, &str), Vec<&EndpointSlice>> =
-        std::collections::HashMap::new();
+    let mut by_svc: std::collections::HashMap<
+        (&str, &str),
+        Vec<&EndpointSlice>,
+        podnet_netfilter::eval::FastBuild,
+    > = std::collections::HashMap::with_capacity_and_hasher(slices.len(), Default::default());
     for sl in slices {
         by_svc.entry((sl.namespace.as_str(), sl.service.as_str())).or_default().push(sl);
     }
@@ -754,23 +774,23 @@ fn sync_iptables_rules_with(
 }
 
 /// `sortIPTablesRules`'s chain order: the two head chains first, then by name.
-fn rank(n: &str) -> u8 {
+fn rank(n: &[u8]) -> u8 {
     match n {
-        "KUBE-NODEPORTS" => 0,
-        "KUBE-SERVICES" => 1,
+        b"KUBE-NODEPORTS" => 0,
+        b"KUBE-SERVICES" => 1,
         _ => 2,
     }
 }
 
 /// A chain name's first 16 bytes as one number: chain names differ early (`KUBE-SEP-` and
 /// 7 hash characters), so most comparisons end here.
-fn head(n: &str) -> u128 {
-    match n.as_bytes().first_chunk::<16>() {
+fn head(n: &[u8]) -> u128 {
+    match n.first_chunk::<16>() {
         Some(b) => u128::from_be_bytes(*b),
         None => {
             let mut b = [0u8; 16];
-            for (d, s) in b.iter_mut().zip(n.bytes()) {
-                *d = s;
+            for (d, s) in b.iter_mut().zip(n) {
+                *d = *s;
             }
             u128::from_be_bytes(b)
         }
@@ -784,8 +804,11 @@ type Keyed = ((u8, u128), ChainName, Vec<Rule>);
 /// the Service name in their comment.
 fn ordered(chains: Chains) -> Vec<Keyed> {
     let mut list = chains.list;
-    let mut keys: Vec<(u8, u128, u32)> =
-        list.iter().enumerate().map(|(i, (n, _))| (rank(n), head(n), i as u32)).collect();
+    let mut keys: Vec<(u8, u128, u32)> = list
+        .iter()
+        .enumerate()
+        .map(|(i, (n, _))| (rank(n.as_bytes()), head(n.as_bytes()), i as u32))
+        .collect();
     keys.sort_unstable_by(|a, b| {
         (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| list[a.2 as usize].0.cmp(&list[b.2 as usize].0))
     });
@@ -1150,7 +1173,7 @@ fn service_port(
             invert: false,
         }))
     };
-    let write_policy = |chain: &str, list: &[&Ep], o: &mut Out| {
+    let write_policy = |chain: &ChainName, list: &[&Ep], o: &mut Out| {
         let comments: Vec<Arc<str>> =
             list.iter().map(|e| o.text(format_args!("{name} -> {}", e.key.as_str()))).collect();
         if let Some(t) = svc.affinity_timeout {
@@ -1192,7 +1215,7 @@ fn service_port(
     }
     for e in used {
         o.nat_chain_for(e.sep, 2);
-        let c = &*e.sep;
+        let c = &e.sep;
         let masq = commented(name_comment.clone()).src(host(e.ip), false).jump(o.mark_masq);
         o.nat(c, masq);
         let mut b = commented(name_comment.clone());
