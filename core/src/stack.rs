@@ -178,6 +178,8 @@ pub(crate) struct Stack {
     pub(crate) health: BTreeMap<u16, Vec<u8>>,
     /// Client ports of finished TCP connections still in TIME_WAIT, and until when.
     timewait: Vec<(u16, Instant)>,
+    /// Where the UDP echo servers read a datagram before sending it back.
+    udp_scratch: Vec<u8>,
 }
 
 /// How long smoltcp keeps a socket in TIME_WAIT (its `CLOSE_DELAY`).
@@ -251,6 +253,7 @@ impl Stack {
             l7: None,
             health: BTreeMap::new(),
             timewait: Vec::new(),
+            udp_scratch: Vec::new(),
         }
     }
 
@@ -289,6 +292,7 @@ impl Stack {
             l7: None,
             health: BTreeMap::new(),
             timewait: Vec::new(),
+            udp_scratch: Vec::new(),
         }
     }
 
@@ -685,7 +689,6 @@ impl Stack {
 
     fn run_apps(&mut self, now: Instant) {
         self.run_l7();
-        let name = self.name.clone();
         for i in 0..self.tcp_servers.len() {
             let (side, handle, port) =
                 (self.tcp_servers[i].side, self.tcp_servers[i].handle, self.tcp_servers[i].port);
@@ -707,7 +710,7 @@ impl Stack {
                     }
                 } else if looks_like_http(&srv.buf) {
                     if srv.buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        let resp = http_response(&srv.buf, &name);
+                        let resp = http_response(&srv.buf, &self.name);
                         let _ = s.send_slice(&resp);
                         srv.buf.clear();
                         s.close();
@@ -728,11 +731,15 @@ impl Stack {
         for srv in &self.udp_servers {
             let iface = pick(&mut self.main, &mut self.lo, srv.side);
             let s = iface.sockets.get_mut::<udp::Socket>(srv.handle);
-            while let Ok((data, meta)) = s.recv() {
-                let data = data.to_vec();
+            // Echoed through a buffer the stack keeps, as large as the socket's receive
+            // buffer (so no datagram is cut short).
+            if self.udp_scratch.len() < s.payload_recv_capacity() {
+                self.udp_scratch.resize(s.payload_recv_capacity(), 0);
+            }
+            while let Ok((n, meta)) = s.recv_slice(&mut self.udp_scratch) {
                 let mut out = udp::UdpMetadata::from(meta.endpoint);
                 out.local_address = meta.local_address;
-                let _ = s.send_slice(&data, out);
+                let _ = s.send_slice(&self.udp_scratch[..n], out);
             }
         }
         let _ = now;
