@@ -1978,7 +1978,8 @@ impl<'a> Parser<'a> {
 }
 
 /// What a complete rule needs of a match: `-m tcp` needs `-p tcp`, a comment its text, a
-/// set its name, `--mode nth` its `--every`.
+/// set its name, `--mode nth` its `--every`, `-m nfacct` its `--nfacct-name` (iptables
+/// refuses it without one).
 fn check_match(m: &Match, proto: &Option<Neg<Proto>>) -> Result<(), String> {
     match m {
         Match::Ports { proto: p, .. } => {
@@ -1992,6 +1993,9 @@ fn check_match(m: &Match, proto: &Option<Neg<Proto>>) -> Result<(), String> {
             return Err("-m set needs --match-set".into());
         }
         Match::Nth { every: 0, .. } => return Err("--mode nth needs --every N".into()),
+        Match::Nfacct(n) if n.is_empty() => {
+            return Err("-m nfacct needs --nfacct-name NAME".into());
+        }
         _ => {}
     }
     Ok(())
@@ -2328,6 +2332,18 @@ mod tests {
             assert_eq!(meaning(&rule), meaning(&parsed), "{text}");
             assert_eq!(rule.kernel_form(), parsed.kernel_form());
         }
+    }
+
+    #[test]
+    fn nfacct_needs_a_name_as_iptables_does() {
+        // Found by fuzzing: accepted without one, the kernel form printed an empty
+        // `--nfacct-name` that restore then refused.
+        for text in ["-m nfacct -j ACCEPT", "-m nfacct --nfacct-name \"\" -j ACCEPT"] {
+            let err = Rule::parse(text).unwrap_err();
+            assert!(err.msg.contains("-m nfacct needs --nfacct-name"), "{text}: {err}");
+        }
+        let r = Rule::parse("-m nfacct --nfacct-name pkts -j ACCEPT").unwrap();
+        assert_eq!(Rule::parse(&r.kernel_form()).unwrap().kernel_form(), r.kernel_form());
     }
 
     #[test]
