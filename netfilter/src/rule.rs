@@ -142,7 +142,9 @@ pub enum SetFlag {
 }
 
 /// The running counter of `-m statistic --mode nth` (an atomic so rule sets can be shared
-/// between threads; each namespace's copy counts on its own).
+/// between threads). It lives in the rule: namespaces that share one copy of the rules (see
+/// [`crate::counters`]) share this counter too, where each kernel would count on its own.
+/// kube-proxy writes no nth rules; a namespace restored on its own has its own copy.
 #[derive(Debug, Default)]
 pub struct NthCount(std::sync::atomic::AtomicU32);
 
