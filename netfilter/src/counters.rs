@@ -41,6 +41,12 @@ pub struct TableCounters {
     policies: [(u64, u64); MAX_BUILTIN],
     /// Whether anything was counted since the last fold.
     dirty: bool,
+    /// `-m statistic --mode nth` running counts, by rule position and the match's place
+    /// among the rule's nth matches (the rule holds where a namespace's count starts).
+    nth: Vec<((usize, u8), u32)>,
+    /// The position of the rule being matched during a chain walk, and how many of its nth
+    /// matches were looked at so far.
+    at: Option<(usize, u8)>,
 }
 
 impl TableCounters {
@@ -60,6 +66,31 @@ impl TableCounters {
         self.rules = vec![(0, 0); table.rule_count()];
         self.policies = [(0, 0); MAX_BUILTIN];
         self.dirty = false;
+        self.nth.clear();
+    }
+
+    /// This namespace's `--mode nth` count of the rule being matched, starting at `start`
+    /// (the rule's own count) the first time; `None` outside a chain walk.
+    pub(crate) fn nth_slot(&mut self, start: u32) -> Option<&mut u32> {
+        let at = self.at?;
+        // The rule's matches run in order and stop at the first miss, so the n-th nth match
+        // reached is always the same match.
+        self.at = Some((at.0, at.1.saturating_add(1)));
+        self.dirty = true;
+        let k = match self.nth.iter().position(|(p, _)| *p == at) {
+            Some(k) => k,
+            None => {
+                self.nth.push((at, start));
+                self.nth.len() - 1
+            }
+        };
+        Some(&mut self.nth[k].1)
+    }
+
+    /// Starts (`Some(pos)`) or ends (`None`) matching the rule at `pos` in a chain walk.
+    #[inline]
+    pub(crate) fn matching(&mut self, pos: Option<usize>) {
+        self.at = pos.map(|p| (p, 0));
     }
 
     /// Counts a packet of `len` bytes for the rule at `pos` (its chain's first rule position
@@ -118,9 +149,20 @@ impl TableCounters {
                     r.counters.0 += c.0;
                     r.counters.1 += c.1;
                 }
+                let nth = r.matches.iter().filter_map(|m| match m {
+                    crate::rule::Match::Nth { count, .. } => Some(count),
+                    _ => None,
+                });
+                for (k, count) in nth.enumerate() {
+                    let key = (at + i, u8::try_from(k).unwrap_or(u8::MAX));
+                    if let Some(&(_, n)) = self.nth.iter().find(|(p, _)| *p == key) {
+                        count.set(n);
+                    }
+                }
             }
         }
         self.rules.iter_mut().for_each(|c| *c = (0, 0));
+        self.nth.clear();
         self.policies = [(0, 0); MAX_BUILTIN];
         self.dirty = false;
     }

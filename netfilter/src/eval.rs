@@ -272,17 +272,24 @@ impl ChainIndex {
     }
 }
 
-/// The (dst, proto, dport) a rule can only match, if it is that specific.
+/// The (dst, proto, dport) a rule can only match, if it is that specific. A rule with a
+/// match that changes state when it is looked at (`-m statistic` draws a random number or
+/// counts, `-m recent` may record) before its port match is not indexed: a linear walk
+/// reaches that match for a packet to another port, so skipping the rule would change what
+/// later packets see.
 fn exact_key(r: &Rule) -> Option<(Ipv4Addr, u8, u16)> {
     let dst = r.dst.as_ref().filter(|d| !d.invert && d.value.prefix() == 32)?.value.ip();
     let proto = r.proto.as_ref().filter(|p| !p.invert)?.value;
-    let dport = r.matches.iter().find_map(|m| match m {
-        Match::Ports { dport: Some(d), .. } if !d.invert && d.value.lo == d.value.hi => {
-            Some(d.value.lo)
+    for m in &r.matches {
+        match m {
+            Match::Ports { dport: Some(d), .. } if !d.invert && d.value.lo == d.value.hi => {
+                return Some((dst, proto.0, d.value.lo));
+            }
+            Match::Random { .. } | Match::Nth { .. } | Match::Recent(_) => return None,
+            _ => {}
         }
-        _ => None,
-    })?;
-    Some((dst, proto.0, dport))
+    }
+    None
 }
 
 /// Evaluates `chain` of `table` (a built-in chain) for a packet; returns the verdict.
@@ -424,8 +431,17 @@ fn eval_from(
         let matched = {
             let c = &table.chains[ci];
             // A rule for other connection states cannot match: no need to look at it.
-            let skip = table.states.get(c.jumps_at as usize + i).is_some_and(|m| m & state == 0);
-            !skip && rule_matches(&c.rules[i], pkt, st)
+            let pos = c.jumps_at as usize + i;
+            let skip = table.states.get(pos).is_some_and(|m| m & state == 0);
+            if skip {
+                false
+            } else {
+                // The rule's position, for state the namespace keeps per rule (`--mode nth`).
+                st.counters.matching(Some(pos));
+                let m = rule_matches(&c.rules[i], pkt, st);
+                st.counters.matching(None);
+                m
+            }
         };
         if !matched {
             ri = i + 1;
@@ -676,9 +692,20 @@ fn ext_matches(m: &Match, pkt: &PacketCtx<'_>, st: &mut EvalState<'_>) -> bool {
         Match::Nth { every, count, invert, .. } => {
             // xt_statistic: count cycles 0..every-1 from --packet; the packet that wraps it
             // to 0 matches.
-            let c = count.get();
-            let next = if c + 1 >= *every { 0 } else { c + 1 };
-            count.set(next);
+            // The running count is the namespace's own (rules may be shared); a rule matched
+            // outside a chain walk counts in the rule.
+            let step = |c: u32| if c + 1 >= *every { 0 } else { c + 1 };
+            let next = match st.counters.nth_slot(count.get()) {
+                Some(slot) => {
+                    *slot = step(*slot);
+                    *slot
+                }
+                None => {
+                    let next = step(count.get());
+                    count.set(next);
+                    next
+                }
+            };
             (next == 0) != *invert
         }
         Match::Recent(r) => {

@@ -822,6 +822,59 @@ COMMIT
     }
 
     #[test]
+    fn nth_counts_per_namespace_when_the_rules_are_shared() {
+        let mut a = forward(&["-m statistic --mode nth --every 2 --packet 0 -j DROP"]);
+        let mut b = a.clone();
+        let p = |port| udp([10, 244, 1, 2], port, [10, 244, 2, 2], 53, b"x");
+        // Every second packet of each namespace matches (xt_statistic: the count runs from
+        // --packet and the packet that wraps it to 0 matches), whatever the other one saw.
+        let seen_a: Vec<bool> =
+            (0..4).map(|k| hits(&mut a, p(1000 + k), (None, None), 1)).collect();
+        let seen_b: Vec<bool> =
+            (0..4).map(|k| hits(&mut b, p(2000 + k), (None, None), 1)).collect();
+        assert_eq!(seen_a, [false, true, false, true]);
+        assert_eq!(seen_b, seen_a);
+        assert!(Arc::ptr_eq(&a.tables, &b.tables));
+        // A change keeps a's place in its count (folded into a's own copy of the rules);
+        // b counts on from its own.
+        assert!(!hits(&mut a, p(1100), (None, None), 1));
+        a.tables_mut();
+        assert!(!Arc::ptr_eq(&a.tables, &b.tables));
+        assert!(hits(&mut a, p(1101), (None, None), 1));
+        assert!(!hits(&mut b, p(2100), (None, None), 1));
+        assert!(hits(&mut b, p(2101), (None, None), 1));
+    }
+
+    #[test]
+    fn a_stateful_match_before_the_port_keeps_a_rule_out_of_the_index() {
+        // Sixteen rules make FORWARD indexed; the nth match counts every packet to
+        // 10.244.2.2/tcp that reaches it, also those for another port, as a linear walk does.
+        let mut rules = vec![
+            "-d 10.244.2.2/32 -p tcp -m statistic --mode nth --every 2 --packet 0 -m tcp --dport 80 -j DROP",
+        ];
+        rules.extend(std::iter::repeat_n("-d 10.9.9.9/32 -p tcp -m tcp --dport 9 -j ACCEPT", 16));
+        let run = |indexed: bool| {
+            let mut nf = forward(&rules);
+            nf.indexed = indexed;
+            [81, 80, 81, 80, 80]
+                .iter()
+                .enumerate()
+                .map(|(k, port)| {
+                    hits(
+                        &mut nf,
+                        tcp_syn([10, 244, 1, 2], 40000 + k as u16, [10, 244, 2, 2], *port),
+                        (None, None),
+                        1,
+                    )
+                })
+                .collect::<Vec<bool>>()
+        };
+        assert_eq!(run(true), run(false));
+        // Indexed by its port, the rule would not see the packets to 81: [F, F, F, T, F].
+        assert_eq!(run(false), [false, true, false, true, false]);
+    }
+
+    #[test]
     fn multiport_matches_lists_and_ranges() {
         let mut nf = forward(&["-p tcp -m multiport --dports 80,8000:8100 -j DROP"]);
         assert!(hits(

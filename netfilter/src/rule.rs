@@ -141,10 +141,10 @@ pub enum SetFlag {
     Dst,
 }
 
-/// The running counter of `-m statistic --mode nth` (an atomic so rule sets can be shared
-/// between threads). It lives in the rule: namespaces that share one copy of the rules (see
-/// [`crate::counters`]) share this counter too, where each kernel would count on its own.
-/// kube-proxy writes no nth rules; a namespace restored on its own has its own copy.
+/// The count of `-m statistic --mode nth` a namespace starts from (an atomic so rule sets can
+/// be shared between threads). In a chain walk each namespace counts on in its own
+/// [`crate::counters::TableCounters`], so namespaces sharing the rules do not share the count;
+/// [`crate::counters::TableCounters::fold_into`] writes a namespace's count back here.
 #[derive(Debug, Default)]
 pub struct NthCount(std::sync::atomic::AtomicU32);
 
