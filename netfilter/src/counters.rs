@@ -97,39 +97,30 @@ impl TableCounters {
     /// plus its index).
     #[inline]
     pub(crate) fn count_rule(&mut self, pos: usize, len: u16) {
-        if let Some(c) = self.rules.get_mut(pos) {
-            c.0 += 1;
-            c.1 += u64::from(len);
-            self.dirty = true;
-        }
+        self.dirty |= count(self.rules.get_mut(pos), len);
     }
 
     /// Counts a packet of `len` bytes for the policy of built-in chain `chain` (its index in
     /// the table); user chains have no policy and no policy counters.
     #[inline]
     pub(crate) fn count_policy(&mut self, chain: usize, len: u16) {
-        if let Some(c) = self.policies.get_mut(chain) {
-            c.0 += 1;
-            c.1 += u64::from(len);
-            self.dirty = true;
-        }
+        self.dirty |= count(self.policies.get_mut(chain), len);
     }
 
     /// This namespace's counts for the rule at `pos` of `table` (zero when these counters
     /// were made for another layout of it).
     pub fn rule(&self, table: &Table, pos: usize) -> (u64, u64) {
-        if self.layout != table.layout() {
-            return (0, 0);
-        }
-        self.rules.get(pos).copied().unwrap_or((0, 0))
+        self.read(table, &self.rules, pos)
     }
 
     /// This namespace's counts for the policy of the chain at index `chain` of `table`.
     pub fn policy(&self, table: &Table, chain: usize) -> (u64, u64) {
-        if self.layout != table.layout() {
-            return (0, 0);
-        }
-        self.policies.get(chain).copied().unwrap_or((0, 0))
+        self.read(table, &self.policies, chain)
+    }
+
+    fn read(&self, table: &Table, counts: &[(u64, u64)], i: usize) -> (u64, u64) {
+        let mine = self.layout == table.layout();
+        counts.get(i).copied().filter(|_| mine).unwrap_or((0, 0))
     }
 
     /// Adds these counts into the rules' and chains' own counters of `table` and starts
@@ -166,6 +157,15 @@ impl TableCounters {
         self.policies = [(0, 0); MAX_BUILTIN];
         self.dirty = false;
     }
+}
+
+/// Counts a packet of `len` bytes in `slot`, if there is one; whether it counted.
+#[inline]
+fn count(slot: Option<&mut (u64, u64)>, len: u16) -> bool {
+    let Some(c) = slot else { return false };
+    c.0 += 1;
+    c.1 += u64::from(len);
+    true
 }
 
 /// One namespace's counters, table by table.
