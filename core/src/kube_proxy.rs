@@ -721,7 +721,6 @@ fn sync_iptables_rules_with(
         let o = write(svcs);
         (ordered(o.filter), ordered(o.nat))
     };
-    let names = |list: Vec<Keyed>| list.into_iter().map(|(_, n, r)| (n, r)).collect::<Vec<_>>();
     let (mut filter, mut nat) = if two_threads {
         let (first, second) = svcs.split_at(svcs.len() / 2);
         std::thread::scope(|scope| {
@@ -732,11 +731,11 @@ fn sync_iptables_rules_with(
                 Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
                 Err(_) => written(second),
             };
-            (names(merge_ordered(filter, filter2)), names(merge_ordered(nat, nat2)))
+            (merge_ordered(filter, filter2), merge_ordered(nat, nat2))
         })
     } else {
         let (filter, nat) = written(&svcs);
-        (names(filter), names(nat))
+        (filter.chains, nat.chains)
     };
     // Fixed rules.
     let fixed = |text: &str| Rule::parse(text).expect("kube-proxy's fixed rules parse");
@@ -797,12 +796,16 @@ fn head(n: &[u8]) -> u128 {
     }
 }
 
-/// A chain with its sort key ([`rank`], [`head`]), so merging compares keys, not names.
-type Keyed = ((u8, u128), ChainName, Vec<Rule>);
+/// One table's chains in restore order, with each chain's sort key ([`rank`], [`head`])
+/// alongside, so merging compares keys, not names.
+struct Ordered {
+    keys: Vec<(u8, u128)>,
+    chains: Vec<(ChainName, Vec<Rule>)>,
+}
 
 /// Restore order for one table's chains (see [`rank`]); the head chains' rules stably by
 /// the Service name in their comment.
-fn ordered(chains: Chains) -> Vec<Keyed> {
+fn ordered(chains: Chains) -> Ordered {
     let mut list = chains.list;
     let mut keys: Vec<(u8, u128, u32)> = list
         .iter()
@@ -812,39 +815,50 @@ fn ordered(chains: Chains) -> Vec<Keyed> {
     keys.sort_unstable_by(|a, b| {
         (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| list[a.2 as usize].0.cmp(&list[b.2 as usize].0))
     });
-    let mut list: Vec<Keyed> = keys
+    let chains = keys
         .iter()
         .map(|k| {
             let (n, r) = &mut list[k.2 as usize];
-            ((k.0, k.1), *n, std::mem::take(r))
+            let mut rules = std::mem::take(r);
+            if k.0 < 2 {
+                rules.sort_by(|a, b| service_of(a).cmp(service_of(b)));
+            }
+            (*n, rules)
         })
         .collect();
-    for (k, _, rules) in &mut list {
-        if k.0 < 2 {
-            rules.sort_by(|a, b| service_of(a).cmp(service_of(b)));
-        }
-    }
-    list
+    Ordered { keys: keys.into_iter().map(|k| (k.0, k.1)).collect(), chains }
 }
 
 /// Two ordered chain lists as one, as if one writer had written `a`'s Services and then
 /// `b`'s: a chain in both gets `a`'s rules then `b`'s (merged by Service in the head
 /// chains, `a`'s first on ties, which is what the stable sort of both gives).
-fn merge_ordered(a: Vec<Keyed>, b: Vec<Keyed>) -> Vec<Keyed> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+fn merge_ordered(a: Ordered, b: Ordered) -> Vec<(ChainName, Vec<Rule>)> {
+    use std::cmp::Ordering;
+    let mut out = Vec::with_capacity(a.chains.len() + b.chains.len());
+    let (mut ka, mut kb) = (a.keys.iter().peekable(), b.keys.iter().peekable());
+    let (mut a, mut b) = (a.chains.into_iter(), b.chains.into_iter());
     loop {
-        let order = match (a.peek(), b.peek()) {
-            (Some((kx, x, _)), Some((ky, y, _))) => kx.cmp(ky).then_with(|| x.cmp(y)),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
+        let order = match (ka.peek(), kb.peek()) {
+            (Some(x), Some(y)) => x.cmp(y).then_with(|| {
+                let (nx, ny) = (a.as_slice().first(), b.as_slice().first());
+                nx.map(|c| c.0).cmp(&ny.map(|c| c.0))
+            }),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
             (None, None) => break,
         };
         match order {
-            std::cmp::Ordering::Less => out.extend(a.next()),
-            std::cmp::Ordering::Greater => out.extend(b.next()),
-            std::cmp::Ordering::Equal => {
-                if let (Some((key, name, x)), Some((_, _, y))) = (a.next(), b.next()) {
+            Ordering::Less => {
+                ka.next();
+                out.extend(a.next());
+            }
+            Ordering::Greater => {
+                kb.next();
+                out.extend(b.next());
+            }
+            Ordering::Equal => {
+                let (Some(key), _) = (ka.next(), kb.next()) else { break };
+                if let (Some((name, x)), Some((_, y))) = (a.next(), b.next()) {
                     let rules = if key.0 < 2 {
                         merge_by_service(x, y)
                     } else {
@@ -852,7 +866,7 @@ fn merge_ordered(a: Vec<Keyed>, b: Vec<Keyed>) -> Vec<Keyed> {
                         x.extend(y);
                         x
                     };
-                    out.push((key, name, rules));
+                    out.push((name, rules));
                 }
             }
         }

@@ -257,7 +257,7 @@ pub(crate) struct ChainIndex {
 const INDEX_MIN_RULES: usize = 16;
 
 impl ChainIndex {
-    pub(crate) fn build(rules: &[Rule]) -> Option<ChainIndex> {
+    pub(crate) fn build(rules: &[Rule]) -> Option<Box<ChainIndex>> {
         if rules.len() < INDEX_MIN_RULES {
             return None;
         }
@@ -268,7 +268,7 @@ impl ChainIndex {
                 None => idx.residual.push(i as u32),
             }
         }
-        Some(idx)
+        Some(Box::new(idx))
     }
 }
 

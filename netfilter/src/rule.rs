@@ -195,8 +195,8 @@ pub enum Match {
     Multiport {
         /// 0 = source, 1 = destination, 2 = either.
         which: u8,
-        /// The ports.
-        ports: Neg<Vec<PortRange>>,
+        /// The ports (boxed, as rare matches are, so every rule's matches stay small).
+        ports: Box<Neg<Vec<PortRange>>>,
     },
     /// `-m comment --comment` (shared: a Service's rules carry one comment many times).
     Comment(Arc<str>),
@@ -250,7 +250,7 @@ pub enum Match {
     /// `-m physdev` (bridge ports under br_netfilter).
     Physdev(Box<PhysdevMatch>),
     /// `-m nfacct --nfacct-name`: counts, always matches.
-    Nfacct(String),
+    Nfacct(Box<str>),
 }
 
 /// `-m recent`.
@@ -583,6 +583,14 @@ pub struct Rule {
 /// A rule's `-m` extensions.
 pub type Matches = smallvec::SmallVec<[Match; 2]>;
 
+// A kube-proxy sync writes a third of a million rules and a walk reads them one after
+// another: their size is memory traffic. On 64-bit targets a match is 24 bytes (rare, large
+// matches are boxed) and a rule 160.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Match>() == 24);
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Rule>() == 160);
+
 /// Why a rule could not be parsed; `col` is a 1-based character column in `text`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("column {col}: {msg}")]
@@ -667,13 +675,13 @@ impl Rule {
             Spelling::Built(p) => p,
         };
         let start = s.len();
-        for part in parts.as_slice() {
+        for part in parts.iter() {
             let before = s.len();
             if before > start {
                 s.push(' ');
             }
             let at = s.len();
-            match *part {
+            match part {
                 Part::Src => write_addr_opt(s, "-s", self.src.as_ref()),
                 Part::Dst => write_addr_opt(s, "-d", self.dst.as_ref()),
                 Part::InIface => write_iface_opt(s, "-i", self.in_iface.as_deref()),
@@ -734,25 +742,51 @@ pub enum Part {
     Target,
 }
 
-/// The parts of a built rule, inline (no allocation per rule).
+/// The parts of a built rule, inline (no allocation per rule), one byte each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Parts {
     len: u8,
-    parts: [Part; Parts::CAP],
+    codes: [u8; Parts::CAP],
 }
 
 impl Parts {
     const CAP: usize = 14;
+    /// Part codes: the fixed parts are 0 to 5, `Module(i)` is `MODULE + i` and `Options(i)`
+    /// is `OPTIONS + i`, for `i` below [`Parts::MAX_MATCH`].
+    const MODULE: u8 = 64;
+    const OPTIONS: u8 = 128;
+    const MAX_MATCH: u8 = 64;
 
     /// The parts in order.
-    pub fn as_slice(&self) -> &[Part] {
-        &self.parts[..usize::from(self.len)]
+    pub fn iter(&self) -> impl Iterator<Item = Part> + '_ {
+        self.codes[..usize::from(self.len)].iter().map(|&c| match c {
+            0 => Part::Src,
+            1 => Part::Dst,
+            2 => Part::InIface,
+            3 => Part::OutIface,
+            4 => Part::Proto,
+            Parts::OPTIONS.. => Part::Options(c - Parts::OPTIONS),
+            Parts::MODULE.. => Part::Module(c - Parts::MODULE),
+            _ => Part::Target,
+        })
     }
 
+    /// Appends `p`; false when it does not fit.
     fn push(&mut self, p: Part) -> bool {
-        match self.parts.get_mut(usize::from(self.len)) {
+        let code = match p {
+            Part::Src => 0,
+            Part::Dst => 1,
+            Part::InIface => 2,
+            Part::OutIface => 3,
+            Part::Proto => 4,
+            Part::Target => 5,
+            Part::Module(i) if i < Parts::MAX_MATCH => Parts::MODULE + i,
+            Part::Options(i) if i < Parts::MAX_MATCH => Parts::OPTIONS + i,
+            Part::Module(_) | Part::Options(_) => return false,
+        };
+        match self.codes.get_mut(usize::from(self.len)) {
             Some(slot) => {
-                *slot = p;
+                *slot = code;
                 self.len += 1;
                 true
             }
@@ -799,7 +833,7 @@ impl RuleBuilder {
                 spelling: Spelling::Text(Box::default()),
                 counters: (0, 0),
             },
-            parts: Parts { len: 0, parts: [Part::Target; Parts::CAP] },
+            parts: Parts { len: 0, codes: [0; Parts::CAP] },
             overflow: false,
         }
     }
@@ -1543,9 +1577,10 @@ impl Module {
                 Match::Ports { proto, sport: None, dport: None, tcp_flags: None }
             }
             Module::Icmp => Match::Icmp { icmp_type: None },
-            Module::Multiport => {
-                Match::Multiport { which: 1, ports: Neg { value: Vec::new(), invert: false } }
-            }
+            Module::Multiport => Match::Multiport {
+                which: 1,
+                ports: Box::new(Neg { value: Vec::new(), invert: false }),
+            },
             Module::Comment => Match::Comment(Arc::from("")),
             Module::Conntrack | Module::State => Match::Conntrack {
                 legacy_state: self == Module::State,
@@ -1582,7 +1617,7 @@ impl Module {
                 is_out: None,
                 is_bridged: None,
             })),
-            Module::Nfacct => Match::Nfacct(String::new()),
+            Module::Nfacct => Match::Nfacct(Box::default()),
         }
     }
 }
@@ -1800,7 +1835,7 @@ impl<'a> Parser<'a> {
                         col: v.col,
                     })?);
                 }
-                *ports = Neg { value: list, invert };
+                **ports = Neg { value: list, invert };
             }
             Match::Comment(c) => {
                 *c = Arc::from(&*self.value(tok)?.s);
@@ -1914,7 +1949,7 @@ impl<'a> Parser<'a> {
                 "--physdev-is-out" => m.is_out = Some(!invert),
                 _ => m.is_bridged = Some(!invert),
             },
-            Match::Nfacct(n) => *n = self.value(tok)?.s.to_string(),
+            Match::Nfacct(n) => *n = self.value(tok)?.s.as_ref().into(),
         }
         Ok(())
     }

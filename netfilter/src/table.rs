@@ -127,8 +127,9 @@ pub struct Chain {
     /// Where this chain's rules start in its table's jump and state vectors (filled by
     /// [`Table::link`]).
     pub(crate) jumps_at: u32,
-    /// Dispatch index for long chains (see [`crate::eval`]).
-    pub(crate) index: Option<crate::eval::ChainIndex>,
+    /// Dispatch index for long chains (see [`crate::eval`]), boxed: few chains have one, and
+    /// a table of a hundred thousand short chains stays small.
+    pub(crate) index: Option<Box<crate::eval::ChainIndex>>,
 }
 
 impl Chain {
