@@ -425,6 +425,9 @@ struct Out {
 
 /// From this many Services on, a sync writes their rules with two threads.
 const PARALLEL_SERVICES: usize = 512;
+/// Into how many runs a sync with two threads cuts the sorted Services: a thread that
+/// finishes early takes the next run.
+const WRITER_RUNS: usize = 8;
 
 impl Out {
     /// The chains every payload declares, in kube-proxy's order, and no rules yet.
@@ -685,8 +688,9 @@ fn sync_iptables_rules_with(
     for sl in slices {
         by_svc.entry((sl.namespace.as_str(), sl.service.as_str())).or_default().push(sl);
     }
-    // The Services' rules, written by up to two threads over the two halves of the sorted
-    // list and joined in order: the same payload, byte for byte, as one thread writes.
+    // The Services' rules, in runs of the sorted list that up to two threads take in turn
+    // (so neither waits on the other long), joined in order: the same payload, byte for
+    // byte, as one thread writes.
     let write = |svcs: &[&Service]| {
         let mut o = Out::new(cfg);
         // Room in the name index for every chain these Services make: one per endpoint and
@@ -714,29 +718,40 @@ fn sync_iptables_rules_with(
                 service_port(cfg, svc, port, cip, &mut eps, &mut o);
             }
         }
-        o
-    };
-    // Each writer puts its chains in restore order; the two halves then merge in one pass.
-    let written = |svcs: &[&Service]| {
-        let o = write(svcs);
         (ordered(o.filter), ordered(o.nat))
     };
-    let (mut filter, mut nat) = if two_threads {
-        let (first, second) = svcs.split_at(svcs.len() / 2);
+    let runs: Vec<&[&Service]> = if two_threads {
+        svcs.chunks(svcs.len().div_ceil(WRITER_RUNS)).collect()
+    } else {
+        vec![&svcs[..]]
+    };
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let take_runs = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(run) = runs.get(i) else { break };
+            done.push((i, write(run)));
+        }
+        done
+    };
+    let mut done = if two_threads {
         std::thread::scope(|scope| {
-            let other = std::thread::Builder::new().spawn_scoped(scope, || written(second));
-            let (filter, nat) = written(first);
-            // Where no second thread can start (WebAssembly), this one writes the rest.
-            let (filter2, nat2) = match other {
-                Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
-                Err(_) => written(second),
-            };
-            (merge_ordered(filter, filter2), merge_ordered(nat, nat2))
+            let other = std::thread::Builder::new().spawn_scoped(scope, take_runs);
+            // Where no second thread can start (WebAssembly), this one takes every run.
+            let mut done = take_runs();
+            if let Ok(h) = other {
+                done.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+            }
+            done
         })
     } else {
-        let (filter, nat) = written(&svcs);
-        (filter.chains, nat.chains)
+        take_runs()
     };
+    // Back in the order of the sorted list.
+    done.sort_by_key(|(i, _)| *i);
+    let (filter, nat): (Vec<Ordered>, Vec<Ordered>) = done.into_iter().map(|(_, o)| o).unzip();
+    let (mut filter, mut nat) = (merge_ordered(filter), merge_ordered(nat));
     // Fixed rules.
     let fixed = |text: &str| Rule::parse(text).expect("kube-proxy's fixed rules parse");
     let masq =
@@ -829,47 +844,46 @@ fn ordered(chains: Chains) -> Ordered {
     Ordered { keys: keys.into_iter().map(|k| (k.0, k.1)).collect(), chains }
 }
 
-/// Two ordered chain lists as one, as if one writer had written `a`'s Services and then
-/// `b`'s: a chain in both gets `a`'s rules then `b`'s (merged by Service in the head
-/// chains, `a`'s first on ties, which is what the stable sort of both gives).
-fn merge_ordered(a: Ordered, b: Ordered) -> Vec<(ChainName, Vec<Rule>)> {
-    use std::cmp::Ordering;
-    let mut out = Vec::with_capacity(a.chains.len() + b.chains.len());
-    let (mut ka, mut kb) = (a.keys.iter().peekable(), b.keys.iter().peekable());
-    let (mut a, mut b) = (a.chains.into_iter(), b.chains.into_iter());
+/// Ordered chain lists as one, as if one writer had written the first list's Services, then
+/// the second's, and so on: a chain in several gets their rules in that order (merged by
+/// Service in the head chains, the earlier list first on ties, which is what the stable
+/// sort of all of them gives). One pass, choosing the least head among the lists.
+fn merge_ordered(lists: Vec<Ordered>) -> Vec<(ChainName, Vec<Rule>)> {
+    let mut lists: Vec<_> =
+        lists.into_iter().map(|o| (o.keys.into_iter().peekable(), o.chains.into_iter())).collect();
+    if lists.len() == 1 {
+        return lists.pop().map(|(_, c)| c.collect()).unwrap_or_default();
+    }
+    let mut out = Vec::with_capacity(lists.iter().map(|(_, c)| c.len()).sum());
     loop {
-        let order = match (ka.peek(), kb.peek()) {
-            (Some(x), Some(y)) => x.cmp(y).then_with(|| {
-                let (nx, ny) = (a.as_slice().first(), b.as_slice().first());
-                nx.map(|c| c.0).cmp(&ny.map(|c| c.0))
-            }),
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (None, None) => break,
-        };
-        match order {
-            Ordering::Less => {
-                ka.next();
-                out.extend(a.next());
-            }
-            Ordering::Greater => {
-                kb.next();
-                out.extend(b.next());
-            }
-            Ordering::Equal => {
-                let (Some(key), _) = (ka.next(), kb.next()) else { break };
-                if let (Some((name, x)), Some((_, y))) = (a.next(), b.next()) {
-                    let rules = if key.0 < 2 {
-                        merge_by_service(x, y)
-                    } else {
-                        let mut x = x;
-                        x.extend(y);
-                        x
-                    };
-                    out.push((name, rules));
-                }
+        // The least (key, name) among the lists' heads, and which lists hold it.
+        let mut least: Option<((u8, u128), ChainName)> = None;
+        for (keys, chains) in &mut lists {
+            let (Some(&k), Some((n, _))) = (keys.peek(), chains.as_slice().first()) else {
+                continue;
+            };
+            if least.is_none_or(|l| (k, *n) < l) {
+                least = Some((k, *n));
             }
         }
+        let Some((key, name)) = least else { break };
+        let mut rules: Option<Vec<Rule>> = None;
+        for (keys, chains) in &mut lists {
+            if chains.as_slice().first().is_none_or(|(n, _)| *n != name) {
+                continue;
+            }
+            keys.next();
+            let Some((_, more)) = chains.next() else { continue };
+            rules = Some(match rules {
+                None => more,
+                Some(r) if key.0 < 2 => merge_by_service(r, more),
+                Some(mut r) => {
+                    r.extend(more);
+                    r
+                }
+            });
+        }
+        out.push((name, rules.unwrap_or_default()));
     }
     out
 }
@@ -2129,7 +2143,10 @@ mod tests {
         let mut slices = Vec::new();
         for i in 0..40u32 {
             let name = format!("s{}", 40 - i);
-            let mut s = Service::cluster_ip("ns", &name, Ipv4Addr::from(0x0a60_0000 + i));
+            // Two namespaces whose order as names ("ns" < "ns-a") and as comment text
+            // ("ns-a/…" < "ns/…") differ, as do "s1" and "s10".
+            let ns = if i % 5 == 0 { "ns-a" } else { "ns" };
+            let mut s = Service::cluster_ip(ns, &name, Ipv4Addr::from(0x0a60_0000 + i));
             s.ports.push(ServicePort {
                 name: "http".into(),
                 protocol: Proto::TCP,
@@ -2140,7 +2157,7 @@ mod tests {
             s.external_local = i % 3 == 0;
             s.affinity_timeout = (i % 4 == 0).then_some(10_800);
             slices.push(EndpointSlice {
-                namespace: "ns".into(),
+                namespace: ns.into(),
                 service: name,
                 ports: vec![("http".into(), Proto::TCP, 8080)],
                 endpoints: (0..i % 4)
