@@ -818,8 +818,8 @@ struct Ordered {
     chains: Vec<(ChainName, Vec<Rule>)>,
 }
 
-/// Restore order for one table's chains (see [`rank`]); the head chains' rules stably by
-/// the Service name in their comment.
+/// Restore order for one table's chains (see [`rank`]); the head chains' rules are put in
+/// order by [`merge_ordered`].
 fn ordered(chains: Chains) -> Ordered {
     let mut list = chains.list;
     let mut keys: Vec<(u8, u128, u32)> = list
@@ -834,73 +834,63 @@ fn ordered(chains: Chains) -> Ordered {
         .iter()
         .map(|k| {
             let (n, r) = &mut list[k.2 as usize];
-            let mut rules = std::mem::take(r);
-            if k.0 < 2 {
-                rules.sort_by(|a, b| service_of(a).cmp(service_of(b)));
-            }
-            (*n, rules)
+            (*n, std::mem::take(r))
         })
         .collect();
     Ordered { keys: keys.into_iter().map(|k| (k.0, k.1)).collect(), chains }
 }
 
 /// Ordered chain lists as one, as if one writer had written the first list's Services, then
-/// the second's, and so on: a chain in several gets their rules in that order (merged by
-/// Service in the head chains, the earlier list first on ties, which is what the stable
-/// sort of all of them gives). One pass, choosing the least head among the lists.
+/// the second's, and so on: a chain in several gets their rules in that order. The head
+/// chains' rules then go stably by the Service name in their comment (what kube-proxy's
+/// sort does). One pass, choosing the least head among the lists.
 fn merge_ordered(lists: Vec<Ordered>) -> Vec<(ChainName, Vec<Rule>)> {
     let mut lists: Vec<_> =
-        lists.into_iter().map(|o| (o.keys.into_iter().peekable(), o.chains.into_iter())).collect();
-    if lists.len() == 1 {
-        return lists.pop().map(|(_, c)| c.collect()).unwrap_or_default();
-    }
-    let mut out = Vec::with_capacity(lists.iter().map(|(_, c)| c.len()).sum());
+        lists.into_iter().map(|o| (o.keys, 0usize, o.chains.into_iter())).collect();
+    let mut out = Vec::with_capacity(lists.iter().map(|(_, _, c)| c.len()).sum());
+    let name_at =
+        |c: &std::vec::IntoIter<(ChainName, Vec<Rule>)>| c.as_slice().first().map(|c| c.0);
     loop {
-        // The least (key, name) among the lists' heads, and which lists hold it.
-        let mut least: Option<((u8, u128), ChainName)> = None;
-        for (keys, chains) in &mut lists {
-            let (Some(&k), Some((n, _))) = (keys.peek(), chains.as_slice().first()) else {
+        // The list with the least (key, name) at its head, and whether another has it too.
+        let mut best: Option<(usize, (u8, u128))> = None;
+        let mut tied = false;
+        for (i, (keys, at, chains)) in lists.iter().enumerate() {
+            let Some(&k) = keys.get(*at) else { continue };
+            let Some((b, bk)) = best else {
+                best = Some((i, k));
                 continue;
             };
-            if least.is_none_or(|l| (k, *n) < l) {
-                least = Some((k, *n));
+            match k.cmp(&bk).then_with(|| name_at(chains).cmp(&name_at(&lists[b].2))) {
+                std::cmp::Ordering::Less => (best, tied) = (Some((i, k)), false),
+                std::cmp::Ordering::Equal => tied = true,
+                std::cmp::Ordering::Greater => {}
             }
         }
-        let Some((key, name)) = least else { break };
-        let mut rules: Option<Vec<Rule>> = None;
-        for (keys, chains) in &mut lists {
-            if chains.as_slice().first().is_none_or(|(n, _)| *n != name) {
+        let Some((b, key)) = best else { break };
+        let Some(name) = name_at(&lists[b].2) else { break };
+        let mut rules: Vec<Rule> = Vec::new();
+        for (keys, at, chains) in lists.iter_mut().skip(b) {
+            if !(keys.get(*at) == Some(&key) && name_at(chains) == Some(name)) {
                 continue;
             }
-            keys.next();
-            let Some((_, more)) = chains.next() else { continue };
-            rules = Some(match rules {
-                None => more,
-                Some(r) if key.0 < 2 => merge_by_service(r, more),
-                Some(mut r) => {
-                    r.extend(more);
-                    r
+            *at += 1;
+            if let Some((_, more)) = chains.next() {
+                if rules.is_empty() {
+                    rules = more;
+                } else {
+                    rules.extend(more);
                 }
-            });
+            }
+            if !tied {
+                break;
+            }
         }
-        out.push((name, rules.unwrap_or_default()));
-    }
-    out
-}
-
-/// Two rule lists each sorted by Service, as one (stable: `a`'s first on ties).
-fn merge_by_service(a: Vec<Rule>, b: Vec<Rule>) -> Vec<Rule> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
-    while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
-        if service_of(y) < service_of(x) {
-            out.extend(b.next());
-        } else {
-            out.extend(a.next());
+        if key.0 < 2 {
+            // A stable sort of runs that are each in order: a merge, earlier lists first.
+            rules.sort_by(|a, b| service_of(a).cmp(service_of(b)));
         }
+        out.push((name, rules));
     }
-    out.extend(a);
-    out.extend(b);
     out
 }
 
@@ -2185,6 +2175,20 @@ mod tests {
         let two = sync_iptables_rules_with(&cfg, &svcs, &slices, true).restore_text();
         assert!(one.contains("KUBE-SEP-"), "{one}");
         assert_eq!(one, two);
+        // The head chains' rules go by the comment's text (kube-proxy's sort), not by
+        // (namespace, name): "ns-a/…" first, and "ns/s11:http" before "ns/s1:http"; the
+        // NodePorts jump stays last.
+        let nat = one.split_once("*nat").map_or("", |x| x.1);
+        let services: Vec<&str> = nat
+            .lines()
+            .filter_map(|l| l.strip_prefix("-A KUBE-SERVICES -m comment --comment "))
+            .filter_map(|l| l.trim_start_matches('"').split([' ', '"']).next())
+            .collect();
+        assert_eq!(services.len(), 31, "{nat}");
+        assert!(services[..30].is_sorted(), "{services:?}");
+        assert_eq!((services[0], services[30]), ("ns-a/s10:http", "kubernetes"), "{services:?}");
+        let at = |s: &str| services.iter().position(|x| *x == s);
+        assert!(at("ns/s11:http") < at("ns/s1:http"), "{services:?}");
     }
 
     #[test]
