@@ -677,8 +677,7 @@ fn sync_iptables_rules_with(
     slices: &[EndpointSlice],
     two_threads: bool,
 ) -> IptablesPayload {
-    let mut svcs: Vec<&Service> = services.iter().collect();
-    svcs.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    let svcs = sorted_services(services);
     // Slices by Service (the endpointslice cache), so each Service port looks up its own.
     let mut by_svc: std::collections::HashMap<
         (&str, &str),
@@ -785,6 +784,24 @@ fn sync_iptables_rules_with(
             .expect("kube-proxy's rule shapes are valid");
     chain_of(&mut nat, "KUBE-SERVICES").push(nodeports_last);
     IptablesPayload { filter, nat }
+}
+
+/// The Services by namespace, then name. Most comparisons end on the names' first 16 bytes
+/// and lengths, held beside each Service, without reading the strings.
+fn sorted_services(services: &[Service]) -> Vec<&Service> {
+    let key = |s: &str| (head(s.as_bytes()), s.len());
+    let mut keyed: Vec<_> = services.iter().map(|s| (key(&s.namespace), key(&s.name), s)).collect();
+    // Equal heads and equal lengths of at most 16 bytes are equal strings.
+    let cmp = |(a, len_a): (u128, usize), (b, len_b): (u128, usize), x: &str, y: &str| {
+        a.cmp(&b).then_with(|| {
+            if len_a == len_b && len_a <= 16 { std::cmp::Ordering::Equal } else { x.cmp(y) }
+        })
+    };
+    keyed.sort_unstable_by(|(ns_a, name_a, a), (ns_b, name_b, b)| {
+        cmp(*ns_a, *ns_b, &a.namespace, &b.namespace)
+            .then_with(|| cmp(*name_a, *name_b, &a.name, &b.name))
+    });
+    keyed.into_iter().map(|(_, _, s)| s).collect()
 }
 
 /// `sortIPTablesRules`'s chain order: the two head chains first, then by name.
@@ -908,7 +925,9 @@ fn chain_of<'a>(list: &'a mut Vec<(ChainName, Vec<Rule>)>, name: &str) -> &'a mu
 
 /// The Service a rule belongs to: the first word of its comment.
 fn service_of(r: &Rule) -> &str {
-    r.comment().and_then(|c| c.split([' ', '"']).next()).unwrap_or("")
+    let c = r.comment().unwrap_or("");
+    // Both separators are ASCII, so the cut is at a character boundary.
+    c.as_bytes().iter().position(|b| matches!(b, b' ' | b'"')).map_or(c, |i| &c[..i])
 }
 
 fn endpoints_for(cfg: &ProxyConfig, port: &ServicePort, slices: &[&EndpointSlice]) -> Vec<Ep> {
@@ -2125,6 +2144,38 @@ mod tests {
         ));
     }
 
+    /// Sorting by the names' heads gives the order of the names themselves: prefixes,
+    /// names that share their first 16 bytes, names of exactly 16 bytes.
+    #[test]
+    fn services_sort_by_namespace_then_name() {
+        let long = "a".repeat(16);
+        let names = [
+            "a".to_string(),
+            "a-b".into(),
+            "ab".into(),
+            "b".into(),
+            long.clone(),
+            format!("{long}0"),
+            format!("{long}1"),
+            format!("{long}00"),
+            long[..15].to_string(),
+        ];
+        let mut svcs = Vec::new();
+        for ns in ["ns", "ns-a", "n", &long, &format!("{long}x")] {
+            for (i, name) in names.iter().rev().enumerate() {
+                svcs.push(Service::cluster_ip(ns, name, Ipv4Addr::from(i as u32)));
+            }
+        }
+        let got: Vec<(&str, &str)> = sorted_services(&svcs)
+            .iter()
+            .map(|s| (s.namespace.as_str(), s.name.as_str()))
+            .collect();
+        let mut want: Vec<(&str, &str)> =
+            svcs.iter().map(|s| (s.namespace.as_str(), s.name.as_str())).collect();
+        want.sort();
+        assert_eq!(got, want);
+    }
+
     /// Two threads writing the two halves of the Services give the payload one thread
     /// writes, byte for byte.
     #[test]
@@ -2262,9 +2313,7 @@ pub fn sync_ipvs(
     let (mut cluster_ip, mut loop_back, mut np_tcp, mut np_udp, mut hc, mut ext) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let (mut lb, mut lb_local, mut lb_fw, mut lb_cidr) = (vec![], vec![], vec![], vec![]);
-    let mut svcs: Vec<&Service> = services.iter().collect();
-    svcs.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    for svc in svcs {
+    for svc in sorted_services(services) {
         let Some(cip) = svc.cluster_ip else { continue };
         let mine = by_svc
             .get(&(svc.namespace.as_str(), svc.name.as_str()))
