@@ -398,10 +398,11 @@ impl Chains {
     }
 
     /// Declares one of the current Service port's own chains, with room for `rules` rules.
+    /// Such a chain's name is hashed, never one of the fixed names [`Chains::index`] holds,
+    /// so only the port's own chains are searched.
     fn declare(&mut self, chain: ChainName, rules: usize) {
-        let found = self.index.get(&chain).copied().or_else(|| {
-            self.list[self.recent..].iter().position(|(n, _)| *n == chain).map(|k| self.recent + k)
-        });
+        let found =
+            self.list[self.recent..].iter().position(|(n, _)| *n == chain).map(|k| self.recent + k);
         let i = found.unwrap_or_else(|| {
             self.list.push((chain, Vec::new()));
             self.list.len() - 1
@@ -904,11 +905,35 @@ fn merge_ordered(lists: Vec<Ordered>) -> Vec<(ChainName, Vec<Rule>)> {
         }
         if key.0 < 2 {
             // A stable sort of runs that are each in order: a merge, earlier lists first.
-            rules.sort_by(|a, b| service_of(a).cmp(service_of(b)));
+            rules = by_service(rules);
         }
         out.push((name, rules));
     }
     out
+}
+
+/// Rules stably by [`service_of`]. The Service names' first 16 bytes and lengths are read
+/// once per rule and most comparisons end there, without reading the comments again.
+fn by_service(rules: Vec<Rule>) -> Vec<Rule> {
+    let mut keys: Vec<(u128, usize, u32)> = rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let s = service_of(r);
+            (head(s.as_bytes()), s.len(), i as u32)
+        })
+        .collect();
+    keys.sort_by(|a, b| {
+        a.0.cmp(&b.0).then_with(|| {
+            if a.1 == b.1 && a.1 <= 16 {
+                std::cmp::Ordering::Equal
+            } else {
+                service_of(&rules[a.2 as usize]).cmp(service_of(&rules[b.2 as usize]))
+            }
+        })
+    });
+    let mut slots: Vec<Option<Rule>> = rules.into_iter().map(Some).collect();
+    keys.iter().filter_map(|k| slots.get_mut(k.2 as usize).and_then(Option::take)).collect()
 }
 
 /// A chain of an ordered list by name (every chain [`Out::new`] declares is there).
@@ -985,12 +1010,11 @@ fn service_port(
         e.sep = chain_name("KUBE-SEP-", &[&name, &proto, e.key.as_str()]);
     }
     let eps = &*eps;
-    let (svc_chain, svl_chain, ext_chain, fw_chain) = (
-        chain_name("KUBE-SVC-", &[&name, &proto]),
-        chain_name("KUBE-SVL-", &[&name, &proto]),
-        chain_name("KUBE-EXT-", &[&name, &proto]),
-        chain_name("KUBE-FW-", &[&name, &proto]),
-    );
+    // The chains a ClusterIP-only port never uses are not named (each name is a SHA-256).
+    let svc_chain = chain_name("KUBE-SVC-", &[&name, &proto]);
+    let svl_chain = std::cell::LazyCell::new(|| chain_name("KUBE-SVL-", &[&name, &proto]));
+    let ext_chain = std::cell::LazyCell::new(|| chain_name("KUBE-EXT-", &[&name, &proto]));
+    let fw_chain = std::cell::LazyCell::new(|| chain_name("KUBE-FW-", &[&name, &proto]));
     // CategorizeEndpoints (inline up to 16 endpoints a category: no allocation each).
     type Picked<'e> = smallvec::SmallVec<[&'e Ep; 16]>;
     let ready: Picked = eps.iter().filter(|e| e.ready).collect();
@@ -1010,9 +1034,9 @@ fn service_port(
     let uses_cluster_chain = !cluster.is_empty() && (!svc.internal_local || ext_ok);
     let uses_local_chain =
         !local.is_empty() && (svc.internal_local || (svc.external_local && ext_ok));
-    let internal_chain = if svc.internal_local { &svl_chain } else { &svc_chain };
+    let internal_chain = if svc.internal_local { &*svl_chain } else { &svc_chain };
     let has_internal = has_endpoints && !(svc.internal_local && local.is_empty());
-    let external_chain = if svc.external_local { &svl_chain } else { &svc_chain };
+    let external_chain = if svc.external_local { &*svl_chain } else { &svc_chain };
     let has_external = has_endpoints && !(svc.external_local && local.is_empty());
     let uses_ext_chain = has_endpoints && ext_ok;
     let uses_fw = has_endpoints && !svc.lb_ips.is_empty() && !svc.lb_source_ranges.is_empty();
@@ -1042,7 +1066,7 @@ fn service_port(
             o.nat(
                 "KUBE-SERVICES",
                 service_match(format!("{name} external IP"), pr, Some(ip), port.port)
-                    .jump(ext_chain),
+                    .jump(*ext_chain),
             );
         }
         if !has_external {
@@ -1053,7 +1077,7 @@ fn service_port(
     for ip in &svc.lb_ips {
         let ip = host(*ip);
         if has_endpoints {
-            let to = if uses_fw { &fw_chain } else { &ext_chain };
+            let to = if uses_fw { &*fw_chain } else { &*ext_chain };
             o.nat(
                 "KUBE-SERVICES",
                 service_match(format!("{name} loadbalancer IP"), pr, Some(ip), port.port).jump(*to),
@@ -1063,7 +1087,7 @@ fn service_port(
             o.filter(
                 "KUBE-PROXY-FIREWALL",
                 service_match(
-                    format!("{name} traffic not accepted by {fw_chain}"),
+                    format!("{name} traffic not accepted by {}", *fw_chain),
                     pr,
                     Some(ip),
                     port.port,
@@ -1084,12 +1108,12 @@ fn service_port(
                     "KUBE-NODEPORTS",
                     service_match(name_comment.clone(), pr, Some(localhost), port.node_port)
                         .matching(Match::Nfacct("localhost_nps_accepted_pkts".into()))
-                        .jump(ext_chain),
+                        .jump(*ext_chain),
                 );
             }
             o.nat(
                 "KUBE-NODEPORTS",
-                service_match(name_comment.clone(), pr, None, port.node_port).jump(ext_chain),
+                service_match(name_comment.clone(), pr, None, port.node_port).jump(*ext_chain),
             );
         }
         if !has_external {
@@ -1126,13 +1150,13 @@ fn service_port(
         o.nat_chain_for(svc_chain, 1 + cluster.len() * per_ep);
     }
     if uses_local_chain {
-        o.nat_chain_for(svl_chain, 1 + local.len() * per_ep);
+        o.nat_chain_for(*svl_chain, 1 + local.len() * per_ep);
     }
     if uses_ext_chain {
-        o.nat_chain_for(ext_chain, 4);
+        o.nat_chain_for(*ext_chain, 4);
     }
     if uses_fw {
-        o.nat_chain_for(fw_chain, svc.lb_source_ranges.len() + svc.lb_ips.len() + 1);
+        o.nat_chain_for(*fw_chain, svc.lb_source_ranges.len() + svc.lb_ips.len() + 1);
     }
     if has_internal {
         let mut masq = service_match(cluster_ip_comment.clone(), pr, Some(cip), port.port);
@@ -1145,55 +1169,55 @@ fn service_port(
     if uses_ext_chain {
         if !svc.external_local {
             o.nat(
-                &ext_chain,
+                &*ext_chain,
                 commented(format!("masquerade traffic for {name} external destinations"))
                     .jump(o.mark_masq),
             );
         } else {
             if let Some(pc) = cfg.local_cidr {
                 o.nat(
-                    &ext_chain,
+                    &*ext_chain,
                     commented(format!("pod traffic for {name} external destinations"))
                         .src(pc, false)
                         .jump(svc_chain),
                 );
             }
             o.nat(
-                &ext_chain,
+                &*ext_chain,
                 commented(format!("masquerade LOCAL traffic for {name} external destinations"))
                     .matching(local_src())
                     .jump(o.mark_masq),
             );
             o.nat(
-                &ext_chain,
+                &*ext_chain,
                 commented(format!("route LOCAL traffic for {name} external destinations"))
                     .matching(local_src())
                     .jump(svc_chain),
             );
         }
         if has_external {
-            o.nat(&ext_chain, RuleBuilder::new().jump(*external_chain));
+            o.nat(&*ext_chain, RuleBuilder::new().jump(*external_chain));
         }
     }
     if uses_fw {
         for r in &svc.lb_source_ranges {
             o.nat(
-                &fw_chain,
-                commented(format!("{name} loadbalancer IP")).src(*r, false).jump(ext_chain),
+                &*fw_chain,
+                commented(format!("{name} loadbalancer IP")).src(*r, false).jump(*ext_chain),
             );
         }
         if svc.lb_source_ranges.iter().any(|r| cfg.node_ips.iter().any(|ip| r.contains(*ip))) {
             for ip in &svc.lb_ips {
                 o.nat(
-                    &fw_chain,
+                    &*fw_chain,
                     commented(format!("{name} loadbalancer IP"))
                         .src(host(*ip), false)
-                        .jump(ext_chain),
+                        .jump(*ext_chain),
                 );
             }
         }
         o.nat(
-            &fw_chain,
+            &*fw_chain,
             commented(format!("other traffic to {name} will be dropped by KUBE-PROXY-FIREWALL"))
                 .build(),
         );
@@ -2142,6 +2166,31 @@ mod tests {
             validate_service(&Service::cluster_ip("a", "B", Ipv4Addr::LOCALHOST)),
             Err(ClusterError::InvalidName { .. })
         ));
+    }
+
+    /// Rules by Service: the stable sort by the comment's first word, also for Services
+    /// whose names share their first 16 bytes or are prefixes of one another.
+    #[test]
+    fn rules_sort_stably_by_service() {
+        let names = [
+            "default/web-frontend:https",
+            "default/web-frontend:http",
+            "default/web",
+            "default/web-frontend:http",
+            "kube-system/kube-dns:dns",
+            "default/web-frontend:http2",
+            "default/web",
+        ];
+        let rules: Vec<Rule> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| commented(format!("{n} rule {i}")).target(Target::Accept).expect("valid"))
+            .collect();
+        let mut want = rules.clone();
+        want.sort_by(|a, b| service_of(a).cmp(service_of(b)));
+        let comments = |r: &[Rule]| r.iter().map(|r| r.comment().map(str::to_owned)).collect();
+        let got: Vec<_> = comments(&by_service(rules));
+        assert_eq!(got, comments(&want));
     }
 
     /// Sorting by the names' heads gives the order of the names themselves: prefixes,
