@@ -483,9 +483,12 @@ impl Out {
         })
     }
 
-    fn text(&mut self, args: std::fmt::Arguments<'_>) -> Arc<str> {
+    /// `parts` joined, as one shared string (built in a reused buffer, without formatting).
+    fn text(&mut self, parts: &[&str]) -> Arc<str> {
         self.scratch.clear();
-        let _ = self.scratch.write_fmt(args);
+        for p in parts {
+            self.scratch.push_str(p);
+        }
         Arc::from(self.scratch.as_str())
     }
 }
@@ -1236,7 +1239,7 @@ fn service_port(
     };
     let write_policy = |chain: &ChainName, list: &[&Ep], o: &mut Out| {
         let comments: Vec<Arc<str>> =
-            list.iter().map(|e| o.text(format_args!("{name} -> {}", e.key.as_str()))).collect();
+            list.iter().map(|e| o.text(&[&name, " -> ", e.key.as_str()])).collect();
         if let Some(t) = svc.affinity_timeout {
             for (e, c) in list.iter().zip(&comments) {
                 o.nat(
