@@ -153,6 +153,8 @@ fn check_chain_name(name: &str, line: usize, col: usize) -> Result<ChainName, Pa
 
 /// From this many chains on, [`Table::link`] resolves jumps with two threads.
 const PARALLEL_LINK_CHAINS: usize = 8192;
+/// Into how many pieces a large table's chains are cut for the two threads that link them.
+const LINK_PIECES: usize = 16;
 
 /// One table of one namespace.
 #[derive(Clone, Debug)]
@@ -222,20 +224,40 @@ impl Table {
     pub fn link(&mut self) -> Result<(), String> {
         let n = self.chains.len();
         let (jumps, states) = if n >= PARALLEL_LINK_CHAINS {
-            // Two threads resolve the two halves (where a second thread can start).
-            std::thread::scope(|scope| {
-                let this = &*self;
-                let other = std::thread::Builder::new()
-                    .spawn_scoped(scope, move || this.resolve_jumps(n / 2..n));
-                let (mut jumps, mut states) = this.resolve_jumps(0..n / 2)?;
-                let (j2, s2) = match other {
-                    Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?,
-                    Err(_) => this.resolve_jumps(n / 2..n)?,
-                };
-                jumps.extend(j2);
-                states.extend(s2);
-                Ok::<_, String>((jumps, states))
-            })?
+            // Two threads (where a second one can start) take pieces of the chains in turn:
+            // the chains that jump most (a kube-proxy payload's KUBE-SVC- chains sort last)
+            // are not all one thread's.
+            let pieces: Vec<_> =
+                (0..LINK_PIECES).map(|k| k * n / LINK_PIECES..(k + 1) * n / LINK_PIECES).collect();
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let this = &*self;
+            let take_pieces = || {
+                let mut done = Vec::new();
+                loop {
+                    let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(piece) = pieces.get(k) else { break };
+                    done.push((k, this.resolve_jumps(piece.clone())));
+                }
+                done
+            };
+            let mut done = std::thread::scope(|scope| {
+                let other = std::thread::Builder::new().spawn_scoped(scope, take_pieces);
+                let mut done = take_pieces();
+                if let Ok(h) = other {
+                    done.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+                }
+                done
+            });
+            // In table order, so an error names the first chain that jumps nowhere.
+            done.sort_by_key(|(k, _)| *k);
+            let rules = self.chains.values().map(|c| c.rules.len()).sum();
+            let (mut jumps, mut states) = (Vec::with_capacity(rules), Vec::with_capacity(rules));
+            for (_, piece) in done {
+                let (j, s) = piece?;
+                jumps.extend(j);
+                states.extend(s);
+            }
+            (jumps, states)
         } else {
             self.resolve_jumps(0..n)?
         };
@@ -776,6 +798,41 @@ pub fn drift(expected: &Ruleset, actual: &Ruleset) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A table large enough to be linked by two threads in pieces links as one thread links
+    /// it, and a jump to nowhere is reported for the first chain that makes one.
+    #[test]
+    fn large_tables_link_in_pieces_as_in_one() {
+        let rule = |t: &str| Rule::parse(t).unwrap();
+        let n = 3 * PARALLEL_LINK_CHAINS;
+        let name = |i: usize| ChainName::new(&format!("C{i}")).unwrap();
+        let chains = (0..n).map(|i| {
+            // Jumps forward and back, many in the last chains (as KUBE-SVC- chains sort last).
+            let mut rules =
+                vec![rule(&format!("-p tcp -m conntrack --ctstate NEW -j C{}", (i * 7919) % n))];
+            if i > n - n / 8 {
+                rules.extend((1..6).map(|k| rule(&format!("-j C{}", (i + k * 104_729) % n))));
+            }
+            rules.push(rule("-j ACCEPT"));
+            (name(i), rules)
+        });
+        let mut rs = Ruleset::default();
+        rs.load(TableName::Filter, chains.clone()).unwrap();
+        let table = rs.table(TableName::Filter);
+        let (jumps, states) = table.resolve_jumps(0..table.chains.len()).unwrap();
+        assert_eq!(table.jumps, jumps);
+        assert_eq!(table.states, states);
+        assert_eq!(table.jumps.len(), table.chains.values().map(|c| c.rules.len()).sum::<usize>());
+
+        let broken = chains.map(|(c, mut rules)| {
+            if c.as_str() == "C30000" || c.as_str() == "C5000" {
+                rules.push(rule("-j NOWHERE"));
+            }
+            (c, rules)
+        });
+        let err = Ruleset::default().load(TableName::Filter, broken).unwrap_err();
+        assert!(err.starts_with("chain C5000 jumps to 'NOWHERE'"), "{err}");
+    }
 
     #[test]
     fn loading_built_chains_is_restoring_them() {
