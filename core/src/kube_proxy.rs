@@ -14,9 +14,9 @@
 //! ([`IptablesPayload::load_into`]) and the text ([`sync_iptables`],
 //! [`Cluster::kube_proxy_payload`], `iptables-save`'s restore form) is printed from them, in
 //! kube-proxy's spelling. At 10,000 Services × 10 endpoints that is a third of a million
-//! rules, so nothing per rule is formatted or parsed; comments and jump targets are shared
-//! strings, and past a few hundred Services two threads write the two halves of the sorted
-//! Service list and merge them, which gives the same payload byte for byte.
+//! rules, so nothing per rule is formatted or parsed; comments are shared strings and chain
+//! names inline, and past a few hundred Services two threads take eight runs of the sorted
+//! Service list in turn and the runs are merged, which gives the same payload byte for byte.
 //!
 //! The jumps from the built-in chains, which kube-proxy installs separately with
 //! `EnsureRule`, are added per node ([`base_jumps`]).
@@ -2228,8 +2228,8 @@ mod tests {
         assert_eq!(got, want);
     }
 
-    /// Two threads writing the two halves of the Services give the payload one thread
-    /// writes, byte for byte.
+    /// Two threads writing runs of the Services give the payload one thread writes, byte
+    /// for byte, with the head chains' rules in kube-proxy's order.
     #[test]
     fn two_threads_write_the_payload_one_thread_writes() {
         let mut svcs = Vec::new();
