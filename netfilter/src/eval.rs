@@ -432,7 +432,8 @@ fn eval_from(
             let c = &table.chains[ci];
             // A rule for other connection states cannot match: no need to look at it.
             let pos = c.jumps_at as usize + i;
-            let skip = table.states.get(pos).is_some_and(|m| m & state == 0);
+            let skip =
+                table.links.get(pos).is_some_and(|&l| crate::table::link_states(l) & state == 0);
             if skip {
                 false
             } else {
@@ -487,13 +488,13 @@ fn eval_from(
                 }
             },
             Target::Jump(_) => {
-                let to = linked(&table.jumps, c, i);
+                let to = linked(&table.links, c, i);
                 stack.push((ci, i + 1));
                 ci = to;
                 ri = 0;
             }
             Target::Goto(_) => {
-                ci = linked(&table.jumps, c, i);
+                ci = linked(&table.links, c, i);
                 ri = 0;
             }
         }
@@ -529,8 +530,10 @@ fn state_bit(info: CtInfo) -> u8 {
 }
 
 /// The chain rule `i` of `c` jumps to, as [`Table::link`] resolved it.
-fn linked(jumps: &[u32], c: &crate::table::Chain, i: usize) -> usize {
-    let j = jumps.get(c.jumps_at as usize + i).copied().unwrap_or(crate::table::NO_JUMP);
+fn linked(links: &[u32], c: &crate::table::Chain, i: usize) -> usize {
+    let j = links
+        .get(c.jumps_at as usize + i)
+        .map_or(crate::table::NO_JUMP, |&l| crate::table::link_target(l));
     assert_ne!(j, crate::table::NO_JUMP, "a jump in a table that was changed without Table::link");
     j as usize
 }

@@ -163,14 +163,13 @@ pub struct Table {
     pub name: TableName,
     /// Chains by name: built-in chains first, then user chains in creation order.
     pub chains: IndexMap<ChainName, Chain, crate::eval::FastBuild>,
-    /// For every rule of every chain, in chain order (a chain's first at its `jumps_at`):
-    /// the index of the chain it jumps or goes to, or [`NO_JUMP`]. One vector for the table,
-    /// filled by [`Table::link`].
-    pub(crate) jumps: Vec<u32>,
-    /// For every rule, in the same order: the connection states (`ctstate` bits INVALID,
-    /// ESTABLISHED, RELATED, NEW, UNTRACKED) a packet can be in and still match it. A rule
-    /// with `-m conntrack --ctstate NEW` is skipped at once for an established packet.
-    pub(crate) states: Vec<u8>,
+    /// For every rule of every chain, in chain order (a chain's first at its `jumps_at`), one
+    /// word filled by [`Table::link`] (see [`link_word`]): the index of the chain the rule
+    /// jumps or goes to ([`NO_JUMP`] for none), and the connection states (`ctstate` bits
+    /// INVALID, ESTABLISHED, RELATED, NEW, UNTRACKED) a packet can be in and still match it,
+    /// so a rule with `-m conntrack --ctstate NEW` is skipped at once for an established
+    /// packet. A walk reads both from one place.
+    pub(crate) links: Vec<u32>,
     /// Names the numbering of the rules that [`Table::link`] made (see [`crate::counters`]):
     /// drawn afresh at every link, kept by a clone.
     layout: u64,
@@ -179,18 +178,29 @@ pub struct Table {
 /// Tables are equal when their chains and rules are (however their rules were numbered).
 impl PartialEq for Table {
     fn eq(&self, other: &Table) -> bool {
-        self.name == other.name
-            && self.chains == other.chains
-            && self.jumps == other.jumps
-            && self.states == other.states
+        self.name == other.name && self.chains == other.chains && self.links == other.links
     }
 }
 
-/// Per rule of a range of chains: its jump target and its connection states.
-type Linked = (Vec<u32>, Vec<u8>);
+/// A rule that neither jumps nor goes to a chain, in [`Table`]'s link words (all 24 bits of
+/// the chain index set: a table has fewer chains).
+pub(crate) const NO_JUMP: u32 = 0x00FF_FFFF;
 
-/// A rule that neither jumps nor goes to a chain, in [`Table`]'s jump vector.
-pub(crate) const NO_JUMP: u32 = u32::MAX;
+/// A rule's link word: the chain it jumps to in the low 24 bits, its connection states in
+/// the high 8.
+pub(crate) fn link_word(to: u32, states: u8) -> u32 {
+    (u32::from(states) << 24) | (to & NO_JUMP)
+}
+
+/// The chain index of a link word ([`NO_JUMP`] for none).
+pub(crate) fn link_target(word: u32) -> u32 {
+    word & NO_JUMP
+}
+
+/// The connection states of a link word.
+pub(crate) fn link_states(word: u32) -> u8 {
+    (word >> 24) as u8
+}
 
 impl Table {
     /// A table with its built-in chains (policy ACCEPT) and no rules.
@@ -200,13 +210,7 @@ impl Table {
             let name = ChainName::new(h.chain_name()).expect("built-in chain names fit");
             chains.insert(name, Chain::new(Some(Policy::Accept)));
         }
-        Table {
-            name,
-            chains,
-            jumps: Vec::new(),
-            states: Vec::new(),
-            layout: crate::counters::fresh_layout(),
-        }
+        Table { name, chains, links: Vec::new(), layout: crate::counters::fresh_layout() }
     }
 
     /// The numbering of the rules [`Table::link`] last made (see [`crate::counters`]).
@@ -216,14 +220,21 @@ impl Table {
 
     /// How many rules [`Table::link`] numbered.
     pub(crate) fn rule_count(&self) -> usize {
-        self.jumps.len()
+        self.links.len()
     }
 
     /// Resolves jump targets to chain indices and rebuilds dispatch indices. Called after
     /// every change; fails when a rule jumps to a chain that does not exist.
     pub fn link(&mut self) -> Result<(), String> {
         let n = self.chains.len();
-        let (jumps, states) = if n >= PARALLEL_LINK_CHAINS {
+        if n >= NO_JUMP as usize {
+            return Err(format!(
+                "table {} has {n} chains; at most {} fit in it",
+                self.name,
+                NO_JUMP - 1
+            ));
+        }
+        let links = if n >= PARALLEL_LINK_CHAINS {
             // Two threads (where a second one can start) take pieces of the chains in turn:
             // the chains that jump most (a kube-proxy payload's KUBE-SVC- chains sort last)
             // are not all one thread's.
@@ -251,17 +262,15 @@ impl Table {
             // In table order, so an error names the first chain that jumps nowhere.
             done.sort_by_key(|(k, _)| *k);
             let rules = self.chains.values().map(|c| c.rules.len()).sum();
-            let (mut jumps, mut states) = (Vec::with_capacity(rules), Vec::with_capacity(rules));
+            let mut links = Vec::with_capacity(rules);
             for (_, piece) in done {
-                let (j, s) = piece?;
-                jumps.extend(j);
-                states.extend(s);
+                links.extend(piece?);
             }
-            (jumps, states)
+            links
         } else {
             self.resolve_jumps(0..n)?
         };
-        if u32::try_from(jumps.len()).is_err() || u32::try_from(n).is_err() {
+        if u32::try_from(links.len()).is_err() {
             return Err(format!("table {} has more rules than fit in it", self.name));
         }
         let mut at = 0u32;
@@ -270,25 +279,22 @@ impl Table {
             at += chain.rules.len() as u32;
             chain.index = crate::eval::ChainIndex::build(&chain.rules);
         }
-        self.jumps = jumps;
-        self.states = states;
+        self.links = links;
         self.layout = crate::counters::fresh_layout();
         Ok(())
     }
 
-    /// The chain index each rule of chains `range` jumps to ([`NO_JUMP`] for the others),
-    /// and the connection states it can match ([`Table::states`]), rule after rule.
-    fn resolve_jumps(&self, range: std::ops::Range<usize>) -> Result<Linked, String> {
+    /// The link word ([`link_word`]) of each rule of chains `range`, rule after rule: the
+    /// chain it jumps to ([`NO_JUMP`] for none) and the connection states it can match.
+    fn resolve_jumps(&self, range: std::ops::Range<usize>) -> Result<Vec<u32>, String> {
         let rules = self.chains[range.clone()].values().map(|c| c.rules.len()).sum();
         let mut all = Vec::with_capacity(rules);
-        let mut states = Vec::with_capacity(rules);
         // The target looked up last is reused without hashing it again (half a kube-proxy
         // payload jumps to KUBE-MARK-MASQ).
         let mut last: Option<(ChainName, u32)> = None;
         for (cname, chain) in &self.chains[range] {
             for r in &chain.rules {
-                states.push(crate::eval::states_of(r));
-                all.push(match &r.target {
+                let to = match &r.target {
                     Target::Jump(t) | Target::Goto(t) => match last {
                         Some((n, i)) if n == *t => i,
                         _ => {
@@ -303,10 +309,11 @@ impl Table {
                         }
                     },
                     _ => NO_JUMP,
-                });
+                };
+                all.push(link_word(to, crate::eval::states_of(r)));
             }
         }
-        Ok((all, states))
+        Ok(all)
     }
 
     /// Whether this chain is a built-in one.
@@ -819,10 +826,15 @@ mod tests {
         let mut rs = Ruleset::default();
         rs.load(TableName::Filter, chains.clone()).unwrap();
         let table = rs.table(TableName::Filter);
-        let (jumps, states) = table.resolve_jumps(0..table.chains.len()).unwrap();
-        assert_eq!(table.jumps, jumps);
-        assert_eq!(table.states, states);
-        assert_eq!(table.jumps.len(), table.chains.values().map(|c| c.rules.len()).sum::<usize>());
+        let links = table.resolve_jumps(0..table.chains.len()).unwrap();
+        assert_eq!(table.links, links);
+        assert_eq!(table.links.len(), table.chains.values().map(|c| c.rules.len()).sum::<usize>());
+        // The new-connection rules, in the first chains and the last, keep their states.
+        let states = |c: &str| link_states(table.links[table.chains[c].jumps_at as usize]);
+        assert_eq!(
+            (states("C0"), states(&format!("C{}", n - 1))),
+            (crate::rule::ctstate::NEW, crate::rule::ctstate::NEW)
+        );
 
         let broken = chains.map(|(c, mut rules)| {
             if c.as_str() == "C30000" || c.as_str() == "C5000" {
