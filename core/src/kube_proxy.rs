@@ -790,22 +790,28 @@ fn sync_iptables_rules_with(
     IptablesPayload { filter, nat }
 }
 
-/// The Services by namespace, then name. Most comparisons end on the names' first 16 bytes
-/// and lengths, held beside each Service, without reading the strings.
+/// The Services by namespace, then name, on their names' [`str_key`]s.
 fn sorted_services(services: &[Service]) -> Vec<&Service> {
-    let key = |s: &str| (head(s.as_bytes()), s.len());
-    let mut keyed: Vec<_> = services.iter().map(|s| (key(&s.namespace), key(&s.name), s)).collect();
-    // Equal heads and equal lengths of at most 16 bytes are equal strings.
-    let cmp = |(a, len_a): (u128, usize), (b, len_b): (u128, usize), x: &str, y: &str| {
-        a.cmp(&b).then_with(|| {
-            if len_a == len_b && len_a <= 16 { std::cmp::Ordering::Equal } else { x.cmp(y) }
-        })
-    };
+    let mut keyed: Vec<_> =
+        services.iter().map(|s| (str_key(&s.namespace), str_key(&s.name), s)).collect();
     keyed.sort_unstable_by(|(ns_a, name_a, a), (ns_b, name_b, b)| {
-        cmp(*ns_a, *ns_b, &a.namespace, &b.namespace)
-            .then_with(|| cmp(*name_a, *name_b, &a.name, &b.name))
+        cmp_keyed(*ns_a, *ns_b, &a.namespace, &b.namespace)
+            .then_with(|| cmp_keyed(*name_a, *name_b, &a.name, &b.name))
     });
     keyed.into_iter().map(|(_, _, s)| s).collect()
+}
+
+/// A string's sort key: its first 16 bytes as one number ([`head`]) and its length. Kept
+/// beside what is sorted, it ends most comparisons without reading the string.
+fn str_key(s: &str) -> (u128, usize) {
+    (head(s.as_bytes()), s.len())
+}
+
+/// How `x` and `y` compare, from their [`str_key`]s `a` and `b`: equal heads and equal
+/// lengths of at most 16 bytes are equal strings; otherwise the strings decide.
+fn cmp_keyed(a: (u128, usize), b: (u128, usize), x: &str, y: &str) -> std::cmp::Ordering {
+    a.0.cmp(&b.0)
+        .then_with(|| if a.1 == b.1 && a.1 <= 16 { std::cmp::Ordering::Equal } else { x.cmp(y) })
 }
 
 /// `sortIPTablesRules`'s chain order: the two head chains first, then by name.
@@ -915,28 +921,15 @@ fn merge_ordered(lists: Vec<Ordered>) -> Vec<(ChainName, Vec<Rule>)> {
     out
 }
 
-/// Rules stably by [`service_of`]. The Service names' first 16 bytes and lengths are read
-/// once per rule and most comparisons end there, without reading the comments again.
+/// Rules stably by [`service_of`], on the Service names' [`str_key`]s (each comment read
+/// once).
 fn by_service(rules: Vec<Rule>) -> Vec<Rule> {
-    let mut keys: Vec<(u128, usize, u32)> = rules
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let s = service_of(r);
-            (head(s.as_bytes()), s.len(), i as u32)
-        })
-        .collect();
-    keys.sort_by(|a, b| {
-        a.0.cmp(&b.0).then_with(|| {
-            if a.1 == b.1 && a.1 <= 16 {
-                std::cmp::Ordering::Equal
-            } else {
-                service_of(&rules[a.2 as usize]).cmp(service_of(&rules[b.2 as usize]))
-            }
-        })
-    });
+    let mut keys: Vec<((u128, usize), u32)> =
+        rules.iter().enumerate().map(|(i, r)| (str_key(service_of(r)), i as u32)).collect();
+    let service = |i: u32| service_of(&rules[i as usize]);
+    keys.sort_by(|(a, i), (b, j)| cmp_keyed(*a, *b, service(*i), service(*j)));
     let mut slots: Vec<Option<Rule>> = rules.into_iter().map(Some).collect();
-    keys.iter().filter_map(|k| slots.get_mut(k.2 as usize).and_then(Option::take)).collect()
+    keys.iter().filter_map(|k| slots.get_mut(k.1 as usize).and_then(Option::take)).collect()
 }
 
 /// A chain of an ordered list by name (every chain [`Out::new`] declares is there).
