@@ -723,37 +723,13 @@ fn sync_iptables_rules_with(
         }
         (ordered(o.filter), ordered(o.nat))
     };
-    let runs: Vec<&[&Service]> = if two_threads {
-        svcs.chunks(svcs.len().div_ceil(WRITER_RUNS)).collect()
+    let done = if two_threads {
+        let runs: Vec<&[&Service]> = svcs.chunks(svcs.len().div_ceil(WRITER_RUNS)).collect();
+        podnet_netfilter::table::in_two_threads(runs.len(), |i| write(runs[i]))
     } else {
-        vec![&svcs[..]]
+        vec![write(&svcs)]
     };
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let take_runs = || {
-        let mut done = Vec::new();
-        loop {
-            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(run) = runs.get(i) else { break };
-            done.push((i, write(run)));
-        }
-        done
-    };
-    let mut done = if two_threads {
-        std::thread::scope(|scope| {
-            let other = std::thread::Builder::new().spawn_scoped(scope, take_runs);
-            // Where no second thread can start (WebAssembly), this one takes every run.
-            let mut done = take_runs();
-            if let Ok(h) = other {
-                done.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
-            }
-            done
-        })
-    } else {
-        take_runs()
-    };
-    // Back in the order of the sorted list.
-    done.sort_by_key(|(i, _)| *i);
-    let (filter, nat): (Vec<Ordered>, Vec<Ordered>) = done.into_iter().map(|(_, o)| o).unzip();
+    let (filter, nat): (Vec<Ordered>, Vec<Ordered>) = done.into_iter().unzip();
     let (mut filter, mut nat) = (merge_ordered(filter), merge_ordered(nat));
     // Fixed rules.
     let fixed = |text: &str| Rule::parse(text).expect("kube-proxy's fixed rules parse");

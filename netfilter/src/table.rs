@@ -124,7 +124,7 @@ pub struct Chain {
     pub rules: Vec<Rule>,
     /// Whether the restore input declared this chain (`:NAME`), so the restore form repeats it.
     pub declared: bool,
-    /// Where this chain's rules start in its table's jump and state vectors (filled by
+    /// Where this chain's rules start in its table's link words (filled by
     /// [`Table::link`]).
     pub(crate) jumps_at: u32,
     /// Dispatch index for long chains (see [`crate::eval`]), boxed: few chains have one, and
@@ -240,30 +240,11 @@ impl Table {
             // are not all one thread's.
             let pieces: Vec<_> =
                 (0..LINK_PIECES).map(|k| k * n / LINK_PIECES..(k + 1) * n / LINK_PIECES).collect();
-            let next = std::sync::atomic::AtomicUsize::new(0);
-            let this = &*self;
-            let take_pieces = || {
-                let mut done = Vec::new();
-                loop {
-                    let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(piece) = pieces.get(k) else { break };
-                    done.push((k, this.resolve_jumps(piece.clone())));
-                }
-                done
-            };
-            let mut done = std::thread::scope(|scope| {
-                let other = std::thread::Builder::new().spawn_scoped(scope, take_pieces);
-                let mut done = take_pieces();
-                if let Ok(h) = other {
-                    done.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
-                }
-                done
-            });
+            let done = in_two_threads(pieces.len(), |k| self.resolve_jumps(pieces[k].clone()));
             // In table order, so an error names the first chain that jumps nowhere.
-            done.sort_by_key(|(k, _)| *k);
             let rules = self.chains.values().map(|c| c.rules.len()).sum();
             let mut links = Vec::with_capacity(rules);
-            for (_, piece) in done {
+            for piece in done {
                 links.extend(piece?);
             }
             links
@@ -320,6 +301,34 @@ impl Table {
     pub fn is_builtin(&self, chain: &str) -> bool {
         self.name.builtin_chains().iter().any(|h| h.chain_name() == chain)
     }
+}
+
+/// `work(0)` to `work(jobs - 1)` on two threads (one where no second thread can start, as
+/// in WebAssembly), each taking the next job when it is done with its last, so neither waits
+/// long on the other; the results in job order.
+pub fn in_two_threads<T: Send>(jobs: usize, work: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let take_jobs = || {
+        let mut done = Vec::new();
+        loop {
+            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if k >= jobs {
+                break;
+            }
+            done.push((k, work(k)));
+        }
+        done
+    };
+    let mut done = std::thread::scope(|scope| {
+        let other = std::thread::Builder::new().spawn_scoped(scope, take_jobs);
+        let mut done = take_jobs();
+        if let Ok(h) = other {
+            done.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        }
+        done
+    });
+    done.sort_by_key(|(k, _)| *k);
+    done.into_iter().map(|(_, t)| t).collect()
 }
 
 /// All tables of one namespace.
