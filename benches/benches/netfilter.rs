@@ -7,17 +7,14 @@ use std::time::{Duration, Instant as WallInstant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use podnet_benches::{
-    client, forward, forward_ipvs, node_netfilter, node_netfilter_ipvs, syn, vip,
+    client, established_tcp, forward, forward_ipvs, node_netfilter, node_netfilter_ipvs, syn, vip,
 };
 use podnet_netfilter::{Conntrack, Skb, packet};
 use smoltcp::time::Instant;
 
 fn established(c: &mut Criterion) {
     let mut nf = node_netfilter(10);
-    let (src, sport) = client(1);
-    let pkt = syn(src, sport, vip(3), 80);
-    let mut first = Skb::new(pkt.clone());
-    assert!(forward(&mut nf, &mut first, Instant::ZERO));
+    let pkt = established_tcp(&mut nf);
     c.bench_function("netfilter/established_packet", |b| {
         b.iter(|| {
             let mut skb = Skb::new(pkt.clone());

@@ -1,10 +1,8 @@
 //! A tight loop of established packets through a node's hooks, for profilers.
 fn main() {
     let mut nf = podnet_benches::node_netfilter(10);
-    let (src, sport) = podnet_benches::client(1);
-    let pkt = podnet_benches::syn(src, sport, podnet_benches::vip(3), 80);
+    let pkt = podnet_benches::established_tcp(&mut nf);
     let now = smoltcp::time::Instant::ZERO;
-    assert!(podnet_benches::forward(&mut nf, &mut podnet_netfilter::Skb::new(pkt.clone()), now));
     let t = std::time::Instant::now();
     // PACKETS=N for profilers that run slower (callgrind).
     let n: u32 = std::env::var("PACKETS").ok().and_then(|v| v.parse().ok()).unwrap_or(3_000_000);

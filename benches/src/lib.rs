@@ -135,6 +135,11 @@ pub fn forward_ipvs(nf: &mut Netfilter, skb: &mut Skb, now: Instant) -> bool {
 
 /// A 64-byte-frame-sized TCP SYN (40-byte IPv4 packet) with valid checksums.
 pub fn syn(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    tcp(src, sport, dst, dport, 0x02)
+}
+
+/// A 40-byte TCP segment (no payload) with TCP flags `flags` and valid checksums.
+pub fn tcp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8) -> Vec<u8> {
     use smoltcp::wire::{IpAddress, Ipv4Packet, TcpPacket};
     let mut b = vec![0u8; 40];
     b[0] = 0x45;
@@ -147,7 +152,7 @@ pub fn syn(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
     b[20..22].copy_from_slice(&sport.to_be_bytes());
     b[22..24].copy_from_slice(&dport.to_be_bytes());
     b[32] = 0x50;
-    b[33] = 0x02;
+    b[33] = flags;
     b[34..36].copy_from_slice(&64240u16.to_be_bytes());
     let mut ip = Ipv4Packet::new_unchecked(&mut b[..]);
     ip.fill_checksum();
@@ -183,6 +188,36 @@ pub fn forward(nf: &mut Netfilter, skb: &mut Skb, now: Instant) -> bool {
             skb,
             &env(Some("eth0"), Some(Ipv4Addr::new(192, 168, 0, 1))),
         ))
+}
+
+/// Opens a TCP connection from a client pod to Service 3 through [`forward`]: the SYN
+/// (DNAT to an endpoint), the endpoint's SYN-ACK (reverse DNAT) and the client's ACK, so
+/// conntrack holds the connection ESTABLISHED and assured. Returns the client's next
+/// segment (an ACK toward the ClusterIP): a packet of an established flow, which no nat
+/// chain sees again and which passes every `--ctstate NEW` jump by.
+pub fn established_tcp(nf: &mut Netfilter) -> Vec<u8> {
+    use podnet_netfilter::conntrack::{CtInfo, CtRef, Direction};
+    let now = Instant::ZERO;
+    let (src, sport) = client(1);
+    let (svc, svc_port) = (vip(3), 80);
+    let mut first = Skb::new(syn(src, sport, svc, svc_port));
+    assert!(forward(nf, &mut first, now), "the SYN passes");
+    let info = podnet_netfilter::packet::parse(&first.data).expect("the node keeps it valid");
+    let (ep, ep_port) = (info.tuple.dst, info.tuple.dport);
+    assert_ne!(ep, svc, "the SYN was DNATed to an endpoint");
+    let mut answer = Skb::new(tcp(ep, ep_port, src, sport, 0x12));
+    assert!(forward(nf, &mut answer, now), "the SYN-ACK passes");
+    let back = podnet_netfilter::packet::parse(&answer.data).expect("the node keeps it valid");
+    assert_eq!((back.tuple.src, back.tuple.sport), (svc, svc_port), "reverse DNAT");
+    let ack = tcp(src, sport, svc, svc_port, 0x10);
+    let mut third = Skb::new(ack.clone());
+    assert!(forward(nf, &mut third, now), "the ACK passes");
+    assert!(
+        matches!(third.ct, CtRef::Confirmed(_, Direction::Original, CtInfo::Established)),
+        "the connection is established: {:?}",
+        third.ct
+    );
+    ack
 }
 
 /// The ClusterIP of benchmark Service `i`.

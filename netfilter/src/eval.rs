@@ -346,7 +346,7 @@ pub fn eval_hook(
     st: &mut EvalState<'_>,
     indexed: bool,
 ) -> Verdict {
-    let Some(start) = table.name.builtin_chains().iter().position(|h| *h == hook) else {
+    let Some(start) = table.name.builtin_position(hook) else {
         return Verdict::Accept;
     };
     debug_assert_eq!(
@@ -362,13 +362,14 @@ pub fn eval_hook(
 
 /// Whether the table has nothing to walk at this hook: no such built-in chain, or an empty
 /// one with policy ACCEPT (whose policy then counts the packet of `len` bytes in `counters`).
+#[inline]
 pub fn empty_hook(
     table: &Table,
     counters: &mut crate::counters::TableCounters,
     hook: crate::table::Hook,
     len: u16,
 ) -> bool {
-    let Some(start) = table.name.builtin_chains().iter().position(|h| *h == hook) else {
+    let Some(start) = table.name.builtin_position(hook) else {
         return true;
     };
     let c = &table.chains[start];

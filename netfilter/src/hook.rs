@@ -264,14 +264,7 @@ impl Netfilter {
                 return report;
             }
         };
-        let tables: &[TableName] = match hook {
-            Hook::PreRouting => &[TableName::Raw, TableName::Mangle, TableName::Nat],
-            Hook::Output => &[TableName::Raw, TableName::Mangle, TableName::Nat, TableName::Filter],
-            Hook::Input => &[TableName::Mangle, TableName::Filter, TableName::Nat],
-            Hook::Forward => &[TableName::Mangle, TableName::Filter],
-            Hook::PostRouting => &[TableName::Mangle, TableName::Nat],
-        };
-        for &t in tables {
+        for &t in hook_tables(hook) {
             // IPVS runs at LOCAL_IN priority 98 (before nat INPUT at 100) and at LOCAL_OUT
             // priority -98 (after nat OUTPUT at -100, before filter at 0).
             let ipvs_point = (hook == Hook::Input && t == TableName::Nat)
@@ -516,14 +509,42 @@ impl Netfilter {
             if from != (addr, port) || info.is_icmp_error() {
                 packet::rewrite(&mut skb.data, manip, addr, port)
                     .map_err(|e: PacketError| DropCause::Malformed(e.to_string()))?;
-                *info = packet::parse_trusted(&skb.data)
-                    .map_err(|e| DropCause::Malformed(e.to_string()))?;
+                if t.proto.has_ports() {
+                    // Only the rewritten side of the tuple changed: no need to read it again.
+                    let t = &mut info.tuple;
+                    match manip {
+                        Manip::Src => (t.src, t.sport) = (addr, port),
+                        Manip::Dst => (t.dst, t.dport) = (addr, port),
+                    }
+                    debug_assert_eq!(packet::parse_trusted(&skb.data).as_ref(), Ok(&*info));
+                } else {
+                    // ICMP: an echo identifier or a quoted packet may have changed too.
+                    *info = packet::parse_trusted(&skb.data)
+                        .map_err(|e| DropCause::Malformed(e.to_string()))?;
+                }
                 let t = &info.tuple;
                 let to = if manip == Manip::Src { (t.src, t.sport) } else { (t.dst, t.dport) };
                 report.nat.push(NatApplied { manip, from, to, decided_here, dir });
             }
         }
         Ok(Verdict::Accept)
+    }
+}
+
+/// The tables a hook runs, in priority order.
+fn hook_tables(hook: Hook) -> &'static [TableName] {
+    use TableName::*;
+    static PREROUTING: [TableName; 3] = [Raw, Mangle, Nat];
+    static OUTPUT: [TableName; 4] = [Raw, Mangle, Nat, Filter];
+    static INPUT: [TableName; 3] = [Mangle, Filter, Nat];
+    static FORWARD: [TableName; 2] = [Mangle, Filter];
+    static POSTROUTING: [TableName; 2] = [Mangle, Nat];
+    match hook {
+        Hook::PreRouting => &PREROUTING,
+        Hook::Output => &OUTPUT,
+        Hook::Input => &INPUT,
+        Hook::Forward => &FORWARD,
+        Hook::PostRouting => &POSTROUTING,
     }
 }
 

@@ -96,6 +96,26 @@ impl TableName {
             TableName::Filter => &[Hook::Input, Hook::Forward, Hook::Output],
         }
     }
+
+    /// Where the built-in chain of `hook` sits among [`TableName::builtin_chains`] (which is
+    /// also its chain number: built-in chains come first), or `None` if the table has none.
+    #[inline]
+    pub fn builtin_position(self, hook: Hook) -> Option<usize> {
+        use Hook::*;
+        match (self, hook) {
+            (TableName::Raw, PreRouting) => Some(0),
+            (TableName::Raw, Output) => Some(1),
+            (TableName::Mangle, h) => Some(h as usize),
+            (TableName::Nat, PreRouting) => Some(0),
+            (TableName::Nat, Input) => Some(1),
+            (TableName::Nat, Output) => Some(2),
+            (TableName::Nat, PostRouting) => Some(3),
+            (TableName::Filter, Input) => Some(0),
+            (TableName::Filter, Forward) => Some(1),
+            (TableName::Filter, Output) => Some(2),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for TableName {
@@ -814,6 +834,26 @@ pub fn drift(expected: &Ruleset, actual: &Ruleset) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The direct position of a hook's built-in chain is where the list puts it, and where a
+    /// fresh table numbers that chain.
+    #[test]
+    fn builtin_position_is_the_position_in_the_list() {
+        let hooks = [Hook::PreRouting, Hook::Input, Hook::Forward, Hook::Output, Hook::PostRouting];
+        for t in [TableName::Raw, TableName::Mangle, TableName::Nat, TableName::Filter] {
+            let table = Table::new(t);
+            for h in hooks {
+                let listed = t.builtin_chains().iter().position(|x| *x == h);
+                assert_eq!(t.builtin_position(h), listed, "{t} {h:?}");
+                if let Some(i) = listed {
+                    assert_eq!(
+                        table.chains.get_index(i).map(|(k, _)| k.as_str()),
+                        Some(h.chain_name())
+                    );
+                }
+            }
+        }
+    }
 
     /// A table large enough to be linked by two threads in pieces links as one thread links
     /// it, and a jump to nowhere is reported for the first chain that makes one.

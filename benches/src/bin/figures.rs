@@ -176,11 +176,10 @@ fn main() {
     }
 
     if want("netfilter_established") {
-        // Established packet through a node's hooks (PREROUTING, FORWARD, POSTROUTING).
+        // A packet of an established TCP connection through a node's hooks (PREROUTING,
+        // FORWARD, POSTROUTING): conntrack hit, stored DNAT replayed.
         let mut nf = node_netfilter(10);
-        let (src, sport) = client(1);
-        let pkt = syn(src, sport, vip(3), 80);
-        assert!(forward(&mut nf, &mut Skb::new(pkt.clone()), smoltcp::time::Instant::ZERO));
+        let pkt = podnet_benches::established_tcp(&mut nf);
         emit(rate("netfilter_established_packet", "pkt/s", secs, 10_000, || {
             for _ in 0..10_000 {
                 black_box(forward(
