@@ -1,4 +1,5 @@
-//! Differential: the chain dispatch index returns exactly what a linear walk returns.
+//! Differential: the chain dispatch index and the quick checks return exactly what a linear
+//! walk of every rule returns.
 #![no_main]
 use std::net::Ipv4Addr;
 
@@ -13,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let (head, body) = data.split_at(8);
-    let mut text = String::from("*filter\n:FORWARD ACCEPT [0:0]\n");
+    let mut text = String::from("*filter\n:FORWARD ACCEPT [0:0]\n:SUB - [0:0]\n");
     for chunk in body.chunks(4).take(120) {
         let [k, a, p, v] = [
             chunk[0],
@@ -21,17 +22,51 @@ fuzz_target!(|data: &[u8]| {
             *chunk.get(2).unwrap_or(&0),
             *chunk.get(3).unwrap_or(&0),
         ];
-        let proto = if k & 1 == 0 { "tcp" } else { "udp" };
-        let j = ["ACCEPT", "DROP", "RETURN", "MARK --or-mark 0x1", "REJECT"][usize::from(v % 5)];
-        let port = 78 + u16::from(p % 6);
-        let rule = match k % 6 {
-            0..=2 => format!("-m {proto} -p {proto} -d 10.96.0.{} --dport {port} -j {j}", a % 8),
-            3 => format!("-s 10.244.{}.0/24 -j {j}", a % 8),
-            4 => format!("-p {proto} -m {proto} ! --dport {port} -j {j}"),
-            _ => format!("! -d 10.96.0.{} -j {j}", a % 8),
+        let proto = if k & 0x80 == 0 { "tcp" } else { "udp" };
+        let j = [
+            "-j ACCEPT",
+            "-j DROP",
+            "-j RETURN",
+            "-j MARK --or-mark 0x1",
+            "-j REJECT",
+            "-j SUB",
+            "-g SUB",
+        ][usize::from(v % 7)];
+        let (port, a) = (78 + u16::from(p % 6), a % 8);
+        // The shapes the quick checks must read exactly: indexable Service rules, inverted
+        // addresses and protocols, draws and counts before and after the port, state
+        // matches, interfaces, source ports, `recent` lists, marks.
+        let rule = match k % 16 {
+            0..=2 => format!("-m {proto} -p {proto} -d 10.96.0.{a} --dport {port}"),
+            3 => format!("-s 10.244.{a}.0/24"),
+            4 => format!("-p {proto} -m {proto} ! --dport {port}"),
+            5 => format!("! -d 10.96.0.{a}"),
+            6 => format!(
+                "-m statistic --mode random --probability 0.5 -p {proto} -m {proto} --dport {port}"
+            ),
+            7 => format!(
+                "-p {proto} -m {proto} --dport {port} -m statistic --mode random --probability 0.5"
+            ),
+            8 => "-m statistic --mode nth --every 3 -m conntrack --ctstate NEW".to_string(),
+            9 => {
+                format!("! -s 10.244.{a}.0/24 -d 10.96.0.{a} -p {proto} -m {proto} --dport {port}")
+            }
+            10 => format!("! -p {proto}"),
+            11 => format!("-i eth+ -p {proto}"),
+            12 => format!("-p {proto} -m {proto} --sport 1234 --dport {port}"),
+            13 => "-m conntrack --ctstate ESTABLISHED -m comment --comment est".to_string(),
+            14 => format!("-m recent --name seen --set -p {proto} -m {proto} --dport {port}"),
+            _ => format!(
+                "-d 10.96.0.{a}/31 -m mark --mark 0x1/0x1 -m statistic --mode random ! --probability 0.25"
+            ),
         };
-        text.push_str(&format!("-A FORWARD {rule}\n"));
+        text.push_str(&format!("-A FORWARD {rule} {j}\n"));
     }
+    text.push_str(
+        "-A SUB -p udp -j RETURN\n\
+         -A SUB -m statistic --mode random --probability 0.5 -j MARK --or-mark 0x2\n\
+         -A SUB -d 10.96.0.3/32 -j ACCEPT\n",
+    );
     text.push_str("COMMIT\n");
     let mut a = Ruleset::default();
     a.restore(&text, false).expect("generated rules parse");
@@ -79,7 +114,7 @@ fuzz_target!(|data: &[u8]| {
         physdev_in: None,
         physdev_out: None,
         bridged: false,
-        ctinfo: CtInfo::New,
+        ctinfo: if head[0] & 2 == 0 { CtInfo::New } else { CtInfo::Established },
         ct_status: 0,
         ct_origdst: None,
         addr_type: &at,
@@ -124,4 +159,6 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(h1, h2);
     assert_eq!(m1, m2);
     assert_eq!(c1, c2);
+    assert_eq!(r1, r2);
+    assert_eq!(l1, l2);
 });

@@ -9,6 +9,17 @@
 //! rule stays in a residual list. Evaluation walks the merge of the packet's bucket and the
 //! residual list in rule order, so the first match is exactly the one a linear walk finds,
 //! at a cost independent of the number of Services.
+//!
+//! **Quick checks.** [`Table::link`] keeps, beside each rule's jump target, a small copy of
+//! what the rule requires of a packet's addresses, protocol and destination port
+//! (`Quick`), in one array in rule order, so a chain's rules are a few adjacent cache
+//! lines. A rule whose checks fail is passed by without reading the rule; a rule those checks
+//! describe whole (kube-proxy's rules are: addresses, protocol, port, comment, connection
+//! state, a random draw) is matched without reading it, and only a target with data (DNAT's
+//! address, MARK's value) is read from the rule. Only what a rule's walk would look at before
+//! any match that changes state (`-m statistic`, `-m recent`) goes into its checks, so
+//! passing a rule by changes nothing a linear walk would have changed. The linear walk
+//! (`indexed` false) reads every rule, for comparison.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -249,7 +260,9 @@ pub type FastBuild = std::hash::BuildHasherDefault<FastHasher>;
 /// Per-chain dispatch index (see the module docs).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct ChainIndex {
-    buckets: HashMap<(Ipv4Addr, u8, u16), Vec<u32>, FastBuild>,
+    /// A Service port's rules (one to four: cluster IP, external IPs, load balancers) sit
+    /// inline in the table: a lookup reads no further.
+    buckets: HashMap<(Ipv4Addr, u8, u16), smallvec::SmallVec<[u32; 4]>, FastBuild>,
     residual: Vec<u32>,
 }
 
@@ -271,6 +284,156 @@ impl ChainIndex {
         Some(Box::new(idx))
     }
 }
+
+/// Whether looking at `m` leaves everything as it was (a random draw, an `nth` count or a
+/// `recent` list do not).
+fn pure(m: &Match) -> bool {
+    !matches!(m, Match::Random { .. } | Match::Nth { .. } | Match::Recent(_))
+}
+
+/// What a rule requires of a packet, in a form checked with a few compares (see the module
+/// docs): kept per rule by [`Table::link`] beside its link word.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Quick {
+    src: u32,
+    src_mask: u32,
+    dst: u32,
+    dst_mask: u32,
+    dport_lo: u16,
+    dport_hi: u16,
+    proto: u8,
+    flags: u8,
+    /// What the rule's target is, when that is all a walk needs of it (`KIND_*`).
+    kind: u8,
+    /// The threshold of a final `-m statistic --mode random` ([`quick::RANDOM`]).
+    threshold: u32,
+}
+
+/// [`Quick`]'s flags and target kinds.
+mod quick {
+    pub const SRC_INV: u8 = 1;
+    pub const DST_INV: u8 = 2;
+    /// The packet's protocol must be `proto`.
+    pub const PROTO: u8 = 4;
+    /// The packet's protocol must not be `proto`.
+    pub const PROTO_INV: u8 = 8;
+    /// The checks (with the link word's states) are the whole rule.
+    pub const WHOLE: u8 = 16;
+    /// A whole rule ends with a random draw against `threshold`.
+    pub const RANDOM: u8 = 32;
+    /// That draw is inverted.
+    pub const RANDOM_INV: u8 = 64;
+
+    /// A target a walk must read from the rule.
+    pub const KIND_OTHER: u8 = 0;
+    pub const KIND_JUMP: u8 = 1;
+    pub const KIND_GOTO: u8 = 2;
+    pub const KIND_ACCEPT: u8 = 3;
+    pub const KIND_RETURN: u8 = 4;
+}
+
+impl Quick {
+    /// The checks of `r`.
+    pub(crate) fn of(r: &Rule) -> Quick {
+        let mut q = Quick { dport_hi: u16::MAX, ..Quick::default() };
+        let mut whole = r.in_iface.is_none() && r.out_iface.is_none();
+        let net = |n: &crate::rule::Neg<ipnetwork::Ipv4Network>| {
+            (u32::from(n.value.network()), u32::from(n.value.mask()), n.invert)
+        };
+        if let Some((a, m, inv)) = r.src.as_ref().map(net) {
+            (q.src, q.src_mask) = (a, m);
+            q.flags |= if inv { quick::SRC_INV } else { 0 };
+        }
+        if let Some((a, m, inv)) = r.dst.as_ref().map(net) {
+            (q.dst, q.dst_mask) = (a, m);
+            q.flags |= if inv { quick::DST_INV } else { 0 };
+        }
+        if let Some(p) = &r.proto {
+            q.proto = p.value.0;
+            q.flags |= if p.invert { quick::PROTO_INV } else { quick::PROTO };
+        }
+        let mut ports_seen = false;
+        let mut rest = r.matches.iter();
+        while let Some(m) = rest.next() {
+            match m {
+                Match::Comment(_) | Match::Nfacct(_) => {}
+                Match::Ports { proto, sport, dport, tcp_flags } if !ports_seen => {
+                    ports_seen = true;
+                    if q.flags & (quick::PROTO | quick::PROTO_INV) == 0 {
+                        q.proto = proto.0;
+                        q.flags |= quick::PROTO;
+                    } else if q.flags & quick::PROTO_INV != 0 || q.proto != proto.0 {
+                        whole = false;
+                    }
+                    match dport {
+                        Some(d) if !d.invert => (q.dport_lo, q.dport_hi) = (d.value.lo, d.value.hi),
+                        Some(_) => whole = false,
+                        None => {}
+                    }
+                    whole &= sport.is_none() && tcp_flags.is_none();
+                }
+                // The link word's states are this match whole (see `states_of`).
+                Match::Conntrack { ctstate: Some(n), ctorigdst: None, .. }
+                    if !n.invert && n.value & !REAL_STATES == 0 => {}
+                Match::Random { threshold, invert, .. } => {
+                    // Drawn last, after every other check, as the walk would draw it, and
+                    // nothing is checked after it: only comments may follow.
+                    if rest.all(|m| matches!(m, Match::Comment(_) | Match::Nfacct(_))) {
+                        q.threshold = *threshold;
+                        q.flags |= quick::RANDOM | if *invert { quick::RANDOM_INV } else { 0 };
+                    } else {
+                        whole = false;
+                    }
+                    break;
+                }
+                m if pure(m) => whole = false,
+                _ => {
+                    // Nothing after a match that changes state may be checked early.
+                    whole = false;
+                    break;
+                }
+            }
+        }
+        if whole {
+            q.flags |= quick::WHOLE;
+        }
+        q.kind = match r.target {
+            Target::Jump(_) => quick::KIND_JUMP,
+            Target::Goto(_) => quick::KIND_GOTO,
+            Target::Accept => quick::KIND_ACCEPT,
+            Target::Return => quick::KIND_RETURN,
+            _ => quick::KIND_OTHER,
+        };
+        q
+    }
+
+    /// Whether a rule the checks describe whole matches once they pass: its random draw,
+    /// if it ends with one.
+    #[inline]
+    fn draw(&self, rng: &mut Rng) -> bool {
+        self.flags & quick::RANDOM == 0
+            || rng.statistic(self.threshold) != (self.flags & quick::RANDOM_INV != 0)
+    }
+
+    /// Whether the packet passes the checks (if it does not, the rule cannot match it).
+    #[inline]
+    fn admits(&self, t: &crate::packet::Tuple) -> bool {
+        let src =
+            (u32::from(t.src) & self.src_mask == self.src) != (self.flags & quick::SRC_INV != 0);
+        let dst =
+            (u32::from(t.dst) & self.dst_mask == self.dst) != (self.flags & quick::DST_INV != 0);
+        let proto = if self.flags & quick::PROTO != 0 {
+            t.proto.0 == self.proto && (self.dport_lo..=self.dport_hi).contains(&t.dport)
+        } else {
+            self.flags & quick::PROTO_INV == 0 || t.proto.0 != self.proto
+        };
+        src && dst && proto
+    }
+}
+
+/// The real connection states (`ctstate` INVALID, ESTABLISHED, RELATED, NEW, UNTRACKED).
+const REAL_STATES: u8 =
+    ctstate::INVALID | ctstate::ESTABLISHED | ctstate::RELATED | ctstate::NEW | ctstate::UNTRACKED;
 
 /// The (dst, proto, dport) a rule can only match, if it is that specific. A rule with a
 /// match that changes state when it is looked at (`-m statistic` draws a random number or
@@ -429,30 +592,40 @@ fn eval_from(
                 }
             }
         };
-        let matched = {
-            let c = &table.chains[ci];
-            // A rule for other connection states cannot match: no need to look at it.
-            let pos = c.jumps_at as usize + i;
-            let skip =
-                table.links.get(pos).is_some_and(|&l| crate::table::link_states(l) & state == 0);
-            if skip {
-                false
-            } else {
+        let c = &table.chains[ci];
+        let pos = c.jumps_at as usize + i;
+        // A rule for other connection states cannot match: no need to look at it; nor can
+        // one whose quick checks fail. A rule they describe whole is decided by them.
+        let link = table.links.get(pos);
+        let (matched, kind) = match link {
+            Some(l) if crate::table::link_states(l.word) & state == 0 => (false, quick::KIND_OTHER),
+            Some(l) if indexed && !l.quick.admits(&pkt.info.tuple) => (false, quick::KIND_OTHER),
+            Some(l) if indexed && l.quick.flags & quick::WHOLE != 0 => {
+                (l.quick.draw(st.rng), l.quick.kind)
+            }
+            _ => {
                 // The rule's position, for state the namespace keeps per rule (`--mode nth`).
                 st.counters.matching(Some(pos));
                 let m = rule_matches(&c.rules[i], pkt, st);
                 st.counters.matching(None);
-                m
+                (
+                    m,
+                    if indexed {
+                        link.map_or(quick::KIND_OTHER, |l| l.quick.kind)
+                    } else {
+                        quick::KIND_OTHER
+                    },
+                )
             }
         };
         if !matched {
             ri = i + 1;
             continue;
         }
-        let (name, c) = table.chains.get_index(ci).expect("chain index valid");
-        let rule = &c.rules[i];
-        st.counters.count_rule(c.jumps_at as usize + i, pkt.info.len);
+        st.counters.count_rule(pos, pkt.info.len);
         if let Some(h) = st.hits.as_deref_mut() {
+            let (name, c) = table.chains.get_index(ci).expect("chain index valid");
+            let rule = &c.rules[i];
             h.push(RuleHit {
                 table: tname,
                 chain: name.to_string(),
@@ -461,24 +634,23 @@ fn eval_from(
                 comment: rule.comment().map(str::to_string),
             });
         }
-        match &rule.target {
-            Target::Log(prefix) => {
-                st.logs.push(prefix.clone());
-                ri = i + 1;
-            }
-            Target::None | Target::Trace => ri = i + 1,
-            Target::Mark { value, mask } => {
-                *st.mark = (*st.mark & !mask) ^ value;
-                ri = i + 1;
-            }
-            Target::Accept => return Verdict::Accept,
-            Target::Drop => return Verdict::Drop,
-            Target::Reject(w) => return Verdict::Reject(*w),
-            Target::Dnat(r, f) => return Verdict::Dnat(*r, *f),
-            Target::Snat(r, f) => return Verdict::Snat(*r, *f),
-            Target::Masquerade(p, f) => return Verdict::Masquerade(*p, *f),
-            Target::Notrack => return Verdict::Notrack,
-            Target::Return => match stack.pop() {
+        // The target: from the quick checks when they name it, else from the rule.
+        let target = match kind {
+            quick::KIND_JUMP => Step::Jump,
+            quick::KIND_GOTO => Step::Goto,
+            quick::KIND_ACCEPT => Step::Accept,
+            quick::KIND_RETURN => Step::Return,
+            _ => match &c.rules[i].target {
+                Target::Jump(_) => Step::Jump,
+                Target::Goto(_) => Step::Goto,
+                Target::Accept => Step::Accept,
+                Target::Return => Step::Return,
+                t => Step::Other(t),
+            },
+        };
+        match target {
+            Step::Accept => return Verdict::Accept,
+            Step::Return => match stack.pop() {
                 Some((c, r)) => {
                     ci = c;
                     ri = r;
@@ -488,31 +660,54 @@ fn eval_from(
                     return if policy == Policy::Drop { Verdict::Drop } else { Verdict::Accept };
                 }
             },
-            Target::Jump(_) => {
-                let to = linked(&table.links, c, i);
+            Step::Jump => {
+                let to = linked(&table.links, pos);
                 stack.push((ci, i + 1));
                 ci = to;
                 ri = 0;
             }
-            Target::Goto(_) => {
-                ci = linked(&table.links, c, i);
+            Step::Goto => {
+                ci = linked(&table.links, pos);
                 ri = 0;
             }
+            Step::Other(t) => match t {
+                Target::Log(prefix) => {
+                    st.logs.push(prefix.clone());
+                    ri = i + 1;
+                }
+                Target::Mark { value, mask } => {
+                    *st.mark = (*st.mark & !mask) ^ value;
+                    ri = i + 1;
+                }
+                Target::Drop => return Verdict::Drop,
+                Target::Reject(w) => return Verdict::Reject(*w),
+                Target::Dnat(r, f) => return Verdict::Dnat(*r, *f),
+                Target::Snat(r, f) => return Verdict::Snat(*r, *f),
+                Target::Masquerade(p, f) => return Verdict::Masquerade(*p, *f),
+                Target::Notrack => return Verdict::Notrack,
+                // No target, TRACE; the others took their steps above.
+                _ => ri = i + 1,
+            },
         }
     }
+}
+
+/// What a matched rule's target does to a walk.
+enum Step<'a> {
+    Jump,
+    Goto,
+    Accept,
+    Return,
+    Other(&'a Target),
 }
 
 /// The real connection states (`ctstate` INVALID, ESTABLISHED, RELATED, NEW, UNTRACKED) a
 /// packet may be in and still match `r`: all of them, unless a plain (not inverted)
 /// `--ctstate`/`--state` without the virtual SNAT/DNAT states narrows them.
 pub(crate) fn states_of(r: &crate::rule::Rule) -> u8 {
-    const REAL: u8 = ctstate::INVALID
-        | ctstate::ESTABLISHED
-        | ctstate::RELATED
-        | ctstate::NEW
-        | ctstate::UNTRACKED;
-    r.matches.iter().fold(REAL, |mask, m| match m {
-        Match::Conntrack { ctstate: Some(n), .. } if !n.invert && n.value & !REAL == 0 => {
+    // Only a match a walk reaches before any match that changes state may pass the rule by.
+    r.matches.iter().take_while(|m| pure(m)).fold(REAL_STATES, |mask, m| match m {
+        Match::Conntrack { ctstate: Some(n), .. } if !n.invert && n.value & !REAL_STATES == 0 => {
             mask & n.value
         }
         _ => mask,
@@ -530,11 +725,9 @@ fn state_bit(info: CtInfo) -> u8 {
     }
 }
 
-/// The chain rule `i` of `c` jumps to, as [`Table::link`] resolved it.
-fn linked(links: &[u32], c: &crate::table::Chain, i: usize) -> usize {
-    let j = links
-        .get(c.jumps_at as usize + i)
-        .map_or(crate::table::NO_JUMP, |&l| crate::table::link_target(l));
+/// The chain the rule at `pos` jumps to, as [`Table::link`] resolved it.
+fn linked(links: &[crate::table::Link], pos: usize) -> usize {
+    let j = links.get(pos).map_or(crate::table::NO_JUMP, |l| crate::table::link_target(l.word));
     assert_ne!(j, crate::table::NO_JUMP, "a jump in a table that was changed without Table::link");
     j as usize
 }
@@ -779,4 +972,60 @@ fn ext_matches(m: &Match, pkt: &PacketCtx<'_>, st: &mut EvalState<'_>) -> bool {
 /// Whether a protocol is one the DNAT/SNAT port fields apply to.
 pub(crate) fn nat_has_ports(p: Proto) -> bool {
     p.has_ports() || p == Proto::ICMP
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quick(text: &str) -> Quick {
+        Quick::of(&Rule::parse(text).expect("the test rules parse"))
+    }
+
+    /// kube-proxy's rules are read whole from their quick checks; rules with more to them
+    /// are not, and only what comes before a random draw is checked early.
+    #[test]
+    fn quick_checks_read_kube_proxy_rules_whole() {
+        for text in [
+            "-d 10.96.0.10/32 -p tcp -m comment --comment \"ns/svc:http cluster IP\" -m tcp --dport 80 -j KUBE-SVC-X",
+            "! -s 10.244.0.0/16 -d 10.96.0.10/32 -p tcp -m comment --comment x -m tcp --dport 80 -j KUBE-MARK-MASQ",
+            "-m comment --comment x -m statistic --mode random --probability 0.50000000000 -j KUBE-SEP-X",
+            "-s 10.244.1.2/32 -m comment --comment x -j KUBE-MARK-MASQ",
+            "-p tcp -m comment --comment x -m tcp -j DNAT --to-destination 10.244.1.2:8080",
+            "-m conntrack --ctstate NEW -m comment --comment x -j KUBE-SERVICES",
+            "-s 0.0.0.0/0 -j ACCEPT",
+        ] {
+            assert_ne!(quick(text).flags & quick::WHOLE, 0, "{text}");
+        }
+        for text in [
+            "-i eth0 -j ACCEPT",
+            "-m mark --mark 0x4000/0x4000 -j RETURN",
+            "-p tcp -m tcp --sport 80 -j ACCEPT",
+            "-m statistic --mode random --probability 0.5 -p tcp -m tcp --dport 80 -j ACCEPT",
+            "-m conntrack ! --ctstate NEW -j ACCEPT",
+            "-m addrtype --dst-type LOCAL -j KUBE-NODEPORTS",
+        ] {
+            assert_eq!(quick(text).flags & quick::WHOLE, 0, "{text}");
+        }
+        // The port after a draw is not checked early: a packet to port 81 still draws.
+        let t = |dport| crate::packet::Tuple {
+            src: Ipv4Addr::new(10, 244, 1, 2),
+            dst: Ipv4Addr::new(10, 96, 0, 10),
+            proto: Proto::TCP,
+            sport: 40000,
+            dport,
+        };
+        let draw_first = quick(
+            "-m statistic --mode random --probability 0.5 -p tcp -m tcp --dport 80 -j ACCEPT",
+        );
+        assert!(draw_first.admits(&t(81)));
+        let port_first = quick(
+            "-p tcp -m tcp --dport 80 -m statistic --mode random --probability 0.5 -j ACCEPT",
+        );
+        assert!(port_first.admits(&t(80)) && !port_first.admits(&t(81)));
+        // Anywhere admits every address; nowhere (`! -d 0.0.0.0/0`) none.
+        assert!(quick("-s 0.0.0.0/0 -d 0.0.0.0/0 -j ACCEPT").admits(&t(80)));
+        assert!(!quick("! -d 0.0.0.0/0 -j ACCEPT").admits(&t(80)));
+        assert!(!quick("! -p tcp -j ACCEPT").admits(&t(80)));
+    }
 }

@@ -15,23 +15,55 @@ use proptest::prelude::*;
 
 fn rule_text(kind: u8, a: u8, port: u16, udp: bool, verdict: u8) -> String {
     let p = if udp { "udp" } else { "tcp" };
-    let j = ["ACCEPT", "DROP", "RETURN", "MARK --or-mark 0x1", "REJECT"][usize::from(verdict % 5)];
-    match kind % 6 {
+    let j = [
+        "-j ACCEPT",
+        "-j DROP",
+        "-j RETURN",
+        "-j MARK --or-mark 0x1",
+        "-j REJECT",
+        "-j SUB",
+        "-g SUB",
+    ][usize::from(verdict % 7)];
+    match kind % 16 {
         // The shape kube-proxy writes per Service port: indexable.
         0..=2 => format!(
-            "-m comment --comment \"svc {a}\" -m {p} -p {p} -d 10.96.0.{a} --dport {port} -j {j}"
+            "-m comment --comment \"svc {a}\" -m {p} -p {p} -d 10.96.0.{a} --dport {port} {j}"
         ),
-        3 => format!("-s 10.244.{a}.0/24 -j {j}"),
-        4 => format!("-p {p} -m {p} ! --dport {port} -j {j}"),
-        _ => format!("! -d 10.96.0.{a} -j {j}"),
+        3 => format!("-s 10.244.{a}.0/24 {j}"),
+        4 => format!("-p {p} -m {p} ! --dport {port} {j}"),
+        5 => format!("! -d 10.96.0.{a} {j}"),
+        // A random draw before the port: a packet to another port still draws.
+        6 => {
+            format!("-m statistic --mode random --probability 0.5 -p {p} -m {p} --dport {port} {j}")
+        }
+        // A random draw after it (kube-proxy's endpoint rules draw last).
+        7 => {
+            format!("-p {p} -m {p} --dport {port} -m statistic --mode random --probability 0.5 {j}")
+        }
+        8 => format!("-m statistic --mode nth --every 3 -m conntrack --ctstate NEW {j}"),
+        9 => format!("! -s 10.244.{a}.0/24 -d 10.96.0.{a} -p {p} -m {p} --dport {port} {j}"),
+        10 => format!("! -p {p} {j}"),
+        11 => format!("-i eth+ -p {p} {j}"),
+        12 => format!("-p {p} -m {p} --sport 1234 --dport {port} {j}"),
+        13 => format!("-m conntrack --ctstate ESTABLISHED -m comment --comment est {j}"),
+        14 => format!("-m recent --name seen --set -p {p} -m {p} --dport {port} {j}"),
+        _ => format!(
+            "-d 10.96.0.{a}/31 -m mark --mark 0x1/0x1 -m statistic --mode random ! --probability 0.25 {j}"
+        ),
     }
 }
 
 fn build(rules: &[(u8, u8, u16, bool, u8)]) -> Ruleset {
-    let mut text = String::from("*filter\n:FORWARD ACCEPT [0:0]\n");
+    let mut text = String::from("*filter\n:FORWARD ACCEPT [0:0]\n:SUB - [0:0]\n");
     for r in rules {
         text.push_str(&format!("-A FORWARD {}\n", rule_text(r.0, r.1, r.2, r.3, r.4)));
     }
+    // What a jump or goto reaches: a return, a draw, an accept.
+    text.push_str(
+        "-A SUB -p udp -j RETURN\n\
+         -A SUB -m statistic --mode random --probability 0.5 -j MARK --or-mark 0x2\n\
+         -A SUB -d 10.96.0.3/32 -j ACCEPT\n",
+    );
     text.push_str("COMMIT\n");
     let mut rs = Ruleset::default();
     rs.restore(&text, false).expect("generated rules parse");
@@ -71,23 +103,26 @@ proptest! {
 
     #[test]
     fn indexed_evaluation_equals_linear_walk(
-        rules in prop::collection::vec((0u8..6, 0u8..8, 79u16..83, any::<bool>(), 0u8..5), 16..80),
-        packets in prop::collection::vec((0u8..8, 0u8..8, 79u16..83, any::<bool>()), 1..20),
+        rules in prop::collection::vec((0u8..16, 0u8..8, 79u16..83, any::<bool>(), 0u8..7), 16..80),
+        packets in prop::collection::vec((0u8..8, 0u8..8, 79u16..83, any::<bool>(), any::<bool>()), 1..20),
     ) {
         let a = build(&rules);
         let b = a.clone();
         let (mut c1, mut c2) = (TableCounters::default(), TableCounters::default());
         let at = |_: Ipv4Addr, _: Option<&str>| addrtype::UNICAST;
-        for (s, d, port, udp) in packets {
+        // One random stream and one `recent` list each, carried across packets: a walk that
+        // drew or recorded where the other did not shows in a later packet's verdict.
+        let (mut r1, mut r2) = (Rng::new(1), Rng::new(1));
+        let (mut l1, mut l2) = (RecentLists::default(), RecentLists::default());
+        for (s, d, port, udp, established) in packets {
             let bytes = pkt(s, d, port, udp);
             let info = packet::parse(&bytes).unwrap();
+            let ctinfo = if established { CtInfo::Established } else { CtInfo::New };
             let ctx = PacketCtx { info: &info, in_iface: None, out_iface: None, physdev_in: None, physdev_out: None,
-                bridged: false, ctinfo: CtInfo::New, ct_status: 0, ct_origdst: None, addr_type: &at,
+                bridged: false, ctinfo, ct_status: 0, ct_origdst: None, addr_type: &at,
                 now: smoltcp::time::Instant::ZERO };
             let sets = IpSets::default();
             let (mut m1, mut m2) = (0u32, 0u32);
-            let (mut r1, mut r2) = (Rng::new(1), Rng::new(1));
-            let (mut l1, mut l2) = (RecentLists::default(), RecentLists::default());
             let (mut h1, mut h2) = (Vec::new(), Vec::new());
             let v1 = eval_chain(a.table(TableName::Filter), "FORWARD", &ctx,
                 &mut EvalState { mark: &mut m1, rng: &mut r1, recent: &mut l1, sets: &sets, hits: Some(&mut h1), logs: Vec::new(), counters: &mut c1 }, true);
@@ -97,6 +132,8 @@ proptest! {
             prop_assert_eq!(h1, h2);
             prop_assert_eq!(m1, m2);
         }
+        prop_assert_eq!(r1, r2);
+        prop_assert_eq!(l1, l2);
         // Every rule and policy counted the same packets both ways.
         let table = a.table(TableName::Filter);
         let rules_in_table: usize = table.chains.values().map(|c| c.rules.len()).sum();
@@ -113,7 +150,7 @@ proptest! {
     /// trying every rule in order with `rule_matches`.
     #[test]
     fn skipping_rules_for_other_connection_states_changes_nothing(
-        rules in prop::collection::vec((0u8..9, 0u8..3), 1..24),
+        rules in prop::collection::vec((0u8..11, 0u8..3), 1..24),
         packets in prop::collection::vec((0u8..5, any::<bool>(), any::<bool>()), 1..12),
         indexed in any::<bool>(),
     ) {
@@ -127,6 +164,9 @@ proptest! {
             "-m conntrack --ctstate NEW -m conntrack --ctstate NEW,ESTABLISHED",
             "-m comment --comment any",
             "-m conntrack ! --ctstate SNAT",
+            // A draw before the state: every packet draws, whatever its state.
+            "-m statistic --mode random --probability 0.5 -m conntrack --ctstate NEW",
+            "-m conntrack --ctstate NEW -m statistic --mode random --probability 0.5",
         ];
         let mut text = String::from("*filter\n:FORWARD ACCEPT [0:0]\n");
         for (m, v) in &rules {
@@ -146,7 +186,8 @@ proptest! {
                 bridged: false, ctinfo, ct_status, ct_origdst: None, addr_type: &at,
                 now: smoltcp::time::Instant::ZERO };
             let sets = IpSets::default();
-            let (mut rng, mut recent) = (Rng::new(1), RecentLists::default());
+            // The oracle and the walk draw from equal streams of their own.
+            let (mut rng, mut walk_rng, mut recent) = (Rng::new(1), Rng::new(1), RecentLists::default());
             // The oracle: every rule in order.
             let mut mark = 0u32;
             let mut want = podnet_netfilter::Verdict::Accept;
@@ -165,11 +206,12 @@ proptest! {
             }
             let (mut got_mark, mut hits) = (0u32, Vec::new());
             let got = eval_chain(rs.table(TableName::Filter), "FORWARD", &ctx,
-                &mut EvalState { mark: &mut got_mark, rng: &mut rng, recent: &mut recent, sets: &sets, hits: Some(&mut hits), logs: Vec::new(), counters: &mut TableCounters::default() }, indexed);
+                &mut EvalState { mark: &mut got_mark, rng: &mut walk_rng, recent: &mut recent, sets: &sets, hits: Some(&mut hits), logs: Vec::new(), counters: &mut TableCounters::default() }, indexed);
             prop_assert_eq!(got, want);
             prop_assert_eq!(got_mark, mark);
             let got_hits: Vec<usize> = hits.iter().filter(|h| h.rule_num > 0).map(|h| h.rule_num).collect();
             prop_assert_eq!(got_hits, want_hits);
+            prop_assert_eq!(&walk_rng, &rng);
         }
     }
 
