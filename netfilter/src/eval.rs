@@ -10,16 +10,18 @@
 //! residual list in rule order, so the first match is exactly the one a linear walk finds,
 //! at a cost independent of the number of Services.
 //!
-//! **Quick checks.** [`Table::link`] keeps, beside each rule's jump target, a small copy of
-//! what the rule requires of a packet's addresses, protocol and destination port
-//! (`Quick`), in one array in rule order, so a chain's rules are a few adjacent cache
-//! lines. A rule whose checks fail is passed by without reading the rule; a rule those checks
-//! describe whole (kube-proxy's rules are: addresses, protocol, port, comment, connection
-//! state, a random draw) is matched without reading it, and only a target with data (DNAT's
-//! address, MARK's value) is read from the rule. Only what a rule's walk would look at before
-//! any match that changes state (`-m statistic`, `-m recent`) goes into its checks, so
-//! passing a rule by changes nothing a linear walk would have changed. The linear walk
-//! (`indexed` false) reads every rule, for comparison.
+//! **Quick checks.** A chain keeps, for each of its rules, a small copy of what the rule
+//! requires of a packet's addresses, protocol and destination port (`Quick`), in one array
+//! in rule order, so a chain's rules are a few adjacent cache lines. A rule whose checks fail
+//! is passed by without reading the rule; a rule those checks describe whole (kube-proxy's
+//! rules are: addresses, protocol, port, comment, connection state, a random draw) is
+//! matched without reading it, and only a target with data (DNAT's address, MARK's value)
+//! is read from the rule. Only what a rule's walk would look at before any match that
+//! changes state (`-m statistic`, `-m recent`) goes into its checks, so passing a rule by
+//! changes nothing a linear walk would have changed. A chain's checks are made when a packet
+//! first walks it (a sync of a third of a million rules makes none; the rules are cold by
+//! then, and most chains wait long for their first packet). The linear walk (`indexed`
+//! false) reads every rule, for comparison.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -291,10 +293,48 @@ fn pure(m: &Match) -> bool {
     !matches!(m, Match::Random { .. } | Match::Nth { .. } | Match::Recent(_))
 }
 
+/// A chain's quick checks, one per rule, made on first use (see the module docs). They
+/// follow from the rules, so a clone starts without them and every pair compares equal.
+#[derive(Default)]
+pub(crate) struct QuickChecks(std::sync::OnceLock<Box<[Quick]>>);
+
+impl QuickChecks {
+    /// The checks of `chain`'s rules, made now if not yet: the link words of `table` are
+    /// copied in, so a walk reads this one array.
+    #[inline]
+    fn of<'t>(&'t self, table: &Table, chain: &'t crate::table::Chain) -> &'t [Quick] {
+        self.0.get_or_init(|| {
+            let words = table.links.get(chain.jumps_at as usize..).unwrap_or_default();
+            let word = |i: usize| words.get(i).copied().unwrap_or(UNLINKED);
+            chain.rules.iter().enumerate().map(|(i, r)| Quick::of(r, word(i))).collect()
+        })
+    }
+}
+
+impl Clone for QuickChecks {
+    fn clone(&self) -> Self {
+        QuickChecks::default()
+    }
+}
+
+impl PartialEq for QuickChecks {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for QuickChecks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QuickChecks")
+    }
+}
+
 /// What a rule requires of a packet, in a form checked with a few compares (see the module
-/// docs): kept per rule by [`Table::link`] beside its link word.
+/// docs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Quick {
+    /// The rule's link word (see [`Table::link`]): where it jumps, which states it can match.
+    word: u32,
     src: u32,
     src_mask: u32,
     dst: u32,
@@ -308,6 +348,10 @@ pub(crate) struct Quick {
     /// The threshold of a final `-m statistic --mode random` ([`quick::RANDOM`]).
     threshold: u32,
 }
+
+// A chain's checks are read in a walk: two to a cache line.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Quick>() == 32);
 
 /// [`Quick`]'s flags and target kinds.
 mod quick {
@@ -333,9 +377,9 @@ mod quick {
 }
 
 impl Quick {
-    /// The checks of `r`.
-    pub(crate) fn of(r: &Rule) -> Quick {
-        let mut q = Quick { dport_hi: u16::MAX, ..Quick::default() };
+    /// The checks of `r`, whose link word is `word`.
+    pub(crate) fn of(r: &Rule, word: u32) -> Quick {
+        let mut q = Quick { word, dport_hi: u16::MAX, ..Quick::default() };
         let mut whole = r.in_iface.is_none() && r.out_iface.is_none();
         let net = |n: &crate::rule::Neg<ipnetwork::Ipv4Network>| {
             (u32::from(n.value.network()), u32::from(n.value.mask()), n.invert)
@@ -596,26 +640,22 @@ fn eval_from(
         let pos = c.jumps_at as usize + i;
         // A rule for other connection states cannot match: no need to look at it; nor can
         // one whose quick checks fail. A rule they describe whole is decided by them.
-        let link = table.links.get(pos);
-        let (matched, kind) = match link {
-            Some(l) if crate::table::link_states(l.word) & state == 0 => (false, quick::KIND_OTHER),
-            Some(l) if indexed && !l.quick.admits(&pkt.info.tuple) => (false, quick::KIND_OTHER),
-            Some(l) if indexed && l.quick.flags & quick::WHOLE != 0 => {
-                (l.quick.draw(st.rng), l.quick.kind)
-            }
+        let q = if indexed { c.quick.of(table, c).get(i) } else { None };
+        let word = match q {
+            Some(q) => q.word,
+            None => table.links.get(pos).copied().unwrap_or(UNLINKED),
+        };
+        let states = crate::table::link_states(word);
+        let (matched, kind) = match q {
+            _ if states & state == 0 => (false, quick::KIND_OTHER),
+            Some(q) if !q.admits(&pkt.info.tuple) => (false, quick::KIND_OTHER),
+            Some(q) if q.flags & quick::WHOLE != 0 => (q.draw(st.rng), q.kind),
             _ => {
                 // The rule's position, for state the namespace keeps per rule (`--mode nth`).
                 st.counters.matching(Some(pos));
                 let m = rule_matches(&c.rules[i], pkt, st);
                 st.counters.matching(None);
-                (
-                    m,
-                    if indexed {
-                        link.map_or(quick::KIND_OTHER, |l| l.quick.kind)
-                    } else {
-                        quick::KIND_OTHER
-                    },
-                )
+                (m, q.map_or(quick::KIND_OTHER, |q| q.kind))
             }
         };
         if !matched {
@@ -661,13 +701,13 @@ fn eval_from(
                 }
             },
             Step::Jump => {
-                let to = linked(&table.links, pos);
+                let to = linked(word);
                 stack.push((ci, i + 1));
                 ci = to;
                 ri = 0;
             }
             Step::Goto => {
-                ci = linked(&table.links, pos);
+                ci = linked(word);
                 ri = 0;
             }
             Step::Other(t) => match t {
@@ -725,9 +765,13 @@ fn state_bit(info: CtInfo) -> u8 {
     }
 }
 
-/// The chain the rule at `pos` jumps to, as [`Table::link`] resolved it.
-fn linked(links: &[crate::table::Link], pos: usize) -> usize {
-    let j = links.get(pos).map_or(crate::table::NO_JUMP, |l| crate::table::link_target(l.word));
+/// The link word of a rule in a table [`Table::link`] has not numbered: no jump known, every
+/// state possible.
+const UNLINKED: u32 = crate::table::NO_JUMP | ((REAL_STATES as u32) << 24);
+
+/// The chain a rule with link `word` jumps to, as [`Table::link`] resolved it.
+fn linked(word: u32) -> usize {
+    let j = crate::table::link_target(word);
     assert_ne!(j, crate::table::NO_JUMP, "a jump in a table that was changed without Table::link");
     j as usize
 }
@@ -979,7 +1023,7 @@ mod tests {
     use super::*;
 
     fn quick(text: &str) -> Quick {
-        Quick::of(&Rule::parse(text).expect("the test rules parse"))
+        Quick::of(&Rule::parse(text).expect("the test rules parse"), UNLINKED)
     }
 
     /// kube-proxy's rules are read whole from their quick checks; rules with more to them

@@ -150,6 +150,9 @@ pub struct Chain {
     /// Dispatch index for long chains (see [`crate::eval`]), boxed: few chains have one, and
     /// a table of a hundred thousand short chains stays small.
     pub(crate) index: Option<Box<crate::eval::ChainIndex>>,
+    /// The rules' quick checks (see [`crate::eval`]), made when a packet first walks the
+    /// chain; emptied by [`Table::link`].
+    pub(crate) quick: crate::eval::QuickChecks,
 }
 
 impl Chain {
@@ -161,6 +164,7 @@ impl Chain {
             declared: false,
             jumps_at: 0,
             index: None,
+            quick: crate::eval::QuickChecks::default(),
         }
     }
 }
@@ -188,9 +192,8 @@ pub struct Table {
     /// jumps or goes to ([`NO_JUMP`] for none), and the connection states (`ctstate` bits
     /// INVALID, ESTABLISHED, RELATED, NEW, UNTRACKED) a packet can be in and still match it,
     /// so a rule with `-m conntrack --ctstate NEW` is skipped at once for an established
-    /// packet; and the rule's quick checks (see [`crate::eval`]). A walk reads a chain's
-    /// rules from here, adjacent, and reads a rule itself only when it must.
-    pub(crate) links: Vec<Link>,
+    /// packet. A walk reads both from one place.
+    pub(crate) links: Vec<u32>,
     /// Names the numbering of the rules that [`Table::link`] made (see [`crate::counters`]):
     /// drawn afresh at every link, kept by a clone.
     layout: u64,
@@ -202,18 +205,6 @@ impl PartialEq for Table {
         self.name == other.name && self.chains == other.chains && self.links == other.links
     }
 }
-
-/// What [`Table::link`] keeps for one rule: its link word ([`link_word`]) and its quick
-/// checks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Link {
-    pub(crate) word: u32,
-    pub(crate) quick: crate::eval::Quick,
-}
-
-// A chain's rules are read from here in a walk: two to a cache line.
-#[cfg(target_pointer_width = "64")]
-const _: () = assert!(std::mem::size_of::<Link>() == 32);
 
 /// A rule that neither jumps nor goes to a chain, in [`Table`]'s link words (all 24 bits of
 /// the chain index set: a table has fewer chains).
@@ -292,15 +283,16 @@ impl Table {
             chain.jumps_at = at;
             at += chain.rules.len() as u32;
             chain.index = crate::eval::ChainIndex::build(&chain.rules);
+            chain.quick = crate::eval::QuickChecks::default();
         }
         self.links = links;
         self.layout = crate::counters::fresh_layout();
         Ok(())
     }
 
-    /// The [`Link`] of each rule of chains `range`, rule after rule: the chain it jumps to
-    /// ([`NO_JUMP`] for none), the connection states it can match, and its quick checks.
-    fn resolve_jumps(&self, range: std::ops::Range<usize>) -> Result<Vec<Link>, String> {
+    /// The link word ([`link_word`]) of each rule of chains `range`, rule after rule: the
+    /// chain it jumps to ([`NO_JUMP`] for none) and the connection states it can match.
+    fn resolve_jumps(&self, range: std::ops::Range<usize>) -> Result<Vec<u32>, String> {
         let rules = self.chains[range.clone()].values().map(|c| c.rules.len()).sum();
         let mut all = Vec::with_capacity(rules);
         // The target looked up last is reused without hashing it again (half a kube-proxy
@@ -324,10 +316,7 @@ impl Table {
                     },
                     _ => NO_JUMP,
                 };
-                all.push(Link {
-                    word: link_word(to, crate::eval::states_of(r)),
-                    quick: crate::eval::Quick::of(r),
-                });
+                all.push(link_word(to, crate::eval::states_of(r)));
             }
         }
         Ok(all)
@@ -895,7 +884,7 @@ mod tests {
         assert_eq!(table.links, links);
         assert_eq!(table.links.len(), table.chains.values().map(|c| c.rules.len()).sum::<usize>());
         // The new-connection rules, in the first chains and the last, keep their states.
-        let states = |c: &str| link_states(table.links[table.chains[c].jumps_at as usize].word);
+        let states = |c: &str| link_states(table.links[table.chains[c].jumps_at as usize]);
         assert_eq!(
             (states("C0"), states(&format!("C{}", n - 1))),
             (crate::rule::ctstate::NEW, crate::rule::ctstate::NEW)
