@@ -452,7 +452,8 @@ pub fn csum_replace4(check: u16, old: Ipv4Addr, new: Ipv4Addr) -> u16 {
 }
 
 /// Verifies every checksum a receiving host would check: IPv4 header, and TCP/UDP over the
-/// pseudo-header, ICMP over its message. Used by tests and the tracer's integrity checks.
+/// pseudo-header, ICMP over its message, SCTP's CRC32c over its packet. Used by tests and the
+/// tracer's integrity checks.
 pub fn checksums_valid(bytes: &[u8]) -> bool {
     use smoltcp::wire::IpAddress;
     let Ok(ip) = Ipv4Packet::new_checked(bytes) else { return false };
@@ -470,6 +471,9 @@ pub fn checksums_valid(bytes: &[u8]) -> bool {
             UdpPacket::new_checked(payload).is_ok_and(|u| u.verify_checksum(&src, &dst))
         }
         IpProtocol::Icmp => Icmpv4Packet::new_checked(payload).is_ok_and(|i| i.verify_checksum()),
+        p if u8::from(p) == Proto::SCTP.0 => {
+            payload.len() >= 12 && payload[8..12] == sctp_checksum(payload).to_le_bytes()
+        }
         _ => true,
     }
 }
@@ -570,9 +574,11 @@ pub(crate) mod tests {
         let info = parse(&p).unwrap();
         assert_eq!((info.tuple.src, info.tuple.sport), (Ipv4Addr::new(192, 168, 0, 1), 61000));
         assert_eq!(info.tuple.dport, 9000);
+        assert!(checksums_valid(&p));
         let stored = u32::from_le_bytes([p[28], p[29], p[30], p[31]]);
-        assert_eq!(stored, sctp_checksum(&p[20..]));
         assert_ne!(stored, sum, "the port is covered by the checksum");
+        p[29] ^= 1;
+        assert!(!checksums_valid(&p), "a wrong SCTP checksum is seen");
     }
 
     #[test]
