@@ -7,6 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use podnet_netfilter::eval::{EvalState, PacketCtx, RecentLists, Rng, eval_chain};
 use podnet_netfilter::ipset::IpSets;
 use podnet_netfilter::rule::addrtype;
+use podnet_netfilter::testing::forward_table;
 use podnet_netfilter::{CtInfo, Ruleset, TableCounters, TableName, packet};
 
 fuzz_target!(|data: &[u8]| {
@@ -14,60 +15,12 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let (head, body) = data.split_at(8);
-    let mut text = String::from("*filter\n:FORWARD ACCEPT [0:0]\n:SUB - [0:0]\n");
-    for chunk in body.chunks(4).take(120) {
-        let [k, a, p, v] = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-            *chunk.get(3).unwrap_or(&0),
-        ];
-        let proto = if k & 0x80 == 0 { "tcp" } else { "udp" };
-        let j = [
-            "-j ACCEPT",
-            "-j DROP",
-            "-j RETURN",
-            "-j MARK --or-mark 0x1",
-            "-j REJECT",
-            "-j SUB",
-            "-g SUB",
-        ][usize::from(v % 7)];
-        let (port, a) = (78 + u16::from(p % 6), a % 8);
-        // The shapes the quick checks must read exactly: indexable Service rules, inverted
-        // addresses and protocols, draws and counts before and after the port, state
-        // matches, interfaces, source ports, `recent` lists, marks.
-        let rule = match k % 16 {
-            0..=2 => format!("-m {proto} -p {proto} -d 10.96.0.{a} --dport {port}"),
-            3 => format!("-s 10.244.{a}.0/24"),
-            4 => format!("-p {proto} -m {proto} ! --dport {port}"),
-            5 => format!("! -d 10.96.0.{a}"),
-            6 => format!(
-                "-m statistic --mode random --probability 0.5 -p {proto} -m {proto} --dport {port}"
-            ),
-            7 => format!(
-                "-p {proto} -m {proto} --dport {port} -m statistic --mode random --probability 0.5"
-            ),
-            8 => "-m statistic --mode nth --every 3 -m conntrack --ctstate NEW".to_string(),
-            9 => {
-                format!("! -s 10.244.{a}.0/24 -d 10.96.0.{a} -p {proto} -m {proto} --dport {port}")
-            }
-            10 => format!("! -p {proto}"),
-            11 => format!("-i eth+ -p {proto}"),
-            12 => format!("-p {proto} -m {proto} --sport 1234 --dport {port}"),
-            13 => "-m conntrack --ctstate ESTABLISHED -m comment --comment est".to_string(),
-            14 => format!("-m recent --name seen --set -p {proto} -m {proto} --dport {port}"),
-            _ => format!(
-                "-d 10.96.0.{a}/31 -m mark --mark 0x1/0x1 -m statistic --mode random ! --probability 0.25"
-            ),
-        };
-        text.push_str(&format!("-A FORWARD {rule} {j}\n"));
-    }
-    text.push_str(
-        "-A SUB -p udp -j RETURN\n\
-         -A SUB -m statistic --mode random --probability 0.5 -j MARK --or-mark 0x2\n\
-         -A SUB -d 10.96.0.3/32 -j ACCEPT\n",
-    );
-    text.push_str("COMMIT\n");
+    // Four bytes a rule: shape (and TCP or UDP), Service address, port, target.
+    let rules = body.chunks(4).take(120).map(|c| {
+        let byte = |i: usize| c.get(i).copied().unwrap_or(0);
+        (c[0], byte(1) % 8, 78 + u16::from(byte(2) % 6), c[0] & 0x80 != 0, byte(3))
+    });
+    let text = forward_table(rules);
     let mut a = Ruleset::default();
     a.restore(&text, false).expect("generated rules parse");
     let b = a.clone();

@@ -19,6 +19,7 @@
 //! - [`ipset`]: the set types kube-proxy's IPVS mode uses.
 //! - [`ipvs`]: IPVS virtual services, schedulers and `ipvsadm -Ln`.
 //! - [`log`]: the `LOG` target's kernel log line.
+//! - [`testing`]: rule shapes shared by the property tests and the fuzz targets.
 //! - [`hook`]: the per-hook pipeline ([`Netfilter::hook`]) that ties them together the way
 //!   the kernel orders them.
 //!
@@ -36,6 +37,7 @@ pub mod log;
 pub mod packet;
 pub mod rule;
 pub mod table;
+pub mod testing;
 
 pub use conntrack::{Conntrack, CtInfo, CtRef, Direction};
 pub use counters::{Counters, TableCounters};

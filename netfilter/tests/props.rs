@@ -8,65 +8,15 @@ use podnet_netfilter::eval::{EvalState, PacketCtx, RecentLists, Rng, eval_chain,
 use podnet_netfilter::ipset::IpSets;
 use podnet_netfilter::packet::{self, Manip};
 use podnet_netfilter::rule::addrtype;
+use podnet_netfilter::testing::forward_table;
 use podnet_netfilter::{
     CtInfo, Hook, HookEnv, Netfilter, Ruleset, Skb, TableCounters, TableName, Target, Tuple,
 };
 use proptest::prelude::*;
 
-fn rule_text(kind: u8, a: u8, port: u16, udp: bool, verdict: u8) -> String {
-    let p = if udp { "udp" } else { "tcp" };
-    let j = [
-        "-j ACCEPT",
-        "-j DROP",
-        "-j RETURN",
-        "-j MARK --or-mark 0x1",
-        "-j REJECT",
-        "-j SUB",
-        "-g SUB",
-    ][usize::from(verdict % 7)];
-    match kind % 16 {
-        // The shape kube-proxy writes per Service port: indexable.
-        0..=2 => format!(
-            "-m comment --comment \"svc {a}\" -m {p} -p {p} -d 10.96.0.{a} --dport {port} {j}"
-        ),
-        3 => format!("-s 10.244.{a}.0/24 {j}"),
-        4 => format!("-p {p} -m {p} ! --dport {port} {j}"),
-        5 => format!("! -d 10.96.0.{a} {j}"),
-        // A random draw before the port: a packet to another port still draws.
-        6 => {
-            format!("-m statistic --mode random --probability 0.5 -p {p} -m {p} --dport {port} {j}")
-        }
-        // A random draw after it (kube-proxy's endpoint rules draw last).
-        7 => {
-            format!("-p {p} -m {p} --dport {port} -m statistic --mode random --probability 0.5 {j}")
-        }
-        8 => format!("-m statistic --mode nth --every 3 -m conntrack --ctstate NEW {j}"),
-        9 => format!("! -s 10.244.{a}.0/24 -d 10.96.0.{a} -p {p} -m {p} --dport {port} {j}"),
-        10 => format!("! -p {p} {j}"),
-        11 => format!("-i eth+ -p {p} {j}"),
-        12 => format!("-p {p} -m {p} --sport 1234 --dport {port} {j}"),
-        13 => format!("-m conntrack --ctstate ESTABLISHED -m comment --comment est {j}"),
-        14 => format!("-m recent --name seen --set -p {p} -m {p} --dport {port} {j}"),
-        _ => format!(
-            "-d 10.96.0.{a}/31 -m mark --mark 0x1/0x1 -m statistic --mode random ! --probability 0.25 {j}"
-        ),
-    }
-}
-
 fn build(rules: &[(u8, u8, u16, bool, u8)]) -> Ruleset {
-    let mut text = String::from("*filter\n:FORWARD ACCEPT [0:0]\n:SUB - [0:0]\n");
-    for r in rules {
-        text.push_str(&format!("-A FORWARD {}\n", rule_text(r.0, r.1, r.2, r.3, r.4)));
-    }
-    // What a jump or goto reaches: a return, a draw, an accept.
-    text.push_str(
-        "-A SUB -p udp -j RETURN\n\
-         -A SUB -m statistic --mode random --probability 0.5 -j MARK --or-mark 0x2\n\
-         -A SUB -d 10.96.0.3/32 -j ACCEPT\n",
-    );
-    text.push_str("COMMIT\n");
     let mut rs = Ruleset::default();
-    rs.restore(&text, false).expect("generated rules parse");
+    rs.restore(&forward_table(rules.iter().copied()), false).expect("generated rules parse");
     rs
 }
 

@@ -1,0 +1,65 @@
+//! Rule shapes for differential tests: the property tests and the `indexed_vs_linear` fuzz
+//! target build their tables from the same shapes, so what one checks the other explores.
+
+/// A FORWARD rule (restore form, without `-A FORWARD`) of shape `kind` (modulo 16), for the
+/// Service address `10.96.0.{a}` and port `port`, TCP or UDP, with target `verdict` (modulo
+/// 7). The shapes are the ones the dispatch index and the quick checks ([`crate::eval`]) must
+/// read exactly: kube-proxy's indexable Service rules, inverted addresses and protocols, draws
+/// and counts before and after the port, state matches, interfaces, source ports, `recent`
+/// lists, marks, and jumps and gotos into the user chain `SUB`.
+pub fn forward_rule(kind: u8, a: u8, port: u16, udp: bool, verdict: u8) -> String {
+    let p = if udp { "udp" } else { "tcp" };
+    let j = [
+        "-j ACCEPT",
+        "-j DROP",
+        "-j RETURN",
+        "-j MARK --or-mark 0x1",
+        "-j REJECT",
+        "-j SUB",
+        "-g SUB",
+    ][usize::from(verdict % 7)];
+    match kind % 16 {
+        // The shape kube-proxy writes per Service port: indexable.
+        0..=2 => format!(
+            "-m comment --comment \"svc {a}\" -m {p} -p {p} -d 10.96.0.{a} --dport {port} {j}"
+        ),
+        3 => format!("-s 10.244.{a}.0/24 {j}"),
+        4 => format!("-p {p} -m {p} ! --dport {port} {j}"),
+        5 => format!("! -d 10.96.0.{a} {j}"),
+        // A random draw before the port: a packet to another port still draws.
+        6 => {
+            format!("-m statistic --mode random --probability 0.5 -p {p} -m {p} --dport {port} {j}")
+        }
+        // A random draw after it (kube-proxy's endpoint rules draw last).
+        7 => {
+            format!("-p {p} -m {p} --dport {port} -m statistic --mode random --probability 0.5 {j}")
+        }
+        8 => format!("-m statistic --mode nth --every 3 -m conntrack --ctstate NEW {j}"),
+        9 => format!("! -s 10.244.{a}.0/24 -d 10.96.0.{a} -p {p} -m {p} --dport {port} {j}"),
+        10 => format!("! -p {p} {j}"),
+        11 => format!("-i eth+ -p {p} {j}"),
+        12 => format!("-p {p} -m {p} --sport 1234 --dport {port} {j}"),
+        13 => format!("-m conntrack --ctstate ESTABLISHED -m comment --comment est {j}"),
+        14 => format!("-m recent --name seen --set -p {p} -m {p} --dport {port} {j}"),
+        _ => format!(
+            "-d 10.96.0.{a}/31 -m mark --mark 0x1/0x1 -m statistic --mode random ! --probability 0.25 {j}"
+        ),
+    }
+}
+
+/// A filter table, as restore input, whose FORWARD chain holds `rules` (the arguments of
+/// [`forward_rule`], in order) and whose user chain `SUB` is what their jumps and gotos reach:
+/// a return, a random draw, an accept.
+pub fn forward_table(rules: impl IntoIterator<Item = (u8, u8, u16, bool, u8)>) -> String {
+    let mut text = String::from("*filter\n:FORWARD ACCEPT [0:0]\n:SUB - [0:0]\n");
+    for (kind, a, port, udp, verdict) in rules {
+        text.push_str(&format!("-A FORWARD {}\n", forward_rule(kind, a, port, udp, verdict)));
+    }
+    text.push_str(
+        "-A SUB -p udp -j RETURN\n\
+         -A SUB -m statistic --mode random --probability 0.5 -j MARK --or-mark 0x2\n\
+         -A SUB -d 10.96.0.3/32 -j ACCEPT\n\
+         COMMIT\n",
+    );
+    text
+}
