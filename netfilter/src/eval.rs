@@ -343,8 +343,8 @@ pub(crate) struct Quick {
     dport_hi: u16,
     proto: u8,
     flags: u8,
-    /// What the rule's target is, when that is all a walk needs of it (`KIND_*`).
-    kind: u8,
+    /// What the rule's target does to a walk.
+    kind: Kind,
     /// The threshold of a final `-m statistic --mode random` ([`quick::RANDOM`]).
     threshold: u32,
 }
@@ -367,13 +367,30 @@ mod quick {
     pub const RANDOM: u8 = 32;
     /// That draw is inverted.
     pub const RANDOM_INV: u8 = 64;
+}
 
-    /// A target a walk must read from the rule.
-    pub const KIND_OTHER: u8 = 0;
-    pub const KIND_JUMP: u8 = 1;
-    pub const KIND_GOTO: u8 = 2;
-    pub const KIND_ACCEPT: u8 = 3;
-    pub const KIND_RETURN: u8 = 4;
+/// What a matched rule's target does to a walk, when that is all the walk needs of it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Kind {
+    Jump,
+    Goto,
+    Accept,
+    Return,
+    /// A target with more to it (data, or an effect on the packet): read from the rule.
+    #[default]
+    Other,
+}
+
+impl Kind {
+    fn of(t: &Target) -> Kind {
+        match t {
+            Target::Jump(_) => Kind::Jump,
+            Target::Goto(_) => Kind::Goto,
+            Target::Accept => Kind::Accept,
+            Target::Return => Kind::Return,
+            _ => Kind::Other,
+        }
+    }
 }
 
 impl Quick {
@@ -441,13 +458,7 @@ impl Quick {
         if whole {
             q.flags |= quick::WHOLE;
         }
-        q.kind = match r.target {
-            Target::Jump(_) => quick::KIND_JUMP,
-            Target::Goto(_) => quick::KIND_GOTO,
-            Target::Accept => quick::KIND_ACCEPT,
-            Target::Return => quick::KIND_RETURN,
-            _ => quick::KIND_OTHER,
-        };
+        q.kind = Kind::of(&r.target);
         q
     }
 
@@ -647,15 +658,15 @@ fn eval_from(
         };
         let states = crate::table::link_states(word);
         let (matched, kind) = match q {
-            _ if states & state == 0 => (false, quick::KIND_OTHER),
-            Some(q) if !q.admits(&pkt.info.tuple) => (false, quick::KIND_OTHER),
+            _ if states & state == 0 => (false, Kind::Other),
+            Some(q) if !q.admits(&pkt.info.tuple) => (false, Kind::Other),
             Some(q) if q.flags & quick::WHOLE != 0 => (q.draw(st.rng), q.kind),
             _ => {
                 // The rule's position, for state the namespace keeps per rule (`--mode nth`).
                 st.counters.matching(Some(pos));
                 let m = rule_matches(&c.rules[i], pkt, st);
                 st.counters.matching(None);
-                (m, q.map_or(quick::KIND_OTHER, |q| q.kind))
+                (m, q.map_or_else(|| Kind::of(&c.rules[i].target), |q| q.kind))
             }
         };
         if !matched {
@@ -674,23 +685,10 @@ fn eval_from(
                 comment: rule.comment().map(str::to_string),
             });
         }
-        // The target: from the quick checks when they name it, else from the rule.
-        let target = match kind {
-            quick::KIND_JUMP => Step::Jump,
-            quick::KIND_GOTO => Step::Goto,
-            quick::KIND_ACCEPT => Step::Accept,
-            quick::KIND_RETURN => Step::Return,
-            _ => match &c.rules[i].target {
-                Target::Jump(_) => Step::Jump,
-                Target::Goto(_) => Step::Goto,
-                Target::Accept => Step::Accept,
-                Target::Return => Step::Return,
-                t => Step::Other(t),
-            },
-        };
-        match target {
-            Step::Accept => return Verdict::Accept,
-            Step::Return => match stack.pop() {
+        // The target: from the quick checks, or the rule when it has more to it.
+        match kind {
+            Kind::Accept => return Verdict::Accept,
+            Kind::Return => match stack.pop() {
                 Some((c, r)) => {
                     ci = c;
                     ri = r;
@@ -700,17 +698,17 @@ fn eval_from(
                     return if policy == Policy::Drop { Verdict::Drop } else { Verdict::Accept };
                 }
             },
-            Step::Jump => {
+            Kind::Jump => {
                 let to = linked(word);
                 stack.push((ci, i + 1));
                 ci = to;
                 ri = 0;
             }
-            Step::Goto => {
+            Kind::Goto => {
                 ci = linked(word);
                 ri = 0;
             }
-            Step::Other(t) => match t {
+            Kind::Other => match &c.rules[i].target {
                 Target::Log(prefix) => {
                     st.logs.push(prefix.clone());
                     ri = i + 1;
@@ -730,15 +728,6 @@ fn eval_from(
             },
         }
     }
-}
-
-/// What a matched rule's target does to a walk.
-enum Step<'a> {
-    Jump,
-    Goto,
-    Accept,
-    Return,
-    Other(&'a Target),
 }
 
 /// The real connection states (`ctstate` INVALID, ESTABLISHED, RELATED, NEW, UNTRACKED) a
