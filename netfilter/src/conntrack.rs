@@ -11,7 +11,6 @@
 //! are not checked, as with `nf_conntrack_tcp_be_liberal=1`); expectations and helpers are
 //! not modelled.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -369,17 +368,35 @@ pub struct Stats {
     pub expired: u64,
 }
 
-/// The conntrack table of one network namespace.
+/// The conntrack table of one network namespace, laid out as the kernel's
+/// (`nf_conntrack_hash`): a fixed array of `nf_conntrack_buckets` hash chains, each
+/// holding the *tuple hashes* of both directions of every entry, and the entries themselves
+/// in a slab addressed by [`CtId`] whose chunks never move.
 ///
-/// Lookups are one hash probe by tuple; entries live in a slab addressed by [`CtId`];
-/// dumps iterate in insertion order, never in hash order.
-#[derive(Clone, Debug)]
+/// - The bucket array is sized once (it never rehashes) and allocated, zeroed, when the
+///   first entry goes in, so a namespace that tracks nothing costs nothing.
+/// - A lookup hashes the tuple, reads one bucket head and walks its chain (on average under
+///   one other entry at the default size).
+/// - When `nf_conntrack_max` is reached, a new connection early-drops as the kernel does
+///   (`early_drop`): starting at the new tuple's bucket, up to eight buckets are scanned;
+///   expired entries met on the way are collected, and every entry that is not ASSURED in the
+///   first bucket holding any is deleted. If none is found, the packet is dropped.
+///   The kernel's garbage-collection worker is modelled by [`Conntrack::expire`]
+///   (the cluster calls it whenever virtual time advances), and by one full sweep at a
+///   virtual instant when early drop finds nothing.
+/// - Dumps iterate in insertion order, never in hash order, so they are deterministic.
+#[derive(Clone)]
 pub struct Conntrack {
-    slots: Vec<Option<Entry>>,
+    chunks: Vec<Box<[Slot]>>,
+    /// Slots handed out so far (the slab's high-water mark).
+    used: u32,
     free: Vec<u32>,
-    index: HashMap<Tuple, (CtId, Direction), crate::eval::FastBuild>,
+    /// One head per bucket: a [`Node`] or [`NIL`]; empty until the first insert.
+    heads: Vec<u32>,
+    buckets: usize,
     next_seq: u64,
     count: usize,
+    swept_at: Option<Instant>,
     /// `net.netfilter.nf_conntrack_max`.
     pub max: usize,
     /// Protocol timeouts.
@@ -388,25 +405,86 @@ pub struct Conntrack {
     pub stats: Stats,
 }
 
+/// One slab slot: an entry and the next tuple hash of each direction's chain
+/// (`hlist_nulls_node` of `tuplehash[dir]`).
+#[derive(Clone, Default)]
+struct Slot {
+    next: [u32; 2],
+    entry: Option<Entry>,
+}
+
+/// Slots per slab chunk.
+const CHUNK: usize = 1024;
+/// The end of a chain. A node is `(id << 1 | direction) + 1`.
+const NIL: u32 = 0;
+/// `NF_CT_EVICTION_RANGE`: buckets an early drop looks at.
+const EVICTION_RANGE: usize = 8;
+/// The kernel's default `nf_conntrack_buckets` on a 64-bit machine with more than 4 GiB.
+pub const DEFAULT_BUCKETS: usize = 262_144;
+
+fn node(id: CtId, dir: Direction) -> u32 {
+    (id.0 << 1 | dir.index() as u32) + 1
+}
+
+fn unnode(n: u32) -> (CtId, Direction) {
+    let n = n - 1;
+    (CtId(n >> 1), if n & 1 == 0 { Direction::Original } else { Direction::Reply })
+}
+
+/// The tuple's hash (the kernel keys it with a boot-time random seed; a fixed one keeps
+/// traces reproducible).
+fn tuple_hash(t: &Tuple) -> u32 {
+    let a = u64::from(u32::from(t.src)) << 32 | u64::from(u32::from(t.dst));
+    let b = u64::from(t.sport) << 32 | u64::from(t.dport) << 16 | u64::from(t.proto.0);
+    let mut h = (a ^ 0x9e37_79b9_7f4a_7c15).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    h = (h.rotate_left(29) ^ b).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h >> 32) as u32 ^ h as u32
+}
+
 impl Default for Conntrack {
     fn default() -> Self {
         Conntrack::new(262_144)
     }
 }
 
+impl fmt::Debug for Conntrack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conntrack")
+            .field("count", &self.count)
+            .field("max", &self.max)
+            .field("buckets", &self.buckets)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Conntrack {
-    /// An empty table holding at most `max` entries.
+    /// An empty table holding at most `max` entries, with the default number of buckets.
     pub fn new(max: usize) -> Conntrack {
+        Conntrack::with_buckets(max, DEFAULT_BUCKETS)
+    }
+
+    /// An empty table holding at most `max` entries in `buckets` hash chains
+    /// (`nf_conntrack_buckets`, at least one).
+    pub fn with_buckets(max: usize, buckets: usize) -> Conntrack {
         Conntrack {
-            slots: Vec::new(),
+            chunks: Vec::new(),
+            used: 0,
             free: Vec::new(),
-            index: HashMap::default(),
+            heads: Vec::new(),
+            buckets: buckets.max(1),
             next_seq: 0,
             count: 0,
+            swept_at: None,
             max,
             timeouts: Timeouts::default(),
             stats: Stats::default(),
         }
+    }
+
+    /// `net.netfilter.nf_conntrack_buckets`.
+    pub fn buckets(&self) -> usize {
+        self.buckets
     }
 
     /// Number of confirmed entries.
@@ -419,19 +497,56 @@ impl Conntrack {
         self.count == 0
     }
 
+    fn slot(&self, id: CtId) -> Option<&Slot> {
+        let i = id.0 as usize;
+        self.chunks.get(i / CHUNK).map(|c| &c[i % CHUNK])
+    }
+
+    fn slot_mut(&mut self, id: CtId) -> Option<&mut Slot> {
+        let i = id.0 as usize;
+        self.chunks.get_mut(i / CHUNK).map(|c| &mut c[i % CHUNK])
+    }
+
     /// The entry with this id.
     pub fn get(&self, id: CtId) -> Option<&Entry> {
-        self.slots.get(id.0 as usize).and_then(Option::as_ref)
+        self.slot(id)?.entry.as_ref()
     }
 
     /// The entry with this id, mutably.
     pub fn get_mut(&mut self, id: CtId) -> Option<&mut Entry> {
-        self.slots.get_mut(id.0 as usize).and_then(Option::as_mut)
+        self.slot_mut(id)?.entry.as_mut()
+    }
+
+    fn bucket(&self, t: &Tuple) -> usize {
+        // reciprocal_scale(hash, size)
+        ((u64::from(tuple_hash(t)) * self.buckets as u64) >> 32) as usize
+    }
+
+    /// The tuple hashes chained from bucket `b`.
+    fn chain(&self, b: usize) -> impl Iterator<Item = (CtId, Direction)> + '_ {
+        let mut n = self.heads.get(b).copied().unwrap_or(NIL);
+        std::iter::from_fn(move || {
+            if n == NIL {
+                return None;
+            }
+            let (id, dir) = unnode(n);
+            n = self.slot(id).map_or(NIL, |s| s.next[dir.index()]);
+            Some((id, dir))
+        })
+    }
+
+    /// Which entry and direction carry `tuple`, expired or not (`__nf_conntrack_find`).
+    fn find_any(&self, tuple: &Tuple) -> Option<(CtId, Direction)> {
+        if self.heads.is_empty() {
+            return None;
+        }
+        self.chain(self.bucket(tuple))
+            .find(|&(id, dir)| self.get(id).is_some_and(|e| e.tuple(dir) == tuple))
     }
 
     /// Finds the connection a tuple belongs to, ignoring entries that have timed out.
     pub fn find(&mut self, tuple: &Tuple, now: Instant) -> Option<(CtId, Direction)> {
-        let (id, dir) = *self.index.get(tuple)?;
+        let (id, dir) = self.find_any(tuple)?;
         if self.get(id).is_some_and(|e| e.expires <= now) {
             self.remove(id);
             self.stats.expired += 1;
@@ -442,7 +557,7 @@ impl Conntrack {
 
     /// Whether any live entry uses `tuple` in either direction (`nf_conntrack_tuple_taken`).
     pub fn tuple_taken(&self, tuple: &Tuple) -> bool {
-        self.index.contains_key(tuple)
+        self.find_any(tuple).is_some()
     }
 
     /// Looks a packet up (`nf_conntrack_in`): an existing connection is updated and returned
@@ -450,9 +565,9 @@ impl Conntrack {
     pub fn lookup(&mut self, info: &PacketInfo, now: Instant) -> CtRef {
         if let Some((id, dir)) = self.find(&info.tuple, now) {
             self.stats.found += 1;
-            let timeouts = self.timeouts.clone();
-            let e = self.get_mut(id).expect("indexed entry exists");
-            e.update(info, dir, now, &timeouts);
+            let i = id.0 as usize;
+            let e = self.chunks[i / CHUNK][i % CHUNK].entry.as_mut().expect("chained entry exists");
+            e.update(info, dir, now, &self.timeouts);
             let ctinfo = if dir == Direction::Reply || e.status & status::SEEN_REPLY != 0 {
                 CtInfo::Established
             } else {
@@ -478,33 +593,26 @@ impl Conntrack {
         CtRef::Unconfirmed(Box::new(Entry::new(info, now, &self.timeouts)))
     }
 
-    /// Inserts an unconfirmed entry (`__nf_conntrack_confirm`). When the table is full, one
-    /// entry that is not assured is early-dropped first (the oldest); if there is none, the
-    /// packet must be dropped.
+    /// Inserts an unconfirmed entry (`__nf_conntrack_confirm`). When the table is full, an
+    /// early drop makes room (see the type's docs); if it cannot, the packet must be dropped.
     pub fn confirm(&mut self, mut entry: Entry, now: Instant) -> Result<CtId, ConfirmError> {
-        if self.index.contains_key(&entry.orig) || self.index.contains_key(&entry.reply) {
+        if self.find_any(&entry.orig).is_some() || self.find_any(&entry.reply).is_some() {
             self.stats.insert_failed += 1;
             return Err(ConfirmError::Clash);
         }
-        if self.count >= self.max {
-            self.expire(now);
-        }
-        if self.count >= self.max {
-            let victim = self
-                .iter()
-                .filter(|(_, e)| e.status & status::ASSURED == 0)
-                .min_by_key(|(_, e)| e.seq)
-                .map(|(id, _)| id);
-            match victim {
-                Some(id) => {
-                    self.remove(id);
-                    self.stats.early_drop += 1;
-                }
-                None => {
-                    self.stats.drop += 1;
-                    return Err(ConfirmError::TableFull);
-                }
+        if self.count >= self.max && !self.early_drop(&entry.orig, now) {
+            // The gc worker, which the kernel kicks when an early drop fails.
+            if self.swept_at != Some(now) {
+                self.swept_at = Some(now);
+                self.expire(now);
             }
+            if self.count >= self.max {
+                self.stats.drop += 1;
+                return Err(ConfirmError::TableFull);
+            }
+        }
+        if self.heads.is_empty() {
+            self.heads = vec![NIL; self.buckets];
         }
         entry.status |= status::CONFIRMED;
         entry.seq = self.next_seq;
@@ -512,42 +620,118 @@ impl Conntrack {
         let id = match self.free.pop() {
             Some(i) => CtId(i),
             None => {
-                self.slots.push(None);
-                CtId((self.slots.len() - 1) as u32)
+                if self.used as usize == self.chunks.len() * CHUNK {
+                    self.chunks.push(vec![Slot::default(); CHUNK].into_boxed_slice());
+                }
+                self.used += 1;
+                CtId(self.used - 1)
             }
         };
-        self.index.insert(entry.orig, (id, Direction::Original));
-        self.index.insert(entry.reply, (id, Direction::Reply));
-        self.slots[id.0 as usize] = Some(entry);
+        let heads = [self.bucket(&entry.orig), self.bucket(&entry.reply)];
+        self.slot_mut(id).expect("allocated above").entry = Some(entry);
+        for (d, dir) in [Direction::Original, Direction::Reply].into_iter().enumerate() {
+            let head = self.heads[heads[d]];
+            self.slot_mut(id).expect("allocated above").next[d] = head;
+            self.heads[heads[d]] = node(id, dir);
+        }
         self.count += 1;
         self.stats.insert += 1;
         Ok(id)
     }
 
+    /// `early_drop`: from the bucket of `tuple` on, up to [`EVICTION_RANGE`] buckets, deletes
+    /// the entries that are not ASSURED in the first bucket holding any. Expired entries on
+    /// the way are collected. Whether anything was early-dropped.
+    fn early_drop(&mut self, tuple: &Tuple, now: Instant) -> bool {
+        if self.heads.is_empty() {
+            return false;
+        }
+        let start = self.bucket(tuple);
+        for i in 0..EVICTION_RANGE.min(self.buckets) {
+            let b = (start + i) % self.buckets;
+            let mut expired = smallvec::SmallVec::<[CtId; 8]>::new();
+            let mut victims = smallvec::SmallVec::<[CtId; 8]>::new();
+            for (id, _) in self.chain(b) {
+                let Some(e) = self.get(id) else { continue };
+                if e.expires <= now {
+                    expired.push(id);
+                } else if e.status & status::ASSURED == 0 {
+                    victims.push(id);
+                }
+            }
+            for id in expired {
+                if self.remove(id).is_some() {
+                    self.stats.expired += 1;
+                }
+            }
+            let mut drops = 0;
+            for id in victims {
+                drops += u64::from(self.remove(id).is_some());
+            }
+            if drops > 0 {
+                self.stats.early_drop += drops;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Takes the tuple hash `n` out of bucket `b`'s chain.
+    fn unlink(&mut self, b: usize, n: u32) {
+        let (id, dir) = unnode(n);
+        let next = self.slot(id).map_or(NIL, |s| s.next[dir.index()]);
+        if self.heads[b] == n {
+            self.heads[b] = next;
+            return;
+        }
+        let mut prev = self.heads[b];
+        while prev != NIL {
+            let (pid, pdir) = unnode(prev);
+            let Some(p) = self.slot_mut(pid) else { return };
+            if p.next[pdir.index()] == n {
+                p.next[pdir.index()] = next;
+                return;
+            }
+            prev = p.next[pdir.index()];
+        }
+    }
+
     /// Removes an entry.
     pub fn remove(&mut self, id: CtId) -> Option<Entry> {
-        let e = self.slots.get_mut(id.0 as usize)?.take()?;
-        self.index.remove(&e.orig);
-        self.index.remove(&e.reply);
+        let (orig, reply) = {
+            let e = self.get(id)?;
+            (e.orig, e.reply)
+        };
+        self.unlink(self.bucket(&orig), node(id, Direction::Original));
+        self.unlink(self.bucket(&reply), node(id, Direction::Reply));
+        let slot = self.slot_mut(id)?;
+        slot.next = [NIL; 2];
+        let e = slot.entry.take()?;
         self.free.push(id.0);
         self.count -= 1;
         Some(e)
     }
 
+    /// Ids of the live entries, in slab order.
+    fn ids(&self) -> impl Iterator<Item = (CtId, &Entry)> {
+        self.chunks
+            .iter()
+            .flat_map(|c| c.iter())
+            .take(self.used as usize)
+            .enumerate()
+            .filter_map(|(i, s)| s.entry.as_ref().map(|e| (CtId(i as u32), e)))
+    }
+
     /// Removes every entry that has timed out by `now`; returns how many.
     pub fn expire(&mut self, now: Instant) -> usize {
-        let dead: Vec<CtId> =
-            self.iter().filter(|(_, e)| e.expires <= now).map(|(id, _)| id).collect();
-        for id in &dead {
-            self.remove(*id);
-        }
-        self.stats.expired += dead.len() as u64;
-        dead.len()
+        let n = self.delete_where(|e| e.expires <= now);
+        self.stats.expired += n as u64;
+        n
     }
 
     /// Deletes the entries `pred` selects (`conntrack -D`); returns how many.
     pub fn delete_where(&mut self, mut pred: impl FnMut(&Entry) -> bool) -> usize {
-        let doomed: Vec<CtId> = self.iter().filter(|(_, e)| pred(e)).map(|(id, _)| id).collect();
+        let doomed: Vec<CtId> = self.ids().filter(|(_, e)| pred(e)).map(|(id, _)| id).collect();
         for id in &doomed {
             self.remove(*id);
         }
@@ -556,12 +740,7 @@ impl Conntrack {
 
     /// Entries in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (CtId, &Entry)> {
-        let mut v: Vec<(CtId, &Entry)> = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, e)| e.as_ref().map(|e| (CtId(i as u32), e)))
-            .collect();
+        let mut v: Vec<(CtId, &Entry)> = self.ids().collect();
         v.sort_by_key(|(_, e)| e.seq);
         v.into_iter()
     }
@@ -715,29 +894,92 @@ mod tests {
         );
     }
 
+    fn syn_from(ct: &mut Conntrack, sport: u16, t: Instant) -> Result<CtId, ConfirmError> {
+        let i = info([10, 0, 0, 1], sport, [10, 0, 0, 2], 80, tcp_flags::SYN);
+        let CtRef::Unconfirmed(e) = ct.lookup(&i, t) else { panic!("new entry expected") };
+        ct.confirm(*e, t)
+    }
+
+    /// One bucket holds every tuple hash, so the early drop sees all entries: it deletes
+    /// every one that is not ASSURED in that bucket (`early_drop_list`), then refuses once
+    /// all are assured.
     #[test]
-    fn full_table_early_drops_unassured_then_refuses() {
-        let mut ct = Conntrack::new(2);
+    fn full_table_early_drops_the_unassured_of_a_bucket_then_refuses() {
+        let mut ct = Conntrack::with_buckets(3, 1);
         let t0 = Instant::from_secs(0);
-        for port in [1000, 1001] {
-            let i = info([10, 0, 0, 1], port, [10, 0, 0, 2], 80, tcp_flags::SYN);
-            let CtRef::Unconfirmed(e) = ct.lookup(&i, t0) else { panic!() };
-            ct.confirm(*e, t0).unwrap();
+        for port in [1000, 1001, 1002] {
+            syn_from(&mut ct, port, t0).unwrap();
         }
-        let i = info([10, 0, 0, 1], 1002, [10, 0, 0, 2], 80, tcp_flags::SYN);
-        let CtRef::Unconfirmed(e) = ct.lookup(&i, t0) else { panic!() };
-        ct.confirm(*e, t0).unwrap();
-        assert_eq!(ct.stats.early_drop, 1);
+        let first = ct.iter().next().map(|(id, _)| id).unwrap();
+        ct.get_mut(first).unwrap().status |= status::ASSURED;
+        syn_from(&mut ct, 1003, t0).unwrap();
+        assert_eq!(ct.stats.early_drop, 2);
         assert_eq!(ct.len(), 2);
-        // Make both assured: now nothing can be early-dropped.
+        let ports: Vec<u16> = ct.iter().map(|(_, e)| e.orig.sport).collect();
+        assert_eq!(ports, [1000, 1003]);
+        syn_from(&mut ct, 1004, t0).unwrap();
         let ids: Vec<CtId> = ct.iter().map(|(id, _)| id).collect();
         for id in ids {
             ct.get_mut(id).unwrap().status |= status::ASSURED;
         }
-        let i = info([10, 0, 0, 1], 1003, [10, 0, 0, 2], 80, tcp_flags::SYN);
-        let CtRef::Unconfirmed(e) = ct.lookup(&i, t0) else { panic!() };
-        assert_eq!(ct.confirm(*e, t0), Err(ConfirmError::TableFull));
-        assert_eq!(ct.len(), 2);
+        assert_eq!(syn_from(&mut ct, 1005, t0), Err(ConfirmError::TableFull));
+        assert_eq!((ct.len(), ct.stats.drop), (3, 1));
+        // Once they time out, the sweep a failed early drop starts makes room.
+        let later = t0 + ct.timeouts.tcp_syn_sent;
+        syn_from(&mut ct, 1006, later).unwrap();
+        assert_eq!(ct.len(), 1);
+    }
+
+    /// The early drop looks only near the new tuple's bucket, as the kernel's does: an
+    /// unassured entry far away in the hash does not make room.
+    #[test]
+    fn early_drop_only_scans_eight_buckets_from_the_new_tuple() {
+        let t0 = Instant::from_secs(0);
+        let buckets = 1024;
+        let mut ct = Conntrack::with_buckets(1, buckets);
+        syn_from(&mut ct, 1000, t0).unwrap();
+        let held =
+            ct.iter().next().map(|(_, e)| (ct.bucket(&e.orig), ct.bucket(&e.reply))).unwrap();
+        let near = |ct: &Conntrack, port: u16| {
+            let i = info([10, 0, 0, 1], port, [10, 0, 0, 2], 80, tcp_flags::SYN);
+            let b = ct.bucket(&i.tuple);
+            [held.0, held.1].iter().any(|&h| (h + buckets - b) % buckets < EVICTION_RANGE)
+        };
+        let far = (2000..u16::MAX).find(|&p| !near(&ct, p)).unwrap();
+        assert_eq!(syn_from(&mut ct, far, t0), Err(ConfirmError::TableFull));
+        let close = (2000..u16::MAX).find(|&p| near(&ct, p)).unwrap();
+        syn_from(&mut ct, close, t0).unwrap();
+        assert_eq!((ct.stats.early_drop, ct.len()), (1, 1));
+    }
+
+    /// Chains hold both directions of many entries; removing from the middle of a chain
+    /// keeps every other entry reachable.
+    #[test]
+    fn entries_sharing_buckets_stay_reachable_through_removals() {
+        let t0 = Instant::from_secs(0);
+        let mut ct = Conntrack::with_buckets(usize::MAX, 7);
+        let ids: Vec<CtId> = (0..200).map(|p| syn_from(&mut ct, 3000 + p, t0).unwrap()).collect();
+        for id in ids.iter().step_by(3) {
+            ct.remove(*id).unwrap();
+        }
+        for (k, id) in ids.iter().enumerate() {
+            let e = info([10, 0, 0, 1], 3000 + k as u16, [10, 0, 0, 2], 80, tcp_flags::SYN);
+            let found = ct.find(&e.tuple, t0);
+            let back = ct.find(&e.tuple.invert(), t0);
+            if k % 3 == 0 {
+                assert_eq!((found, back), (None, None));
+            } else {
+                assert_eq!(found, Some((*id, Direction::Original)));
+                assert_eq!(back, Some((*id, Direction::Reply)));
+            }
+        }
+        assert_eq!(ct.len(), 200 - 67);
+        // Freed slots are used again.
+        syn_from(&mut ct, 9000, t0).unwrap();
+        assert!(
+            ct.iter()
+                .any(|(id, e)| e.orig.sport == 9000 && ids.iter().step_by(3).any(|&x| x == id))
+        );
     }
 
     #[test]
