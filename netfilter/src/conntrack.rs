@@ -525,10 +525,13 @@ impl Conntrack {
     /// The tuple hashes chained from bucket `b`.
     fn chain(&self, b: usize) -> impl Iterator<Item = (CtId, Direction)> + '_ {
         let mut n = self.heads.get(b).copied().unwrap_or(NIL);
+        let mut steps = 0usize;
         std::iter::from_fn(move || {
             if n == NIL {
                 return None;
             }
+            steps += 1;
+            debug_assert!(steps <= 2 * self.used as usize, "conntrack hash chain {b} loops");
             let (id, dir) = unnode(n);
             n = self.slot(id).map_or(NIL, |s| s.next[dir.index()]);
             Some((id, dir))

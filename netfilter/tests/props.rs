@@ -1,5 +1,5 @@
 //! Property tests: the dispatch index never changes a verdict, NAT is undone exactly by the
-//! reply path, tuple inversion is an involution.
+//! reply path, the conntrack table agrees with a plain list, tuple inversion is an involution.
 
 use std::net::Ipv4Addr;
 
@@ -162,6 +162,72 @@ proptest! {
             let got_hits: Vec<usize> = hits.iter().filter(|h| h.rule_num > 0).map(|h| h.rule_num).collect();
             prop_assert_eq!(got_hits, want_hits);
             prop_assert_eq!(&walk_rng, &rng);
+        }
+    }
+
+    /// The conntrack table (hash chains over a slab) against a plain list: after every
+    /// insert, removal, repeated packet and expiry, both hold the same connections in the same
+    /// order, and every tuple of each direction is found exactly when the list has it.
+    #[test]
+    fn conntrack_table_agrees_with_a_plain_list(
+        buckets in prop_oneof![1usize..9, Just(podnet_netfilter::conntrack::DEFAULT_BUCKETS)],
+        ops in proptest::collection::vec((0u8..4, any::<u8>(), any::<u8>()), 1..80),
+    ) {
+        use podnet_netfilter::conntrack::Conntrack;
+        use podnet_netfilter::CtRef;
+        use smoltcp::time::{Duration, Instant};
+        let packet_of = |a: u8, b: u8| {
+            packet::parse(&pkt(a % 8, b % 4, 80 + u16::from(a / 8 % 4), b & 4 != 0)).unwrap()
+        };
+        let mut ct = Conntrack::with_buckets(usize::MAX, buckets);
+        // (original tuple, expiry), oldest first.
+        let mut model: Vec<(Tuple, Instant)> = Vec::new();
+        let mut now = Instant::ZERO;
+        for (op, a, b) in ops {
+            match op {
+                0 | 1 => {
+                    let info = packet_of(a, b);
+                    let life = if info.tuple.proto == podnet_netfilter::Proto::UDP { 30 } else { 120 };
+                    let pos = model.iter().position(|(t, _)| *t == info.tuple);
+                    if let Some(k) = pos.filter(|&k| model[k].1 <= now) {
+                        model.remove(k);
+                    }
+                    match ct.lookup(&info, now) {
+                        CtRef::Unconfirmed(e) => {
+                            prop_assert!(model.iter().all(|(t, _)| *t != info.tuple));
+                            ct.confirm(*e, now).unwrap();
+                            model.push((info.tuple, now + Duration::from_secs(life)));
+                        }
+                        CtRef::Confirmed(..) => {
+                            let k = model.iter().position(|(t, _)| *t == info.tuple);
+                            prop_assert!(k.is_some(), "found a connection the list does not have");
+                            model[k.unwrap()].1 = now + Duration::from_secs(life);
+                        }
+                        other => prop_assert!(false, "unexpected {:?}", other),
+                    }
+                }
+                2 if !model.is_empty() => {
+                    let k = usize::from(a) % model.len();
+                    let id = ct.iter().nth(k).map(|(id, _)| id).unwrap();
+                    prop_assert_eq!(ct.remove(id).map(|e| e.orig), Some(model.remove(k).0));
+                }
+                _ => {
+                    now += Duration::from_secs(u64::from(a % 64));
+                    ct.expire(now);
+                    model.retain(|(_, exp)| *exp > now);
+                }
+            }
+            let got: Vec<(Tuple, Instant)> = ct.iter().map(|(_, e)| (e.orig, e.expires)).collect();
+            prop_assert_eq!(&got, &model);
+            prop_assert_eq!(ct.len(), model.len());
+            for a in 0..32u8 {
+                for b in 0..8u8 {
+                    let t = packet_of(a, b).tuple;
+                    let live = model.iter().any(|(m, _)| *m == t);
+                    prop_assert_eq!(ct.tuple_taken(&t), live);
+                    prop_assert_eq!(ct.tuple_taken(&t.invert()), live);
+                }
+            }
         }
     }
 
