@@ -1,6 +1,7 @@
 //! The netfilter crate alone, tracing off: an established packet, a new connection through
 //! kube-proxy's rules at 10 / 1,000 / 10,000 / 30,000 Services in iptables and IPVS modes,
-//! conntrack insert, lookup and expiry (100k and 1M entries).
+//! conntrack insert, lookup and expiry (100k and 1M entries), and a new connection refused by
+//! a full table.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant as WallInstant};
@@ -161,6 +162,27 @@ fn conntrack_1m(c: &mut Criterion) {
             }
         })
     });
+    // nf_conntrack_max reached with every entry ASSURED: a new connection's packet looks for
+    // something to early-drop, finds nothing and is refused.
+    let mut full = Conntrack::with_buckets(N as usize, 1 << 20);
+    full.timeouts = ct.timeouts.clone();
+    for k in 0..N {
+        let (src, sport) = client(k);
+        let info = packet::parse(&syn(src, sport, vip(1), 80)).expect("valid");
+        if let podnet_netfilter::CtRef::Unconfirmed(mut e) = full.lookup(&info, Instant::ZERO) {
+            e.status |= podnet_netfilter::conntrack::status::ASSURED;
+            full.confirm(*e, Instant::ZERO).expect("room until the limit");
+        }
+    }
+    g.bench_function("refused_when_full", |b| {
+        b.iter(|| {
+            k = (k + 1) % fresh.len();
+            if let podnet_netfilter::CtRef::Unconfirmed(e) = full.lookup(&fresh[k], Instant::ZERO) {
+                black_box(full.confirm(*e, Instant::ZERO).expect_err("the table is full"));
+            }
+        })
+    });
+    drop(full);
     g.bench_function("expire_all", |b| {
         b.iter_batched(
             fill,

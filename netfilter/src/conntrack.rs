@@ -7,9 +7,14 @@
 //! dropped with it, as in Linux. NAT decisions are stored in the entry (its reply tuple and
 //! the `SRC_NAT`/`DST_NAT` status bits) and replayed on every later packet of both directions.
 //!
+//! The table is laid out as the kernel's (see [`Conntrack`]): `nf_conntrack_buckets` hash
+//! chains of tuple hashes, one per direction of every entry, and the kernel's early drop when
+//! `nf_conntrack_max` is reached.
+//!
 //! Differences from Linux, on purpose: TCP window tracking is not modelled (sequence numbers
 //! are not checked, as with `nf_conntrack_tcp_be_liberal=1`); expectations and helpers are
-//! not modelled.
+//! not modelled; the table-full check and its early drop happen when an entry is confirmed,
+//! not when it is allocated (the kernel also counts unconfirmed entries against the limit).
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -151,10 +156,12 @@ impl Default for Timeouts {
 }
 
 /// One tracked connection.
+///
+/// The fields a hash-chain walk and a lookup read (both tuples, status, state, expiry) come
+/// first, so that in the table they share the cache line of the chain links.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[repr(C)]
 pub struct Entry {
-    /// Insertion order; `conntrack -L` lists entries in this order.
-    pub seq: u64,
     /// The tuple of the original direction, as first seen.
     pub orig: Tuple,
     /// The tuple a reply is expected to carry (after NAT).
@@ -166,13 +173,15 @@ pub struct Entry {
     fin_seen: [bool; 2],
     /// When the entry times out.
     pub expires: Instant,
+    /// UDP: two seconds after the first packet. A flow that saw a reply is a stream (the
+    /// longer timeout, ASSURED) only once it is still active past this (`stream_ts`).
+    pub stream_ts: Instant,
     /// The connection mark (`ct mark`).
     pub mark: u32,
     /// Packets and bytes per direction.
     pub counters: [(u64, u64); 2],
-    /// UDP: two seconds after the first packet. A flow that saw a reply is a stream (the
-    /// longer timeout, ASSURED) only once it is still active past this (`stream_ts`).
-    pub stream_ts: Instant,
+    /// Insertion order; `conntrack -L` lists entries in this order.
+    pub seq: u64,
 }
 
 impl Entry {
@@ -408,6 +417,7 @@ pub struct Conntrack {
 /// One slab slot: an entry and the next tuple hash of each direction's chain
 /// (`hlist_nulls_node` of `tuplehash[dir]`).
 #[derive(Clone, Default)]
+#[repr(C, align(64))]
 struct Slot {
     next: [u32; 2],
     entry: Option<Entry>,
