@@ -1220,18 +1220,35 @@ impl Cluster {
         self.now
     }
 
-    /// Sets a sysctl on a node (`net.ipv4.ip_forward`, `net.bridge.bridge-nf-call-iptables`).
+    /// Sets a sysctl on a node: `net.ipv4.ip_forward`, `net.bridge.bridge-nf-call-iptables`,
+    /// `net.netfilter.nf_conntrack_max` (0: no limit, as in the kernel) or
+    /// `net.netfilter.nf_conntrack_buckets` (the hash is resized, entries kept).
     pub fn set_sysctl(&mut self, node: &str, key: &str, value: u32) -> Result<(), ClusterError> {
         let id = self.node_id(node)?;
         let ns = &mut self.netns[self.nodes[id.idx()].netns.idx()];
-        match key {
-            "net.ipv4.ip_forward" => ns.sysctl.ip_forward = value != 0,
-            "net.bridge.bridge-nf-call-iptables" => ns.sysctl.bridge_nf_call_iptables = value != 0,
+        match (key, ns.nf.as_mut()) {
+            ("net.ipv4.ip_forward", _) => ns.sysctl.ip_forward = value != 0,
+            ("net.bridge.bridge-nf-call-iptables", _) => {
+                ns.sysctl.bridge_nf_call_iptables = value != 0;
+            }
+            ("net.netfilter.nf_conntrack_max", Some(nf)) => {
+                nf.conntrack.max = if value == 0 { usize::MAX } else { value as usize };
+            }
+            ("net.netfilter.nf_conntrack_buckets", Some(_)) if value == 0 => {
+                return Err(ClusterError::Refused {
+                    what: format!("{key}=0 on {node}"),
+                    fix: "the conntrack hash needs at least one bucket",
+                });
+            }
+            ("net.netfilter.nf_conntrack_buckets", Some(nf)) => {
+                nf.conntrack.set_buckets(value as usize);
+            }
             _ => {
                 return Err(ClusterError::NotFound {
                     kind: "sysctl",
                     name: key.into(),
-                    hint: " (modelled: net.ipv4.ip_forward, net.bridge.bridge-nf-call-iptables)"
+                    hint: " (modelled: net.ipv4.ip_forward, net.bridge.bridge-nf-call-iptables, \
+                           net.netfilter.nf_conntrack_max, net.netfilter.nf_conntrack_buckets)"
                         .into(),
                 });
             }

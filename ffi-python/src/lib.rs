@@ -284,7 +284,8 @@ impl Cluster {
         self.inner.fdb(node).map_err(error::cluster)
     }
 
-    /// Sets a node sysctl (`net.ipv4.ip_forward`, `net.bridge.bridge-nf-call-iptables`).
+    /// Sets a node sysctl (`net.ipv4.ip_forward`, `net.bridge.bridge-nf-call-iptables`,
+    /// `net.netfilter.nf_conntrack_max`, `net.netfilter.nf_conntrack_buckets`).
     fn set_sysctl(&mut self, node: &str, key: &str, value: u32) -> PyResult<()> {
         self.inner.set_sysctl(node, key, value).map_err(error::cluster)
     }

@@ -75,6 +75,21 @@ def test_bridge_nf_off_lets_a_same_node_reply_escape_reverse_nat():
     assert t.reply_from == "10.244.1.2:8080"
 
 
+def test_a_full_conntrack_table_drops_new_flows_with_the_kernels_message():
+    c = podnet.Cluster.seed()
+    c.set_sysctl("node1", "net.netfilter.nf_conntrack_max", 1)
+    assert c.trace("pod/default/pod2", "10.96.0.10:80", proto="udp", sport=40001).completed
+    t = c.trace("pod/default/pod2", "10.96.0.10:80", proto="udp", sport=40002)
+    assert t.disposition == "dropped"
+    assert t.reason == "conntrack-full"
+    assert t.reason_text == "nf_conntrack: table full, dropping packet"
+    assert "sport=40002" not in c.conntrack("node1")
+    # One bucket: the early drop finds the unassured entry and deletes it.
+    c.set_sysctl("node1", "net.netfilter.nf_conntrack_buckets", 1)
+    assert c.trace("pod/default/pod2", "10.96.0.10:80", proto="udp", sport=40003).completed
+    assert "sport=40001" not in c.conntrack("node1")
+
+
 def test_unready_endpoints_leave_and_an_empty_service_rejects(seed_cluster):
     seed_cluster.set_ready("pod/default/pod1", False)
     seed_cluster.set_ready("pod/default/pod3", False)

@@ -452,8 +452,9 @@ fn tuple_hash(t: &Tuple) -> u32 {
 }
 
 impl Default for Conntrack {
+    /// `nf_conntrack_max` equal to the number of buckets, as the kernel sets it by default.
     fn default() -> Self {
-        Conntrack::new(262_144)
+        Conntrack::new(DEFAULT_BUCKETS)
     }
 }
 
@@ -495,6 +496,28 @@ impl Conntrack {
     /// `net.netfilter.nf_conntrack_buckets`.
     pub fn buckets(&self) -> usize {
         self.buckets
+    }
+
+    /// Resizes the hash (writing `nf_conntrack_buckets`, `nf_conntrack_hash_resize`): every
+    /// entry is chained again into `buckets` chains (at least one); entries and their ids stay.
+    pub fn set_buckets(&mut self, buckets: usize) {
+        self.buckets = buckets.max(1);
+        if self.heads.is_empty() {
+            return;
+        }
+        self.heads = vec![NIL; self.buckets];
+        let live: Vec<(CtId, Tuple, Tuple)> =
+            self.ids().map(|(id, e)| (id, e.orig, e.reply)).collect();
+        for (id, orig, reply) in live {
+            for (d, (dir, t)) in
+                [(Direction::Original, orig), (Direction::Reply, reply)].into_iter().enumerate()
+            {
+                let b = self.bucket(&t);
+                let head = self.heads[b];
+                self.slot_mut(id).expect("a live entry's slot").next[d] = head;
+                self.heads[b] = node(id, dir);
+            }
+        }
     }
 
     /// Number of confirmed entries.
@@ -968,7 +991,7 @@ mod tests {
     /// Chains hold both directions of many entries; removing from the middle of a chain
     /// keeps every other entry reachable.
     #[test]
-    fn entries_sharing_buckets_stay_reachable_through_removals() {
+    fn entries_sharing_buckets_stay_reachable_through_removals_and_resizes() {
         let t0 = Instant::from_secs(0);
         let mut ct = Conntrack::with_buckets(usize::MAX, 7);
         let ids: Vec<CtId> = (0..200).map(|p| syn_from(&mut ct, 3000 + p, t0).unwrap()).collect();
@@ -987,6 +1010,15 @@ mod tests {
             }
         }
         assert_eq!(ct.len(), 200 - 67);
+        // A resize chains every entry again.
+        let listing = ct.list(t0);
+        ct.set_buckets(3);
+        assert_eq!(ct.buckets(), 3);
+        assert_eq!(ct.list(t0), listing);
+        for k in (1..200u16).filter(|k| k % 3 != 0) {
+            let e = info([10, 0, 0, 1], 3000 + k, [10, 0, 0, 2], 80, tcp_flags::SYN);
+            assert!(ct.tuple_taken(&e.tuple) && ct.tuple_taken(&e.tuple.invert()));
+        }
         // Freed slots are used again.
         syn_from(&mut ct, 9000, t0).unwrap();
         assert!(
