@@ -30,7 +30,8 @@
 //! `preserveClientIP` or `passThrough`), `albs` (`ingress`
 //! NS/NAME of an Ingress in the input, `publicIP`, `privateIP`), `ingressControllers` (`pod`
 //! NS/NAME, `class`, `port`: in-cluster controllers that serve the Ingresses of their class,
-//! and those without a class for the first one), and `sysctls` (node → name → value).
+//! and those without a class for the first one), and `sysctls` (node → name → value, the
+//! names [`Cluster::set_sysctl`](crate::Cluster::set_sysctl) takes).
 //! Ingresses neither on an ALB nor served by a controller are recorded and skipped.
 //!
 //! `hostNetwork: true` pods run in their node's root namespace with the node's address.
