@@ -400,7 +400,8 @@ pub struct Conntrack {
     /// Slots handed out so far (the slab's high-water mark).
     used: u32,
     free: Vec<u32>,
-    /// One head per bucket: a [`Node`] or [`NIL`]; empty until the first insert.
+    /// One head per bucket: a tuple hash (see [`node`]) or [`NIL`]; empty until the first
+    /// insert.
     heads: Vec<u32>,
     buckets: usize,
     next_seq: u64,
@@ -506,15 +507,21 @@ impl Conntrack {
             return;
         }
         self.heads = vec![NIL; self.buckets];
-        let live: Vec<(CtId, Tuple, Tuple)> =
-            self.ids().map(|(id, e)| (id, e.orig, e.reply)).collect();
-        for (id, orig, reply) in live {
-            for (d, (dir, t)) in
-                [(Direction::Original, orig), (Direction::Reply, reply)].into_iter().enumerate()
-            {
-                let b = self.bucket(&t);
-                let head = self.heads[b];
-                self.slot_mut(id).expect("a live entry's slot").next[d] = head;
+        let live: Vec<(CtId, [Tuple; 2])> =
+            self.ids().map(|(id, e)| (id, [e.orig, e.reply])).collect();
+        for (id, tuples) in live {
+            self.hash_in(id, tuples);
+        }
+    }
+
+    /// Puts the tuple hashes of entry `id`, whose tuples are `[original, reply]`, at the
+    /// heads of their buckets' chains.
+    fn hash_in(&mut self, id: CtId, tuples: [Tuple; 2]) {
+        for (d, dir) in [Direction::Original, Direction::Reply].into_iter().enumerate() {
+            let b = self.bucket(&tuples[d]);
+            let head = self.heads[b];
+            if let Some(slot) = self.slot_mut(id) {
+                slot.next[d] = head;
                 self.heads[b] = node(id, dir);
             }
         }
@@ -663,13 +670,9 @@ impl Conntrack {
                 CtId(self.used - 1)
             }
         };
-        let heads = [self.bucket(&entry.orig), self.bucket(&entry.reply)];
+        let tuples = [entry.orig, entry.reply];
         self.slot_mut(id).expect("allocated above").entry = Some(entry);
-        for (d, dir) in [Direction::Original, Direction::Reply].into_iter().enumerate() {
-            let head = self.heads[heads[d]];
-            self.slot_mut(id).expect("allocated above").next[d] = head;
-            self.heads[heads[d]] = node(id, dir);
-        }
+        self.hash_in(id, tuples);
         self.count += 1;
         self.stats.insert += 1;
         Ok(id)
