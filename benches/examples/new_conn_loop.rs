@@ -32,8 +32,8 @@ fn main() {
             podnet_benches::syn(s, p, podnet_benches::vip(k as usize % n), 80)
         })
         .collect();
-    // One pass first, as the figure's first seconds: every chain has made its quick checks
-    // (see podnet_netfilter::eval) before the measured pass.
+    // One pass first, as the figure's first seconds: the counters are fitted to the tables
+    // and the rules have been read once before the measured pass.
     warm(&mut nf, &pool);
     nf.conntrack = Conntrack::new(usize::MAX);
     let t = std::time::Instant::now();

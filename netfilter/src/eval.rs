@@ -10,18 +10,26 @@
 //! residual list in rule order, so the first match is exactly the one a linear walk finds,
 //! at a cost independent of the number of Services.
 //!
-//! **Quick checks.** A chain keeps, for each of its rules, a small copy of what the rule
-//! requires of a packet's addresses, protocol and destination port (`Quick`), in one array
-//! in rule order, so a chain's rules are a few adjacent cache lines. A rule whose checks fail
-//! is passed by without reading the rule; a rule those checks describe whole (kube-proxy's
-//! rules are: addresses, protocol, port, comment, connection state, a random draw) is
-//! matched without reading it, and only a target with data (DNAT's address, MARK's value)
-//! is read from the rule. Only what a rule's walk would look at before any match that
-//! changes state (`-m statistic`, `-m recent`) goes into its checks, so passing a rule by
-//! changes nothing a linear walk would have changed. A chain's checks are made when a packet
-//! first walks it (a sync of a third of a million rules makes none; the rules are cold by
-//! then, and most chains wait long for their first packet). The linear walk (`indexed`
-//! false) reads every rule, for comparison.
+//! **The blob.** A table is walked in its blob ([`Table::link`] places the chains; the
+//! first walk lays it out), laid out as the kernel lays out an x_tables table
+//! (`xt_table_info.entries`): one array, chain after chain, each chain a head entry (which
+//! chain, how many rules, whether it has an index) then one entry per rule, a jump's target
+//! held as the position of the target chain's head and a NAT target's data (DNAT's
+//! address, ports and flags) in an entry after the chain's rules, as the kernel keeps a
+//! target's data inside its rule's entry. Chains follow each other depth first from the
+//! built-in chains, so a kube-proxy Service's `KUBE-SVC-` chain sits just before its
+//! `KUBE-SEP-` chains: a new connection's walk reads a few adjacent cache lines, not one
+//! chain header, rule list and rule apiece scattered over the heap.
+//!
+//! **Quick checks.** A rule's entry is a small copy of what the rule requires of a
+//! packet's addresses, protocol, destination port and connection state (`Quick`). A rule
+//! whose checks fail is passed by without reading the rule; a rule those checks describe
+//! whole (kube-proxy's rules are: addresses, protocol, port, comment, connection state, a
+//! random draw) is matched without reading it, and only a target with other data (MARK's
+//! value, LOG's prefix) is read from the rule. Only what a rule's walk would look at before
+//! any match that changes state (`-m statistic`, `-m recent`) goes into its checks, so
+//! passing a rule by changes nothing a linear walk would have changed. The linear walk
+//! (`indexed` false) reads every rule, for comparison.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -272,8 +280,13 @@ pub(crate) struct ChainIndex {
 const INDEX_MIN_RULES: usize = 16;
 
 impl ChainIndex {
+    /// Whether a chain of `len` rules gets an index.
+    pub(crate) fn wanted(len: usize) -> bool {
+        len >= INDEX_MIN_RULES
+    }
+
     pub(crate) fn build(rules: &[Rule]) -> Option<Box<ChainIndex>> {
-        if rules.len() < INDEX_MIN_RULES {
+        if !ChainIndex::wanted(rules.len()) {
             return None;
         }
         let mut idx = ChainIndex { buckets: HashMap::default(), residual: Vec::new() };
@@ -293,60 +306,35 @@ fn pure(m: &Match) -> bool {
     !matches!(m, Match::Random { .. } | Match::Nth { .. } | Match::Recent(_))
 }
 
-/// A chain's quick checks, one per rule, made on first use (see the module docs). They
-/// follow from the rules, so a clone starts without them and every pair compares equal.
-#[derive(Default)]
-pub(crate) struct QuickChecks(std::sync::OnceLock<Box<[Quick]>>);
-
-impl QuickChecks {
-    /// The checks of `chain`'s rules, made now if not yet: the link words of `table` are
-    /// copied in, so a walk reads this one array.
-    #[inline]
-    fn of<'t>(&'t self, table: &Table, chain: &'t crate::table::Chain) -> &'t [Quick] {
-        self.0.get_or_init(|| {
-            let words = table.links.get(chain.jumps_at as usize..).unwrap_or_default();
-            let word = |i: usize| words.get(i).copied().unwrap_or(UNLINKED);
-            chain.rules.iter().enumerate().map(|(i, r)| Quick::of(r, word(i))).collect()
-        })
-    }
-}
-
-impl Clone for QuickChecks {
-    fn clone(&self) -> Self {
-        QuickChecks::default()
-    }
-}
-
-impl PartialEq for QuickChecks {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl std::fmt::Debug for QuickChecks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("QuickChecks")
-    }
-}
-
 /// What a rule requires of a packet, in a form checked with a few compares (see the module
 /// docs).
+///
+/// A table's blob ([`Table::link`]) holds one per rule, and before each chain's rules one
+/// *head* entry ([`Kind::Head`], made by [`Quick::head`]) that says which chain follows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Quick {
-    /// The rule's link word (see [`Table::link`]): where it jumps, which states it can match.
-    word: u32,
+    /// Where a jump or goto leads: the blob position of the target chain's head
+    /// ([`NO_JUMP`] for a rule that neither jumps nor goes). A head: its chain's index.
+    to: u32,
+    /// A head: the number of the chain's first rule in the table (see [`crate::counters`]).
     src: u32,
     src_mask: u32,
+    /// A head: how many rules the chain has.
     dst: u32,
     dst_mask: u32,
     dport_lo: u16,
     dport_hi: u16,
+    /// The threshold of a final `-m statistic --mode random` ([`quick::RANDOM`]).
+    threshold: u32,
     proto: u8,
+    /// [`quick`] flags; a head's are [`quick::INDEXED`] or none.
     flags: u8,
     /// What the rule's target does to a walk.
     kind: Kind,
-    /// The threshold of a final `-m statistic --mode random` ([`quick::RANDOM`]).
-    threshold: u32,
+    /// The connection states (`ctstate` bits INVALID, ESTABLISHED, RELATED, NEW, UNTRACKED)
+    /// a packet can be in and still match the rule (see [`states_of`]): a rule with
+    /// `-m conntrack --ctstate NEW` is passed by at once for an established packet.
+    states: u8,
 }
 
 // A chain's checks are read in a walk: two to a cache line.
@@ -367,7 +355,12 @@ mod quick {
     pub const RANDOM: u8 = 32;
     /// That draw is inverted.
     pub const RANDOM_INV: u8 = 64;
+    /// A head's chain has a dispatch index.
+    pub const INDEXED: u8 = 1;
 }
+
+/// In a blob entry's `to`: the rule neither jumps nor goes to a chain.
+pub(crate) const NO_JUMP: u32 = u32::MAX;
 
 /// What a matched rule's target does to a walk, when that is all the walk needs of it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -376,9 +369,17 @@ enum Kind {
     Goto,
     Accept,
     Return,
+    Drop,
+    /// DNAT, SNAT or MASQUERADE: the rule's `to` holds the blob position of its target's
+    /// data entry ([`Kind::NatData`]), as the kernel keeps a target's data in its entry.
+    Nat,
     /// A target with more to it (data, or an effect on the packet): read from the rule.
     #[default]
     Other,
+    /// Not a rule: a chain's head entry.
+    Head,
+    /// Not a rule: the data of a NAT target ([`Quick::nat_data`]).
+    NatData,
 }
 
 impl Kind {
@@ -388,15 +389,90 @@ impl Kind {
             Target::Goto(_) => Kind::Goto,
             Target::Accept => Kind::Accept,
             Target::Return => Kind::Return,
+            Target::Drop => Kind::Drop,
+            Target::Dnat(..) | Target::Snat(..) | Target::Masquerade(..) => Kind::Nat,
             _ => Kind::Other,
         }
     }
 }
 
+/// A NAT target's data entry: which target (in `proto`) and its flags.
+mod nat_data {
+    pub const DNAT: u8 = 1;
+    pub const SNAT: u8 = 2;
+    pub const MASQUERADE: u8 = 3;
+    /// A port range is given (`dport_lo..=dport_hi`).
+    pub const PORTS: u8 = 1;
+    pub const RANDOM: u8 = 2;
+    pub const RANDOM_FULLY: u8 = 4;
+    pub const PERSISTENT: u8 = 8;
+}
+
 impl Quick {
-    /// The checks of `r`, whose link word is `word`.
-    pub(crate) fn of(r: &Rule, word: u32) -> Quick {
-        let mut q = Quick { word, dport_hi: u16::MAX, ..Quick::default() };
+    /// The head entry of the chain at index `chain` of its table, whose rules are numbered
+    /// from `first` on, `len` of them.
+    pub(crate) fn head(chain: u32, first: u32, len: u32, indexed: bool) -> Quick {
+        Quick {
+            to: chain,
+            src: first,
+            dst: len,
+            flags: if indexed { quick::INDEXED } else { 0 },
+            kind: Kind::Head,
+            ..Quick::default()
+        }
+    }
+
+    /// The data entry of NAT target `t` (`None` for another target): the range's
+    /// addresses in `src` and `dst`, its ports in `dport_lo..=dport_hi`.
+    pub(crate) fn nat_data(t: &Target) -> Option<Quick> {
+        let (which, range, flags) = match t {
+            Target::Dnat(r, f) => (nat_data::DNAT, *r, *f),
+            Target::Snat(r, f) => (nat_data::SNAT, *r, *f),
+            Target::Masquerade(ports, f) => {
+                let any = Ipv4Addr::UNSPECIFIED;
+                (nat_data::MASQUERADE, NatRange { addr_lo: any, addr_hi: any, ports: *ports }, *f)
+            }
+            _ => return None,
+        };
+        let NatFlags { random, random_fully, persistent } = flags;
+        let bit = |on: bool, b: u8| if on { b } else { 0 };
+        let (lo, hi) = range.ports.unwrap_or((0, 0));
+        Some(Quick {
+            src: range.addr_lo.into(),
+            dst: range.addr_hi.into(),
+            dport_lo: lo,
+            dport_hi: hi,
+            proto: which,
+            flags: bit(range.ports.is_some(), nat_data::PORTS)
+                | bit(random, nat_data::RANDOM)
+                | bit(random_fully, nat_data::RANDOM_FULLY)
+                | bit(persistent, nat_data::PERSISTENT),
+            kind: Kind::NatData,
+            ..Quick::default()
+        })
+    }
+
+    /// The verdict of the NAT target whose data entry this is ([`Quick::nat_data`]).
+    fn nat_verdict(&self) -> Verdict {
+        let ports = (self.flags & nat_data::PORTS != 0).then_some((self.dport_lo, self.dport_hi));
+        let flags = NatFlags {
+            random: self.flags & nat_data::RANDOM != 0,
+            random_fully: self.flags & nat_data::RANDOM_FULLY != 0,
+            persistent: self.flags & nat_data::PERSISTENT != 0,
+        };
+        let range = NatRange { addr_lo: self.src.into(), addr_hi: self.dst.into(), ports };
+        match self.proto {
+            nat_data::DNAT => Verdict::Dnat(range, flags),
+            nat_data::SNAT => Verdict::Snat(range, flags),
+            _ => Verdict::Masquerade(ports, flags),
+        }
+    }
+
+    /// The checks of `r`, which jumps or goes to the chain whose head is at `to` in the
+    /// blob ([`NO_JUMP`] for none; for a NAT target, the position of its data entry) and
+    /// can match packets in connection `states`.
+    pub(crate) fn of(r: &Rule, to: u32, states: u8) -> Quick {
+        let mut q = Quick { to, states, dport_hi: u16::MAX, ..Quick::default() };
         let mut whole = r.in_iface.is_none() && r.out_iface.is_none();
         let net = |n: &crate::rule::Neg<ipnetwork::Ipv4Network>| {
             (u32::from(n.value.network()), u32::from(n.value.mask()), n.invert)
@@ -462,6 +538,18 @@ impl Quick {
         q
     }
 
+    /// The connection states a packet can be in and still match the rule.
+    #[cfg(test)]
+    pub(crate) fn states(&self) -> u8 {
+        self.states
+    }
+
+    /// Where a jump leads, or a NAT target's data sits (see the field).
+    #[cfg(test)]
+    pub(crate) fn to(&self) -> u32 {
+        self.to
+    }
+
     /// Whether a rule the checks describe whole matches once they pass: its random draw,
     /// if it ends with one.
     #[inline]
@@ -519,22 +607,23 @@ pub fn eval_chain(
     st: &mut EvalState<'_>,
     indexed: bool,
 ) -> Verdict {
-    let Some(start) = table.chains.get_index_of(chain) else { return Verdict::Accept };
+    let Some(start) = table.chains.get(chain) else { return Verdict::Accept };
     st.counters.fit(table);
-    eval_from(table, start, pkt, st, indexed)
+    eval_from(table, start.head, pkt, st, indexed)
 }
 
 /// The chains to return to (`-j` pushes, `RETURN` and falling off pop). kube-proxy nests
 /// four deep at most, so the first levels live inline and a packet's walk allocates nothing.
 #[derive(Default)]
 struct ReturnStack {
-    inline: [(usize, usize); 8],
+    inline: [(u32, usize); 8],
     len: usize,
-    spill: Vec<(usize, usize)>,
+    spill: Vec<(u32, usize)>,
 }
 
 impl ReturnStack {
-    fn push(&mut self, v: (usize, usize)) {
+    /// Pushes (the blob position of a chain's head, the rule to go on from).
+    fn push(&mut self, v: (u32, usize)) {
         if self.len < self.inline.len() {
             self.inline[self.len] = v;
             self.len += 1;
@@ -543,7 +632,7 @@ impl ReturnStack {
         }
     }
 
-    fn pop(&mut self) -> Option<(usize, usize)> {
+    fn pop(&mut self) -> Option<(u32, usize)> {
         if let Some(v) = self.spill.pop() {
             return Some(v);
         }
@@ -575,7 +664,7 @@ pub fn eval_hook(
         return Verdict::Accept;
     }
     st.counters.fit(table);
-    eval_from(table, start, pkt, st, indexed)
+    eval_from(table, table.chains[start].head, pkt, st, indexed)
 }
 
 /// Whether the table has nothing to walk at this hook: no such built-in chain, or an empty
@@ -599,9 +688,41 @@ pub fn empty_hook(
     true
 }
 
+/// The chain a walk is in, as its head entry in the blob gives it.
+#[derive(Clone, Copy)]
+struct InChain {
+    /// The blob position of the head; the chain's rules follow it.
+    head: usize,
+    /// The chain's index in its table.
+    chain: usize,
+    /// The number of its first rule in the table (see [`crate::counters`]).
+    first: usize,
+    /// How many rules it has.
+    len: usize,
+    /// Whether it has a dispatch index.
+    indexed: bool,
+}
+
+impl InChain {
+    /// The chain whose head is at `head` in a table's blob (`None`: not a head, which
+    /// [`Table::link`] never makes).
+    #[inline]
+    fn enter(blob: &[Quick], head: u32) -> Option<InChain> {
+        let q = blob.get(head as usize).filter(|q| q.kind == Kind::Head)?;
+        Some(InChain {
+            head: head as usize,
+            chain: q.to as usize,
+            first: q.src as usize,
+            len: q.dst as usize,
+            indexed: q.flags & quick::INDEXED != 0,
+        })
+    }
+}
+
+/// Walks `table` from the chain whose head is at blob position `start`.
 fn eval_from(
     table: &Table,
-    start: usize,
+    start: u32,
     pkt: &PacketCtx<'_>,
     st: &mut EvalState<'_>,
     indexed: bool,
@@ -609,7 +730,10 @@ fn eval_from(
     let tname = table.name.name();
     let mut stack = ReturnStack::default();
     let state = state_bit(pkt.ctinfo);
-    let (mut ci, mut ri) = (start, 0usize);
+    let blob = table.blob();
+    // Only a blob `Table::link` did not make lacks a head where a chain starts.
+    let Some(mut c) = InChain::enter(blob, start) else { return Verdict::Drop };
+    let mut ri = 0usize;
     // Bounded: a chain loop (impossible through restore's checks, possible by hand) ends here.
     let mut budget = 1_000_000u32;
     loop {
@@ -617,22 +741,23 @@ fn eval_from(
         if budget == 0 {
             return Verdict::Drop;
         }
-        let next = next_candidate(&table.chains[ci], ri, pkt, indexed);
+        let next = next_candidate(table, &c, ri, pkt, indexed);
         let Some(i) = next else {
             // Fell off the chain.
             match stack.pop() {
-                Some((c, r)) => {
-                    ci = c;
+                Some((h, r)) => {
+                    let Some(back) = InChain::enter(blob, h) else { return Verdict::Drop };
+                    c = back;
                     ri = r;
                     continue;
                 }
                 None => {
-                    let (name, c) = table.chains.get_index(ci).expect("chain index valid");
-                    if c.policy.is_some() {
-                        st.counters.count_policy(ci, pkt.info.len);
+                    let (name, ch) = table.chains.get_index(c.chain).expect("chain index valid");
+                    if ch.policy.is_some() {
+                        st.counters.count_policy(c.chain, pkt.info.len);
                     }
-                    let policy = c.policy.unwrap_or(Policy::Accept);
-                    let worth_showing = !c.rules.is_empty() || policy == Policy::Drop;
+                    let policy = ch.policy.unwrap_or(Policy::Accept);
+                    let worth_showing = !ch.rules.is_empty() || policy == Policy::Drop;
                     if let Some(h) = st.hits.as_deref_mut().filter(|_| worth_showing) {
                         let p = if policy == Policy::Drop { "DROP" } else { "ACCEPT" };
                         h.push(RuleHit {
@@ -647,27 +772,23 @@ fn eval_from(
                 }
             }
         };
-        let c = &table.chains[ci];
-        let pos = c.jumps_at as usize + i;
+        let pos = c.first + i;
+        let Some(q) = blob.get(c.head + 1 + i) else { return Verdict::Drop };
+        // The rule itself, read only when the checks cannot decide (or to show it).
+        let rule = || table.chains.get_index(c.chain).and_then(|(_, ch)| ch.rules.get(i));
         // A rule for other connection states cannot match: no need to look at it; nor can
         // one whose quick checks fail. A rule they describe whole is decided by them.
-        let q = if indexed { c.quick.of(table, c).get(i) } else { None };
-        let word = match q {
-            Some(q) => q.word,
-            None => table.links.get(pos).copied().unwrap_or(UNLINKED),
-        };
-        let states = crate::table::link_states(word);
-        let (matched, kind) = match q {
-            _ if states & state == 0 => (false, Kind::Other),
-            Some(q) if !q.admits(&pkt.info.tuple) => (false, Kind::Other),
-            Some(q) if q.flags & quick::WHOLE != 0 => (q.draw(st.rng), q.kind),
-            _ => {
-                // The rule's position, for state the namespace keeps per rule (`--mode nth`).
-                st.counters.matching(Some(pos));
-                let m = rule_matches(&c.rules[i], pkt, st);
-                st.counters.matching(None);
-                (m, q.map_or_else(|| Kind::of(&c.rules[i].target), |q| q.kind))
-            }
+        let matched = if q.states & state == 0 || (indexed && !q.admits(&pkt.info.tuple)) {
+            false
+        } else if indexed && q.flags & quick::WHOLE != 0 {
+            q.draw(st.rng)
+        } else {
+            let Some(r) = rule() else { return Verdict::Drop };
+            // The rule's position, for state the namespace keeps per rule (`--mode nth`).
+            st.counters.matching(Some(pos));
+            let m = rule_matches(r, pkt, st);
+            st.counters.matching(None);
+            m
         };
         if !matched {
             ri = i + 1;
@@ -675,8 +796,8 @@ fn eval_from(
         }
         st.counters.count_rule(pos, pkt.info.len);
         if let Some(h) = st.hits.as_deref_mut() {
-            let (name, c) = table.chains.get_index(ci).expect("chain index valid");
-            let rule = &c.rules[i];
+            let (name, ch) = table.chains.get_index(c.chain).expect("chain index valid");
+            let rule = &ch.rules[i];
             h.push(RuleHit {
                 table: tname,
                 chain: name.to_string(),
@@ -686,43 +807,52 @@ fn eval_from(
             });
         }
         // The target: from the quick checks, or the rule when it has more to it.
-        match kind {
+        match q.kind {
             Kind::Accept => return Verdict::Accept,
             Kind::Return => match stack.pop() {
-                Some((c, r)) => {
-                    ci = c;
+                Some((h, r)) => {
+                    let Some(back) = InChain::enter(blob, h) else { return Verdict::Drop };
+                    c = back;
                     ri = r;
                 }
                 None => {
-                    let policy = c.policy.unwrap_or(Policy::Accept);
+                    let policy = table.chains[c.chain].policy.unwrap_or(Policy::Accept);
                     return if policy == Policy::Drop { Verdict::Drop } else { Verdict::Accept };
                 }
             },
-            Kind::Jump => {
-                let to = linked(word);
-                stack.push((ci, i + 1));
-                ci = to;
+            Kind::Jump | Kind::Goto => {
+                let Some(to) = InChain::enter(blob, q.to) else { return Verdict::Drop };
+                if q.kind == Kind::Jump {
+                    if to.len == 0 {
+                        // An empty chain returns at once (kube-proxy keeps several so).
+                        ri = i + 1;
+                        continue;
+                    }
+                    stack.push((c.head as u32, i + 1));
+                }
+                c = to;
                 ri = 0;
             }
-            Kind::Goto => {
-                ci = linked(word);
-                ri = 0;
-            }
-            Kind::Other => match &c.rules[i].target {
-                Target::Log(prefix) => {
+            Kind::Drop => return Verdict::Drop,
+            Kind::Nat => match blob.get(q.to as usize).filter(|d| d.kind == Kind::NatData) {
+                Some(d) => return d.nat_verdict(),
+                None => return Verdict::Drop,
+            },
+            Kind::Other | Kind::Head | Kind::NatData => match rule().map(|r| &r.target) {
+                Some(Target::Log(prefix)) => {
                     st.logs.push(prefix.clone());
                     ri = i + 1;
                 }
-                Target::Mark { value, mask } => {
+                Some(Target::Mark { value, mask }) => {
                     *st.mark = (*st.mark & !mask) ^ value;
                     ri = i + 1;
                 }
-                Target::Drop => return Verdict::Drop,
-                Target::Reject(w) => return Verdict::Reject(*w),
-                Target::Dnat(r, f) => return Verdict::Dnat(*r, *f),
-                Target::Snat(r, f) => return Verdict::Snat(*r, *f),
-                Target::Masquerade(p, f) => return Verdict::Masquerade(*p, *f),
-                Target::Notrack => return Verdict::Notrack,
+                Some(Target::Drop) | None => return Verdict::Drop,
+                Some(Target::Reject(w)) => return Verdict::Reject(*w),
+                Some(Target::Dnat(r, f)) => return Verdict::Dnat(*r, *f),
+                Some(Target::Snat(r, f)) => return Verdict::Snat(*r, *f),
+                Some(Target::Masquerade(p, f)) => return Verdict::Masquerade(*p, *f),
+                Some(Target::Notrack) => return Verdict::Notrack,
                 // No target, TRACE; the others took their steps above.
                 _ => ri = i + 1,
             },
@@ -754,26 +884,19 @@ fn state_bit(info: CtInfo) -> u8 {
     }
 }
 
-/// The link word of a rule in a table [`Table::link`] has not numbered: no jump known, every
-/// state possible.
-const UNLINKED: u32 = crate::table::NO_JUMP | ((REAL_STATES as u32) << 24);
-
-/// The chain a rule with link `word` jumps to, as [`Table::link`] resolved it.
-fn linked(word: u32) -> usize {
-    let j = crate::table::link_target(word);
-    assert_ne!(j, crate::table::NO_JUMP, "a jump in a table that was changed without Table::link");
-    j as usize
-}
-
 /// The first rule at or after `from` that could match, by index or linearly.
+#[inline]
 fn next_candidate(
-    chain: &crate::table::Chain,
+    table: &Table,
+    c: &InChain,
     from: usize,
     pkt: &PacketCtx<'_>,
     indexed: bool,
 ) -> Option<usize> {
-    match (&chain.index, indexed) {
-        (Some(idx), true) => {
+    // Only the long chains that have an index read their chain (they are few, and hot).
+    let index = || table.chains.get_index(c.chain).and_then(|(_, ch)| ch.index.as_deref());
+    match (c.indexed && indexed).then(index).flatten() {
+        Some(idx) => {
             let key = (pkt.info.tuple.dst, pkt.info.tuple.proto.0, pkt.info.tuple.dport);
             let first_ge = |v: &[u32]| -> Option<u32> {
                 let p = v.partition_point(|&x| (x as usize) < from);
@@ -786,7 +909,7 @@ fn next_candidate(
                 (a, b) => a.or(b).map(|x| x as usize),
             }
         }
-        _ => (from < chain.rules.len()).then_some(from),
+        None => (from < c.len).then_some(from),
     }
 }
 
@@ -1012,7 +1135,35 @@ mod tests {
     use super::*;
 
     fn quick(text: &str) -> Quick {
-        Quick::of(&Rule::parse(text).expect("the test rules parse"), UNLINKED)
+        Quick::of(&Rule::parse(text).expect("the test rules parse"), NO_JUMP, REAL_STATES)
+    }
+
+    /// A NAT target's data entry gives back the target exactly: addresses, port range or
+    /// none, and every flag.
+    #[test]
+    fn nat_data_entries_give_back_their_targets() {
+        for text in [
+            "-j DNAT --to-destination 10.244.1.2:8080",
+            "-j DNAT --to-destination 10.244.1.2",
+            "-j DNAT --to-destination 10.244.1.2-10.244.1.9:80-90 --random --persistent",
+            "-j SNAT --to-source 192.168.0.1",
+            "-j SNAT --to-source 192.168.0.1-192.168.0.4:1024-65535 --random-fully",
+            "-j MASQUERADE",
+            "-j MASQUERADE --to-ports 30000-32767 --random",
+            "-j MASQUERADE --random-fully",
+        ] {
+            let rule = Rule::parse(text).expect("the test rules parse");
+            let want = match rule.target {
+                Target::Dnat(r, f) => Verdict::Dnat(r, f),
+                Target::Snat(r, f) => Verdict::Snat(r, f),
+                Target::Masquerade(p, f) => Verdict::Masquerade(p, f),
+                ref t => panic!("not a NAT target: {t:?}"),
+            };
+            let data = Quick::nat_data(&rule.target).expect("a NAT target has data");
+            assert_eq!(data.nat_verdict(), want, "{text}");
+            assert_eq!(quick(text).kind, Kind::Nat, "{text}");
+        }
+        assert_eq!(Quick::nat_data(&Rule::parse("-j ACCEPT").unwrap().target), None);
     }
 
     /// kube-proxy's rules are read whole from their quick checks; rules with more to them

@@ -781,6 +781,31 @@ COMMIT
         p
     }
 
+    /// A jump to an empty chain counts and goes on with the next rule, as a return from it
+    /// would.
+    #[test]
+    fn a_jump_to_an_empty_chain_counts_and_goes_on() {
+        let mut nf = Netfilter::new(3);
+        let text = "*filter\n:FORWARD ACCEPT [0:0]\n:EMPTY - [0:0]\n:SUB - [0:0]\n\
+                    -A FORWARD -j EMPTY\n-A FORWARD -j SUB\n-A FORWARD -j EMPTY\n\
+                    -A SUB -j EMPTY\n-A SUB -p tcp -j DROP\nCOMMIT\n";
+        nf.tables_mut().restore(text, false).unwrap();
+        let syn = tcp_syn([10, 244, 1, 2], 40000, [10, 244, 2, 2], 80);
+        assert!(hits(&mut nf, syn, (None, None), 1));
+        assert!(!hits(
+            &mut nf,
+            udp([10, 244, 1, 2], 53, [10, 244, 2, 2], 53, b"x"),
+            (None, None),
+            1
+        ));
+        let save = nf.save_kernel_form_with(&[TableName::Filter], true);
+        // The SYN (40 bytes) is dropped in SUB; the datagram (29 bytes) passes every rule.
+        let rules = "[2:69] -A FORWARD -j EMPTY\n[2:69] -A FORWARD -j SUB\n\
+                     [1:29] -A FORWARD -j EMPTY\n[2:69] -A SUB -j EMPTY\n\
+                     [1:40] -A SUB -p tcp -j DROP\n";
+        assert!(save.contains(":FORWARD ACCEPT [1:29]\n") && save.contains(rules), "{save}");
+    }
+
     #[test]
     fn packets_count_per_namespace_while_the_rules_stay_shared() {
         let mut a = forward(&["-p tcp --dport 80 -j DROP", "-p udp -j ACCEPT"]);

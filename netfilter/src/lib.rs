@@ -13,9 +13,10 @@
 //!   [`Ruleset::load`]), restore and kernel forms out.
 //! - [`counters`]: each namespace's packet and byte counters, apart from the rules, so
 //!   namespaces share one copy of the same rules while their packets flow.
-//! - [`eval`]: first-match rule evaluation, with a dispatch index that keeps long chains
-//!   O(1) in the number of Services, and per-chain quick checks that pass rules by, or match
-//!   them, without reading them.
+//! - [`eval`]: first-match rule evaluation over each table's blob (chains laid out as the
+//!   kernel lays out an x_tables table: rule after rule, jumps as positions), with a
+//!   dispatch index that keeps long chains O(1) in the number of Services, and per-rule
+//!   quick checks that pass rules by, or match them, without reading them.
 //! - [`ipset`]: the set types kube-proxy's IPVS mode uses.
 //! - [`ipvs`]: IPVS virtual services, schedulers and `ipvsadm -Ln`.
 //! - [`log`]: the `LOG` target's kernel log line.

@@ -144,15 +144,14 @@ pub struct Chain {
     pub rules: Vec<Rule>,
     /// Whether the restore input declared this chain (`:NAME`), so the restore form repeats it.
     pub declared: bool,
-    /// Where this chain's rules start in its table's link words (filled by
-    /// [`Table::link`]).
+    /// The number of this chain's first rule in its table (filled by [`Table::link`]): a
+    /// namespace counts its packets by these numbers (see [`crate::counters`]).
     pub(crate) jumps_at: u32,
+    /// Where this chain's head entry sits in its table's blob (filled by [`Table::link`]).
+    pub(crate) head: u32,
     /// Dispatch index for long chains (see [`crate::eval`]), boxed: few chains have one, and
     /// a table of a hundred thousand short chains stays small.
     pub(crate) index: Option<Box<crate::eval::ChainIndex>>,
-    /// The rules' quick checks (see [`crate::eval`]), made when a packet first walks the
-    /// chain; emptied by [`Table::link`].
-    pub(crate) quick: crate::eval::QuickChecks,
 }
 
 impl Chain {
@@ -163,8 +162,8 @@ impl Chain {
             rules: Vec::new(),
             declared: false,
             jumps_at: 0,
+            head: 0,
             index: None,
-            quick: crate::eval::QuickChecks::default(),
         }
     }
 }
@@ -187,13 +186,16 @@ pub struct Table {
     pub name: TableName,
     /// Chains by name: built-in chains first, then user chains in creation order.
     pub chains: IndexMap<ChainName, Chain, crate::eval::FastBuild>,
-    /// For every rule of every chain, in chain order (a chain's first at its `jumps_at`), one
-    /// word filled by [`Table::link`] (see [`link_word`]): the index of the chain the rule
-    /// jumps or goes to ([`NO_JUMP`] for none), and the connection states (`ctstate` bits
-    /// INVALID, ESTABLISHED, RELATED, NEW, UNTRACKED) a packet can be in and still match it,
-    /// so a rule with `-m conntrack --ctstate NEW` is skipped at once for an established
-    /// packet. A walk reads both from one place.
-    pub(crate) links: Vec<u32>,
+    /// For every rule, in table order, what [`Table::link`] resolved its target to: the
+    /// index of the chain it jumps or goes to, [`NAT_TARGET`] for a NAT target, or
+    /// [`crate::eval::NO_JUMP`].
+    targets: Vec<u32>,
+    /// The chains in blob order (see [`Table::blob`]), as [`Table::link`] chose it.
+    order: Vec<u32>,
+    /// The table as a walk reads it ([`Table::blob`]), laid out on first use.
+    blob: Blob,
+    /// How many rules [`Table::link`] numbered.
+    rules: usize,
     /// Names the numbering of the rules that [`Table::link`] made (see [`crate::counters`]):
     /// drawn afresh at every link, kept by a clone.
     layout: u64,
@@ -202,28 +204,8 @@ pub struct Table {
 /// Tables are equal when their chains and rules are (however their rules were numbered).
 impl PartialEq for Table {
     fn eq(&self, other: &Table) -> bool {
-        self.name == other.name && self.chains == other.chains && self.links == other.links
+        self.name == other.name && self.chains == other.chains && self.targets == other.targets
     }
-}
-
-/// A rule that neither jumps nor goes to a chain, in [`Table`]'s link words (all 24 bits of
-/// the chain index set: a table has fewer chains).
-pub(crate) const NO_JUMP: u32 = 0x00FF_FFFF;
-
-/// A rule's link word: the chain it jumps to in the low 24 bits, its connection states in
-/// the high 8.
-pub(crate) fn link_word(to: u32, states: u8) -> u32 {
-    (u32::from(states) << 24) | (to & NO_JUMP)
-}
-
-/// The chain index of a link word ([`NO_JUMP`] for none).
-pub(crate) fn link_target(word: u32) -> u32 {
-    word & NO_JUMP
-}
-
-/// The connection states of a link word.
-pub(crate) fn link_states(word: u32) -> u8 {
-    (word >> 24) as u8
 }
 
 impl Table {
@@ -234,7 +216,17 @@ impl Table {
             let name = ChainName::new(h.chain_name()).expect("built-in chain names fit");
             chains.insert(name, Chain::new(Some(Policy::Accept)));
         }
-        Table { name, chains, links: Vec::new(), layout: crate::counters::fresh_layout() }
+        let mut t = Table {
+            name,
+            chains,
+            targets: Vec::new(),
+            order: Vec::new(),
+            blob: Blob::default(),
+            rules: 0,
+            layout: crate::counters::fresh_layout(),
+        };
+        t.link().expect("built-in chains have no rules to link");
+        t
     }
 
     /// The numbering of the rules [`Table::link`] last made (see [`crate::counters`]).
@@ -244,57 +236,142 @@ impl Table {
 
     /// How many rules [`Table::link`] numbered.
     pub(crate) fn rule_count(&self) -> usize {
-        self.links.len()
+        self.rules
     }
 
-    /// Resolves jump targets to chain indices and rebuilds dispatch indices. Called after
-    /// every change; fails when a rule jumps to a chain that does not exist.
+    /// Resolves jump targets (failing, and changing nothing, when a rule jumps to a chain
+    /// that does not exist), numbers the rules, places the chains in the table's blob (the
+    /// array a walk reads, laid out when a packet first needs it: see [`crate::eval`]) and
+    /// rebuilds dispatch indices. Called after every change.
+    ///
+    /// The blob holds the chains in depth-first order from the built-in chains, each
+    /// chain's targets in rule order: a kube-proxy Service's `KUBE-SVC-` chain is followed
+    /// by its `KUBE-SEP-` chains, so a new connection's walk through them reads adjacent
+    /// cache lines, and so does the count of its rules (numbered in the same order).
     pub fn link(&mut self) -> Result<(), String> {
+        self.link_with(self.chains.len() >= PARALLEL_LINK_CHAINS)
+    }
+
+    /// [`Table::link`], with two threads (where a second one can start) or one.
+    fn link_with(&mut self, two_threads: bool) -> Result<(), String> {
+        use crate::eval::{ChainIndex, NO_JUMP};
         let n = self.chains.len();
-        if n >= NO_JUMP as usize {
-            return Err(format!(
-                "table {} has {n} chains; at most {} fit in it",
-                self.name,
-                NO_JUMP - 1
-            ));
+        // Where each chain's rules start, rule after rule in table order.
+        let mut starts = Vec::with_capacity(n + 1);
+        starts.push(0usize);
+        for c in self.chains.values() {
+            starts.push(starts[starts.len() - 1] + c.rules.len());
         }
-        let links = if n >= PARALLEL_LINK_CHAINS {
-            // Two threads (where a second one can start) take pieces of the chains in turn:
-            // the chains that jump most (a kube-proxy payload's KUBE-SVC- chains sort last)
-            // are not all one thread's.
-            let pieces: Vec<_> =
-                (0..LINK_PIECES).map(|k| k * n / LINK_PIECES..(k + 1) * n / LINK_PIECES).collect();
-            let done = in_two_threads(pieces.len(), |k| self.resolve_jumps(pieces[k].clone()));
-            // In table order, so an error names the first chain that jumps nowhere.
-            let rules = self.chains.values().map(|c| c.rules.len()).sum();
-            let mut links = Vec::with_capacity(rules);
-            for piece in done {
-                links.extend(piece?);
-            }
-            links
+        let rules = starts[n];
+        // Two threads take pieces of the chains in turn: the chains that jump most (a
+        // kube-proxy payload's KUBE-SVC- chains sort last) are not all one thread's.
+        let job = |k: usize| self.jump_targets(k * n / LINK_PIECES..(k + 1) * n / LINK_PIECES);
+        let done = if two_threads {
+            in_two_threads(LINK_PIECES, job)
         } else {
-            self.resolve_jumps(0..n)?
+            vec![self.jump_targets(0..n)]
         };
-        if u32::try_from(links.len()).is_err() {
+        // In table order, so an error names the first chain that jumps nowhere.
+        let (mut targets, mut sizes) = (Vec::with_capacity(rules), Vec::with_capacity(n));
+        for piece in done {
+            let (t, s) = piece?;
+            targets.extend(t);
+            sizes.extend(s);
+        }
+        let order = depth_first(n, &starts, &targets);
+        let mut place = vec![(0u32, 0u32); n];
+        let (mut head, mut at) = (0usize, 0usize);
+        for &ci in &order {
+            if head >= NO_JUMP as usize {
+                break;
+            }
+            place[ci] = (head as u32, at as u32);
+            head += sizes[ci] as usize;
+            at += starts[ci + 1] - starts[ci];
+        }
+        if head >= NO_JUMP as usize {
             return Err(format!("table {} has more rules than fit in it", self.name));
         }
-        let mut at = 0u32;
-        for chain in self.chains.values_mut() {
+        for (chain, &(head, at)) in self.chains.values_mut().zip(&place) {
+            chain.head = head;
             chain.jumps_at = at;
-            at += chain.rules.len() as u32;
-            chain.index = crate::eval::ChainIndex::build(&chain.rules);
-            chain.quick = crate::eval::QuickChecks::default();
+            chain.index = ChainIndex::build(&chain.rules);
         }
-        self.links = links;
+        self.targets = targets;
+        self.order = order.into_iter().map(|ci| ci as u32).collect();
+        self.blob = Blob::default();
+        self.rules = rules;
         self.layout = crate::counters::fresh_layout();
         Ok(())
     }
 
-    /// The link word ([`link_word`]) of each rule of chains `range`, rule after rule: the
-    /// chain it jumps to ([`NO_JUMP`] for none) and the connection states it can match.
-    fn resolve_jumps(&self, range: std::ops::Range<usize>) -> Result<Vec<u32>, String> {
+    /// The table as a walk reads it, laid out as the kernel lays out an x_tables table
+    /// (`xt_table_info.entries`): chain after chain in the order [`Table::link`] chose, each
+    /// a head entry, one entry per rule with the rule's quick checks (see [`crate::eval`]),
+    /// a jump's target held as the blob position of the target chain's head, then the data
+    /// of the chain's NAT targets. Laid out when a packet first walks the table (a node's
+    /// sync does not pay for it; the first packet after a sync of 10,000 Services does).
+    pub(crate) fn blob(&self) -> &[crate::eval::Quick] {
+        self.blob.0.get_or_init(|| self.lay_out())
+    }
+
+    /// Lays out [`Table::blob`].
+    fn lay_out(&self) -> Vec<crate::eval::Quick> {
+        use crate::eval::{ChainIndex, NO_JUMP, Quick, states_of};
+        let n = self.chains.len();
+        let heads: Vec<u32> = self.chains.values().map(|c| c.head).collect();
+        let mut starts = Vec::with_capacity(n + 1);
+        starts.push(0usize);
+        for c in self.chains.values() {
+            starts.push(starts[starts.len() - 1] + c.rules.len());
+        }
+        let two_threads = n >= PARALLEL_LINK_CHAINS;
+        let pieces = if two_threads { LINK_PIECES } else { 1 };
+        let job = |k: usize| {
+            let mut out = Vec::new();
+            let order = &self.order[k * n / pieces..(k + 1) * n / pieces];
+            for &ci in order {
+                let ci = ci as usize;
+                let Some((_, chain)) = self.chains.get_index(ci) else { continue };
+                let len = chain.rules.len();
+                out.push(Quick::head(
+                    ci as u32,
+                    chain.jumps_at,
+                    len as u32,
+                    ChainIndex::wanted(len),
+                ));
+                // A NAT target's data follows the chain's rules, in rule order.
+                let mut data = Vec::new();
+                let targets = self.targets.get(starts[ci]..).unwrap_or_default();
+                for (r, &t) in chain.rules.iter().zip(targets) {
+                    let to = match Quick::nat_data(&r.target) {
+                        Some(d) => {
+                            data.push(d);
+                            chain.head + (len + data.len()) as u32
+                        }
+                        None => heads.get(t as usize).copied().unwrap_or(NO_JUMP),
+                    };
+                    out.push(Quick::of(r, to, states_of(r)));
+                }
+                out.extend(data);
+            }
+            out
+        };
+        let done = if two_threads { in_two_threads(pieces, job) } else { vec![job(0)] };
+        let mut blob = Vec::with_capacity(done.iter().map(Vec::len).sum());
+        for piece in done {
+            blob.extend(piece);
+        }
+        blob
+    }
+
+    /// What each rule of chains `range` resolves to, rule after rule: the index of the
+    /// chain it jumps or goes to, [`NAT_TARGET`], or [`crate::eval::NO_JUMP`]; and how many
+    /// blob entries each chain takes (its head, its rules, its NAT targets' data).
+    fn jump_targets(&self, range: std::ops::Range<usize>) -> Result<(Vec<u32>, Vec<u32>), String> {
         let rules = self.chains[range.clone()].values().map(|c| c.rules.len()).sum();
         let mut all = Vec::with_capacity(rules);
+        let mut sizes = Vec::with_capacity(range.len());
         // The target looked up last is reused without hashing it again (half a kube-proxy
         // payload jumps to KUBE-MARK-MASQ).
         let mut last: Option<(ChainName, u32)> = None;
@@ -314,12 +391,16 @@ impl Table {
                             i
                         }
                     },
-                    _ => NO_JUMP,
+                    Target::Dnat(..) | Target::Snat(..) | Target::Masquerade(..) => NAT_TARGET,
+                    _ => crate::eval::NO_JUMP,
                 };
-                all.push(link_word(to, crate::eval::states_of(r)));
+                all.push(to);
             }
+            let own = &all[all.len() - chain.rules.len()..];
+            let data = own.iter().filter(|&&t| t == NAT_TARGET).count();
+            sizes.push((1 + own.len() + data) as u32);
         }
-        Ok(all)
+        Ok((all, sizes))
     }
 
     /// Whether this chain is a built-in one.
@@ -354,6 +435,46 @@ pub fn in_two_threads<T: Send>(jobs: usize, work: impl Fn(usize) -> T + Sync) ->
     });
     done.sort_by_key(|(k, _)| *k);
     done.into_iter().map(|(_, t)| t).collect()
+}
+
+/// In [`Table`]'s resolved targets: a NAT target, whose data the blob keeps after its
+/// chain's rules.
+const NAT_TARGET: u32 = u32::MAX - 1;
+
+/// A table's blob (see [`Table::blob`]): laid out on first use, kept by a clone (the rules
+/// it follows are the same), not compared (it follows from the rules) and not printed.
+#[derive(Clone, Default)]
+struct Blob(std::sync::OnceLock<Vec<crate::eval::Quick>>);
+
+impl std::fmt::Debug for Blob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let laid_out = self.0.get().map_or(0, Vec::len);
+        write!(f, "Blob({laid_out} entries laid out)")
+    }
+}
+
+/// The `n` chains of a table in depth-first order from the first (the built-in chains),
+/// each chain's targets in rule order; a chain no walk can reach comes where its table
+/// order puts it among the roots. `starts` holds where each chain's rules start in
+/// `targets`, which holds the chain each rule jumps or goes to.
+fn depth_first(n: usize, starts: &[usize], targets: &[u32]) -> Vec<usize> {
+    let mut order = Vec::with_capacity(n);
+    let mut seen = vec![false; n];
+    let mut stack = Vec::new();
+    for root in 0..n {
+        stack.push(root as u32);
+        while let Some(ci) = stack.pop() {
+            let ci = ci as usize;
+            if std::mem::replace(&mut seen[ci], true) {
+                continue;
+            }
+            order.push(ci);
+            // Pushed last to first, so the first rule's target is walked first.
+            let to = targets[starts[ci]..starts[ci + 1]].iter().rev();
+            stack.extend(to.filter(|&&t| (t as usize) < n && !seen[t as usize]));
+        }
+    }
+    order
 }
 
 /// All tables of one namespace.
@@ -860,6 +981,78 @@ mod tests {
         }
     }
 
+    /// The blob keeps a Service's chains together: each `KUBE-SVC-` chain is followed by
+    /// the `KUBE-SEP-` chains it jumps to, in rule order, then comes the next Service; the
+    /// rules are numbered in the same order, and each DNAT's data follows its chain's rules.
+    #[test]
+    fn blob_follows_jumps_depth_first() {
+        use crate::eval::NO_JUMP;
+        let mut text = String::from(
+            "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:KUBE-MARK-MASQ - [0:0]\n",
+        );
+        // Declared as kube-proxy declares them: sorted, every SEP chain before every SVC one.
+        for s in 0..3 {
+            for e in 0..3 {
+                text.push_str(&format!(":KUBE-SEP-{s}{e} - [0:0]\n"));
+            }
+        }
+        for s in 0..3 {
+            text.push_str(&format!(":KUBE-SVC-{s} - [0:0]\n"));
+        }
+        text.push_str(
+            "-A PREROUTING -j KUBE-SERVICES\n-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000\n",
+        );
+        for s in 0..3 {
+            text.push_str(&format!(
+                "-A KUBE-SERVICES -d 10.96.0.{s}/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-{s}\n"
+            ));
+            for e in 0..3 {
+                text.push_str(&format!(
+                    "-A KUBE-SVC-{s} -m statistic --mode random --probability 0.5 -j KUBE-SEP-{s}{e}\n\
+                     -A KUBE-SEP-{s}{e} -s 10.244.{s}.{e}/32 -j KUBE-MARK-MASQ\n\
+                     -A KUBE-SEP-{s}{e} -p tcp -m tcp -j DNAT --to-destination 10.244.{s}.{e}:8080\n"
+                ));
+            }
+        }
+        text.push_str("COMMIT\n");
+        let mut rs = Ruleset::default();
+        rs.restore(&text, false).unwrap();
+        let t = rs.table(TableName::Nat);
+        let blob = t.blob();
+        let chain = |c: &str| &t.chains[c];
+        for s in 0..3 {
+            let svc = chain(&format!("KUBE-SVC-{s}"));
+            let mut next = svc.head as usize + 1 + svc.rules.len();
+            let mut rule = svc.jumps_at as usize + svc.rules.len();
+            for e in 0..3 {
+                let sep = chain(&format!("KUBE-SEP-{s}{e}"));
+                // The SVC chain's rules jump to the heads that follow.
+                assert_eq!(blob[svc.head as usize + 1 + e].to(), sep.head);
+                assert_eq!((sep.head as usize, sep.jumps_at as usize), (next, rule), "SEP-{s}{e}");
+                // Head, two rules, the DNAT's data.
+                let dnat = blob[next + 2];
+                assert_eq!(dnat.to() as usize, next + 3);
+                assert_ne!(dnat.to(), NO_JUMP);
+                next += 4;
+                rule += 2;
+                // The first SEP chain's first rule is the first to jump to KUBE-MARK-MASQ,
+                // which comes next.
+                if s == 0 && e == 0 {
+                    let masq = chain("KUBE-MARK-MASQ");
+                    assert_eq!(masq.head as usize, next);
+                    next += 1 + masq.rules.len();
+                    rule += masq.rules.len();
+                }
+            }
+            if s < 2 {
+                assert_eq!(chain(&format!("KUBE-SVC-{}", s + 1)).head as usize, next);
+            }
+        }
+        // Every head and rule has its entry, and every DNAT one more.
+        let rules: usize = t.chains.values().map(|c| c.rules.len()).sum();
+        assert_eq!(blob.len(), t.chains.len() + rules + 9);
+    }
+
     /// A table large enough to be linked by two threads in pieces links as one thread links
     /// it, and a jump to nowhere is reported for the first chain that makes one.
     #[test]
@@ -880,11 +1073,15 @@ mod tests {
         let mut rs = Ruleset::default();
         rs.load(TableName::Filter, chains.clone()).unwrap();
         let table = rs.table(TableName::Filter);
-        let links = table.resolve_jumps(0..table.chains.len()).unwrap();
-        assert_eq!(table.links, links);
-        assert_eq!(table.links.len(), table.chains.values().map(|c| c.rules.len()).sum::<usize>());
+        let mut one = table.clone();
+        one.link_with(false).unwrap();
+        assert_eq!(table.blob(), one.blob());
+        assert_eq!(
+            table.blob().len(),
+            table.chains.values().map(|c| 1 + c.rules.len()).sum::<usize>()
+        );
         // The new-connection rules, in the first chains and the last, keep their states.
-        let states = |c: &str| link_states(table.links[table.chains[c].jumps_at as usize]);
+        let states = |c: &str| table.blob()[table.chains[c].head as usize + 1].states();
         assert_eq!(
             (states("C0"), states(&format!("C{}", n - 1))),
             (crate::rule::ctstate::NEW, crate::rule::ctstate::NEW)
