@@ -349,7 +349,7 @@ mod quick {
     pub const PROTO: u8 = 4;
     /// The packet's protocol must not be `proto`.
     pub const PROTO_INV: u8 = 8;
-    /// The checks (with the link word's states) are the whole rule.
+    /// The checks (with the entry's connection states) are the whole rule.
     pub const WHOLE: u8 = 16;
     /// A whole rule ends with a random draw against `threshold`.
     pub const RANDOM: u8 = 32;
@@ -509,7 +509,7 @@ impl Quick {
                     }
                     whole &= sport.is_none() && tcp_flags.is_none();
                 }
-                // The link word's states are this match whole (see `states_of`).
+                // The entry's connection states are this match whole (see `states_of`).
                 Match::Conntrack { ctstate: Some(n), ctorigdst: None, .. }
                     if !n.invert && n.value & !REAL_STATES == 0 => {}
                 Match::Random { threshold, invert, .. } => {
