@@ -310,7 +310,9 @@ impl Table {
     /// a head entry, one entry per rule with the rule's quick checks (see [`crate::eval`]),
     /// a jump's target held as the blob position of the target chain's head, then the data
     /// of the chain's NAT targets. Laid out when a packet first walks the table (a node's
-    /// sync does not pay for it; the first packet after a sync of 10,000 Services does).
+    /// sync does not pay for it; the first packet after a sync of 10,000 Services does, in
+    /// time and in memory: about a third of what the rules take, shared with them by every
+    /// namespace given the same rules).
     pub(crate) fn blob(&self) -> &[crate::eval::Quick] {
         self.blob.0.get_or_init(|| self.lay_out())
     }
