@@ -847,13 +847,12 @@ fn eval_from(
                     *st.mark = (*st.mark & !mask) ^ value;
                     ri = i + 1;
                 }
-                Some(Target::Drop) | None => return Verdict::Drop,
+                // Only a blob `Table::link` did not make lacks the rule.
+                None => return Verdict::Drop,
                 Some(Target::Reject(w)) => return Verdict::Reject(*w),
-                Some(Target::Dnat(r, f)) => return Verdict::Dnat(*r, *f),
-                Some(Target::Snat(r, f)) => return Verdict::Snat(*r, *f),
-                Some(Target::Masquerade(p, f)) => return Verdict::Masquerade(*p, *f),
                 Some(Target::Notrack) => return Verdict::Notrack,
-                // No target, TRACE; the others took their steps above.
+                // No target, TRACE. DROP, NAT and the jumps have kinds of their own
+                // (`Kind::of`) and never come here.
                 _ => ri = i + 1,
             },
         }

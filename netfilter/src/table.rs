@@ -256,12 +256,7 @@ impl Table {
     fn link_with(&mut self, two_threads: bool) -> Result<(), String> {
         use crate::eval::{ChainIndex, NO_JUMP};
         let n = self.chains.len();
-        // Where each chain's rules start, rule after rule in table order.
-        let mut starts = Vec::with_capacity(n + 1);
-        starts.push(0usize);
-        for c in self.chains.values() {
-            starts.push(starts[starts.len() - 1] + c.rules.len());
-        }
+        let starts = self.rule_starts();
         let rules = starts[n];
         // Two threads take pieces of the chains in turn: the chains that jump most (a
         // kube-proxy payload's KUBE-SVC- chains sort last) are not all one thread's.
@@ -282,9 +277,6 @@ impl Table {
         let mut place = vec![(0u32, 0u32); n];
         let (mut head, mut at) = (0usize, 0usize);
         for &ci in &order {
-            if head >= NO_JUMP as usize {
-                break;
-            }
             place[ci] = (head as u32, at as u32);
             head += sizes[ci] as usize;
             at += starts[ci + 1] - starts[ci];
@@ -317,16 +309,23 @@ impl Table {
         self.blob.0.get_or_init(|| self.lay_out())
     }
 
+    /// Where each chain's rules start, rule after rule in table order (the order of
+    /// [`Table`]'s resolved targets), and after the last chain the number of rules.
+    fn rule_starts(&self) -> Vec<usize> {
+        let mut starts = Vec::with_capacity(self.chains.len() + 1);
+        starts.push(0);
+        for c in self.chains.values() {
+            starts.push(starts[starts.len() - 1] + c.rules.len());
+        }
+        starts
+    }
+
     /// Lays out [`Table::blob`].
     fn lay_out(&self) -> Vec<crate::eval::Quick> {
         use crate::eval::{ChainIndex, NO_JUMP, Quick, states_of};
         let n = self.chains.len();
         let heads: Vec<u32> = self.chains.values().map(|c| c.head).collect();
-        let mut starts = Vec::with_capacity(n + 1);
-        starts.push(0usize);
-        for c in self.chains.values() {
-            starts.push(starts[starts.len() - 1] + c.rules.len());
-        }
+        let starts = self.rule_starts();
         let two_threads = n >= PARALLEL_LINK_CHAINS;
         let pieces = if two_threads { LINK_PIECES } else { 1 };
         let job = |k: usize| {
@@ -346,7 +345,8 @@ impl Table {
                 let mut data = Vec::new();
                 let targets = self.targets.get(starts[ci]..).unwrap_or_default();
                 for (r, &t) in chain.rules.iter().zip(targets) {
-                    let to = match Quick::nat_data(&r.target) {
+                    // `Table::link` sized the chain by its NAT_TARGET marks.
+                    let to = match Quick::nat_data(&r.target).filter(|_| t == NAT_TARGET) {
                         Some(d) => {
                             data.push(d);
                             chain.head + (len + data.len()) as u32
@@ -393,7 +393,7 @@ impl Table {
                             i
                         }
                     },
-                    Target::Dnat(..) | Target::Snat(..) | Target::Masquerade(..) => NAT_TARGET,
+                    t if crate::eval::Quick::nat_data(t).is_some() => NAT_TARGET,
                     _ => crate::eval::NO_JUMP,
                 };
                 all.push(to);
