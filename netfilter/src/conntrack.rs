@@ -407,6 +407,10 @@ pub struct Conntrack {
     next_seq: u64,
     count: usize,
     swept_at: Option<Instant>,
+    /// Boxes that carried confirmed entries, for the next new connections' unconfirmed
+    /// entries (at most [`SPARE_BOXES`]): a steady stream of new connections allocates none.
+    #[allow(clippy::vec_box, reason = "the boxes themselves are what is kept")]
+    spare: Vec<Box<Entry>>,
     /// `net.netfilter.nf_conntrack_max`.
     pub max: usize,
     /// Protocol timeouts.
@@ -428,6 +432,8 @@ struct Slot {
 const CHUNK: usize = 1024;
 /// The end of a chain. A node is `(id << 1 | direction) + 1`.
 const NIL: u32 = 0;
+/// How many emptied boxes of unconfirmed entries a table keeps for reuse.
+const SPARE_BOXES: usize = 16;
 /// `NF_CT_EVICTION_RANGE`: buckets an early drop looks at.
 const EVICTION_RANGE: usize = 8;
 /// The kernel's default `nf_conntrack_buckets` on a 64-bit machine with more than 4 GiB.
@@ -488,6 +494,7 @@ impl Conntrack {
             next_seq: 0,
             count: 0,
             swept_at: None,
+            spare: Vec::new(),
             max,
             timeouts: Timeouts::default(),
             stats: Stats::default(),
@@ -633,7 +640,24 @@ impl Conntrack {
             self.stats.invalid += 1;
             return CtRef::Invalid;
         }
-        CtRef::Unconfirmed(Box::new(Entry::new(info, now, &self.timeouts)))
+        let e = Entry::new(info, now, &self.timeouts);
+        CtRef::Unconfirmed(match self.spare.pop() {
+            Some(mut b) => {
+                *b = e;
+                b
+            }
+            None => Box::new(e),
+        })
+    }
+
+    /// [`Conntrack::confirm`] for an entry as [`Conntrack::lookup`] handed it out; its box is
+    /// kept for a later new connection.
+    pub fn confirm_boxed(&mut self, entry: Box<Entry>, now: Instant) -> Result<CtId, ConfirmError> {
+        let e = Entry::clone(&entry);
+        if self.spare.len() < SPARE_BOXES {
+            self.spare.push(entry);
+        }
+        self.confirm(e, now)
     }
 
     /// Inserts an unconfirmed entry (`__nf_conntrack_confirm`). When the table is full, an
@@ -937,6 +961,39 @@ mod tests {
         let i = info([10, 0, 0, 1], sport, [10, 0, 0, 2], 80, tcp_flags::SYN);
         let CtRef::Unconfirmed(e) = ct.lookup(&i, t) else { panic!("new entry expected") };
         ct.confirm(*e, t)
+    }
+
+    /// A confirmed entry's box carries the next new connection's entry, filled afresh; a
+    /// clash refuses the entry and still keeps its box.
+    #[test]
+    fn boxes_of_confirmed_entries_carry_the_next_new_connections() {
+        let mut ct = Conntrack::default();
+        let t0 = Instant::from_secs(0);
+        let first = info([10, 0, 0, 1], 1000, [10, 0, 0, 2], 80, tcp_flags::SYN);
+        let CtRef::Unconfirmed(e) = ct.lookup(&first, t0) else { panic!("new entry expected") };
+        let id = ct.confirm_boxed(e, t0).unwrap();
+        assert_eq!(ct.spare.len(), 1, "the confirmed entry's box is kept");
+        let second = info([10, 0, 0, 1], 1001, [10, 0, 0, 2], 80, tcp_flags::SYN);
+        let CtRef::Unconfirmed(e) = ct.lookup(&second, t0) else { panic!("new entry expected") };
+        assert!(ct.spare.is_empty(), "and carries the next new connection's entry");
+        assert_eq!(*e, Entry::new(&second, t0, &ct.timeouts), "which holds only that entry");
+        assert_eq!(ct.get(id).map(|c| c.orig), Some(first.tuple));
+        // The same tuple again: a clash, whose box is kept all the same.
+        let CtRef::Unconfirmed(again) = Conntrack::default().lookup(&first, t0) else {
+            panic!("new entry expected")
+        };
+        assert_eq!(ct.confirm_boxed(again, t0), Err(ConfirmError::Clash));
+        assert_eq!(ct.spare.len(), 1);
+        // Never more than a few kept.
+        for port in 2000..2000 + 2 * SPARE_BOXES as u16 {
+            let i = info([10, 0, 0, 1], port, [10, 0, 0, 2], 80, tcp_flags::SYN);
+            let CtRef::Unconfirmed(b) = Conntrack::default().lookup(&i, t0) else {
+                panic!("new entry expected")
+            };
+            ct.confirm_boxed(b, t0).unwrap();
+        }
+        assert_eq!(ct.spare.len(), SPARE_BOXES);
+        drop(e);
     }
 
     /// One bucket holds every tuple hash, so the early drop sees all entries: it deletes

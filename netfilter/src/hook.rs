@@ -374,7 +374,7 @@ impl Netfilter {
             let CtRef::Unconfirmed(e) = std::mem::take(&mut skb.ct) else {
                 unreachable!("checked")
             };
-            let id = self.conntrack.confirm(*e, now)?;
+            let id = self.conntrack.confirm_boxed(e, now)?;
             skb.ct = CtRef::Confirmed(id, Direction::Original, CtInfo::New);
             return Ok(true);
         }
