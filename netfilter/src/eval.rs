@@ -560,17 +560,31 @@ impl Quick {
 
     /// Whether the packet passes the checks (if it does not, the rule cannot match it).
     #[inline]
-    fn admits(&self, t: &crate::packet::Tuple) -> bool {
-        let src =
-            (u32::from(t.src) & self.src_mask == self.src) != (self.flags & quick::SRC_INV != 0);
-        let dst =
-            (u32::from(t.dst) & self.dst_mask == self.dst) != (self.flags & quick::DST_INV != 0);
+    fn admits(&self, t: &Probe) -> bool {
+        let src = (t.src & self.src_mask == self.src) != (self.flags & quick::SRC_INV != 0);
+        let dst = (t.dst & self.dst_mask == self.dst) != (self.flags & quick::DST_INV != 0);
         let proto = if self.flags & quick::PROTO != 0 {
-            t.proto.0 == self.proto && (self.dport_lo..=self.dport_hi).contains(&t.dport)
+            t.proto == self.proto && (self.dport_lo..=self.dport_hi).contains(&t.dport)
         } else {
-            self.flags & quick::PROTO_INV == 0 || t.proto.0 != self.proto
+            self.flags & quick::PROTO_INV == 0 || t.proto != self.proto
         };
         src && dst && proto
+    }
+}
+
+/// What the quick checks read of a packet, in the form they compare it: the addresses as
+/// host-order numbers, made once per walk rather than once per rule.
+#[derive(Clone, Copy)]
+struct Probe {
+    src: u32,
+    dst: u32,
+    proto: u8,
+    dport: u16,
+}
+
+impl Probe {
+    fn of(t: &crate::packet::Tuple) -> Probe {
+        Probe { src: u32::from(t.src), dst: u32::from(t.dst), proto: t.proto.0, dport: t.dport }
     }
 }
 
@@ -730,6 +744,7 @@ fn eval_from(
     let tname = table.name.name();
     let mut stack = ReturnStack::default();
     let state = state_bit(pkt.ctinfo);
+    let probe = Probe::of(&pkt.info.tuple);
     let blob = table.blob();
     // Only a blob `Table::link` did not make lacks a head where a chain starts.
     let Some(mut c) = InChain::enter(blob, start) else { return Verdict::Drop };
@@ -778,7 +793,7 @@ fn eval_from(
         let rule = || table.chains.get_index(c.chain).and_then(|(_, ch)| ch.rules.get(i));
         // A rule for other connection states cannot match: no need to look at it; nor can
         // one whose quick checks fail. A rule they describe whole is decided by them.
-        let matched = if q.states & state == 0 || (indexed && !q.admits(&pkt.info.tuple)) {
+        let matched = if q.states & state == 0 || (indexed && !q.admits(&probe)) {
             false
         } else if indexed && q.flags & quick::WHOLE != 0 {
             q.draw(st.rng)
@@ -1201,6 +1216,7 @@ mod tests {
         let draw_first = quick(
             "-m statistic --mode random --probability 0.5 -p tcp -m tcp --dport 80 -j ACCEPT",
         );
+        let t = |dport| Probe::of(&t(dport));
         assert!(draw_first.admits(&t(81)));
         let port_first = quick(
             "-p tcp -m tcp --dport 80 -m statistic --mode random --probability 0.5 -j ACCEPT",
