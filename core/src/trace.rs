@@ -430,7 +430,9 @@ pub enum TraceError {
     },
 }
 
-/// What the recorder watches for while a flow runs.
+/// What the recorder watches for while a flow runs. It reads packets a host's stack made
+/// or `ip_rcv` has already checked, so it parses them without checking the IPv4 header
+/// checksum again.
 pub(crate) struct Recorder {
     hops: Vec<Hop>,
     pub(crate) keep_hops: bool,
@@ -536,7 +538,7 @@ impl Recorder {
         if let Some((_, port)) = self.proxies.iter().find(|(p, _)| *p == ns) {
             // Answers to the client leave from the listener port; the rest is the proxy's own
             // request to a target.
-            return match frame_ip.and_then(|ip| packet::parse(ip).ok()) {
+            return match frame_ip.and_then(|ip| packet::parse_trusted(ip).ok()) {
                 Some(i) if i.tuple.sport == *port => Dir::Reply,
                 _ => Dir::Request,
             };
@@ -544,7 +546,7 @@ impl Recorder {
         if ns != self.client_ns {
             return Dir::Reply;
         }
-        match frame_ip.and_then(|ip| packet::parse(ip).ok()) {
+        match frame_ip.and_then(|ip| packet::parse_trusted(ip).ok()) {
             Some(i) if i.tuple.sport != self.client_port && i.tuple.proto.has_ports() => Dir::Reply,
             Some(i) if i.icmp.is_some_and(|(ty, _)| ty != 8) => Dir::Reply,
             _ => Dir::Request,
@@ -553,7 +555,7 @@ impl Recorder {
 
     /// A packet crossed `lo` inside `ns`: the client and the server are the same namespace.
     pub(crate) fn observe_loopback(&mut self, ns: NetnsId, ip: &[u8], tag: Tag) {
-        let Ok(i) = packet::parse(ip) else { return };
+        let Ok(i) = packet::parse_trusted(ip) else { return };
         let t = i.tuple;
         if t.proto != self.proto {
             return;
@@ -576,7 +578,7 @@ impl Recorder {
     /// A host received an IP packet: is it the server seeing the request, or the client
     /// seeing the reply?
     pub(crate) fn observe_host_rx(&mut self, ns: NetnsId, ip: &[u8], tag: Tag) {
-        let Ok(i) = packet::parse(ip) else { return };
+        let Ok(i) = packet::parse_trusted(ip) else { return };
         let t = i.tuple;
         let to_client_socket = t.dst == self.client_ip
             && (t.dport == self.client_port || i.icmp_inner.is_some() || t.proto == Proto::ICMP);
@@ -630,7 +632,7 @@ impl Recorder {
         if ns != self.client_ns {
             return None;
         }
-        let i = packet::parse(ip).ok()?;
+        let i = packet::parse_trusted(ip).ok()?;
         let inner = i.icmp_inner?;
         (inner.src == self.client_ip && inner.sport == self.client_port)
             .then_some((self.client_idx, i.tuple.src))
