@@ -102,6 +102,25 @@ fn rate(name: &str, unit: &'static str, secs: f64, batch: u64, mut op: impl FnMu
     summarize(name, unit, rates, iterations)
 }
 
+/// Runs `a` and `b` (the same work on two subjects) in turn until `secs` elapse; the
+/// figure is the ratio of `b`'s time to `a`'s, pair by pair. A ratio of two figures taken
+/// seconds apart moves with this machine's phases; one taken pair by pair barely does.
+fn paired_ratio(name: &str, secs: f64, mut a: impl FnMut(), mut b: impl FnMut()) -> Figure {
+    reset_peak();
+    let mut ratios = Vec::new();
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < secs || ratios.len() < 3 {
+        let t = Instant::now();
+        a();
+        let ta = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        b();
+        ratios.push(t.elapsed().as_secs_f64() / ta);
+    }
+    let n = ratios.len() as u64;
+    summarize(name, "ratio", ratios, n)
+}
+
 fn summarize(name: &str, unit: &'static str, mut v: Vec<f64>, iterations: u64) -> Figure {
     v.sort_by(|a, b| a.total_cmp(b));
     Figure {
@@ -134,11 +153,18 @@ fn main() {
     let mut out: Vec<Figure> = Vec::new();
     let mut emit = |f: Figure| {
         use std::io::Write;
+        // Rates in whole units; ratios to two decimals.
+        let digits = if f.unit == "ratio" { 2 } else { 0 };
+        let round = |x: f64| {
+            let k = 10f64.powi(digits);
+            (x * k).round() / k
+        };
         let line = if json {
-            serde_json::json!({"name": f.name, "unit": f.unit, "median": f.median.round(), "min": f.min.round(), "max": f.max.round(), "iterations": f.iterations, "peak_bytes": f.peak_bytes}).to_string()
+            serde_json::json!({"name": f.name, "unit": f.unit, "median": round(f.median), "min": round(f.min), "max": round(f.max), "iterations": f.iterations, "peak_bytes": f.peak_bytes}).to_string()
         } else {
+            let d = digits as usize;
             format!(
-                "{:<44} {:>14.0} {:<8} (min {:.0}, max {:.0}, {} iterations, peak heap {:.1} MiB)",
+                "{:<44} {:>14.d$} {:<8} (min {:.d$}, max {:.d$}, {} iterations, peak heap {:.1} MiB)",
                 f.name,
                 f.median,
                 f.unit,
@@ -232,6 +258,44 @@ fn main() {
                 }));
             }
         }
+    }
+
+    // The cost of a new connection (iptables mode) at the largest size up to 10,000 Services
+    // against 10 Services, measured batch against batch: the target is this ratio, and two
+    // figures taken seconds apart on a noisy machine do not give it.
+    let big = sizes.iter().copied().filter(|&n| n > 10 && n <= 10_000).max();
+    if let Some(big) = big.filter(|_| want("ratio_new_conn")) {
+        let pool = |n: usize| -> Vec<Vec<u8>> {
+            (0..65_536u32)
+                .map(|k| {
+                    let (s, p) = client(k);
+                    syn(s, p, vip(k as usize % n), 80)
+                })
+                .collect()
+        };
+        let mut sides = [10, big].map(|n| (node_netfilter(n), pool(n), 0usize));
+        let [small, large] = &mut sides;
+        let batch = |(nf, pool, k): &mut (podnet_netfilter::Netfilter, Vec<Vec<u8>>, usize)| {
+            if *k + 8_192 > pool.len() {
+                *k = 0;
+                nf.conntrack = Conntrack::new(usize::MAX);
+            }
+            for p in &pool[*k..*k + 8_192] {
+                black_box(forward(nf, &mut Skb::new(p.clone()), smoltcp::time::Instant::ZERO));
+            }
+            *k += 8_192;
+        };
+        // One pass over each pool first: counters fitted, blobs laid out, rules read once.
+        for _ in 0..8 {
+            batch(small);
+            batch(large);
+        }
+        emit(paired_ratio(
+            &format!("ratio_new_conn_iptables_{big}_to_10_services"),
+            secs,
+            || batch(small),
+            || batch(large),
+        ));
     }
 
     if want("conntrack") {
