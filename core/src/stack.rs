@@ -107,6 +107,16 @@ impl Iface {
     fn poll(&mut self, now: Instant) {
         self.iface.poll(now, &mut self.dev, &mut self.sockets);
     }
+
+    /// [`Iface::poll`], unless it has nothing to do: no frame waits and no socket is due
+    /// (`Interface::poll_at`, smoltcp's own answer to when to poll next).
+    fn poll_if_due(&mut self, now: Instant) {
+        if !self.dev.rx.is_empty()
+            || self.iface.poll_at(now, &self.sockets).is_some_and(|t| t <= now)
+        {
+            self.poll(now);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -658,13 +668,13 @@ impl Stack {
         for _ in 0..8 {
             self.main.poll(now);
             if let Some(lo) = self.lo.as_mut() {
-                lo.poll(now);
+                lo.poll_if_due(now);
             }
             self.run_apps(now);
             self.main.poll(now);
             let mut looped = false;
             if let Some(lo) = self.lo.as_mut() {
-                lo.poll(now);
+                lo.poll_if_due(now);
                 let frames: Vec<Vec<u8>> = lo.dev.tx.drain(..).collect();
                 looped = !frames.is_empty();
                 self.lo_log.extend(frames.iter().cloned());
