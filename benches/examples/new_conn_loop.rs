@@ -1,6 +1,6 @@
 //! A tight loop of new connections through kube-proxy's rules at `SERVICES` Services
-//! (iptables mode), for profilers: `SERVICES=10000 CONNS=65536 ROUNDS=1`. Under callgrind, collect
-//! only the loop with `--toggle-collect='*new_conn_loop::run*'`.
+//! (iptables mode), for profilers: `SERVICES=10000 CONNS=65536 ROUNDS=1`. Under callgrind,
+//! collect only the loop with `--toggle-collect='*new_conn_loop::run*'`.
 use podnet_netfilter::{Netfilter, Skb, conntrack::Conntrack};
 
 #[inline(never)]
