@@ -121,6 +121,62 @@ fn paired_ratio(name: &str, secs: f64, mut a: impl FnMut(), mut b: impl FnMut())
     summarize(name, "ratio", ratios, n)
 }
 
+type Path = fn(&mut podnet_netfilter::Netfilter, &mut Skb, smoltcp::time::Instant) -> bool;
+type Build = fn(usize) -> podnet_netfilter::Netfilter;
+
+/// SYNs in a pool of new connections, each from its own client port.
+const POOL: usize = 65_536;
+/// New connections a batch.
+const BATCH: usize = 8_192;
+
+/// New connections to `n` Services (one SYN each, spread over the Services) through a node's
+/// netfilter, a batch at a time; conntrack starts empty each time the pool is used up, so
+/// every SYN is a new connection and the table never outgrows the pool.
+struct NewConns {
+    nf: podnet_netfilter::Netfilter,
+    path: Path,
+    pool: Vec<Vec<u8>>,
+    next: usize,
+}
+
+impl NewConns {
+    fn new(build: Build, path: Path, n: usize) -> NewConns {
+        let pool = (0..POOL as u32)
+            .map(|k| {
+                let (s, p) = client(k);
+                syn(s, p, vip(k as usize % n), 80)
+            })
+            .collect();
+        NewConns { nf: build(n), path, pool, next: 0 }
+    }
+
+    /// The pool's first SYN, then conntrack emptied again: whether it passed.
+    fn first(&mut self) -> bool {
+        let ok = (self.path)(
+            &mut self.nf,
+            &mut Skb::new(self.pool[0].clone()),
+            smoltcp::time::Instant::ZERO,
+        );
+        self.nf.conntrack = Conntrack::new(usize::MAX);
+        ok
+    }
+
+    fn batch(&mut self) {
+        if self.next + BATCH > self.pool.len() {
+            self.next = 0;
+            self.nf.conntrack = Conntrack::new(usize::MAX);
+        }
+        for p in &self.pool[self.next..self.next + BATCH] {
+            black_box((self.path)(
+                &mut self.nf,
+                &mut Skb::new(p.clone()),
+                smoltcp::time::Instant::ZERO,
+            ));
+        }
+        self.next += BATCH;
+    }
+}
+
 fn summarize(name: &str, unit: &'static str, mut v: Vec<f64>, iterations: u64) -> Figure {
     v.sort_by(|a, b| a.total_cmp(b));
     Figure {
@@ -220,42 +276,21 @@ fn main() {
     if want("new_conn") {
         // New connections through kube-proxy's rules (iptables mode) and its virtual services
         // (IPVS mode).
-        type Path = fn(&mut podnet_netfilter::Netfilter, &mut Skb, smoltcp::time::Instant) -> bool;
-        type Build = fn(usize) -> podnet_netfilter::Netfilter;
         let modes: [(&str, Build, Path); 2] = [
             ("iptables", node_netfilter, forward),
             ("ipvs", podnet_benches::node_netfilter_ipvs, podnet_benches::forward_ipvs),
         ];
         for (mode, build, path) in modes {
             for &n in sizes {
-                let mut nf = build(n);
-                let pool: Vec<Vec<u8>> = (0..65_536u32)
-                    .map(|k| {
-                        let (s, p) = client(k);
-                        syn(s, p, vip(k as usize % n), 80)
-                    })
-                    .collect();
-                assert!(path(
-                    &mut nf,
-                    &mut Skb::new(pool[0].clone()),
-                    smoltcp::time::Instant::ZERO
+                let mut conns = NewConns::new(build, path, n);
+                assert!(conns.first(), "a new connection passes");
+                emit(rate(
+                    &format!("new_conn_{mode}_{n}_services"),
+                    "conn/s",
+                    secs,
+                    BATCH as u64,
+                    || conns.batch(),
                 ));
-                nf.conntrack = Conntrack::new(usize::MAX);
-                let mut k = 0;
-                emit(rate(&format!("new_conn_{mode}_{n}_services"), "conn/s", secs, 8_192, || {
-                    if k + 8_192 > pool.len() {
-                        k = 0;
-                        nf.conntrack = Conntrack::new(usize::MAX);
-                    }
-                    for p in &pool[k..k + 8_192] {
-                        black_box(path(
-                            &mut nf,
-                            &mut Skb::new(p.clone()),
-                            smoltcp::time::Instant::ZERO,
-                        ));
-                    }
-                    k += 8_192;
-                }));
             }
         }
     }
@@ -265,36 +300,17 @@ fn main() {
     // figures taken seconds apart on a noisy machine do not give it.
     let big = sizes.iter().copied().filter(|&n| n > 10 && n <= 10_000).max();
     if let Some(big) = big.filter(|_| want("ratio_new_conn")) {
-        let pool = |n: usize| -> Vec<Vec<u8>> {
-            (0..65_536u32)
-                .map(|k| {
-                    let (s, p) = client(k);
-                    syn(s, p, vip(k as usize % n), 80)
-                })
-                .collect()
-        };
-        let mut sides = [10, big].map(|n| (node_netfilter(n), pool(n), 0usize));
-        let [small, large] = &mut sides;
-        let batch = |(nf, pool, k): &mut (podnet_netfilter::Netfilter, Vec<Vec<u8>>, usize)| {
-            if *k + 8_192 > pool.len() {
-                *k = 0;
-                nf.conntrack = Conntrack::new(usize::MAX);
-            }
-            for p in &pool[*k..*k + 8_192] {
-                black_box(forward(nf, &mut Skb::new(p.clone()), smoltcp::time::Instant::ZERO));
-            }
-            *k += 8_192;
-        };
+        let [mut small, mut large] = [10, big].map(|n| NewConns::new(node_netfilter, forward, n));
         // One pass over each pool first: counters fitted, blobs laid out, rules read once.
-        for _ in 0..8 {
-            batch(small);
-            batch(large);
+        for _ in 0..POOL / BATCH {
+            small.batch();
+            large.batch();
         }
         emit(paired_ratio(
             &format!("ratio_new_conn_iptables_{big}_to_10_services"),
             secs,
-            || batch(small),
-            || batch(large),
+            || small.batch(),
+            || large.batch(),
         ));
     }
 
