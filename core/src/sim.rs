@@ -396,11 +396,11 @@ impl Cluster {
                 }
             }
             EthernetProtocol::Ipv4 => {
-                let ip = eth.payload().to_vec();
+                let ip = eth.payload();
                 if let Some(rec) = self.sim.rec.as_mut() {
-                    rec.observe_host_rx(ns, &ip, tag);
+                    rec.observe_host_rx(ns, ip, tag);
                 }
-                if let Some((idx, _)) = self.sim.rec.as_ref().and_then(|r| r.refusal(ns, &ip)) {
+                if let Some((idx, _)) = self.sim.rec.as_ref().and_then(|r| r.refusal(ns, ip)) {
                     self.ensure_stack(ns);
                     if let Some(st) = self.netns[ns.idx()].stack.as_mut() {
                         st.refuse_client(idx);
@@ -485,8 +485,8 @@ impl Cluster {
             let ip = EthernetFrame::new_checked(&f[..])
                 .ok()
                 .filter(|e| e.ethertype() == EthernetProtocol::Ipv4)
-                .map(|e| e.payload().to_vec());
-            let dir = self.dir_of(ns, ip.as_deref());
+                .map(|_| &f[EthernetFrame::<&[u8]>::header_len()..]);
+            let dir = self.dir_of(ns, ip);
             let tag = self.new_tag(dir);
             hop!(
                 self,
