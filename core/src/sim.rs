@@ -934,7 +934,7 @@ impl Cluster {
             );
             return;
         }
-        decrement_ttl(&mut skb.data);
+        skb.decrease_ttl();
         if !self.nf_hook(
             ns,
             Hook::Forward,
@@ -1644,20 +1644,6 @@ impl Cluster {
         let _ = tag;
         self.local_out(ns, Skb::new(pkt), rtag);
     }
-}
-
-fn decrement_ttl(data: &mut [u8]) {
-    let mut p = Ipv4Packet::new_unchecked(data);
-    let ttl = p.hop_limit();
-    p.set_hop_limit(ttl - 1);
-    // RFC 1624 on the TTL/protocol word.
-    let proto = u8::from(p.next_header());
-    let c = packet::csum_replace2(
-        p.checksum(),
-        u16::from_be_bytes([ttl, proto]),
-        u16::from_be_bytes([ttl - 1, proto]),
-    );
-    p.set_checksum(c);
 }
 
 /// The IPv4 packet of an Ethernet frame as an skb, in the frame's own buffer (the header

@@ -28,7 +28,14 @@ use crate::table::{Hook, Ruleset, TableName};
 
 /// A packet on its way through a namespace: IPv4 bytes plus what the kernel keeps beside
 /// them in the skb (mark, conntrack attachment).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// A hook's reading of the headers stays with the packet for the next hook, as the
+/// kernel's hooks share the skb's parsed headers: a packet is read once where it enters a
+/// namespace (PREROUTING or OUTPUT, with the header checksum checked as `ip_rcv` checks
+/// it), not once per hook. Code that changes [`Skb::data`] between hooks calls
+/// [`Skb::changed`] (or changes it through [`Skb::decrease_ttl`]), so the next hook reads it
+/// again; debug builds check at every hook that the kept reading is what the bytes say.
+#[derive(Clone, Debug, Default)]
 pub struct Skb {
     /// The IPv4 packet, header first.
     pub data: Vec<u8>,
@@ -38,12 +45,52 @@ pub struct Skb {
     pub ct: CtRef,
     /// The Ethernet header the packet was received with (what `LOG` prints as `MAC=`).
     pub mac_header: Option<[u8; 14]>,
+    /// What the last hook read of `data` (see the type's docs).
+    read: Option<PacketInfo>,
 }
+
+/// Packets are equal when their bytes and what the kernel keeps beside them are (whether a
+/// hook's reading is kept with them does not matter).
+impl PartialEq for Skb {
+    fn eq(&self, other: &Skb) -> bool {
+        self.data == other.data
+            && self.mark == other.mark
+            && self.ct == other.ct
+            && self.mac_header == other.mac_header
+    }
+}
+
+impl Eq for Skb {}
 
 impl Skb {
     /// A fresh packet with no mark and no conntrack attachment.
     pub fn new(data: Vec<u8>) -> Skb {
-        Skb { data, mark: 0, ct: CtRef::None, mac_header: None }
+        Skb { data, mark: 0, ct: CtRef::None, mac_header: None, read: None }
+    }
+
+    /// Says that [`Skb::data`] was changed outside a hook: the next hook reads it afresh.
+    pub fn changed(&mut self) {
+        self.read = None;
+    }
+
+    /// `ip_decrease_ttl`: one off the TTL, the header checksum updated to match (RFC 1624).
+    /// A packet whose TTL is already 0, or that is too short to have one, is left as it is.
+    pub fn decrease_ttl(&mut self) {
+        let Some(h) = self.data.get_mut(..12) else { return };
+        let (ttl, proto) = (h[8], h[9]);
+        if ttl == 0 {
+            return;
+        }
+        h[8] = ttl - 1;
+        let c = packet::csum_replace2(
+            u16::from_be_bytes([h[10], h[11]]),
+            u16::from_be_bytes([ttl, proto]),
+            u16::from_be_bytes([ttl - 1, proto]),
+        );
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        if let Some(info) = self.read.as_mut() {
+            info.ttl = ttl - 1;
+        }
     }
 }
 
@@ -251,11 +298,19 @@ impl Netfilter {
             ipvs: None,
         };
         // The IPv4 header checksum is checked where packets enter (PREROUTING for received
-        // ones, OUTPUT for locally generated ones), as `ip_rcv` does; later hooks trust it.
-        let parsed = if matches!(hook, Hook::PreRouting | Hook::Output) {
-            packet::parse(&skb.data)
-        } else {
-            packet::parse_trusted(&skb.data)
+        // ones, OUTPUT for locally generated ones), as `ip_rcv` does; later hooks trust it,
+        // and take the reading the hook before them left with the packet.
+        let parsed = match (hook, skb.read.take()) {
+            (Hook::PreRouting | Hook::Output, _) => packet::parse(&skb.data),
+            (_, Some(info)) => {
+                debug_assert_eq!(
+                    packet::parse_trusted(&skb.data).as_ref(),
+                    Ok(&info),
+                    "the packet changed since the last hook without Skb::changed"
+                );
+                Ok(info)
+            }
+            (_, None) => packet::parse_trusted(&skb.data),
         };
         let mut info = match parsed {
             Ok(i) => i,
@@ -278,6 +333,7 @@ impl Netfilter {
                     // IPVS takes the packet out of LOCAL_IN (NF_STOLEN) and sends it on
                     // through POSTROUTING, where its connection is confirmed.
                     report.ctinfo = Some(ctinfo(&skb.ct));
+                    skb.read = Some(info);
                     return report;
                 }
             }
@@ -313,6 +369,7 @@ impl Netfilter {
             }
         }
         report.ctinfo = Some(ctinfo(&skb.ct));
+        skb.read = Some(info);
         if matches!(hook, Hook::Input | Hook::PostRouting) {
             match self.confirm(skb, env.now) {
                 Ok(c) => report.confirmed = c,
@@ -1063,5 +1120,40 @@ COMMIT
         assert_eq!(seq, [false, false, true, false, false, true, false]);
         let seq = run("-m statistic --mode nth --every 2 --packet 1 -j DROP", 4);
         assert_eq!(seq, [true, false, true, false]);
+    }
+
+    #[test]
+    fn the_next_hook_takes_the_reading_the_last_one_left() {
+        let mut nf = forward(&["-d 10.244.9.9/32 -j DROP"]);
+        let at = |_a: Ipv4Addr, _i: Option<&str>| addrtype::UNICAST;
+        let mut skb = Skb::new(udp([10, 244, 1, 2], 5000, [10, 244, 2, 2], 53, b"q"));
+        let r = nf.hook(Hook::PreRouting, &mut skb, &env(&at, None));
+        assert_eq!(r.verdict, HookVerdict::Accept);
+        assert_eq!(skb.read, Some(packet::parse(&skb.data).unwrap()));
+        // Routing's TTL decrement keeps the bytes, their checksum and the reading in step.
+        skb.decrease_ttl();
+        assert_eq!(skb.data[8], 63);
+        let now = packet::parse(&skb.data).expect("header checksum still valid");
+        assert_eq!((now.ttl, skb.read), (63, Some(now)));
+        let r = nf.hook(Hook::Forward, &mut skb, &env(&at, None));
+        assert_eq!(r.verdict, HookVerdict::Accept);
+        // Bytes changed outside a hook: the next hook reads them again, new destination and all.
+        packet::rewrite(&mut skb.data, Manip::Dst, Ipv4Addr::new(10, 244, 9, 9), 53).unwrap();
+        skb.changed();
+        assert_eq!(skb.read, None);
+        let r = nf.hook(Hook::Forward, &mut skb, &env(&at, None));
+        assert_eq!(r.verdict, HookVerdict::Drop(DropCause::Rule));
+    }
+
+    #[cfg(debug_assertions)]
+    #[test]
+    #[should_panic(expected = "without Skb::changed")]
+    fn bytes_changed_without_saying_so_are_caught_in_debug_builds() {
+        let mut nf = forward(&["-d 10.244.9.9/32 -j DROP"]);
+        let at = |_a: Ipv4Addr, _i: Option<&str>| addrtype::UNICAST;
+        let mut skb = Skb::new(udp([10, 244, 1, 2], 5000, [10, 244, 2, 2], 53, b"q"));
+        let _accepted = nf.hook(Hook::PreRouting, &mut skb, &env(&at, None));
+        packet::rewrite(&mut skb.data, Manip::Dst, Ipv4Addr::new(10, 244, 9, 9), 53).unwrap();
+        let _never = nf.hook(Hook::Forward, &mut skb, &env(&at, None));
     }
 }
