@@ -270,10 +270,25 @@ pub type FastBuild = std::hash::BuildHasherDefault<FastHasher>;
 /// Per-chain dispatch index (see the module docs).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct ChainIndex {
-    /// A Service port's rules (one to four: cluster IP, external IPs, load balancers) sit
-    /// inline in the table: a lookup reads no further.
-    buckets: HashMap<(Ipv4Addr, u8, u16), smallvec::SmallVec<[u32; 4]>, FastBuild>,
+    /// A Service port's rules (one to four: cluster IP, external IPs, load balancers).
+    buckets: HashMap<(Ipv4Addr, u8, u16), Bucket, FastBuild>,
+    /// The rules of the buckets that hold more than one, after the first.
+    more: Vec<u32>,
     residual: Vec<u32>,
+}
+
+/// One (destination, protocol, port)'s rules. The first one's blob entry is kept here: the
+/// lookup that finds the rule has its checks and where it jumps, and a new connection's walk
+/// reads one entry, not the bucket and then the rule's entry elsewhere in the blob.
+#[derive(Clone, Debug, PartialEq)]
+struct Bucket {
+    /// The first rule's blob entry, as [`Table::blob`] holds it.
+    entry: Quick,
+    /// The first rule.
+    first: u32,
+    /// The others, at `more[at..at + len]`.
+    at: u32,
+    len: u32,
 }
 
 /// Chains shorter than this are walked linearly.
@@ -285,16 +300,43 @@ impl ChainIndex {
         len >= INDEX_MIN_RULES
     }
 
-    pub(crate) fn build(rules: &[Rule]) -> Option<Box<ChainIndex>> {
+    /// The index of a chain of `rules`, whose blob entries are `entries` (rule after rule).
+    pub(crate) fn build(rules: &[Rule], entries: &[Quick]) -> Option<Box<ChainIndex>> {
         if !ChainIndex::wanted(rules.len()) {
             return None;
         }
-        let mut idx = ChainIndex { buckets: HashMap::default(), residual: Vec::new() };
+        let mut lists: HashMap<(Ipv4Addr, u8, u16), Vec<u32>, FastBuild> = HashMap::default();
+        let mut keys = Vec::new();
+        let mut residual = Vec::new();
         for (i, r) in rules.iter().enumerate() {
             match exact_key(r) {
-                Some(k) => idx.buckets.entry(k).or_default().push(i as u32),
-                None => idx.residual.push(i as u32),
+                Some(k) => {
+                    let list = lists.entry(k).or_default();
+                    if list.is_empty() {
+                        keys.push(k);
+                    }
+                    list.push(i as u32);
+                }
+                None => residual.push(i as u32),
             }
+        }
+        let mut idx = ChainIndex {
+            buckets: HashMap::with_capacity_and_hasher(keys.len(), FastBuild::default()),
+            more: Vec::new(),
+            residual,
+        };
+        // In rule order, so the index is the same however the lists were hashed.
+        for k in keys {
+            let list = &lists[&k];
+            let first = list[0];
+            let bucket = Bucket {
+                entry: entries.get(first as usize).copied().unwrap_or_default(),
+                first,
+                at: idx.more.len() as u32,
+                len: (list.len() - 1) as u32,
+            };
+            idx.more.extend_from_slice(&list[1..]);
+            idx.buckets.insert(k, bucket);
         }
         Some(Box::new(idx))
     }
@@ -757,7 +799,7 @@ fn eval_from(
             return Verdict::Drop;
         }
         let next = next_candidate(table, &c, ri, pkt, indexed);
-        let Some(i) = next else {
+        let Some(next) = next else {
             // Fell off the chain.
             match stack.pop() {
                 Some((h, r)) => {
@@ -787,8 +829,10 @@ fn eval_from(
                 }
             }
         };
+        let (i, kept) = next;
         let pos = c.first + i;
-        let Some(q) = blob.get(c.head + 1 + i) else { return Verdict::Drop };
+        let Some(q) = kept.or_else(|| blob.get(c.head + 1 + i)) else { return Verdict::Drop };
+        debug_assert_eq!(Some(q), blob.get(c.head + 1 + i), "the index keeps the blob's entry");
         // The rule itself, read only when the checks cannot decide (or to show it).
         let rule = || table.chains.get_index(c.chain).and_then(|(_, ch)| ch.rules.get(i));
         // A rule for other connection states cannot match: no need to look at it; nor can
@@ -898,15 +942,16 @@ fn state_bit(info: CtInfo) -> u8 {
     }
 }
 
-/// The first rule at or after `from` that could match, by index or linearly.
+/// The first rule at or after `from` that could match, by index or linearly, and its blob
+/// entry when the index holds it.
 #[inline]
-fn next_candidate(
-    table: &Table,
+fn next_candidate<'t>(
+    table: &'t Table,
     c: &InChain,
     from: usize,
     pkt: &PacketCtx<'_>,
     indexed: bool,
-) -> Option<usize> {
+) -> Option<(usize, Option<&'t Quick>)> {
     // Only the long chains that have an index read their chain (they are few, and hot).
     let index = || table.chains.get_index(c.chain).and_then(|(_, ch)| ch.index.as_deref());
     match (c.indexed && indexed).then(index).flatten() {
@@ -916,14 +961,22 @@ fn next_candidate(
                 let p = v.partition_point(|&x| (x as usize) < from);
                 v.get(p).copied()
             };
-            let a = idx.buckets.get(&key).and_then(|v| first_ge(v));
+            let a = idx.buckets.get(&key).and_then(|b| {
+                if from <= b.first as usize {
+                    Some((b.first, Some(&b.entry)))
+                } else {
+                    let more = idx.more.get(b.at as usize..(b.at + b.len) as usize)?;
+                    first_ge(more).map(|i| (i, None))
+                }
+            });
             let b = first_ge(&idx.residual);
             match (a, b) {
-                (Some(a), Some(b)) => Some(a.min(b) as usize),
-                (a, b) => a.or(b).map(|x| x as usize),
+                (Some(a), Some(b)) if b < a.0 => Some((b as usize, None)),
+                (Some((a, q)), _) => Some((a as usize, q)),
+                (None, b) => b.map(|b| (b as usize, None)),
             }
         }
-        None => (from < c.len).then_some(from),
+        None => (from < c.len).then_some((from, None)),
     }
 }
 

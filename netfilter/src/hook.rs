@@ -1156,4 +1156,36 @@ COMMIT
         packet::rewrite(&mut skb.data, Manip::Dst, Ipv4Addr::new(10, 244, 9, 9), 53).unwrap();
         let _never = nf.hook(Hook::Forward, &mut skb, &env(&at, None));
     }
+
+    #[test]
+    fn an_indexed_chain_of_dnat_rules_sends_each_service_to_its_own_endpoint() {
+        // Twenty Services in one chain: indexed, each bucket holding its rule's entry, whose
+        // NAT data sits after the chain's rules.
+        let mut text = String::from("*nat\n:PREROUTING ACCEPT [0:0]\n");
+        for k in 0..20u8 {
+            text.push_str(&format!(
+                "-A PREROUTING -d 10.96.0.{k}/32 -p tcp -m tcp --dport 80 \
+                 -j DNAT --to-destination 10.244.2.{k}:{}\n",
+                8000 + u16::from(k)
+            ));
+        }
+        text.push_str("COMMIT\n");
+        let at = |_a: Ipv4Addr, _i: Option<&str>| addrtype::UNICAST;
+        for indexed in [true, false] {
+            let mut nf = Netfilter::new(5);
+            nf.indexed = indexed;
+            nf.tables_mut().restore(&text, false).unwrap();
+            for k in [0u8, 7, 19] {
+                let mut skb = Skb::new(tcp_syn([10, 244, 1, 3], 40000, [10, 96, 0, k], 80));
+                let r = nf.hook(Hook::PreRouting, &mut skb, &env(&at, None));
+                assert_eq!(r.nat.len(), 1);
+                let t = packet::parse(&skb.data).unwrap().tuple;
+                assert_eq!(
+                    (t.dst, t.dport),
+                    (Ipv4Addr::new(10, 244, 2, k), 8000 + u16::from(k)),
+                    "indexed: {indexed}"
+                );
+            }
+        }
+    }
 }

@@ -284,10 +284,15 @@ impl Table {
         if head >= NO_JUMP as usize {
             return Err(format!("table {} has more rules than fit in it", self.name));
         }
-        for (chain, &(head, at)) in self.chains.values_mut().zip(&place) {
+        let heads: Vec<u32> = place.iter().map(|&(head, _)| head).collect();
+        for (ci, (chain, &(head, at))) in self.chains.values_mut().zip(&place).enumerate() {
             chain.head = head;
             chain.jumps_at = at;
-            chain.index = ChainIndex::build(&chain.rules);
+            chain.index = None;
+            if ChainIndex::wanted(chain.rules.len()) {
+                let (entries, _) = chain_entries(chain, &targets[starts[ci]..], &heads);
+                chain.index = ChainIndex::build(&chain.rules, &entries);
+            }
         }
         self.targets = targets;
         self.order = order.into_iter().map(|ci| ci as u32).collect();
@@ -322,7 +327,7 @@ impl Table {
 
     /// Lays out [`Table::blob`].
     fn lay_out(&self) -> Vec<crate::eval::Quick> {
-        use crate::eval::{ChainIndex, NO_JUMP, Quick, states_of};
+        use crate::eval::{ChainIndex, Quick};
         let n = self.chains.len();
         let heads: Vec<u32> = self.chains.values().map(|c| c.head).collect();
         let starts = self.rule_starts();
@@ -341,20 +346,9 @@ impl Table {
                     len as u32,
                     ChainIndex::wanted(len),
                 ));
-                // A NAT target's data follows the chain's rules, in rule order.
-                let mut data = Vec::new();
                 let targets = self.targets.get(starts[ci]..).unwrap_or_default();
-                for (r, &t) in chain.rules.iter().zip(targets) {
-                    // `Table::link` sized the chain by its NAT_TARGET marks.
-                    let to = match Quick::nat_data(&r.target).filter(|_| t == NAT_TARGET) {
-                        Some(d) => {
-                            data.push(d);
-                            chain.head + (len + data.len()) as u32
-                        }
-                        None => heads.get(t as usize).copied().unwrap_or(NO_JUMP),
-                    };
-                    out.push(Quick::of(r, to, states_of(r)));
-                }
+                let (rules, data) = chain_entries(chain, targets, &heads);
+                out.extend(rules);
                 out.extend(data);
             }
             out
@@ -409,6 +403,32 @@ impl Table {
     pub fn is_builtin(&self, chain: &str) -> bool {
         self.name.builtin_chains().iter().any(|h| h.chain_name() == chain)
     }
+}
+
+/// The blob entries of `chain` (see [`Table::blob`]): one per rule, then the data of its NAT
+/// targets, in rule order. `targets` holds what [`Table::link`] resolved the chain's rules
+/// to, `heads` where each chain's head sits in the blob.
+fn chain_entries(
+    chain: &Chain,
+    targets: &[u32],
+    heads: &[u32],
+) -> (Vec<crate::eval::Quick>, Vec<crate::eval::Quick>) {
+    use crate::eval::{NO_JUMP, Quick, states_of};
+    let len = chain.rules.len();
+    let mut rules = Vec::with_capacity(len);
+    let mut data = Vec::new();
+    for (r, &t) in chain.rules.iter().zip(targets) {
+        // `Table::link` sized the chain by its NAT_TARGET marks.
+        let to = match Quick::nat_data(&r.target).filter(|_| t == NAT_TARGET) {
+            Some(d) => {
+                data.push(d);
+                chain.head + (len + data.len()) as u32
+            }
+            None => heads.get(t as usize).copied().unwrap_or(NO_JUMP),
+        };
+        rules.push(Quick::of(r, to, states_of(r)));
+    }
+    (rules, data)
 }
 
 /// `work(0)` to `work(jobs - 1)` on two threads (one where no second thread can start, as
