@@ -43,22 +43,40 @@ pub struct Route {
 /// A routing table.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RouteTable {
-    by_len: BTreeMap<u8, HashMap<u32, Route, podnet_netfilter::eval::FastBuild>>,
+    /// The routes of each prefix length present, longest first, by network address.
+    by_len: Vec<Prefixes>,
+}
+
+/// A table's routes of one prefix length.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Prefixes {
+    len: u8,
+    /// The netmask of `len`, so a lookup masks with it at once.
+    mask: u32,
+    routes: HashMap<u32, Route, podnet_netfilter::eval::FastBuild>,
 }
 
 impl RouteTable {
     /// Adds or replaces the route for `route.dst`.
     pub fn add(&mut self, route: Route) {
-        let net = route.dst;
-        self.by_len.entry(net.prefix()).or_default().insert(u32::from(net.network()), route);
+        let len = route.dst.prefix();
+        let at = match self.by_len.binary_search_by(|p| len.cmp(&p.len)) {
+            Ok(at) => at,
+            Err(at) => {
+                let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+                self.by_len.insert(at, Prefixes { len, mask, routes: HashMap::default() });
+                at
+            }
+        };
+        self.by_len[at].routes.insert(u32::from(route.dst.network()), route);
     }
 
     /// Removes the route for `dst`; returns it.
     pub fn remove(&mut self, dst: Ipv4Network) -> Option<Route> {
-        let m = self.by_len.get_mut(&dst.prefix())?;
-        let r = m.remove(&u32::from(dst.network()));
-        if m.is_empty() {
-            self.by_len.remove(&dst.prefix());
+        let at = self.by_len.binary_search_by(|p| dst.prefix().cmp(&p.len)).ok()?;
+        let r = self.by_len[at].routes.remove(&u32::from(dst.network()));
+        if self.by_len[at].routes.is_empty() {
+            self.by_len.remove(at);
         }
         r
     }
@@ -66,16 +84,13 @@ impl RouteTable {
     /// Longest-prefix match.
     pub fn lookup(&self, dst: Ipv4Addr) -> Option<&Route> {
         let a = u32::from(dst);
-        self.by_len.iter().rev().find_map(|(&len, m)| {
-            let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
-            m.get(&(a & mask))
-        })
+        self.by_len.iter().find_map(|p| p.routes.get(&(a & p.mask)))
     }
 
     /// All routes, most specific first, then by address (the order `ip route` prints:
     /// default first is special-cased by the printer).
     pub fn routes(&self) -> Vec<&Route> {
-        let mut v: Vec<&Route> = self.by_len.values().flat_map(|m| m.values()).collect();
+        let mut v: Vec<&Route> = self.by_len.iter().flat_map(|p| p.routes.values()).collect();
         v.sort_by_key(|r| (r.dst.prefix() != 0, u32::from(r.dst.network()), r.dst.prefix()));
         v
     }
@@ -250,7 +265,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn lpm_equals_brute_force(routes in prop::collection::vec((any::<u32>(), 0u8..=32), 0..40), probes in prop::collection::vec(any::<u32>(), 1..40)) {
+        fn lpm_equals_brute_force(routes in prop::collection::vec((any::<u32>(), 0u8..=32), 0..40), probes in prop::collection::vec(any::<u32>(), 1..40), removed in prop::collection::vec(any::<prop::sample::Index>(), 0..10)) {
             let mut t = RouteTable::default();
             let mut all = Vec::new();
             for (i, (a, len)) in routes.iter().enumerate() {
@@ -259,6 +274,14 @@ mod tests {
                 t.add(Route { dst: net, via: None, dev: IfIndex(i as u32), src: None, proto: RouteProto::Static });
                 all.retain(|(n, _): &(Ipv4Network, u32)| *n != net);
                 all.push((net, i as u32));
+            }
+            for k in removed {
+                if all.is_empty() {
+                    break;
+                }
+                let (net, dev) = all.remove(k.index(all.len()));
+                prop_assert_eq!(t.remove(net).map(|r| r.dev.0), Some(dev));
+                prop_assert_eq!(t.remove(net), None);
             }
             for p in probes {
                 let a = Ipv4Addr::from(p);
