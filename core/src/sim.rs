@@ -103,6 +103,9 @@ pub(crate) struct SimState {
     pub(crate) extra_rounds: u64,
     /// Frames as devices received them, while a trace captures.
     pub(crate) capture: Option<Vec<(Instant, IfIndex, Vec<u8>)>>,
+    /// What a host stack's poll transmitted, on its way out (kept, so a poll allocates no
+    /// list).
+    pub(crate) host_out: Vec<Vec<u8>>,
 }
 
 /// How long a packet waits for an ARP reply (3 probes, 1 s apart).
@@ -420,7 +423,8 @@ impl Cluster {
     pub(crate) fn poll_stack(&mut self, ns: NetnsId) {
         let now = self.now;
         let Some(st) = self.netns[ns.idx()].stack.as_mut() else { return };
-        let out = st.poll(now);
+        let mut out = std::mem::take(&mut self.sim.host_out);
+        st.poll(now, &mut out);
         let looped: Vec<Vec<u8>> = std::mem::take(&mut st.lo_log);
         let lo = self.netns[ns.idx()].devs[0];
         for ip in looped {
@@ -453,17 +457,18 @@ impl Cluster {
                 rec.observe_loopback(ns, &ip, tag);
             }
         }
-        self.host_tx(ns, out);
+        self.host_tx(ns, &mut out);
+        self.sim.host_out = out;
     }
 
-    /// Sends what a host stack transmitted out of its `eth0`.
-    pub(crate) fn host_tx(&mut self, ns: NetnsId, frames: Vec<Vec<u8>>) {
+    /// Sends what a host stack transmitted out of its `eth0`, emptying `frames`.
+    pub(crate) fn host_tx(&mut self, ns: NetnsId, frames: &mut Vec<Vec<u8>>) {
         if frames.is_empty() {
             return;
         }
         if self.netns[ns.idx()].router {
             // A node's own stack: IP packets into local output.
-            for ip in frames {
+            for ip in frames.drain(..) {
                 let dir = self.dir_of(ns, Some(&ip));
                 let tag = self.new_tag(dir);
                 hop!(
@@ -481,7 +486,7 @@ impl Cluster {
             return;
         }
         let eth0 = self.dev_named(ns, "eth0").expect("host has eth0");
-        for f in frames {
+        for f in frames.drain(..) {
             let ip = EthernetFrame::new_checked(&f[..])
                 .ok()
                 .filter(|e| e.ethertype() == EthernetProtocol::Ipv4)

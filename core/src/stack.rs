@@ -662,9 +662,9 @@ impl Stack {
         self.side(side).dev.rx.push_back(frame);
     }
 
-    /// Runs the stack and its applications at `now`; returns what the main interface
-    /// transmitted. Loopback traffic stays inside.
-    pub(crate) fn poll(&mut self, now: Instant) -> Vec<Vec<u8>> {
+    /// Runs the stack and its applications at `now`; adds what the main interface
+    /// transmitted to `out`. Loopback traffic stays inside.
+    pub(crate) fn poll(&mut self, now: Instant, out: &mut Vec<Vec<u8>>) {
         for _ in 0..8 {
             self.main.poll(now);
             if let Some(lo) = self.lo.as_mut() {
@@ -684,7 +684,7 @@ impl Stack {
                 break;
             }
         }
-        self.main.dev.tx.drain(..).collect()
+        out.append(&mut self.main.dev.tx);
     }
 
     /// When the stack next needs polling.
