@@ -13,6 +13,7 @@
 //! `200 OK` with the owner's name as body and the connection is closed. Every bound UDP port
 //! echoes datagrams to their sender.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -32,27 +33,42 @@ use podnet_netfilter::Proto;
 pub(crate) struct QueueDevice {
     pub(crate) rx: VecDeque<Vec<u8>>,
     pub(crate) tx: Vec<Vec<u8>>,
+    /// Buffers of frames the stack has read, emptied, for the frames it sends next: the two
+    /// ends of a conversation hand their buffers back and forth, and a frame allocates none.
+    spare: RefCell<Vec<Vec<u8>>>,
     medium: Medium,
 }
 
+/// How many emptied frame buffers a device keeps.
+const SPARE_FRAMES: usize = 8;
+
 impl QueueDevice {
     fn new(medium: Medium) -> QueueDevice {
-        QueueDevice { rx: VecDeque::new(), tx: Vec::new(), medium }
+        QueueDevice { rx: VecDeque::new(), tx: Vec::new(), spare: RefCell::default(), medium }
     }
 }
 
-pub(crate) struct QRx(Vec<u8>);
-pub(crate) struct QTx<'a>(&'a mut Vec<Vec<u8>>);
+pub(crate) struct QRx<'a>(Vec<u8>, &'a RefCell<Vec<Vec<u8>>>);
+pub(crate) struct QTx<'a>(&'a mut Vec<Vec<u8>>, &'a RefCell<Vec<Vec<u8>>>);
 
-impl phy::RxToken for QRx {
+impl phy::RxToken for QRx<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
+        let QRx(mut frame, spare) = self;
+        // smoltcp may send its answer from inside `f`, through the other token.
+        let r = f(&frame);
+        let mut spare = spare.borrow_mut();
+        if spare.len() < SPARE_FRAMES {
+            frame.clear();
+            spare.push(frame);
+        }
+        r
     }
 }
 
 impl phy::TxToken for QTx<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = vec![0u8; len];
+        let mut buf = self.1.borrow_mut().pop().unwrap_or_default();
+        buf.resize(len, 0);
         let r = f(&mut buf);
         self.0.push(buf);
         r
@@ -60,16 +76,16 @@ impl phy::TxToken for QTx<'_> {
 }
 
 impl phy::Device for QueueDevice {
-    type RxToken<'a> = QRx;
+    type RxToken<'a> = QRx<'a>;
     type TxToken<'a> = QTx<'a>;
 
-    fn receive(&mut self, _now: Instant) -> Option<(QRx, QTx<'_>)> {
+    fn receive(&mut self, _now: Instant) -> Option<(QRx<'_>, QTx<'_>)> {
         let frame = self.rx.pop_front()?;
-        Some((QRx(frame), QTx(&mut self.tx)))
+        Some((QRx(frame, &self.spare), QTx(&mut self.tx, &self.spare)))
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<QTx<'_>> {
-        Some(QTx(&mut self.tx))
+        Some(QTx(&mut self.tx, &self.spare))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -908,4 +924,36 @@ fn http_response(req: &[u8], name: &str) -> Vec<u8> {
         body.len()
     )
     .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::phy::{Device, RxToken, TxToken};
+
+    #[test]
+    fn a_read_frame_buffer_carries_the_next_frame_sent() {
+        let mut dev = QueueDevice::new(Medium::Ip);
+        dev.rx.push_back(vec![7u8; 60]);
+        let now = Instant::ZERO;
+        let (rx, _tx) = dev.receive(now).expect("a frame waits");
+        assert_eq!(rx.consume(|f| f.len()), 60);
+        assert_eq!(dev.spare.borrow().len(), 1, "the read buffer is kept");
+        let tx = dev.transmit(now).expect("a device can always send");
+        // A frame shorter than the last: it starts zeroed, as a fresh buffer would.
+        tx.consume(20, |f| {
+            assert!(f.iter().all(|&b| b == 0));
+            f[0] = 0x45;
+        });
+        assert_eq!(dev.spare.borrow().len(), 0, "the kept buffer carried the frame");
+        assert_eq!(dev.tx.len(), 1);
+        assert_eq!((dev.tx[0].len(), dev.tx[0][0]), (20, 0x45));
+        // No more than SPARE_FRAMES are kept.
+        for _ in 0..SPARE_FRAMES + 3 {
+            dev.rx.push_back(vec![1u8; 10]);
+            let (rx, _tx) = dev.receive(now).expect("a frame waits");
+            rx.consume(|_| ());
+        }
+        assert_eq!(dev.spare.borrow().len(), SPARE_FRAMES);
+    }
 }
