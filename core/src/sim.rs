@@ -139,6 +139,11 @@ impl Cluster {
         self.sim.rec.as_ref().is_some_and(|r| r.keep_hops)
     }
 
+    /// An IP packet as a hop shows it, when hops are being recorded.
+    fn ip_view(&self, ip: &[u8]) -> Option<PacketView> {
+        if self.tracing() { PacketView::of_ip(ip) } else { None }
+    }
+
     pub(crate) fn new_tag(&mut self, dir: Dir) -> Tag {
         self.sim.next_pkt += 1;
         Tag { dir, pkt: self.sim.next_pkt }
@@ -238,9 +243,17 @@ impl Cluster {
             cap.push((now, dev, frame.clone()));
         }
         let ns = self.devs[dev.idx()].netns;
-        let view = if self.tracing() { PacketView::of_frame(&frame) } else { None };
         if !self.netns[ns.idx()].router {
-            hop!(self, tag, ns, Some(dev), HopKind::Rx, "received".into(), view, None);
+            hop!(
+                self,
+                tag,
+                ns,
+                Some(dev),
+                HopKind::Rx,
+                "received".into(),
+                PacketView::of_frame(&frame),
+                None
+            );
             self.endpoint_rx(ns, dev, frame, tag);
             return;
         }
@@ -252,13 +265,22 @@ impl Cluster {
                 Some(dev),
                 HopKind::Rx,
                 format!("received on bridge port of {}", self.dev_name(br)),
-                view,
+                PacketView::of_frame(&frame),
                 None,
             );
             self.bridge_rx(br, dev, frame, tag);
             return;
         }
-        hop!(self, tag, ns, Some(dev), HopKind::Rx, "received".into(), view, None);
+        hop!(
+            self,
+            tag,
+            ns,
+            Some(dev),
+            HopKind::Rx,
+            "received".into(),
+            PacketView::of_frame(&frame),
+            None
+        );
         self.l2_rx(ns, dev, frame, tag);
     }
 
@@ -879,7 +901,6 @@ impl Cluster {
     }
 
     fn forward(&mut self, ns: NetnsId, in_dev: IfIndex, mut skb: Skb, tag: Tag) {
-        let view = if self.tracing() { PacketView::of_ip(&skb.data) } else { None };
         if !self.netns[ns.idx()].sysctl.ip_forward {
             self.drop_hop(
                 tag,
@@ -887,7 +908,7 @@ impl Cluster {
                 Some(in_dev),
                 reason::FORWARDING_OFF,
                 "net.ipv4.ip_forward=0: not forwarding".into(),
-                view,
+                self.ip_view(&skb.data),
             );
             return;
         }
@@ -907,7 +928,7 @@ impl Cluster {
                 Some(in_dev),
                 reason::NO_ROUTE,
                 format!("no route to {dst}"),
-                view,
+                self.ip_view(&skb.data),
             );
             return;
         };
@@ -935,7 +956,7 @@ impl Cluster {
                 Some(in_dev),
                 reason::TTL,
                 "TTL expired in transit (ICMP time exceeded not modelled)".into(),
-                view,
+                self.ip_view(&skb.data),
             );
             return;
         }
