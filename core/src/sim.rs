@@ -674,7 +674,8 @@ impl Cluster {
         };
         let name = |d: Option<IfIndex>| d.map(|d| self.devs[d.idx()].name.as_str());
         let tracing = self.tracing();
-        let before = if tracing { PacketView::of_ip(&skb.data) } else { None };
+        // Boxed, so that with hops off the empty view is dropped without a call.
+        let before = if tracing { PacketView::of_ip(&skb.data).map(Box::new) } else { None };
         let env = HookEnv {
             in_iface: name(in_dev),
             out_iface: name(out_dev),
@@ -766,7 +767,7 @@ impl Cluster {
                     dev,
                     HopKind::Nat { hook },
                     detail,
-                    before.clone(),
+                    before.as_deref().cloned(),
                     PacketView::of_ip(&skb.data),
                 );
             }
