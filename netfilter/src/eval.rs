@@ -300,45 +300,37 @@ impl ChainIndex {
         len >= INDEX_MIN_RULES
     }
 
-    /// The index of a chain of `rules`, whose blob entries are `entries` (rule after rule).
-    pub(crate) fn build(rules: &[Rule], entries: &[Quick]) -> Option<Box<ChainIndex>> {
+    /// The index of a chain of `rules`; `entry` makes the blob entry of a rule (by its
+    /// position in the chain), asked only for each bucket's first rule.
+    pub(crate) fn build(rules: &[Rule], entry: impl Fn(usize) -> Quick) -> Option<Box<ChainIndex>> {
+        use std::collections::hash_map::Entry;
         if !ChainIndex::wanted(rules.len()) {
             return None;
         }
-        let mut lists: HashMap<(Ipv4Addr, u8, u16), Vec<u32>, FastBuild> = HashMap::default();
-        let mut keys = Vec::new();
-        let mut residual = Vec::new();
+        let mut buckets = HashMap::with_capacity_and_hasher(rules.len(), FastBuild::default());
+        let (mut later, mut residual) = (Vec::new(), Vec::new());
         for (i, r) in rules.iter().enumerate() {
             match exact_key(r) {
-                Some(k) => {
-                    let list = lists.entry(k).or_default();
-                    if list.is_empty() {
-                        keys.push(k);
+                Some(k) => match buckets.entry(k) {
+                    Entry::Vacant(v) => {
+                        v.insert(Bucket { entry: entry(i), first: i as u32, at: 0, len: 0 });
                     }
-                    list.push(i as u32);
-                }
+                    Entry::Occupied(_) => later.push((k, i as u32)),
+                },
                 None => residual.push(i as u32),
             }
         }
-        let mut idx = ChainIndex {
-            buckets: HashMap::with_capacity_and_hasher(keys.len(), FastBuild::default()),
-            more: Vec::new(),
-            residual,
-        };
-        // In rule order, so the index is the same however the lists were hashed.
-        for k in keys {
-            let list = &lists[&k];
-            let first = list[0];
-            let bucket = Bucket {
-                entry: entries.get(first as usize).copied().unwrap_or_default(),
-                first,
-                at: idx.more.len() as u32,
-                len: (list.len() - 1) as u32,
-            };
-            idx.more.extend_from_slice(&list[1..]);
-            idx.buckets.insert(k, bucket);
+        // The rules after a bucket's first, grouped by bucket (a stable sort keeps each
+        // bucket's in rule order).
+        later.sort_by_key(|&(k, _)| k);
+        let mut more = Vec::with_capacity(later.len());
+        for group in later.chunk_by(|a, b| a.0 == b.0) {
+            if let Some(b) = buckets.get_mut(&group[0].0) {
+                (b.at, b.len) = (more.len() as u32, group.len() as u32);
+                more.extend(group.iter().map(|&(_, i)| i));
+            }
         }
-        Some(Box::new(idx))
+        Some(Box::new(ChainIndex { buckets, more, residual }))
     }
 }
 

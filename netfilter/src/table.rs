@@ -290,8 +290,18 @@ impl Table {
             chain.jumps_at = at;
             chain.index = None;
             if ChainIndex::wanted(chain.rules.len()) {
-                let (entries, _) = chain_entries(chain, &targets[starts[ci]..], &heads);
-                chain.index = ChainIndex::build(&chain.rules, &entries);
+                let own = &targets[starts[ci]..starts[ci + 1]];
+                // How many NAT targets' data come before each rule's own.
+                let nat_before: Vec<u32> = own
+                    .iter()
+                    .scan(0u32, |n, &t| {
+                        let before = *n;
+                        *n += u32::from(t == NAT_TARGET);
+                        Some(before)
+                    })
+                    .collect();
+                let entry = |i: usize| rule_entry(chain, i, own[i], &heads, nat_before[i]);
+                chain.index = ChainIndex::build(&chain.rules, entry);
             }
         }
         self.targets = targets;
@@ -413,22 +423,36 @@ fn chain_entries(
     targets: &[u32],
     heads: &[u32],
 ) -> (Vec<crate::eval::Quick>, Vec<crate::eval::Quick>) {
-    use crate::eval::{NO_JUMP, Quick, states_of};
-    let len = chain.rules.len();
-    let mut rules = Vec::with_capacity(len);
+    let mut rules = Vec::with_capacity(chain.rules.len());
     let mut data = Vec::new();
-    for (r, &t) in chain.rules.iter().zip(targets) {
+    for (i, (r, &t)) in chain.rules.iter().zip(targets).enumerate() {
+        rules.push(rule_entry(chain, i, t, heads, data.len() as u32));
         // `Table::link` sized the chain by its NAT_TARGET marks.
-        let to = match Quick::nat_data(&r.target).filter(|_| t == NAT_TARGET) {
-            Some(d) => {
-                data.push(d);
-                chain.head + (len + data.len()) as u32
-            }
-            None => heads.get(t as usize).copied().unwrap_or(NO_JUMP),
-        };
-        rules.push(Quick::of(r, to, states_of(r)));
+        if t == NAT_TARGET {
+            data.extend(crate::eval::Quick::nat_data(&r.target));
+        }
     }
     (rules, data)
+}
+
+/// The blob entry of rule `i` of `chain`, which [`Table::link`] resolved to `t`: a jump's
+/// target is the head of the chain it reaches (`heads`), a NAT target's the position of its
+/// data after the chain's rules, behind the data of `nat_before` earlier NAT targets.
+fn rule_entry(
+    chain: &Chain,
+    i: usize,
+    t: u32,
+    heads: &[u32],
+    nat_before: u32,
+) -> crate::eval::Quick {
+    use crate::eval::{NO_JUMP, Quick, states_of};
+    let r = &chain.rules[i];
+    let to = if t == NAT_TARGET {
+        chain.head + chain.rules.len() as u32 + nat_before + 1
+    } else {
+        heads.get(t as usize).copied().unwrap_or(NO_JUMP)
+    };
+    Quick::of(r, to, states_of(r))
 }
 
 /// `work(0)` to `work(jobs - 1)` on two threads (one where no second thread can start, as
