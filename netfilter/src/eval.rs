@@ -8,7 +8,8 @@
 //! (destination address, protocol, destination port) are bucketed by that key; every other
 //! rule stays in a residual list. Evaluation walks the merge of the packet's bucket and the
 //! residual list in rule order, so the first match is exactly the one a linear walk finds,
-//! at a cost independent of the number of Services.
+//! at a cost independent of the number of Services. A bucket keeps a copy of its first
+//! rule's blob entry (below), so finding a Service's rule reads the bucket and nothing else.
 //!
 //! **The blob.** A table is walked in its blob ([`Table::link`] places the chains; the
 //! first walk lays it out), laid out as the kernel lays out an x_tables table
