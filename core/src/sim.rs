@@ -243,45 +243,27 @@ impl Cluster {
             cap.push((now, dev, frame.clone()));
         }
         let ns = self.devs[dev.idx()].netns;
-        if !self.netns[ns.idx()].router {
-            hop!(
-                self,
-                tag,
-                ns,
-                Some(dev),
-                HopKind::Rx,
-                "received".into(),
-                PacketView::of_frame(&frame),
-                None
-            );
-            self.endpoint_rx(ns, dev, frame, tag);
-            return;
-        }
-        if let Some(br) = self.devs[dev.idx()].master {
-            hop!(
-                self,
-                tag,
-                ns,
-                Some(dev),
-                HopKind::Rx,
-                format!("received on bridge port of {}", self.dev_name(br)),
-                PacketView::of_frame(&frame),
-                None,
-            );
-            self.bridge_rx(br, dev, frame, tag);
-            return;
-        }
+        let router = self.netns[ns.idx()].router;
+        // A forwarding namespace's bridge port hands the frame to its bridge.
+        let bridge = self.devs[dev.idx()].master.filter(|_| router);
         hop!(
             self,
             tag,
             ns,
             Some(dev),
             HopKind::Rx,
-            "received".into(),
+            match bridge {
+                Some(br) => format!("received on bridge port of {}", self.dev_name(br)),
+                None => "received".into(),
+            },
             PacketView::of_frame(&frame),
-            None
+            None,
         );
-        self.l2_rx(ns, dev, frame, tag);
+        match (router, bridge) {
+            (false, _) => self.endpoint_rx(ns, dev, frame, tag),
+            (true, Some(br)) => self.bridge_rx(br, dev, frame, tag),
+            (true, None) => self.l2_rx(ns, dev, frame, tag),
+        }
     }
 
     // ----- hosts (pods, internet hosts): smoltcp stacks -----
