@@ -357,9 +357,7 @@ impl Table {
                     ChainIndex::wanted(len),
                 ));
                 let targets = self.targets.get(starts[ci]..).unwrap_or_default();
-                let (rules, data) = chain_entries(chain, targets, &heads);
-                out.extend(rules);
-                out.extend(data);
+                push_chain_entries(&mut out, chain, targets, &heads);
             }
             out
         };
@@ -415,24 +413,26 @@ impl Table {
     }
 }
 
-/// The blob entries of `chain` (see [`Table::blob`]): one per rule, then the data of its NAT
-/// targets, in rule order. `targets` holds what [`Table::link`] resolved the chain's rules
-/// to, `heads` where each chain's head sits in the blob.
-fn chain_entries(
+/// Appends the blob entries of `chain` (see [`Table::blob`]) to `out`: one per rule, then the
+/// data of its NAT targets, in rule order. `targets` holds what [`Table::link`] resolved the
+/// chain's rules to, `heads` where each chain's head sits in the blob.
+fn push_chain_entries(
+    out: &mut Vec<crate::eval::Quick>,
     chain: &Chain,
     targets: &[u32],
     heads: &[u32],
-) -> (Vec<crate::eval::Quick>, Vec<crate::eval::Quick>) {
-    let mut rules = Vec::with_capacity(chain.rules.len());
-    let mut data = Vec::new();
-    for (i, (r, &t)) in chain.rules.iter().zip(targets).enumerate() {
-        rules.push(rule_entry(chain, i, t, heads, data.len() as u32));
-        // `Table::link` sized the chain by its NAT_TARGET marks.
+) {
+    let mut nat_before = 0;
+    for (i, &t) in targets.iter().take(chain.rules.len()).enumerate() {
+        out.push(rule_entry(chain, i, t, heads, nat_before));
+        nat_before += u32::from(t == NAT_TARGET);
+    }
+    // `Table::link` sized the chain by its NAT_TARGET marks.
+    for (r, &t) in chain.rules.iter().zip(targets) {
         if t == NAT_TARGET {
-            data.extend(crate::eval::Quick::nat_data(&r.target));
+            out.extend(crate::eval::Quick::nat_data(&r.target));
         }
     }
-    (rules, data)
 }
 
 /// The blob entry of rule `i` of `chain`, which [`Table::link`] resolved to `t`: a jump's
