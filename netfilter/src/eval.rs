@@ -728,13 +728,22 @@ pub fn empty_hook(
     let Some(start) = table.name.builtin_position(hook) else {
         return true;
     };
-    let c = &table.chains[start];
-    if !c.rules.is_empty() || c.policy == Some(Policy::Drop) {
+    if walks(&table.chains[start]) {
         return false;
     }
     counters.fit(table);
     counters.count_policy(start, len);
     true
+}
+
+/// Whether the table has a walk to make at this hook (see [`empty_hook`]).
+pub(crate) fn has_walk(table: &Table, hook: crate::table::Hook) -> bool {
+    table.name.builtin_position(hook).is_some_and(|start| walks(&table.chains[start]))
+}
+
+/// Whether a built-in chain has anything a walk must look at: rules, or a DROP policy.
+fn walks(c: &crate::table::Chain) -> bool {
+    !c.rules.is_empty() || c.policy == Some(Policy::Drop)
 }
 
 /// The chain a walk is in, as its head entry in the blob gives it.

@@ -210,6 +210,12 @@ pub enum HookVerdict {
     Reject(RejectWith),
 }
 
+impl From<DropCause> for HookVerdict {
+    fn from(cause: DropCause) -> HookVerdict {
+        HookVerdict::Drop(cause)
+    }
+}
+
 /// What happened at a hook, for the trace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[must_use]
@@ -319,69 +325,111 @@ impl Netfilter {
                 return report;
             }
         };
-        for &t in hook_tables(hook) {
-            // IPVS runs at LOCAL_IN priority 98 (before nat INPUT at 100) and at LOCAL_OUT
-            // priority -98 (after nat OUTPUT at -100, before filter at 0).
-            let ipvs_point = (hook == Hook::Input && t == TableName::Nat)
-                || (hook == Hook::Output && t == TableName::Filter);
-            if ipvs_point && !self.ipvs.is_empty() {
-                if let Err(cause) = self.ipvs_in(skb, &mut info, &mut report) {
-                    report.verdict = HookVerdict::Drop(cause);
-                    return report;
-                }
-                if hook == Hook::Input && report.ipvs.is_some() {
-                    // IPVS takes the packet out of LOCAL_IN (NF_STOLEN) and sends it on
-                    // through POSTROUTING, where its connection is confirmed.
-                    report.ctinfo = Some(ctinfo(&skb.ct));
-                    skb.read = Some(info);
-                    return report;
-                }
-            }
-            if t == TableName::Mangle && matches!(hook, Hook::PreRouting | Hook::Output) {
-                // conntrack in runs between raw and mangle.
-                self.conntrack_in(skb, &info, env.now);
-            }
-            let verdict = if t == TableName::Nat {
-                match self.nat(hook, skb, &mut info, env, &mut report) {
-                    Ok(v) => v,
-                    Err(cause) => {
-                        report.verdict = HookVerdict::Drop(cause);
-                        return report;
+        match self.steps(hook, skb, &mut info, env, &mut report) {
+            Err(verdict) => report.verdict = verdict,
+            Ok(then) => {
+                report.ctinfo = Some(ctinfo(&skb.ct));
+                skb.read = Some(info);
+                if then == Then::Confirm {
+                    match self.confirm(skb, env.now) {
+                        Ok(c) => report.confirmed = c,
+                        Err(e) => {
+                            report.verdict = HookVerdict::Drop(match e {
+                                ConfirmError::TableFull => DropCause::ConntrackFull,
+                                ConfirmError::Clash => DropCause::ConntrackClash,
+                            });
+                        }
                     }
-                }
-            } else {
-                self.run_table(t, hook, skb, &info, env, &mut report)
-            };
-            match verdict {
-                Verdict::Accept => {}
-                Verdict::Notrack if t == TableName::Raw => skb.ct = CtRef::Untracked,
-                Verdict::Drop => {
-                    report.verdict = HookVerdict::Drop(DropCause::Rule);
-                    return report;
-                }
-                Verdict::Reject(w) => {
-                    report.verdict = HookVerdict::Reject(w);
-                    return report;
-                }
-                // NAT targets outside the nat table are refused by iptables itself; treat as
-                // accept if ever seen.
-                _ => {}
-            }
-        }
-        report.ctinfo = Some(ctinfo(&skb.ct));
-        skb.read = Some(info);
-        if matches!(hook, Hook::Input | Hook::PostRouting) {
-            match self.confirm(skb, env.now) {
-                Ok(c) => report.confirmed = c,
-                Err(e) => {
-                    report.verdict = HookVerdict::Drop(match e {
-                        ConfirmError::TableFull => DropCause::ConntrackFull,
-                        ConfirmError::Clash => DropCause::ConntrackClash,
-                    });
                 }
             }
         }
         report
+    }
+
+    /// What a hook runs, in the kernel's priority order (the module docs' table): each step
+    /// either lets the packet go on or ends its way with a verdict.
+    fn steps(
+        &mut self,
+        hook: Hook,
+        skb: &mut Skb,
+        info: &mut PacketInfo,
+        env: &HookEnv<'_>,
+        report: &mut HookReport,
+    ) -> Result<Then, HookVerdict> {
+        use TableName::{Filter, Mangle, Raw};
+        match hook {
+            Hook::PreRouting => {
+                self.table(Raw, hook, skb, info, env, report)?;
+                self.conntrack_in(skb, info, env.now);
+                self.table(Mangle, hook, skb, info, env, report)?;
+                self.nat(hook, skb, info, env, report)?;
+                Ok(Then::Done)
+            }
+            Hook::Output => {
+                self.table(Raw, hook, skb, info, env, report)?;
+                self.conntrack_in(skb, info, env.now);
+                self.table(Mangle, hook, skb, info, env, report)?;
+                self.nat(hook, skb, info, env, report)?;
+                // IPVS at LOCAL_OUT priority -98: after nat OUTPUT (-100), before filter (0).
+                if !self.ipvs.is_empty() {
+                    self.ipvs_in(skb, info, report)?;
+                }
+                self.table(Filter, hook, skb, info, env, report)?;
+                Ok(Then::Done)
+            }
+            Hook::Input => {
+                self.table(Mangle, hook, skb, info, env, report)?;
+                self.table(Filter, hook, skb, info, env, report)?;
+                // IPVS at LOCAL_IN priority 98, before nat INPUT (100).
+                if !self.ipvs.is_empty() {
+                    self.ipvs_in(skb, info, report)?;
+                    if report.ipvs.is_some() {
+                        // IPVS takes the packet out of LOCAL_IN (NF_STOLEN) and sends it on
+                        // through POSTROUTING, where its connection is confirmed.
+                        return Ok(Then::Done);
+                    }
+                }
+                self.nat(hook, skb, info, env, report)?;
+                Ok(Then::Confirm)
+            }
+            Hook::Forward => {
+                self.table(Mangle, hook, skb, info, env, report)?;
+                self.table(Filter, hook, skb, info, env, report)?;
+                Ok(Then::Done)
+            }
+            Hook::PostRouting => {
+                self.table(Mangle, hook, skb, info, env, report)?;
+                self.nat(hook, skb, info, env, report)?;
+                Ok(Then::Confirm)
+            }
+        }
+    }
+
+    /// One table's walk as a step of a hook (the nat table's is [`Netfilter::nat`]).
+    #[inline]
+    fn table(
+        &mut self,
+        t: TableName,
+        hook: Hook,
+        skb: &mut Skb,
+        info: &PacketInfo,
+        env: &HookEnv<'_>,
+        report: &mut HookReport,
+    ) -> Result<(), HookVerdict> {
+        if self.nothing_to_walk(t, hook, info) {
+            return Ok(());
+        }
+        match self.run_table(t, hook, skb, info, env, report) {
+            Verdict::Drop => Err(HookVerdict::Drop(DropCause::Rule)),
+            Verdict::Reject(w) => Err(HookVerdict::Reject(w)),
+            Verdict::Notrack if t == TableName::Raw => {
+                skb.ct = CtRef::Untracked;
+                Ok(())
+            }
+            // NAT targets outside the nat table are refused by iptables itself; treat as
+            // accept if ever seen.
+            _ => Ok(()),
+        }
     }
 
     /// IPVS for the first packet of a connection to a virtual service: schedule a real
@@ -438,6 +486,8 @@ impl Netfilter {
         Ok(false)
     }
 
+    /// Walks table `t` at `hook`, which has rules there ([`Netfilter::nothing_to_walk`] said
+    /// so).
     fn run_table(
         &mut self,
         t: TableName,
@@ -449,10 +499,7 @@ impl Netfilter {
     ) -> Verdict {
         // The rules are only read (they may be shared with other namespaces); packets count
         // into this namespace's own counters.
-        if eval::empty_hook(self.tables.table(t), self.counters.table_mut(t), hook, info.len) {
-            // Nothing to walk (most raw and mangle chains): no packet context to build.
-            return Verdict::Accept;
-        }
+        debug_assert!(eval::has_walk(self.tables.table(t), hook), "callers skip empty tables");
         let (status_bits, origdst) = self.ct_view(&skb.ct);
         let pkt = PacketCtx {
             info,
@@ -494,6 +541,14 @@ impl Netfilter {
         v
     }
 
+    /// Whether table `t` has nothing to walk at `hook` (most raw and mangle chains: an
+    /// empty built-in chain with policy ACCEPT, whose policy then counts the packet). Checked
+    /// before a walk is set up, and inline: a packet meets several such tables per hook.
+    #[inline]
+    fn nothing_to_walk(&mut self, t: TableName, hook: Hook, info: &PacketInfo) -> bool {
+        eval::empty_hook(self.tables.table(t), self.counters.table_mut(t), hook, info.len)
+    }
+
     fn ct_view(&self, ct: &CtRef) -> (u32, Option<Ipv4Addr>) {
         match ct {
             CtRef::Unconfirmed(e) => (e.status, Some(e.orig.dst)),
@@ -512,7 +567,7 @@ impl Netfilter {
         info: &mut PacketInfo,
         env: &HookEnv<'_>,
         report: &mut HookReport,
-    ) -> Result<Verdict, DropCause> {
+    ) -> Result<(), HookVerdict> {
         let manip = match hook {
             Hook::PreRouting | Hook::Output => Manip::Dst,
             _ => Manip::Src,
@@ -522,7 +577,11 @@ impl Netfilter {
         let mut decided_here = false;
         let needs_decision = matches!(&skb.ct, CtRef::Unconfirmed(e) if e.status & done_bit == 0);
         if needs_decision {
-            let v = self.run_table(TableName::Nat, hook, skb, info, env, report);
+            let v = if self.nothing_to_walk(TableName::Nat, hook, info) {
+                Verdict::Accept
+            } else {
+                self.run_table(TableName::Nat, hook, skb, info, env, report)
+            };
             let CtRef::Unconfirmed(entry) = &mut skb.ct else { unreachable!("checked above") };
             match v {
                 Verdict::Dnat(range, flags) if manip == Manip::Dst => {
@@ -544,7 +603,8 @@ impl Netfilter {
                     entry.set_nat(Manip::Src, a, p);
                     decided_here = true;
                 }
-                Verdict::Drop | Verdict::Reject(_) => return Ok(v),
+                Verdict::Drop => return Err(HookVerdict::Drop(DropCause::Rule)),
+                Verdict::Reject(w) => return Err(HookVerdict::Reject(w)),
                 _ => entry.status |= done_bit,
             }
         }
@@ -584,25 +644,17 @@ impl Netfilter {
                 report.nat.push(NatApplied { manip, from, to, decided_here, dir });
             }
         }
-        Ok(Verdict::Accept)
+        Ok(())
     }
 }
 
-/// The tables a hook runs, in priority order.
-fn hook_tables(hook: Hook) -> &'static [TableName] {
-    use TableName::*;
-    static PREROUTING: [TableName; 3] = [Raw, Mangle, Nat];
-    static OUTPUT: [TableName; 4] = [Raw, Mangle, Nat, Filter];
-    static INPUT: [TableName; 3] = [Mangle, Filter, Nat];
-    static FORWARD: [TableName; 2] = [Mangle, Filter];
-    static POSTROUTING: [TableName; 2] = [Mangle, Nat];
-    match hook {
-        Hook::PreRouting => &PREROUTING,
-        Hook::Output => &OUTPUT,
-        Hook::Input => &INPUT,
-        Hook::Forward => &FORWARD,
-        Hook::PostRouting => &POSTROUTING,
-    }
+/// How a hook ends when no step stopped the packet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Then {
+    /// Nothing more.
+    Done,
+    /// The connection's entry is confirmed (INPUT and POSTROUTING, last of all).
+    Confirm,
 }
 
 fn ctinfo(ct: &CtRef) -> CtInfo {
