@@ -279,7 +279,10 @@ pub fn rewrite(
         Manip::Src => ip.set_src_addr(addr),
         Manip::Dst => ip.set_dst_addr(addr),
     }
-    let ip_csum = csum_replace4(ip.checksum(), old_addr, addr);
+    // The address's change, summed once for the IPv4 header and the transport checksum
+    // over the pseudo-header.
+    let change = addr_change(old_addr, addr);
+    let ip_csum = csum_apply(ip.checksum(), change);
     ip.set_checksum(ip_csum);
     let proto = IpProtocol::from(u8::from(ip.next_header()));
     let payload = ip.payload_mut();
@@ -295,9 +298,7 @@ pub fn rewrite(
                 Manip::Src => tcp.set_src_port(port),
                 Manip::Dst => tcp.set_dst_port(port),
             }
-            let mut c = csum_replace4(tcp.checksum(), old_addr, addr);
-            c = csum_replace2(c, old_port, port);
-            tcp.set_checksum(c);
+            tcp.set_checksum(csum_apply(tcp.checksum(), change + word_change(old_port, port)));
         }
         IpProtocol::Udp => {
             let mut udp =
@@ -312,8 +313,7 @@ pub fn rewrite(
             }
             // A zero UDP checksum means "none" and stays zero (RFC 768).
             if udp.checksum() != 0 {
-                let mut c = csum_replace4(udp.checksum(), old_addr, addr);
-                c = csum_replace2(c, old_port, port);
+                let c = csum_apply(udp.checksum(), change + word_change(old_port, port));
                 udp.set_checksum(if c == 0 { 0xffff } else { c });
             }
         }
@@ -436,19 +436,35 @@ fn rewrite_quoted(data: &mut [u8], manip: Manip, addr: Ipv4Addr, port: u16) {
 
 /// RFC 1624 incremental update of a 16-bit one's complement checksum for one changed word.
 pub fn csum_replace2(check: u16, old: u16, new: u16) -> u16 {
-    let mut sum = u32::from(!check) + u32::from(!old) + u32::from(new);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    !(sum as u16)
+    csum_apply(check, word_change(old, new))
 }
 
 /// RFC 1624 incremental update for a changed IPv4 address (two words).
 pub fn csum_replace4(check: u16, old: Ipv4Addr, new: Ipv4Addr) -> u16 {
-    let o = old.octets();
-    let n = new.octets();
-    let c =
-        csum_replace2(check, u16::from_be_bytes([o[0], o[1]]), u16::from_be_bytes([n[0], n[1]]));
-    csum_replace2(c, u16::from_be_bytes([o[2], o[3]]), u16::from_be_bytes([n[2], n[3]]))
+    csum_apply(check, addr_change(old, new))
+}
+
+/// What one 16-bit word changing from `old` to `new` adds to a checksum's sum (RFC 1624,
+/// eqn. 3: `~m + m'`), unfolded so that several changes add up before one fold.
+fn word_change(old: u16, new: u16) -> u32 {
+    u32::from(!old) + u32::from(new)
+}
+
+/// [`word_change`] for the two words of an IPv4 address.
+fn addr_change(old: Ipv4Addr, new: Ipv4Addr) -> u32 {
+    let (o, n) = (u32::from(old), u32::from(new));
+    word_change((o >> 16) as u16, (n >> 16) as u16) + word_change(o as u16, n as u16)
+}
+
+/// `check` updated by the summed changes of up to six words (RFC 1624, eqn. 3:
+/// `HC' = ~(~HC + ~m + m')`). Adding the changes up before folding gives what updating word
+/// by word gives: one's complement addition does not depend on the order.
+fn csum_apply(check: u16, change: u32) -> u16 {
+    debug_assert!(change <= 6 * 0x1fffe, "at most six words change");
+    let mut sum = u32::from(!check) + change;
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
 }
 
 /// Verifies every checksum a receiving host would check: IPv4 header, and TCP/UDP over the
@@ -619,5 +635,47 @@ pub(crate) mod tests {
     fn csum_replace_matches_recompute() {
         // RFC 1624 section 4 example: HC 0xdd2f, m 0x5555 -> m' 0x3285 gives HC' 0x0000.
         assert_eq!(csum_replace2(0xdd2f, 0x5555, 0x3285), 0x0000);
+    }
+
+    /// A 16-bit word, often one at an end of its range, where the sums carry.
+    fn word() -> impl proptest::strategy::Strategy<Value = u16> {
+        use proptest::prelude::*;
+        prop_oneof![Just(0u16), Just(1), Just(0xfffe), Just(0xffff), any::<u16>()]
+    }
+
+    /// A 32-bit word made of two [`word`]s.
+    fn two_words() -> impl proptest::strategy::Strategy<Value = u32> {
+        use proptest::prelude::*;
+        (word(), word()).prop_map(|(h, l)| u32::from(h) << 16 | u32::from(l))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// An address and a port changed at once update a checksum exactly as the three
+        /// words updated one by one do (RFC 1624, eqn. 3 applied word by word).
+        #[test]
+        fn summed_changes_update_as_word_by_word(
+            check in word(),
+            old in two_words(),
+            new in two_words(),
+            old_port in word(),
+            new_port in word(),
+        ) {
+            let word_by_word = [
+                ((old >> 16) as u16, (new >> 16) as u16),
+                (old as u16, new as u16),
+                (old_port, new_port),
+            ]
+            .iter()
+            .fold(check, |c, &(o, n)| {
+                let mut sum = u32::from(!c) + u32::from(!o) + u32::from(n);
+                sum = (sum & 0xffff) + (sum >> 16);
+                sum = (sum & 0xffff) + (sum >> 16);
+                !(sum as u16)
+            });
+            let change = addr_change(old.into(), new.into()) + word_change(old_port, new_port);
+            proptest::prop_assert_eq!(csum_apply(check, change), word_by_word);
+        }
     }
 }
