@@ -682,16 +682,16 @@ impl Cluster {
         };
         self.netns[ns.idx()].nf = Some(nf);
         let dev = in_dev.or(out_dev);
-        if !report.logs.is_empty() {
+        if !report.logs().is_empty() {
             let klog = &mut self.netns[ns.idx()].klog;
-            klog.extend(report.logs.iter().cloned());
+            klog.extend(report.logs().iter().cloned());
             if klog.len() > KLOG_LINES {
                 let extra = klog.len() - KLOG_LINES;
                 klog.drain(..extra);
             }
         }
         if tracing {
-            for line in &report.logs {
+            for line in report.logs() {
                 hop!(
                     self,
                     tag,
@@ -703,7 +703,7 @@ impl Cluster {
                     None,
                 );
             }
-            for h in &report.hits {
+            for h in report.hits() {
                 hop!(
                     self,
                     tag,

@@ -222,10 +222,10 @@ impl From<DropCause> for HookVerdict {
 pub struct HookReport {
     /// The verdict.
     pub verdict: HookVerdict,
-    /// Rules that fired (when tracing).
-    pub hits: Vec<RuleHit>,
-    /// Kernel log lines of `LOG` rules that fired (always, as the kernel logs them).
-    pub logs: Vec<String>,
+    /// The rules that fired and the log lines, when there are any ([`HookReport::hits`],
+    /// [`HookReport::logs`]): boxed, so that a hook with neither (a packet's usual hook,
+    /// tracing off) makes and drops a small report.
+    notes: Option<Box<HookNotes>>,
     /// NAT rewrites applied.
     pub nat: NatList,
     /// The conntrack state the packet had at this hook.
@@ -234,6 +234,41 @@ pub struct HookReport {
     pub confirmed: bool,
     /// IPVS scheduled this new connection: (virtual service, real server).
     pub ipvs: Option<((Ipv4Addr, u16), (Ipv4Addr, u16))>,
+}
+
+/// What a hook has to tell beyond its verdict and rewrites (see [`HookReport`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct HookNotes {
+    hits: Vec<RuleHit>,
+    logs: Vec<String>,
+}
+
+impl HookReport {
+    /// A report of a packet accepted with nothing done to it, that the hook fills in.
+    fn accept() -> HookReport {
+        HookReport {
+            verdict: HookVerdict::Accept,
+            notes: None,
+            nat: NatList::default(),
+            ctinfo: None,
+            confirmed: false,
+            ipvs: None,
+        }
+    }
+
+    /// Rules that fired (when tracing), in the order they fired.
+    pub fn hits(&self) -> &[RuleHit] {
+        self.notes.as_deref().map_or(&[], |n| &n.hits)
+    }
+
+    /// Kernel log lines of `LOG` rules that fired (always, as the kernel logs them).
+    pub fn logs(&self) -> &[String] {
+        self.notes.as_deref().map_or(&[], |n| &n.logs)
+    }
+
+    fn notes(&mut self) -> &mut HookNotes {
+        self.notes.get_or_insert_with(Box::default)
+    }
 }
 
 /// Netfilter state of one network namespace.
@@ -294,15 +329,7 @@ impl Netfilter {
 
     /// Runs one hook over a packet.
     pub fn hook(&mut self, hook: Hook, skb: &mut Skb, env: &HookEnv<'_>) -> HookReport {
-        let mut report = HookReport {
-            verdict: HookVerdict::Accept,
-            hits: Vec::new(),
-            logs: Vec::new(),
-            nat: NatList::default(),
-            ctinfo: None,
-            confirmed: false,
-            ipvs: None,
-        };
+        let mut report = HookReport::accept();
         // The IPv4 header checksum is checked where packets enter (PREROUTING for received
         // ones, OUTPUT for locally generated ones), as `ip_rcv` does; later hooks trust it,
         // and take the reading the hook before them left with the packet.
@@ -519,7 +546,7 @@ impl Netfilter {
             rng: &mut self.rng,
             recent: &mut self.recent,
             sets: &self.sets,
-            hits: if env.trace { Some(&mut report.hits) } else { None },
+            hits: if env.trace { Some(&mut report.notes().hits) } else { None },
             logs: Vec::new(),
             counters: self.counters.table_mut(t),
         };
@@ -535,7 +562,7 @@ impl Netfilter {
                 mac_header: skb.mac_header.as_ref(),
             };
             for prefix in std::mem::take(&mut st.logs) {
-                report.logs.push(crate::log::log_line(&prefix, &cx, &skb.data));
+                report.notes().logs.push(crate::log::log_line(&prefix, &cx, &skb.data));
             }
         }
         v
@@ -781,7 +808,9 @@ COMMIT
         let r = nf.hook(Hook::PreRouting, &mut skb, &env(&at, None));
         assert_eq!(r.verdict, HookVerdict::Accept);
         assert_eq!(r.nat.len(), 1);
-        assert!(r.hits.iter().any(|h| h.comment.as_deref() == Some("default/web:http cluster IP")));
+        assert!(
+            r.hits().iter().any(|h| h.comment.as_deref() == Some("default/web:http cluster IP"))
+        );
         let info = packet::parse(&skb.data).unwrap();
         assert_eq!((info.tuple.dst, info.tuple.dport), (Ipv4Addr::new(10, 244, 2, 2), 8080));
         assert!(packet::checksums_valid(&skb.data));
