@@ -328,8 +328,16 @@ impl Netfilter {
     }
 
     /// Runs one hook over a packet.
+    #[inline]
     pub fn hook(&mut self, hook: Hook, skb: &mut Skb, env: &HookEnv<'_>) -> HookReport {
         let mut report = HookReport::accept();
+        self.run_hook(hook, skb, env, &mut report);
+        report
+    }
+
+    /// [`Netfilter::hook`], filling in `report` (which the caller's frame holds, so a
+    /// report is not made here and copied out).
+    fn run_hook(&mut self, hook: Hook, skb: &mut Skb, env: &HookEnv<'_>, report: &mut HookReport) {
         // The IPv4 header checksum is checked where packets enter (PREROUTING for received
         // ones, OUTPUT for locally generated ones), as `ip_rcv` does; later hooks trust it,
         // and take the reading the hook before them left with the packet.
@@ -349,10 +357,10 @@ impl Netfilter {
             Ok(i) => i,
             Err(e) => {
                 report.verdict = HookVerdict::Drop(DropCause::Malformed(e.to_string()));
-                return report;
+                return;
             }
         };
-        match self.steps(hook, skb, &mut info, env, &mut report) {
+        match self.steps(hook, skb, &mut info, env, report) {
             Err(verdict) => report.verdict = verdict,
             Ok(then) => {
                 report.ctinfo = Some(ctinfo(&skb.ct));
@@ -370,7 +378,6 @@ impl Netfilter {
                 }
             }
         }
-        report
     }
 
     /// What a hook runs, in the kernel's priority order (the module docs' table): each step
