@@ -272,7 +272,7 @@ pub type FastBuild = std::hash::BuildHasherDefault<FastHasher>;
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct ChainIndex {
     /// A Service port's rules (one to four: cluster IP, external IPs, load balancers).
-    buckets: HashMap<(Ipv4Addr, u8, u16), Bucket, FastBuild>,
+    buckets: Buckets,
     /// The rules of the buckets that hold more than one, after the first.
     more: Vec<u32>,
     residual: Vec<u32>,
@@ -281,7 +281,7 @@ pub(crate) struct ChainIndex {
 /// One (destination, protocol, port)'s rules. The first one's blob entry is kept here: the
 /// lookup that finds the rule has its checks and where it jumps, and a new connection's walk
 /// reads one entry, not the bucket and then the rule's entry elsewhere in the blob.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct Bucket {
     /// The first rule's blob entry, as [`Table::blob`] holds it.
     entry: Quick,
@@ -290,6 +290,60 @@ struct Bucket {
     /// The others, at `more[at..at + len]`.
     at: u32,
     len: u32,
+}
+
+/// A dispatch index's buckets by (destination, protocol, port): open addressing with linear
+/// probing, at most half full, one cache line a slot holding the key and the bucket with its
+/// first rule's entry. A new connection's lookup in 10,000 Services reads one line, where a
+/// general hash map reads its control bytes, then a slot that may straddle two lines.
+#[derive(Clone, Debug, PartialEq)]
+struct Buckets {
+    slots: Vec<Slot>,
+    /// How far a key's hash is shifted to give its home slot (64 less log2 of the slots).
+    shift: u32,
+}
+
+/// A slot of [`Buckets`]: `key` 0 when empty.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[repr(C, align(64))]
+struct Slot {
+    bucket: Bucket,
+    key: u64,
+}
+
+// A slot is one cache line.
+const _: () = assert!(std::mem::size_of::<Slot>() == 64);
+
+impl Buckets {
+    /// Room for `keys` keys, at most half the slots.
+    fn with_keys(keys: usize) -> Buckets {
+        let n = (keys * 2).next_power_of_two().max(2);
+        Buckets { slots: vec![Slot::default(); n], shift: 64 - n.trailing_zeros() }
+    }
+
+    /// The key of (destination, protocol, port), never 0.
+    fn key(dst: Ipv4Addr, proto: u8, dport: u16) -> u64 {
+        1 << 56 | u64::from(u32::from(dst)) << 24 | u64::from(proto) << 16 | u64::from(dport)
+    }
+
+    /// The slot that holds `key`, or the empty one where it would go.
+    #[inline]
+    fn slot(&self, key: u64) -> usize {
+        let mask = self.slots.len() - 1;
+        // Fibonacci hashing: the product's high bits spread neighbouring addresses.
+        let mut i = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize;
+        // At most half full: an empty slot ends every probe.
+        while self.slots[i].key != key && self.slots[i].key != 0 {
+            i = (i + 1) & mask;
+        }
+        i
+    }
+
+    #[inline(never)]
+    fn get(&self, key: u64) -> Option<&Bucket> {
+        let s = &self.slots[self.slot(key)];
+        (s.key == key).then_some(&s.bucket)
+    }
 }
 
 /// Chains shorter than this are walked linearly.
@@ -304,20 +358,24 @@ impl ChainIndex {
     /// The index of a chain of `rules`; `entry` makes the blob entry of a rule (by its
     /// position in the chain), asked only for each bucket's first rule.
     pub(crate) fn build(rules: &[Rule], entry: impl Fn(usize) -> Quick) -> Option<Box<ChainIndex>> {
-        use std::collections::hash_map::Entry;
         if !ChainIndex::wanted(rules.len()) {
             return None;
         }
-        let mut buckets = HashMap::with_capacity_and_hasher(rules.len(), FastBuild::default());
+        let mut buckets = Buckets::with_keys(rules.len());
         let (mut later, mut residual) = (Vec::new(), Vec::new());
         for (i, r) in rules.iter().enumerate() {
             match exact_key(r) {
-                Some(k) => match buckets.entry(k) {
-                    Entry::Vacant(v) => {
-                        v.insert(Bucket { entry: entry(i), first: i as u32, at: 0, len: 0 });
+                Some((dst, proto, dport)) => {
+                    let key = Buckets::key(dst, proto, dport);
+                    let at = buckets.slot(key);
+                    let s = &mut buckets.slots[at];
+                    if s.key == key {
+                        later.push((key, i as u32));
+                    } else {
+                        s.key = key;
+                        s.bucket = Bucket { entry: entry(i), first: i as u32, at: 0, len: 0 };
                     }
-                    Entry::Occupied(_) => later.push((k, i as u32)),
-                },
+                }
                 None => residual.push(i as u32),
             }
         }
@@ -326,10 +384,10 @@ impl ChainIndex {
         later.sort_by_key(|&(k, _)| k);
         let mut more = Vec::with_capacity(later.len());
         for group in later.chunk_by(|a, b| a.0 == b.0) {
-            if let Some(b) = buckets.get_mut(&group[0].0) {
-                (b.at, b.len) = (more.len() as u32, group.len() as u32);
-                more.extend(group.iter().map(|&(_, i)| i));
-            }
+            let at = buckets.slot(group[0].0);
+            let b = &mut buckets.slots[at].bucket;
+            (b.at, b.len) = (more.len() as u32, group.len() as u32);
+            more.extend(group.iter().map(|&(_, i)| i));
         }
         Some(Box::new(ChainIndex { buckets, more, residual }))
     }
@@ -958,12 +1016,13 @@ fn next_candidate<'t>(
     let index = || table.chains.get_index(c.chain).and_then(|(_, ch)| ch.index.as_deref());
     match (c.indexed && indexed).then(index).flatten() {
         Some(idx) => {
-            let key = (pkt.info.tuple.dst, pkt.info.tuple.proto.0, pkt.info.tuple.dport);
+            let t = &pkt.info.tuple;
+            let key = Buckets::key(t.dst, t.proto.0, t.dport);
             let first_ge = |v: &[u32]| -> Option<u32> {
                 let p = v.partition_point(|&x| (x as usize) < from);
                 v.get(p).copied()
             };
-            let a = idx.buckets.get(&key).and_then(|b| {
+            let a = idx.buckets.get(key).and_then(|b| {
                 if from <= b.first as usize {
                     Some((b.first, Some(&b.entry)))
                 } else {
