@@ -330,13 +330,19 @@ impl Buckets {
     #[inline]
     fn slot(&self, key: u64) -> usize {
         let mask = self.slots.len() - 1;
-        // Fibonacci hashing: the product's high bits spread neighbouring addresses.
-        let mut i = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize;
+        let mut i = self.home(key);
         // At most half full: an empty slot ends every probe.
         while self.slots[i].key != key && self.slots[i].key != 0 {
             i = (i + 1) & mask;
         }
         i
+    }
+
+    /// Where a probe for `key` starts. Fibonacci hashing: the product's high bits spread
+    /// neighbouring addresses.
+    #[inline]
+    fn home(&self, key: u64) -> usize {
+        (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
     }
 
     #[inline(never)]
@@ -1264,6 +1270,31 @@ mod tests {
 
     fn quick(text: &str) -> Quick {
         Quick::of(&Rule::parse(text).expect("the test rules parse"), NO_JUMP, REAL_STATES)
+    }
+
+    /// Keys whose probes start at the same slot are all found, each with its own bucket, by
+    /// probing on; a key never put in is not.
+    #[test]
+    fn buckets_find_every_key_when_probes_collide() {
+        // Scattered addresses (consecutive ones, as cluster IPs mostly are, spread without
+        // a collision).
+        let keys: Vec<u64> = (0..3_000u32)
+            .map(|i| Buckets::key(Ipv4Addr::from(i.wrapping_mul(0x2c1b_3c6d) ^ 0x0a60_0000), 6, 80))
+            .collect();
+        let mut b = Buckets::with_keys(keys.len());
+        for (n, &k) in keys.iter().enumerate() {
+            let at = b.slot(k);
+            assert_eq!(b.slots[at].key, 0, "a new key lands on an empty slot");
+            b.slots[at] = Slot { key: k, bucket: Bucket { first: n as u32, ..Bucket::default() } };
+        }
+        let moved_on = keys.iter().filter(|&&k| b.slot(k) != b.home(k)).count();
+        assert!(moved_on > 100, "3,000 keys in 8,192 slots collide ({moved_on} moved on)");
+        for (n, &k) in keys.iter().enumerate() {
+            assert_eq!(b.get(k).map(|x| x.first), Some(n as u32));
+        }
+        assert_eq!(b.get(Buckets::key(Ipv4Addr::new(192, 0, 2, 1), 6, 80)), None);
+        assert_eq!(b.get(Buckets::key(Ipv4Addr::from(0x0a60_0000), 17, 80)), None);
+        assert_eq!(b.get(Buckets::key(Ipv4Addr::from(0x0a60_0000), 6, 81)), None);
     }
 
     /// A NAT target's data entry gives back the target exactly: addresses, port range or
