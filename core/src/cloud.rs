@@ -731,7 +731,7 @@ impl Cluster {
         let inet0 = self.dev_named(igw, "inet0").expect("igw has inet0");
         for (_, _, public) in &pairs {
             if !self.devs[inet0.idx()].addrs.iter().any(|a| a.ip() == *public) {
-                self.devs[inet0.idx()].addrs.push(Ipv4Network::new(*public, 32).expect("valid"));
+                self.add_addr(inet0, Ipv4Network::new(*public, 32).expect("valid"));
             }
         }
         if let Some(nf) = self.netns[igw.idx()].nf.as_mut() {

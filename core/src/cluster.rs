@@ -97,6 +97,9 @@ pub struct Netns {
     pub owner: Owner,
     /// Devices, in creation order.
     pub devs: Vec<IfIndex>,
+    /// The addresses of those devices, what `ip_rcv` asks of every packet (is it for this
+    /// host?): kept in step by [`Cluster::set_addrs`], the one place addresses change.
+    pub(crate) local: Vec<Ipv4Addr>,
     /// Main routing table.
     pub routes: RouteTable,
     /// `ip rule` and extra tables.
@@ -570,6 +573,7 @@ impl Cluster {
             name: name.into(),
             owner,
             devs: Vec::new(),
+            local: Vec::new(),
             routes: RouteTable::default(),
             policy: RoutingPolicy::default(),
             neigh: NeighTable::default(),
@@ -607,9 +611,24 @@ impl Cluster {
         id
     }
 
+    /// Gives a device these addresses, and its namespace the list of its local addresses
+    /// that goes with them.
+    pub(crate) fn set_addrs(&mut self, dev: IfIndex, addrs: Vec<Ipv4Network>) {
+        self.devs[dev.idx()].addrs = addrs;
+        let ns = self.devs[dev.idx()].netns;
+        let devs = &self.devs;
+        self.netns[ns.idx()].local = self.netns[ns.idx()]
+            .devs
+            .iter()
+            .flat_map(|d| devs[d.idx()].addrs.iter().map(|a| a.ip()))
+            .collect();
+    }
+
     /// Adds an address and its connected route (`proto kernel scope link`).
     pub(crate) fn add_addr(&mut self, dev: IfIndex, addr: Ipv4Network) {
-        self.devs[dev.idx()].addrs.push(addr);
+        let mut addrs = self.devs[dev.idx()].addrs.clone();
+        addrs.push(addr);
+        self.set_addrs(dev, addrs);
         if addr.prefix() < 32 && self.devs[dev.idx()].name != "lo" {
             let ns = self.devs[dev.idx()].netns;
             let net = Ipv4Network::new(addr.network(), addr.prefix()).expect("valid");

@@ -2015,8 +2015,8 @@ impl Cluster {
             (None, true) => return,
             (None, false) => self.add_device(ns, "kube-ipvs0", crate::cluster::DeviceKind::Dummy),
         };
-        self.devs[dev.idx()].addrs =
-            addrs.iter().map(|a| ipnetwork::Ipv4Network::new(*a, 32).expect("/32")).collect();
+        let addrs = addrs.iter().map(|a| ipnetwork::Ipv4Network::new(*a, 32).expect("/32"));
+        self.set_addrs(dev, addrs.collect());
     }
 
     /// Sets MASQUERADE `--random-fully` (on by default) and re-syncs.

@@ -623,16 +623,40 @@ impl Cluster {
 
     /// Whether `a` is an address of this namespace (the kernel's local table).
     pub(crate) fn is_local(&self, ns: NetnsId, a: Ipv4Addr) -> bool {
-        a.is_loopback()
-            || self.netns[ns.idx()]
+        debug_assert_eq!(
+            self.netns[ns.idx()].local,
+            self.netns[ns.idx()]
                 .devs
                 .iter()
-                .any(|d| self.devs[d.idx()].addrs.iter().any(|x| x.ip() == a))
+                .flat_map(|d| self.devs[d.idx()].addrs.iter().map(|x| x.ip()))
+                .collect::<Vec<_>>(),
+            "a device's addresses changed without Cluster::set_addrs"
+        );
+        a.is_loopback() || self.netns[ns.idx()].local.contains(&a)
     }
 
     /// Runs one netfilter hook in `ns` with trace hops; returns whether the packet goes on.
+    /// A namespace without netfilter (a pod's) lets every packet on, checked inline.
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     fn nf_hook(
+        &mut self,
+        ns: NetnsId,
+        hook: Hook,
+        skb: &mut Skb,
+        tag: Tag,
+        in_dev: Option<IfIndex>,
+        out_dev: Option<IfIndex>,
+        phys: (Option<IfIndex>, Option<IfIndex>),
+        masq_addr: Option<Ipv4Addr>,
+    ) -> bool {
+        self.netns[ns.idx()].nf.is_none()
+            || self.nf_hook_run(ns, hook, skb, tag, in_dev, out_dev, phys, masq_addr)
+    }
+
+    /// [`Cluster::nf_hook`] in a namespace that has netfilter.
+    #[allow(clippy::too_many_arguments)]
+    fn nf_hook_run(
         &mut self,
         ns: NetnsId,
         hook: Hook,

@@ -1092,6 +1092,7 @@ impl Cluster {
                     name: n.name.clone(),
                     owner: n.owner.clone(),
                     devs: n.devs.clone(),
+                    local: n.local.clone(),
                     routes: n.routes.clone(),
                     policy: n.policy.clone(),
                     neigh: n.neigh.clone(),

@@ -675,10 +675,9 @@ impl Cluster {
         for (i, eni) in state.ipamd.enis.iter().enumerate().skip(devices.len()) {
             let dev =
                 self.add_device(ns, &eni.device, DeviceKind::Ether { segment: self.vpc_subnet });
-            // The plugin keeps a secondary ENI's routes out of main: table <device index + 1>.
-            self.devs[dev.idx()]
-                .addrs
-                .push(Ipv4Network::new(eni.primary_ip, prefix).expect("valid"));
+            // The plugin keeps a secondary ENI's routes out of main: table <device index + 1>
+            // (so the address is set without the connected route `add_addr` would add).
+            self.set_addrs(dev, vec![Ipv4Network::new(eni.primary_ip, prefix).expect("valid")]);
             let mut table = RouteTable::default();
             table.add(Route {
                 dst: Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0).expect("default"),
@@ -743,7 +742,7 @@ impl Cluster {
         eni: usize,
     ) {
         let host_mac = self.devs[host.idx()].mac;
-        self.devs[eth0.idx()].addrs.push(Ipv4Network::new(ip, 32).expect("/32"));
+        self.add_addr(eth0, Ipv4Network::new(ip, 32).expect("/32"));
         self.netns[pod_ns.idx()].routes.add(Route {
             dst: Ipv4Network::new(POD_GATEWAY, 32).expect("/32"),
             via: None,
