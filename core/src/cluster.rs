@@ -616,12 +616,13 @@ impl Cluster {
     pub(crate) fn set_addrs(&mut self, dev: IfIndex, addrs: Vec<Ipv4Network>) {
         self.devs[dev.idx()].addrs = addrs;
         let ns = self.devs[dev.idx()].netns;
-        let devs = &self.devs;
-        self.netns[ns.idx()].local = self.netns[ns.idx()]
-            .devs
-            .iter()
-            .flat_map(|d| devs[d.idx()].addrs.iter().map(|a| a.ip()))
-            .collect();
+        self.netns[ns.idx()].local = self.addrs_in(ns);
+    }
+
+    /// The addresses of a namespace's devices, device by device.
+    pub(crate) fn addrs_in(&self, ns: NetnsId) -> Vec<Ipv4Addr> {
+        let devs = self.netns[ns.idx()].devs.iter();
+        devs.flat_map(|d| self.devs[d.idx()].addrs.iter().map(|a| a.ip())).collect()
     }
 
     /// Adds an address and its connected route (`proto kernel scope link`).

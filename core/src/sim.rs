@@ -625,11 +625,7 @@ impl Cluster {
     pub(crate) fn is_local(&self, ns: NetnsId, a: Ipv4Addr) -> bool {
         debug_assert_eq!(
             self.netns[ns.idx()].local,
-            self.netns[ns.idx()]
-                .devs
-                .iter()
-                .flat_map(|d| self.devs[d.idx()].addrs.iter().map(|x| x.ip()))
-                .collect::<Vec<_>>(),
+            self.addrs_in(ns),
             "a device's addresses changed without Cluster::set_addrs"
         );
         a.is_loopback() || self.netns[ns.idx()].local.contains(&a)
