@@ -776,6 +776,33 @@ pub fn eval_hook(
     if empty_hook(table, st.counters, hook, pkt.info.len) {
         return Verdict::Accept;
     }
+    walk_from(table, start, pkt, st, indexed)
+}
+
+/// [`eval_hook`] for a hook whose built-in chain (at `start`) has a walk to make
+/// ([`has_walk`]), as the hook pipeline has already found.
+pub(crate) fn walk_hook(
+    table: &Table,
+    hook: crate::table::Hook,
+    pkt: &PacketCtx<'_>,
+    st: &mut EvalState<'_>,
+    indexed: bool,
+) -> Verdict {
+    debug_assert!(has_walk(table, hook), "the caller found a walk to make");
+    match table.name.builtin_position(hook) {
+        Some(start) => walk_from(table, start, pkt, st, indexed),
+        None => Verdict::Accept,
+    }
+}
+
+/// Walks from built-in chain `start`, its counters fitted to the table first.
+fn walk_from(
+    table: &Table,
+    start: usize,
+    pkt: &PacketCtx<'_>,
+    st: &mut EvalState<'_>,
+    indexed: bool,
+) -> Verdict {
     st.counters.fit(table);
     eval_from(table, table.chains[start].head, pkt, st, indexed)
 }

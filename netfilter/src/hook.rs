@@ -533,7 +533,6 @@ impl Netfilter {
     ) -> Verdict {
         // The rules are only read (they may be shared with other namespaces); packets count
         // into this namespace's own counters.
-        debug_assert!(eval::has_walk(self.tables.table(t), hook), "callers skip empty tables");
         let (status_bits, origdst) = self.ct_view(&skb.ct);
         let pkt = PacketCtx {
             info,
@@ -557,7 +556,7 @@ impl Netfilter {
             logs: Vec::new(),
             counters: self.counters.table_mut(t),
         };
-        let v = eval::eval_hook(self.tables.table(t), hook, &pkt, &mut st, self.indexed);
+        let v = eval::walk_hook(self.tables.table(t), hook, &pkt, &mut st, self.indexed);
         if !st.logs.is_empty() {
             // The packet is unchanged within a table (NAT applies after its verdict), so
             // every LOG rule of this walk saw these bytes.
