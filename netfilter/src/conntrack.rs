@@ -544,6 +544,23 @@ impl Conntrack {
         self.count == 0
     }
 
+    /// Asks for the line a lookup of `t` reads first, its bucket's head; with `chained`,
+    /// asked a stage later, for the first entry on that bucket's chain (read from the head
+    /// the earlier stage fetched). A hint for a list of packets: changes nothing.
+    pub(crate) fn read_ahead(&self, t: &Tuple, chained: bool) {
+        if self.heads.is_empty() {
+            return;
+        }
+        let b = self.bucket(t);
+        if !chained {
+            crate::prefetch::line(&self.heads[b]);
+        } else if let Some(slot) =
+            self.heads.get(b).filter(|&&n| n != NIL).and_then(|&n| self.slot(unnode(n).0))
+        {
+            crate::prefetch::line(slot);
+        }
+    }
+
     fn slot(&self, id: CtId) -> Option<&Slot> {
         let i = id.0 as usize;
         self.chunks.get(i / CHUNK).map(|c| &c[i % CHUNK])

@@ -100,6 +100,12 @@ impl TableCounters {
         self.dirty |= count(self.rules.get_mut(pos), len);
     }
 
+    /// The counters of the rules at `range` (as many as there are), to read ahead.
+    pub(crate) fn rules_at(&self, range: std::ops::Range<usize>) -> &[(u64, u64)] {
+        let end = range.end.min(self.rules.len());
+        self.rules.get(range.start.min(end)..end).unwrap_or_default()
+    }
+
     /// Counts a packet of `len` bytes for the policy of built-in chain `chain` (its index in
     /// the table); user chains have no policy and no policy counters.
     #[inline]

@@ -38,6 +38,7 @@ use std::net::Ipv4Addr;
 use smoltcp::time::{Duration, Instant};
 
 use crate::conntrack::CtInfo;
+use crate::counters::TableCounters;
 use crate::ipset::IpSets;
 use crate::packet::{PacketInfo, Proto};
 use crate::rule::{
@@ -396,6 +397,64 @@ impl ChainIndex {
             more.extend(group.iter().map(|&(_, i)| i));
         }
         Some(Box::new(ChainIndex { buckets, more, residual }))
+    }
+}
+
+/// Stages of reading ahead for a packet of a list ([`read_ahead`]), each a packet later
+/// than the one before, so that each reads lines the one before asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ahead {
+    /// The home slot of the packet's key in each dispatch index.
+    Slot,
+    /// From the slot: the rule's counters and the chain its rule jumps to.
+    Chain,
+    /// From that chain's head: the counters of its rules and of the chains it jumps to,
+    /// numbered after it (depth first: a Service's endpoint chains follow its chain).
+    Jumped,
+}
+
+/// The dispatch key of (destination, protocol, port), to read ahead with.
+pub(crate) fn ahead_key(dst: Ipv4Addr, proto: u8, dport: u16) -> u64 {
+    Buckets::key(dst, proto, dport)
+}
+
+/// Most lines one chain's reading ahead asks for, rules and counters apart.
+const AHEAD_LINES: usize = 8;
+
+/// Asks for the lines a walk of `table` will read for a packet of `key` in its indexed
+/// chains, one [`Ahead`] stage at a time. Reads only lines an earlier stage asked for.
+pub(crate) fn read_ahead(table: &Table, counters: &TableCounters, key: u64, stage: Ahead) {
+    for &ci in table.indexed_chains() {
+        let Some(idx) = table.chains.get_index(ci as usize).and_then(|(_, c)| c.index.as_deref())
+        else {
+            continue;
+        };
+        let b = &idx.buckets;
+        if stage == Ahead::Slot {
+            crate::prefetch::line(&b.slots[b.home(key)]);
+            continue;
+        }
+        let Some(bucket) = b.get(key) else { continue };
+        let to = bucket.entry.to as usize;
+        if !matches!(bucket.entry.kind, Kind::Jump | Kind::Goto) {
+            continue;
+        }
+        let blob = table.blob();
+        match stage {
+            Ahead::Slot => {}
+            Ahead::Chain => {
+                let first = table.chains[ci as usize].jumps_at as usize + bucket.first as usize;
+                crate::prefetch::lines(counters.rules_at(first..first + 1), 1);
+                crate::prefetch::lines(blob.get(to..).unwrap_or_default(), AHEAD_LINES);
+            }
+            Ahead::Jumped => {
+                let Some(head) = blob.get(to).filter(|h| h.kind == Kind::Head) else { continue };
+                // The chain's rules and, numbered after them, those of the chains it jumps
+                // to (a Service's endpoint chains, two rules each).
+                let (first, len) = (head.src as usize, head.dst as usize);
+                crate::prefetch::lines(counters.rules_at(first..first + 3 * len), AHEAD_LINES);
+            }
+        }
     }
 }
 

@@ -22,11 +22,15 @@
 //! - [`log`]: the `LOG` target's kernel log line.
 //! - [`testing`]: rule shapes shared by the property tests and the fuzz targets.
 //! - [`hook`]: the per-hook pipeline ([`Netfilter::hook`]) that ties them together the way
-//!   the kernel orders them.
+//!   the kernel orders them, for one packet or a list ([`Netfilter::hook_list`], which reads
+//!   the next packets' rules ahead).
+//!
+//! The crate's one `unsafe` block is the cache prefetch hint that reading ahead uses (a
+//! private module, `prefetch`): it reads and changes nothing the program can see.
 //!
 //! Time ([`smoltcp::time::Instant`]) and randomness ([`Rng`]) are inputs: the same inputs and
 //! seed always give the same verdicts, NAT ports and statistic picks.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod conntrack;
 pub mod counters;
@@ -36,6 +40,7 @@ pub mod ipset;
 pub mod ipvs;
 pub mod log;
 pub mod packet;
+mod prefetch;
 pub mod rule;
 pub mod table;
 pub mod testing;

@@ -164,6 +164,23 @@ pub fn parse_trusted(bytes: &[u8]) -> Result<PacketInfo, PacketError> {
     parse_with(bytes, false)
 }
 
+/// A packet's tuple read without checks (ports zero for a protocol without them): what a
+/// dispatch index and the conntrack hash are keyed by, to read ahead with. `None` for
+/// bytes too short to hold it.
+pub(crate) fn ahead_tuple(bytes: &[u8]) -> Option<Tuple> {
+    let ihl = usize::from(*bytes.first()? & 0x0f) * 4;
+    let proto = Proto(*bytes.get(9)?);
+    let addr = |at: usize| -> Option<Ipv4Addr> {
+        let a: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+        Some(Ipv4Addr::from(a))
+    };
+    let port = |at: usize| -> Option<u16> {
+        Some(u16::from_be_bytes(bytes.get(ihl + at..ihl + at + 2)?.try_into().ok()?))
+    };
+    let (sport, dport) = if proto.has_ports() { (port(0)?, port(2)?) } else { (0, 0) };
+    Some(Tuple { src: addr(12)?, dst: addr(16)?, proto, sport, dport })
+}
+
 fn parse_with(bytes: &[u8], verify: bool) -> Result<PacketInfo, PacketError> {
     let ip = Ipv4Packet::new_checked(bytes).map_err(|_| PacketError::BadIpv4("length"))?;
     if ip.version() != 4 {
@@ -618,6 +635,24 @@ pub(crate) mod tests {
         ip.fill_checksum();
         rewrite(&mut p, Manip::Src, Ipv4Addr::new(192, 168, 0, 1), 2000).unwrap();
         assert_eq!(&p[26..28], &[0, 0]);
+    }
+
+    #[test]
+    fn the_tuple_read_ahead_is_the_parsed_tuple() {
+        let (a, b) = ([10, 244, 1, 3], [10, 96, 0, 10]);
+        let mut options = tcp_syn(a, 40000, b, 80);
+        // A header with options: the ports are read past them.
+        options.splice(20..20, [1u8, 1, 1, 0]);
+        options[0] = 0x46;
+        let len = options.len() as u16;
+        options[2..4].copy_from_slice(&len.to_be_bytes());
+        for bytes in [tcp_syn(a, 40000, b, 80), udp(a, 5353, b, 53, b"q"), options] {
+            let parsed = parse_trusted(&bytes).map(|i| i.tuple);
+            assert_eq!(ahead_tuple(&bytes), parsed.ok(), "{bytes:?}");
+        }
+        // Short of the destination or of the ports: nothing read.
+        assert_eq!(ahead_tuple(&tcp_syn(a, 40000, b, 80)[..19]), None);
+        assert_eq!(ahead_tuple(&tcp_syn(a, 40000, b, 80)[..23]), None);
     }
 
     #[test]

@@ -192,6 +192,8 @@ pub struct Table {
     targets: Vec<u32>,
     /// The chains in blob order (see [`Table::blob`]), as [`Table::link`] chose it.
     order: Vec<u32>,
+    /// The chains that have a dispatch index, by index in [`Table::chains`].
+    indexed: Vec<u32>,
     /// The table as a walk reads it ([`Table::blob`]), laid out on first use.
     blob: Blob,
     /// How many rules [`Table::link`] numbered.
@@ -221,12 +223,18 @@ impl Table {
             chains,
             targets: Vec::new(),
             order: Vec::new(),
+            indexed: Vec::new(),
             blob: Blob::default(),
             rules: 0,
             layout: crate::counters::fresh_layout(),
         };
         t.link().expect("built-in chains have no rules to link");
         t
+    }
+
+    /// The chains that have a dispatch index, by index in [`Table::chains`].
+    pub(crate) fn indexed_chains(&self) -> &[u32] {
+        &self.indexed
     }
 
     /// The numbering of the rules [`Table::link`] last made (see [`crate::counters`]).
@@ -305,6 +313,10 @@ impl Table {
             }
         }
         self.targets = targets;
+        self.indexed = (self.chains.values().enumerate())
+            .filter(|(_, c)| c.index.is_some())
+            .map(|(ci, _)| ci as u32)
+            .collect();
         self.order = order.into_iter().map(|ci| ci as u32).collect();
         self.blob = Blob::default();
         self.rules = rules;

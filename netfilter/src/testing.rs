@@ -63,3 +63,52 @@ pub fn forward_table(rules: impl IntoIterator<Item = (u8, u8, u16, bool, u8)>) -
     );
     text
 }
+
+/// A nat table, as restore input, in kube-proxy's shape: PREROUTING and OUTPUT jump to
+/// `KUBE-SERVICES`, which holds one rule per Service (`10.96.{i / 256}.{i % 256}`, port 80,
+/// TCP or UDP as `services[i].1`), then a rule no index can hold; each Service's chain picks
+/// one of its `services[i].0` endpoints (at least one) with kube-proxy's random draws, and
+/// each endpoint's chain marks hairpin traffic for masquerade and DNATs to
+/// `10.244.{i % 256}.{e}:8080`. `POSTROUTING` masquerades what was marked.
+pub fn services_nat_table(services: &[(u8, bool)]) -> String {
+    let mut text = String::from(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n\
+         :KUBE-SERVICES - [0:0]\n:KUBE-MARK-MASQ - [0:0]\n:KUBE-POSTROUTING - [0:0]\n",
+    );
+    let mut rules = String::from(
+        "-A PREROUTING -j KUBE-SERVICES\n-A OUTPUT -j KUBE-SERVICES\n\
+         -A POSTROUTING -j KUBE-POSTROUTING\n-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000\n\
+         -A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN\n\
+         -A KUBE-POSTROUTING -j MASQUERADE --random-fully\n",
+    );
+    for (i, &(endpoints, udp)) in services.iter().enumerate() {
+        let p = if udp { "udp" } else { "tcp" };
+        let vip = format!("10.96.{}.{}", i / 256, i % 256);
+        text.push_str(&format!(":KUBE-SVC-{i} - [0:0]\n"));
+        rules.push_str(&format!(
+            "-A KUBE-SERVICES -d {vip}/32 -p {p} -m comment --comment \"svc {i}\" -m {p} \
+             --dport 80 -j KUBE-SVC-{i}\n"
+        ));
+        let n = endpoints.max(1);
+        for e in 0..n {
+            text.push_str(&format!(":KUBE-SEP-{i}-{e} - [0:0]\n"));
+            let draw = match n - e {
+                1 => String::new(),
+                left => format!(
+                    "-m statistic --mode random --probability {:.11} ",
+                    1.0 / f64::from(left)
+                ),
+            };
+            let ep = format!("10.244.{}.{e}", i % 256);
+            rules.push_str(&format!(
+                "-A KUBE-SVC-{i} {draw}-j KUBE-SEP-{i}-{e}\n\
+                 -A KUBE-SEP-{i}-{e} -s {ep}/32 -j KUBE-MARK-MASQ\n\
+                 -A KUBE-SEP-{i}-{e} -p {p} -m {p} -j DNAT --to-destination {ep}:8080\n"
+            ));
+        }
+    }
+    rules.push_str("-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-MARK-MASQ\n");
+    text.push_str(&rules);
+    text.push_str("COMMIT\n");
+    text
+}
