@@ -1,14 +1,16 @@
 //! The netfilter crate alone, tracing off: an established packet, a new connection through
-//! kube-proxy's rules at 10 / 1,000 / 10,000 / 30,000 Services in iptables and IPVS modes,
+//! kube-proxy's rules at 10 / 1,000 / 10,000 / 30,000 Services in iptables and IPVS modes
+//! (and in iptables mode with PREROUTING taking receive batches as lists),
 //! conntrack insert, lookup and expiry (100k and 1M entries), and a new connection refused by
 //! a full table.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant as WallInstant};
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use podnet_benches::{
-    client, established_tcp, forward, forward_ipvs, node_netfilter, node_netfilter_ipvs, syn, vip,
+    client, established_tcp, forward, forward_ipvs, forward_list, node_netfilter,
+    node_netfilter_ipvs, syn, vip,
 };
 use podnet_netfilter::{Conntrack, Skb, packet};
 use smoltcp::time::Instant;
@@ -27,6 +29,45 @@ fn established(c: &mut Criterion) {
 fn new_connections(c: &mut Criterion) {
     new_connections_in(c, "netfilter/new_conn", node_netfilter, forward);
     new_connections_in(c, "netfilter/new_conn_ipvs", node_netfilter_ipvs, forward_ipvs);
+    new_connections_listed(c);
+}
+
+/// New connections in iptables mode, PREROUTING taking them as lists of [`LIST`]
+/// ([`forward_list`]): a figure per connection.
+fn new_connections_listed(c: &mut Criterion) {
+    const LIST: usize = 32;
+    let mut g = c.benchmark_group("netfilter/new_conn_list");
+    g.throughput(Throughput::Elements(LIST as u64));
+    for n in [10usize, 1_000, 10_000] {
+        let mut nf = node_netfilter(n);
+        let pool: Vec<Vec<u8>> = (0..65_536u32)
+            .map(|k| {
+                let (src, sport) = client(k);
+                syn(src, sport, vip(k as usize % n), 80)
+            })
+            .collect();
+        let (mut k, mut skbs, mut reports) = (0usize, Vec::new(), Vec::new());
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    if k == pool.len() {
+                        k = 0;
+                        nf.conntrack = Conntrack::new(usize::MAX);
+                    }
+                    skbs.clear();
+                    skbs.extend(pool[k..k + LIST].iter().map(|p| Skb::new(p.clone())));
+                    k += LIST;
+                    let t = WallInstant::now();
+                    let through = forward_list(&mut nf, &mut skbs, Instant::ZERO, &mut reports);
+                    total += t.elapsed();
+                    assert_eq!(through, LIST, "every new connection passes");
+                }
+                total
+            })
+        });
+    }
+    g.finish();
 }
 
 fn new_connections_in(

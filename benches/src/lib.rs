@@ -190,6 +190,45 @@ pub fn forward(nf: &mut Netfilter, skb: &mut Skb, now: Instant) -> bool {
         ))
 }
 
+/// [`forward`] for a receive batch, as `ip_list_rcv` takes one: PREROUTING over the list
+/// ([`Netfilter::hook_list`]), then FORWARD and POSTROUTING for each packet it accepted.
+/// Returns how many made it through.
+pub fn forward_list(
+    nf: &mut Netfilter,
+    skbs: &mut [Skb],
+    now: Instant,
+    reports: &mut Vec<podnet_netfilter::HookReport>,
+) -> usize {
+    let f = not_local;
+    let env = |out: Option<&'static str>, masq| HookEnv {
+        in_iface: Some("cbr0"),
+        out_iface: out,
+        physdev_in: None,
+        physdev_out: None,
+        bridged: false,
+        masq_addr: masq,
+        addr_type: &f,
+        now,
+        trace: false,
+    };
+    let ok = |r: &podnet_netfilter::HookReport| r.verdict == podnet_netfilter::HookVerdict::Accept;
+    reports.clear();
+    nf.hook_list(Hook::PreRouting, skbs, &env(None, None), reports);
+    let mut through = 0;
+    for (skb, pre) in skbs.iter_mut().zip(reports.iter()) {
+        through += usize::from(
+            ok(pre)
+                && ok(&nf.hook(Hook::Forward, skb, &env(Some("eth0"), None)))
+                && ok(&nf.hook(
+                    Hook::PostRouting,
+                    skb,
+                    &env(Some("eth0"), Some(Ipv4Addr::new(192, 168, 0, 1))),
+                )),
+        );
+    }
+    through
+}
+
 /// Opens a TCP connection from a client pod to Service 3 through [`forward`]: the SYN
 /// (DNAT to an endpoint), the endpoint's SYN-ACK (reverse DNAT) and the client's ACK, so
 /// conntrack holds the connection ESTABLISHED and assured. Returns the client's next
