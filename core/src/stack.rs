@@ -117,19 +117,32 @@ pub(crate) struct Iface {
     pub(crate) iface: Interface,
     pub(crate) dev: QueueDevice,
     pub(crate) sockets: SocketSet<'static>,
+    /// What `Interface::poll_at` last answered, kept while nothing has changed the
+    /// interface's sockets since (a poll, or an application handed them by [`pick`]); `None`
+    /// when it must be asked again.
+    due: Option<Option<Instant>>,
 }
 
 impl Iface {
+    fn new(iface: Interface, dev: QueueDevice) -> Iface {
+        Iface { iface, dev, sockets: SocketSet::new(vec![]), due: None }
+    }
+
     fn poll(&mut self, now: Instant) {
         self.iface.poll(now, &mut self.dev, &mut self.sockets);
+        self.due = None;
     }
 
     /// [`Iface::poll`], unless it has nothing to do: no frame waits and no socket is due
-    /// (`Interface::poll_at`, smoltcp's own answer to when to poll next).
+    /// (`Interface::poll_at`, smoltcp's own answer to when to poll next). A socket's answer
+    /// is a time its state gives, so it holds until a poll or an application changes that
+    /// state: it is asked once, not at every turn of an idle interface (a pod's `lo`).
     fn poll_if_due(&mut self, now: Instant) {
-        if !self.dev.rx.is_empty()
-            || self.iface.poll_at(now, &self.sockets).is_some_and(|t| t <= now)
-        {
+        let due = match self.due {
+            Some(due) => due,
+            None => *self.due.insert(self.iface.poll_at(now, &self.sockets)),
+        };
+        if !self.dev.rx.is_empty() || due.is_some_and(|t| t <= now) {
             self.poll(now);
         }
     }
@@ -266,7 +279,7 @@ impl Stack {
         if let Some(gw) = gateway {
             let _ = iface.routes_mut().add_default_ipv4_route(gw);
         }
-        let main = Iface { iface, dev, sockets: SocketSet::new(vec![]) };
+        let main = Iface::new(iface, dev);
         let lo = with_lo.then(|| Stack::loopback(seed ^ 0x5555, now));
         Stack {
             main,
@@ -305,7 +318,7 @@ impl Stack {
         if let Some((a, _)) = addrs.first() {
             let _ = iface.routes_mut().add_default_ipv4_route(*a);
         }
-        let main = Iface { iface, dev, sockets: SocketSet::new(vec![]) };
+        let main = Iface::new(iface, dev);
         let lo = with_lo.then(|| Stack::loopback(seed ^ 0x5555, now));
         Stack {
             main,
@@ -330,7 +343,7 @@ impl Stack {
         iface.update_ip_addrs(|a| {
             let _ = a.push(IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8));
         });
-        Iface { iface, dev, sockets: SocketSet::new(vec![]) }
+        Iface::new(iface, dev)
     }
 
     fn side(&mut self, side: Side) -> &mut Iface {
@@ -718,6 +731,13 @@ impl Stack {
         for i in 0..self.tcp_servers.len() {
             let (side, handle, port) =
                 (self.tcp_servers[i].side, self.tcp_servers[i].handle, self.tcp_servers[i].port);
+            // A listener with nothing received, nothing to answer and no close to make is
+            // left alone (and its interface keeps its answer to when to poll).
+            let s = peek(&self.main, &self.lo, side).sockets.get::<tcp::Socket>(handle);
+            let closing = matches!(s.state(), tcp::State::CloseWait | tcp::State::Closed);
+            if !s.can_recv() && self.tcp_servers[i].buf.is_empty() && !closing {
+                continue;
+            }
             let iface = pick(&mut self.main, &mut self.lo, side);
             let s = iface.sockets.get_mut::<tcp::Socket>(handle);
             let srv = &mut self.tcp_servers[i];
@@ -755,6 +775,13 @@ impl Stack {
             }
         }
         for srv in &self.udp_servers {
+            if !peek(&self.main, &self.lo, srv.side)
+                .sockets
+                .get::<udp::Socket>(srv.handle)
+                .can_recv()
+            {
+                continue;
+            }
             let iface = pick(&mut self.main, &mut self.lo, srv.side);
             let s = iface.sockets.get_mut::<udp::Socket>(srv.handle);
             // Echoed through a buffer the stack keeps, as large as the socket's receive
@@ -892,11 +919,23 @@ fn local_ident(c: &Client) -> u16 {
     c.local_port
 }
 
-fn pick<'a>(main: &'a mut Iface, lo: &'a mut Option<Iface>, side: Side) -> &'a mut Iface {
+/// The interface of `side`, to look at its sockets without changing them.
+fn peek<'a>(main: &'a Iface, lo: &'a Option<Iface>, side: Side) -> &'a Iface {
     match (side, lo) {
         (Side::Lo, Some(l)) => l,
         _ => main,
     }
+}
+
+/// The interface of `side`, for its sockets: what it last said about when to poll it is
+/// forgotten, since its sockets may change.
+fn pick<'a>(main: &'a mut Iface, lo: &'a mut Option<Iface>, side: Side) -> &'a mut Iface {
+    let iface = match (side, lo) {
+        (Side::Lo, Some(l)) => l,
+        _ => main,
+    };
+    iface.due = None;
+    iface
 }
 
 fn looks_like_http(b: &[u8]) -> bool {
