@@ -546,7 +546,8 @@ impl Conntrack {
 
     /// Asks for the line a lookup of `t` reads first, its bucket's head; with `chained`,
     /// asked a stage later, for the first entry on that bucket's chain (read from the head
-    /// the earlier stage fetched). A hint for a list of packets: changes nothing.
+    /// the earlier stage fetched). A hint, for a list of packets or a lookup to come: it
+    /// changes nothing.
     pub(crate) fn read_ahead(&self, t: &Tuple, chained: bool) {
         if self.heads.is_empty() {
             return;

@@ -723,6 +723,11 @@ impl Netfilter {
                 Verdict::Reject(w) => return Err(HookVerdict::Reject(w)),
                 _ => entry.status |= done_bit,
             }
+            // The reply tuple is now what confirming the connection will look up (at
+            // POSTROUTING or INPUT): its bucket is fetched while the packet goes on.
+            if manip == Manip::Dst {
+                self.conntrack.read_ahead(&entry.reply, false);
+            }
         }
         // Apply the stored translation for this packet's direction.
         let (target, dir) = match &skb.ct {
