@@ -430,30 +430,26 @@ pub(crate) fn read_ahead(table: &Table, counters: &TableCounters, key: u64, stag
             continue;
         };
         let b = &idx.buckets;
-        if stage == Ahead::Slot {
-            crate::prefetch::line(&b.slots[b.home(key)]);
-            continue;
-        }
-        let Some(bucket) = b.get(key) else { continue };
-        let to = bucket.entry.to as usize;
-        if !matches!(bucket.entry.kind, Kind::Jump | Kind::Goto) {
-            continue;
-        }
-        let blob = table.blob();
-        match stage {
-            Ahead::Slot => {}
-            Ahead::Chain => {
-                let first = table.chains[ci as usize].jumps_at as usize + bucket.first as usize;
-                crate::prefetch::lines(counters.rules_at(first..first + 1), 1);
-                crate::prefetch::lines(blob.get(to..).unwrap_or_default(), AHEAD_LINES);
+        let bucket = match stage {
+            Ahead::Slot => {
+                crate::prefetch::line(&b.slots[b.home(key)]);
+                continue;
             }
-            Ahead::Jumped => {
-                let Some(head) = blob.get(to).filter(|h| h.kind == Kind::Head) else { continue };
-                // The chain's rules and, numbered after them, those of the chains it jumps
-                // to (a Service's endpoint chains, two rules each).
-                let (first, len) = (head.src as usize, head.dst as usize);
-                crate::prefetch::lines(counters.rules_at(first..first + 3 * len), AHEAD_LINES);
-            }
+            Ahead::Chain | Ahead::Jumped => match b.get(key) {
+                Some(bucket) if matches!(bucket.entry.kind, Kind::Jump | Kind::Goto) => bucket,
+                _ => continue,
+            },
+        };
+        let (to, blob) = (bucket.entry.to as usize, table.blob());
+        if stage == Ahead::Chain {
+            let first = table.chains[ci as usize].jumps_at as usize + bucket.first as usize;
+            crate::prefetch::lines(counters.rules_at(first..first + 1), 1);
+            crate::prefetch::lines(blob.get(to..).unwrap_or_default(), AHEAD_LINES);
+        } else if let Some(head) = blob.get(to).filter(|h| h.kind == Kind::Head) {
+            // The chain's rules and, numbered after them, those of the chains it jumps to
+            // (a Service's endpoint chains, two rules each).
+            let (first, len) = (head.src as usize, head.dst as usize);
+            crate::prefetch::lines(counters.rules_at(first..first + 3 * len), AHEAD_LINES);
         }
     }
 }

@@ -303,12 +303,12 @@ pub struct Netfilter {
 
 /// What [`Netfilter::hook_list`] reads ahead in: the tables a hook walks that have a
 /// dispatch index, and whether the hook looks connections up.
-struct Ahead<'a> {
+struct ReadAhead<'a> {
     tables: &'a [TableName],
     tracks: bool,
 }
 
-impl Ahead<'_> {
+impl ReadAhead<'_> {
     /// Runs one stage of reading ahead for the packet of tuple `t` (none: nothing to do).
     #[inline]
     fn read(&self, nf: &Netfilter, t: Option<&Tuple>, stage: eval::Ahead) {
@@ -392,8 +392,10 @@ impl Netfilter {
                 n += 1;
             }
         }
-        let ahead =
-            Ahead { tables: &tables[..n], tracks: matches!(hook, Hook::PreRouting | Hook::Output) };
+        let ahead = ReadAhead {
+            tables: &tables[..n],
+            tracks: matches!(hook, Hook::PreRouting | Hook::Output),
+        };
         // Packet `j`'s tuple at `tuples[j % 4]`, read at its first stage. A packet's stages
         // (Slot, Chain, Jumped) run three, two and one packets before its walk, each reading
         // what the one before asked for; here the first three packets start the pipeline.
