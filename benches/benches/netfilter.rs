@@ -10,7 +10,7 @@ use std::time::{Duration, Instant as WallInstant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use podnet_benches::{
     client, established_tcp, forward, forward_ipvs, forward_list, node_netfilter,
-    node_netfilter_ipvs, syn, vip,
+    node_netfilter_ipvs, syn, syn_pool, vip,
 };
 use podnet_netfilter::{Conntrack, Skb, packet};
 use smoltcp::time::Instant;
@@ -40,12 +40,7 @@ fn new_connections_listed(c: &mut Criterion) {
     g.throughput(Throughput::Elements(LIST as u64));
     for n in [10usize, 1_000, 10_000] {
         let mut nf = node_netfilter(n);
-        let pool: Vec<Vec<u8>> = (0..65_536u32)
-            .map(|k| {
-                let (src, sport) = client(k);
-                syn(src, sport, vip(k as usize % n), 80)
-            })
-            .collect();
+        let pool = syn_pool(n, 65_536);
         let (mut k, mut skbs, mut reports) = (0usize, Vec::new(), Vec::new());
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter_custom(|iters| {
@@ -85,12 +80,7 @@ fn new_connections_in(
             assert!(path(&mut nf, &mut Skb::new(syn(src, sport, vip(0), 80)), Instant::ZERO));
         }
         // A pool of distinct SYNs; conntrack is emptied (untimed) when the pool wraps.
-        let pool: Vec<Vec<u8>> = (0..65_536u32)
-            .map(|k| {
-                let (src, sport) = client(k);
-                syn(src, sport, vip(k as usize % n), 80)
-            })
-            .collect();
+        let pool = syn_pool(n, 65_536);
         let mut k = 0usize;
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter_custom(|iters| {

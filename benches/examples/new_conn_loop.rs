@@ -36,12 +36,7 @@ fn main() {
     let n = var("SERVICES", 10);
     let conns = var("CONNS", 65_536);
     let mut nf = podnet_benches::node_netfilter(n);
-    let pool: Vec<Vec<u8>> = (0..conns as u32)
-        .map(|k| {
-            let (s, p) = podnet_benches::client(k);
-            podnet_benches::syn(s, p, podnet_benches::vip(k as usize % n), 80)
-        })
-        .collect();
+    let pool = podnet_benches::syn_pool(n, conns as u32);
     // One pass first, as the figure's first seconds: the counters are fitted to the tables
     // and the rules have been read once before the measured pass.
     warm(&mut nf, &pool);

@@ -165,29 +165,43 @@ fn not_local(_: Ipv4Addr, _: Option<&str>) -> u16 {
     addrtype::UNICAST
 }
 
-/// What a forwarded pod-to-ClusterIP packet goes through on the client's node:
-/// PREROUTING (conntrack, DNAT), FORWARD, POSTROUTING (confirm). Tracing off.
-pub fn forward(nf: &mut Netfilter, skb: &mut Skb, now: Instant) -> bool {
-    let f = not_local;
-    let env = |out: Option<&'static str>, masq| HookEnv {
+/// What the hooks see of a packet forwarded from the pod bridge `cbr0`, leaving by `out`
+/// (where MASQUERADE takes `masq`). Tracing off.
+fn forward_env(
+    out: Option<&'static str>,
+    masq: Option<Ipv4Addr>,
+    now: Instant,
+) -> HookEnv<'static> {
+    HookEnv {
         in_iface: Some("cbr0"),
         out_iface: out,
         physdev_in: None,
         physdev_out: None,
         bridged: false,
         masq_addr: masq,
-        addr_type: &f,
+        addr_type: &not_local,
         now,
         trace: false,
-    };
-    let ok = |r: podnet_netfilter::HookReport| r.verdict == podnet_netfilter::HookVerdict::Accept;
-    ok(nf.hook(Hook::PreRouting, skb, &env(None, None)))
-        && ok(nf.hook(Hook::Forward, skb, &env(Some("eth0"), None)))
-        && ok(nf.hook(
-            Hook::PostRouting,
-            skb,
-            &env(Some("eth0"), Some(Ipv4Addr::new(192, 168, 0, 1))),
-        ))
+    }
+}
+
+fn accepted(r: &podnet_netfilter::HookReport) -> bool {
+    r.verdict == podnet_netfilter::HookVerdict::Accept
+}
+
+/// What a forwarded pod-to-ClusterIP packet goes through on the client's node:
+/// PREROUTING (conntrack, DNAT), FORWARD, POSTROUTING (confirm). Tracing off.
+pub fn forward(nf: &mut Netfilter, skb: &mut Skb, now: Instant) -> bool {
+    accepted(&nf.hook(Hook::PreRouting, skb, &forward_env(None, None, now)))
+        && forward_on(nf, skb, now)
+}
+
+/// [`forward`] after PREROUTING: FORWARD, then POSTROUTING out of `eth0`.
+#[inline(always)]
+fn forward_on(nf: &mut Netfilter, skb: &mut Skb, now: Instant) -> bool {
+    let masq = Some(Ipv4Addr::new(192, 168, 0, 1));
+    accepted(&nf.hook(Hook::Forward, skb, &forward_env(Some("eth0"), None, now)))
+        && accepted(&nf.hook(Hook::PostRouting, skb, &forward_env(Some("eth0"), masq, now)))
 }
 
 /// [`forward`] for a receive batch, as `ip_list_rcv` takes one: PREROUTING over the list
@@ -199,34 +213,24 @@ pub fn forward_list(
     now: Instant,
     reports: &mut Vec<podnet_netfilter::HookReport>,
 ) -> usize {
-    let f = not_local;
-    let env = |out: Option<&'static str>, masq| HookEnv {
-        in_iface: Some("cbr0"),
-        out_iface: out,
-        physdev_in: None,
-        physdev_out: None,
-        bridged: false,
-        masq_addr: masq,
-        addr_type: &f,
-        now,
-        trace: false,
-    };
-    let ok = |r: &podnet_netfilter::HookReport| r.verdict == podnet_netfilter::HookVerdict::Accept;
     reports.clear();
-    nf.hook_list(Hook::PreRouting, skbs, &env(None, None), reports);
+    nf.hook_list(Hook::PreRouting, skbs, &forward_env(None, None, now), reports);
     let mut through = 0;
     for (skb, pre) in skbs.iter_mut().zip(reports.iter()) {
-        through += usize::from(
-            ok(pre)
-                && ok(&nf.hook(Hook::Forward, skb, &env(Some("eth0"), None)))
-                && ok(&nf.hook(
-                    Hook::PostRouting,
-                    skb,
-                    &env(Some("eth0"), Some(Ipv4Addr::new(192, 168, 0, 1))),
-                )),
-        );
+        through += usize::from(accepted(pre) && forward_on(nf, skb, now));
     }
     through
+}
+
+/// SYNs of `conns` new connections from distinct clients ([`client`]), spread over the
+/// first `services` Services ([`vip`]), port 80.
+pub fn syn_pool(services: usize, conns: u32) -> Vec<Vec<u8>> {
+    (0..conns)
+        .map(|k| {
+            let (src, sport) = client(k);
+            syn(src, sport, vip(k as usize % services), 80)
+        })
+        .collect()
 }
 
 /// Opens a TCP connection from a client pod to Service 3 through [`forward`]: the SYN

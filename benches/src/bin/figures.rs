@@ -148,12 +148,7 @@ struct NewConns {
 
 impl NewConns {
     fn new(build: Build, path: Path, n: usize) -> NewConns {
-        let pool = (0..POOL as u32)
-            .map(|k| {
-                let (s, p) = client(k);
-                syn(s, p, vip(k as usize % n), 80)
-            })
-            .collect();
+        let pool = podnet_benches::syn_pool(n, POOL as u32);
         NewConns {
             nf: build(n),
             path,
