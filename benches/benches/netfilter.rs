@@ -26,6 +26,22 @@ fn established(c: &mut Criterion) {
     });
 }
 
+/// The next `n` SYNs of `pool` from `*k` (a whole number of them fit in the pool). When the
+/// pool wraps, conntrack is emptied (untimed), so that every SYN stays a new connection.
+fn next_syns<'p>(
+    pool: &'p [Vec<u8>],
+    k: &mut usize,
+    nf: &mut podnet_netfilter::Netfilter,
+    n: usize,
+) -> &'p [Vec<u8>] {
+    if *k + n > pool.len() {
+        *k = 0;
+        nf.conntrack = Conntrack::new(usize::MAX);
+    }
+    *k += n;
+    &pool[*k - n..*k]
+}
+
 fn new_connections(c: &mut Criterion) {
     new_connections_in(c, "netfilter/new_conn", node_netfilter, forward);
     new_connections_in(c, "netfilter/new_conn_ipvs", node_netfilter_ipvs, forward_ipvs);
@@ -46,13 +62,10 @@ fn new_connections_listed(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    if k == pool.len() {
-                        k = 0;
-                        nf.conntrack = Conntrack::new(usize::MAX);
-                    }
                     skbs.clear();
-                    skbs.extend(pool[k..k + LIST].iter().map(|p| Skb::new(p.clone())));
-                    k += LIST;
+                    skbs.extend(
+                        next_syns(&pool, &mut k, &mut nf, LIST).iter().map(|p| Skb::new(p.clone())),
+                    );
                     let t = WallInstant::now();
                     let through = forward_list(&mut nf, &mut skbs, Instant::ZERO, &mut reports);
                     total += t.elapsed();
@@ -86,12 +99,7 @@ fn new_connections_in(
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    if k == pool.len() {
-                        k = 0;
-                        nf.conntrack = Conntrack::new(usize::MAX);
-                    }
-                    let mut skb = Skb::new(pool[k].clone());
-                    k += 1;
+                    let mut skb = Skb::new(next_syns(&pool, &mut k, &mut nf, 1)[0].clone());
                     let t = WallInstant::now();
                     black_box(path(&mut nf, &mut skb, Instant::ZERO));
                     total += t.elapsed();
