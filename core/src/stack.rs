@@ -16,7 +16,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{Config, Interface, PollIngressSingleResult, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::socket::{icmp, tcp, udp};
 use smoltcp::time::Instant;
@@ -130,6 +130,24 @@ impl Iface {
 
     fn poll(&mut self, now: Instant) {
         self.iface.poll(now, &mut self.dev, &mut self.sockets);
+        self.due = None;
+    }
+
+    /// The first poll of a turn, before the applications run: takes in what the device
+    /// received and sends what the sockets then have to send (a TCP segment's answer: an ACK,
+    /// a SYN-ACK). When every frame waiting is a UDP datagram, only takes them in: a datagram
+    /// gives a socket nothing to send (smoltcp's port-unreachable answer goes out as it is
+    /// taken in), so the walk over every socket for egress is left to the poll after the
+    /// applications, which makes it in any case.
+    fn poll_received(&mut self, now: Instant) {
+        let medium = self.dev.medium;
+        if self.dev.rx.is_empty() || !self.dev.rx.iter().all(|f| carries_udp(f, medium)) {
+            return self.poll(now);
+        }
+        self.iface.poll_maintenance(now);
+        while self.iface.poll_ingress_single(now, &mut self.dev, &mut self.sockets)
+            != PollIngressSingleResult::None
+        {}
         self.due = None;
     }
 
@@ -695,7 +713,7 @@ impl Stack {
     /// transmitted to `out`. Loopback traffic stays inside.
     pub(crate) fn poll(&mut self, now: Instant, out: &mut Vec<Vec<u8>>) {
         for _ in 0..8 {
-            self.main.poll(now);
+            self.main.poll_received(now);
             if let Some(lo) = self.lo.as_mut() {
                 lo.poll_if_due(now);
             }
@@ -917,6 +935,16 @@ fn drain_tcp(s: &mut tcp::Socket<'_>, out: &mut Vec<u8>) {
 
 fn local_ident(c: &Client) -> u16 {
     c.local_port
+}
+
+/// Whether a frame of a device of `medium` holds an IPv4 UDP datagram.
+fn carries_udp(frame: &[u8], medium: Medium) -> bool {
+    let ip = match medium {
+        Medium::Ethernet if frame.get(12..14) == Some(&[0x08, 0x00]) => &frame[14..],
+        Medium::Ethernet => return false,
+        _ => frame,
+    };
+    ip.first().is_some_and(|b| b >> 4 == 4) && ip.get(9) == Some(&17)
 }
 
 /// The interface of `side`, to look at its sockets without changing them.
