@@ -42,7 +42,9 @@ pub const REACHABLE_TIME: Duration = Duration::from_secs(30);
 /// A namespace's neighbour table.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NeighTable {
-    entries: BTreeMap<Ipv4Addr, Neigh>,
+    /// By address as a number: the order of the addresses, and one compare a step of a
+    /// lookup.
+    entries: BTreeMap<u32, Neigh>,
 }
 
 impl NeighTable {
@@ -54,7 +56,7 @@ impl NeighTable {
         dev: IfIndex,
         now: Instant,
     ) -> bool {
-        match self.entries.get_mut(&ip) {
+        match self.entries.get_mut(&u32::from(ip)) {
             Some(e) if e.state == NeighState::Permanent => false,
             Some(e) => {
                 let changed = e.mac != mac || e.dev != dev;
@@ -62,8 +64,8 @@ impl NeighTable {
                 changed
             }
             None => {
-                self.entries
-                    .insert(ip, Neigh { mac, dev, state: NeighState::Reachable, confirmed: now });
+                let e = Neigh { mac, dev, state: NeighState::Reachable, confirmed: now };
+                self.entries.insert(u32::from(ip), e);
                 true
             }
         }
@@ -71,19 +73,20 @@ impl NeighTable {
 
     /// Adds a permanent entry (`ip neigh add ... nud permanent`).
     pub fn add_permanent(&mut self, ip: Ipv4Addr, mac: EthernetAddress, dev: IfIndex) {
-        self.entries
-            .insert(ip, Neigh { mac, dev, state: NeighState::Permanent, confirmed: Instant::ZERO });
+        let e = Neigh { mac, dev, state: NeighState::Permanent, confirmed: Instant::ZERO };
+        self.entries.insert(u32::from(ip), e);
     }
 
     /// The MAC for `ip`, if known.
     pub fn lookup(&self, ip: Ipv4Addr) -> Option<&Neigh> {
-        self.entries.get(&ip)
+        self.entries.get(&u32::from(ip))
     }
 
     /// Renders like `ip neigh` at time `now`.
     pub fn render(&self, now: Instant, dev_name: &dyn Fn(IfIndex) -> String) -> String {
         let mut out = String::new();
-        for (ip, n) in &self.entries {
+        for (&ip, n) in &self.entries {
+            let ip = Ipv4Addr::from(ip);
             let state = match n.state {
                 NeighState::Permanent => "PERMANENT",
                 _ if now >= n.confirmed + REACHABLE_TIME => "STALE",
