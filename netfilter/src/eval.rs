@@ -468,7 +468,9 @@ fn pure(m: &Match) -> bool {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Quick {
     /// Where a jump or goto leads: the blob position of the target chain's head
-    /// ([`NO_JUMP`] for a rule that neither jumps nor goes). A head: its chain's index.
+    /// ([`NO_JUMP`] for a rule that neither jumps nor goes). A head: its chain's index. A
+    /// rule with a mark check ([`quick::MARK`], which only a rule that neither jumps nor goes
+    /// has): the mark's value.
     to: u32,
     /// A head: the number of the chain's first rule in the table (see [`crate::counters`]).
     src: u32,
@@ -478,7 +480,8 @@ pub(crate) struct Quick {
     dst_mask: u32,
     dport_lo: u16,
     dport_hi: u16,
-    /// The threshold of a final `-m statistic --mode random` ([`quick::RANDOM`]).
+    /// The threshold of a final `-m statistic --mode random` ([`quick::RANDOM`]); with a
+    /// mark check instead ([`quick::MARK`]), the mark's mask.
     threshold: u32,
     proto: u8,
     /// [`quick`] flags; a head's are [`quick::INDEXED`] or none.
@@ -509,6 +512,13 @@ mod quick {
     pub const RANDOM: u8 = 32;
     /// That draw is inverted.
     pub const RANDOM_INV: u8 = 64;
+    /// The packet's mark, masked with `threshold`, must be `to` (`-m mark --mark to/threshold`,
+    /// as kube-proxy's `KUBE-FORWARD` and `KUBE-POSTROUTING` have it). Only on a rule that
+    /// neither jumps nor goes and draws nothing, whose `to` and `threshold` are free.
+    pub const MARK: u8 = 128;
+    /// That mark check is inverted (`! --mark`). The bit of [`RANDOM_INV`]: a rule with a mark
+    /// check has no random draw.
+    pub const MARK_INV: u8 = 64;
     /// A head's chain has a dispatch index.
     pub const INDEXED: u8 = 1;
 }
@@ -644,6 +654,7 @@ impl Quick {
             q.flags |= if p.invert { quick::PROTO_INV } else { quick::PROTO };
         }
         let mut ports_seen = false;
+        let mut mark = None;
         let mut rest = r.matches.iter();
         while let Some(m) = rest.next() {
             match m {
@@ -663,6 +674,7 @@ impl Quick {
                     }
                     whole &= sport.is_none() && tcp_flags.is_none();
                 }
+                Match::Mark(n) if mark.is_none() => mark = Some((n.value, n.invert)),
                 // The entry's connection states are this match whole (see `states_of`).
                 Match::Conntrack { ctstate: Some(n), ctorigdst: None, .. }
                     if !n.invert && n.value & !REAL_STATES == 0 => {}
@@ -685,10 +697,22 @@ impl Quick {
                 }
             }
         }
+        q.kind = Kind::of(&r.target);
+        if let Some((value_mask, invert)) = mark {
+            // The mark's value and mask take the places of the jump and of the draw, which
+            // the rule must then not have.
+            if matches!(q.kind, Kind::Accept | Kind::Return | Kind::Drop)
+                && q.flags & quick::RANDOM == 0
+            {
+                (q.to, q.threshold) = value_mask;
+                q.flags |= quick::MARK | if invert { quick::MARK_INV } else { 0 };
+            } else {
+                whole = false;
+            }
+        }
         if whole {
             q.flags |= quick::WHOLE;
         }
-        q.kind = Kind::of(&r.target);
         q
     }
 
@@ -710,6 +734,14 @@ impl Quick {
     fn draw(&self, rng: &mut Rng) -> bool {
         self.flags & quick::RANDOM == 0
             || rng.statistic(self.threshold) != (self.flags & quick::RANDOM_INV != 0)
+    }
+
+    /// Whether the packet's mark, as it is at this rule of the walk, passes the rule's mark
+    /// check, if it has one.
+    #[inline]
+    fn marked(&self, mark: u32) -> bool {
+        self.flags & quick::MARK == 0
+            || ((mark & self.threshold) == self.to) != (self.flags & quick::MARK_INV != 0)
     }
 
     /// Whether the packet passes the checks (if it does not, the rule cannot match it).
@@ -988,7 +1020,7 @@ fn eval_from(
         let matched = if q.states & state == 0 || (indexed && !q.admits(&probe)) {
             false
         } else if indexed && q.flags & quick::WHOLE != 0 {
-            q.draw(st.rng)
+            q.marked(*st.mark) && q.draw(st.rng)
         } else {
             let Some(r) = rule() else { return Verdict::Drop };
             // The rule's position, for state the namespace keeps per rule (`--mode nth`).
@@ -1419,12 +1451,18 @@ mod tests {
             "-p tcp -m comment --comment x -m tcp -j DNAT --to-destination 10.244.1.2:8080",
             "-m conntrack --ctstate NEW -m comment --comment x -j KUBE-SERVICES",
             "-s 0.0.0.0/0 -j ACCEPT",
+            "-m comment --comment x -m mark --mark 0x4000/0x4000 -j ACCEPT",
+            "-m mark ! --mark 0x4000/0x4000 -j RETURN",
         ] {
             assert_ne!(quick(text).flags & quick::WHOLE, 0, "{text}");
         }
         for text in [
             "-i eth0 -j ACCEPT",
-            "-m mark --mark 0x4000/0x4000 -j RETURN",
+            // A mark check has the places of the jump and of the draw: not with either.
+            "-m mark --mark 0x4000/0x4000 -j KUBE-MARK-MASQ",
+            "-m mark --mark 0x1/0x1 -m statistic --mode random --probability 0.5 -j ACCEPT",
+            "-m mark --mark 0x1/0x1 -m mark --mark 0x2/0x2 -j ACCEPT",
+            "-m mark --mark 0x1/0x1 -j MARK --or-mark 0x2",
             "-p tcp -m tcp --sport 80 -j ACCEPT",
             "-m statistic --mode random --probability 0.5 -p tcp -m tcp --dport 80 -j ACCEPT",
             "-m conntrack ! --ctstate NEW -j ACCEPT",

@@ -1,7 +1,7 @@
 //! Rule shapes for differential tests: the property tests and the `indexed_vs_linear` fuzz
 //! target build their tables from the same shapes, so what one checks the other explores.
 
-/// A FORWARD rule (restore form, without `-A FORWARD`) of shape `kind` (modulo 16), for the
+/// A FORWARD rule (restore form, without `-A FORWARD`) of shape `kind` (modulo 18), for the
 /// Service address `10.96.0.{a}` and port `port`, TCP or UDP, with target `verdict` (modulo
 /// 7). The shapes are the ones the dispatch index and the quick checks ([`crate::eval`]) must
 /// read exactly: kube-proxy's indexable Service rules, inverted addresses and protocols, draws
@@ -18,7 +18,7 @@ pub fn forward_rule(kind: u8, a: u8, port: u16, udp: bool, verdict: u8) -> Strin
         "-j SUB",
         "-g SUB",
     ][usize::from(verdict % 7)];
-    match kind % 16 {
+    match kind % 18 {
         // The shape kube-proxy writes per Service port: indexable.
         0..=2 => format!(
             "-m comment --comment \"svc {a}\" -m {p} -p {p} -d 10.96.0.{a} --dport {port} {j}"
@@ -41,9 +41,13 @@ pub fn forward_rule(kind: u8, a: u8, port: u16, udp: bool, verdict: u8) -> Strin
         12 => format!("-p {p} -m {p} --sport 1234 --dport {port} {j}"),
         13 => format!("-m conntrack --ctstate ESTABLISHED -m comment --comment est {j}"),
         14 => format!("-m recent --name seen --set -p {p} -m {p} --dport {port} {j}"),
-        _ => format!(
+        15 => format!(
             "-d 10.96.0.{a}/31 -m mark --mark 0x1/0x1 -m statistic --mode random ! --probability 0.25 {j}"
         ),
+        // Marks as kube-proxy checks them (`KUBE-FORWARD`, `KUBE-POSTROUTING`), and one that
+        // the `MARK --or-mark 0x1` of other rules and `SUB`'s `0x2` may turn either way.
+        16 => format!("-m comment --comment masq -m mark --mark 0x4000/0x4000 {j}"),
+        _ => format!("-p {p} -m mark ! --mark 0x{:x}/0x3 -m {p} --dport {port} {j}", a % 4),
     }
 }
 

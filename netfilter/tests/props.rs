@@ -53,8 +53,8 @@ proptest! {
 
     #[test]
     fn indexed_evaluation_equals_linear_walk(
-        rules in prop::collection::vec((0u8..16, 0u8..8, 79u16..83, any::<bool>(), 0u8..7), 16..80),
-        packets in prop::collection::vec((0u8..8, 0u8..8, 79u16..83, any::<bool>(), any::<bool>()), 1..20),
+        rules in prop::collection::vec((0u8..18, 0u8..8, 79u16..83, any::<bool>(), 0u8..7), 16..80),
+        packets in prop::collection::vec((0u8..8, 0u8..8, 79u16..83, any::<bool>(), any::<bool>(), 0usize..6), 1..20),
     ) {
         let a = build(&rules);
         let b = a.clone();
@@ -64,7 +64,7 @@ proptest! {
         // drew or recorded where the other did not shows in a later packet's verdict.
         let (mut r1, mut r2) = (Rng::new(1), Rng::new(1));
         let (mut l1, mut l2) = (RecentLists::default(), RecentLists::default());
-        for (s, d, port, udp, established) in packets {
+        for (s, d, port, udp, established, mark) in packets {
             let bytes = pkt(s, d, port, udp);
             let info = packet::parse(&bytes).unwrap();
             let ctinfo = if established { CtInfo::Established } else { CtInfo::New };
@@ -72,7 +72,9 @@ proptest! {
                 bridged: false, ctinfo, ct_status: 0, ct_origdst: None, addr_type: &at,
                 now: smoltcp::time::Instant::ZERO };
             let sets = IpSets::default();
-            let (mut m1, mut m2) = (0u32, 0u32);
+            // The mark the packet comes with (the rules' `MARK` targets change it on the way).
+            let mark = [0u32, 1, 2, 3, 0x4000, 0x4003][mark];
+            let (mut m1, mut m2) = (mark, mark);
             let (mut h1, mut h2) = (Vec::new(), Vec::new());
             let v1 = eval_chain(a.table(TableName::Filter), "FORWARD", &ctx,
                 &mut EvalState { mark: &mut m1, rng: &mut r1, recent: &mut l1, sets: &sets, hits: Some(&mut h1), logs: Vec::new(), counters: &mut c1 }, true);
@@ -303,7 +305,7 @@ proptest! {
     #[test]
     fn a_list_meets_the_hook_as_its_packets_one_by_one(
         services in prop::collection::vec((1u8..5, any::<bool>()), 16..40),
-        filter in prop::collection::vec((0u8..16, 0u8..8, 79u16..83, any::<bool>(), 0u8..7), 0..40),
+        filter in prop::collection::vec((0u8..18, 0u8..8, 79u16..83, any::<bool>(), 0u8..7), 0..40),
         lists in prop::collection::vec(
             prop::collection::vec((0u8..8, 0u8..48, any::<bool>(), 0u8..6), 0..12), 1..5),
         seed in any::<u64>(),
