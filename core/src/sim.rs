@@ -403,11 +403,16 @@ impl Cluster {
                 }
             }
             EthernetProtocol::Ipv4 => {
-                let ip = eth.payload();
-                if let Some(rec) = self.sim.rec.as_mut() {
-                    rec.observe_host_rx(ns, ip, tag);
-                }
-                if let Some((idx, _)) = self.sim.rec.as_ref().and_then(|r| r.refusal(ns, ip)) {
+                // Read once for the recorder: who got the request or the answer, and whether
+                // it is an ICMP error that ends the client's attempt.
+                let refused = match (self.sim.rec.as_mut(), packet::parse_trusted(eth.payload())) {
+                    (Some(rec), Ok(info)) => {
+                        rec.observe_host_rx_read(ns, &info, tag);
+                        rec.refusal(ns, &info)
+                    }
+                    _ => None,
+                };
+                if let Some((idx, _)) = refused {
                     self.ensure_stack(ns);
                     if let Some(st) = self.netns[ns.idx()].stack.as_mut() {
                         st.refuse_client(idx);
@@ -976,7 +981,23 @@ impl Cluster {
         ) {
             return;
         }
-        let masq = self.source_for(ns, out, nexthop, prefsrc);
+        self.post_routing(ns, out, nexthop, prefsrc, skb, tag);
+    }
+
+    /// POSTROUTING, then the neighbour layer (`ip_finish_output`). The address MASQUERADE
+    /// would take is worked out only when netfilter may still ask for it: a namespace
+    /// without netfilter, or a packet whose connection's NAT is settled, never asks.
+    fn post_routing(
+        &mut self,
+        ns: NetnsId,
+        out: IfIndex,
+        nexthop: Ipv4Addr,
+        prefsrc: Option<Ipv4Addr>,
+        mut skb: Skb,
+        tag: Tag,
+    ) {
+        let asked = self.netns[ns.idx()].nf.is_some() && skb.may_masquerade();
+        let masq = if asked { self.source_for(ns, out, nexthop, prefsrc) } else { None };
         if !self.nf_hook(ns, Hook::PostRouting, &mut skb, tag, None, Some(out), (None, None), masq)
         {
             return;
@@ -1015,7 +1036,7 @@ impl Cluster {
 
     /// What IPVS does with a scheduled packet in NAT mode: route to the real server, then
     /// POSTROUTING (masquerade, conntrack confirm) and the neighbour layer.
-    fn ipvs_xmit(&mut self, ns: NetnsId, mut skb: Skb, tag: Tag) {
+    fn ipvs_xmit(&mut self, ns: NetnsId, skb: Skb, tag: Tag) {
         let (src, dst) = {
             let p = Ipv4Packet::new_unchecked(&skb.data[..]);
             (p.src_addr(), p.dst_addr())
@@ -1041,12 +1062,7 @@ impl Cluster {
             None,
             None
         );
-        let masq = self.source_for(ns, out, nexthop, prefsrc);
-        if !self.nf_hook(ns, Hook::PostRouting, &mut skb, tag, None, Some(out), (None, None), masq)
-        {
-            return;
-        }
-        self.neigh_output(ns, out, nexthop, skb, tag);
+        self.post_routing(ns, out, nexthop, prefsrc, skb, tag);
     }
 
     /// Output of locally generated packets (`__ip_local_out`, `ip_output`).
@@ -1109,12 +1125,7 @@ impl Cluster {
             None,
             None,
         );
-        let masq = self.source_for(ns, out, nexthop, prefsrc);
-        if !self.nf_hook(ns, Hook::PostRouting, &mut skb, tag, None, Some(out), (None, None), masq)
-        {
-            return;
-        }
-        self.neigh_output(ns, out, nexthop, skb, tag);
+        self.post_routing(ns, out, nexthop, prefsrc, skb, tag);
     }
 
     fn neigh_output(&mut self, ns: NetnsId, dev: IfIndex, nexthop: Ipv4Addr, skb: Skb, tag: Tag) {

@@ -578,7 +578,13 @@ impl Recorder {
     /// A host received an IP packet: is it the server seeing the request, or the client
     /// seeing the reply?
     pub(crate) fn observe_host_rx(&mut self, ns: NetnsId, ip: &[u8], tag: Tag) {
-        let Ok(i) = packet::parse_trusted(ip) else { return };
+        if let Ok(i) = packet::parse_trusted(ip) {
+            self.observe_host_rx_read(ns, &i, tag);
+        }
+    }
+
+    /// [`Recorder::observe_host_rx`] of a packet already read.
+    pub(crate) fn observe_host_rx_read(&mut self, ns: NetnsId, i: &packet::PacketInfo, tag: Tag) {
         let t = i.tuple;
         let to_client_socket = t.dst == self.client_ip
             && (t.dport == self.client_port || i.icmp_inner.is_some() || t.proto == Proto::ICMP);
@@ -628,11 +634,10 @@ impl Recorder {
     }
 
     /// If `ip`, arriving at `ns`, is an ICMP error about the client's flow: the client index.
-    pub(crate) fn refusal(&self, ns: NetnsId, ip: &[u8]) -> Option<(usize, Ipv4Addr)> {
+    pub(crate) fn refusal(&self, ns: NetnsId, i: &packet::PacketInfo) -> Option<(usize, Ipv4Addr)> {
         if ns != self.client_ns {
             return None;
         }
-        let i = packet::parse_trusted(ip).ok()?;
         let inner = i.icmp_inner?;
         (inner.src == self.client_ip && inner.sport == self.client_port)
             .then_some((self.client_idx, i.tuple.src))

@@ -79,6 +79,14 @@ impl Skb {
         self.read = None;
     }
 
+    /// Whether a MASQUERADE may still be decided for this packet: its connection is new (or
+    /// not looked up yet). Once a connection is confirmed its later packets replay the NAT its
+    /// first packet decided, and [`HookEnv::masq_addr`] is not read for them: a caller may
+    /// leave it `None` rather than work the address out.
+    pub fn may_masquerade(&self) -> bool {
+        matches!(self.ct, CtRef::None | CtRef::Unconfirmed(_))
+    }
+
     /// `ip_decrease_ttl`: one off the TTL, the header checksum updated to match (RFC 1624).
     /// A packet whose TTL is already 0, or that is too short to have one, is left as it is.
     pub fn decrease_ttl(&mut self) {
@@ -950,6 +958,23 @@ COMMIT
         assert_ne!(info.tuple.sport, 40000, "--random-fully never keeps the port");
         assert_eq!(skb.mark & 0x4000, 0, "KUBE-POSTROUTING clears the mark");
         assert!(packet::checksums_valid(&skb.data));
+        // The connection's next packet replays the masquerade without being given an
+        // address: once the connection is confirmed, MASQUERADE's address is not asked for.
+        assert!(!skb.may_masquerade(), "confirmed at POSTROUTING");
+        let first = packet::parse(&skb.data).unwrap().tuple;
+        let mut next = Skb::new(crate::packet::tests::tcp(
+            [10, 244, 2, 2],
+            40000,
+            [10, 96, 0, 10],
+            80,
+            crate::packet::tcp_flags::ACK,
+        ));
+        assert!(next.may_masquerade(), "not looked up yet");
+        let _ = nf.hook(Hook::PreRouting, &mut next, &env(&at, None));
+        assert!(!next.may_masquerade(), "PREROUTING found the confirmed connection");
+        let r = nf.hook(Hook::PostRouting, &mut next, &env(&at, None));
+        assert_eq!(r.verdict, HookVerdict::Accept);
+        assert_eq!(packet::parse(&next.data).unwrap().tuple, first);
     }
 
     #[test]
