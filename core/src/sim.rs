@@ -407,7 +407,7 @@ impl Cluster {
                 // it is an ICMP error that ends the client's attempt.
                 let refused = match (self.sim.rec.as_mut(), packet::parse_trusted(eth.payload())) {
                     (Some(rec), Ok(info)) => {
-                        rec.observe_host_rx_read(ns, &info, tag);
+                        rec.observe_host_rx(ns, &info, tag);
                         rec.refusal(ns, &info)
                     }
                     _ => None,
@@ -1025,8 +1025,8 @@ impl Cluster {
             PacketView::of_ip(&skb.data),
             None,
         );
-        if let Some(rec) = self.sim.rec.as_mut() {
-            rec.observe_host_rx(ns, &skb.data, tag);
+        if let (Some(rec), Ok(info)) = (self.sim.rec.as_mut(), packet::parse_trusted(&skb.data)) {
+            rec.observe_host_rx(ns, &info, tag);
         }
         self.ensure_stack(ns);
         self.sim.active.insert(ns);

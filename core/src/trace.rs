@@ -577,14 +577,7 @@ impl Recorder {
 
     /// A host received an IP packet: is it the server seeing the request, or the client
     /// seeing the reply?
-    pub(crate) fn observe_host_rx(&mut self, ns: NetnsId, ip: &[u8], tag: Tag) {
-        if let Ok(i) = packet::parse_trusted(ip) {
-            self.observe_host_rx_read(ns, &i, tag);
-        }
-    }
-
-    /// [`Recorder::observe_host_rx`] of a packet already read.
-    pub(crate) fn observe_host_rx_read(&mut self, ns: NetnsId, i: &packet::PacketInfo, tag: Tag) {
+    pub(crate) fn observe_host_rx(&mut self, ns: NetnsId, i: &packet::PacketInfo, tag: Tag) {
         let t = i.tuple;
         let to_client_socket = t.dst == self.client_ip
             && (t.dport == self.client_port || i.icmp_inner.is_some() || t.proto == Proto::ICMP);
