@@ -36,7 +36,7 @@ use smoltcp::wire::{
     TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
 };
 
-use podnet_netfilter::hook::{DropCause, HookEnv, HookVerdict};
+use podnet_netfilter::hook::{DropCause, HookEnv, HookReport, HookVerdict};
 use podnet_netfilter::packet::{self, Manip};
 use podnet_netfilter::rule::{RejectWith, addrtype};
 use podnet_netfilter::{Hook, Skb};
@@ -706,7 +706,33 @@ impl Cluster {
             _ => None,
         };
         self.netns[ns.idx()].nf = Some(nf);
-        let dev = in_dev.or(out_dev);
+        // A packet's usual hook, tracing off: accepted, no rule to show, no line to log.
+        if !tracing && report.is_quiet_accept() {
+            // Such a report holds nothing to free (no notes, no drop text): forgetting it
+            // spares the drop glue's call on every hook.
+            std::mem::forget(report);
+            return true;
+        }
+        self.nf_hook_outcome(ns, hook, skb, tag, in_dev.or(out_dev), &report, before, ct_line)
+    }
+
+    /// What [`Cluster::nf_hook_run`] makes of a hook's report beyond a quiet accept: the
+    /// kernel log, the trace's hops, and a drop or reject. Kept out of line, so that the
+    /// usual hook's code stays small.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn nf_hook_outcome(
+        &mut self,
+        ns: NetnsId,
+        hook: Hook,
+        skb: &Skb,
+        tag: Tag,
+        dev: Option<IfIndex>,
+        report: &HookReport,
+        before: Option<Box<PacketView>>,
+        ct_line: Option<String>,
+    ) -> bool {
+        let tracing = self.tracing();
         if !report.logs().is_empty() {
             let klog = &mut self.netns[ns.idx()].klog;
             klog.extend(report.logs().iter().cloned());
@@ -793,14 +819,14 @@ impl Cluster {
                 );
             }
         }
-        match report.verdict {
+        match &report.verdict {
             HookVerdict::Accept => true,
             HookVerdict::Drop(cause) => {
                 let (code, text) = match cause {
                     DropCause::Rule => {
                         (reason::RULE, format!("dropped by a DROP rule or policy in {hook}"))
                     }
-                    DropCause::Malformed(m) => (reason::MALFORMED, m),
+                    DropCause::Malformed(m) => (reason::MALFORMED, m.clone()),
                     DropCause::ConntrackFull => {
                         (reason::CONNTRACK_FULL, "nf_conntrack: table full, dropping packet".into())
                     }
@@ -818,7 +844,7 @@ impl Cluster {
                 self.drop_hop(tag, ns, dev, code, text, PacketView::of_ip(&skb.data));
                 false
             }
-            HookVerdict::Reject(with) => {
+            &HookVerdict::Reject(with) => {
                 hop!(
                     self,
                     tag,

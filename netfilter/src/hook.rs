@@ -270,6 +270,13 @@ impl HookReport {
         }
     }
 
+    /// Whether the hook accepted the packet with nothing to tell beyond its rewrites: no
+    /// rule hit recorded, no line logged. What a packet usually meets with tracing off.
+    #[inline]
+    pub fn is_quiet_accept(&self) -> bool {
+        self.verdict == HookVerdict::Accept && self.notes.is_none()
+    }
+
     /// Rules that fired (when tracing), in the order they fired.
     pub fn hits(&self) -> &[RuleHit] {
         self.notes.as_deref().map_or(&[], |n| &n.hits)
