@@ -866,9 +866,11 @@ impl Cluster {
 
     fn ip_rcv(&mut self, ns: NetnsId, dev: IfIndex, mut skb: Skb, tag: Tag, prerouting_done: bool) {
         // `ip_rcv`'s header checks. A namespace with netfilter makes them in its PREROUTING
-        // hook (here, or on the bridge before), dropping as malformed with the same reason.
+        // hook (here, or on the bridge before), dropping as malformed with the same reason;
+        // that hook reads the transport header too, which without netfilter only the
+        // delivering host does (`local_in`).
         let checked = prerouting_done || self.netns[ns.idx()].nf.is_some();
-        if !checked && let Err(e) = packet::parse(&skb.data) {
+        if !checked && let Err(e) = packet::check_header(&skb.data) {
             self.drop_hop(tag, ns, Some(dev), reason::MALFORMED, e.to_string(), None);
             return;
         }
@@ -1041,6 +1043,16 @@ impl Cluster {
             self.ipvs_xmit(ns, skb, tag);
             return;
         }
+        // The transport header, as the stack reads it: netfilter's PREROUTING read it already
+        // (a packet it could not read went no further), a namespace without netfilter reads
+        // it here first.
+        let info = match packet::parse_trusted(&skb.data) {
+            Ok(info) => info,
+            Err(e) => {
+                self.drop_hop(tag, ns, Some(dev), reason::MALFORMED, e.to_string(), None);
+                return;
+            }
+        };
         hop!(
             self,
             tag,
@@ -1051,7 +1063,7 @@ impl Cluster {
             PacketView::of_ip(&skb.data),
             None,
         );
-        if let (Some(rec), Ok(info)) = (self.sim.rec.as_mut(), packet::parse_trusted(&skb.data)) {
+        if let Some(rec) = self.sim.rec.as_mut() {
             rec.observe_host_rx(ns, &info, tag);
         }
         self.ensure_stack(ns);

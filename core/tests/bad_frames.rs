@@ -86,3 +86,56 @@ proptest! {
         prop_assert!(t.completed);
     }
 }
+
+/// An IPv4 packet from pod1 to `dst` whose TCP header is cut to 10 bytes, with a valid IPv4
+/// header (total length 30) behind a broadcast Ethernet header.
+fn short_tcp_frame(dst: [u8; 4]) -> Vec<u8> {
+    let mut ip = vec![0x45, 0, 0, 30, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 244, 1, 2];
+    ip.extend_from_slice(&dst);
+    let mut s: u32 = ip.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    ip[10..12].copy_from_slice(&(!(s as u16)).to_be_bytes());
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x99, 0x08, 0x00]);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&[0x9c, 0x40, 0x1f, 0x90, 0, 0, 0, 1, 0, 0]);
+    f
+}
+
+#[test]
+fn a_router_forwards_a_transport_header_it_does_not_read() {
+    // `ip_rcv` checks the IPv4 header only: the VPC router (no netfilter) forwards the
+    // packet, and node2's PREROUTING, which reads the TCP header, drops it.
+    let mut c = Cluster::seed();
+    let hops = c.inject_frame("vpc", "vpc0", &short_tcp_frame([10, 244, 2, 2])).unwrap();
+    assert!(hops.iter().any(|h| h.netns == "vpc" && h.action == "route"), "{hops:#?}");
+    let drop = hops.iter().find(|h| h.action == "drop").expect("dropped somewhere");
+    assert_eq!(drop.netns, "node2", "{hops:#?}");
+    assert_eq!(drop.reason.as_deref(), Some("malformed"));
+    assert!(drop.detail.contains("TCP") || drop.detail.contains("tcp"), "{}", drop.detail);
+    // A bad header checksum stops it at the router.
+    let mut bad = short_tcp_frame([10, 244, 2, 2]);
+    bad[14 + 10] ^= 0xff;
+    let hops = c.inject_frame("vpc", "vpc0", &bad).unwrap();
+    let drop = hops.iter().find(|h| h.action == "drop").expect("dropped");
+    assert_eq!((drop.netns.as_str(), drop.reason.as_deref()), ("vpc", Some("malformed")));
+    assert!(drop.detail.contains("checksum"), "{}", drop.detail);
+}
+
+#[test]
+fn a_routed_pod_reads_the_transport_header_before_its_stack_does() {
+    // An AWS VPC CNI pod routes for itself and has no netfilter: what it cannot read is
+    // dropped with its reason before delivery, not handed to the stack to vanish.
+    let mut c = Cluster::seed_aws();
+    let ip = c.pods()[c.pod_id("pod/default/pod3").unwrap().0 as usize].ip.octets();
+    let hops = c.inject_frame("pod/default/pod3", "eth0", &short_tcp_frame(ip)).unwrap();
+    let drop = hops.iter().find(|h| h.action == "drop").expect("dropped");
+    assert_eq!(
+        (drop.netns.as_str(), drop.reason.as_deref()),
+        ("pod/default/pod3", Some("malformed")),
+        "{hops:#?}"
+    );
+    assert!(!hops.iter().any(|h| h.action == "deliver"), "{hops:#?}");
+}

@@ -164,6 +164,31 @@ pub fn parse_trusted(bytes: &[u8]) -> Result<PacketInfo, PacketError> {
     parse_with(bytes, false)
 }
 
+/// The checks `ip_rcv` makes of an IPv4 header before routing (`ip_rcv_core`): the lengths,
+/// the version and the header checksum; and, as [`parse`] does, no fragment (the model
+/// does not reassemble). The transport header is not read: a router forwards whatever it
+/// carries, and the host that delivers it reads it ([`parse_trusted`] there).
+pub fn check_header(bytes: &[u8]) -> Result<(), PacketError> {
+    checked_ipv4(bytes, true).map(|_| ())
+}
+
+/// The IPv4 header of `bytes` after [`check_header`]'s checks (the checksum's only when
+/// `verify`).
+#[inline]
+fn checked_ipv4(bytes: &[u8], verify: bool) -> Result<Ipv4Packet<&[u8]>, PacketError> {
+    let ip = Ipv4Packet::new_checked(bytes).map_err(|_| PacketError::BadIpv4("length"))?;
+    if ip.version() != 4 {
+        return Err(PacketError::BadIpv4("version"));
+    }
+    if verify && !ip.verify_checksum() {
+        return Err(PacketError::BadIpv4("checksum"));
+    }
+    if ip.more_frags() || ip.frag_offset() != 0 {
+        return Err(PacketError::Fragment);
+    }
+    Ok(ip)
+}
+
 /// A packet's tuple read without checks (ports zero for a protocol without them): what a
 /// dispatch index and the conntrack hash are keyed by, to read ahead with. `None` for
 /// bytes too short to hold it.
@@ -182,16 +207,7 @@ pub(crate) fn ahead_tuple(bytes: &[u8]) -> Option<Tuple> {
 }
 
 fn parse_with(bytes: &[u8], verify: bool) -> Result<PacketInfo, PacketError> {
-    let ip = Ipv4Packet::new_checked(bytes).map_err(|_| PacketError::BadIpv4("length"))?;
-    if ip.version() != 4 {
-        return Err(PacketError::BadIpv4("version"));
-    }
-    if verify && !ip.verify_checksum() {
-        return Err(PacketError::BadIpv4("checksum"));
-    }
-    if ip.more_frags() || ip.frag_offset() != 0 {
-        return Err(PacketError::Fragment);
-    }
+    let ip = checked_ipv4(bytes, verify)?;
     let proto = Proto(u8::from(ip.next_header()));
     let (sport, dport, tcp_flags, icmp, icmp_inner) = l4_fields(proto, ip.payload())?;
     Ok(PacketInfo {
