@@ -225,6 +225,11 @@ pub(crate) struct Stack {
     pub(crate) lo: Option<Iface>,
     name: String,
     tcp_servers: Vec<TcpServer>,
+    /// Every TCP server's socket was listening with nothing buffered when the applications
+    /// last looked, and no frame but a UDP datagram has been taken in since. A listening
+    /// socket changes only when a segment arrives (it has no timer), so the servers' walk
+    /// would find nothing to do, and is not made.
+    listeners_idle: bool,
     udp_servers: Vec<UdpServer>,
     pub(crate) clients: Vec<Client>,
     /// IP packets that crossed `lo` since the last drain (for the trace).
@@ -304,6 +309,7 @@ impl Stack {
             lo,
             name: name.to_string(),
             tcp_servers: Vec::new(),
+            listeners_idle: false,
             udp_servers: Vec::new(),
             clients: Vec::new(),
             lo_log: Vec::new(),
@@ -343,6 +349,7 @@ impl Stack {
             lo,
             name: name.to_string(),
             tcp_servers: Vec::new(),
+            listeners_idle: false,
             udp_servers: Vec::new(),
             clients: Vec::new(),
             lo_log: Vec::new(),
@@ -383,6 +390,7 @@ impl Stack {
                     let _ = s.listen(port);
                     let handle = iface.sockets.add(s);
                     self.tcp_servers.push(TcpServer { handle, side, port, buf: Vec::new() });
+                    self.listeners_idle = false;
                 }
             } else if proto == Proto::UDP {
                 let mut s = udp::Socket::new(
@@ -706,7 +714,12 @@ impl Stack {
 
     /// Feeds a received frame (or IP packet, for IP-medium stacks) to an interface.
     pub(crate) fn ingest(&mut self, side: Side, frame: Vec<u8>) {
-        self.side(side).dev.rx.push_back(frame);
+        let iface = self.side(side);
+        let udp = carries_udp(&frame, iface.dev.medium);
+        iface.dev.rx.push_back(frame);
+        if !udp {
+            self.listeners_idle = false;
+        }
     }
 
     /// Runs the stack and its applications at `now`; adds what the main interface
@@ -724,6 +737,9 @@ impl Stack {
                 lo.poll_if_due(now);
                 let frames: Vec<Vec<u8>> = lo.dev.tx.drain(..).collect();
                 looped = !frames.is_empty();
+                if looped {
+                    self.listeners_idle = false;
+                }
                 self.lo_log.extend(frames.iter().cloned());
                 lo.dev.rx.extend(frames);
             }
@@ -746,51 +762,8 @@ impl Stack {
 
     fn run_apps(&mut self, now: Instant) {
         self.run_l7();
-        for i in 0..self.tcp_servers.len() {
-            let (side, handle, port) =
-                (self.tcp_servers[i].side, self.tcp_servers[i].handle, self.tcp_servers[i].port);
-            // A listener with nothing received, nothing to answer and no close to make is
-            // left alone (and its interface keeps its answer to when to poll).
-            let s = peek(&self.main, &self.lo, side).sockets.get::<tcp::Socket>(handle);
-            let closing = matches!(s.state(), tcp::State::CloseWait | tcp::State::Closed);
-            if !s.can_recv() && self.tcp_servers[i].buf.is_empty() && !closing {
-                continue;
-            }
-            let iface = pick(&mut self.main, &mut self.lo, side);
-            let s = iface.sockets.get_mut::<tcp::Socket>(handle);
-            let srv = &mut self.tcp_servers[i];
-            drain_tcp(s, &mut srv.buf);
-            if !srv.buf.is_empty() && s.can_send() {
-                if let Some(resp) = self.health.get(&port) {
-                    // Go's net/http: a complete request gets the handler's answer, bytes
-                    // that are not HTTP get its plain 400.
-                    let complete = srv.buf.windows(4).any(|w| w == b"\r\n\r\n");
-                    if !looks_like_http(&srv.buf) || complete {
-                        let out: &[u8] =
-                            if looks_like_http(&srv.buf) { resp } else { GO_BAD_REQUEST };
-                        let _ = s.send_slice(out);
-                        srv.buf.clear();
-                        s.close();
-                    }
-                } else if looks_like_http(&srv.buf) {
-                    if srv.buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        let resp = http_response(&srv.buf, &self.name);
-                        let _ = s.send_slice(&resp);
-                        srv.buf.clear();
-                        s.close();
-                    }
-                } else {
-                    let n = s.send_slice(&srv.buf).unwrap_or(0);
-                    srv.buf.drain(..n);
-                }
-            }
-            if s.state() == tcp::State::CloseWait {
-                s.close();
-            }
-            if s.state() == tcp::State::Closed {
-                srv.buf.clear();
-                let _ = s.listen(port);
-            }
+        if !self.listeners_idle {
+            self.listeners_idle = self.run_tcp_servers();
         }
         for srv in &self.udp_servers {
             if !peek(&self.main, &self.lo, srv.side)
@@ -916,6 +889,62 @@ impl Stack {
                 }
             }
         }
+    }
+
+    /// The TCP servers' turn: takes in what their connections received, answers it, closes
+    /// what their peers closed and listens again on a closed socket. Returns whether every
+    /// server's socket is now listening with nothing buffered ([`Stack`]'s `listeners_idle`).
+    fn run_tcp_servers(&mut self) -> bool {
+        let mut idle = true;
+        for i in 0..self.tcp_servers.len() {
+            let (side, handle, port) =
+                (self.tcp_servers[i].side, self.tcp_servers[i].handle, self.tcp_servers[i].port);
+            // A listener with nothing received, nothing to answer and no close to make is
+            // left alone (and its interface keeps its answer to when to poll).
+            let s = peek(&self.main, &self.lo, side).sockets.get::<tcp::Socket>(handle);
+            let closing = matches!(s.state(), tcp::State::CloseWait | tcp::State::Closed);
+            if !s.can_recv() && self.tcp_servers[i].buf.is_empty() && !closing {
+                idle &= s.state() == tcp::State::Listen;
+                continue;
+            }
+            let iface = pick(&mut self.main, &mut self.lo, side);
+            let s = iface.sockets.get_mut::<tcp::Socket>(handle);
+            let srv = &mut self.tcp_servers[i];
+            drain_tcp(s, &mut srv.buf);
+            if !srv.buf.is_empty() && s.can_send() {
+                if let Some(resp) = self.health.get(&port) {
+                    // Go's net/http: a complete request gets the handler's answer, bytes
+                    // that are not HTTP get its plain 400.
+                    let complete = srv.buf.windows(4).any(|w| w == b"\r\n\r\n");
+                    if !looks_like_http(&srv.buf) || complete {
+                        let out: &[u8] =
+                            if looks_like_http(&srv.buf) { resp } else { GO_BAD_REQUEST };
+                        let _ = s.send_slice(out);
+                        srv.buf.clear();
+                        s.close();
+                    }
+                } else if looks_like_http(&srv.buf) {
+                    if srv.buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let resp = http_response(&srv.buf, &self.name);
+                        let _ = s.send_slice(&resp);
+                        srv.buf.clear();
+                        s.close();
+                    }
+                } else {
+                    let n = s.send_slice(&srv.buf).unwrap_or(0);
+                    srv.buf.drain(..n);
+                }
+            }
+            if s.state() == tcp::State::CloseWait {
+                s.close();
+            }
+            if s.state() == tcp::State::Closed {
+                srv.buf.clear();
+                let _ = s.listen(port);
+            }
+            idle &= s.state() == tcp::State::Listen && srv.buf.is_empty();
+        }
+        idle
     }
 }
 

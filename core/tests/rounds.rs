@@ -119,3 +119,19 @@ fn a_lost_exchange_is_not_completed() {
     assert_eq!(one.answered, None);
     assert!(!one.to_json().contains("answered"));
 }
+
+#[test]
+fn tcp_servers_answer_between_udp_flows_to_the_same_pod() {
+    // A pod's TCP servers are left alone while only datagrams arrive; each connection that
+    // comes after must still be answered, closed and listened for again, more connections
+    // in turn than the pod keeps listening sockets.
+    let mut c = Cluster::seed();
+    for i in 0..6 {
+        let u = c.trace("pod/default/pod2", "pod/default/pod1:8080", &opts(FlowProto::Udp, 3));
+        assert_eq!(u.unwrap().answered, Some(3), "UDP flow {i}");
+        let t = c.trace("pod/default/pod2", "pod/default/pod1:8080", &opts(FlowProto::Tcp, 2));
+        let t = t.unwrap();
+        assert!(t.completed, "TCP flow {i}:\n{}", t.render(true));
+        assert_eq!(t.answered, Some(2), "TCP flow {i}");
+    }
+}
