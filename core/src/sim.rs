@@ -24,7 +24,7 @@
 //! Frames move with zero latency in FIFO order; virtual time advances only when nothing is
 //! queued, to the next timer any host stack has. Every loop is bounded.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
@@ -88,6 +88,31 @@ impl Pending {
     }
 }
 
+/// The namespaces whose stacks a run touched, in namespace order: a sorted list, since a
+/// run touches a few (the client's, the server's, a node's) and every delivered packet
+/// asks to be in it.
+#[derive(Default)]
+pub(crate) struct ActiveSet(Vec<NetnsId>);
+
+impl ActiveSet {
+    /// Adds `ns` if it is not in the set yet.
+    #[inline]
+    pub(crate) fn insert(&mut self, ns: NetnsId) {
+        if let Err(at) = self.0.binary_search(&ns) {
+            self.0.insert(at, ns);
+        }
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// The namespaces, in order.
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, NetnsId> {
+        self.0.iter()
+    }
+}
+
 /// Queues and the trace recorder.
 #[derive(Default)]
 pub(crate) struct SimState {
@@ -96,7 +121,7 @@ pub(crate) struct SimState {
     pub(crate) rec: Option<Recorder>,
     pub(crate) next_pkt: u32,
     /// Stacks touched by the current run (polled when time advances).
-    pub(crate) active: BTreeSet<NetnsId>,
+    pub(crate) active: ActiveSet,
     pub(crate) events: u64,
     /// Extra exchanges the current run makes (a flow's rounds after its first); each may
     /// process [`MAX_EVENTS`] more frames before the livelock guard trips.
