@@ -917,7 +917,7 @@ impl Cluster {
         if self.is_local(ns, dst) {
             self.local_in(ns, dev, skb, tag);
         } else {
-            self.forward(ns, dev, skb, tag);
+            self.forward(ns, dev, &mut skb, tag);
         }
     }
 
@@ -961,7 +961,7 @@ impl Cluster {
         })
     }
 
-    fn forward(&mut self, ns: NetnsId, in_dev: IfIndex, mut skb: Skb, tag: Tag) {
+    fn forward(&mut self, ns: NetnsId, in_dev: IfIndex, skb: &mut Skb, tag: Tag) {
         if !self.netns[ns.idx()].sysctl.ip_forward {
             self.drop_hop(
                 tag,
@@ -1022,16 +1022,7 @@ impl Cluster {
             return;
         }
         skb.decrease_ttl();
-        if !self.nf_hook(
-            ns,
-            Hook::Forward,
-            &mut skb,
-            tag,
-            Some(in_dev),
-            Some(out),
-            (None, None),
-            None,
-        ) {
+        if !self.nf_hook(ns, Hook::Forward, skb, tag, Some(in_dev), Some(out), (None, None), None) {
             return;
         }
         self.post_routing(ns, out, nexthop, prefsrc, skb, tag);
@@ -1046,13 +1037,12 @@ impl Cluster {
         out: IfIndex,
         nexthop: Ipv4Addr,
         prefsrc: Option<Ipv4Addr>,
-        mut skb: Skb,
+        skb: &mut Skb,
         tag: Tag,
     ) {
         let asked = self.netns[ns.idx()].nf.is_some() && skb.may_masquerade();
         let masq = if asked { self.source_for(ns, out, nexthop, prefsrc) } else { None };
-        if !self.nf_hook(ns, Hook::PostRouting, &mut skb, tag, None, Some(out), (None, None), masq)
-        {
+        if !self.nf_hook(ns, Hook::PostRouting, skb, tag, None, Some(out), (None, None), masq) {
             return;
         }
         self.neigh_output(ns, out, nexthop, skb, tag);
@@ -1099,7 +1089,7 @@ impl Cluster {
 
     /// What IPVS does with a scheduled packet in NAT mode: route to the real server, then
     /// POSTROUTING (masquerade, conntrack confirm) and the neighbour layer.
-    fn ipvs_xmit(&mut self, ns: NetnsId, skb: Skb, tag: Tag) {
+    fn ipvs_xmit(&mut self, ns: NetnsId, mut skb: Skb, tag: Tag) {
         let (src, dst) = {
             let p = Ipv4Packet::new_unchecked(&skb.data[..]);
             (p.src_addr(), p.dst_addr())
@@ -1125,7 +1115,7 @@ impl Cluster {
             None,
             None
         );
-        self.post_routing(ns, out, nexthop, prefsrc, skb, tag);
+        self.post_routing(ns, out, nexthop, prefsrc, &mut skb, tag);
     }
 
     /// Output of locally generated packets (`__ip_local_out`, `ip_output`).
@@ -1188,14 +1178,25 @@ impl Cluster {
             None,
             None,
         );
-        self.post_routing(ns, out, nexthop, prefsrc, skb, tag);
+        self.post_routing(ns, out, nexthop, prefsrc, &mut skb, tag);
     }
 
-    fn neigh_output(&mut self, ns: NetnsId, dev: IfIndex, nexthop: Ipv4Addr, skb: Skb, tag: Tag) {
+    /// The neighbour layer: frames the packet for a known neighbour and sends it, or holds it
+    /// until ARP answers. The packet is taken out of `skb`, which callers pass down their
+    /// path by reference rather than moving it at each step.
+    fn neigh_output(
+        &mut self,
+        ns: NetnsId,
+        dev: IfIndex,
+        nexthop: Ipv4Addr,
+        skb: &mut Skb,
+        tag: Tag,
+    ) {
         let known = self.netns[ns.idx()].neigh.lookup(nexthop).map(|n| n.mac);
         match known {
             Some(mac) => {
-                let frame = eth_frame_around(self.devs[dev.idx()].mac, mac, skb.data);
+                let ip = std::mem::take(&mut skb.data);
+                let frame = eth_frame_around(self.devs[dev.idx()].mac, mac, ip);
                 hop!(
                     self,
                     tag,
@@ -1208,7 +1209,10 @@ impl Cluster {
                 );
                 self.dev_xmit(dev, frame, tag);
             }
-            None => self.pend(ns, dev, nexthop, skb, tag, None),
+            None => {
+                let held = std::mem::replace(skb, Skb::new(Vec::new()));
+                self.pend(ns, dev, nexthop, held, tag, None);
+            }
         }
     }
 
