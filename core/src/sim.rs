@@ -719,7 +719,8 @@ impl Cluster {
             now: self.now,
             trace: tracing,
         };
-        let report = nf.hook(hook, skb, &env);
+        let mut report = HookReport::accept();
+        nf.hook_into(hook, skb, &env, &mut report);
         let ct_line = match &skb.ct {
             podnet_netfilter::CtRef::Confirmed(id, _, _)
                 if tracing && (report.confirmed || !report.nat.is_empty()) =>

@@ -259,7 +259,7 @@ struct HookNotes {
 
 impl HookReport {
     /// A report of a packet accepted with nothing done to it, that the hook fills in.
-    fn accept() -> HookReport {
+    pub fn accept() -> HookReport {
         HookReport {
             verdict: HookVerdict::Accept,
             notes: None,
@@ -376,6 +376,21 @@ impl Netfilter {
         let mut report = HookReport::accept();
         self.run_hook(hook, skb, env, &mut report);
         report
+    }
+
+    /// [`Netfilter::hook`], its report written into `report` (whatever it held before is
+    /// replaced): a caller that runs many hooks keeps one report where it lives, rather than
+    /// having each one made here and copied out.
+    #[inline]
+    pub fn hook_into(
+        &mut self,
+        hook: Hook,
+        skb: &mut Skb,
+        env: &HookEnv<'_>,
+        report: &mut HookReport,
+    ) {
+        *report = HookReport::accept();
+        self.run_hook(hook, skb, env, report);
     }
 
     /// Runs one hook over a list of packets, in order: the kernel's `NF_HOOK_LIST`, which
