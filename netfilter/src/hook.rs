@@ -1000,6 +1000,41 @@ COMMIT
     }
 
     #[test]
+    fn a_report_filled_in_again_says_what_a_fresh_one_would() {
+        // The same connection's packets through two namespaces with the same rules and
+        // seed: one gets a fresh report each hook, the other has hook_into fill in one
+        // report that last held another packet's DNAT, hits and confirmation.
+        let at = |_a: Ipv4Addr, _i: Option<&str>| addrtype::UNICAST;
+        let (mut a, mut b) = (Netfilter::new(3), Netfilter::new(3));
+        a.tables_mut().restore(RULES, false).unwrap();
+        b.tables_mut().restore(RULES, false).unwrap();
+        let warm = || Skb::new(tcp_syn([10, 244, 1, 9], 41000, [10, 96, 0, 10], 80));
+        let mut kept = HookReport::accept();
+        let (mut wa, mut wb) = (warm(), warm());
+        for hook in [Hook::PreRouting, Hook::PostRouting] {
+            let _ = a.hook(hook, &mut wa, &env(&at, None));
+            b.hook_into(hook, &mut wb, &env(&at, None), &mut kept);
+        }
+        assert!(kept.confirmed && !kept.hits().is_empty());
+        for (hook, masq) in [(Hook::PreRouting, None), (Hook::PostRouting, Some([192, 168, 0, 1]))]
+        {
+            let e = env(&at, masq.map(Ipv4Addr::from));
+            let (mut x, mut y) = (
+                Skb::new(tcp_syn([10, 244, 1, 3], 40000, [10, 96, 0, 10], 80)),
+                Skb::new(tcp_syn([10, 244, 1, 3], 40000, [10, 96, 0, 10], 80)),
+            );
+            if hook == Hook::PostRouting {
+                let _ = a.hook(Hook::PreRouting, &mut x, &env(&at, None));
+                b.hook_into(Hook::PreRouting, &mut y, &env(&at, None), &mut kept);
+            }
+            let fresh = a.hook(hook, &mut x, &e);
+            b.hook_into(hook, &mut y, &e, &mut kept);
+            assert_eq!(kept, fresh, "{hook}");
+            assert_eq!(x.data, y.data, "{hook}");
+        }
+    }
+
+    #[test]
     fn dropped_packet_leaves_no_conntrack_entry() {
         let mut nf = Netfilter::new(1);
         nf.tables_mut().restore("*filter\n:FORWARD DROP [0:0]\nCOMMIT\n", false).unwrap();
