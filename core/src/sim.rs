@@ -1059,10 +1059,11 @@ impl Cluster {
             self.ipvs_xmit(ns, skb, tag);
             return;
         }
-        // The transport header, as the stack reads it: netfilter's PREROUTING read it already
-        // (a packet it could not read went no further), a namespace without netfilter reads
-        // it here first.
-        let info = match packet::parse_trusted(&skb.data) {
+        // The transport header, as the stack reads it: netfilter's hooks read it already (a
+        // packet they could not read went no further) and left their reading with the packet;
+        // a namespace without netfilter reads it here first.
+        let read = skb.reading().copied().map_or_else(|| packet::parse_trusted(&skb.data), Ok);
+        let info = match read {
             Ok(info) => info,
             Err(e) => {
                 self.drop_hop(tag, ns, Some(dev), reason::MALFORMED, e.to_string(), None);

@@ -79,6 +79,13 @@ impl Skb {
         self.read = None;
     }
 
+    /// What the last hook read of [`Skb::data`] (tuple, lengths, TTL), if a hook has read it
+    /// since it last changed: a caller that needs the same reading after the hooks takes it
+    /// here rather than parsing the packet again.
+    pub fn reading(&self) -> Option<&PacketInfo> {
+        self.read.as_ref()
+    }
+
     /// Whether a MASQUERADE may still be decided for this packet: its connection is new (or
     /// not looked up yet). Once a connection is confirmed its later packets replay the NAT its
     /// first packet decided, and [`HookEnv::masq_addr`] is not read for them: a caller may
