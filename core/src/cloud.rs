@@ -35,6 +35,7 @@ use ipnetwork::Ipv4Network;
 use podnet_netfilter::{Netfilter, Proto};
 
 use crate::cluster::{Cluster, DeviceKind, Owner};
+use crate::datapath::Steer;
 use crate::ids::NetnsId;
 use crate::kube_proxy::{Service, ServicePort, ServiceType, TargetPort};
 use crate::net::route::{MAIN_TABLE, PolicyRule, Route, RouteProto};
@@ -114,10 +115,6 @@ pub struct IngressController {
     pub default_backend: Option<crate::ingress::AlbRule>,
 }
 
-/// An L7 proxy's configuration: port, matching, rules, default backend.
-pub(crate) type L7Spec =
-    (u16, crate::ingress::Matching, Vec<crate::ingress::AlbRule>, Option<crate::ingress::AlbRule>);
-
 /// The edge's state.
 #[derive(Clone, Debug, Default)]
 pub struct Edge {
@@ -172,22 +169,22 @@ impl Cluster {
     /// Adds an internet gateway: a router between the VPC and `internet` (e.g.
     /// 203.0.113.0/24, its own address the subnet's `.254`).
     pub fn add_internet_gateway(&mut self, internet: Ipv4Network) -> NetnsId {
-        let link = self.add_segment("igw-link");
-        let inet = self.add_segment("internet");
-        let vpc = self.vpc;
-        let vpc1 = self.add_device(vpc, "vpc1", DeviceKind::Ether { segment: link });
-        self.add_addr(vpc1, Ipv4Network::new(LINK_VPC, 30).expect("valid"));
-        self.add_default_route(vpc, LINK_IGW, vpc1);
-        let igw = self.add_netns("igw", Owner::Router, true);
-        self.netns[igw.idx()].sysctl.ip_forward = true;
-        self.netns[igw.idx()].nf = Some(Box::new(Netfilter::new(self.cfg.seed ^ 0x1697)));
-        let igw0 = self.add_device(igw, "igw0", DeviceKind::Ether { segment: link });
-        self.add_addr(igw0, Ipv4Network::new(LINK_IGW, 30).expect("valid"));
-        let inet0 = self.add_device(igw, "inet0", DeviceKind::Ether { segment: inet });
+        let link = self.world.add_segment("igw-link");
+        let inet = self.world.add_segment("internet");
+        let vpc = self.world.vpc;
+        let vpc1 = self.world.add_device(vpc, "vpc1", DeviceKind::Ether { segment: link });
+        self.world.add_addr(vpc1, Ipv4Network::new(LINK_VPC, 30).expect("valid"));
+        self.world.add_default_route(vpc, LINK_IGW, vpc1);
+        let igw = self.world.add_netns("igw", Owner::Router, true);
+        self.world.netns[igw.idx()].sysctl.ip_forward = true;
+        self.world.netns[igw.idx()].nf = Some(Box::new(Netfilter::new(self.cfg.seed ^ 0x1697)));
+        let igw0 = self.world.add_device(igw, "igw0", DeviceKind::Ether { segment: link });
+        self.world.add_addr(igw0, Ipv4Network::new(LINK_IGW, 30).expect("valid"));
+        let inet0 = self.world.add_device(igw, "inet0", DeviceKind::Ether { segment: inet });
         let gw = Ipv4Addr::from(u32::from(internet.broadcast()) - 1);
-        self.add_addr(inet0, Ipv4Network::new(gw, internet.prefix()).expect("valid"));
+        self.world.add_addr(inet0, Ipv4Network::new(gw, internet.prefix()).expect("valid"));
         let subnet = self.cfg.node_subnet;
-        self.netns[igw.idx()].routes.add(Route {
+        self.world.netns[igw.idx()].routes.add(Route {
             dst: subnet,
             via: Some(LINK_VPC),
             dev: igw0,
@@ -196,14 +193,14 @@ impl Cluster {
         });
         self.edge.igw = Some(igw);
         self.edge.internet = Some(internet);
-        self.inet_segment = Some(inet);
+        self.world.inet_segment = Some(inet);
         igw
     }
 
     /// Gives a node a public address through the internet gateway (1:1 NAT).
     pub fn set_public_ip(&mut self, node: &str, ip: Ipv4Addr) -> Result<(), crate::ClusterError> {
         let id = self.node_id(node)?;
-        self.edge.public_ips.insert(self.nodes[id.idx()].name.clone(), ip);
+        self.edge.public_ips.insert(self.world.nodes[id.idx()].name.clone(), ip);
         self.sync_igw();
         Ok(())
     }
@@ -216,7 +213,7 @@ impl Cluster {
         ip: Ipv4Addr,
         port: u16,
     ) -> Result<NetnsId, crate::ClusterError> {
-        let (Some(inet), Some(net)) = (self.inet_segment, self.edge.internet) else {
+        let (Some(inet), Some(net)) = (self.world.inet_segment, self.edge.internet) else {
             return Err(crate::ClusterError::NotFound {
                 kind: "internet gateway",
                 name: name.into(),
@@ -230,13 +227,13 @@ impl Cluster {
                 cidr: net,
             });
         }
-        let ns = self.add_netns(&format!("host/{name}"), Owner::Host, false);
-        let eth0 = self.add_device(ns, "eth0", DeviceKind::Ether { segment: inet });
-        self.add_addr(eth0, Ipv4Network::new(ip, net.prefix()).expect("valid"));
+        let ns = self.world.add_netns(&format!("host/{name}"), Owner::Host, false);
+        let eth0 = self.world.add_device(ns, "eth0", DeviceKind::Ether { segment: inet });
+        self.world.add_addr(eth0, Ipv4Network::new(ip, net.prefix()).expect("valid"));
         let gw = Ipv4Addr::from(u32::from(net.broadcast()) - 1);
-        self.add_default_route(ns, gw, eth0);
-        self.netns[ns.idx()].ports.insert((Proto::TCP, port), "server".into());
-        self.netns[ns.idx()].ports.insert((Proto::UDP, port), "server".into());
+        self.world.add_default_route(ns, gw, eth0);
+        self.world.netns[ns.idx()].ports.insert((Proto::TCP, port), "server".into());
+        self.world.netns[ns.idx()].ports.insert((Proto::UDP, port), "server".into());
         Ok(ns)
     }
 
@@ -290,9 +287,9 @@ impl Cluster {
             });
         }
         self.take_vpc_address(private_ip)?;
-        let ns = self.add_netns(&format!("lb/{key}"), Owner::Router, true);
-        self.netns[ns.idx()].sysctl.ip_forward = true;
-        self.netns[ns.idx()].nf =
+        let ns = self.world.add_netns(&format!("lb/{key}"), Owner::Router, true);
+        self.world.netns[ns.idx()].sysctl.ip_forward = true;
+        self.world.netns[ns.idx()].nf =
             Some(Box::new(Netfilter::new(self.cfg.seed ^ 0x4c42 ^ u64::from(ns.0))));
         self.attach_to_vpc(ns, "lb0", private_ip);
         self.edge.lbs.push(CloudLb {
@@ -305,9 +302,9 @@ impl Cluster {
         });
         if mode == LbMode::PassThrough {
             // The VPC routes the public address to the LB, which keeps it as destination.
-            let vpc = self.vpc;
-            if let Some((dev, _, _)) = self.route(vpc, None, private_ip) {
-                self.netns[vpc.idx()].routes.add(Route {
+            let vpc = self.world.vpc;
+            if let Some((dev, _, _)) = self.world.route(vpc, None, private_ip) {
+                self.world.netns[vpc.idx()].routes.add(Route {
                     dst: Ipv4Network::new(public_ip, 32).expect("valid"),
                     via: Some(private_ip),
                     dev,
@@ -338,14 +335,21 @@ impl Cluster {
         private_ip: Ipv4Addr,
     ) -> Result<(), crate::ClusterError> {
         self.take_vpc_address(private_ip)?;
-        let ns = self.add_netns(
+        let ns = self.world.add_netns(
             &format!("lb/{}/{}", ingress.namespace, ingress.name),
             Owner::Host,
             false,
         );
         self.attach_to_vpc(ns, "eth0", private_ip);
-        self.netns[ns.idx()].ports.insert((Proto::TCP, 80), "listener".into());
+        self.world.netns[ns.idx()].ports.insert((Proto::TCP, 80), "listener".into());
         let rules = self.alb_rules(&ingress)?;
+        let spec = crate::host::L7Spec {
+            port: 80,
+            matching: crate::host::l7::Matching::Alb,
+            rules: rules.clone(),
+            default: None,
+        };
+        self.hosts.set_l7(ns, spec);
         self.edge.albs.push(Alb { ingress, public_ip, private_ip, netns: ns, rules });
         self.sync_igw();
         Ok(())
@@ -390,7 +394,7 @@ impl Cluster {
             }
             Ok((
                 format!("{}/{svc}:{port}", ing.namespace),
-                self.nodes.iter().map(|n| (n.ip, p.node_port)).collect(),
+                self.world.nodes.iter().map(|n| (n.ip, p.node_port)).collect(),
             ))
         };
         for r in &ing.rules {
@@ -428,9 +432,9 @@ impl Cluster {
         port: u16,
     ) -> Result<(), crate::ClusterError> {
         let id = self.pod_id(pod)?;
-        let p = &self.pods[id.idx()];
+        let p = &self.world.pods[id.idx()];
         let key = format!("{}/{}", p.namespace, p.name);
-        if !self.netns[p.netns.idx()].ports.contains_key(&(Proto::TCP, port)) {
+        if !self.world.netns[p.netns.idx()].ports.contains_key(&(Proto::TCP, port)) {
             return Err(crate::ClusterError::Refused {
                 what: format!("pod {key} does not listen on TCP port {port}"),
                 fix: "declare it as a containerPort of the controller container",
@@ -449,7 +453,7 @@ impl Cluster {
             rules: Vec::new(),
             default_backend: None,
         });
-        self.netns[p.netns.idx()].stack = None;
+        self.hosts.reset(p.netns);
         self.sync_ingress_controllers();
         Ok(())
     }
@@ -558,30 +562,16 @@ impl Cluster {
             let Ok(id) = self.pod_id(&format!("pod/{}", self.edge.controllers[i].pod)) else {
                 continue;
             };
-            let ns = self.pods[id.idx()].netns;
+            let ns = self.world.pods[id.idx()].netns;
             let ctl = &self.edge.controllers[i];
-            if let Some(st) = self.netns[ns.idx()].stack.as_mut() {
-                st.set_l7_rules(ctl.rules.clone(), ctl.default_backend.clone());
-            }
+            let spec = crate::host::L7Spec {
+                port: ctl.port,
+                matching: crate::host::l7::Matching::Kubernetes,
+                rules: ctl.rules.clone(),
+                default: ctl.default_backend.clone(),
+            };
+            self.hosts.set_l7(ns, spec);
         }
-    }
-
-    /// The L7 proxy a namespace runs, if any: (port, matching, rules, default backend).
-    pub(crate) fn l7_of(&self, ns: NetnsId) -> Option<L7Spec> {
-        if let Some(a) = self.edge.albs.iter().find(|a| a.netns == ns) {
-            return Some((80, crate::ingress::Matching::Alb, a.rules.clone(), None));
-        }
-        let Owner::Pod(p) = self.netns[ns.idx()].owner else { return None };
-        let p = &self.pods[p.idx()];
-        let key = format!("{}/{}", p.namespace, p.name);
-        self.edge.controllers.iter().find(|c| c.pod == key).map(|c| {
-            (
-                c.port,
-                crate::ingress::Matching::Kubernetes,
-                c.rules.clone(),
-                c.default_backend.clone(),
-            )
-        })
     }
 
     /// Adds a NAT gateway (see [`NatGateway`]); nodes without a public IP reach the
@@ -611,15 +601,15 @@ impl Cluster {
             });
         }
         self.take_vpc_address(private_ip)?;
-        let ns = self.add_netns("natgw", Owner::Router, true);
-        self.netns[ns.idx()].sysctl.ip_forward = true;
+        let ns = self.world.add_netns("natgw", Owner::Router, true);
+        self.world.netns[ns.idx()].sysctl.ip_forward = true;
         let mut nf = Netfilter::new(self.cfg.seed ^ 0x6e61_7467);
         let text = format!(
             "*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING ! -d {} -m comment --comment \"NAT gateway: many-to-one\" -j SNAT --to-source {private_ip}:1024-65535\nCOMMIT\n",
             self.cfg.node_subnet
         );
         nf.tables_mut().restore(&text, false).expect("generated NAT gateway rules parse");
-        self.netns[ns.idx()].nf = Some(Box::new(nf));
+        self.world.netns[ns.idx()].nf = Some(Box::new(nf));
         self.attach_to_vpc(ns, "eth0", private_ip);
         self.edge.nat_gateway = Some(NatGateway { public_ip, private_ip, netns: ns });
         self.sync_igw();
@@ -631,9 +621,10 @@ impl Cluster {
     /// (nodes with public IPs, load balancers, the NAT gateway).
     fn sync_vpc_egress(&mut self) {
         let Some(gw) = self.edge.nat_gateway.clone() else { return };
-        let vpc = self.vpc;
-        let Some((dev, _, _)) = self.route(vpc, None, gw.private_ip) else { return };
+        let vpc = self.world.vpc;
+        let Some((dev, _, _)) = self.world.route(vpc, None, gw.private_ip) else { return };
         let mut public_sources: Vec<Ipv4Addr> = self
+            .world
             .nodes
             .iter()
             .filter(|n| self.edge.public_ips.contains_key(&n.name))
@@ -643,7 +634,7 @@ impl Cluster {
         public_sources.extend(self.edge.albs.iter().map(|a| a.private_ip));
         public_sources.push(gw.private_ip);
         let (subnet, cluster) = (self.cfg.node_subnet, self.cfg.cluster_cidr);
-        let policy = &mut self.netns[vpc.idx()].policy;
+        let policy = &mut self.world.netns[vpc.idx()].policy;
         policy.rules.retain(|r| !NATGW_RULES.contains(&r.priority));
         let rule = |priority, from, to, table| PolicyRule { priority, from, to, table };
         policy.add_rule(rule(1000, None, Some(subnet), MAIN_TABLE));
@@ -667,20 +658,24 @@ impl Cluster {
     /// Puts an edge namespace (load balancer, ALB, NAT gateway) on the VPC subnet: a device
     /// with `private_ip` and a default route via the VPC router.
     fn attach_to_vpc(&mut self, ns: NetnsId, dev_name: &str, private_ip: Ipv4Addr) {
-        let dev = self.add_device(ns, dev_name, DeviceKind::Ether { segment: self.vpc_subnet });
-        self.add_addr(
+        let dev = self.world.add_device(
+            ns,
+            dev_name,
+            DeviceKind::Ether { segment: self.world.vpc_subnet },
+        );
+        self.world.add_addr(
             dev,
             Ipv4Network::new(private_ip, self.cfg.node_subnet.prefix()).expect("valid"),
         );
         let vpc_router = self.cfg.vpc_router;
-        self.add_default_route(ns, vpc_router, dev);
+        self.world.add_default_route(ns, vpc_router, dev);
     }
 
     /// Re-programs the internet gateway's 1:1 NAT from the public addresses.
     pub(crate) fn sync_igw(&mut self) {
         let Some(igw) = self.edge.igw else { return };
         let mut pairs: Vec<(String, Ipv4Addr, Ipv4Addr)> = Vec::new();
-        for n in &self.nodes {
+        for n in &self.world.nodes {
             if let Some(p) = self.edge.public_ips.get(&n.name) {
                 pairs.push((format!("node {}", n.name), n.ip, *p));
             }
@@ -692,9 +687,10 @@ impl Cluster {
         // ARP for them on the internet side).
         for lb in self.edge.lbs.iter().filter(|l| l.mode == LbMode::PassThrough) {
             let dst = Ipv4Network::new(lb.public_ip, 32).expect("valid");
-            if self.netns[igw.idx()].routes.lookup(lb.public_ip).is_none_or(|r| r.dst != dst) {
-                let igw0 = self.dev_named(igw, "igw0").expect("igw has igw0");
-                self.netns[igw.idx()].routes.add(Route {
+            if self.world.netns[igw.idx()].routes.lookup(lb.public_ip).is_none_or(|r| r.dst != dst)
+            {
+                let igw0 = self.world.dev_named(igw, "igw0").expect("igw has igw0");
+                self.world.netns[igw.idx()].routes.add(Route {
                     dst,
                     via: Some(LINK_VPC),
                     dev: igw0,
@@ -728,13 +724,13 @@ impl Cluster {
         }
         text.push_str("COMMIT\n");
         // The public addresses live on inet0, so the gateway answers ARP for them.
-        let inet0 = self.dev_named(igw, "inet0").expect("igw has inet0");
+        let inet0 = self.world.dev_named(igw, "inet0").expect("igw has inet0");
         for (_, _, public) in &pairs {
-            if !self.devs[inet0.idx()].addrs.iter().any(|a| a.ip() == *public) {
-                self.add_addr(inet0, Ipv4Network::new(*public, 32).expect("valid"));
+            if !self.world.devs[inet0.idx()].addrs.iter().any(|a| a.ip() == *public) {
+                self.world.add_addr(inet0, Ipv4Network::new(*public, 32).expect("valid"));
             }
         }
-        if let Some(nf) = self.netns[igw.idx()].nf.as_mut() {
+        if let Some(nf) = self.world.netns[igw.idx()].nf.as_mut() {
             nf.tables_mut().restore(&text, false).expect("generated gateway rules parse");
         }
         self.sync_vpc_egress();
@@ -748,6 +744,11 @@ impl Cluster {
         if self.edge.lbs.is_empty() {
             return;
         }
+        self.sync_lbs_rules();
+        self.sync_fabric();
+    }
+
+    fn sync_lbs_rules(&mut self) {
         let slices = self.endpoint_slices();
         for i in 0..self.edge.lbs.len() {
             let lb = self.edge.lbs[i].clone();
@@ -769,14 +770,14 @@ impl Cluster {
                     .is_none_or(|h| h.healthy())
             };
             let mut nodes: Vec<Ipv4Addr> =
-                self.nodes.iter().filter(|n| passes(&n.name)).map(|n| n.ip).collect();
+                self.world.nodes.iter().filter(|n| passes(&n.name)).map(|n| n.ip).collect();
             if nodes.is_empty() {
                 // Every target failing its health check: the LB fails open to all of them.
-                nodes = self.nodes.iter().map(|n| n.ip).collect();
+                nodes = self.world.nodes.iter().map(|n| n.ip).collect();
             }
             self.edge.lbs[i].targets = nodes.clone();
             if lb.mode == LbMode::PassThrough {
-                if let Some(nf) = self.netns[lb.netns.idx()].nf.as_mut() {
+                if let Some(nf) = self.world.netns[lb.netns.idx()].nf.as_mut() {
                     nf.tables_mut()
                         .restore("*nat\nCOMMIT\n*filter\nCOMMIT\n", false)
                         .expect("empty tables parse");
@@ -840,7 +841,7 @@ impl Cluster {
                 );
             }
             text.push_str("COMMIT\n");
-            if let Some(nf) = self.netns[lb.netns.idx()].nf.as_mut() {
+            if let Some(nf) = self.world.netns[lb.netns.idx()].nf.as_mut() {
                 nf.tables_mut()
                     .restore(&format!("{filter}{text}"), false)
                     .expect("generated load balancer rules parse");
@@ -848,68 +849,44 @@ impl Cluster {
         }
     }
 
-    /// Where the cloud fabric, rather than a routing table, sends a packet: a pass-through
-    /// LB picks a node per flow, and the VPC returns replies of a client-IP-preserving
-    /// LB's flows to that LB. `None`: route as usual.
-    pub(crate) fn edge_nexthop(&self, ns: NetnsId, ip: &[u8]) -> Option<(Ipv4Addr, String)> {
-        if self.edge.lbs.is_empty() {
-            return None;
-        }
-        if ns == self.vpc {
-            if !self.edge.lbs.iter().any(|l| l.mode == LbMode::PreserveClientIp) {
-                return None;
-            }
-            let info = podnet_netfilter::packet::parse(ip).ok()?;
-            return self
+    /// Tells the fabric what the load balancers need of it: a pass-through LB spreads flows
+    /// over its targets by a flow hash (and the internet gateway answers ARP for its
+    /// address, which it routes inward); the VPC sends the replies of flows a
+    /// client-IP-preserving LB sent back to that LB.
+    fn sync_fabric(&mut self) {
+        let vpc = self.world.vpc;
+        self.fabric.steer = self
+            .edge
+            .lbs
+            .iter()
+            .filter_map(|l| match l.mode {
+                LbMode::Proxy => None,
+                LbMode::PreserveClientIp => Some(Steer::ReplyTo {
+                    at: vpc,
+                    tracked_in: l.netns,
+                    addr: l.private_ip,
+                    why: format!(
+                        "VPC: a reply of a flow the load balancer of {} sent with the client's address (client-IP preservation): back to the LB {}",
+                        l.service, l.private_ip
+                    ),
+                }),
+                LbMode::PassThrough => Some(Steer::Spread {
+                    at: l.netns,
+                    targets: l.targets.clone(),
+                    who: format!("load balancer of {} (pass-through)", l.service),
+                }),
+            })
+            .collect();
+        if let Some(igw) = self.edge.igw {
+            let inward: std::collections::BTreeSet<Ipv4Addr> = self
                 .edge
                 .lbs
                 .iter()
-                .filter(|l| l.mode == LbMode::PreserveClientIp && info.tuple.dst != l.private_ip)
-                .find(|l| {
-                    self.netns[l.netns.idx()]
-                        .nf
-                        .as_ref()
-                        .is_some_and(|nf| nf.conntrack.tuple_taken(&info.tuple))
-                })
-                .map(|l| {
-                    (
-                        l.private_ip,
-                        format!(
-                            "VPC: a reply of a flow the load balancer of {} sent with the client's address (client-IP preservation): back to the LB {}",
-                            l.service, l.private_ip
-                        ),
-                    )
-                });
+                .filter(|l| l.mode == LbMode::PassThrough)
+                .map(|l| l.public_ip)
+                .collect();
+            self.fabric.proxy_arp_mut(igw, None).addrs = inward;
         }
-        let lb = self.edge.lbs.iter().find(|l| l.netns == ns && l.mode == LbMode::PassThrough)?;
-        if lb.targets.is_empty() {
-            return None;
-        }
-        let info = podnet_netfilter::packet::parse(ip).ok()?;
-        let t = info.tuple;
-        // A seeded FNV-1a over the 5-tuple: the same flow always lands on the same node.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ self.cfg.seed;
-        for b in t
-            .src
-            .octets()
-            .into_iter()
-            .chain(t.dst.octets())
-            .chain(t.sport.to_be_bytes())
-            .chain(t.dport.to_be_bytes())
-            .chain([t.proto.0])
-        {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        let node = lb.targets[(h % lb.targets.len() as u64) as usize];
-        Some((
-            node,
-            format!(
-                "load balancer of {} (pass-through): flow hash picks target {node} of {}; destination {} kept",
-                lb.service,
-                lb.targets.len(),
-                t.dst
-            ),
-        ))
     }
 
     /// A node's egress SNAT: ip-masq-agent's rules in the bridge profile, the AWS VPC CNI's

@@ -14,198 +14,21 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use indexmap::IndexMap;
 use ipnetwork::Ipv4Network;
-use smoltcp::time::Instant;
-use smoltcp::wire::EthernetAddress;
 
 use podnet_netfilter::{Netfilter, Proto, Rng};
 
-use crate::ids::{IfIndex, NetnsId, NodeId, PodId, SegmentId};
+use crate::datapath::Fabric;
+pub use crate::error::ClusterError;
+use crate::host::Hosts;
+use crate::host::stack::Side;
+use crate::ids::{IfIndex, NetnsId, NodeId, PodId};
 use crate::net::fdb::Fdb;
-use crate::net::neigh::NeighTable;
-use crate::net::route::{Route, RouteProto, RouteTable, RoutingPolicy};
-use crate::stack::Stack;
-
-/// What kind of device.
-#[derive(Clone, Debug)]
-pub enum DeviceKind {
-    /// `lo`.
-    Loopback,
-    /// One end of a veth pair.
-    Veth {
-        /// The other end.
-        peer: IfIndex,
-    },
-    /// A Linux bridge and its forwarding database.
-    Bridge(Fdb),
-    /// A NIC on an L2 segment (a node's `eth0`, the VPC router's port).
-    Ether {
-        /// The segment.
-        segment: SegmentId,
-    },
-    /// A dummy device (`kube-ipvs0`).
-    Dummy,
-}
-
-/// A network device.
-#[derive(Clone, Debug)]
-pub struct Device {
-    /// Name inside its namespace.
-    pub name: String,
-    /// Its namespace.
-    pub netns: NetnsId,
-    /// MAC address.
-    pub mac: EthernetAddress,
-    /// Kind.
-    pub kind: DeviceKind,
-    /// Addresses with their prefix (host bits kept: `10.244.1.1/24`).
-    pub addrs: Vec<Ipv4Network>,
-    /// The bridge this device is a port of.
-    pub master: Option<IfIndex>,
-    /// Bridge port `hairpin_mode`.
-    pub hairpin: bool,
-}
-
-/// Who a namespace belongs to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Owner {
-    /// A node's root namespace.
-    Node(NodeId),
-    /// A pod's namespace.
-    Pod(PodId),
-    /// A router of the underlay (the VPC router).
-    Router,
-    /// A host outside the cluster.
-    Host,
-}
-
-/// Per-namespace sysctls that change forwarding.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Sysctls {
-    /// `net.ipv4.ip_forward`.
-    pub ip_forward: bool,
-    /// `net.bridge.bridge-nf-call-iptables`.
-    pub bridge_nf_call_iptables: bool,
-}
-
-/// A network namespace.
-pub struct Netns {
-    /// Name, as podnet prints it (`node1`, `pod/default/pod1`, `vpc`).
-    pub name: String,
-    /// Owner.
-    pub owner: Owner,
-    /// Devices, in creation order.
-    pub devs: Vec<IfIndex>,
-    /// The addresses of those devices, what `ip_rcv` asks of every packet (is it for this
-    /// host?): kept in step by [`Cluster::set_addrs`], the one place addresses change.
-    pub(crate) local: Vec<Ipv4Addr>,
-    /// Main routing table.
-    pub routes: RouteTable,
-    /// `ip rule` and extra tables.
-    pub policy: RoutingPolicy,
-    /// Neighbour table (for pods: what the pod's stack learned, as seen on the wire).
-    pub neigh: NeighTable,
-    /// Sysctls.
-    pub sysctl: Sysctls,
-    /// Netfilter, for namespaces that forward.
-    pub nf: Option<Box<Netfilter>>,
-    /// Ports bound by processes (containers), with who bound them.
-    pub ports: BTreeMap<(Proto, u16), String>,
-    /// Whether podnet's router code forwards here (node root, VPC router) or a host stack
-    /// answers (pods, hosts).
-    pub router: bool,
-    /// kube-proxy's health-check servers on a node: port → the HTTP response it writes.
-    pub(crate) health: BTreeMap<u16, Vec<u8>>,
-    /// Kernel log lines written by `LOG` rules, oldest first (the last 10,000).
-    pub(crate) klog: Vec<String>,
-    pub(crate) stack: Option<Box<Stack>>,
-}
-
-/// A node.
-#[derive(Clone, Debug)]
-pub struct Node {
-    /// Name.
-    pub name: String,
-    /// VPC address (`eth0`).
-    pub ip: Ipv4Addr,
-    /// Pod CIDR.
-    pub pod_cidr: Ipv4Network,
-    /// Root namespace.
-    pub netns: NetnsId,
-    /// `eth0`.
-    pub eth0: IfIndex,
-    /// `cbr0` (the bridge profile; `None` in the AWS VPC CNI profile).
-    pub bridge: Option<IfIndex>,
-    /// The AWS VPC CNI's ipamd and the ENI devices (`eth0`, `eth1`, …), in the AWS profile.
-    pub aws: Option<crate::vpc_cni::NodeEnis>,
-    /// Its iptables came from a real node's `iptables-save` ([`Cluster::import_iptables`]).
-    pub iptables_imported: bool,
-    /// kubelet's `--max-pods` (110 unless set; the AWS profile keeps its own figure).
-    pub max_pods: u32,
-    /// Pods on it, in creation order.
-    pub pods: Vec<PodId>,
-    /// host-local IPAM of its pod CIDR.
-    pub ipam: crate::ipam::HostLocal,
-}
-
-/// A container of a pod.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Container {
-    /// Name.
-    pub name: String,
-    /// Ports it listens on.
-    pub ports: Vec<(Proto, u16)>,
-    /// Named container ports (what a Service's named `targetPort` refers to).
-    pub named_ports: Vec<(String, Proto, u16)>,
-}
-
-/// A pod.
-#[derive(Clone, Debug)]
-pub struct Pod {
-    /// Kubernetes namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-    /// The node it runs on.
-    pub node: NodeId,
-    /// Pod IP.
-    pub ip: Ipv4Addr,
-    /// Labels.
-    pub labels: BTreeMap<String, String>,
-    /// Containers.
-    pub containers: Vec<Container>,
-    /// Its network namespace.
-    pub netns: NetnsId,
-    /// `eth0` inside the pod.
-    pub eth0: IfIndex,
-    /// The veth end on the node's bridge.
-    pub host_veth: IfIndex,
-    /// Ready condition (endpoints follow it).
-    pub ready: bool,
-    /// Being deleted (`deletionTimestamp` set): its endpoints are terminating.
-    pub terminating: bool,
-    /// Deleted: gone from the node (kept in the arena so ids stay stable).
-    pub deleted: bool,
-    /// `hostNetwork: true`: it runs in the node's root namespace, with the node's address.
-    pub host_network: bool,
-}
-
-impl Pod {
-    /// `pod/NS/NAME`.
-    pub fn key(&self) -> String {
-        format!("pod/{}/{}", self.namespace, self.name)
-    }
-}
-
-/// An L2 segment outside the nodes.
-#[derive(Clone, Debug)]
-pub struct Segment {
-    /// Name.
-    pub name: String,
-    /// Attached devices.
-    pub ports: Vec<IfIndex>,
-}
+use crate::net::route::{Route, RouteProto};
+use crate::run::{Flow, Sim, Source};
+use crate::trace::{FlowProto, Hop, Trace, TraceError, TraceOptions};
+use crate::world::World;
+pub use crate::world::{Container, Device, DeviceKind, Netns, Node, Owner, Pod, Segment, Sysctls};
 
 /// What a visualiser needs to draw the cluster (serialisable).
 #[derive(Clone, Debug, serde::Serialize)]
@@ -297,158 +120,14 @@ impl Default for ClusterConfig {
     }
 }
 
-/// Errors from building or changing a cluster.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ClusterError {
-    /// A name is used twice.
-    #[error("{kind} '{name}' already exists: names must be unique")]
-    Duplicate {
-        /// Object kind.
-        kind: &'static str,
-        /// The name.
-        name: String,
-    },
-    /// A name does not exist.
-    #[error("no {kind} named '{name}'{hint}")]
-    NotFound {
-        /// Object kind.
-        kind: &'static str,
-        /// The name.
-        name: String,
-        /// What exists instead.
-        hint: String,
-    },
-    /// An address is outside the range it must come from.
-    #[error("address {addr} is outside {what} {cidr}: pick an address inside it")]
-    OutsideCidr {
-        /// The address.
-        addr: Ipv4Addr,
-        /// Which range.
-        what: &'static str,
-        /// The range.
-        cidr: Ipv4Network,
-    },
-    /// An address is taken or reserved.
-    #[error("address {addr} is not available: {why}")]
-    AddressTaken {
-        /// The address.
-        addr: Ipv4Addr,
-        /// Why.
-        why: String,
-    },
-    /// A port is already bound in a network namespace.
-    #[error(
-        "bind {proto}/{port} in {netns} by container '{container}': address already in use (bound by container '{owner}'); containers of a pod share one port space"
-    )]
-    AddrInUse {
-        /// The namespace.
-        netns: String,
-        /// Protocol.
-        proto: Proto,
-        /// Port.
-        port: u16,
-        /// Who tried.
-        container: String,
-        /// Who has it.
-        owner: String,
-    },
-    /// A name the API server would refuse.
-    #[error("{what} '{name}' is invalid: it must be {rule}, as the API server requires")]
-    InvalidName {
-        /// Which name.
-        what: &'static str,
-        /// The name.
-        name: String,
-        /// The rule it breaks.
-        rule: &'static str,
-    },
-    /// An operation of the other CNI profile.
-    #[error("{what}: this cluster uses the {profile} profile; {fix}")]
-    Profile {
-        /// What was attempted.
-        what: String,
-        /// The cluster's profile.
-        profile: &'static str,
-        /// What to do.
-        fix: &'static str,
-    },
-    /// An imported `iptables-save` dump could not be read.
-    #[error("iptables-save for node '{node}', line {line}, column {column}: {msg}")]
-    IptablesParse {
-        /// The node.
-        node: String,
-        /// 1-based line.
-        line: usize,
-        /// 1-based column.
-        column: usize,
-        /// What was wrong.
-        msg: String,
-    },
-    /// kubelet's max-pods admission refused the pod (it stays Pending).
-    #[error(
-        "pod {pod} is unschedulable on node '{node}': Too many pods ({running} of max {max}: {why})"
-    )]
-    TooManyPods {
-        /// The pod.
-        pod: String,
-        /// The node.
-        node: String,
-        /// Pods counted.
-        running: usize,
-        /// kubelet's `--max-pods`.
-        max: u32,
-        /// What the count is made of.
-        why: String,
-    },
-    /// The CNI could not give the pod an address (it stays ContainerCreating).
-    #[error("pod {pod} stays ContainerCreating: {reason}")]
-    FailedToAssign {
-        /// The pod.
-        pod: String,
-        /// The CNI's reason.
-        reason: String,
-    },
-    /// A request the cluster cannot honour as asked.
-    #[error("{what}: {fix}")]
-    Refused {
-        /// What was asked and why it cannot be.
-        what: String,
-        /// What to do instead.
-        fix: &'static str,
-    },
-    /// An address pool refused (exhausted, conflict, reserved address).
-    #[error(transparent)]
-    Ipam(#[from] crate::ipam::IpamError),
-    /// A pod CIDR overlaps another node's or is outside the cluster CIDR.
-    #[error("pod CIDR {cidr} for node '{node}' {why}")]
-    BadPodCidr {
-        /// The node.
-        node: String,
-        /// The CIDR.
-        cidr: Ipv4Network,
-        /// Why.
-        why: String,
-    },
-}
-
 /// The whole modelled cluster.
 pub struct Cluster {
     pub(crate) cfg: ClusterConfig,
-    pub(crate) nodes: Vec<Node>,
-    pub(crate) pods: Vec<Pod>,
-    pub(crate) netns: Vec<Netns>,
-    pub(crate) devs: Vec<Device>,
-    pub(crate) segments: Vec<Segment>,
-    pub(crate) node_names: IndexMap<String, NodeId>,
-    pub(crate) pod_names: IndexMap<(String, String), PodId>,
-    pub(crate) vpc: NetnsId,
-    pub(crate) vpc_subnet: SegmentId,
-    pub(crate) now: Instant,
-    pub(crate) rng: Rng,
-    pub(crate) sim: crate::sim::SimState,
+    pub(crate) world: World,
+    pub(crate) hosts: Hosts,
+    pub(crate) fabric: Fabric,
     pub(crate) services: crate::kube_proxy::Services,
     pub(crate) edge: crate::cloud::Edge,
-    pub(crate) inet_segment: Option<SegmentId>,
     pub(crate) aws: Option<crate::vpc_cni::AwsVpc>,
 }
 
@@ -462,7 +141,7 @@ impl Cluster {
                 crate::vpc_cni::InstanceType::lookup(&a.instance_type)?;
                 let subnet = crate::vpc_cni::VpcSubnet::new(cfg.node_subnet)?;
                 cfg.vpc_router = subnet.router();
-                Some(crate::vpc_cni::AwsVpc { subnet, ec2: std::collections::BTreeSet::new() })
+                Some(crate::vpc_cni::AwsVpc { subnet })
             }
         };
         let mut c = Cluster::new_unchecked(cfg);
@@ -480,32 +159,23 @@ impl Cluster {
     fn new_unchecked(cfg: ClusterConfig) -> Cluster {
         let services = crate::kube_proxy::Services::new(&cfg);
         let mut c = Cluster {
-            rng: Rng::new(cfg.seed ^ 0x706f_646e_6574),
+            world: World::new(cfg.seed),
+            hosts: Hosts::default(),
+            fabric: Fabric::default(),
             cfg,
-            nodes: Vec::new(),
-            pods: Vec::new(),
-            netns: Vec::new(),
-            devs: Vec::new(),
-            segments: Vec::new(),
-            node_names: IndexMap::new(),
-            pod_names: IndexMap::new(),
-            vpc: NetnsId(0),
-            vpc_subnet: SegmentId(0),
-            now: Instant::ZERO,
-            sim: crate::sim::SimState::default(),
             services,
             edge: crate::cloud::Edge::default(),
-            inet_segment: None,
             aws: None,
         };
-        c.vpc_subnet = c.add_segment("vpc-subnet");
-        let vpc = c.add_netns("vpc", Owner::Router, true);
-        c.vpc = vpc;
-        c.netns[vpc.idx()].sysctl.ip_forward = true;
+        c.world.vpc_subnet = c.world.add_segment("vpc-subnet");
+        let vpc = c.world.add_netns("vpc", Owner::Router, true);
+        c.world.vpc = vpc;
+        c.world.netns[vpc.idx()].sysctl.ip_forward = true;
         let addr =
             Ipv4Network::new(c.cfg.vpc_router, c.cfg.node_subnet.prefix()).expect("valid prefix");
-        let dev = c.add_device(vpc, "vpc0", DeviceKind::Ether { segment: c.vpc_subnet });
-        c.add_addr(dev, addr);
+        let dev =
+            c.world.add_device(vpc, "vpc0", DeviceKind::Ether { segment: c.world.vpc_subnet });
+        c.world.add_addr(dev, addr);
         c
     }
 
@@ -562,99 +232,6 @@ impl Cluster {
         }
     }
 
-    pub(crate) fn add_segment(&mut self, name: &str) -> SegmentId {
-        self.segments.push(Segment { name: name.into(), ports: Vec::new() });
-        SegmentId((self.segments.len() - 1) as u32)
-    }
-
-    pub(crate) fn add_netns(&mut self, name: &str, owner: Owner, router: bool) -> NetnsId {
-        let id = NetnsId(self.netns.len() as u32);
-        self.netns.push(Netns {
-            name: name.into(),
-            owner,
-            devs: Vec::new(),
-            local: Vec::new(),
-            routes: RouteTable::default(),
-            policy: RoutingPolicy::default(),
-            neigh: NeighTable::default(),
-            sysctl: Sysctls { ip_forward: false, bridge_nf_call_iptables: false },
-            nf: None,
-            ports: BTreeMap::new(),
-            router,
-            health: BTreeMap::new(),
-            klog: Vec::new(),
-            stack: None,
-        });
-        let lo = self.add_device(id, "lo", DeviceKind::Loopback);
-        self.add_addr(lo, "127.0.0.1/8".parse().expect("lit"));
-        id
-    }
-
-    pub(crate) fn add_device(&mut self, netns: NetnsId, name: &str, kind: DeviceKind) -> IfIndex {
-        let id = IfIndex(self.devs.len() as u32);
-        // Locally administered, deterministic MACs: 02:pn:..:ifindex.
-        let b = id.0.to_be_bytes();
-        let mac = EthernetAddress([0x02, 0x50, b[0], b[1], b[2], b[3]]);
-        if let DeviceKind::Ether { segment } = kind {
-            self.segments[segment.idx()].ports.push(id);
-        }
-        self.devs.push(Device {
-            name: name.into(),
-            netns,
-            mac,
-            kind,
-            addrs: Vec::new(),
-            master: None,
-            hairpin: false,
-        });
-        self.netns[netns.idx()].devs.push(id);
-        id
-    }
-
-    /// Gives a device these addresses, and its namespace the list of its local addresses
-    /// that goes with them.
-    pub(crate) fn set_addrs(&mut self, dev: IfIndex, addrs: Vec<Ipv4Network>) {
-        self.devs[dev.idx()].addrs = addrs;
-        let ns = self.devs[dev.idx()].netns;
-        self.netns[ns.idx()].local = self.addrs_in(ns);
-    }
-
-    /// The addresses of a namespace's devices, device by device.
-    pub(crate) fn addrs_in(&self, ns: NetnsId) -> Vec<Ipv4Addr> {
-        let devs = self.netns[ns.idx()].devs.iter();
-        devs.flat_map(|d| self.devs[d.idx()].addrs.iter().map(|a| a.ip())).collect()
-    }
-
-    /// Adds an address and its connected route (`proto kernel scope link`).
-    pub(crate) fn add_addr(&mut self, dev: IfIndex, addr: Ipv4Network) {
-        let mut addrs = self.devs[dev.idx()].addrs.clone();
-        addrs.push(addr);
-        self.set_addrs(dev, addrs);
-        if addr.prefix() < 32 && self.devs[dev.idx()].name != "lo" {
-            let ns = self.devs[dev.idx()].netns;
-            let net = Ipv4Network::new(addr.network(), addr.prefix()).expect("valid");
-            self.netns[ns.idx()].routes.add(Route {
-                dst: net,
-                via: None,
-                dev,
-                src: Some(addr.ip()),
-                proto: RouteProto::Kernel,
-            });
-        }
-    }
-
-    /// Adds `default via GATEWAY dev DEV` to a namespace's main table.
-    pub(crate) fn add_default_route(&mut self, ns: NetnsId, via: Ipv4Addr, dev: IfIndex) {
-        let dst = Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0).expect("the default prefix");
-        self.netns[ns.idx()].routes.add(Route {
-            dst,
-            via: Some(via),
-            dev,
-            src: None,
-            proto: RouteProto::Boot,
-        });
-    }
-
     /// Adds a node with its root namespace, `eth0` on the VPC subnet, `cbr0` with the pod
     /// CIDR's first address, and the VPC route for its pod CIDR.
     pub fn add_node(
@@ -670,7 +247,7 @@ impl Cluster {
                 fix: "add nodes with add_aws_node: pods take ENI addresses, not a pod CIDR",
             });
         }
-        if self.node_names.contains_key(name) {
+        if self.world.node_names.contains_key(name) {
             return Err(ClusterError::Duplicate { kind: "node", name: name.into() });
         }
         let subnet = self.cfg.node_subnet;
@@ -684,7 +261,7 @@ impl Cluster {
         if ip == self.cfg.vpc_router
             || ip == subnet.network()
             || ip == subnet.broadcast()
-            || self.nodes.iter().any(|n| n.ip == ip)
+            || self.world.nodes.iter().any(|n| n.ip == ip)
         {
             return Err(ClusterError::AddressTaken {
                 addr: ip,
@@ -700,38 +277,40 @@ impl Cluster {
                 why: format!("is not inside the cluster CIDR {cc}"),
             });
         }
-        if let Some(other) = self.nodes.iter().find(|n| n.pod_cidr.overlaps(pod_cidr)) {
+        if let Some(other) = self.world.nodes.iter().find(|n| n.pod_cidr.overlaps(pod_cidr)) {
             return Err(ClusterError::BadPodCidr {
                 node: name.into(),
                 cidr: pod_cidr,
                 why: format!("overlaps node '{}' ({})", other.name, other.pod_cidr),
             });
         }
-        let id = NodeId(self.nodes.len() as u32);
-        let ns = self.add_netns(name, Owner::Node(id), true);
-        self.netns[ns.idx()].sysctl = Sysctls { ip_forward: true, bridge_nf_call_iptables: true };
-        self.netns[ns.idx()].nf =
+        let id = NodeId(self.world.nodes.len() as u32);
+        let ns = self.world.add_netns(name, Owner::Node(id), true);
+        self.world.netns[ns.idx()].sysctl =
+            Sysctls { ip_forward: true, bridge_nf_call_iptables: true };
+        self.world.netns[ns.idx()].nf =
             Some(Box::new(Netfilter::new(self.cfg.seed.wrapping_add(u64::from(id.0) * 7919))));
-        let eth0 = self.add_device(ns, "eth0", DeviceKind::Ether { segment: self.vpc_subnet });
-        self.add_addr(eth0, Ipv4Network::new(ip, subnet.prefix()).expect("valid"));
-        let br = self.add_device(ns, "cbr0", DeviceKind::Bridge(Fdb::default()));
+        let eth0 =
+            self.world.add_device(ns, "eth0", DeviceKind::Ether { segment: self.world.vpc_subnet });
+        self.world.add_addr(eth0, Ipv4Network::new(ip, subnet.prefix()).expect("valid"));
+        let br = self.world.add_device(ns, "cbr0", DeviceKind::Bridge(Fdb::default()));
         let gw = Ipv4Addr::from(u32::from(pod_cidr.network()) + 1);
-        self.add_addr(br, Ipv4Network::new(gw, pod_cidr.prefix()).expect("valid"));
-        let br_mac = self.devs[br.idx()].mac;
-        if let DeviceKind::Bridge(f) = &mut self.devs[br.idx()].kind {
+        self.world.add_addr(br, Ipv4Network::new(gw, pod_cidr.prefix()).expect("valid"));
+        let br_mac = self.world.devs[br.idx()].mac;
+        if let DeviceKind::Bridge(f) = &mut self.world.devs[br.idx()].kind {
             f.add_local(br_mac, br);
         }
         let vpc_router = self.cfg.vpc_router;
-        self.add_default_route(ns, vpc_router, eth0);
-        let vpc0 = self.netns[self.vpc.idx()].devs[1];
-        self.netns[self.vpc.idx()].routes.add(Route {
+        self.world.add_default_route(ns, vpc_router, eth0);
+        let vpc0 = self.world.netns[self.world.vpc.idx()].devs[1];
+        self.world.netns[self.world.vpc.idx()].routes.add(Route {
             dst: pod_cidr,
             via: Some(ip),
             dev: vpc0,
             src: None,
             proto: RouteProto::Static,
         });
-        self.nodes.push(Node {
+        self.world.nodes.push(Node {
             name: name.into(),
             ip,
             pod_cidr,
@@ -744,7 +323,7 @@ impl Cluster {
             pods: Vec::new(),
             ipam: crate::ipam::HostLocal::new(pod_cidr),
         });
-        self.node_names.insert(name.into(), id);
+        self.world.node_names.insert(name.into(), id);
         Ok(id)
     }
 
@@ -781,7 +360,7 @@ impl Cluster {
                 ports.insert((proto, port), c.name.clone());
             }
         }
-        let aws_node = self.nodes[node.idx()].aws.is_some();
+        let aws_node = self.world.nodes[node.idx()].aws.is_some();
         let mut eni = 0;
         if !aws_node {
             self.admit_max_pods(node, &pod_ns_name)?;
@@ -801,32 +380,32 @@ impl Cluster {
         } else {
             self.host_local(node, ip, cidr)?
         };
-        let id = PodId(self.pods.len() as u32);
-        let ns = self.add_netns(&pod_ns_name, Owner::Pod(id), aws_node);
-        self.netns[ns.idx()].ports = ports;
-        let node_ns = self.nodes[node.idx()].netns;
+        let id = PodId(self.world.pods.len() as u32);
+        let ns = self.world.add_netns(&pod_ns_name, Owner::Pod(id), aws_node);
+        self.world.netns[ns.idx()].ports = ports;
+        let node_ns = self.world.nodes[node.idx()].netns;
         let veth_name = if aws_node {
             crate::vpc_cni::host_veth_name(namespace, name)
         } else {
-            format!("veth{}", self.nodes[node.idx()].pods.len())
+            format!("veth{}", self.world.nodes[node.idx()].pods.len())
         };
-        let eth0 = self.add_device(ns, "eth0", DeviceKind::Veth { peer: IfIndex(0) });
-        let host = self.add_device(node_ns, &veth_name, DeviceKind::Veth { peer: eth0 });
-        self.devs[eth0.idx()].kind = DeviceKind::Veth { peer: host };
+        let eth0 = self.world.add_device(ns, "eth0", DeviceKind::Veth { peer: IfIndex(0) });
+        let host = self.world.add_device(node_ns, &veth_name, DeviceKind::Veth { peer: eth0 });
+        self.world.devs[eth0.idx()].kind = DeviceKind::Veth { peer: host };
         if aws_node {
             self.aws_wire_pod(node, ns, eth0, host, ip, eni);
         } else {
-            let br = self.nodes[node.idx()].bridge.expect("a bridge-profile node has cbr0");
-            self.devs[host.idx()].master = Some(br);
-            self.devs[host.idx()].hairpin = true;
-            let host_mac = self.devs[host.idx()].mac;
-            if let DeviceKind::Bridge(f) = &mut self.devs[br.idx()].kind {
+            let br = self.world.nodes[node.idx()].bridge.expect("a bridge-profile node has cbr0");
+            self.world.devs[host.idx()].master = Some(br);
+            self.world.devs[host.idx()].hairpin = true;
+            let host_mac = self.world.devs[host.idx()].mac;
+            if let DeviceKind::Bridge(f) = &mut self.world.devs[br.idx()].kind {
                 f.add_local(host_mac, host);
             }
-            self.add_addr(eth0, Ipv4Network::new(ip, cidr.prefix()).expect("valid"));
-            self.add_default_route(ns, gw, eth0);
+            self.world.add_addr(eth0, Ipv4Network::new(ip, cidr.prefix()).expect("valid"));
+            self.world.add_default_route(ns, gw, eth0);
         }
-        self.pods.push(Pod {
+        self.world.pods.push(Pod {
             namespace: namespace.into(),
             name: name.into(),
             node,
@@ -852,13 +431,13 @@ impl Cluster {
         name: &str,
         node: NodeId,
     ) -> Result<&Node, ClusterError> {
-        if self.pod_names.contains_key(&(namespace.to_string(), name.to_string())) {
+        if self.world.pod_names.contains_key(&(namespace.to_string(), name.to_string())) {
             return Err(ClusterError::Duplicate {
                 kind: "pod",
                 name: format!("{namespace}/{name}"),
             });
         }
-        self.nodes.get(node.idx()).ok_or_else(|| ClusterError::NotFound {
+        self.world.nodes.get(node.idx()).ok_or_else(|| ClusterError::NotFound {
             kind: "node",
             name: format!("#{}", node.0),
             hint: String::new(),
@@ -868,8 +447,8 @@ impl Cluster {
     /// kubelet's admission: a node runs at most `--max-pods` pods (host-network ones
     /// included; in the AWS profile the plugin's own `aws-node` and `kube-proxy` count too).
     pub(crate) fn admit_max_pods(&self, node: NodeId, pod: &str) -> Result<(), ClusterError> {
-        let n = &self.nodes[node.idx()];
-        let with_ips = n.pods.iter().filter(|p| !self.pods[p.idx()].host_network).count();
+        let n = &self.world.nodes[node.idx()];
+        let with_ips = n.pods.iter().filter(|p| !self.world.pods[p.idx()].host_network).count();
         let (running, max, why) = match &n.aws {
             Some(st) => {
                 let running = n.pods.len() + st.host_network_pods.len();
@@ -902,7 +481,7 @@ impl Cluster {
     /// Sets a node's `--max-pods` (its `pods` capacity; kubelet's default is 110).
     pub fn set_max_pods(&mut self, node: &str, max: u32) -> Result<(), ClusterError> {
         let id = self.node_id(node)?;
-        let n = &mut self.nodes[id.idx()];
+        let n = &mut self.world.nodes[id.idx()];
         n.max_pods = max;
         if let Some(st) = n.aws.as_mut() {
             st.max_pods = max;
@@ -912,9 +491,9 @@ impl Cluster {
 
     /// Files a pod pushed to the arena under its node and name; kube-proxy re-syncs.
     fn register_pod(&mut self, key: (String, String), id: PodId) {
-        let node = self.pods[id.idx()].node;
-        self.nodes[node.idx()].pods.push(id);
-        self.pod_names.insert(key, id);
+        let node = self.world.pods[id.idx()].node;
+        self.world.nodes[node.idx()].pods.push(id);
+        self.world.pod_names.insert(key, id);
         self.services_changed();
     }
 
@@ -926,7 +505,7 @@ impl Cluster {
         ip: Option<Ipv4Addr>,
         cidr: Ipv4Network,
     ) -> Result<Ipv4Addr, ClusterError> {
-        let ipam = &mut self.nodes[node.idx()].ipam;
+        let ipam = &mut self.world.nodes[node.idx()].ipam;
         Ok(match ip {
             Some(a) => {
                 if !cidr.contains(a) {
@@ -948,32 +527,32 @@ impl Cluster {
     pub fn delete_pod(&mut self, key: &str) -> Result<(), ClusterError> {
         let id = self.pod_id(key)?;
         let (ns_name, name, node, ip, host, netns) = {
-            let p = &self.pods[id.idx()];
+            let p = &self.world.pods[id.idx()];
             (p.namespace.clone(), p.name.clone(), p.node, p.ip, p.host_veth, p.netns)
         };
-        self.pod_names.shift_remove(&(ns_name, name));
-        self.pods[id.idx()].deleted = true;
-        self.pods[id.idx()].ready = false;
-        if self.pods[id.idx()].host_network {
+        self.world.pod_names.shift_remove(&(ns_name, name));
+        self.world.pods[id.idx()].deleted = true;
+        self.world.pods[id.idx()].ready = false;
+        if self.world.pods[id.idx()].host_network {
             // Its processes leave the node's namespace: their ports close.
-            let p = &self.pods[id.idx()];
+            let p = &self.world.pods[id.idx()];
             let owners: Vec<String> = p
                 .containers
                 .iter()
                 .map(|c| format!("pod/{}/{}/{}", p.namespace, p.name, c.name))
                 .collect();
-            self.netns[netns.idx()].ports.retain(|_, who| !owners.contains(who));
-            self.netns[netns.idx()].stack = None;
-            self.nodes[node.idx()].pods.retain(|p| *p != id);
+            self.world.netns[netns.idx()].ports.retain(|_, who| !owners.contains(who));
+            self.hosts.reset(netns);
+            self.world.nodes[node.idx()].pods.retain(|p| *p != id);
             self.services_changed();
             return Ok(());
         }
-        self.devs[host.idx()].master = None;
-        self.netns[netns.idx()].stack = None;
-        if self.nodes[node.idx()].aws.is_some() {
+        self.world.devs[host.idx()].master = None;
+        self.hosts.reset(netns);
+        if self.world.nodes[node.idx()].aws.is_some() {
             self.aws_release_pod(node, ip);
         }
-        let n = &mut self.nodes[node.idx()];
+        let n = &mut self.world.nodes[node.idx()];
         n.pods.retain(|p| *p != id);
         n.ipam.release(ip);
         self.services_changed();
@@ -1000,12 +579,13 @@ impl Cluster {
         for c in &containers {
             for &(proto, port) in &c.ports {
                 let who = format!("{pod_key}/{}", c.name);
-                let held = self.netns[ns.idx()].ports.get(&(proto, port)).cloned().or_else(|| {
-                    wanted.iter().find(|w| w.0 == proto && w.1 == port).map(|w| w.2.clone())
-                });
+                let held =
+                    self.world.netns[ns.idx()].ports.get(&(proto, port)).cloned().or_else(|| {
+                        wanted.iter().find(|w| w.0 == proto && w.1 == port).map(|w| w.2.clone())
+                    });
                 if let Some(owner) = held {
                     return Err(ClusterError::AddrInUse {
-                        netns: self.netns[ns.idx()].name.clone(),
+                        netns: self.world.netns[ns.idx()].name.clone(),
                         proto,
                         port,
                         container: who,
@@ -1016,13 +596,13 @@ impl Cluster {
             }
         }
         for (proto, port, who) in wanted {
-            self.netns[ns.idx()].ports.insert((proto, port), who);
-            if let Some(st) = self.netns[ns.idx()].stack.as_mut() {
+            self.world.netns[ns.idx()].ports.insert((proto, port), who);
+            if let Some(st) = self.hosts.get_mut(ns) {
                 st.serve(proto, port);
             }
         }
-        let id = PodId(self.pods.len() as u32);
-        self.pods.push(Pod {
+        let id = PodId(self.world.pods.len() as u32);
+        self.world.pods.push(Pod {
             namespace: namespace.into(),
             name: name.into(),
             node,
@@ -1051,8 +631,8 @@ impl Cluster {
         port: u16,
     ) -> Result<(), ClusterError> {
         let id = self.pod_id(pod)?;
-        let ns = self.pods[id.idx()].netns;
-        let netns = &mut self.netns[ns.idx()];
+        let ns = self.world.pods[id.idx()].netns;
+        let netns = &mut self.world.netns[ns.idx()];
         if let Some(owner) = netns.ports.get(&(proto, port)) {
             return Err(ClusterError::AddrInUse {
                 netns: netns.name.clone(),
@@ -1063,7 +643,7 @@ impl Cluster {
             });
         }
         netns.ports.insert((proto, port), container.into());
-        if let Some(st) = netns.stack.as_mut() {
+        if let Some(st) = self.hosts.get_mut(ns) {
             st.serve(proto, port);
         }
         Ok(())
@@ -1077,13 +657,13 @@ impl Cluster {
             name: key.into(),
             hint: ": write it as pod/NAMESPACE/NAME".into(),
         })?;
-        self.pod_names.get(&(ns.to_string(), name.to_string())).copied().ok_or_else(|| {
+        self.world.pod_names.get(&(ns.to_string(), name.to_string())).copied().ok_or_else(|| {
             ClusterError::NotFound {
                 kind: "pod",
                 name: key.into(),
                 hint: format!(
                     " (pods: {})",
-                    self.pods.iter().map(Pod::key).collect::<Vec<_>>().join(", ")
+                    self.world.pods.iter().map(Pod::key).collect::<Vec<_>>().join(", ")
                 ),
             }
         })
@@ -1092,39 +672,34 @@ impl Cluster {
     /// The node named `name` (`node/NAME` accepted).
     pub fn node_id(&self, name: &str) -> Result<NodeId, ClusterError> {
         let n = name.strip_prefix("node/").unwrap_or(name);
-        self.node_names.get(n).copied().ok_or_else(|| ClusterError::NotFound {
+        self.world.node_names.get(n).copied().ok_or_else(|| ClusterError::NotFound {
             kind: "node",
             name: name.into(),
             hint: format!(
                 " (nodes: {})",
-                self.node_names.keys().cloned().collect::<Vec<_>>().join(", ")
+                self.world.node_names.keys().cloned().collect::<Vec<_>>().join(", ")
             ),
         })
     }
 
     /// Nodes, in creation order.
     pub fn nodes(&self) -> &[Node] {
-        &self.nodes
+        &self.world.nodes
     }
 
     /// Pods, in creation order.
     pub fn pods(&self) -> &[Pod] {
-        &self.pods
-    }
-
-    /// The device called `name` in a namespace.
-    pub(crate) fn dev_named(&self, ns: NetnsId, name: &str) -> Option<IfIndex> {
-        self.netns[ns.idx()].devs.iter().copied().find(|d| self.devs[d.idx()].name == name)
+        &self.world.pods
     }
 
     /// A device.
     pub fn device(&self, i: IfIndex) -> &Device {
-        &self.devs[i.idx()]
+        &self.world.devs[i.idx()]
     }
 
     /// A namespace.
     pub fn netns(&self, i: NetnsId) -> &Netns {
-        &self.netns[i.idx()]
+        &self.world.netns[i.idx()]
     }
 
     /// The cluster's shape, for drawing.
@@ -1133,6 +708,7 @@ impl Cluster {
             vpc_router: self.cfg.vpc_router,
             node_subnet: self.cfg.node_subnet.to_string(),
             nodes: self
+                .world
                 .nodes
                 .iter()
                 .map(|n| TopologyNode {
@@ -1147,12 +723,12 @@ impl Cluster {
                         .pods
                         .iter()
                         .map(|p| {
-                            let p = &self.pods[p.idx()];
+                            let p = &self.world.pods[p.idx()];
                             TopologyPod {
                                 key: p.key(),
                                 name: p.name.clone(),
                                 ip: p.ip,
-                                veth: self.devs[p.host_veth.idx()].name.clone(),
+                                veth: self.world.devs[p.host_veth.idx()].name.clone(),
                                 containers: p.containers.iter().map(|c| c.name.clone()).collect(),
                             }
                         })
@@ -1160,6 +736,7 @@ impl Cluster {
                 })
                 .collect(),
             edge: self
+                .world
                 .netns
                 .iter()
                 .filter(|n| {
@@ -1174,7 +751,7 @@ impl Cluster {
                         .edge
                         .albs
                         .iter()
-                        .any(|a| self.netns[a.netns.idx()].name == n.name)
+                        .any(|a| self.world.netns[a.netns.idx()].name == n.name)
                     {
                         "alb"
                     } else {
@@ -1184,13 +761,13 @@ impl Cluster {
                         .edge
                         .lbs
                         .iter()
-                        .filter(|l| self.netns[l.netns.idx()].name == n.name)
+                        .filter(|l| self.world.netns[l.netns.idx()].name == n.name)
                         .map(|l| l.public_ip)
                         .chain(
                             self.edge
                                 .albs
                                 .iter()
-                                .filter(|a| self.netns[a.netns.idx()].name == n.name)
+                                .filter(|a| self.world.netns[a.netns.idx()].name == n.name)
                                 .map(|a| a.public_ip),
                         )
                         .next();
@@ -1202,7 +779,7 @@ impl Cluster {
                     let devices = n
                         .devs
                         .iter()
-                        .map(|d| &self.devs[d.idx()])
+                        .map(|d| &self.world.devs[d.idx()])
                         .filter(|d| d.name != "lo")
                         .map(|d| {
                             (
@@ -1226,18 +803,19 @@ impl Cluster {
     /// matches, NAT ports, load balancer picks) follows the new seed.
     pub fn reseed(&mut self, seed: u64) {
         self.cfg.seed = seed;
-        self.rng = Rng::new(seed ^ 0x706f_646e_6574);
-        for (i, ns) in self.netns.iter_mut().enumerate() {
+        self.world.seed = seed;
+        self.world.rng = Rng::new(seed ^ 0x706f_646e_6574);
+        for (i, ns) in self.world.netns.iter_mut().enumerate() {
             if let Some(nf) = ns.nf.as_mut() {
                 nf.rng = Rng::new(seed.wrapping_add(i as u64 * 7919));
             }
-            ns.stack = None;
         }
+        self.hosts.reset_all();
     }
 
     /// Current virtual time.
-    pub fn now(&self) -> Instant {
-        self.now
+    pub fn now(&self) -> smoltcp::time::Instant {
+        self.world.now
     }
 
     /// Sets a sysctl on a node: `net.ipv4.ip_forward`, `net.bridge.bridge-nf-call-iptables`,
@@ -1245,7 +823,7 @@ impl Cluster {
     /// `net.netfilter.nf_conntrack_buckets` (the hash is resized, entries kept).
     pub fn set_sysctl(&mut self, node: &str, key: &str, value: u32) -> Result<(), ClusterError> {
         let id = self.node_id(node)?;
-        let ns = &mut self.netns[self.nodes[id.idx()].netns.idx()];
+        let ns = &mut self.world.netns[self.world.nodes[id.idx()].netns.idx()];
         match (key, ns.nf.as_mut()) {
             ("net.ipv4.ip_forward", _) => ns.sysctl.ip_forward = value != 0,
             ("net.bridge.bridge-nf-call-iptables", _) => {
@@ -1279,40 +857,42 @@ impl Cluster {
     /// Sets `hairpin_mode` on the bridge port of a pod's veth.
     pub fn set_hairpin(&mut self, pod: &str, on: bool) -> Result<(), ClusterError> {
         let id = self.pod_id(pod)?;
-        if self.pods[id.idx()].host_network {
+        if self.world.pods[id.idx()].host_network {
             return Err(ClusterError::Profile {
                 what: format!("set_hairpin({pod})"),
                 profile: "host network",
                 fix: "a host-network pod has no veth on the bridge",
             });
         }
-        let host = self.pods[id.idx()].host_veth;
-        self.devs[host.idx()].hairpin = on;
+        let host = self.world.pods[id.idx()].host_veth;
+        self.world.devs[host.idx()].hairpin = on;
         Ok(())
     }
 
     /// `ip route` of a node (or `pod/NS/NAME`).
     pub fn routes(&self, who: &str) -> Result<String, ClusterError> {
         let ns = self.netns_of(who)?;
-        Ok(self.netns[ns.idx()].routes.render(&|i| self.devs[i.idx()].name.clone()))
+        Ok(self.world.netns[ns.idx()].routes.render(&|i| self.world.devs[i.idx()].name.clone()))
     }
 
     /// `ip neigh` of a node (or `pod/NS/NAME`).
     pub fn neigh(&self, who: &str) -> Result<String, ClusterError> {
         let ns = self.netns_of(who)?;
-        Ok(self.netns[ns.idx()].neigh.render(self.now, &|i| self.devs[i.idx()].name.clone()))
+        Ok(self.world.netns[ns.idx()]
+            .neigh
+            .render(self.world.now, &|i| self.world.devs[i.idx()].name.clone()))
     }
 
     /// `bridge fdb show br cbr0` of a node.
     pub fn fdb(&self, node: &str) -> Result<String, ClusterError> {
         let id = self.node_id(node)?;
-        let Some(br) = self.nodes[id.idx()].bridge else {
+        let Some(br) = self.world.nodes[id.idx()].bridge else {
             return Ok(String::new());
         };
-        let br = &self.devs[br.idx()];
+        let br = &self.world.devs[br.idx()];
         match &br.kind {
             DeviceKind::Bridge(f) => {
-                Ok(f.render(&br.name, self.now, &|i| self.devs[i.idx()].name.clone()))
+                Ok(f.render(&br.name, self.world.now, &|i| self.world.devs[i.idx()].name.clone()))
             }
             _ => Ok(String::new()),
         }
@@ -1321,10 +901,10 @@ impl Cluster {
     /// `conntrack -L` of a node.
     pub fn conntrack(&self, node: &str) -> Result<String, ClusterError> {
         let id = self.node_id(node)?;
-        Ok(self.netns[self.nodes[id.idx()].netns.idx()]
+        Ok(self.world.netns[self.world.nodes[id.idx()].netns.idx()]
             .nf
             .as_ref()
-            .map(|nf| nf.conntrack.list(self.now))
+            .map(|nf| nf.conntrack.list(self.world.now))
             .unwrap_or_default())
     }
 
@@ -1332,7 +912,7 @@ impl Cluster {
     /// `vpc`'s) namespace, oldest first, as `dmesg` shows them without timestamps.
     pub fn kernel_log(&self, who: &str) -> Result<String, ClusterError> {
         let ns = self.netns_of(who)?;
-        Ok(self.netns[ns.idx()].klog.iter().map(|l| format!("{}\n", l.trim_end())).collect())
+        Ok(self.world.netns[ns.idx()].klog.iter().map(|l| format!("{}\n", l.trim_end())).collect())
     }
 
     /// `iptables-save` of a node (kernel form).
@@ -1344,7 +924,7 @@ impl Cluster {
     /// set (`iptables-save -c`).
     pub fn iptables_save_with(&self, node: &str, counters: bool) -> Result<String, ClusterError> {
         let id = self.node_id(node)?;
-        let nf = self.netns[self.nodes[id.idx()].netns.idx()].nf.as_ref();
+        let nf = self.world.netns[self.world.nodes[id.idx()].netns.idx()].nf.as_ref();
         Ok(nf
             .map(|nf| nf.save_kernel_form_with(&nf.tables.tables_in_use(), counters))
             .unwrap_or_default())
@@ -1352,27 +932,319 @@ impl Cluster {
 
     pub(crate) fn netns_of(&self, who: &str) -> Result<NetnsId, ClusterError> {
         if who.starts_with("pod/") {
-            return Ok(self.pods[self.pod_id(who)?.idx()].netns);
+            return Ok(self.world.pods[self.pod_id(who)?.idx()].netns);
         }
         if who == "vpc" {
-            return Ok(self.vpc);
+            return Ok(self.world.vpc);
         }
-        Ok(self.nodes[self.node_id(who)?.idx()].netns)
+        Ok(self.world.nodes[self.node_id(who)?.idx()].netns)
     }
 
     /// Advances virtual time: conntrack entries and FDB entries age, neighbours go stale.
     pub fn advance(&mut self, d: smoltcp::time::Duration) {
-        self.now += d;
-        let now = self.now;
-        for ns in &mut self.netns {
+        self.world.now += d;
+        let now = self.world.now;
+        for ns in &mut self.world.netns {
             if let Some(nf) = ns.nf.as_mut() {
                 nf.conntrack.expire(now);
             }
         }
-        for d in &mut self.devs {
+        for d in &mut self.world.devs {
             if let DeviceKind::Bridge(f) = &mut d.kind {
                 f.age(now);
             }
         }
+    }
+}
+
+// ----- flows -----
+
+impl Cluster {
+    /// Traces one flow from `from` (`pod/NS/NAME`, `node/NAME`, `host/NAME`, or an IP) to
+    /// `to` (`IP:PORT`, `pod/NS/NAME:PORT`, `svc/NS/NAME:PORT` with a number or port name,
+    /// `http://IP[:PORT]/path`; a bare IP for ICMP).
+    pub fn trace(
+        &mut self,
+        from: &str,
+        to: &str,
+        opts: &TraceOptions,
+    ) -> Result<Trace, TraceError> {
+        if opts.dry_run {
+            let mut c = self.fork();
+            let o = TraceOptions { dry_run: false, ..opts.clone() };
+            return c.trace(from, to, &o);
+        }
+        let flow = self.flow(from, to, opts.proto)?;
+        self.sim().trace(&flow, opts)
+    }
+
+    /// Every place a flow can land, each with its probability, as dry runs: each endpoint a
+    /// Service can pick (`-m statistic` rules, IPVS scheduling) and each node a cloud load
+    /// balancer can pick. Decision points are enumerated exhaustively (up to 256 paths); the
+    /// probabilities of the outcomes returned add up to 1 when nothing was cut off.
+    ///
+    /// The ALB's choice of target is round robin state inside its L7 hop and is not
+    /// enumerated: each ALB rule contributes its current target only.
+    pub fn trace_all(
+        &self,
+        from: &str,
+        to: &str,
+        opts: &TraceOptions,
+    ) -> Result<Vec<Trace>, TraceError> {
+        let flow = self.flow(from, to, opts.proto)?;
+        crate::run::trace_all(&self.world, &self.hosts, &self.fabric, &flow, opts)
+    }
+
+    /// A reachability matrix: one dry-run trace per (source, destination), rows in the order
+    /// of `sources`.
+    pub fn reachability(
+        &self,
+        sources: &[&str],
+        destinations: &[&str],
+        opts: &TraceOptions,
+    ) -> Result<Vec<Vec<Trace>>, TraceError> {
+        let opts = TraceOptions { dry_run: false, ..opts.clone() };
+        sources
+            .iter()
+            .map(|s| destinations.iter().map(|d| self.fork().trace(s, d, &opts)).collect())
+            .collect()
+    }
+
+    /// Delivers raw bytes to a device, as if its link peer had sent them, and runs the
+    /// datapath until it settles; returns the hops (drops carry their reason). For testing
+    /// what the model does with any frame, malformed ones included.
+    pub fn inject_frame(
+        &mut self,
+        netns: &str,
+        device: &str,
+        frame: &[u8],
+    ) -> Result<Vec<Hop>, TraceError> {
+        let w = &self.world;
+        let ns = w.netns.iter().position(|n| n.name == netns).map(|i| NetnsId(i as u32));
+        let ns = ns.ok_or_else(|| TraceError::BadEndpoint {
+            what: "namespace",
+            text: netns.into(),
+            hint: format!(
+                "namespaces: {}",
+                w.netns.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        })?;
+        let dev = w.dev_named(ns, device).ok_or_else(|| TraceError::BadEndpoint {
+            what: "device",
+            text: format!("{netns} {device}"),
+            hint: format!(
+                "devices: {}",
+                w.netns[ns.idx()]
+                    .devs
+                    .iter()
+                    .map(|d| w.devs[d.idx()].name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })?;
+        self.sim().inject_frame(dev, frame)
+    }
+
+    /// Every (namespace, device) pair a frame can be injected at.
+    pub fn injection_points(&self) -> Vec<(String, String)> {
+        let w = &self.world;
+        w.netns
+            .iter()
+            .flat_map(|n| n.devs.iter().map(|d| (n.name.clone(), w.devs[d.idx()].name.clone())))
+            .collect()
+    }
+
+    /// A copy of the cluster's state for dry runs. Host stacks are not copied: the copy
+    /// starts them afresh (empty socket tables and ARP caches), so a dry run may show ARP
+    /// exchanges a committed run would not.
+    pub fn fork(&self) -> Cluster {
+        let (world, hosts) = crate::run::fork(&self.world, &self.hosts);
+        Cluster {
+            cfg: self.cfg.clone(),
+            world,
+            hosts,
+            fabric: self.fabric.clone(),
+            services: self.services.clone(),
+            edge: self.edge.clone(),
+            aws: self.aws.clone(),
+        }
+    }
+
+    /// The simulator over this cluster's world.
+    fn sim(&mut self) -> Sim<'_> {
+        Sim { w: &mut self.world, hosts: &mut self.hosts, fabric: &self.fabric }
+    }
+
+    /// A flow from `from` to `to`, resolved.
+    fn flow(&self, from: &str, to: &str, proto: FlowProto) -> Result<Flow, TraceError> {
+        let dst = self.resolve_destination(to, proto)?;
+        let src = self.resolve_source(from, dst.0)?;
+        let proxies = self
+            .edge
+            .albs
+            .iter()
+            .map(|a| (a.netns, 80))
+            .chain(self.edge.controllers.iter().filter_map(|c| {
+                let id = self.pod_id(&format!("pod/{}", c.pod)).ok()?;
+                Some((self.world.pods[id.idx()].netns, c.port))
+            }))
+            .collect();
+        Ok(Flow { from: from.into(), to: to.into(), src, dst, proxies })
+    }
+
+    fn resolve_source(&self, from: &str, dst: Ipv4Addr) -> Result<Source, TraceError> {
+        if from.starts_with("pod/") {
+            let p = &self.world.pods[self.pod_id(from)?.idx()];
+            let lo = dst.is_loopback();
+            return Ok(Source {
+                ns: p.netns,
+                side: if lo { Side::Lo } else { Side::Main },
+                ip: if lo { Ipv4Addr::LOCALHOST } else { p.ip },
+            });
+        }
+        if from.starts_with("node/") {
+            let n = &self.world.nodes[self.node_id(from)?.idx()];
+            // The node's stack picks its source like smoltcp: an address in the destination's
+            // subnet, else its first (eth0) address.
+            let ip = self
+                .world
+                .nodes
+                .iter()
+                .find(|x| x.netns == n.netns)
+                .map(|x| {
+                    if x.bridge.is_some() && x.pod_cidr.contains(dst) {
+                        Ipv4Addr::from(u32::from(x.pod_cidr.network()) + 1)
+                    } else {
+                        x.ip
+                    }
+                })
+                .unwrap_or(n.ip);
+            return Ok(Source { ns: n.netns, side: Side::Main, ip });
+        }
+        if from.starts_with("host/") {
+            let ns = self
+                .world
+                .netns
+                .iter()
+                .position(|n| n.name == from)
+                .map(|i| NetnsId(i as u32))
+                .ok_or_else(|| TraceError::BadEndpoint {
+                    what: "source",
+                    text: from.into(),
+                    hint: format!(
+                        "hosts: {}",
+                        self.world
+                            .netns
+                            .iter()
+                            .filter(|n| n.name.starts_with("host/"))
+                            .map(|n| n.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                })?;
+            let eth0 = self.world.dev_named(ns, "eth0");
+            let ip = eth0
+                .and_then(|d| self.world.devs[d.idx()].addrs.first())
+                .map(|a| a.ip())
+                .unwrap_or(Ipv4Addr::UNSPECIFIED);
+            return Ok(Source { ns, side: Side::Main, ip });
+        }
+        if let Ok(ip) = from.parse::<Ipv4Addr>() {
+            if let Some(p) = self.world.pods.iter().find(|p| p.ip == ip && !p.deleted) {
+                return Ok(Source { ns: p.netns, side: Side::Main, ip });
+            }
+            if let Some(n) = self.world.nodes.iter().find(|n| n.ip == ip) {
+                return Ok(Source { ns: n.netns, side: Side::Main, ip });
+            }
+        }
+        Err(TraceError::BadEndpoint {
+            what: "source",
+            text: from.into(),
+            hint: "write pod/NAMESPACE/NAME, node/NAME, or the IP of a pod or node".into(),
+        })
+    }
+
+    fn resolve_destination(
+        &self,
+        to: &str,
+        proto: FlowProto,
+    ) -> Result<(Ipv4Addr, u16), TraceError> {
+        let bad = |hint: &str| TraceError::BadEndpoint {
+            what: "destination",
+            text: to.into(),
+            hint: hint.into(),
+        };
+        if proto == FlowProto::Icmp {
+            let host = to.split(':').next().unwrap_or(to);
+            if let Ok(ip) = host.parse::<Ipv4Addr>() {
+                return Ok((ip, 0));
+            }
+            if host.starts_with("pod/") {
+                return Ok((
+                    self.world.pods[self.pod_id(to.rsplit_once(':').map_or(to, |x| x.0))?.idx()].ip,
+                    0,
+                ));
+            }
+            return Err(bad("ICMP takes a bare IP or pod/NAMESPACE/NAME"));
+        }
+        if let Some(rest) = to.strip_prefix("http://") {
+            let host = rest.split('/').next().unwrap_or(rest);
+            let (h, p) = host.split_once(':').unwrap_or((host, "80"));
+            let ip = h
+                .parse::<Ipv4Addr>()
+                .map_err(|_| bad("URLs take an IP host: http://10.96.0.10/path"))?;
+            return Ok((ip, p.parse().map_err(|_| bad("bad port in URL"))?));
+        }
+        let (host, port) = to
+            .rsplit_once(':')
+            .ok_or_else(|| bad("write IP:PORT, pod/NS/NAME:PORT or svc/NS/NAME:PORT"))?;
+        if host.starts_with("svc/") {
+            return self.resolve_service(host, port).map_err(TraceError::from);
+        }
+        let port: u16 =
+            port.parse().map_err(|_| bad("the port must be a number from 1 to 65535"))?;
+        if port == 0 {
+            return Err(bad("the port must be a number from 1 to 65535"));
+        }
+        if host.starts_with("pod/") {
+            return Ok((self.world.pods[self.pod_id(host)?.idx()].ip, port));
+        }
+        let ip = host
+            .parse::<Ipv4Addr>()
+            .map_err(|_| bad("write IP:PORT, pod/NS/NAME:PORT or svc/NS/NAME:PORT"))?;
+        Ok((ip, port))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ephemeral_ports_run_out_like_connect_and_time_frees_them() {
+        let mut c = Cluster::seed();
+        let ns = c.world.pods[c.pod_id("pod/default/pod2").unwrap().idx()].netns;
+        let until = c.world.now + smoltcp::time::Duration::from_secs(10);
+        let st = c.hosts.stack(&c.world, ns);
+        // Every port but 40000 in TIME_WAIT: the one left is found whatever the start.
+        st.hold_ports((32768..=60999).filter(|p| *p != 40000), until);
+        let t = c.trace("pod/default/pod2", "pod/default/pod1:8080", &TraceOptions::default());
+        assert!(t.unwrap().server_saw.unwrap().ends_with(":40000"));
+        let st = c.hosts.get_mut(ns).unwrap();
+        st.hold_ports([40000], until);
+        let e = c
+            .trace("pod/default/pod2", "pod/default/pod1:8080", &TraceOptions::default())
+            .unwrap_err();
+        assert!(matches!(e, TraceError::NoEphemeralPort { held, .. } if held >= 28_232), "{e}");
+        assert!(e.to_string().contains("Cannot assign requested address"), "{e}");
+        // An explicit source port still works, and TIME_WAIT ends after 10 s.
+        let o = TraceOptions { sport: Some(50000), ..TraceOptions::default() };
+        assert!(c.trace("pod/default/pod2", "pod/default/pod1:8080", &o).unwrap().completed);
+        c.advance(smoltcp::time::Duration::from_secs(11));
+        assert!(
+            c.trace("pod/default/pod2", "pod/default/pod1:8080", &TraceOptions::default())
+                .unwrap()
+                .completed
+        );
     }
 }

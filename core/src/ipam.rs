@@ -17,50 +17,9 @@
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
+pub use crate::error::IpamError;
 use ipnetwork::Ipv4Network;
 use podnet_netfilter::Rng;
-
-/// Why an allocation failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum IpamError {
-    /// Nothing free is left.
-    #[error("{what} {range} is exhausted ({used} in use): {fix}")]
-    Exhausted {
-        /// What pool.
-        what: &'static str,
-        /// The range.
-        range: String,
-        /// How many are in use.
-        used: usize,
-        /// What to do.
-        fix: &'static str,
-    },
-    /// A requested value is already allocated.
-    #[error("{what} {value} is already allocated in {range}")]
-    Conflict {
-        /// What pool.
-        what: &'static str,
-        /// The value.
-        value: String,
-        /// The range.
-        range: String,
-    },
-    /// A requested value is outside the range or reserved.
-    #[error("{what} {value} is not in the range {range}{why}")]
-    OutOfRange {
-        /// What pool.
-        what: &'static str,
-        /// The value.
-        value: String,
-        /// The range.
-        range: String,
-        /// Extra reason.
-        why: String,
-    },
-    /// The configuration cannot work.
-    #[error("{0}")]
-    Config(String),
-}
 
 /// kube-controller-manager's node CIDR allocator.
 #[derive(Clone, Debug)]

@@ -37,7 +37,6 @@
 //! `hostNetwork: true` pods run in their node's root namespace with the node's address.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -50,96 +49,11 @@ use serde::Deserialize;
 use podnet_netfilter::Proto;
 
 use crate::cluster::{Cluster, ClusterConfig, Container};
+pub use crate::error::{LoadError, Place};
 use crate::kube_proxy::{
     EndpointSlice, ProxyMode, Service, ServicePort, ServiceType, Services, SliceEndpoint,
     TargetPort,
 };
-
-/// Where in the input a problem is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Place {
-    /// File (or `<input>`).
-    pub file: String,
-    /// 1-based document index in the file.
-    pub doc: usize,
-    /// 1-based line in the file, when known.
-    pub line: Option<usize>,
-    /// 1-based column, when known.
-    pub column: Option<usize>,
-}
-
-impl fmt::Display for Place {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: document {}", self.file, self.doc)?;
-        if let (Some(l), Some(c)) = (self.line, self.column) {
-            write!(f, ", line {l}, column {c}")?;
-        }
-        Ok(())
-    }
-}
-
-/// Why loading failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum LoadError {
-    /// A file could not be read.
-    #[error("{path}: {msg}")]
-    Io {
-        /// The path.
-        path: String,
-        /// The OS error.
-        msg: String,
-    },
-    /// A document is not valid YAML/JSON or does not fit its kind's schema.
-    #[error("{place}: {msg}")]
-    Parse {
-        /// Where.
-        place: Place,
-        /// What was wrong, with the field path.
-        msg: String,
-    },
-    /// The cluster refused an object (a name or address already taken, a pool exhausted).
-    #[error("{place}: {object}: {error}")]
-    Refused {
-        /// Where.
-        place: Place,
-        /// `Kind/namespace/name`.
-        object: String,
-        /// The cluster's reason.
-        error: Box<crate::cluster::ClusterError>,
-    },
-    /// An object is well-formed but cannot be modelled as it stands.
-    #[error("{place}: {object}: {msg}")]
-    Object {
-        /// Where.
-        place: Place,
-        /// `Kind/namespace/name`.
-        object: String,
-        /// What is wrong and how to fix it.
-        msg: String,
-    },
-}
-
-impl LoadError {
-    /// The line of the problem, if known.
-    pub fn line(&self) -> Option<usize> {
-        match self {
-            LoadError::Parse { place, .. }
-            | LoadError::Object { place, .. }
-            | LoadError::Refused { place, .. } => place.line,
-            LoadError::Io { .. } => None,
-        }
-    }
-
-    /// The column of the problem, if known.
-    pub fn column(&self) -> Option<usize> {
-        match self {
-            LoadError::Parse { place, .. }
-            | LoadError::Object { place, .. }
-            | LoadError::Refused { place, .. } => place.column,
-            LoadError::Io { .. } => None,
-        }
-    }
-}
 
 /// What was loaded, and what was not.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -1023,26 +937,29 @@ fn apply_objects(c: &mut Cluster, mut objs: Objects) -> Result<LoadReport, LoadE
             }
             Err(e) => return Err(refused(place, &obj, e)),
         };
-        c.pods[id.idx()].ready = ready;
-        c.pods[id.idx()].terminating = terminating;
+        c.world.pods[id.idx()].ready = ready;
+        c.world.pods[id.idx()].terminating = terminating;
         new_pods.insert(id);
         report.loaded.push(obj);
     }
     // Pods that were there before serve the targetPorts of the new Services that select them.
-    for i in 0..c.pods.len() {
+    for i in 0..c.world.pods.len() {
         let id = crate::ids::PodId(i as u32);
-        if c.pods[i].deleted || new_pods.contains(&id) {
+        if c.world.pods[i].deleted || new_pods.contains(&id) {
             continue;
         }
-        let (ns, labels, containers) =
-            (c.pods[i].namespace.clone(), c.pods[i].labels.clone(), c.pods[i].containers.clone());
-        let key = format!("pod/{ns}/{}", c.pods[i].name);
+        let (ns, labels, containers) = (
+            c.world.pods[i].namespace.clone(),
+            c.world.pods[i].labels.clone(),
+            c.world.pods[i].containers.clone(),
+        );
+        let key = format!("pod/{ns}/{}", c.world.pods[i].name);
         let Some(first) = containers.first().map(|k| k.name.clone()) else { continue };
         for (k, place) in service_places.iter().enumerate() {
             let s = c.services.list[first_new_service + k].clone();
             for (proto, port) in target_ports(&s, &ns, &labels, &containers) {
-                let netns = c.pods[i].netns;
-                if !c.netns[netns.idx()].ports.contains_key(&(proto, port)) {
+                let netns = c.world.pods[i].netns;
+                if !c.world.netns[netns.idx()].ports.contains_key(&(proto, port)) {
                     c.bind(&key, &first, proto, port).map_err(|e| {
                         refused(place, &format!("Service/{}/{}", s.namespace, s.name), e)
                     })?;

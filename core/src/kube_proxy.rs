@@ -1558,7 +1558,7 @@ impl Cluster {
     /// Sets a pod's Ready condition; its endpoints follow and every node re-syncs.
     pub fn set_ready(&mut self, pod: &str, ready: bool) -> Result<(), ClusterError> {
         let id = self.pod_id(pod)?;
-        self.pods[id.idx()].ready = ready;
+        self.world.pods[id.idx()].ready = ready;
         self.services_changed();
         Ok(())
     }
@@ -1573,7 +1573,7 @@ impl Cluster {
         // pair names, not at every pod.
         let mut by_label: std::collections::HashMap<(&str, &str, &str), Vec<usize>> =
             std::collections::HashMap::new();
-        for (i, p) in self.pods.iter().enumerate().filter(|(_, p)| !p.deleted) {
+        for (i, p) in self.world.pods.iter().enumerate().filter(|(_, p)| !p.deleted) {
             for (k, v) in &p.labels {
                 by_label.entry((&p.namespace, k, v)).or_default().push(i);
             }
@@ -1589,7 +1589,7 @@ impl Cluster {
             for p in candidates
                 .unwrap_or(&[])
                 .iter()
-                .map(|&i| &self.pods[i])
+                .map(|&i| &self.world.pods[i])
                 .filter(|p| sel.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
             {
                 let ports: Vec<(String, Proto, u16)> = svc
@@ -1607,7 +1607,7 @@ impl Cluster {
                     .collect();
                 by_ports.entry(ports).or_default().push(SliceEndpoint {
                     ip: p.ip,
-                    node_name: Some(self.nodes[p.node.idx()].name.clone()),
+                    node_name: Some(self.world.nodes[p.node.idx()].name.clone()),
                     ready: Some(p.ready && !p.terminating),
                     serving: Some(p.ready || p.terminating),
                     terminating: Some(p.terminating),
@@ -1660,9 +1660,9 @@ impl Cluster {
             self.services.udp_endpoints.difference(&now_eps).copied().collect();
         self.services.udp_endpoints = now_eps;
         if !gone.is_empty() {
-            for n in 0..self.nodes.len() {
-                let ns = self.nodes[n].netns;
-                if let Some(nf) = self.netns[ns.idx()].nf.as_mut() {
+            for n in 0..self.world.nodes.len() {
+                let ns = self.world.nodes[n].netns;
+                if let Some(nf) = self.world.netns[ns.idx()].nf.as_mut() {
                     nf.conntrack.delete_where(|e| {
                         e.orig.proto == Proto::UDP && gone.contains(&(e.reply.src, e.reply.sport))
                     });
@@ -1690,8 +1690,8 @@ impl Cluster {
             .collect();
         let ranges: Vec<Ipv4Network> =
             self.services.list.iter().flat_map(|s| s.lb_source_ranges.iter().copied()).collect();
-        for n in 0..self.nodes.len() {
-            let node = &self.nodes[n];
+        for n in 0..self.world.nodes.len() {
+            let node = &self.world.nodes[n];
             let cfg = self.proxy_config(node);
             let ns = node.netns;
             let node_id = crate::ids::NodeId(n as u32);
@@ -1718,7 +1718,7 @@ impl Cluster {
                         })
                         .clone();
                     self.set_ipvs_addresses(node_id, &[]);
-                    if let Some(nf) = self.netns[ns.idx()].nf.as_mut() {
+                    if let Some(nf) = self.world.netns[ns.idx()].nf.as_mut() {
                         let own = TableName::ALL
                             .iter()
                             .filter(|t| !matches!(t, TableName::Filter | TableName::Nat))
@@ -1744,7 +1744,7 @@ impl Cluster {
                     let egress = self.egress_rules(node);
                     let sync = sync_ipvs(&cfg, &self.services.list, &slices, sched);
                     self.set_ipvs_addresses(node_id, &sync.bound);
-                    if let Some(nf) = self.netns[ns.idx()].nf.as_mut() {
+                    if let Some(nf) = self.world.netns[ns.idx()].nf.as_mut() {
                         nf.tables_mut()
                             .restore(&sync.iptables, false)
                             .expect("kube-proxy's own payload always parses");
@@ -1776,10 +1776,12 @@ impl Cluster {
     /// Starts, updates or stops each node's health-check servers (`healthCheckNodePort`).
     fn sync_health_checks(&mut self, slices: &[EndpointSlice]) {
         const OWNER: &str = "kube-proxy";
-        for n in 0..self.nodes.len() {
-            let checks = health_checks(&self.nodes[n].name, &self.services.list, slices);
-            let ns = &mut self.netns[self.nodes[n].netns.idx()];
-            let old_ports: Vec<u16> = ns.health.keys().copied().collect();
+        for n in 0..self.world.nodes.len() {
+            let checks = health_checks(&self.world.nodes[n].name, &self.services.list, slices);
+            let ns_id = self.world.nodes[n].netns;
+            let ns = &mut self.world.netns[ns_id.idx()];
+            let old_ports: Vec<u16> =
+                self.hosts.health(ns_id).map(|h| h.keys().copied().collect()).unwrap_or_default();
             for p in &old_ports {
                 if ns.ports.get(&(Proto::TCP, *p)).is_some_and(|o| o == OWNER) {
                     ns.ports.remove(&(Proto::TCP, *p));
@@ -1795,21 +1797,19 @@ impl Cluster {
             for p in want.keys() {
                 ns.ports.insert((Proto::TCP, *p), OWNER.to_string());
             }
-            let ports_changed = !want.keys().copied().eq(old_ports.iter().copied());
-            if ports_changed {
-                // Listening sockets follow the port set: rebuild the stack on next use.
-                ns.stack = None;
-            } else if let Some(st) = ns.stack.as_mut() {
-                st.health = want.clone();
-            }
-            ns.health = want;
+            // Listening sockets follow the port set: a changed set rebuilds the stack.
+            self.hosts.set_health(ns_id, want);
         }
     }
 
     /// kube-proxy's health-check servers on `node`, with what each answers now.
     pub fn health_checks(&self, node: &str) -> Result<Vec<HealthCheck>, ClusterError> {
         let id = self.node_id(node)?;
-        Ok(health_checks(&self.nodes[id.idx()].name, &self.services.list, &self.endpoint_slices()))
+        Ok(health_checks(
+            &self.world.nodes[id.idx()].name,
+            &self.services.list,
+            &self.endpoint_slices(),
+        ))
     }
 
     /// kube-proxy's settings on a node.
@@ -1854,7 +1854,7 @@ impl Cluster {
     /// syncs leave the node alone. See [`Cluster::iptables_drift`].
     pub fn import_iptables(&mut self, node: &str, text: &str) -> Result<(), ClusterError> {
         let id = self.node_id(node)?;
-        let ns = self.nodes[id.idx()].netns;
+        let ns = self.world.nodes[id.idx()].netns;
         let mut rs = podnet_netfilter::Ruleset::default();
         rs.restore(text, false).map_err(|e| ClusterError::IptablesParse {
             node: node.into(),
@@ -1862,10 +1862,10 @@ impl Cluster {
             column: e.col,
             msg: e.msg,
         })?;
-        if let Some(nf) = self.netns[ns.idx()].nf.as_mut() {
+        if let Some(nf) = self.world.netns[ns.idx()].nf.as_mut() {
             nf.tables = std::sync::Arc::new(rs);
         }
-        self.nodes[id.idx()].iptables_imported = true;
+        self.world.nodes[id.idx()].iptables_imported = true;
         Ok(())
     }
 
@@ -1880,8 +1880,8 @@ impl Cluster {
         noflush: bool,
     ) -> Result<(), ClusterError> {
         let id = self.node_id(node)?;
-        let ns = self.nodes[id.idx()].netns;
-        if let Some(nf) = self.netns[ns.idx()].nf.as_mut() {
+        let ns = self.world.nodes[id.idx()].netns;
+        if let Some(nf) = self.world.netns[ns.idx()].nf.as_mut() {
             nf.tables_mut().restore(text, noflush).map_err(|e| ClusterError::IptablesParse {
                 node: node.into(),
                 line: e.line,
@@ -1899,8 +1899,10 @@ impl Cluster {
     /// was imported).
     pub fn iptables_drift(&self, node: &str) -> Result<String, ClusterError> {
         let id = self.node_id(node)?;
-        let n = &self.nodes[id.idx()];
-        let Some(nf) = self.netns[n.netns.idx()].nf.as_ref() else { return Ok(String::new()) };
+        let n = &self.world.nodes[id.idx()];
+        let Some(nf) = self.world.netns[n.netns.idx()].nf.as_ref() else {
+            return Ok(String::new());
+        };
         if !n.iptables_imported {
             return Ok(String::new());
         }
@@ -1976,7 +1978,7 @@ impl Cluster {
     /// kube-proxy's restore payload for a node (what it wrote, restore form).
     pub fn kube_proxy_payload(&self, node: &str) -> Result<String, ClusterError> {
         let id = self.node_id(node)?;
-        let cfg = self.proxy_config(&self.nodes[id.idx()]);
+        let cfg = self.proxy_config(&self.world.nodes[id.idx()]);
         Ok(sync_iptables(&cfg, &self.services.list, &self.endpoint_slices()))
     }
 
@@ -1989,7 +1991,7 @@ impl Cluster {
     /// `ipvsadm -Ln` of a node.
     pub fn ipvsadm(&self, node: &str) -> Result<String, ClusterError> {
         let id = self.node_id(node)?;
-        Ok(self.netns[self.nodes[id.idx()].netns.idx()]
+        Ok(self.world.netns[self.world.nodes[id.idx()].netns.idx()]
             .nf
             .as_ref()
             .map(|nf| nf.ipvs.list())
@@ -1999,7 +2001,7 @@ impl Cluster {
     /// `ipset list` of a node.
     pub fn ipset_list(&self, node: &str) -> Result<String, ClusterError> {
         let id = self.node_id(node)?;
-        Ok(self.netns[self.nodes[id.idx()].netns.idx()]
+        Ok(self.world.netns[self.world.nodes[id.idx()].netns.idx()]
             .nf
             .as_ref()
             .map(|nf| nf.sets.list())
@@ -2008,15 +2010,17 @@ impl Cluster {
 
     /// Binds `addrs` to the node's `kube-ipvs0` dummy device (created on first use).
     fn set_ipvs_addresses(&mut self, node: crate::ids::NodeId, addrs: &[Ipv4Addr]) {
-        let ns = self.nodes[node.idx()].netns;
-        let existing = self.dev_named(ns, "kube-ipvs0");
+        let ns = self.world.nodes[node.idx()].netns;
+        let existing = self.world.dev_named(ns, "kube-ipvs0");
         let dev = match (existing, addrs.is_empty()) {
             (Some(d), _) => d,
             (None, true) => return,
-            (None, false) => self.add_device(ns, "kube-ipvs0", crate::cluster::DeviceKind::Dummy),
+            (None, false) => {
+                self.world.add_device(ns, "kube-ipvs0", crate::cluster::DeviceKind::Dummy)
+            }
         };
         let addrs = addrs.iter().map(|a| ipnetwork::Ipv4Network::new(*a, 32).expect("/32"));
-        self.set_addrs(dev, addrs.collect());
+        self.world.set_addrs(dev, addrs.collect());
     }
 
     /// Sets MASQUERADE `--random-fully` (on by default) and re-syncs.
@@ -2045,7 +2049,7 @@ mod tests {
 
     fn tables(c: &Cluster, node: &str) -> std::sync::Arc<podnet_netfilter::Ruleset> {
         let n = c.node_id(node).unwrap();
-        c.netns[c.nodes[n.idx()].netns.idx()].nf.as_ref().unwrap().tables.clone()
+        c.world.netns[c.world.nodes[n.idx()].netns.idx()].nf.as_ref().unwrap().tables.clone()
     }
 
     #[test]

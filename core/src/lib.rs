@@ -35,21 +35,24 @@
 
 pub mod cloud;
 pub mod cluster;
+pub(crate) mod datapath;
 pub mod demo;
+pub mod error;
+pub mod host;
 pub mod ids;
-pub mod ingress;
 pub mod ipam;
 pub mod k8s;
 pub mod kube_proxy;
 pub mod net;
-pub mod pcap;
-mod sim;
-mod stack;
+pub(crate) mod run;
 pub mod trace;
 pub mod vpc_cni;
+pub mod world;
 
 pub use cluster::{Cluster, ClusterConfig, ClusterError, Container};
+pub use host::l7 as ingress;
 pub use podnet_netfilter as netfilter;
 /// Virtual time types (`Instant`, `Duration`), re-exported from smoltcp.
 pub use smoltcp::time;
+pub use trace::pcap;
 pub use trace::{Disposition, FlowProto, Hop, Trace, TraceError, TraceOptions};

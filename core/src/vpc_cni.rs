@@ -586,9 +586,11 @@ pub struct NodeEnis {
 pub struct AwsVpc {
     /// The subnet's addresses.
     pub subnet: VpcSubnet,
-    /// Secondary addresses (and prefix addresses) the VPC delivers to ENIs.
-    pub ec2: BTreeSet<Ipv4Addr>,
 }
+
+/// How a trace explains the VPC answering ARP for a pod address: EC2 delivers every ENI
+/// secondary address (and prefix address) to its ENI itself.
+const ENI_SECONDARY: &str = "an ENI secondary address, delivered by the VPC";
 
 /// The host-side veth name the plugin gives a pod: `eni` and 11 hex digits of
 /// `sha1("<namespace>.<name>")`.
@@ -617,26 +619,28 @@ impl Cluster {
                 fix: "add nodes with add_node and a pod CIDR, or create the cluster with the AWS VPC CNI profile",
             });
         };
-        if self.node_names.contains_key(name) {
+        if self.world.node_names.contains_key(name) {
             return Err(ClusterError::Duplicate { kind: "node", name: name.into() });
         }
         let itype = *InstanceType::lookup(&cfg.instance_type)?;
-        let now = self.now;
+        let now = self.world.now;
         let aws = self.aws.as_mut().expect("an AWS-profile cluster has its VPC state");
         let subnet_cidr = aws.subnet.cidr();
         let ipamd = Ipamd::new(name, &itype, cfg.targets.clone(), ip, &mut aws.subnet, now)?;
-        let id = NodeId(self.nodes.len() as u32);
-        let ns = self.add_netns(name, Owner::Node(id), true);
-        self.netns[ns.idx()].sysctl = Sysctls { ip_forward: true, bridge_nf_call_iptables: true };
-        self.netns[ns.idx()].nf = Some(Box::new(podnet_netfilter::Netfilter::new(
+        let id = NodeId(self.world.nodes.len() as u32);
+        let ns = self.world.add_netns(name, Owner::Node(id), true);
+        self.world.netns[ns.idx()].sysctl =
+            Sysctls { ip_forward: true, bridge_nf_call_iptables: true };
+        self.world.netns[ns.idx()].nf = Some(Box::new(podnet_netfilter::Netfilter::new(
             self.cfg.seed.wrapping_add(u64::from(id.0) * 7919),
         )));
-        let eth0 = self.add_device(ns, "eth0", DeviceKind::Ether { segment: self.vpc_subnet });
-        self.add_addr(eth0, Ipv4Network::new(ip, subnet_cidr.prefix()).expect("valid"));
+        let eth0 =
+            self.world.add_device(ns, "eth0", DeviceKind::Ether { segment: self.world.vpc_subnet });
+        self.world.add_addr(eth0, Ipv4Network::new(ip, subnet_cidr.prefix()).expect("valid"));
         let router = self.cfg.vpc_router;
-        self.add_default_route(ns, router, eth0);
+        self.world.add_default_route(ns, router, eth0);
         let max_pods = cfg.max_pods.unwrap_or(itype.max_pods(cfg.targets.prefix_delegation));
-        self.nodes.push(Node {
+        self.world.nodes.push(Node {
             name: name.into(),
             ip,
             pod_cidr: subnet_cidr,
@@ -657,7 +661,7 @@ impl Cluster {
             pods: Vec::new(),
             ipam: crate::ipam::HostLocal::new(subnet_cidr),
         });
-        self.node_names.insert(name.into(), id);
+        self.world.node_names.insert(name.into(), id);
         self.sync_enis(id);
         Ok(id)
     }
@@ -666,18 +670,22 @@ impl Cluster {
     /// delivery of every secondary address to its ENI (permanent neighbour entries in the
     /// VPC router, which answers ARP for them: the VPC routes pod IPs natively).
     pub(crate) fn sync_enis(&mut self, node: NodeId) {
-        let Some(state) = self.nodes[node.idx()].aws.clone() else { return };
-        let ns = self.nodes[node.idx()].netns;
+        let Some(state) = self.world.nodes[node.idx()].aws.clone() else { return };
+        let ns = self.world.nodes[node.idx()].netns;
         let prefix = self.cfg.node_subnet.prefix();
         let subnet = self.cfg.node_subnet;
         let router = self.cfg.vpc_router;
         let mut devices = state.devices.clone();
         for (i, eni) in state.ipamd.enis.iter().enumerate().skip(devices.len()) {
-            let dev =
-                self.add_device(ns, &eni.device, DeviceKind::Ether { segment: self.vpc_subnet });
+            let dev = self.world.add_device(
+                ns,
+                &eni.device,
+                DeviceKind::Ether { segment: self.world.vpc_subnet },
+            );
             // The plugin keeps a secondary ENI's routes out of main: table <device index + 1>
             // (so the address is set without the connected route `add_addr` would add).
-            self.set_addrs(dev, vec![Ipv4Network::new(eni.primary_ip, prefix).expect("valid")]);
+            self.world
+                .set_addrs(dev, vec![Ipv4Network::new(eni.primary_ip, prefix).expect("valid")]);
             let mut table = RouteTable::default();
             table.add(Route {
                 dst: Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0).expect("default"),
@@ -693,19 +701,20 @@ impl Cluster {
                 src: Some(eni.primary_ip),
                 proto: RouteProto::Kernel,
             });
-            self.netns[ns.idx()].policy.tables.insert(i as u32 + 1, table);
+            self.world.netns[ns.idx()].policy.tables.insert(i as u32 + 1, table);
             devices.push(dev);
         }
-        let vpc = self.vpc;
-        let vpc0 = self.netns[vpc.idx()].devs[1];
+        let vpc = self.world.vpc;
+        let vpc0 = self.world.netns[vpc.idx()].devs[1];
         for (eni, dev) in state.ipamd.enis.iter().zip(&devices) {
-            let mac = self.devs[dev.idx()].mac;
+            let mac = self.world.devs[dev.idx()].mac;
             for a in eni.pod_ips() {
-                self.netns[vpc.idx()].neigh.add_permanent(a, mac, vpc0);
-                self.aws.as_mut().expect("AWS profile").ec2.insert(a);
+                self.world.netns[vpc.idx()].neigh.add_permanent(a, mac, vpc0);
+                // The VPC's router answers ARP for it and forwards to the ENI that holds it.
+                self.fabric.proxy_arp_mut(vpc, Some(ENI_SECONDARY)).addrs.insert(a);
             }
         }
-        if let Some(st) = self.nodes[node.idx()].aws.as_mut() {
+        if let Some(st) = self.world.nodes[node.idx()].aws.as_mut() {
             st.devices = devices;
         }
     }
@@ -717,10 +726,10 @@ impl Cluster {
         node: NodeId,
         key: &str,
     ) -> Result<(Ipv4Addr, usize), ClusterError> {
-        let now = self.now;
+        let now = self.world.now;
         self.admit_max_pods(node, key)?;
         let aws = self.aws.as_mut().expect("AWS profile");
-        let st = self.nodes[node.idx()].aws.as_mut().expect("an AWS-profile node");
+        let st = self.world.nodes[node.idx()].aws.as_mut().expect("an AWS-profile node");
         let got = st
             .ipamd
             .assign(key, &mut aws.subnet, now)
@@ -741,20 +750,20 @@ impl Cluster {
         ip: Ipv4Addr,
         eni: usize,
     ) {
-        let host_mac = self.devs[host.idx()].mac;
-        self.add_addr(eth0, Ipv4Network::new(ip, 32).expect("/32"));
-        self.netns[pod_ns.idx()].routes.add(Route {
+        let host_mac = self.world.devs[host.idx()].mac;
+        self.world.add_addr(eth0, Ipv4Network::new(ip, 32).expect("/32"));
+        self.world.netns[pod_ns.idx()].routes.add(Route {
             dst: Ipv4Network::new(POD_GATEWAY, 32).expect("/32"),
             via: None,
             dev: eth0,
             src: None,
             proto: RouteProto::Boot,
         });
-        self.add_default_route(pod_ns, POD_GATEWAY, eth0);
-        self.netns[pod_ns.idx()].neigh.add_permanent(POD_GATEWAY, host_mac, eth0);
-        let node_ns = self.nodes[node.idx()].netns;
+        self.world.add_default_route(pod_ns, POD_GATEWAY, eth0);
+        self.world.netns[pod_ns.idx()].neigh.add_permanent(POD_GATEWAY, host_mac, eth0);
+        let node_ns = self.world.nodes[node.idx()].netns;
         let host_route = Ipv4Network::new(ip, 32).expect("/32");
-        let n = &mut self.netns[node_ns.idx()];
+        let n = &mut self.world.netns[node_ns.idx()];
         n.routes.add(Route {
             dst: host_route,
             via: None,
@@ -771,7 +780,7 @@ impl Cluster {
         if eni > 0 {
             let external = self.aws_cfg().is_some_and(|c| c.external_snat);
             let vpc = self.cfg.node_subnet;
-            self.netns[node_ns.idx()].policy.add_rule(PolicyRule {
+            self.world.netns[node_ns.idx()].policy.add_rule(PolicyRule {
                 priority: FROM_POD_PRIORITY,
                 from: Some(host_route),
                 to: (!external).then_some(vpc),
@@ -783,12 +792,12 @@ impl Cluster {
     /// The CNI DEL of a pod in the AWS profile: its routes and rules go, its address cools
     /// down in ipamd.
     pub(crate) fn aws_release_pod(&mut self, node: NodeId, ip: Ipv4Addr) {
-        let now = self.now;
-        let node_ns = self.nodes[node.idx()].netns;
-        let n = &mut self.netns[node_ns.idx()];
+        let now = self.world.now;
+        let node_ns = self.world.nodes[node.idx()].netns;
+        let n = &mut self.world.netns[node_ns.idx()];
         n.routes.remove(Ipv4Network::new(ip, 32).expect("/32"));
         n.policy.remove_rules_for(ip);
-        if let Some(st) = self.nodes[node.idx()].aws.as_mut() {
+        if let Some(st) = self.world.nodes[node.idx()].aws.as_mut() {
             st.ipamd.release(ip, now);
         }
     }
@@ -830,11 +839,6 @@ impl Cluster {
         c
     }
 
-    /// Whether the VPC delivers `a` to an ENI as a secondary address (EC2's address book).
-    pub(crate) fn is_eni_secondary(&self, a: Ipv4Addr) -> bool {
-        self.aws.as_ref().is_some_and(|v| v.ec2.contains(&a))
-    }
-
     /// The AWS profile's egress SNAT on a node (`AWS-SNAT-CHAIN-0`): traffic to destinations
     /// outside the VPC leaves with the node's primary address, unless external SNAT is on.
     pub(crate) fn aws_snat_rules(&self, node_ip: Ipv4Addr) -> String {
@@ -855,21 +859,21 @@ COMMIT\n",
     /// `ip rule show` of a node (or `pod/NS/NAME`).
     pub fn ip_rules(&self, who: &str) -> Result<String, ClusterError> {
         let ns = self.netns_of(who)?;
-        Ok(self.netns[ns.idx()].policy.render())
+        Ok(self.world.netns[ns.idx()].policy.render())
     }
 
     /// `ip route show table N` of a node.
     pub fn route_table(&self, who: &str, table: u32) -> Result<String, ClusterError> {
         let ns = self.netns_of(who)?;
-        let n = &self.netns[ns.idx()];
+        let n = &self.world.netns[ns.idx()];
         let t = if table == MAIN_TABLE { Some(&n.routes) } else { n.policy.tables.get(&table) };
-        Ok(t.map(|t| t.render(&|i| self.devs[i.idx()].name.clone())).unwrap_or_default())
+        Ok(t.map(|t| t.render(&|i| self.world.devs[i.idx()].name.clone())).unwrap_or_default())
     }
 
     /// ipamd's view of a node: ENIs with their addresses and which pod holds each.
     pub fn enis(&self, node: &str) -> Result<String, ClusterError> {
         let id = self.node_id(node)?;
-        let Some(st) = &self.nodes[id.idx()].aws else {
+        let Some(st) = &self.world.nodes[id.idx()].aws else {
             return Err(ClusterError::Profile {
                 what: format!("enis({node})"),
                 profile: "bridge",
@@ -879,7 +883,7 @@ COMMIT\n",
         let d = &st.ipamd;
         let mut out = format!(
             "{} {}: {} of {} ENIs, {} pod IPs attached, {} assigned, max pods {}\n",
-            self.nodes[id.idx()].name,
+            self.world.nodes[id.idx()].name,
             d.itype.name,
             d.enis.len(),
             d.itype.max_enis,

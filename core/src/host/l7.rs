@@ -387,7 +387,7 @@ mod tests {
 
     #[test]
     fn fuzz_regression_many_headers_still_forward_as_valid_http() {
-        let data = include_bytes!("../tests/regressions/http-many-headers.bin");
+        let data = include_bytes!("../../tests/regressions/http-many-headers.bin");
         let Parsed::Complete(r) = parse_request(data) else {
             panic!("the fuzz input is a complete request")
         };

@@ -1,0 +1,133 @@
+//! A trace as people read it: the outcome, then packet by packet, hop by hop.
+
+use std::fmt::Write;
+
+use super::{Dir, Trace};
+
+impl Trace {
+    /// Readable text. `full` lists every packet; otherwise packets up to the first reply
+    /// that carries IP are listed and the rest summarised.
+    pub fn render(&self, full: bool) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "trace {} -> {} ({}, client {})",
+            self.from,
+            self.to,
+            self.proto.name(),
+            self.client
+        );
+        let _ = write!(s, "  result: {}", self.disposition);
+        if let Some(d) = &self.delivered_to {
+            let _ = write!(s, " to {d}");
+        }
+        let _ = write!(
+            s,
+            "; {}",
+            if self.completed { "exchange completed" } else { "exchange NOT completed" }
+        );
+        if let Some(n) = self.answered {
+            let _ = write!(s, " ({n} exchanges answered)");
+        }
+        if let Some(r) = &self.server_saw {
+            let _ = write!(s, "; server saw {r}");
+        }
+        match &self.reply_from {
+            Some(r) => {
+                let _ = write!(s, "; reply from {r}");
+            }
+            None => s.push_str("; no reply"),
+        }
+        s.push('\n');
+        if let (Some(r), Some(t)) = (&self.reason, &self.reason_text) {
+            let _ = writeln!(s, "  reason: {r}: {t}");
+        }
+        let cutoff = if full {
+            u32::MAX
+        } else {
+            self.hops
+                .iter()
+                .find(|h| {
+                    h.direction == Dir::Reply
+                        && h.before.as_ref().is_some_and(|b| b.proto != "arp")
+                        && h.action == "tx"
+                })
+                .map(|h| h.packet)
+                .unwrap_or(u32::MAX)
+        };
+        let mut shown = 0u32;
+        let mut last_pkt = 0;
+        for h in self.hops.iter().filter(|h| h.packet <= cutoff) {
+            if h.packet != last_pkt {
+                last_pkt = h.packet;
+                shown += 1;
+                let what = h.before.as_ref().map(|b| b.to_string()).unwrap_or_default();
+                let _ = writeln!(
+                    s,
+                    "  packet {} ({}) {what}",
+                    h.packet,
+                    match h.direction {
+                        Dir::Request => "request",
+                        Dir::Reply => "reply",
+                    }
+                );
+            }
+            let place = match &h.device {
+                Some(d) => format!("{} {d}", h.netns),
+                None => h.netns.clone(),
+            };
+            let mut line = format!("    [{:>3}] {:<26} {:<9} ", h.index, place, h.action);
+            match h.action {
+                "rule" if h.rule.as_deref().is_some_and(|r| r.starts_with(':')) => {
+                    let _ = write!(
+                        line,
+                        "{} {}: {}",
+                        h.hook.as_deref().unwrap_or(""),
+                        h.table.as_deref().unwrap_or(""),
+                        h.detail
+                    );
+                }
+                "rule" => {
+                    let _ = write!(
+                        line,
+                        "{} {}: -A {} {}",
+                        h.hook.as_deref().unwrap_or(""),
+                        h.table.as_deref().unwrap_or(""),
+                        h.chain.as_deref().unwrap_or(""),
+                        h.rule.as_deref().unwrap_or("")
+                    );
+                    if let Some(o) = &h.origin {
+                        let _ = write!(line, "  <- {o}");
+                    }
+                }
+                "tx" | "rx" => {
+                    line.push_str(&h.detail);
+                    if let Some(b) = &h.before
+                        && let (Some(sm), Some(dm)) = (&b.src_mac, &b.dst_mac)
+                    {
+                        let _ = write!(line, " ({sm} > {dm})");
+                    }
+                }
+                _ => line.push_str(&h.detail),
+            }
+            s.push_str(line.trim_end());
+            s.push('\n');
+        }
+        let total = self.hops.last().map_or(0, |h| h.packet);
+        if !full && total > shown {
+            let _ = writeln!(
+                s,
+                "  ... {} more packets (the rest of the exchange); --full shows them",
+                self.hops.iter().map(|h| h.packet).collect::<std::collections::BTreeSet<_>>().len()
+                    as u32
+                    - shown
+            );
+        }
+        s
+    }
+
+    /// The trace as JSON (schema [`SCHEMA_VERSION`](super::SCHEMA_VERSION)).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a trace always serialises")
+    }
+}
