@@ -6,21 +6,24 @@
 //! stacks, so handshakes, data and closes are real; nodes forward with podnet's own code,
 //! the way Linux does.
 //!
-//! The layers, bottom up:
+//! The layers, bottom up. Each uses only the layers above it in this table; nothing above
+//! [`cluster`] names `Cluster`, and a test (`core/tests/it/layering.rs`) fails when a module
+//! reaches up.
 //!
-//! | module | models |
+//! | layer | holds |
 //! |---|---|
-//! | [`net`] | routing tables (LPM), neighbour tables, the bridge FDB |
-//! | [`stack`](crate) (internal) | smoltcp host stacks and their echo/HTTP servers and clients |
-//! | [`cluster`] | nodes, pods, containers, namespaces, devices, the VPC underlay |
-//! | `sim` (internal) | the datapath: veth, bridge with br_netfilter, routing, ARP, hooks |
-//! | [`kube_proxy`] | Services and EndpointSlices to kube-proxy's iptables and IPVS state, its health-check servers |
-//! | [`cloud`], [`ingress`] | internet and NAT gateways, cloud load balancers (three models), the ALB and an in-cluster Ingress controller |
-//! | [`k8s`] | loading a cluster from Kubernetes YAML/JSON |
-//! | [`ipam`] | node CIDR, host-local pod IP, ClusterIP and NodePort allocators |
-//! | [`vpc_cni`] | the AWS VPC CNI's ipamd: ENI limits, warm pools, prefix delegation |
-//! | [`trace`] | one flow end to end, every hop recorded, text and JSON |
-//! | [`pcap`] | a traced flow's frames as pcapng, one interface per device |
+//! | [`ids`], [`error`] | typed arena ids; every error type |
+//! | [`net`], [`ipam`] | routing tables and `ip rule`, neighbour tables, the bridge FDB; address and port allocators |
+//! | [`trace`] | trace records: hops, packet views, text and JSON, pcapng |
+//! | [`world`] | the arenas (nodes, pods, namespaces, devices, L2 segments), the virtual clock, the random source, the frame queue |
+//! | `datapath` (internal) | veth and segments, the bridge and br_netfilter, IPv4 receive/forward/output, ARP, the netfilter glue, REJECT, the cloud fabric |
+//! | [`host`] | smoltcp host stacks, their echo/HTTP servers and clients, the L7 proxy |
+//! | `run` (internal) | the simulator: a flow's run, every outcome of a flow, frames injected at a device |
+//! | [`kube_proxy`] | Services and EndpointSlices to kube-proxy's iptables and IPVS state, its health-check servers, a sync written into the nodes |
+//! | [`cni`] | the bridge plugin and the AWS VPC CNI (with ipamd) as ADD and DEL |
+//! | [`cloud`] | internet and NAT gateways, cloud load balancers (three models), ALBs, in-cluster Ingress controllers |
+//! | [`k8s`] | Kubernetes YAML/JSON read and converted, object by object |
+//! | [`cluster`] | the façade: [`Cluster`] holds every part and offers every operation |
 //! | [`demo`] | the seed article's scenarios on the reference cluster |
 //!
 //! Netfilter itself (tables, conntrack, NAT) is the `podnet-netfilter` crate.
@@ -35,6 +38,7 @@
 
 pub mod cloud;
 pub mod cluster;
+pub mod cni;
 pub(crate) mod datapath;
 pub mod demo;
 pub mod error;
@@ -46,13 +50,10 @@ pub mod kube_proxy;
 pub mod net;
 pub(crate) mod run;
 pub mod trace;
-pub mod vpc_cni;
 pub mod world;
 
 pub use cluster::{Cluster, ClusterConfig, ClusterError, Container};
-pub use host::l7 as ingress;
 pub use podnet_netfilter as netfilter;
 /// Virtual time types (`Instant`, `Duration`), re-exported from smoltcp.
 pub use smoltcp::time;
-pub use trace::pcap;
 pub use trace::{Disposition, FlowProto, Hop, Trace, TraceError, TraceOptions};

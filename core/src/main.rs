@@ -418,9 +418,9 @@ fn trace(o: &Opts) -> Result<u8, String> {
         traces.push(tr);
     }
     if let Some(path) = &o.pcap {
-        let frames: Vec<podnet::pcap::CapturedFrame> =
+        let frames: Vec<podnet::trace::pcap::CapturedFrame> =
             traces.iter().flat_map(|t| t.frames.iter().cloned()).collect();
-        std::fs::write(path, podnet::pcap::to_pcapng(&frames))
+        std::fs::write(path, podnet::trace::pcap::to_pcapng(&frames))
             .map_err(|e| format!("--pcap {}: {e}", path.display()))?;
         eprintln!("podnet: wrote {} frames to {}", frames.len(), path.display());
     }

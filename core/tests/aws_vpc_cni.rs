@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+use podnet::cni::{AwsVpcConfig, Cni, host_veth_name};
 use podnet::trace::{FlowProto, TraceOptions};
-use podnet::vpc_cni::{AwsVpcConfig, Cni, host_veth_name};
 use podnet::{Cluster, ClusterConfig, ClusterError, Container};
 
 fn pod_ip(c: &Cluster, name: &str) -> Ipv4Addr {

@@ -5,8 +5,8 @@ mod common;
 
 use std::collections::BTreeMap;
 
+use podnet::cloud::{Ingress, IngressPath, IngressRule, PathType};
 use podnet::cluster::Container;
-use podnet::ingress::{Ingress, IngressPath, IngressRule, PathType};
 use podnet::kube_proxy::{Service, ServicePort, ServiceType, TargetPort};
 use podnet::netfilter::Proto;
 use podnet::trace::{FlowProto, TraceOptions};

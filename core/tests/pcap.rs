@@ -69,7 +69,7 @@ fn the_pod_to_service_flow_shows_the_dnat_between_devices() {
     let t = c.trace("pod/default/pod2", "svc/default/web:http", &opts).unwrap();
     assert!(t.completed);
     let endpoint = t.server_saw.clone().unwrap();
-    let file = podnet::pcap::to_pcapng(&t.frames);
+    let file = podnet::trace::pcap::to_pcapng(&t.frames);
     let (ifaces, pkts) = read_pcapng(&file);
     assert_eq!(pkts.len(), t.frames.len());
     assert!(pkts.iter().all(|(i, _)| *i < ifaces.len()));

@@ -4,8 +4,8 @@
 
 use std::net::Ipv4Addr;
 
+use podnet::cni::ipamd::{InstanceType, Ipamd, VpcSubnet, WarmTargets};
 use podnet::time::{Duration, Instant};
-use podnet::vpc_cni::{InstanceType, Ipamd, VpcSubnet, WarmTargets};
 use proptest::prelude::*;
 
 fn subnet() -> VpcSubnet {

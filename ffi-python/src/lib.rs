@@ -422,7 +422,7 @@ impl Trace {
     }
     /// The frames as pcapng (traced with `capture=True`; otherwise a file with no packets).
     fn pcapng<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyBytes> {
-        pyo3::types::PyBytes::new(py, &podnet::pcap::to_pcapng(&self.inner.frames))
+        pyo3::types::PyBytes::new(py, &podnet::trace::pcap::to_pcapng(&self.inner.frames))
     }
     /// Readable text; `full` lists every packet.
     #[pyo3(signature = (full = false))]

@@ -1,7 +1,7 @@
 //! The L7 hop's request handling: parse, route, rewrite.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use podnet::ingress::{
+use podnet::host::l7::{
     AlbRule, Parsed, PathType, forwarded, parse_request, route, route_kubernetes,
 };
 

@@ -9,7 +9,7 @@ use libfuzzer_sys::fuzz_target;
 use podnet::Cluster;
 use podnet::cloud::LbMode;
 use podnet::cluster::Container;
-use podnet::ingress::{Ingress, IngressPath, IngressRule, PathType};
+use podnet::cloud::{Ingress, IngressPath, IngressRule, PathType};
 use podnet::kube_proxy::{Service, ServicePort, ServiceType, TargetPort};
 use podnet::netfilter::Proto;
 

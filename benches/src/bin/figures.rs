@@ -456,19 +456,19 @@ fn main() {
         reset_peak();
         let mut times = Vec::new();
         let start = Instant::now();
-        let m5 = podnet::vpc_cni::InstanceType::lookup("m5.large").expect("in the table");
+        let m5 = podnet::cni::ipamd::InstanceType::lookup("m5.large").expect("in the table");
         while start.elapsed() < Duration::from_secs_f64(secs.max(0.5)) || times.len() < 3 {
             let t = Instant::now();
             let mut subnet =
-                podnet::vpc_cni::VpcSubnet::new("10.0.0.0/16".parse().expect("literal"))
+                podnet::cni::ipamd::VpcSubnet::new("10.0.0.0/16".parse().expect("literal"))
                     .expect("valid");
             let now = smoltcp::time::Instant::ZERO;
             for n in 0..1_000u32 {
                 let ip = std::net::Ipv4Addr::from(0x0a00_0000 + 4 + n);
-                let mut d = podnet::vpc_cni::Ipamd::new(
+                let mut d = podnet::cni::ipamd::Ipamd::new(
                     "n",
                     m5,
-                    podnet::vpc_cni::WarmTargets::default(),
+                    podnet::cni::ipamd::WarmTargets::default(),
                     ip,
                     &mut subnet,
                     now,

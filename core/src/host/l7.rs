@@ -26,54 +26,6 @@ pub enum PathType {
     ImplementationSpecific,
 }
 
-/// One path of an Ingress rule.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IngressPath {
-    /// The path.
-    pub path: String,
-    /// Its type.
-    pub path_type: PathType,
-    /// Backend Service name (same namespace).
-    pub service: String,
-    /// Backend Service port (number or name).
-    pub port: String,
-}
-
-/// One rule of an Ingress.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IngressRule {
-    /// `host`, if any.
-    pub host: Option<String>,
-    /// Paths.
-    pub paths: Vec<IngressPath>,
-}
-
-/// One entry of an Ingress's `tls` section (recorded; TLS itself is not terminated).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct IngressTls {
-    /// `hosts`.
-    pub hosts: Vec<String>,
-    /// `secretName`.
-    pub secret_name: Option<String>,
-}
-
-/// An Ingress.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Ingress {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-    /// `ingressClassName` (or the `kubernetes.io/ingress.class` annotation).
-    pub class: Option<String>,
-    /// Rules, in manifest order.
-    pub rules: Vec<IngressRule>,
-    /// `defaultBackend` (Service, port).
-    pub default_backend: Option<(String, String)>,
-    /// The `tls` section.
-    pub tls: Vec<IngressTls>,
-}
-
 /// How an L7 hop picks a rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Matching {

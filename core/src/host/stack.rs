@@ -251,11 +251,11 @@ const TIME_WAIT: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(10
 /// listener rules, opens its own connection to a target and relays the response.
 pub(crate) struct L7App {
     port: u16,
-    matching: crate::ingress::Matching,
-    rules: Vec<crate::ingress::AlbRule>,
-    /// The default backend ([`crate::ingress::Matching::Kubernetes`]; the ALB keeps its
+    matching: super::l7::Matching,
+    rules: Vec<super::l7::AlbRule>,
+    /// The default backend ([`super::l7::Matching::Kubernetes`]; the ALB keeps its
     /// default as a last listener rule).
-    default: Option<crate::ingress::AlbRule>,
+    default: Option<super::l7::AlbRule>,
     conns: Vec<L7Conn>,
     next_port: u16,
     rr: usize,
@@ -408,9 +408,9 @@ impl Stack {
     pub(crate) fn serve_l7(
         &mut self,
         port: u16,
-        matching: crate::ingress::Matching,
-        rules: Vec<crate::ingress::AlbRule>,
-        default: Option<crate::ingress::AlbRule>,
+        matching: super::l7::Matching,
+        rules: Vec<super::l7::AlbRule>,
+        default: Option<super::l7::AlbRule>,
     ) {
         let mut conns = Vec::new();
         for _ in 0..LISTEN_POOL {
@@ -428,8 +428,8 @@ impl Stack {
     /// Replaces the L7 proxy's rules (an in-cluster controller after an endpoint change).
     pub(crate) fn set_l7_rules(
         &mut self,
-        rules: Vec<crate::ingress::AlbRule>,
-        default: Option<crate::ingress::AlbRule>,
+        rules: Vec<super::l7::AlbRule>,
+        default: Option<super::l7::AlbRule>,
     ) {
         if let Some(app) = self.l7.as_mut() {
             app.rules = rules;
@@ -453,28 +453,24 @@ impl Stack {
                     c.stage = if c.buf.is_empty() {
                         Stage::Reading
                     } else {
-                        match crate::ingress::parse_request(&c.buf) {
-                            crate::ingress::Parsed::Partial => Stage::Reading,
-                            crate::ingress::Parsed::Malformed(_) => {
+                        match super::l7::parse_request(&c.buf) {
+                            super::l7::Parsed::Partial => Stage::Reading,
+                            super::l7::Parsed::Malformed(_) => {
                                 let _ = f.send_slice(&status(app.matching, 400, "Bad Request"));
                                 f.close();
                                 Stage::Closing
                             }
-                            crate::ingress::Parsed::Complete(req) => {
+                            super::l7::Parsed::Complete(req) => {
                                 let picked = match app.matching {
-                                    crate::ingress::Matching::Alb => crate::ingress::route(
+                                    super::l7::Matching::Alb => {
+                                        super::l7::route(&app.rules, req.host.as_deref(), &req.path)
+                                    }
+                                    super::l7::Matching::Kubernetes => super::l7::route_kubernetes(
                                         &app.rules,
                                         req.host.as_deref(),
                                         &req.path,
-                                    ),
-                                    crate::ingress::Matching::Kubernetes => {
-                                        crate::ingress::route_kubernetes(
-                                            &app.rules,
-                                            req.host.as_deref(),
-                                            &req.path,
-                                        )
-                                        .or(app.default.as_ref())
-                                    }
+                                    )
+                                    .or(app.default.as_ref()),
                                 };
                                 match picked {
                                     None => {
@@ -509,7 +505,7 @@ impl Stack {
                                         match b.connect(cx, (IpAddress::Ipv4(ip), port), local) {
                                             Ok(()) => {
                                                 c.back = Some(sockets.add(b));
-                                                Stage::Connecting(crate::ingress::forwarded(
+                                                Stage::Connecting(super::l7::forwarded(
                                                     &req, client, app.port,
                                                 ))
                                             }
@@ -1001,10 +997,10 @@ fn looks_like_http(b: &[u8]) -> bool {
 }
 
 /// A response the L7 hop writes itself, in its controller's style.
-fn status(matching: crate::ingress::Matching, code: u16, reason: &str) -> Vec<u8> {
+fn status(matching: super::l7::Matching, code: u16, reason: &str) -> Vec<u8> {
     match matching {
-        crate::ingress::Matching::Alb => crate::ingress::status_response(code, reason),
-        crate::ingress::Matching::Kubernetes => crate::ingress::nginx_status_response(code, reason),
+        super::l7::Matching::Alb => super::l7::status_response(code, reason),
+        super::l7::Matching::Kubernetes => super::l7::nginx_status_response(code, reason),
     }
 }
 

@@ -394,9 +394,9 @@ pub struct Trace {
     /// Every hop.
     pub hops: Vec<Hop>,
     /// Frames as devices received them, when [`TraceOptions::capture`] was set (not part of
-    /// the JSON form; see [`crate::pcap`]).
+    /// the JSON form; see [`pcap`]).
     #[serde(skip)]
-    pub frames: Vec<crate::pcap::CapturedFrame>,
+    pub frames: Vec<pcap::CapturedFrame>,
 }
 
 /// Which packet of a flow a frame carries, and which way it goes.

@@ -131,7 +131,7 @@ pub struct Node {
     pub name: String,
     /// VPC address (`eth0`).
     pub ip: Ipv4Addr,
-    /// Pod CIDR.
+    /// Pod CIDR (in the AWS VPC CNI profile, the VPC subnet pods take addresses from).
     pub pod_cidr: Ipv4Network,
     /// Root namespace.
     pub netns: NetnsId,
@@ -139,16 +139,11 @@ pub struct Node {
     pub eth0: IfIndex,
     /// `cbr0` (the bridge profile; `None` in the AWS VPC CNI profile).
     pub bridge: Option<IfIndex>,
-    /// The AWS VPC CNI's ipamd and the ENI devices (`eth0`, `eth1`, …), in the AWS profile.
-    pub aws: Option<crate::vpc_cni::NodeEnis>,
-    /// Its iptables came from a real node's `iptables-save` ([`Cluster::import_iptables`](crate::Cluster::import_iptables)).
-    pub iptables_imported: bool,
-    /// kubelet's `--max-pods` (110 unless set; the AWS profile keeps its own figure).
+    /// kubelet's `--max-pods` (110 unless set; the AWS profile's figure follows the
+    /// instance type).
     pub max_pods: u32,
     /// Pods on it, in creation order.
     pub pods: Vec<PodId>,
-    /// host-local IPAM of its pod CIDR.
-    pub ipam: crate::ipam::HostLocal,
 }
 
 /// A container of a pod.
@@ -370,6 +365,50 @@ impl World {
     /// The device called `name` in a namespace.
     pub(crate) fn dev_named(&self, ns: NetnsId, name: &str) -> Option<IfIndex> {
         self.netns[ns.idx()].devs.iter().copied().find(|d| self.devs[d.idx()].name == name)
+    }
+
+    /// Adds a node's root namespace (forwarding, bridge netfilter on, its own netfilter
+    /// seeded with `nf_seed`) with `eth0` on the VPC subnet holding `addr`.
+    pub(crate) fn add_node(
+        &mut self,
+        name: &str,
+        addr: Ipv4Network,
+        pod_cidr: Ipv4Network,
+        max_pods: u32,
+        nf_seed: u64,
+    ) -> NodeId {
+        let id = NodeId(self.nodes.len() as u32);
+        let ns = self.add_netns(name, Owner::Node(id), true);
+        self.netns[ns.idx()].sysctl = Sysctls { ip_forward: true, bridge_nf_call_iptables: true };
+        self.netns[ns.idx()].nf = Some(Box::new(Netfilter::new(nf_seed)));
+        let eth0 = self.add_device(ns, "eth0", DeviceKind::Ether { segment: self.vpc_subnet });
+        self.add_addr(eth0, addr);
+        self.nodes.push(Node {
+            name: name.into(),
+            ip: addr.ip(),
+            pod_cidr,
+            netns: ns,
+            eth0,
+            bridge: None,
+            max_pods,
+            pods: Vec::new(),
+        });
+        self.node_names.insert(name.into(), id);
+        id
+    }
+
+    /// Adds a veth pair: `a` in namespace `ns_a`, its peer `b` in `ns_b`.
+    pub(crate) fn add_veth_pair(
+        &mut self,
+        ns_a: NetnsId,
+        a: &str,
+        ns_b: NetnsId,
+        b: &str,
+    ) -> (IfIndex, IfIndex) {
+        let end_a = self.add_device(ns_a, a, DeviceKind::Veth { peer: IfIndex(0) });
+        let end_b = self.add_device(ns_b, b, DeviceKind::Veth { peer: end_a });
+        self.devs[end_a.idx()].kind = DeviceKind::Veth { peer: end_b };
+        (end_a, end_b)
     }
 
     /// A device.

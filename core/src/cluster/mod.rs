@@ -11,20 +11,26 @@
 //! The underlay is a VPC subnet (an L2 segment joining every node's `eth0` and the VPC
 //! router) whose router sends each node's pod CIDR to that node.
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
 
-use podnet_netfilter::{Netfilter, Proto, Rng};
+use podnet_netfilter::Rng;
 
+use crate::cni::{Cni, CniState};
 use crate::datapath::Fabric;
+use crate::kube_proxy::Services;
+mod edge;
+mod load;
+mod nodes;
+mod reference;
+mod services;
+mod tables;
+
 pub use crate::error::ClusterError;
 use crate::host::Hosts;
 use crate::host::stack::Side;
 use crate::ids::{IfIndex, NetnsId, NodeId, PodId};
-use crate::net::fdb::Fdb;
-use crate::net::route::{Route, RouteProto};
 use crate::run::{Flow, Sim, Source};
 use crate::trace::{FlowProto, Hop, Trace, TraceError, TraceOptions};
 use crate::world::World;
@@ -103,7 +109,7 @@ pub struct ClusterConfig {
     pub node_port_range: (u16, u16),
     /// How pods get addresses and are wired: the bridge profile (a pod CIDR per node,
     /// host-local, `cbr0`), or the AWS VPC CNI (ENI secondary addresses, a routed veth per pod).
-    pub cni: crate::vpc_cni::Cni,
+    pub cni: Cni,
 }
 
 impl Default for ClusterConfig {
@@ -115,7 +121,7 @@ impl Default for ClusterConfig {
             seed: 0,
             service_cidr: "10.96.0.0/12".parse().expect("literal"),
             node_port_range: (30000, 32767),
-            cni: crate::vpc_cni::Cni::Bridge,
+            cni: Cni::Bridge,
         }
     }
 }
@@ -128,36 +134,31 @@ pub struct Cluster {
     pub(crate) fabric: Fabric,
     pub(crate) services: crate::kube_proxy::Services,
     pub(crate) edge: crate::cloud::Edge,
-    pub(crate) aws: Option<crate::vpc_cni::AwsVpc>,
+    pub(crate) cni: CniState,
 }
 
 impl Cluster {
     /// An empty cluster: the VPC subnet and its router, no nodes. In the AWS VPC CNI profile
     /// the VPC router is the subnet's `.1`, as in AWS; the subnet must be a /16 to /28.
     pub fn try_new(mut cfg: ClusterConfig) -> Result<Cluster, ClusterError> {
-        let aws = match &cfg.cni {
-            crate::vpc_cni::Cni::Bridge => None,
-            crate::vpc_cni::Cni::AwsVpc(a) => {
-                crate::vpc_cni::InstanceType::lookup(&a.instance_type)?;
-                let subnet = crate::vpc_cni::VpcSubnet::new(cfg.node_subnet)?;
-                cfg.vpc_router = subnet.router();
-                Some(crate::vpc_cni::AwsVpc { subnet })
-            }
-        };
-        let mut c = Cluster::new_unchecked(cfg);
-        c.aws = aws;
-        Ok(c)
+        let (cni, router) = CniState::new(&cfg.cni, cfg.node_subnet)?;
+        if let Some(r) = router {
+            cfg.vpc_router = r;
+        }
+        Ok(Cluster::new_unchecked(cfg, cni))
     }
 
     /// An empty bridge-profile cluster (see [`Cluster::try_new`] for the AWS profile, whose
     /// settings can be refused).
     pub fn new(cfg: ClusterConfig) -> Cluster {
-        let cfg = ClusterConfig { cni: crate::vpc_cni::Cni::Bridge, ..cfg };
-        Cluster::new_unchecked(cfg)
+        let cfg = ClusterConfig { cni: Cni::Bridge, ..cfg };
+        let (cni, _) =
+            CniState::new(&cfg.cni, cfg.node_subnet).expect("the bridge takes any subnet");
+        Cluster::new_unchecked(cfg, cni)
     }
 
-    fn new_unchecked(cfg: ClusterConfig) -> Cluster {
-        let services = crate::kube_proxy::Services::new(&cfg);
+    fn new_unchecked(cfg: ClusterConfig, cni: CniState) -> Cluster {
+        let services = Services::new(cfg.service_cidr, cfg.node_port_range, cfg.seed);
         let mut c = Cluster {
             world: World::new(cfg.seed),
             hosts: Hosts::default(),
@@ -165,7 +166,7 @@ impl Cluster {
             cfg,
             services,
             edge: crate::cloud::Edge::default(),
-            aws: None,
+            cni,
         };
         c.world.vpc_subnet = c.world.add_segment("vpc-subnet");
         let vpc = c.world.add_netns("vpc", Owner::Router, true);
@@ -177,476 +178,6 @@ impl Cluster {
             c.world.add_device(vpc, "vpc0", DeviceKind::Ether { segment: c.world.vpc_subnet });
         c.world.add_addr(dev, addr);
         c
-    }
-
-    /// The reference cluster of the seed article and `podnet demo` (see the README).
-    pub fn seed() -> Cluster {
-        Cluster::seed_with(0)
-    }
-
-    /// The reference cluster with another random seed.
-    pub fn seed_with(seed: u64) -> Cluster {
-        let mut c = Cluster::new(ClusterConfig { seed, ..ClusterConfig::default() });
-        c.add_node("node1", Ipv4Addr::new(192, 168, 0, 1), "10.244.1.0/24".parse().expect("lit"))
-            .expect("seed");
-        c.add_node("node2", Ipv4Addr::new(192, 168, 0, 2), "10.244.2.0/24".parse().expect("lit"))
-            .expect("seed");
-        c.add_node("node3", Ipv4Addr::new(192, 168, 0, 3), "10.244.3.0/24".parse().expect("lit"))
-            .expect("seed");
-        c.seed_pods(Some([
-            Ipv4Addr::new(10, 244, 1, 2),
-            Ipv4Addr::new(10, 244, 1, 3),
-            Ipv4Addr::new(10, 244, 2, 2),
-            Ipv4Addr::new(10, 244, 2, 3),
-        ]));
-        c.seed_services();
-        c.seed_edge();
-        c
-    }
-
-    /// The reference cluster's pods: pod1 (web, with a sidecar) and pod2 (client) on node1,
-    /// pod3 (web) and pod4 (api) on node2; at `ips` (bridge profile) or wherever the CNI
-    /// puts them.
-    pub(crate) fn seed_pods(&mut self, ips: Option<[Ipv4Addr; 4]>) {
-        let web = |app: &str| Container {
-            name: app.into(),
-            ports: vec![(Proto::TCP, 8080), (Proto::UDP, 8080)],
-            named_ports: vec![("http".into(), Proto::TCP, 8080)],
-        };
-        let (n1, n2) = (NodeId(0), NodeId(1));
-        let pods =
-            [("pod1", n1, "web"), ("pod2", n1, "client"), ("pod3", n2, "web"), ("pod4", n2, "api")];
-        for (i, (name, node, app)) in pods.into_iter().enumerate() {
-            let mut containers = vec![web(app)];
-            if name == "pod1" {
-                // A second container sharing pod1's netns: it reaches "web" over localhost.
-                containers.push(Container {
-                    name: "sidecar".into(),
-                    ports: vec![(Proto::TCP, 9090)],
-                    ..Container::default()
-                });
-            }
-            let labels = BTreeMap::from([("app".to_string(), app.to_string())]);
-            self.add_pod("default", name, node, ips.map(|a| a[i]), labels, containers)
-                .expect("seed pod");
-        }
-    }
-
-    /// Adds a node with its root namespace, `eth0` on the VPC subnet, `cbr0` with the pod
-    /// CIDR's first address, and the VPC route for its pod CIDR.
-    pub fn add_node(
-        &mut self,
-        name: &str,
-        ip: Ipv4Addr,
-        pod_cidr: Ipv4Network,
-    ) -> Result<NodeId, ClusterError> {
-        if self.aws.is_some() {
-            return Err(ClusterError::Profile {
-                what: format!("add_node({name}) with a pod CIDR"),
-                profile: "AWS VPC CNI",
-                fix: "add nodes with add_aws_node: pods take ENI addresses, not a pod CIDR",
-            });
-        }
-        if self.world.node_names.contains_key(name) {
-            return Err(ClusterError::Duplicate { kind: "node", name: name.into() });
-        }
-        let subnet = self.cfg.node_subnet;
-        if !subnet.contains(ip) {
-            return Err(ClusterError::OutsideCidr {
-                addr: ip,
-                what: "the VPC subnet",
-                cidr: subnet,
-            });
-        }
-        if ip == self.cfg.vpc_router
-            || ip == subnet.network()
-            || ip == subnet.broadcast()
-            || self.world.nodes.iter().any(|n| n.ip == ip)
-        {
-            return Err(ClusterError::AddressTaken {
-                addr: ip,
-                why: "used by the VPC router, a node, or reserved".into(),
-            });
-        }
-        let pod_cidr = Ipv4Network::new(pod_cidr.network(), pod_cidr.prefix()).expect("valid");
-        let cc = self.cfg.cluster_cidr;
-        if !cc.contains(pod_cidr.network()) || pod_cidr.prefix() < cc.prefix() {
-            return Err(ClusterError::BadPodCidr {
-                node: name.into(),
-                cidr: pod_cidr,
-                why: format!("is not inside the cluster CIDR {cc}"),
-            });
-        }
-        if let Some(other) = self.world.nodes.iter().find(|n| n.pod_cidr.overlaps(pod_cidr)) {
-            return Err(ClusterError::BadPodCidr {
-                node: name.into(),
-                cidr: pod_cidr,
-                why: format!("overlaps node '{}' ({})", other.name, other.pod_cidr),
-            });
-        }
-        let id = NodeId(self.world.nodes.len() as u32);
-        let ns = self.world.add_netns(name, Owner::Node(id), true);
-        self.world.netns[ns.idx()].sysctl =
-            Sysctls { ip_forward: true, bridge_nf_call_iptables: true };
-        self.world.netns[ns.idx()].nf =
-            Some(Box::new(Netfilter::new(self.cfg.seed.wrapping_add(u64::from(id.0) * 7919))));
-        let eth0 =
-            self.world.add_device(ns, "eth0", DeviceKind::Ether { segment: self.world.vpc_subnet });
-        self.world.add_addr(eth0, Ipv4Network::new(ip, subnet.prefix()).expect("valid"));
-        let br = self.world.add_device(ns, "cbr0", DeviceKind::Bridge(Fdb::default()));
-        let gw = Ipv4Addr::from(u32::from(pod_cidr.network()) + 1);
-        self.world.add_addr(br, Ipv4Network::new(gw, pod_cidr.prefix()).expect("valid"));
-        let br_mac = self.world.devs[br.idx()].mac;
-        if let DeviceKind::Bridge(f) = &mut self.world.devs[br.idx()].kind {
-            f.add_local(br_mac, br);
-        }
-        let vpc_router = self.cfg.vpc_router;
-        self.world.add_default_route(ns, vpc_router, eth0);
-        let vpc0 = self.world.netns[self.world.vpc.idx()].devs[1];
-        self.world.netns[self.world.vpc.idx()].routes.add(Route {
-            dst: pod_cidr,
-            via: Some(ip),
-            dev: vpc0,
-            src: None,
-            proto: RouteProto::Static,
-        });
-        self.world.nodes.push(Node {
-            name: name.into(),
-            ip,
-            pod_cidr,
-            netns: ns,
-            eth0,
-            bridge: Some(br),
-            aws: None,
-            iptables_imported: false,
-            max_pods: 110,
-            pods: Vec::new(),
-            ipam: crate::ipam::HostLocal::new(pod_cidr),
-        });
-        self.world.node_names.insert(name.into(), id);
-        Ok(id)
-    }
-
-    /// Adds a pod: its namespace, the veth pair into `cbr0`, its address and default route
-    /// via the bridge, and its containers' ports. Without `ip`, the next free address of the
-    /// node's pod CIDR is taken.
-    pub fn add_pod(
-        &mut self,
-        namespace: &str,
-        name: &str,
-        node: NodeId,
-        ip: Option<Ipv4Addr>,
-        labels: BTreeMap<String, String>,
-        containers: Vec<Container>,
-    ) -> Result<PodId, ClusterError> {
-        let key = (namespace.to_string(), name.to_string());
-        let n = self.new_pod_node(namespace, name, node)?;
-        let cidr = n.pod_cidr;
-        let gw = n.ipam.gateway();
-        // Validate container ports before taking an address.
-        let mut ports: BTreeMap<(Proto, u16), String> = BTreeMap::new();
-        let pod_ns_name = format!("pod/{namespace}/{name}");
-        for c in &containers {
-            for &(proto, port) in &c.ports {
-                if let Some(owner) = ports.get(&(proto, port)) {
-                    return Err(ClusterError::AddrInUse {
-                        netns: pod_ns_name,
-                        proto,
-                        port,
-                        container: c.name.clone(),
-                        owner: owner.clone(),
-                    });
-                }
-                ports.insert((proto, port), c.name.clone());
-            }
-        }
-        let aws_node = self.world.nodes[node.idx()].aws.is_some();
-        let mut eni = 0;
-        if !aws_node {
-            self.admit_max_pods(node, &pod_ns_name)?;
-        }
-        let ip = if aws_node {
-            // The AWS VPC CNI: kubelet's max-pods admission, then ipamd's address.
-            if let Some(a) = ip {
-                return Err(ClusterError::Profile {
-                    what: format!("pod {namespace}/{name} with address {a}"),
-                    profile: "AWS VPC CNI",
-                    fix: "ipamd assigns pod addresses from the node's ENIs; leave the address out",
-                });
-            }
-            let (a, e) = self.aws_admit_pod(node, &pod_ns_name)?;
-            eni = e;
-            a
-        } else {
-            self.host_local(node, ip, cidr)?
-        };
-        let id = PodId(self.world.pods.len() as u32);
-        let ns = self.world.add_netns(&pod_ns_name, Owner::Pod(id), aws_node);
-        self.world.netns[ns.idx()].ports = ports;
-        let node_ns = self.world.nodes[node.idx()].netns;
-        let veth_name = if aws_node {
-            crate::vpc_cni::host_veth_name(namespace, name)
-        } else {
-            format!("veth{}", self.world.nodes[node.idx()].pods.len())
-        };
-        let eth0 = self.world.add_device(ns, "eth0", DeviceKind::Veth { peer: IfIndex(0) });
-        let host = self.world.add_device(node_ns, &veth_name, DeviceKind::Veth { peer: eth0 });
-        self.world.devs[eth0.idx()].kind = DeviceKind::Veth { peer: host };
-        if aws_node {
-            self.aws_wire_pod(node, ns, eth0, host, ip, eni);
-        } else {
-            let br = self.world.nodes[node.idx()].bridge.expect("a bridge-profile node has cbr0");
-            self.world.devs[host.idx()].master = Some(br);
-            self.world.devs[host.idx()].hairpin = true;
-            let host_mac = self.world.devs[host.idx()].mac;
-            if let DeviceKind::Bridge(f) = &mut self.world.devs[br.idx()].kind {
-                f.add_local(host_mac, host);
-            }
-            self.world.add_addr(eth0, Ipv4Network::new(ip, cidr.prefix()).expect("valid"));
-            self.world.add_default_route(ns, gw, eth0);
-        }
-        self.world.pods.push(Pod {
-            namespace: namespace.into(),
-            name: name.into(),
-            node,
-            ip,
-            labels,
-            containers,
-            netns: ns,
-            eth0,
-            host_veth: host,
-            ready: true,
-            terminating: false,
-            deleted: false,
-            host_network: false,
-        });
-        self.register_pod(key, id);
-        Ok(id)
-    }
-
-    /// The node a new pod goes to, once its name is known to be free.
-    fn new_pod_node(
-        &self,
-        namespace: &str,
-        name: &str,
-        node: NodeId,
-    ) -> Result<&Node, ClusterError> {
-        if self.world.pod_names.contains_key(&(namespace.to_string(), name.to_string())) {
-            return Err(ClusterError::Duplicate {
-                kind: "pod",
-                name: format!("{namespace}/{name}"),
-            });
-        }
-        self.world.nodes.get(node.idx()).ok_or_else(|| ClusterError::NotFound {
-            kind: "node",
-            name: format!("#{}", node.0),
-            hint: String::new(),
-        })
-    }
-
-    /// kubelet's admission: a node runs at most `--max-pods` pods (host-network ones
-    /// included; in the AWS profile the plugin's own `aws-node` and `kube-proxy` count too).
-    pub(crate) fn admit_max_pods(&self, node: NodeId, pod: &str) -> Result<(), ClusterError> {
-        let n = &self.world.nodes[node.idx()];
-        let with_ips = n.pods.iter().filter(|p| !self.world.pods[p.idx()].host_network).count();
-        let (running, max, why) = match &n.aws {
-            Some(st) => {
-                let running = n.pods.len() + st.host_network_pods.len();
-                let t = &st.ipamd.itype;
-                let why = format!(
-                    "{with_ips} pods with IPs and {} host-network pods; {} allows {} ENIs × {} addresses",
-                    running - with_ips,
-                    t.name,
-                    t.max_enis,
-                    t.ips_per_eni
-                );
-                (running, st.max_pods, why)
-            }
-            None => {
-                (n.pods.len(), n.max_pods, "kubelet --max-pods (the node's pods capacity)".into())
-            }
-        };
-        if running as u32 >= max {
-            return Err(ClusterError::TooManyPods {
-                pod: pod.into(),
-                node: n.name.clone(),
-                running,
-                max,
-                why,
-            });
-        }
-        Ok(())
-    }
-
-    /// Sets a node's `--max-pods` (its `pods` capacity; kubelet's default is 110).
-    pub fn set_max_pods(&mut self, node: &str, max: u32) -> Result<(), ClusterError> {
-        let id = self.node_id(node)?;
-        let n = &mut self.world.nodes[id.idx()];
-        n.max_pods = max;
-        if let Some(st) = n.aws.as_mut() {
-            st.max_pods = max;
-        }
-        Ok(())
-    }
-
-    /// Files a pod pushed to the arena under its node and name; kube-proxy re-syncs.
-    fn register_pod(&mut self, key: (String, String), id: PodId) {
-        let node = self.world.pods[id.idx()].node;
-        self.world.nodes[node.idx()].pods.push(id);
-        self.world.pod_names.insert(key, id);
-        self.services_changed();
-    }
-
-    /// host-local IPAM: a requested address is reserved, otherwise the next one round robin
-    /// after the last reserved.
-    fn host_local(
-        &mut self,
-        node: NodeId,
-        ip: Option<Ipv4Addr>,
-        cidr: Ipv4Network,
-    ) -> Result<Ipv4Addr, ClusterError> {
-        let ipam = &mut self.world.nodes[node.idx()].ipam;
-        Ok(match ip {
-            Some(a) => {
-                if !cidr.contains(a) {
-                    return Err(ClusterError::OutsideCidr {
-                        addr: a,
-                        what: "the pod CIDR of node",
-                        cidr,
-                    });
-                }
-                ipam.reserve(a)?;
-                a
-            }
-            None => ipam.allocate()?,
-        })
-    }
-
-    /// Deletes a pod (`pod/NS/NAME`): its veth leaves the bridge, host-local releases its
-    /// address, its endpoints disappear and kube-proxy re-syncs every node.
-    pub fn delete_pod(&mut self, key: &str) -> Result<(), ClusterError> {
-        let id = self.pod_id(key)?;
-        let (ns_name, name, node, ip, host, netns) = {
-            let p = &self.world.pods[id.idx()];
-            (p.namespace.clone(), p.name.clone(), p.node, p.ip, p.host_veth, p.netns)
-        };
-        self.world.pod_names.shift_remove(&(ns_name, name));
-        self.world.pods[id.idx()].deleted = true;
-        self.world.pods[id.idx()].ready = false;
-        if self.world.pods[id.idx()].host_network {
-            // Its processes leave the node's namespace: their ports close.
-            let p = &self.world.pods[id.idx()];
-            let owners: Vec<String> = p
-                .containers
-                .iter()
-                .map(|c| format!("pod/{}/{}/{}", p.namespace, p.name, c.name))
-                .collect();
-            self.world.netns[netns.idx()].ports.retain(|_, who| !owners.contains(who));
-            self.hosts.reset(netns);
-            self.world.nodes[node.idx()].pods.retain(|p| *p != id);
-            self.services_changed();
-            return Ok(());
-        }
-        self.world.devs[host.idx()].master = None;
-        self.hosts.reset(netns);
-        if self.world.nodes[node.idx()].aws.is_some() {
-            self.aws_release_pod(node, ip);
-        }
-        let n = &mut self.world.nodes[node.idx()];
-        n.pods.retain(|p| *p != id);
-        n.ipam.release(ip);
-        self.services_changed();
-        Ok(())
-    }
-
-    /// Adds a pod with `hostNetwork: true`: its containers run in the node's root namespace
-    /// and bind their ports there (a port the node or another host-network pod holds is
-    /// `address already in use`); its address, and its endpoints' address, is the node's.
-    pub fn add_host_network_pod(
-        &mut self,
-        namespace: &str,
-        name: &str,
-        node: NodeId,
-        labels: BTreeMap<String, String>,
-        containers: Vec<Container>,
-    ) -> Result<PodId, ClusterError> {
-        let key = (namespace.to_string(), name.to_string());
-        let n = self.new_pod_node(namespace, name, node)?;
-        let (ns, ip, eth0) = (n.netns, n.ip, n.eth0);
-        let pod_key = format!("pod/{namespace}/{name}");
-        self.admit_max_pods(node, &pod_key)?;
-        let mut wanted: Vec<(Proto, u16, String)> = Vec::new();
-        for c in &containers {
-            for &(proto, port) in &c.ports {
-                let who = format!("{pod_key}/{}", c.name);
-                let held =
-                    self.world.netns[ns.idx()].ports.get(&(proto, port)).cloned().or_else(|| {
-                        wanted.iter().find(|w| w.0 == proto && w.1 == port).map(|w| w.2.clone())
-                    });
-                if let Some(owner) = held {
-                    return Err(ClusterError::AddrInUse {
-                        netns: self.world.netns[ns.idx()].name.clone(),
-                        proto,
-                        port,
-                        container: who,
-                        owner,
-                    });
-                }
-                wanted.push((proto, port, who));
-            }
-        }
-        for (proto, port, who) in wanted {
-            self.world.netns[ns.idx()].ports.insert((proto, port), who);
-            if let Some(st) = self.hosts.get_mut(ns) {
-                st.serve(proto, port);
-            }
-        }
-        let id = PodId(self.world.pods.len() as u32);
-        self.world.pods.push(Pod {
-            namespace: namespace.into(),
-            name: name.into(),
-            node,
-            ip,
-            labels,
-            containers,
-            netns: ns,
-            eth0,
-            host_veth: eth0,
-            ready: true,
-            terminating: false,
-            deleted: false,
-            host_network: true,
-        });
-        self.register_pod(key, id);
-        Ok(id)
-    }
-
-    /// Binds a port in a pod's namespace for one of its containers, as `bind(2)` would:
-    /// containers of a pod share one port space, so a second bind fails.
-    pub fn bind(
-        &mut self,
-        pod: &str,
-        container: &str,
-        proto: Proto,
-        port: u16,
-    ) -> Result<(), ClusterError> {
-        let id = self.pod_id(pod)?;
-        let ns = self.world.pods[id.idx()].netns;
-        let netns = &mut self.world.netns[ns.idx()];
-        if let Some(owner) = netns.ports.get(&(proto, port)) {
-            return Err(ClusterError::AddrInUse {
-                netns: netns.name.clone(),
-                proto,
-                port,
-                container: container.into(),
-                owner: owner.clone(),
-            });
-        }
-        netns.ports.insert((proto, port), container.into());
-        if let Some(st) = self.hosts.get_mut(ns) {
-            st.serve(proto, port);
-        }
-        Ok(())
     }
 
     /// The pod for `pod/NS/NAME` or `NS/NAME`.
@@ -717,7 +248,7 @@ impl Cluster {
                     pod_cidr: n.pod_cidr.to_string(),
                     bridge_ip: match n.bridge {
                         Some(_) => Ipv4Addr::from(u32::from(n.pod_cidr.network()) + 1),
-                        None => crate::vpc_cni::POD_GATEWAY,
+                        None => crate::cni::POD_GATEWAY,
                     },
                     pods: n
                         .pods
@@ -869,67 +400,6 @@ impl Cluster {
         Ok(())
     }
 
-    /// `ip route` of a node (or `pod/NS/NAME`).
-    pub fn routes(&self, who: &str) -> Result<String, ClusterError> {
-        let ns = self.netns_of(who)?;
-        Ok(self.world.netns[ns.idx()].routes.render(&|i| self.world.devs[i.idx()].name.clone()))
-    }
-
-    /// `ip neigh` of a node (or `pod/NS/NAME`).
-    pub fn neigh(&self, who: &str) -> Result<String, ClusterError> {
-        let ns = self.netns_of(who)?;
-        Ok(self.world.netns[ns.idx()]
-            .neigh
-            .render(self.world.now, &|i| self.world.devs[i.idx()].name.clone()))
-    }
-
-    /// `bridge fdb show br cbr0` of a node.
-    pub fn fdb(&self, node: &str) -> Result<String, ClusterError> {
-        let id = self.node_id(node)?;
-        let Some(br) = self.world.nodes[id.idx()].bridge else {
-            return Ok(String::new());
-        };
-        let br = &self.world.devs[br.idx()];
-        match &br.kind {
-            DeviceKind::Bridge(f) => {
-                Ok(f.render(&br.name, self.world.now, &|i| self.world.devs[i.idx()].name.clone()))
-            }
-            _ => Ok(String::new()),
-        }
-    }
-
-    /// `conntrack -L` of a node.
-    pub fn conntrack(&self, node: &str) -> Result<String, ClusterError> {
-        let id = self.node_id(node)?;
-        Ok(self.world.netns[self.world.nodes[id.idx()].netns.idx()]
-            .nf
-            .as_ref()
-            .map(|nf| nf.conntrack.list(self.world.now))
-            .unwrap_or_default())
-    }
-
-    /// The kernel log lines `LOG` rules wrote in a node's (or `pod/NS/NAME`'s, or the
-    /// `vpc`'s) namespace, oldest first, as `dmesg` shows them without timestamps.
-    pub fn kernel_log(&self, who: &str) -> Result<String, ClusterError> {
-        let ns = self.netns_of(who)?;
-        Ok(self.world.netns[ns.idx()].klog.iter().map(|l| format!("{}\n", l.trim_end())).collect())
-    }
-
-    /// `iptables-save` of a node (kernel form).
-    pub fn iptables_save(&self, node: &str) -> Result<String, ClusterError> {
-        self.iptables_save_with(node, false)
-    }
-
-    /// [`Cluster::iptables_save`] with per-rule packet and byte counters when `counters` is
-    /// set (`iptables-save -c`).
-    pub fn iptables_save_with(&self, node: &str, counters: bool) -> Result<String, ClusterError> {
-        let id = self.node_id(node)?;
-        let nf = self.world.netns[self.world.nodes[id.idx()].netns.idx()].nf.as_ref();
-        Ok(nf
-            .map(|nf| nf.save_kernel_form_with(&nf.tables.tables_in_use(), counters))
-            .unwrap_or_default())
-    }
-
     pub(crate) fn netns_of(&self, who: &str) -> Result<NetnsId, ClusterError> {
         if who.starts_with("pod/") {
             return Ok(self.world.pods[self.pod_id(who)?.idx()].netns);
@@ -1066,7 +536,7 @@ impl Cluster {
             fabric: self.fabric.clone(),
             services: self.services.clone(),
             edge: self.edge.clone(),
-            aws: self.aws.clone(),
+            cni: self.cni.clone(),
         }
     }
 
@@ -1199,7 +669,7 @@ impl Cluster {
             .rsplit_once(':')
             .ok_or_else(|| bad("write IP:PORT, pod/NS/NAME:PORT or svc/NS/NAME:PORT"))?;
         if host.starts_with("svc/") {
-            return self.resolve_service(host, port).map_err(TraceError::from);
+            return self.services.resolve(host, port).map_err(TraceError::from);
         }
         let port: u16 =
             port.parse().map_err(|_| bad("the port must be a number from 1 to 65535"))?;

@@ -1,0 +1,346 @@
+//! A kube-proxy sync written into the nodes: each node's filter and nat tables (iptables
+//! mode), or its IPVS virtual services, ipsets, `kube-ipvs0` addresses and the iptables
+//! rules IPVS mode keeps; its health-check servers; and the conntrack entries of UDP
+//! endpoints that went away.
+//!
+//! What the world does not say about a node comes in a [`NodeSetup`]: kube-proxy's
+//! local-traffic detector (the CNI decides where pods' addresses come from) and the egress
+//! SNAT rules another agent writes beside kube-proxy's (ip-masq-agent, or the AWS VPC CNI's
+//! `AWS-SNAT-CHAIN-0`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use ipnetwork::Ipv4Network;
+
+use podnet_netfilter::{ParseError, Proto, Ruleset, TableName};
+
+use crate::error::ClusterError;
+use crate::host::Hosts;
+use crate::ids::NodeId;
+use crate::world::{DeviceKind, Node, World};
+
+use super::iptables::merge_restore;
+use super::{
+    EndpointSlice, ProxyConfig, ProxyMode, Services, base_jumps, base_jumps_ipvs, health_checks,
+    sync_iptables, sync_iptables_rules, sync_ipvs,
+};
+
+/// What a node's sync needs to know beyond the world.
+#[derive(Clone, Debug)]
+pub(crate) struct NodeSetup {
+    /// `--detect-local-mode=ClusterCIDR`: the range pods' addresses come from.
+    pub(crate) local_cidr: Option<Ipv4Network>,
+    /// The egress SNAT rules another agent writes on the node (`iptables-restore` input,
+    /// applied with `--noflush` after kube-proxy's).
+    pub(crate) egress: String,
+}
+
+/// Who holds the health-check ports in a node's port table.
+const HEALTH_OWNER: &str = "kube-proxy";
+
+impl Services {
+    /// A full sync of every node, each with its [`NodeSetup`] (by node index; nodes whose
+    /// rules were imported from a real node keep them); returns the EndpointSlices it worked
+    /// from, for the other controllers.
+    pub(crate) fn program(
+        &mut self,
+        w: &mut World,
+        hosts: &mut Hosts,
+        setups: &[NodeSetup],
+    ) -> Vec<EndpointSlice> {
+        let slices = self.endpoint_slices(w);
+        self.clear_stale_udp(w, &slices);
+        // iptables mode: nodes whose payload cannot differ share one copy of the tables
+        // (copy-on-write; see `Netfilter::tables`). A payload depends on the node only
+        // through its endpoints of Services with a Local traffic policy, its addresses in
+        // loadBalancerSourceRanges and its egress rules; that is the key.
+        let mut shared: HashMap<(Vec<Ipv4Addr>, bool, String), Arc<Ruleset>> = HashMap::new();
+        let local_policy: BTreeSet<(&str, &str)> = self
+            .list
+            .iter()
+            .filter(|s| s.internal_local || s.external_local)
+            .map(|s| (s.namespace.as_str(), s.name.as_str()))
+            .collect();
+        let local_slices: Vec<&EndpointSlice> = slices
+            .iter()
+            .filter(|sl| local_policy.contains(&(sl.namespace.as_str(), sl.service.as_str())))
+            .collect();
+        let ranges: Vec<Ipv4Network> =
+            self.list.iter().flat_map(|s| s.lb_source_ranges.iter().copied()).collect();
+        for (n, setup) in setups.iter().enumerate().take(w.nodes.len()) {
+            let node_id = NodeId(n as u32);
+            if self.imported.contains(&node_id) {
+                // The node runs rules imported from its real iptables-save: keep them.
+                continue;
+            }
+            let node = &w.nodes[n];
+            let ns = node.netns;
+            let cfg = self.proxy_config(node, setup);
+            match self.mode {
+                ProxyMode::Iptables => {
+                    let mut local_eps: Vec<Ipv4Addr> = local_slices
+                        .iter()
+                        .flat_map(|sl| &sl.endpoints)
+                        .filter(|e| e.node_name.as_deref() == Some(node.name.as_str()))
+                        .map(|e| e.ip)
+                        .collect();
+                    local_eps.sort();
+                    let in_ranges = ranges.iter().any(|r| r.contains(node.ip));
+                    let key = (local_eps, in_ranges, setup.egress.clone());
+                    let tables = shared
+                        .entry(key)
+                        .or_insert_with(|| {
+                            Arc::new(self.iptables_mode_rules(&cfg, &slices, &setup.egress))
+                        })
+                        .clone();
+                    set_ipvs_addresses(w, node_id, &[]);
+                    if let Some(nf) = w.netns[ns.idx()].nf.as_mut() {
+                        let own = TableName::ALL
+                            .iter()
+                            .filter(|t| !matches!(t, TableName::Filter | TableName::Nat))
+                            .any(|t| !nf.tables.is_pristine(*t));
+                        if own {
+                            // Something else wrote raw or mangle here: keep it.
+                            for t in [TableName::Filter, TableName::Nat] {
+                                *nf.tables_mut().table_mut(t) = tables.table(t).clone();
+                            }
+                        } else {
+                            nf.tables = tables;
+                        }
+                        nf.ipvs = podnet_netfilter::ipvs::Ipvs::default();
+                        nf.sets = podnet_netfilter::ipset::IpSets::default();
+                    }
+                }
+                ProxyMode::Ipvs(sched) => {
+                    let cfg = ProxyConfig { node_ips: ipvs_node_ips(w, node), ..cfg };
+                    let sync = sync_ipvs(&cfg, &self.list, &slices, sched);
+                    set_ipvs_addresses(w, node_id, &sync.bound);
+                    if let Some(nf) = w.netns[ns.idx()].nf.as_mut() {
+                        let tables = nf.tables_mut();
+                        tables
+                            .restore(&sync.iptables, false)
+                            .expect("kube-proxy's own payload always parses");
+                        tables
+                            .restore(base_jumps_ipvs(), true)
+                            .expect("the built-in jumps always parse");
+                        tables
+                            .restore(&setup.egress, true)
+                            .expect("the egress SNAT rules always parse");
+                        let mut sets = podnet_netfilter::ipset::IpSets::default();
+                        for (name, kind, comment, members) in &sync.sets {
+                            sets.create(name, *kind, comment);
+                            for m in members {
+                                sets.add(name, m)
+                                    .expect("kube-proxy's own set members fit their sets");
+                            }
+                        }
+                        nf.sets = sets;
+                        nf.ipvs.replace(sync.services);
+                    }
+                }
+            }
+        }
+        self.sync_health_checks(w, hosts, &slices);
+        slices
+    }
+
+    /// kube-proxy deletes the conntrack entries of UDP endpoints that went away
+    /// (`conntrack -D -p udp --reply-src EP --reply-port-src PORT`), so clients stop sending
+    /// to them at once; TCP is left to conntrack and the endpoints' RSTs.
+    fn clear_stale_udp(&mut self, w: &mut World, slices: &[EndpointSlice]) {
+        let now_eps: BTreeSet<(Ipv4Addr, u16)> = slices
+            .iter()
+            .flat_map(|s| {
+                let ports: Vec<u16> = s
+                    .ports
+                    .iter()
+                    .filter(|(_, p, _)| *p == Proto::UDP)
+                    .map(|(_, _, n)| *n)
+                    .collect();
+                s.endpoints
+                    .iter()
+                    .filter(|e| e.ready.unwrap_or(true))
+                    .flat_map(move |e| ports.clone().into_iter().map(move |p| (e.ip, p)))
+            })
+            .collect();
+        let gone: Vec<(Ipv4Addr, u16)> = self.udp_endpoints.difference(&now_eps).copied().collect();
+        self.udp_endpoints = now_eps;
+        if gone.is_empty() {
+            return;
+        }
+        for n in 0..w.nodes.len() {
+            let ns = w.nodes[n].netns;
+            if let Some(nf) = w.netns[ns.idx()].nf.as_mut() {
+                nf.conntrack.delete_where(|e| {
+                    e.orig.proto == Proto::UDP && gone.contains(&(e.reply.src, e.reply.sport))
+                });
+            }
+        }
+    }
+
+    /// Starts, updates or stops each node's health-check servers (`healthCheckNodePort`).
+    fn sync_health_checks(&self, w: &mut World, hosts: &mut Hosts, slices: &[EndpointSlice]) {
+        for n in 0..w.nodes.len() {
+            let checks = health_checks(&w.nodes[n].name, &self.list, slices);
+            let ns_id = w.nodes[n].netns;
+            let ns = &mut w.netns[ns_id.idx()];
+            let old_ports: Vec<u16> =
+                hosts.health(ns_id).map(|h| h.keys().copied().collect()).unwrap_or_default();
+            for p in &old_ports {
+                if ns.ports.get(&(Proto::TCP, *p)).is_some_and(|o| o == HEALTH_OWNER) {
+                    ns.ports.remove(&(Proto::TCP, *p));
+                }
+            }
+            // A hostNetwork process already holding the port keeps it (kube-proxy fails to
+            // listen there and logs it).
+            let want: BTreeMap<u16, Vec<u8>> = checks
+                .iter()
+                .filter(|h| !ns.ports.contains_key(&(Proto::TCP, h.port)))
+                .map(|h| (h.port, h.response()))
+                .collect();
+            for p in want.keys() {
+                ns.ports.insert((Proto::TCP, *p), HEALTH_OWNER.to_string());
+            }
+            // Listening sockets follow the port set: a changed set rebuilds the stack.
+            hosts.set_health(ns_id, want);
+        }
+    }
+
+    /// kube-proxy's settings on a node.
+    fn proxy_config(&self, node: &Node, setup: &NodeSetup) -> ProxyConfig {
+        ProxyConfig {
+            node_name: node.name.clone(),
+            node_ips: vec![node.ip],
+            local_cidr: setup.local_cidr,
+            masquerade_all: self.masquerade_all,
+            random_fully: self.random_fully,
+            nfacct: false,
+            localhost_nodeports: true,
+        }
+    }
+
+    /// Everything iptables mode puts on a node: kube-proxy's payload, the built-in chain
+    /// jumps, and the egress SNAT, as restoring the payload and then the other two with
+    /// `--noflush` leaves the tables.
+    fn iptables_mode_rules(
+        &self,
+        cfg: &ProxyConfig,
+        slices: &[EndpointSlice],
+        egress: &str,
+    ) -> Ruleset {
+        let mut payload = sync_iptables_rules(cfg, &self.list, slices);
+        payload.append_restore(base_jumps()).expect("the built-in jumps always parse");
+        payload.append_restore(egress).expect("the egress SNAT rules always parse");
+        let mut rs = Ruleset::default();
+        payload.load_into(&mut rs).expect("kube-proxy's chains and jumps are consistent");
+        rs
+    }
+
+    /// The rules a sync would write on `node` now (for comparing with what it has).
+    pub(crate) fn expected_rules(&self, w: &World, node: &Node, setup: &NodeSetup) -> Ruleset {
+        let slices = self.endpoint_slices(w);
+        let cfg = self.proxy_config(node, setup);
+        match self.mode {
+            ProxyMode::Iptables => self.iptables_mode_rules(&cfg, &slices, &setup.egress),
+            ProxyMode::Ipvs(sched) => {
+                let sync = sync_ipvs(&cfg, &self.list, &slices, sched);
+                let text = merge_restore(&[&sync.iptables, base_jumps_ipvs(), &setup.egress]);
+                let mut rs = Ruleset::default();
+                rs.restore(&text, false).expect("kube-proxy's own payload always parses");
+                rs
+            }
+        }
+    }
+
+    /// kube-proxy's iptables-mode restore payload for `node` (restore form).
+    pub(crate) fn payload(&self, w: &World, node: &Node, setup: &NodeSetup) -> String {
+        sync_iptables(&self.proxy_config(node, setup), &self.list, &self.endpoint_slices(w))
+    }
+
+    /// Runs `node` on the rules of a real node's `iptables-save` from now on: later syncs
+    /// leave it alone.
+    pub(crate) fn import(
+        &mut self,
+        w: &mut World,
+        node: NodeId,
+        text: &str,
+    ) -> Result<(), ParseError> {
+        let mut rs = Ruleset::default();
+        rs.restore(text, false)?;
+        let ns = w.nodes[node.idx()].netns;
+        if let Some(nf) = w.netns[ns.idx()].nf.as_mut() {
+            nf.tables = Arc::new(rs);
+        }
+        self.imported.insert(node);
+        Ok(())
+    }
+
+    /// Whether `node` runs rules imported from a real node.
+    pub(crate) fn is_imported(&self, node: NodeId) -> bool {
+        self.imported.contains(&node)
+    }
+
+    /// `svc/NS/NAME` (or `NS/NAME`) and a port (number or name) as ClusterIP:port.
+    pub(crate) fn resolve(&self, key: &str, port: &str) -> Result<(Ipv4Addr, u16), ClusterError> {
+        let k = key.strip_prefix("svc/").unwrap_or(key);
+        let svc = self.list.iter().find(|s| format!("{}/{}", s.namespace, s.name) == k);
+        let svc = svc.ok_or_else(|| ClusterError::NotFound {
+            kind: "service",
+            name: key.into(),
+            hint: format!(
+                " (services: {})",
+                self.list
+                    .iter()
+                    .map(|s| format!("svc/{}/{}", s.namespace, s.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })?;
+        let p = svc.ports.iter().find(|p| p.name == port || p.port.to_string() == port);
+        let p = p.ok_or_else(|| ClusterError::NotFound {
+            kind: "port",
+            name: format!("{key}:{port}"),
+            hint: format!(
+                " (ports: {})",
+                svc.ports
+                    .iter()
+                    .map(|p| format!("{}={}", p.name, p.port))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })?;
+        let ip = svc.cluster_ip.ok_or_else(|| ClusterError::NotFound {
+            kind: "ClusterIP",
+            name: key.into(),
+            hint: " (headless Service)".into(),
+        })?;
+        Ok((ip, p.port))
+    }
+}
+
+/// The node addresses IPVS mode serves NodePorts on: its `eth0` address, and the bridge's
+/// address where pods sit on one.
+fn ipvs_node_ips(w: &World, node: &Node) -> Vec<Ipv4Addr> {
+    let mut ips = vec![node.ip];
+    if let Some(br) = node.bridge
+        && let Some(a) = w.devs[br.idx()].addrs.first()
+    {
+        ips.push(a.ip());
+    }
+    ips
+}
+
+/// Binds `addrs` to the node's `kube-ipvs0` dummy device (created on first use).
+fn set_ipvs_addresses(w: &mut World, node: NodeId, addrs: &[Ipv4Addr]) {
+    let ns = w.nodes[node.idx()].netns;
+    let existing = w.dev_named(ns, "kube-ipvs0");
+    let dev = match (existing, addrs.is_empty()) {
+        (Some(d), _) => d,
+        (None, true) => return,
+        (None, false) => w.add_device(ns, "kube-ipvs0", DeviceKind::Dummy),
+    };
+    let addrs = addrs.iter().map(|a| Ipv4Network::new(*a, 32).expect("/32"));
+    w.set_addrs(dev, addrs.collect());
+}
