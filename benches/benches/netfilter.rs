@@ -7,10 +7,10 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant as WallInstant};
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use podnet_benches::{
-    client, established_tcp, forward, forward_ipvs, forward_list, node_netfilter,
-    node_netfilter_ipvs, syn, syn_pool, vip,
+    client, established_tcp, forward, forward_ipvs, node_netfilter, node_netfilter_ipvs, syn,
+    syn_pool, vip,
 };
 use podnet_netfilter::{Conntrack, Skb, packet};
 use smoltcp::time::Instant;
@@ -45,37 +45,6 @@ fn next_syns<'p>(
 fn new_connections(c: &mut Criterion) {
     new_connections_in(c, "netfilter/new_conn", node_netfilter, forward);
     new_connections_in(c, "netfilter/new_conn_ipvs", node_netfilter_ipvs, forward_ipvs);
-    new_connections_listed(c);
-}
-
-/// New connections in iptables mode, PREROUTING taking them as lists of [`LIST`]
-/// ([`forward_list`]): a figure per connection.
-fn new_connections_listed(c: &mut Criterion) {
-    const LIST: usize = 32;
-    let mut g = c.benchmark_group("netfilter/new_conn_list");
-    g.throughput(Throughput::Elements(LIST as u64));
-    for n in [10usize, 1_000, 10_000] {
-        let mut nf = node_netfilter(n);
-        let pool = syn_pool(n, 65_536);
-        let (mut k, mut skbs, mut reports) = (0usize, Vec::new(), Vec::new());
-        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    skbs.clear();
-                    skbs.extend(
-                        next_syns(&pool, &mut k, &mut nf, LIST).iter().map(|p| Skb::new(p.clone())),
-                    );
-                    let t = WallInstant::now();
-                    let through = forward_list(&mut nf, &mut skbs, Instant::ZERO, &mut reports);
-                    total += t.elapsed();
-                    assert_eq!(through, LIST, "every new connection passes");
-                }
-                total
-            })
-        });
-    }
-    g.finish();
 }
 
 fn new_connections_in(

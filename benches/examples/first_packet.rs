@@ -14,9 +14,9 @@ fn main() {
         assert!(podnet_benches::forward(nf, &mut podnet_netfilter::Skb::new(pkt.clone()), now));
     }
     let first = t.elapsed() / 5;
-    assert!(nodes.iter().all(|nf| std::sync::Arc::ptr_eq(&nf.tables, &shared.tables)));
+    assert!(nodes.iter().all(|nf| std::sync::Arc::ptr_eq(nf.tables(), shared.tables())));
     let t = std::time::Instant::now();
-    let copy = (*shared.tables).clone();
+    let copy = (**shared.tables()).clone();
     let copy_time = t.elapsed();
     drop(copy);
     println!(

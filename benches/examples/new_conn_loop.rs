@@ -7,16 +7,6 @@ use podnet_netfilter::{Netfilter, Skb, conntrack::Conntrack};
 fn run(nf: &mut Netfilter, pool: &[Vec<u8>]) -> usize {
     let now = smoltcp::time::Instant::ZERO;
     let mut accepted = 0;
-    let list = std::env::var("LIST").ok().and_then(|v| v.parse().ok()).unwrap_or(0usize);
-    if list > 0 {
-        let (mut skbs, mut reports) = (Vec::new(), Vec::new());
-        for chunk in pool.chunks(list) {
-            skbs.clear();
-            skbs.extend(chunk.iter().map(|p| Skb::new(p.clone())));
-            accepted += podnet_benches::forward_list(nf, &mut skbs, now, &mut reports);
-        }
-        return accepted;
-    }
     for p in pool {
         accepted += podnet_benches::forward(nf, &mut Skb::new(p.clone()), now) as usize;
     }

@@ -204,24 +204,6 @@ fn forward_on(nf: &mut Netfilter, skb: &mut Skb, now: Instant) -> bool {
         && accepted(&nf.hook(Hook::PostRouting, skb, &forward_env(Some("eth0"), masq, now)))
 }
 
-/// [`forward`] for a receive batch, as `ip_list_rcv` takes one: PREROUTING over the list
-/// ([`Netfilter::hook_list`]), then FORWARD and POSTROUTING for each packet it accepted.
-/// Returns how many made it through.
-pub fn forward_list(
-    nf: &mut Netfilter,
-    skbs: &mut [Skb],
-    now: Instant,
-    reports: &mut Vec<podnet_netfilter::HookReport>,
-) -> usize {
-    reports.clear();
-    nf.hook_list(Hook::PreRouting, skbs, &forward_env(None, None, now), reports);
-    let mut through = 0;
-    for (skb, pre) in skbs.iter_mut().zip(reports.iter()) {
-        through += usize::from(accepted(pre) && forward_on(nf, skb, now));
-    }
-    through
-}
-
 /// SYNs of `conns` new connections from distinct clients ([`client`]), spread over the
 /// first `services` Services ([`vip`]), port 80.
 pub fn syn_pool(services: usize, conns: u32) -> Vec<Vec<u8>> {

@@ -20,7 +20,7 @@ use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
 use podnet_netfilter::Proto;
-use podnet_netfilter::eval::{Choices, Rng};
+use podnet_netfilter::{Choices, Rng};
 
 use crate::datapath::{Datapath, Fabric, reason};
 use crate::error::TraceError;

@@ -4,7 +4,8 @@
 use std::net::Ipv4Addr;
 
 use libfuzzer_sys::fuzz_target;
-use podnet_netfilter::eval::{EvalState, PacketCtx, RecentLists, Rng, eval_chain};
+use podnet_netfilter::Rng;
+use podnet_netfilter::eval::{EvalState, PacketCtx, RecentLists, eval_chain};
 use podnet_netfilter::ipset::IpSets;
 use podnet_netfilter::rule::addrtype;
 use podnet_netfilter::testing::forward_table;

@@ -12,20 +12,15 @@
 //! plus the namespace's. [`crate::Netfilter::tables_mut`] folds the namespace's counts into its
 //! own copy of the rules before any change, so no count is lost when rules move.
 //!
-//! A table's layout is named by a number [`crate::table::Table::link`] draws afresh each time
-//! it renumbers the rules; counters made for another layout start again from zero (they
-//! belonged to rules that are gone: the kernel, too, starts a replaced table's rules at zero).
-
-use std::sync::atomic::{AtomicU64, Ordering};
+//! A table's layout is named by its generation, which [`crate::table::Table::link`] steps
+//! each time it renumbers the rules; counters made for another generation start again from
+//! zero (they belonged to rules that are gone: the kernel, too, starts a replaced table's
+//! rules at zero). Generations only tell apart the layouts one namespace's table goes
+//! through: a namespace given other tables starts its counters afresh
+//! ([`crate::Netfilter::set_tables`]), and a table put in place of another takes the next
+//! generation ([`Ruleset::set_table`]).
 
 use crate::table::{Ruleset, Table, TableName};
-
-static NEXT_LAYOUT: AtomicU64 = AtomicU64::new(1);
-
-/// A layout number no table has had yet.
-pub(crate) fn fresh_layout() -> u64 {
-    NEXT_LAYOUT.fetch_add(1, Ordering::Relaxed)
-}
 
 /// Most built-in chains a table has (mangle's five).
 const MAX_BUILTIN: usize = 5;
@@ -98,12 +93,6 @@ impl TableCounters {
     #[inline]
     pub(crate) fn count_rule(&mut self, pos: usize, len: u16) {
         self.dirty |= count(self.rules.get_mut(pos), len);
-    }
-
-    /// The counters of the rules at `range` (as many as there are), to read ahead.
-    pub(crate) fn rules_at(&self, range: std::ops::Range<usize>) -> &[(u64, u64)] {
-        let end = range.end.min(self.rules.len());
-        self.rules.get(range.start.min(end)..end).unwrap_or_default()
     }
 
     /// Counts a packet of `len` bytes for the policy of built-in chain `chain` (its index in

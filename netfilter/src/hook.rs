@@ -13,11 +13,8 @@
 //! (`nf_nat_initialized`); its decision (or a null binding) is stored in the conntrack entry.
 //! Every packet, first or later, then gets the stored rewrite (`nf_nat_packet`).
 //!
-//! A hook takes one packet ([`Netfilter::hook`]) or a list of them, as the kernel's
-//! `NF_HOOK_LIST` takes a receive batch ([`Netfilter::hook_list`]). A list meets the rules
-//! exactly as its packets would one by one; it only reads ahead, fetching the lines the next
-//! packets' walks will read (index slots, Service chains, counters, conntrack buckets) while
-//! the current one is walked.
+//! A hook takes one packet ([`Netfilter::hook`], or [`Netfilter::hook_into`] to fill in a
+//! report the caller keeps).
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -26,9 +23,10 @@ use smoltcp::time::Instant;
 
 use crate::conntrack::{ConfirmError, Conntrack, CtInfo, CtRef, Direction, Entry, status};
 use crate::counters::Counters;
-use crate::eval::{self, EvalState, PacketCtx, RecentLists, Rng, RuleHit, Verdict};
+use crate::eval::{self, EvalState, PacketCtx, RecentLists, RuleHit, Verdict};
 use crate::ipset::IpSets;
 use crate::packet::{self, Manip, PacketError, PacketInfo, Proto, Tuple};
+use crate::rng::Rng;
 use crate::rule::{NatFlags, NatRange, RejectWith};
 use crate::table::{Hook, Ruleset, TableName};
 
@@ -304,9 +302,9 @@ impl HookReport {
 pub struct Netfilter {
     /// iptables tables, shared copy-on-write: nodes given the same rules share one copy until
     /// a change makes one node's differ (packets only read them: they count into
-    /// [`Netfilter::counters`]). Change them through [`Netfilter::tables_mut`]; assigning
-    /// other tables here replaces them, counters and all, as a full `iptables-restore` does.
-    pub tables: Arc<Ruleset>,
+    /// [`Netfilter::counters`]). Read them with [`Netfilter::tables`], change them through
+    /// [`Netfilter::tables_mut`], replace them with [`Netfilter::set_tables`].
+    tables: Arc<Ruleset>,
     /// This namespace's packet and byte counters of those tables' rules and policies.
     pub counters: Counters,
     /// The conntrack table.
@@ -320,32 +318,22 @@ pub struct Netfilter {
     /// Randomness (statistic match, NAT port choice).
     pub rng: Rng,
     /// Use chain dispatch indices (off only to compare with a linear walk).
-    pub indexed: bool,
-}
-
-/// What [`Netfilter::hook_list`] reads ahead in: the tables a hook walks that have a
-/// dispatch index, and whether the hook looks connections up.
-struct ReadAhead<'a> {
-    tables: &'a [TableName],
-    tracks: bool,
-}
-
-impl ReadAhead<'_> {
-    /// Runs one stage of reading ahead for the packet of tuple `t` (none: nothing to do).
-    #[inline]
-    fn read(&self, nf: &Netfilter, t: Option<&Tuple>, stage: eval::Ahead) {
-        let Some(t) = t else { return };
-        if self.tracks && stage != eval::Ahead::Jumped {
-            nf.conntrack.read_ahead(t, stage == eval::Ahead::Chain);
-        }
-        let key = eval::ahead_key(t.dst, t.proto.0, t.dport);
-        for &name in self.tables {
-            eval::read_ahead(nf.tables.table(name), nf.counters.table(name), key, stage);
-        }
-    }
+    pub(crate) indexed: bool,
 }
 
 impl Netfilter {
+    /// The tables.
+    pub fn tables(&self) -> &Arc<Ruleset> {
+        &self.tables
+    }
+
+    /// Replaces the tables, counters and all, as a full `iptables-restore` without `-c`
+    /// does: this namespace's counts start again from zero.
+    pub fn set_tables(&mut self, tables: Arc<Ruleset>) {
+        self.tables = tables;
+        self.counters = Counters::default();
+    }
+
     /// The tables, for a change: a copy is made first if other holders share them.
     /// This namespace's counts are folded into its own copy first, so none is lost when
     /// the rules move.
@@ -398,63 +386,6 @@ impl Netfilter {
     ) {
         *report = HookReport::accept();
         self.run_hook(hook, skb, env, report);
-    }
-
-    /// Runs one hook over a list of packets, in order: the kernel's `NF_HOOK_LIST`, which
-    /// `ip_list_rcv` runs over the packets of one receive batch from one device. Each packet
-    /// meets the hook exactly as [`Netfilter::hook`] would have it, one after another: the same
-    /// verdicts, rewrites, conntrack entries, counters and random draws. Appends one report a
-    /// packet to `reports`.
-    ///
-    /// What a list adds is reading ahead: while a packet is walked, the index slots, rules
-    /// and counters the next ones' walks will read are fetched, so that with many Services
-    /// (rules no cache holds) the packets' memory waits overlap instead of following each
-    /// other.
-    pub fn hook_list(
-        &mut self,
-        hook: Hook,
-        skbs: &mut [Skb],
-        env: &HookEnv<'_>,
-        reports: &mut Vec<HookReport>,
-    ) {
-        use crate::eval::Ahead::{Chain, Jumped, Slot};
-        // The tables walked at this hook with an index to read ahead in, counters fitted.
-        let mut tables = [TableName::Raw; 4];
-        let mut n = 0;
-        for name in TableName::ALL {
-            let table = self.tables.table(name);
-            if name.builtin_position(hook).is_some() && !table.indexed_chains().is_empty() {
-                self.counters.table_mut(name).fit(table);
-                tables[n] = name;
-                n += 1;
-            }
-        }
-        let ahead = ReadAhead {
-            tables: &tables[..n],
-            tracks: matches!(hook, Hook::PreRouting | Hook::Output),
-        };
-        // Packet `j`'s tuple at `tuples[j % 4]`, read at its first stage. A packet's stages
-        // (Slot, Chain, Jumped) run three, two and one packets before its walk, each reading
-        // what the one before asked for; here the first three packets start the pipeline.
-        let mut tuples = [None; 4];
-        for j in 0..skbs.len().min(3) {
-            tuples[j % 4] = packet::ahead_tuple(&skbs[j].data);
-        }
-        for (j, stages) in [(0, &[Slot, Chain, Jumped][..]), (1, &[Slot, Chain]), (2, &[Slot])] {
-            for &stage in stages {
-                ahead.read(self, tuples[j % 4].as_ref(), stage);
-            }
-        }
-        reports.reserve(skbs.len());
-        for i in 0..skbs.len() {
-            if let Some(skb) = skbs.get(i + 3) {
-                tuples[(i + 3) % 4] = packet::ahead_tuple(&skb.data);
-                ahead.read(self, tuples[(i + 3) % 4].as_ref(), Slot);
-            }
-            ahead.read(self, tuples[(i + 2) % 4].as_ref().filter(|_| i + 2 < skbs.len()), Chain);
-            ahead.read(self, tuples[(i + 1) % 4].as_ref().filter(|_| i + 1 < skbs.len()), Jumped);
-            reports.push(self.hook(hook, &mut skbs[i], env));
-        }
     }
 
     /// [`Netfilter::hook`], filling in `report` (which the caller's frame holds, so a

@@ -16,8 +16,8 @@ use std::net::Ipv4Addr;
 
 use indexmap::IndexMap;
 
-use crate::eval::Rng;
 use crate::packet::Proto;
+use crate::rng::Rng;
 
 /// A scheduler (`--ipvs-scheduler`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]

@@ -151,7 +151,7 @@ pub struct Chain {
     pub(crate) head: u32,
     /// Dispatch index for long chains (see [`crate::eval`]), boxed: few chains have one, and
     /// a table of a hundred thousand short chains stays small.
-    pub(crate) index: Option<Box<crate::eval::ChainIndex>>,
+    pub(crate) index: Option<Box<crate::compile::ChainIndex>>,
 }
 
 impl Chain {
@@ -185,21 +185,19 @@ pub struct Table {
     /// Which table.
     pub name: TableName,
     /// Chains by name: built-in chains first, then user chains in creation order.
-    pub chains: IndexMap<ChainName, Chain, crate::eval::FastBuild>,
+    pub chains: IndexMap<ChainName, Chain, rustc_hash::FxBuildHasher>,
     /// For every rule, in table order, what [`Table::link`] resolved its target to: the
     /// index of the chain it jumps or goes to, [`NAT_TARGET`] for a NAT target, or
-    /// [`crate::eval::NO_JUMP`].
+    /// [`crate::compile::NO_JUMP`].
     targets: Vec<u32>,
     /// The chains in blob order (see [`Table::blob`]), as [`Table::link`] chose it.
     order: Vec<u32>,
-    /// The chains that have a dispatch index, by index in [`Table::chains`].
-    indexed: Vec<u32>,
     /// The table as a walk reads it ([`Table::blob`]), laid out on first use.
     blob: Blob,
     /// How many rules [`Table::link`] numbered.
     rules: usize,
-    /// Names the numbering of the rules that [`Table::link`] made (see [`crate::counters`]):
-    /// drawn afresh at every link, kept by a clone.
+    /// The generation of the numbering of the rules: [`Table::link`] steps it each time it
+    /// renumbers them (see [`crate::counters`]); a clone keeps it.
     layout: u64,
 }
 
@@ -223,18 +221,12 @@ impl Table {
             chains,
             targets: Vec::new(),
             order: Vec::new(),
-            indexed: Vec::new(),
             blob: Blob::default(),
             rules: 0,
-            layout: crate::counters::fresh_layout(),
+            layout: 0,
         };
         t.link().expect("built-in chains have no rules to link");
         t
-    }
-
-    /// The chains that have a dispatch index, by index in [`Table::chains`].
-    pub(crate) fn indexed_chains(&self) -> &[u32] {
-        &self.indexed
     }
 
     /// The numbering of the rules [`Table::link`] last made (see [`crate::counters`]).
@@ -262,7 +254,7 @@ impl Table {
 
     /// [`Table::link`], with two threads (where a second one can start) or one.
     fn link_with(&mut self, two_threads: bool) -> Result<(), String> {
-        use crate::eval::{ChainIndex, NO_JUMP};
+        use crate::compile::{ChainIndex, NO_JUMP};
         let n = self.chains.len();
         let starts = self.rule_starts();
         let rules = starts[n];
@@ -313,14 +305,10 @@ impl Table {
             }
         }
         self.targets = targets;
-        self.indexed = (self.chains.values().enumerate())
-            .filter(|(_, c)| c.index.is_some())
-            .map(|(ci, _)| ci as u32)
-            .collect();
         self.order = order.into_iter().map(|ci| ci as u32).collect();
         self.blob = Blob::default();
         self.rules = rules;
-        self.layout = crate::counters::fresh_layout();
+        self.layout = self.layout.wrapping_add(1);
         Ok(())
     }
 
@@ -332,7 +320,7 @@ impl Table {
     /// sync does not pay for it; the first packet after a sync of 10,000 Services does, in
     /// time and in memory: about a third of what the rules take, shared with them by every
     /// namespace given the same rules).
-    pub(crate) fn blob(&self) -> &[crate::eval::Quick] {
+    pub(crate) fn blob(&self) -> &[crate::compile::Quick] {
         self.blob.0.get_or_init(|| self.lay_out())
     }
 
@@ -348,8 +336,8 @@ impl Table {
     }
 
     /// Lays out [`Table::blob`].
-    fn lay_out(&self) -> Vec<crate::eval::Quick> {
-        use crate::eval::{ChainIndex, Quick};
+    fn lay_out(&self) -> Vec<crate::compile::Quick> {
+        use crate::compile::{ChainIndex, Quick};
         let n = self.chains.len();
         let heads: Vec<u32> = self.chains.values().map(|c| c.head).collect();
         let starts = self.rule_starts();
@@ -382,7 +370,7 @@ impl Table {
     }
 
     /// What each rule of chains `range` resolves to, rule after rule: the index of the
-    /// chain it jumps or goes to, [`NAT_TARGET`], or [`crate::eval::NO_JUMP`]; and how many
+    /// chain it jumps or goes to, [`NAT_TARGET`], or [`crate::compile::NO_JUMP`]; and how many
     /// blob entries each chain takes (its head, its rules, its NAT targets' data).
     fn jump_targets(&self, range: std::ops::Range<usize>) -> Result<(Vec<u32>, Vec<u32>), String> {
         let rules = self.chains[range.clone()].values().map(|c| c.rules.len()).sum();
@@ -407,8 +395,8 @@ impl Table {
                             i
                         }
                     },
-                    t if crate::eval::Quick::nat_data(t).is_some() => NAT_TARGET,
-                    _ => crate::eval::NO_JUMP,
+                    t if crate::compile::Quick::nat_data(t).is_some() => NAT_TARGET,
+                    _ => crate::compile::NO_JUMP,
                 };
                 all.push(to);
             }
@@ -429,7 +417,7 @@ impl Table {
 /// data of its NAT targets, in rule order. `targets` holds what [`Table::link`] resolved the
 /// chain's rules to, `heads` where each chain's head sits in the blob.
 fn push_chain_entries(
-    out: &mut Vec<crate::eval::Quick>,
+    out: &mut Vec<crate::compile::Quick>,
     chain: &Chain,
     targets: &[u32],
     heads: &[u32],
@@ -442,7 +430,7 @@ fn push_chain_entries(
     // `Table::link` sized the chain by its NAT_TARGET marks.
     for (r, &t) in chain.rules.iter().zip(targets) {
         if t == NAT_TARGET {
-            out.extend(crate::eval::Quick::nat_data(&r.target));
+            out.extend(crate::compile::Quick::nat_data(&r.target));
         }
     }
 }
@@ -456,8 +444,8 @@ fn rule_entry(
     t: u32,
     heads: &[u32],
     nat_before: u32,
-) -> crate::eval::Quick {
-    use crate::eval::{NO_JUMP, Quick, states_of};
+) -> crate::compile::Quick {
+    use crate::compile::{NO_JUMP, Quick, states_of};
     let r = &chain.rules[i];
     let to = if t == NAT_TARGET {
         chain.head + chain.rules.len() as u32 + nat_before + 1
@@ -470,6 +458,7 @@ fn rule_entry(
 /// `work(0)` to `work(jobs - 1)` on two threads (one where no second thread can start, as
 /// in WebAssembly), each taking the next job when it is done with its last, so neither waits
 /// long on the other; the results in job order.
+#[doc(hidden)]
 pub fn in_two_threads<T: Send>(jobs: usize, work: impl Fn(usize) -> T + Sync) -> Vec<T> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let take_jobs = || {
@@ -502,7 +491,7 @@ const NAT_TARGET: u32 = u32::MAX - 1;
 /// A table's blob (see [`Table::blob`]): laid out on first use, kept by a clone (the rules
 /// it follows are the same), not compared (it follows from the rules) and not printed.
 #[derive(Clone, Default)]
-struct Blob(std::sync::OnceLock<Vec<crate::eval::Quick>>);
+struct Blob(std::sync::OnceLock<Vec<crate::compile::Quick>>);
 
 impl std::fmt::Debug for Blob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -581,6 +570,15 @@ impl Ruleset {
     /// One table, mutably. Call [`Table::link`] after changing it.
     pub fn table_mut(&mut self, t: TableName) -> &mut Table {
         &mut self.tables[t as usize]
+    }
+
+    /// Puts `table` in place of table `t`, a generation after the one it replaces, so that
+    /// counters kept for the old one never count for the new one's rules.
+    pub fn set_table(&mut self, t: TableName, mut table: Table) {
+        let old = &self.tables[t as usize];
+        table.layout = table.layout.max(old.layout).wrapping_add(1);
+        debug_assert_eq!(table.name, t, "a table goes in its own slot");
+        self.tables[t as usize] = table;
     }
 
     /// Applies `iptables-restore` input. With `noflush` false, every table the input names is
@@ -1044,7 +1042,7 @@ mod tests {
     /// rules are numbered in the same order, and each DNAT's data follows its chain's rules.
     #[test]
     fn blob_follows_jumps_depth_first() {
-        use crate::eval::NO_JUMP;
+        use crate::compile::NO_JUMP;
         let mut text = String::from(
             "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:KUBE-MARK-MASQ - [0:0]\n",
         );

@@ -3,8 +3,9 @@
 
 use std::net::Ipv4Addr;
 
+use podnet_netfilter::Rng;
 use podnet_netfilter::conntrack::status;
-use podnet_netfilter::eval::{EvalState, PacketCtx, RecentLists, Rng, eval_chain, rule_matches};
+use podnet_netfilter::eval::{EvalState, PacketCtx, RecentLists, eval_chain, rule_matches};
 use podnet_netfilter::ipset::IpSets;
 use podnet_netfilter::packet::{self, Manip};
 use podnet_netfilter::rule::addrtype;
@@ -292,72 +293,4 @@ fn build_valid(ip: &[u8], l4: &[u8]) -> Vec<u8> {
         UdpPacket::new_unchecked(&mut b[20..]).fill_checksum(&s, &d);
     }
     b
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
-
-    /// A list of packets through a hook (`Netfilter::hook_list`, which reads ahead) meets
-    /// the rules exactly as the same packets one by one through `Netfilter::hook`: the same
-    /// reports, bytes, marks and connections, then the same counters, conntrack table and
-    /// random stream. Lists follow each other, so later ones hold packets of connections
-    /// the earlier ones made; some packets are cut short or carry a bad header checksum.
-    #[test]
-    fn a_list_meets_the_hook_as_its_packets_one_by_one(
-        services in prop::collection::vec((1u8..5, any::<bool>()), 16..40),
-        filter in prop::collection::vec((0u8..18, 0u8..8, 79u16..83, any::<bool>(), 0u8..7), 0..40),
-        lists in prop::collection::vec(
-            prop::collection::vec((0u8..8, 0u8..48, any::<bool>(), 0u8..6), 0..12), 1..5),
-        seed in any::<u64>(),
-    ) {
-        use podnet_netfilter::testing::services_nat_table;
-        let mut one = Netfilter::new(seed);
-        one.tables_mut().restore(&services_nat_table(&services), false).unwrap();
-        one.tables_mut().restore(&forward_table(filter.iter().copied()), false).unwrap();
-        let mut list = one.clone();
-        let at = |_: Ipv4Addr, _: Option<&str>| addrtype::UNICAST;
-        let env = |out: Option<&'static str>, masq| HookEnv { in_iface: Some("cbr0"), out_iface: out,
-            physdev_in: None, physdev_out: None, bridged: false, masq_addr: masq, addr_type: &at,
-            now: smoltcp::time::Instant::ZERO, trace: true };
-        let masq = Some(Ipv4Addr::new(192, 168, 0, 1));
-        for packets in lists {
-            let skbs: Vec<Skb> = packets.iter().map(|&(src, svc, udp, damage)| {
-                let mut b = pkt(src, svc, 80, udp);
-                match damage {
-                    0 => b.truncate(10),
-                    1 => b[10] ^= 0xff,
-                    _ => {}
-                }
-                Skb::new(b)
-            }).collect();
-            let (mut a, mut b) = (skbs.clone(), skbs);
-            // PREROUTING, then FORWARD for what it let through: one by one, and as lists.
-            let mut ra: Vec<_> = a.iter_mut().map(|s| one.hook(Hook::PreRouting, s, &env(None, None))).collect();
-            let mut rb = Vec::new();
-            list.hook_list(Hook::PreRouting, &mut b, &env(None, None), &mut rb);
-            prop_assert_eq!(&ra, &rb);
-            prop_assert_eq!(&a, &b);
-            let accepted = |r: &podnet_netfilter::HookReport| r.verdict == podnet_netfilter::HookVerdict::Accept;
-            let keep: Vec<bool> = ra.iter().map(accepted).collect();
-            let mut a: Vec<Skb> = a.into_iter().zip(&keep).filter(|p| *p.1).map(|p| p.0).collect();
-            let mut b: Vec<Skb> = b.into_iter().zip(&keep).filter(|p| *p.1).map(|p| p.0).collect();
-            ra = a.iter_mut().map(|s| one.hook(Hook::Forward, s, &env(Some("eth0"), None))).collect();
-            rb.clear();
-            list.hook_list(Hook::Forward, &mut b, &env(Some("eth0"), None), &mut rb);
-            prop_assert_eq!(&ra, &rb);
-            prop_assert_eq!(&a, &b);
-            // POSTROUTING one by one on both sides: connections confirmed for the next list.
-            for (x, y) in a.iter_mut().zip(&mut b) {
-                let rx = one.hook(Hook::PostRouting, x, &env(Some("eth0"), masq));
-                let ry = list.hook(Hook::PostRouting, y, &env(Some("eth0"), masq));
-                prop_assert_eq!(rx, ry);
-                prop_assert_eq!(&*x, &*y);
-            }
-        }
-        let all = TableName::ALL;
-        prop_assert_eq!(one.save_kernel_form_with(&all, true), list.save_kernel_form_with(&all, true));
-        let now = smoltcp::time::Instant::ZERO;
-        prop_assert_eq!(one.conntrack.list(now), list.conntrack.list(now));
-        prop_assert_eq!(one.rng, list.rng);
-    }
 }

@@ -128,8 +128,6 @@ type Build = fn(usize) -> podnet_netfilter::Netfilter;
 const POOL: usize = 65_536;
 /// New connections a batch.
 const BATCH: usize = 8_192;
-/// Packets a receive batch when PREROUTING takes a list (NAPI's default weight is 64).
-const LIST: usize = 32;
 
 /// New connections to `n` Services (one SYN each, spread over the Services) through a node's
 /// netfilter, a batch at a time; conntrack starts empty each time the pool is used up, so
@@ -139,25 +137,12 @@ struct NewConns {
     path: Path,
     pool: Vec<Vec<u8>>,
     next: usize,
-    /// Packets a receive batch, when PREROUTING takes them as a list
-    /// ([`podnet_benches::forward_list`]); iptables mode only.
-    list: Option<usize>,
-    skbs: Vec<Skb>,
-    reports: Vec<podnet_netfilter::HookReport>,
 }
 
 impl NewConns {
     fn new(build: Build, path: Path, n: usize) -> NewConns {
         let pool = podnet_benches::syn_pool(n, POOL as u32);
-        NewConns {
-            nf: build(n),
-            path,
-            pool,
-            next: 0,
-            list: None,
-            skbs: Vec::new(),
-            reports: Vec::new(),
-        }
+        NewConns { nf: build(n), path, pool, next: 0 }
     }
 
     /// The pool's first SYN, then conntrack emptied again: whether it passed.
@@ -175,20 +160,6 @@ impl NewConns {
         if self.next + BATCH > self.pool.len() {
             self.next = 0;
             self.nf.conntrack = Conntrack::new(usize::MAX);
-        }
-        if let Some(list) = self.list {
-            for chunk in self.pool[self.next..self.next + BATCH].chunks(list) {
-                self.skbs.clear();
-                self.skbs.extend(chunk.iter().map(|p| Skb::new(p.clone())));
-                black_box(podnet_benches::forward_list(
-                    &mut self.nf,
-                    &mut self.skbs,
-                    smoltcp::time::Instant::ZERO,
-                    &mut self.reports,
-                ));
-            }
-            self.next += BATCH;
-            return;
         }
         for p in &self.pool[self.next..self.next + BATCH] {
             black_box((self.path)(
@@ -315,17 +286,6 @@ fn main() {
                     BATCH as u64,
                     || conns.batch(),
                 ));
-                if mode == "iptables" {
-                    // The same, PREROUTING taking receive batches as lists.
-                    conns.list = Some(LIST);
-                    emit(rate(
-                        &format!("new_conn_{mode}_list_{n}_services"),
-                        "conn/s",
-                        secs,
-                        BATCH as u64,
-                        || conns.batch(),
-                    ));
-                }
             }
         }
     }
@@ -343,15 +303,6 @@ fn main() {
         }
         emit(paired_ratio(
             &format!("ratio_new_conn_iptables_{big}_to_10_services"),
-            secs,
-            || small.batch(),
-            || large.batch(),
-        ));
-        for c in [&mut small, &mut large] {
-            c.list = Some(LIST);
-        }
-        emit(paired_ratio(
-            &format!("ratio_new_conn_iptables_list_{big}_to_10_services"),
             secs,
             || small.batch(),
             || large.batch(),

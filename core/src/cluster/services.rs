@@ -117,7 +117,7 @@ impl Cluster {
             return Ok(String::new());
         }
         let expected = self.services.expected_rules(&self.world, n, &self.node_setup(n));
-        Ok(podnet_netfilter::table::drift(&expected, &nf.tables))
+        Ok(podnet_netfilter::table::drift(&expected, nf.tables()))
     }
 
     /// kube-proxy's restore payload for a node (what it wrote, restore form).
@@ -195,7 +195,7 @@ mod tests {
 
     fn tables(c: &Cluster, node: &str) -> std::sync::Arc<podnet_netfilter::Ruleset> {
         let n = c.node_id(node).unwrap();
-        c.world.netns[c.world.nodes[n.idx()].netns.idx()].nf.as_ref().unwrap().tables.clone()
+        c.world.netns[c.world.nodes[n.idx()].netns.idx()].nf.as_ref().unwrap().tables().clone()
     }
 
     #[test]

@@ -66,7 +66,7 @@ impl Cluster {
         let id = self.node_id(node)?;
         let nf = self.world.netns[self.world.nodes[id.idx()].netns.idx()].nf.as_ref();
         Ok(nf
-            .map(|nf| nf.save_kernel_form_with(&nf.tables.tables_in_use(), counters))
+            .map(|nf| nf.save_kernel_form_with(&nf.tables().tables_in_use(), counters))
             .unwrap_or_default())
     }
 

@@ -1,5 +1,6 @@
-//! Ingress and its two controllers: an L7 hop that parses real HTTP/1.1 requests (with
-//! `httparse`), picks a rule and a target, and rewrites the request for the backend.
+//! The L7 proxy an ALB or an in-cluster Ingress controller runs: it parses real HTTP/1.1
+//! requests (with `httparse`), picks a rule and a target, and rewrites the request for the
+//! backend. The Ingress objects that configure it are [`crate::cloud::ingress`]'s.
 //!
 //! - **ALB** ([`Matching::Alb`]): listener rules ordered as the AWS Load Balancer Controller
 //!   orders them: Exact paths before Prefix paths, longer prefixes first, then
@@ -154,6 +155,7 @@ pub fn route_kubernetes<'a>(
     best.map(|(r, _, _)| r)
 }
 
+#[doc(hidden)]
 /// An ingress-nginx generated response (`400`, `404`, `502`, `503`): nginx's own page.
 pub fn nginx_status_response(code: u16, reason: &str) -> Vec<u8> {
     let body = format!(
@@ -162,6 +164,7 @@ pub fn nginx_status_response(code: u16, reason: &str) -> Vec<u8> {
     format!("HTTP/1.1 {code} {reason}\r\nServer: nginx\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).into_bytes()
 }
 
+#[doc(hidden)]
 /// A parsed request head.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
@@ -180,6 +183,7 @@ pub struct Request {
 /// Most request headers the ALB accepts (its documented limit); more get a 400.
 pub const MAX_HEADERS: usize = 100;
 
+#[doc(hidden)]
 /// The result of reading a request from a buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Parsed {
@@ -191,6 +195,7 @@ pub enum Parsed {
     Malformed(String),
 }
 
+#[doc(hidden)]
 /// Parses an HTTP/1.x request head.
 pub fn parse_request(buf: &[u8]) -> Parsed {
     // Room for the headers the ALB adds when forwarding, so its own output parses too.
@@ -226,6 +231,7 @@ pub fn parse_request(buf: &[u8]) -> Parsed {
     }
 }
 
+#[doc(hidden)]
 /// The request as the ALB sends it to a target: `X-Forwarded-For/-Proto/-Port` added,
 /// `Connection: close`.
 pub fn forwarded(req: &Request, client: Ipv4Addr, port: u16) -> Vec<u8> {
@@ -256,6 +262,7 @@ pub fn forwarded(req: &Request, client: Ipv4Addr, port: u16) -> Vec<u8> {
     s
 }
 
+#[doc(hidden)]
 /// An ALB-generated response (`400`, `404`, `502`).
 pub fn status_response(code: u16, reason: &str) -> Vec<u8> {
     let body = format!("{code} {reason}\n");

@@ -133,7 +133,7 @@ pub(super) struct Ep {
 /// without indexing a hundred thousand names.
 #[derive(Default)]
 struct Chains {
-    index: std::collections::HashMap<ChainName, usize, podnet_netfilter::eval::FastBuild>,
+    index: std::collections::HashMap<ChainName, usize, rustc_hash::FxBuildHasher>,
     list: Vec<(ChainName, Vec<Rule>)>,
     /// The chain written last (rules come in runs per chain).
     last: usize,
@@ -437,7 +437,7 @@ fn sync_iptables_rules_with(
     let mut by_svc: std::collections::HashMap<
         (&str, &str),
         Vec<&EndpointSlice>,
-        podnet_netfilter::eval::FastBuild,
+        rustc_hash::FxBuildHasher,
     > = std::collections::HashMap::with_capacity_and_hasher(slices.len(), Default::default());
     for sl in slices {
         by_svc.entry((sl.namespace.as_str(), sl.service.as_str())).or_default().push(sl);

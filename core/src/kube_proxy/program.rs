@@ -100,14 +100,14 @@ impl Services {
                         let own = TableName::ALL
                             .iter()
                             .filter(|t| !matches!(t, TableName::Filter | TableName::Nat))
-                            .any(|t| !nf.tables.is_pristine(*t));
+                            .any(|t| !nf.tables().is_pristine(*t));
                         if own {
                             // Something else wrote raw or mangle here: keep it.
                             for t in [TableName::Filter, TableName::Nat] {
-                                *nf.tables_mut().table_mut(t) = tables.table(t).clone();
+                                nf.tables_mut().set_table(t, tables.table(t).clone());
                             }
                         } else {
-                            nf.tables = tables;
+                            nf.set_tables(tables);
                         }
                         nf.ipvs = podnet_netfilter::ipvs::Ipvs::default();
                         nf.sets = podnet_netfilter::ipset::IpSets::default();
@@ -271,7 +271,7 @@ impl Services {
         rs.restore(text, false)?;
         let ns = w.nodes[node.idx()].netns;
         if let Some(nf) = w.netns[ns.idx()].nf.as_mut() {
-            nf.tables = Arc::new(rs);
+            nf.set_tables(Arc::new(rs));
         }
         self.imported.insert(node);
         Ok(())

@@ -40,7 +40,7 @@ pub enum Learn {
 /// A bridge's FDB.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fdb {
-    entries: HashMap<EthernetAddress, FdbEntry, podnet_netfilter::eval::FastBuild>,
+    entries: HashMap<EthernetAddress, FdbEntry, rustc_hash::FxBuildHasher>,
     /// `ageing_time`.
     pub ageing_time: Duration,
 }

@@ -53,7 +53,7 @@ struct Prefixes {
     len: u8,
     /// The netmask of `len`, so a lookup masks with it at once.
     mask: u32,
-    routes: HashMap<u32, Route, podnet_netfilter::eval::FastBuild>,
+    routes: HashMap<u32, Route, rustc_hash::FxBuildHasher>,
 }
 
 impl RouteTable {
