@@ -20,7 +20,7 @@
 //! ([`crate::Netfilter::set_tables`]), and a table put in place of another takes the next
 //! generation ([`Ruleset::set_table`]).
 
-use crate::table::{Ruleset, Table, TableName};
+use crate::table::{ExtraCounts, Ruleset, Table, TableName};
 
 /// Most built-in chains a table has (mangle's five).
 const MAX_BUILTIN: usize = 5;
@@ -191,5 +191,16 @@ impl Counters {
     /// Whether anything is counted here that `rules` does not hold yet.
     pub fn is_dirty(&self) -> bool {
         self.tables.iter().any(|t| t.dirty)
+    }
+}
+
+/// A namespace's counts, table by table, as a counted save adds them.
+impl ExtraCounts for Counters {
+    fn rule(&self, table: &Table, pos: usize) -> (u64, u64) {
+        self.table(table.name).rule(table, pos)
+    }
+
+    fn policy(&self, table: &Table, chain: usize) -> (u64, u64) {
+        self.table(table.name).policy(table, chain)
     }
 }

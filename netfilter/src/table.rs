@@ -12,7 +12,6 @@ use std::fmt::{self, Write};
 
 use indexmap::IndexMap;
 
-use crate::counters::Counters;
 use crate::rule::{ChainName, Rule, RuleError, Target};
 
 /// A netfilter hook.
@@ -131,6 +130,15 @@ pub enum Policy {
     Accept,
     /// DROP.
     Drop,
+}
+
+/// Counts kept apart from the rules, which a counted save adds to the rules' own: a
+/// namespace's packets through shared rules ([`crate::counters::Counters`]).
+pub trait ExtraCounts {
+    /// The count of the rule at position `pos` of `table` (see [`Table::link`]).
+    fn rule(&self, table: &Table, pos: usize) -> (u64, u64);
+    /// The count of the policy of the built-in chain at index `chain` of `table`.
+    fn policy(&self, table: &Table, chain: usize) -> (u64, u64);
 }
 
 /// A chain: its rules, and for built-in chains a policy.
@@ -888,12 +896,11 @@ impl Ruleset {
         &self,
         tables: &[TableName],
         counters: bool,
-        extra: Option<&Counters>,
+        extra: Option<&dyn ExtraCounts>,
     ) -> String {
         let add = |a: (u64, u64), b: (u64, u64)| (a.0 + b.0, a.1 + b.1);
         let mut out = String::new();
         for t in tables.iter().map(|t| self.table(*t)) {
-            let extra = extra.map(|c| c.table(t.name));
             let _ = writeln!(out, "*{}", t.name);
             let mut order: Vec<&ChainName> = Vec::new();
             for h in t.name.builtin_chains() {

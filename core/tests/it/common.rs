@@ -1,5 +1,4 @@
 //! Helpers shared by the scenario tests.
-#![allow(dead_code)]
 
 use podnet::trace::{Dir, FlowProto, Hop, Trace, TraceOptions};
 use podnet::{Cluster, Disposition};

@@ -1,6 +1,6 @@
 //! Seed figures 1-3: containers of a pod share one network namespace.
 
-mod common;
+use crate::common;
 
 use podnet::netfilter::Proto;
 use podnet::{Cluster, ClusterError, Container};

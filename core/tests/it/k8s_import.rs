@@ -147,7 +147,7 @@ fn carriage_returns_are_line_breaks_for_locations() {
 
 #[test]
 fn the_fuzzer_input_with_lone_carriage_returns_reports_a_line_inside_it() {
-    let text = include_str!("regressions/k8s-yaml-lone-cr.yaml");
+    let text = include_str!("../regressions/k8s-yaml-lone-cr.yaml");
     let e = Cluster::from_yaml(text).err().expect("the input is not valid YAML");
     let lines = text.split(['\n', '\r']).count();
     assert!(e.line().is_some_and(|l| l <= lines), "{e}");
@@ -193,14 +193,14 @@ fn the_reference_cluster_written_as_yaml_runs_every_seed_scenario_like_the_built
 #[test]
 fn names_the_api_server_would_refuse_are_refused_not_written_into_rules() {
     // Found by fuzzing: a quote in a namespace broke kube-proxy's payload.
-    let text = include_str!("regressions/k8s-yaml-quote-in-namespace.yaml");
+    let text = include_str!("../regressions/k8s-yaml-quote-in-namespace.yaml");
     let e = Cluster::from_yaml(text).err().expect("an invalid namespace");
     assert!(
         e.to_string()
             .contains("namespace 'tainers\":default' is invalid: it must be a DNS-1123 label"),
         "{e}"
     );
-    let text = include_str!("regressions/k8s-yaml-crash-2.json");
+    let text = include_str!("../regressions/k8s-yaml-crash-2.json");
     assert!(Cluster::from_yaml(text).is_err());
     let mut c = Cluster::seed();
     let e = c

@@ -2,7 +2,7 @@
 //! (the default), an NLB with client-IP preservation, and an LB IP passed through to the
 //! nodes where kube-proxy's own LB-IP rules apply.
 
-mod common;
+use crate::common;
 
 use podnet::cloud::LbMode;
 use podnet::trace::{Dir, FlowProto, TraceOptions};

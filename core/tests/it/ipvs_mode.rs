@@ -1,6 +1,6 @@
 //! kube-proxy in IPVS mode: the seed's Service scenarios, and how IPVS mode differs.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -1,8 +1,6 @@
 //! Flows of many exchanges (`TraceOptions::rounds`, `podnet trace --rounds`): every
 //! exchange after the first travels the conntrack entries the first one created.
 
-mod common;
-
 use podnet::trace::{Dir, FlowProto, TraceOptions};
 use podnet::{Cluster, Disposition};
 

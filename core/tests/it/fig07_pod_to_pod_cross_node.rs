@@ -1,6 +1,6 @@
 //! Seed figure 7: pod to pod across nodes, routed by the VPC on each node's pod CIDR.
 
-mod common;
+use crate::common;
 
 use podnet::Cluster;
 use podnet::trace::Dir;

@@ -1,6 +1,6 @@
 //! Seed figures 4-6: pod to pod on one node, over veth pairs and the cbr0 bridge.
 
-mod common;
+use crate::common;
 
 use podnet::Cluster;
 use podnet::trace::Dir;

@@ -1,7 +1,7 @@
 //! An in-cluster Ingress controller (ingress-nginx style) behind a LoadBalancer Service:
 //! the Kubernetes Ingress matching rules, proxying to endpoints over its own connections.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

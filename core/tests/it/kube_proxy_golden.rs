@@ -9,7 +9,7 @@ use podnet::kube_proxy::{
 };
 use podnet::netfilter::{Proto, Ruleset};
 
-const GOLDEN: &str = include_str!("../../netfilter/tests/data/kube-proxy-overall.restore");
+const GOLDEN: &str = include_str!("../../../netfilter/tests/data/kube-proxy-overall.restore");
 
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()

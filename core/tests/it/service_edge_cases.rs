@@ -1,7 +1,7 @@
 //! Service behaviours beyond the seed's happy path, each as Linux and kube-proxy do it:
 //! hairpin, br_netfilter off, Services without endpoints, node-local clients.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

@@ -1,7 +1,7 @@
 //! Seed figures 8-9: pod to Service through kube-proxy's iptables rules: DNAT in nat
 //! PREROUTING as the packet enters node1 from the bridge, conntrack, reply un-DNAT.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

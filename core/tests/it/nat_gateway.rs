@@ -1,6 +1,6 @@
 //! An AWS NAT gateway: nodes without a public IP reach the internet through it, many-to-one.
 
-mod common;
+use crate::common;
 
 use podnet::Cluster;
 

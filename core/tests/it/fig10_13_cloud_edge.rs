@@ -1,7 +1,7 @@
 //! Seed figures 10-13: egress through masquerade and the internet gateway, a cloud load
 //! balancer, NodePorts, and an Ingress on an ALB.
 
-mod common;
+use crate::common;
 
 use podnet::trace::{Dir, FlowProto, TraceOptions};
 use podnet::{Cluster, Disposition};
