@@ -12,7 +12,7 @@
 //!
 //! | layer | holds |
 //! |---|---|
-//! | [`ids`], [`error`] | typed arena ids; every error type |
+//! | [`ids`], [`error`], [`endpoint`] | typed arena ids; every error type; where a flow starts or ends, as users name it |
 //! | [`net`], [`ipam`] | routing tables and `ip rule`, neighbour tables, the bridge FDB; address and port allocators |
 //! | [`trace`] | trace records: hops, packet views, text and JSON, pcapng |
 //! | [`world`] | the arenas (nodes, pods, namespaces, devices, L2 segments), the virtual clock, the random source, the frame queue |
@@ -41,6 +41,7 @@ pub mod cluster;
 pub mod cni;
 pub(crate) mod datapath;
 pub mod demo;
+pub mod endpoint;
 pub mod error;
 pub mod host;
 pub mod ids;
@@ -53,7 +54,10 @@ pub mod trace;
 pub mod world;
 
 pub use cluster::{Cluster, ClusterConfig, ClusterError, Container};
+pub use endpoint::Endpoint;
 pub use podnet_netfilter as netfilter;
 /// Virtual time types (`Instant`, `Duration`), re-exported from smoltcp.
 pub use smoltcp::time;
-pub use trace::{Disposition, FlowProto, Hop, Trace, TraceError, TraceOptions};
+pub use trace::{
+    Disposition, FlowProto, Hop, HopKind, PacketView, Trace, TraceError, TraceOptions,
+};

@@ -450,8 +450,8 @@ fn view(py: Python<'_>, v: &Option<PacketView>) -> PyResult<Option<Py<PyDict>>> 
     let Some(v) = v else { return Ok(None) };
     let d = PyDict::new(py);
     d.set_item("proto", &v.proto)?;
-    d.set_item("src", &v.src)?;
-    d.set_item("dst", &v.dst)?;
+    d.set_item("src", v.src.to_string())?;
+    d.set_item("dst", v.dst.to_string())?;
     d.set_item("sport", v.sport)?;
     d.set_item("dport", v.dport)?;
     d.set_item("info", &v.info)?;
@@ -491,31 +491,31 @@ impl Hop {
     }
     #[getter]
     fn action(&self) -> &'static str {
-        self.inner.action
+        self.inner.kind.action()
     }
     #[getter]
     fn hook(&self) -> Option<String> {
-        self.inner.hook.clone()
+        self.inner.kind.hook().map(|h| h.to_string())
     }
     #[getter]
-    fn table(&self) -> Option<String> {
-        self.inner.table.clone()
+    fn table(&self) -> Option<&'static str> {
+        self.inner.kind.table()
     }
     #[getter]
     fn chain(&self) -> Option<String> {
-        self.inner.chain.clone()
+        self.inner.kind.chain().map(str::to_string)
     }
     #[getter]
     fn rule(&self) -> Option<String> {
-        self.inner.rule.clone()
+        self.inner.kind.rule().map(str::to_string)
     }
     #[getter]
     fn origin(&self) -> Option<String> {
-        self.inner.origin.clone()
+        self.inner.kind.origin().map(str::to_string)
     }
     #[getter]
-    fn reason(&self) -> Option<String> {
-        self.inner.reason.clone()
+    fn reason(&self) -> Option<&'static str> {
+        self.inner.kind.reason()
     }
     #[getter]
     fn detail(&self) -> String {
@@ -535,7 +535,7 @@ impl Hop {
             self.inner.index,
             self.inner.netns,
             self.inner.device.as_deref().unwrap_or("-"),
-            self.inner.action
+            self.inner.kind.action()
         )
     }
 }

@@ -147,7 +147,7 @@ impl<H: HostStacks> Datapath<'_, H> {
                         chain: h.chain.clone(),
                         rule_num: h.rule_num,
                         rule: h.rule.clone(),
-                        comment: h.comment.clone(),
+                        origin: h.comment.as_deref().and_then(crate::trace::origin_of),
                     },
                     String::new(),
                     None,

@@ -16,6 +16,7 @@ mod recorder;
 mod render;
 
 use std::fmt;
+use std::net::IpAddr;
 
 use serde::Serialize;
 use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol};
@@ -24,7 +25,7 @@ use podnet_netfilter::packet;
 use podnet_netfilter::{Hook, Proto};
 
 pub use crate::error::TraceError;
-pub(crate) use recorder::Recorder;
+pub(crate) use recorder::{Recorder, origin_of};
 
 /// Version of the trace JSON schema.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -157,9 +158,9 @@ pub struct PacketView {
     /// `tcp`, `udp`, `icmp`, `arp` or a number.
     pub proto: String,
     /// Source address.
-    pub src: String,
+    pub src: IpAddr,
     /// Destination address.
-    pub dst: String,
+    pub dst: IpAddr,
     /// Source port.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sport: Option<u16>,
@@ -202,8 +203,8 @@ impl PacketView {
                     src_mac: None,
                     dst_mac: None,
                     proto: "arp".into(),
-                    src: source_protocol_addr.to_string(),
-                    dst: target_protocol_addr.to_string(),
+                    src: IpAddr::V4(source_protocol_addr),
+                    dst: IpAddr::V4(target_protocol_addr),
                     sport: None,
                     dport: None,
                     info: Some(info),
@@ -238,8 +239,8 @@ impl PacketView {
             src_mac: None,
             dst_mac: None,
             proto: t.proto.to_string(),
-            src: t.src.to_string(),
-            dst: t.dst.to_string(),
+            src: IpAddr::V4(t.src),
+            dst: IpAddr::V4(t.dst),
             sport: ports.then_some(t.sport),
             dport: ports.then_some(t.dport),
             info,
@@ -263,7 +264,7 @@ fn tcp_flags_text(f: u8) -> String {
 
 impl fmt::Display for PacketView {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ep = |a: &str, p: Option<u16>| match p {
+        let ep = |a: &IpAddr, p: Option<u16>| match p {
             Some(p) => format!("{a}:{p}"),
             None => a.to_string(),
         };
@@ -275,42 +276,143 @@ impl fmt::Display for PacketView {
     }
 }
 
-/// What happened at a hop (internal; flattened into [`Hop`]).
-#[derive(Clone, Debug)]
-pub(crate) enum HopKind {
+/// What happened at a hop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HopKind {
+    /// A device transmitted the frame (or a stack sent the packet).
     Tx,
+    /// A device received the frame.
     Rx,
+    /// The frame was not for this device (PACKET_OTHERHOST) or not a protocol the model
+    /// handles: ignored.
     Ignore,
+    /// A bridge decided: pass up, forward to a port, flood, hairpin.
     Bridge,
+    /// The bridge learned (or moved) a MAC address.
     Fdb,
+    /// An ARP request or reply was sent.
     Arp,
+    /// The neighbour table learned an address.
     Neigh,
+    /// A routing decision (or the fabric's choice of next hop).
     Route,
+    /// Local delivery to a host stack.
     Deliver,
+    /// A netfilter rule matched (or a chain's policy applied).
     Rule {
+        /// The hook.
         hook: Hook,
+        /// The table (`filter`, `nat`, `mangle`, `raw`).
         table: &'static str,
+        /// The chain.
         chain: String,
+        /// The rule's number in its chain (1-based; 0 for the chain's policy).
         rule_num: usize,
+        /// The rule as written (`:CHAIN POLICY` for a policy).
         rule: String,
-        comment: Option<String>,
+        /// The Kubernetes object the rule came from, read from its comment
+        /// (`svc/default/web:http`).
+        origin: Option<String>,
     },
+    /// NAT rewrote the packet (decided here, or replayed from conntrack).
     Nat {
+        /// The hook.
         hook: Hook,
     },
+    /// conntrack made or used an entry.
     Conntrack {
+        /// The hook.
         hook: Hook,
     },
+    /// A `LOG` rule wrote a kernel log line.
     Log {
+        /// The hook.
         hook: Hook,
     },
+    /// The packet was dropped, with a stable reason code (`no-route`, `rule`, …).
     Drop {
+        /// The reason code.
         reason: &'static str,
     },
 }
 
+impl HopKind {
+    /// The kind as the trace's JSON names it: `tx`, `rx`, `ignore`, `bridge`, `fdb`, `arp`,
+    /// `neigh`, `route`, `deliver`, `rule`, `nat`, `conntrack`, `log`, `drop`.
+    pub fn action(&self) -> &'static str {
+        match self {
+            HopKind::Tx => "tx",
+            HopKind::Rx => "rx",
+            HopKind::Ignore => "ignore",
+            HopKind::Bridge => "bridge",
+            HopKind::Fdb => "fdb",
+            HopKind::Arp => "arp",
+            HopKind::Neigh => "neigh",
+            HopKind::Route => "route",
+            HopKind::Deliver => "deliver",
+            HopKind::Rule { .. } => "rule",
+            HopKind::Nat { .. } => "nat",
+            HopKind::Conntrack { .. } => "conntrack",
+            HopKind::Log { .. } => "log",
+            HopKind::Drop { .. } => "drop",
+        }
+    }
+
+    /// The netfilter hook of a rule, NAT, conntrack or log hop.
+    pub fn hook(&self) -> Option<Hook> {
+        match self {
+            HopKind::Rule { hook, .. }
+            | HopKind::Nat { hook }
+            | HopKind::Conntrack { hook }
+            | HopKind::Log { hook } => Some(*hook),
+            _ => None,
+        }
+    }
+
+    /// The netfilter table of a rule hop (`nat` for a NAT hop).
+    pub fn table(&self) -> Option<&'static str> {
+        match self {
+            HopKind::Rule { table, .. } => Some(table),
+            HopKind::Nat { .. } => Some("nat"),
+            _ => None,
+        }
+    }
+
+    /// The chain of a rule hop.
+    pub fn chain(&self) -> Option<&str> {
+        match self {
+            HopKind::Rule { chain, .. } => Some(chain),
+            _ => None,
+        }
+    }
+
+    /// The rule of a rule hop, as written.
+    pub fn rule(&self) -> Option<&str> {
+        match self {
+            HopKind::Rule { rule, .. } => Some(rule),
+            _ => None,
+        }
+    }
+
+    /// The Kubernetes object a rule hop's rule came from.
+    pub fn origin(&self) -> Option<&str> {
+        match self {
+            HopKind::Rule { origin, .. } => origin.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The reason code of a drop.
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            HopKind::Drop { reason } => Some(reason),
+            _ => None,
+        }
+    }
+}
+
 /// One step of a packet.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hop {
     /// Position in the trace (0-based).
     pub index: usize,
@@ -324,27 +426,41 @@ pub struct Hop {
     pub netns: String,
     /// Device.
     pub device: Option<String>,
-    /// What happened: `tx`, `rx`, `ignore`, `bridge`, `fdb`, `arp`, `neigh`, `route`,
-    /// `deliver`, `rule`, `nat`, `conntrack`, `drop`.
-    pub action: &'static str,
-    /// Netfilter hook.
-    pub hook: Option<String>,
-    /// Netfilter table.
-    pub table: Option<String>,
-    /// Netfilter chain.
-    pub chain: Option<String>,
-    /// The rule as written, `:CHAIN POLICY` for a policy.
-    pub rule: Option<String>,
-    /// The Kubernetes object a rule came from, read from its comment (`svc/default/web:http`).
-    pub origin: Option<String>,
-    /// For drops: the stable reason code.
-    pub reason: Option<String>,
+    /// What happened.
+    pub kind: HopKind,
     /// Human explanation.
     pub detail: String,
     /// Headers before.
     pub before: Option<PacketView>,
     /// Headers after (rewrites).
     pub after: Option<PacketView>,
+}
+
+/// The JSON form of a hop (schema [`SCHEMA_VERSION`]): the kind flattened into `action`,
+/// `hook`, `table`, `chain`, `rule`, `origin` and `reason`.
+impl Serialize for Hop {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let k = &self.kind;
+        let mut st = s.serialize_struct("Hop", 16)?;
+        st.serialize_field("index", &self.index)?;
+        st.serialize_field("packet", &self.packet)?;
+        st.serialize_field("direction", &self.direction)?;
+        st.serialize_field("node", &self.node)?;
+        st.serialize_field("netns", &self.netns)?;
+        st.serialize_field("device", &self.device)?;
+        st.serialize_field("action", k.action())?;
+        st.serialize_field("hook", &k.hook().map(|h| h.to_string()))?;
+        st.serialize_field("table", &k.table())?;
+        st.serialize_field("chain", &k.chain())?;
+        st.serialize_field("rule", &k.rule())?;
+        st.serialize_field("origin", &k.origin())?;
+        st.serialize_field("reason", &k.reason())?;
+        st.serialize_field("detail", &self.detail)?;
+        st.serialize_field("before", &self.before)?;
+        st.serialize_field("after", &self.after)?;
+        st.end()
+    }
 }
 
 /// The result of a trace.

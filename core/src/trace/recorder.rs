@@ -88,70 +88,30 @@ impl Recorder {
         netns: String,
         device: Option<String>,
         kind: HopKind,
-        detail: String,
+        mut detail: String,
         before: Option<PacketView>,
         after: Option<PacketView>,
     ) {
-        let mut hop = Hop {
+        if let HopKind::Rule { table, chain, rule_num, rule, .. } = &kind
+            && detail.is_empty()
+        {
+            detail = if *rule_num == 0 {
+                format!("{chain} policy {}", rule.rsplit(' ').next().unwrap_or("ACCEPT"))
+            } else {
+                format!("{table} {chain} rule {rule_num}")
+            };
+        }
+        let hop = Hop {
             index: self.hops.len(),
             packet: tag.pkt,
             direction: tag.dir,
             node,
             netns,
             device,
-            action: "",
-            hook: None,
-            table: None,
-            chain: None,
-            rule: None,
-            origin: None,
-            reason: None,
+            kind,
             detail,
             before,
             after,
-        };
-        hop.action = match kind {
-            HopKind::Tx => "tx",
-            HopKind::Rx => "rx",
-            HopKind::Ignore => "ignore",
-            HopKind::Bridge => "bridge",
-            HopKind::Fdb => "fdb",
-            HopKind::Arp => "arp",
-            HopKind::Neigh => "neigh",
-            HopKind::Route => "route",
-            HopKind::Deliver => "deliver",
-            HopKind::Rule { hook, table, chain, rule_num, rule, comment } => {
-                hop.hook = Some(hook.to_string());
-                hop.table = Some(table.to_string());
-                if hop.detail.is_empty() {
-                    hop.detail = if rule_num == 0 {
-                        format!("{chain} policy {}", rule.rsplit(' ').next().unwrap_or("ACCEPT"))
-                    } else {
-                        format!("{table} {chain} rule {rule_num}")
-                    };
-                }
-                hop.chain = Some(chain);
-                hop.origin = comment.as_deref().and_then(origin_of);
-                hop.rule = Some(rule);
-                "rule"
-            }
-            HopKind::Nat { hook } => {
-                hop.hook = Some(hook.to_string());
-                hop.table = Some("nat".into());
-                "nat"
-            }
-            HopKind::Conntrack { hook } => {
-                hop.hook = Some(hook.to_string());
-                "conntrack"
-            }
-            HopKind::Log { hook } => {
-                hop.hook = Some(hook.to_string());
-                "log"
-            }
-            HopKind::Drop { reason } => {
-                hop.reason = Some(reason.to_string());
-                "drop"
-            }
         };
         self.hops.push(hop);
     }
@@ -266,7 +226,7 @@ impl Recorder {
 }
 
 /// Reads the Kubernetes object out of a kube-proxy rule comment.
-fn origin_of(comment: &str) -> Option<String> {
+pub(crate) fn origin_of(comment: &str) -> Option<String> {
     let first = comment.split_whitespace().find(|w| w.contains('/'))?;
     let first = first.trim_end_matches(['"', ',']);
     let (ns, rest) = first.split_once('/')?;

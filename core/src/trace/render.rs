@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{Dir, Trace};
+use super::{Dir, HopKind, Trace};
 
 impl Trace {
     /// Readable text. `full` lists every packet; otherwise packets up to the first reply
@@ -50,7 +50,7 @@ impl Trace {
                 .find(|h| {
                     h.direction == Dir::Reply
                         && h.before.as_ref().is_some_and(|b| b.proto != "arp")
-                        && h.action == "tx"
+                        && h.kind == HopKind::Tx
                 })
                 .map(|h| h.packet)
                 .unwrap_or(u32::MAX)
@@ -76,31 +76,18 @@ impl Trace {
                 Some(d) => format!("{} {d}", h.netns),
                 None => h.netns.clone(),
             };
-            let mut line = format!("    [{:>3}] {:<26} {:<9} ", h.index, place, h.action);
-            match h.action {
-                "rule" if h.rule.as_deref().is_some_and(|r| r.starts_with(':')) => {
-                    let _ = write!(
-                        line,
-                        "{} {}: {}",
-                        h.hook.as_deref().unwrap_or(""),
-                        h.table.as_deref().unwrap_or(""),
-                        h.detail
-                    );
+            let mut line = format!("    [{:>3}] {:<26} {:<9} ", h.index, place, h.kind.action());
+            match &h.kind {
+                HopKind::Rule { hook, table, rule, .. } if rule.starts_with(':') => {
+                    let _ = write!(line, "{hook} {table}: {}", h.detail);
                 }
-                "rule" => {
-                    let _ = write!(
-                        line,
-                        "{} {}: -A {} {}",
-                        h.hook.as_deref().unwrap_or(""),
-                        h.table.as_deref().unwrap_or(""),
-                        h.chain.as_deref().unwrap_or(""),
-                        h.rule.as_deref().unwrap_or("")
-                    );
-                    if let Some(o) = &h.origin {
+                HopKind::Rule { hook, table, chain, rule, origin, .. } => {
+                    let _ = write!(line, "{hook} {table}: -A {chain} {rule}");
+                    if let Some(o) = origin {
                         let _ = write!(line, "  <- {o}");
                     }
                 }
-                "tx" | "rx" => {
+                HopKind::Tx | HopKind::Rx => {
                     line.push_str(&h.detail);
                     if let Some(b) = &h.before
                         && let (Some(sm), Some(dm)) = (&b.src_mac, &b.dst_mac)

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use podnet::cni::{AwsVpcConfig, Cni, host_veth_name};
+use podnet::trace::HopKind;
 use podnet::trace::{FlowProto, TraceOptions};
 use podnet::{Cluster, ClusterConfig, ClusterError, Container};
 
@@ -144,7 +145,7 @@ fn a_pod_on_a_secondary_eni_leaves_through_it_and_egress_is_snatted_to_the_prima
         t.hops.iter().any(|x| x.direction == podnet::trace::Dir::Reply
             && x.netns == "node2"
             && x.device.as_deref() == Some("eth1")
-            && x.action == "rx"),
+            && matches!(x.kind, HopKind::Rx)),
         "{h:#?}"
     );
     // To the internet: main table, out of eth0, SNAT to the node's primary address, then the

@@ -2,6 +2,7 @@
 //! never a panic; valid frames still work after them.
 
 use podnet::Cluster;
+use podnet::trace::HopKind;
 use proptest::prelude::*;
 
 /// A valid TCP SYN from pod2 to pod1, as pod2's eth0 would send it to its gateway.
@@ -43,12 +44,13 @@ fn truncated_valid_frame_at_every_length_is_dropped_or_ignored() {
     let frame = syn_frame(&c);
     // Whole frame: forwarded towards pod3's node.
     let hops = c.inject_frame("node1", "veth1", &frame).unwrap();
-    assert!(hops.iter().any(|h| h.netns == "vpc" && h.action == "route"), "{hops:#?}");
+    assert!(hops.iter().any(|h| h.netns == "vpc" && matches!(h.kind, HopKind::Route)), "{hops:#?}");
     for n in 0..frame.len() {
         let hops = c.inject_frame("node1", "veth1", &frame[..n]).unwrap();
-        let dropped =
-            hops.iter().any(|h| h.action == "drop" && h.reason.as_deref() == Some("malformed"));
-        let ignored = hops.iter().any(|h| h.action == "ignore");
+        let dropped = hops.iter().any(|h| {
+            matches!(h.kind, HopKind::Drop { .. }) && h.kind.reason() == Some("malformed")
+        });
+        let ignored = hops.iter().any(|h| matches!(h.kind, HopKind::Ignore));
         assert!(dropped || ignored, "length {n}: {hops:#?}");
     }
 }
@@ -110,17 +112,18 @@ fn a_router_forwards_a_transport_header_it_does_not_read() {
     // packet, and node2's PREROUTING, which reads the TCP header, drops it.
     let mut c = Cluster::seed();
     let hops = c.inject_frame("vpc", "vpc0", &short_tcp_frame([10, 244, 2, 2])).unwrap();
-    assert!(hops.iter().any(|h| h.netns == "vpc" && h.action == "route"), "{hops:#?}");
-    let drop = hops.iter().find(|h| h.action == "drop").expect("dropped somewhere");
+    assert!(hops.iter().any(|h| h.netns == "vpc" && matches!(h.kind, HopKind::Route)), "{hops:#?}");
+    let drop =
+        hops.iter().find(|h| matches!(h.kind, HopKind::Drop { .. })).expect("dropped somewhere");
     assert_eq!(drop.netns, "node2", "{hops:#?}");
-    assert_eq!(drop.reason.as_deref(), Some("malformed"));
+    assert_eq!(drop.kind.reason(), Some("malformed"));
     assert!(drop.detail.contains("TCP") || drop.detail.contains("tcp"), "{}", drop.detail);
     // A bad header checksum stops it at the router.
     let mut bad = short_tcp_frame([10, 244, 2, 2]);
     bad[14 + 10] ^= 0xff;
     let hops = c.inject_frame("vpc", "vpc0", &bad).unwrap();
-    let drop = hops.iter().find(|h| h.action == "drop").expect("dropped");
-    assert_eq!((drop.netns.as_str(), drop.reason.as_deref()), ("vpc", Some("malformed")));
+    let drop = hops.iter().find(|h| matches!(h.kind, HopKind::Drop { .. })).expect("dropped");
+    assert_eq!((drop.netns.as_str(), drop.kind.reason()), ("vpc", Some("malformed")));
     assert!(drop.detail.contains("checksum"), "{}", drop.detail);
 }
 
@@ -131,11 +134,11 @@ fn a_routed_pod_reads_the_transport_header_before_its_stack_does() {
     let mut c = Cluster::seed_aws();
     let ip = c.pods()[c.pod_id("pod/default/pod3").unwrap().0 as usize].ip.octets();
     let hops = c.inject_frame("pod/default/pod3", "eth0", &short_tcp_frame(ip)).unwrap();
-    let drop = hops.iter().find(|h| h.action == "drop").expect("dropped");
+    let drop = hops.iter().find(|h| matches!(h.kind, HopKind::Drop { .. })).expect("dropped");
     assert_eq!(
-        (drop.netns.as_str(), drop.reason.as_deref()),
+        (drop.netns.as_str(), drop.kind.reason()),
         ("pod/default/pod3", Some("malformed")),
         "{hops:#?}"
     );
-    assert!(!hops.iter().any(|h| h.action == "deliver"), "{hops:#?}");
+    assert!(!hops.iter().any(|h| matches!(h.kind, HopKind::Deliver)), "{hops:#?}");
 }

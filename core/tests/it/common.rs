@@ -1,5 +1,6 @@
 //! Helpers shared by the scenario tests.
 
+use podnet::trace::HopKind;
 use podnet::trace::{Dir, FlowProto, Hop, Trace, TraceOptions};
 use podnet::{Cluster, Disposition};
 
@@ -17,7 +18,7 @@ pub fn first_packet(t: &Trace, dir: Dir, proto: &str) -> u32 {
         .iter()
         .find(|h| {
             h.direction == dir
-                && h.action == "tx"
+                && matches!(h.kind, HopKind::Tx)
                 && h.before.as_ref().is_some_and(|b| b.proto == proto)
         })
         .unwrap_or_else(|| panic!("no {proto} {dir:?} packet in trace:\n{}", t.render(true)))
@@ -33,7 +34,9 @@ pub fn hops(t: &Trace, pkt: u32) -> Vec<&Hop> {
 pub fn path(t: &Trace, pkt: u32) -> Vec<(String, String, String)> {
     hops(t, pkt)
         .iter()
-        .map(|h| (h.netns.clone(), h.device.clone().unwrap_or_default(), h.action.to_string()))
+        .map(|h| {
+            (h.netns.clone(), h.device.clone().unwrap_or_default(), h.kind.action().to_string())
+        })
         .collect()
 }
 

@@ -4,6 +4,7 @@ use crate::common;
 
 use podnet::Cluster;
 use podnet::trace::Dir;
+use podnet::trace::HopKind;
 
 #[test]
 fn pod1_to_pod2_crosses_veth_bridge_veth() {
@@ -48,7 +49,8 @@ fn pod1_to_pod2_crosses_veth_bridge_veth() {
         &t,
     );
     assert!(!p.iter().any(|(_, _, a)| a == "route"), "bridged traffic is not routed: {p:?}");
-    let fwd = common::hops(&t, syn).into_iter().find(|h| h.action == "bridge").unwrap();
+    let fwd =
+        common::hops(&t, syn).into_iter().find(|h| matches!(h.kind, HopKind::Bridge)).unwrap();
     assert!(fwd.detail.contains("is on veth1: forward"), "{}", fwd.detail);
 }
 

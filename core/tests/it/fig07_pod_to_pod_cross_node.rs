@@ -4,6 +4,7 @@ use crate::common;
 
 use podnet::Cluster;
 use podnet::trace::Dir;
+use podnet::trace::HopKind;
 
 #[test]
 fn pod1_to_pod3_goes_through_gateway_vpc_router_and_node2_bridge() {
@@ -36,7 +37,7 @@ fn pod1_to_pod3_goes_through_gateway_vpc_router_and_node2_bridge() {
     );
     let routes: Vec<&str> = common::hops(&t, syn)
         .iter()
-        .filter(|h| h.action == "route")
+        .filter(|h| matches!(h.kind, HopKind::Route))
         .map(|h| h.detail.as_str())
         .collect();
     assert_eq!(
@@ -50,7 +51,7 @@ fn pod1_to_pod3_goes_through_gateway_vpc_router_and_node2_bridge() {
     // No NAT anywhere: rule 1 of the Kubernetes network model.
     let sport = t.client.rsplit(':').next().unwrap();
     assert_eq!(t.server_saw.as_deref(), Some(format!("10.244.1.2:{sport}").as_str()));
-    assert!(!t.hops.iter().any(|h| h.action == "nat"));
+    assert!(!t.hops.iter().any(|h| matches!(h.kind, HopKind::Nat { .. })));
 }
 
 #[test]

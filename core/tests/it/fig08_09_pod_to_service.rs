@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use podnet::Cluster;
 use podnet::trace::Dir;
+use podnet::trace::HopKind;
 
 fn to_pod3(t: &podnet::Trace) -> bool {
     t.delivered_to.as_deref() == Some("pod/default/pod3")
@@ -28,19 +29,26 @@ fn request_is_dnated_in_prerouting_on_node1_and_reply_comes_from_the_vip() {
     assert_eq!(t.reply_from.as_deref(), Some("10.96.0.10:80"));
     let syn = common::first_packet(&t, Dir::Request, "tcp");
     let hops = common::hops(&t, syn);
-    let dnat = hops.iter().find(|h| h.action == "nat").expect("a DNAT hop");
+    let dnat = hops.iter().find(|h| matches!(h.kind, HopKind::Nat { .. })).expect("a DNAT hop");
     assert_eq!(
-        (dnat.node.as_deref(), dnat.device.as_deref(), dnat.hook.as_deref()),
+        (
+            dnat.node.as_deref(),
+            dnat.device.as_deref(),
+            dnat.kind.hook().map(|k| k.to_string()).as_deref()
+        ),
         (Some("node1"), Some("cbr0"), Some("PREROUTING"))
     );
     assert_eq!(dnat.detail, "DNAT 10.96.0.10:80 -> 10.244.2.2:8080");
-    assert_eq!(dnat.before.as_ref().unwrap().dst, "10.96.0.10");
-    assert_eq!(dnat.after.as_ref().unwrap().dst, "10.244.2.2");
+    assert_eq!(dnat.before.as_ref().unwrap().dst.to_string(), "10.96.0.10");
+    assert_eq!(dnat.after.as_ref().unwrap().dst.to_string(), "10.244.2.2");
     // The rules that chose it, with the Service they came from.
     let chains: Vec<&str> = hops
         .iter()
-        .filter(|h| h.action == "rule" && h.hook.as_deref() == Some("PREROUTING"))
-        .filter_map(|h| h.chain.as_deref())
+        .filter(|h| {
+            matches!(h.kind, HopKind::Rule { .. })
+                && h.kind.hook().map(|k| k.to_string()).as_deref() == Some("PREROUTING")
+        })
+        .filter_map(|h| h.kind.chain())
         .collect();
     assert!(
         chains.contains(&"KUBE-SERVICES")
@@ -50,16 +58,20 @@ fn request_is_dnated_in_prerouting_on_node1_and_reply_comes_from_the_vip() {
     );
     assert!(
         hops.iter()
-            .filter(|h| h.chain.as_deref().is_some_and(|c| c.starts_with("KUBE-SEP-")))
-            .all(|h| h.origin.as_deref() == Some("svc/default/web:http"))
+            .filter(|h| h.kind.chain().is_some_and(|c| c.starts_with("KUBE-SEP-")))
+            .all(|h| h.kind.origin() == Some("svc/default/web:http"))
     );
     // node2 sees a plain pod-to-pod flow: no NAT there.
-    assert!(!t.hops.iter().any(|h| h.node.as_deref() == Some("node2") && h.action == "nat"));
+    assert!(
+        !t.hops
+            .iter()
+            .any(|h| h.node.as_deref() == Some("node2") && matches!(h.kind, HopKind::Nat { .. }))
+    );
     // Figure 9: the reply's source is rewritten back to the VIP on node1.
     let synack = common::first_packet(&t, Dir::Reply, "tcp");
     let un = common::hops(&t, synack)
         .into_iter()
-        .find(|h| h.action == "nat")
+        .find(|h| matches!(h.kind, HopKind::Nat { .. }))
         .expect("reverse NAT on the reply");
     assert_eq!(un.node.as_deref(), Some("node1"));
     assert_eq!(
@@ -90,11 +102,12 @@ fn same_node_endpoint_is_bridged_back_out_of_cbr0() {
     let syn = common::first_packet(&t, Dir::Request, "tcp");
     let hops = common::hops(&t, syn);
     assert!(
-        hops.iter().any(|h| h.action == "bridge" && h.detail.starts_with("bridged DNAT")),
+        hops.iter()
+            .any(|h| matches!(h.kind, HopKind::Bridge) && h.detail.starts_with("bridged DNAT")),
         "{}",
         t.render(true)
     );
-    assert!(!hops.iter().any(|h| h.action == "route"), "bridged DNAT is not routed");
+    assert!(!hops.iter().any(|h| matches!(h.kind, HopKind::Route)), "bridged DNAT is not routed");
     assert!(!hops.iter().any(|h| h.node.as_deref() == Some("node2")));
 }
 

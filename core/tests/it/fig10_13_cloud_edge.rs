@@ -3,6 +3,7 @@
 
 use crate::common;
 
+use podnet::trace::HopKind;
 use podnet::trace::{Dir, FlowProto, TraceOptions};
 use podnet::{Cluster, Disposition};
 
@@ -17,7 +18,7 @@ fn http(headers: &[(&str, &str)]) -> TraceOptions {
 fn nat_hops(t: &podnet::Trace, dir: Dir) -> Vec<(String, String)> {
     t.hops
         .iter()
-        .filter(|h| h.action == "nat" && h.direction == dir)
+        .filter(|h| matches!(h.kind, HopKind::Nat { .. }) && h.direction == dir)
         .map(|h| (h.netns.clone(), h.detail.clone()))
         .collect()
 }
@@ -33,7 +34,7 @@ fn fig10_pod_egress_is_masqueraded_then_mapped_by_the_gateway() {
     let syn = common::first_packet(&t, Dir::Request, "tcp");
     let nats: Vec<_> = common::hops(&t, syn)
         .into_iter()
-        .filter(|h| h.action == "nat")
+        .filter(|h| matches!(h.kind, HopKind::Nat { .. }))
         .map(|h| (h.netns.clone(), h.detail.clone()))
         .collect();
     assert_eq!(nats.len(), 2, "{nats:?}");
@@ -48,8 +49,8 @@ fn fig10_pod_egress_is_masqueraded_then_mapped_by_the_gateway() {
         "{nats:?}"
     );
     // The masquerade came from ip-masq-agent's chain.
-    assert!(common::hops(&t, syn).iter().any(|h| h.chain.as_deref() == Some("IP-MASQ-AGENT")
-        && h.rule.as_deref().is_some_and(|r| r.ends_with("-j MASQUERADE"))));
+    assert!(common::hops(&t, syn).iter().any(|h| h.kind.chain() == Some("IP-MASQ-AGENT")
+        && h.kind.rule().is_some_and(|r| r.ends_with("-j MASQUERADE"))));
     // Every rewrite is undone on the way back, each layer restoring what it changed.
     let back = nat_hops(&t, Dir::Reply);
     assert!(back.iter().any(|(n, d)| n == "igw" && d.contains("-> 192.168.0.1:")), "{back:?}");
@@ -120,8 +121,8 @@ fn fig12_node_port_source_depends_on_where_the_endpoint_runs() {
     let chains: Vec<&str> = remote
         .hops
         .iter()
-        .filter(|h| h.netns == "node1" && h.action == "rule")
-        .filter_map(|h| h.chain.as_deref())
+        .filter(|h| h.netns == "node1" && matches!(h.kind, HopKind::Rule { .. }))
+        .filter_map(|h| h.kind.chain())
         .collect();
     assert!(
         chains.contains(&"KUBE-NODEPORTS") && chains.iter().any(|c| c.starts_with("KUBE-EXT-")),
@@ -154,8 +155,8 @@ fn fig13_alb_routes_by_path_and_host_over_its_own_connections() {
     // The ALB's own connection to the node: a new TCP connection from its private address.
     assert!(
         api.hops.iter().any(|h| h.netns == "lb/default/shop"
-            && h.action == "tx"
-            && h.before.as_ref().is_some_and(|b| b.src == "192.168.0.200"
+            && matches!(h.kind, HopKind::Tx)
+            && h.before.as_ref().is_some_and(|b| b.src.to_string() == "192.168.0.200"
                 && b.dport == Some(30080)
                 && b.info.as_deref() == Some("S"))),
         "{}",
@@ -202,8 +203,8 @@ fn external_traffic_policy_local_keeps_the_client_ip_and_skips_nodes_without_end
     // node1 runs no endpoint: kube-proxy drops external traffic there.
     let t = c.trace("host/internet", "203.0.113.1:30090", &common::tcp()).unwrap();
     assert_eq!(t.disposition, Disposition::Dropped, "{}", t.render(true));
-    assert!(t.hops.iter().any(|h| h.chain.as_deref() == Some("KUBE-EXTERNAL-SERVICES")
-        && h.rule.as_deref().is_some_and(|r| r.ends_with("-j DROP"))));
+    assert!(t.hops.iter().any(|h| h.kind.chain() == Some("KUBE-EXTERNAL-SERVICES")
+        && h.kind.rule().is_some_and(|r| r.ends_with("-j DROP"))));
     // Pods still reach it through any node (the short-circuit to all endpoints).
     let t = c.trace("pod/default/pod2", "192.168.0.1:30090", &common::tcp()).unwrap();
     assert!(t.completed, "{}", t.render(true));
@@ -220,9 +221,9 @@ fn load_balancer_source_ranges_are_enforced_by_the_load_balancer() {
     local_lb_service(&mut c, &["198.51.100.0/24"]);
     let t = c.trace("host/internet", "203.0.113.101:80", &common::tcp()).unwrap();
     assert_eq!(t.disposition, Disposition::Dropped, "{}", t.render(true));
-    let drop = t.hops.iter().find(|h| h.action == "drop").unwrap();
+    let drop = t.hops.iter().find(|h| matches!(h.kind, HopKind::Drop { .. })).unwrap();
     assert_eq!(drop.netns, "lb/default/api-local");
-    assert!(t.hops.iter().any(|h| h.chain.as_deref() == Some("LB-SOURCE-RANGES")));
+    assert!(t.hops.iter().any(|h| h.kind.chain() == Some("LB-SOURCE-RANGES")));
     let mut c = Cluster::seed();
     local_lb_service(&mut c, &["198.51.100.0/24", "203.0.113.0/24"]);
     assert!(c.trace("host/internet", "203.0.113.101:80", &common::tcp()).unwrap().completed);

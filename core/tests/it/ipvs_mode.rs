@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use podnet::kube_proxy::ProxyMode;
 use podnet::netfilter::ipvs::Scheduler;
+use podnet::trace::HopKind;
 use podnet::trace::{FlowProto, TraceOptions};
 use podnet::{Cluster, Disposition};
 
@@ -25,9 +26,12 @@ fn pod_to_service_is_scheduled_by_ipvs_in_local_in() {
     let sched = t
         .hops
         .iter()
-        .find(|h| h.action == "nat" && h.detail.starts_with("IPVS: scheduled"))
+        .find(|h| matches!(h.kind, HopKind::Nat { .. }) && h.detail.starts_with("IPVS: scheduled"))
         .expect("an IPVS hop");
-    assert_eq!((sched.node.as_deref(), sched.hook.as_deref()), (Some("node1"), Some("INPUT")));
+    assert_eq!(
+        (sched.node.as_deref(), sched.kind.hook().map(|k| k.to_string()).as_deref()),
+        (Some("node1"), Some("INPUT"))
+    );
     // The VIP is a local address: it sits on kube-ipvs0.
     let routes = c.routes("node1").unwrap();
     assert!(!routes.contains("10.96.0.10"), "VIPs are /32 addresses, no routes: {routes}");
@@ -106,15 +110,15 @@ fn hairpin_is_masqueraded_by_kube_loop_back_and_its_reply_needs_bridge_hairpin()
         t.server_saw
     );
     assert!(t.hops.iter().any(|h| {
-        h.rule.as_deref().is_some_and(|r| r.contains("KUBE-LOOP-BACK dst,dst,src -j MASQUERADE"))
+        h.kind.rule().is_some_and(|r| r.contains("KUBE-LOOP-BACK dst,dst,src -j MASQUERADE"))
     }));
     // The request is routed out of cbr0 by IPVS (no hairpin needed), but the reply to the
     // masqueraded source is reverse-NATed in br_netfilter's PREROUTING into a bridged DNAT
     // back out of pod1's own port: without hairpin_mode the SYN-ACK dies there. Only when
     // the SYN_RECV entry times out (60 s) does a retransmitted SYN get scheduled afresh.
     let t = first(false);
-    let drop = t.hops.iter().find(|h| h.action == "drop").expect("a drop");
-    assert_eq!(drop.reason.as_deref(), Some("hairpin-off"));
+    let drop = t.hops.iter().find(|h| matches!(h.kind, HopKind::Drop { .. })).expect("a drop");
+    assert_eq!(drop.kind.reason(), Some("hairpin-off"));
     assert_eq!(drop.direction, podnet::trace::Dir::Reply);
     assert!(
         t.ended_ms - t.started_ms >= 60_000,
@@ -131,8 +135,8 @@ fn ping_to_a_vip_is_rejected_by_kube_ipvs_filter() {
     let icmp = TraceOptions { proto: FlowProto::Icmp, ..TraceOptions::default() };
     let t = c.trace("pod/default/pod2", "10.96.0.10", &icmp).unwrap();
     assert_eq!(t.disposition, Disposition::Rejected, "{}", t.render(true));
-    assert!(t.hops.iter().any(|h| h.chain.as_deref() == Some("KUBE-IPVS-FILTER")
-        && h.rule.as_deref().is_some_and(|r| r.ends_with("-j REJECT"))));
+    assert!(t.hops.iter().any(|h| h.kind.chain() == Some("KUBE-IPVS-FILTER")
+        && h.kind.rule().is_some_and(|r| r.ends_with("-j REJECT"))));
     // A port of the VIP that no Service uses is rejected the same way.
     let t = c.trace("pod/default/pod2", "10.96.0.10:22", &common::tcp()).unwrap();
     assert_eq!(t.disposition, Disposition::Rejected);

@@ -33,7 +33,7 @@ fn a_service_without_cluster_ip_is_allocated_one_and_its_pods_serve_the_target_p
     let mut landed = std::collections::BTreeSet::new();
     for _ in 0..16 {
         let t =
-            c.trace("pod/default/pod2", &format!("{ip}:7000"), &TraceOptions::default()).unwrap();
+            c.trace("pod/default/pod2", format!("{ip}:7000"), &TraceOptions::default()).unwrap();
         assert!(t.completed, "{}", t.render(true));
         assert_eq!(t.reply_from.as_deref(), Some(format!("{ip}:7000").as_str()));
         landed.insert(t.delivered_to.unwrap());
@@ -123,7 +123,6 @@ fn a_new_nodeport_service_gets_a_port_from_the_dynamic_band() {
         line.split("--dport ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
     // The static band of 30000-32767 is its first 128 ports.
     assert!((30128..=32767).contains(&port), "{port}");
-    let t =
-        c.trace("node/node2", &format!("192.168.0.1:{port}"), &TraceOptions::default()).unwrap();
+    let t = c.trace("node/node2", format!("192.168.0.1:{port}"), &TraceOptions::default()).unwrap();
     assert!(t.completed, "{}", t.render(true));
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// `podnet`'s layers, bottom up. A module may use its own layer and those before it.
 const CORE: &[&[&str]] = &[
-    &["ids", "error"],
+    &["ids", "error", "endpoint"],
     &["net", "ipam"],
     &["trace"],
     &["world"],
@@ -38,7 +38,7 @@ const CORE_ROOT: &[(&str, Option<&str>)] = &[
     ("PacketView", Some("trace")),
     ("Trace", Some("trace")),
     ("TraceOptions", Some("trace")),
-    ("Endpoint", Some("trace")),
+    ("Endpoint", Some("endpoint")),
     ("Table", Some("show")),
     ("ProxyMode", Some("kube_proxy")),
     ("Cni", Some("cni")),

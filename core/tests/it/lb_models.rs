@@ -5,6 +5,7 @@
 use crate::common;
 
 use podnet::cloud::LbMode;
+use podnet::trace::HopKind;
 use podnet::trace::{Dir, FlowProto, TraceOptions};
 use podnet::{Cluster, Disposition};
 
@@ -73,7 +74,7 @@ fn the_health_check_server_answers_200_with_local_endpoints_and_503_without() {
     let mut c = with_lb(&[], true, LbMode::Proxy);
     let port = c.health_checks("node2").unwrap()[0].port;
     let opts = TraceOptions { capture: true, ..http_get() };
-    let t = c.trace("host/internet", &format!("203.0.113.2:{port}"), &opts).unwrap();
+    let t = c.trace("host/internet", format!("203.0.113.2:{port}"), &opts).unwrap();
     assert!(t.completed, "{}", t.render(true));
     assert_eq!(t.delivered_to.as_deref(), Some("node/node2"));
     assert_eq!(t.http_status, Some(200));
@@ -86,7 +87,7 @@ fn the_health_check_server_answers_200_with_local_endpoints_and_503_without() {
         ),
         "{body}"
     );
-    let t = c.trace("host/internet", &format!("203.0.113.1:{port}"), &opts).unwrap();
+    let t = c.trace("host/internet", format!("203.0.113.1:{port}"), &opts).unwrap();
     assert!(t.completed, "{}", t.render(true));
     assert_eq!(t.http_status, Some(503));
     assert!(response_body(&t).contains("\"localEndpoints\": 0,"));
@@ -95,12 +96,12 @@ fn the_health_check_server_answers_200_with_local_endpoints_and_503_without() {
     ipvs.set_proxy_mode(podnet::kube_proxy::ProxyMode::Ipvs(
         podnet::netfilter::ipvs::Scheduler::Rr,
     ));
-    let t = ipvs.trace("host/internet", &format!("203.0.113.2:{port}"), &opts).unwrap();
+    let t = ipvs.trace("host/internet", format!("203.0.113.2:{port}"), &opts).unwrap();
     assert_eq!(t.http_status, Some(200), "{}", t.render(true));
     assert!(ipvs.ipset_list("node2").unwrap().contains(&format!("\n{port}\n")));
     // pod4 moves away (deleted): node2 turns 503 as well, without a stale answer.
     c.delete_pod("pod/default/pod4").unwrap();
-    let t = c.trace("host/internet", &format!("203.0.113.2:{port}"), &opts).unwrap();
+    let t = c.trace("host/internet", format!("203.0.113.2:{port}"), &opts).unwrap();
     assert_eq!(t.http_status, Some(503), "{}", t.render(true));
 }
 
@@ -143,7 +144,7 @@ fn preserved_client_ip_with_cluster_policy_is_masqueraded_by_the_node() {
         assert!(!t.server_saw.as_deref().unwrap().starts_with("203.0.113.10:"));
         assert!(!t.server_saw.as_deref().unwrap().starts_with("192.168.0.101:"));
         assert!(t.hops.iter().any(|h| h.netns.starts_with("node")
-            && h.before.as_ref().is_some_and(|b| b.src == "203.0.113.10")));
+            && h.before.as_ref().is_some_and(|b| b.src.to_string() == "203.0.113.10")));
     }
     // The full proxy, for contrast: nodes see the LB.
     let mut c = with_lb(&[], true, LbMode::Proxy);
@@ -174,14 +175,14 @@ fn pass_through_lb_ip_is_handled_by_kube_proxy_and_replies_go_direct() {
         .unwrap_or_else(|| panic!("{}", t.render(true)));
     assert!(pick.detail.contains("destination 203.0.113.101 kept"), "{}", pick.detail);
     // The gateway does not translate the LB address; the node's KUBE-EXT chain does DNAT.
-    assert!(!hops.iter().any(|h| h.netns == "igw" && h.action == "nat"));
-    assert!(hops.iter().any(|h| h.chain.as_deref().is_some_and(|ch| ch.starts_with("KUBE-EXT-"))));
+    assert!(!hops.iter().any(|h| h.netns == "igw" && matches!(h.kind, HopKind::Nat { .. })));
+    assert!(hops.iter().any(|h| h.kind.chain().is_some_and(|ch| ch.starts_with("KUBE-EXT-"))));
     // Replies leave the node straight for the client (no LB on the way back).
     let synack = common::first_packet(t, Dir::Reply, "tcp");
     assert!(
         !common::hops(t, synack)
             .iter()
-            .any(|h| h.netns == "lb/default/api-local" && h.action == "route"),
+            .any(|h| h.netns == "lb/default/api-local" && matches!(h.kind, HopKind::Route)),
         "{}",
         t.render(true)
     );
@@ -194,7 +195,7 @@ fn pass_through_lb_ip_is_handled_by_kube_proxy_and_replies_go_direct() {
         let node = t
             .hops
             .iter()
-            .find(|h| h.netns.starts_with("node") && h.action == "rule")
+            .find(|h| h.netns.starts_with("node") && matches!(h.kind, HopKind::Rule { .. }))
             .map(|h| h.netns.clone())
             .unwrap();
         nodes.insert(node);
@@ -211,9 +212,8 @@ fn pass_through_with_local_policy_keeps_the_client_ip_on_healthy_nodes_only() {
         assert!(t.completed, "{}", t.render(true));
         assert!(t.server_saw.as_deref().unwrap().starts_with("203.0.113.10:"));
         assert!(
-            !t.hops
-                .iter()
-                .any(|h| (h.netns == "node1" || h.netns == "node3") && h.action == "rule"),
+            !t.hops.iter().any(|h| (h.netns == "node1" || h.netns == "node3")
+                && matches!(h.kind, HopKind::Rule { .. })),
             "{}",
             t.render(true)
         );
@@ -225,9 +225,9 @@ fn source_ranges_in_pass_through_are_kube_proxys_firewall() {
     let mut c = with_lb(&["198.51.100.0/24"], false, LbMode::PassThrough);
     let t = c.trace("host/internet", "203.0.113.101:80", &common::tcp()).unwrap();
     assert_eq!(t.disposition, Disposition::Dropped, "{}", t.render(true));
-    let drop = t.hops.iter().find(|h| h.action == "drop").unwrap();
+    let drop = t.hops.iter().find(|h| matches!(h.kind, HopKind::Drop { .. })).unwrap();
     assert!(drop.netns.starts_with("node"), "dropped on the node, not the LB: {}", t.render(true));
-    assert!(t.hops.iter().any(|h| h.chain.as_deref().is_some_and(|ch| ch.starts_with("KUBE-FW-"))));
+    assert!(t.hops.iter().any(|h| h.kind.chain().is_some_and(|ch| ch.starts_with("KUBE-FW-"))));
     let mut c = with_lb(&["198.51.100.0/24", "203.0.113.0/24"], false, LbMode::PassThrough);
     let t = c.trace("host/internet", "203.0.113.101:80", &common::tcp()).unwrap();
     assert!(t.completed, "{}", t.render(true));
@@ -235,7 +235,10 @@ fn source_ranges_in_pass_through_are_kube_proxys_firewall() {
     let mut c = with_lb(&["198.51.100.0/24"], false, LbMode::PreserveClientIp);
     let t = c.trace("host/internet", "203.0.113.101:80", &common::tcp()).unwrap();
     assert_eq!(t.disposition, Disposition::Dropped);
-    assert_eq!(t.hops.iter().find(|h| h.action == "drop").unwrap().netns, "lb/default/api-local");
+    assert_eq!(
+        t.hops.iter().find(|h| matches!(h.kind, HopKind::Drop { .. })).unwrap().netns,
+        "lb/default/api-local"
+    );
 }
 
 #[test]
@@ -277,8 +280,8 @@ fn pass_through_in_ipvs_mode_lands_on_the_lb_ip_bound_to_kube_ipvs0() {
     let t = c.trace("host/internet", "203.0.113.101:80", &common::tcp()).unwrap();
     assert_eq!(t.disposition, Disposition::Dropped, "{}", t.render(true));
     assert!(
-        t.hops.iter().any(|h| h.chain.as_deref() == Some("KUBE-SOURCE-RANGES-FIREWALL")
-            && h.rule.as_deref().is_some_and(|r| r.ends_with("-j DROP"))),
+        t.hops.iter().any(|h| h.kind.chain() == Some("KUBE-SOURCE-RANGES-FIREWALL")
+            && h.kind.rule().is_some_and(|r| r.ends_with("-j DROP"))),
         "{}",
         t.render(true)
     );

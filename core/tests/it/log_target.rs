@@ -2,6 +2,7 @@
 //! Linux writes them.
 
 use podnet::Cluster;
+use podnet::trace::HopKind;
 
 #[test]
 fn a_log_rule_writes_the_kernel_line_for_each_packet_it_sees() {
@@ -14,11 +15,12 @@ fn a_log_rule_writes_the_kernel_line_for_each_packet_it_sees() {
     .unwrap();
     let t = c.trace("pod/default/pod2", "pod/default/pod3:8080", &Default::default()).unwrap();
     assert!(t.completed, "{}", t.render(true));
-    let logs: Vec<&podnet::trace::Hop> = t.hops.iter().filter(|h| h.action == "log").collect();
+    let logs: Vec<&podnet::trace::Hop> =
+        t.hops.iter().filter(|h| matches!(h.kind, HopKind::Log { .. })).collect();
     assert!(!logs.is_empty(), "{}", t.render(true));
     let first = &logs[0];
     assert_eq!(first.netns, "node2");
-    assert_eq!(first.hook.as_deref(), Some("PREROUTING"));
+    assert_eq!(first.kind.hook().map(|k| k.to_string()).as_deref(), Some("PREROUTING"));
     // The SYN from pod2 (10.244.1.3) arrives on node2's eth0 from the VPC router (two
     // routed hops: TTL 62), its MAC header being node2's eth0, the router's, IPv4.
     let line = first.detail.strip_prefix("kernel: to-8080: IN=eth0 OUT= MAC=").unwrap();

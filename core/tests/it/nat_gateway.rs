@@ -3,6 +3,7 @@
 use crate::common;
 
 use podnet::Cluster;
+use podnet::trace::HopKind;
 
 /// The reference cluster with node2 in a private subnet (no public IP) and a NAT gateway.
 fn cluster(extra: &str) -> Cluster {
@@ -29,7 +30,9 @@ fn a_node_without_public_ip_egresses_through_the_nat_gateway() {
     let nats: Vec<(&str, &str)> = t
         .hops
         .iter()
-        .filter(|h| h.action == "nat" && h.direction == podnet::trace::Dir::Request)
+        .filter(|h| {
+            matches!(h.kind, HopKind::Nat { .. }) && h.direction == podnet::trace::Dir::Request
+        })
         .filter(|h| !h.detail.starts_with("conntrack"))
         .map(|h| (h.netns.as_str(), h.detail.as_str()))
         .collect();
@@ -55,11 +58,11 @@ fn in_cluster_traffic_and_inbound_flows_do_not_touch_the_nat_gateway() {
     let mut c = cluster("");
     let t = c.trace("pod/default/pod3", "pod/default/pod1:8080", &Default::default()).unwrap();
     assert!(t.completed);
-    assert!(!t.hops.iter().any(|h| h.netns == "natgw" && h.action == "route"));
+    assert!(!t.hops.iter().any(|h| h.netns == "natgw" && matches!(h.kind, HopKind::Route)));
     // The load balancer still reaches pod4 on node2 and replies go back the way they came.
     let t = c.trace("host/internet", "203.0.113.100:80", &Default::default()).unwrap();
     assert!(t.completed, "{}", t.render(true));
-    assert!(!t.hops.iter().any(|h| h.netns == "natgw" && h.action == "route"));
+    assert!(!t.hops.iter().any(|h| h.netns == "natgw" && matches!(h.kind, HopKind::Route)));
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Flows of many exchanges (`TraceOptions::rounds`, `podnet trace --rounds`): every
 //! exchange after the first travels the conntrack entries the first one created.
 
+use podnet::trace::HopKind;
 use podnet::trace::{Dir, FlowProto, TraceOptions};
 use podnet::{Cluster, Disposition};
 
@@ -12,8 +13,8 @@ fn opts(proto: FlowProto, rounds: u32) -> TraceOptions {
 fn svc_rule_walks(t: &podnet::trace::Trace) -> usize {
     t.hops
         .iter()
-        .filter(|h| h.direction == Dir::Request && h.action == "rule")
-        .filter(|h| h.chain.as_deref().is_some_and(|c| c.starts_with("KUBE-SVC-")))
+        .filter(|h| h.direction == Dir::Request && matches!(h.kind, HopKind::Rule { .. }))
+        .filter(|h| h.kind.chain().is_some_and(|c| c.starts_with("KUBE-SVC-")))
         .map(|h| h.packet)
         .collect::<std::collections::BTreeSet<_>>()
         .len()
@@ -64,7 +65,7 @@ fn tcp_rounds_are_echo_writes_on_one_connection() {
     let client_sent = |info: &str| {
         t.hops
             .iter()
-            .filter(|h| h.netns == "pod/default/pod2" && h.action == "tx")
+            .filter(|h| h.netns == "pod/default/pod2" && matches!(h.kind, HopKind::Tx))
             .filter(|h| h.before.as_ref().is_some_and(|b| b.info.as_deref() == Some(info)))
             .count()
     };
@@ -83,7 +84,11 @@ fn icmp_rounds_are_ping_count() {
     let seqs: Vec<String> = t
         .hops
         .iter()
-        .filter(|h| h.direction == Dir::Request && h.action == "tx" && h.netns.starts_with("pod"))
+        .filter(|h| {
+            h.direction == Dir::Request
+                && matches!(h.kind, HopKind::Tx)
+                && h.netns.starts_with("pod")
+        })
         .filter_map(|h| h.before.as_ref()?.info.clone())
         .filter(|i| i.starts_with("echo request"))
         .collect();

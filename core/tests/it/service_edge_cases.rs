@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use podnet::kube_proxy::{EndpointSlice, Service, ServicePort, SliceEndpoint, TargetPort};
 use podnet::netfilter::Proto;
+use podnet::trace::HopKind;
 use podnet::{Cluster, Disposition};
 
 fn self_hit(t: &podnet::Trace) -> bool {
@@ -25,7 +26,7 @@ fn hairpin_is_masqueraded_to_the_bridge_address_with_a_fresh_port() {
     assert_ne!(port.parse::<u16>().unwrap(), sport, "--random-fully picks a fresh port");
     assert_eq!(t.reply_from.as_deref(), Some("10.96.0.10:80"));
     assert!(
-        t.hops.iter().any(|h| h.action == "bridge" && h.detail.contains("hairpin")),
+        t.hops.iter().any(|h| matches!(h.kind, HopKind::Bridge) && h.detail.contains("hairpin")),
         "{}",
         t.render(true)
     );
@@ -66,9 +67,9 @@ fn hairpin_off_drops_at_the_bridge_and_leaves_no_conntrack_entry() {
     assert_eq!(t.disposition, Disposition::Dropped, "{}", t.render(true));
     assert_eq!(t.reason.as_deref(), Some("hairpin-off"));
     assert!(!t.completed);
-    let drop = t.hops.iter().find(|h| h.action == "drop").unwrap();
+    let drop = t.hops.iter().find(|h| matches!(h.kind, HopKind::Drop { .. })).unwrap();
     assert_eq!(
-        (drop.netns.as_str(), drop.device.as_deref(), drop.reason.as_deref()),
+        (drop.netns.as_str(), drop.device.as_deref(), drop.kind.reason()),
         ("node1", Some("cbr0"), Some("hairpin-off"))
     );
     let sport = t.client.rsplit(':').next().unwrap();
@@ -93,9 +94,12 @@ fn hairpin_off_with_two_endpoints_fails_only_when_the_pick_is_the_client_itself(
     let mut c = Cluster::seed_with(seed);
     c.set_hairpin("pod/default/pod1", false).unwrap();
     let t = c.trace("pod/default/pod1", "svc/default/web:http", &common::tcp()).unwrap();
-    let first_drop =
-        t.hops.iter().find(|h| h.action == "drop").expect("the first SYN hairpins and is dropped");
-    assert_eq!(first_drop.reason.as_deref(), Some("hairpin-off"));
+    let first_drop = t
+        .hops
+        .iter()
+        .find(|h| matches!(h.kind, HopKind::Drop { .. }))
+        .expect("the first SYN hairpins and is dropped");
+    assert_eq!(first_drop.kind.reason(), Some("hairpin-off"));
     if t.disposition == Disposition::Delivered {
         assert_eq!(t.delivered_to.as_deref(), Some("pod/default/pod3"), "{}", t.render(true));
     }
@@ -158,12 +162,13 @@ fn service_without_endpoints_is_rejected_with_port_unreachable_from_the_node() {
             .hops
             .iter()
             .find(|h| {
-                h.action == "rule" && h.rule.as_deref().is_some_and(|r| r.ends_with("-j REJECT"))
+                matches!(h.kind, HopKind::Rule { .. })
+                    && h.kind.rule().is_some_and(|r| r.ends_with("-j REJECT"))
             })
             .expect("the REJECT rule");
-        assert_eq!(reject.chain.as_deref(), Some("KUBE-SERVICES"));
-        assert_eq!(reject.table.as_deref(), Some("filter"));
-        assert!(reject.origin.as_deref().is_some_and(|o| o.starts_with("svc/default/empty")));
+        assert_eq!(reject.kind.chain(), Some("KUBE-SERVICES"));
+        assert_eq!(reject.kind.table(), Some("filter"));
+        assert!(reject.kind.origin().is_some_and(|o| o.starts_with("svc/default/empty")));
     }
 }
 
@@ -173,8 +178,8 @@ fn node_local_client_reaches_the_service_through_nat_output() {
     let t = c.trace("node/node1", "svc/default/web:http", &common::tcp()).unwrap();
     assert!(t.completed, "{}", t.render(true));
     assert!(
-        t.hops.iter().any(|h| h.action == "nat"
-            && h.hook.as_deref() == Some("OUTPUT")
+        t.hops.iter().any(|h| matches!(h.kind, HopKind::Nat { .. })
+            && h.kind.hook().map(|k| k.to_string()).as_deref() == Some("OUTPUT")
             && h.detail.starts_with("DNAT 10.96.0.10:80")),
         "{}",
         t.render(true)
