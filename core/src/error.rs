@@ -5,6 +5,7 @@
 //! - [`TraceError`]: a flow could not be started or did not settle.
 //! - [`LoadError`]: Kubernetes YAML/JSON that could not be read or modelled, with its
 //!   [`Place`] (file, document, line, column).
+//! - [`UnknownValue`]: a name outside a closed set (a proxy mode, a CNI, a table).
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -25,14 +26,16 @@ pub enum ClusterError {
         name: String,
     },
     /// A name does not exist.
-    #[error("no {kind} named '{name}'{hint}")]
+    #[error("no {kind} named '{name}'{}", not_found_tail(.kind, .known, .fix))]
     NotFound {
-        /// Object kind.
+        /// Object kind (`pod`, `node`, `service`, `port`, `sysctl`, …).
         kind: &'static str,
-        /// The name.
+        /// The name as given.
         name: String,
-        /// What exists instead.
-        hint: String,
+        /// What exists of that kind (listed in the message when any is).
+        known: Vec<String>,
+        /// What to do, when the name is written wrong or something must come first.
+        fix: Option<&'static str>,
     },
     /// An address is outside the range it must come from.
     #[error("address {addr} is outside {what} {cidr}: pick an address inside it")]
@@ -145,6 +148,19 @@ pub enum ClusterError {
         /// Why.
         why: String,
     },
+}
+
+/// The end of a not-found message: what exists (` (pods: a, b)`), then what to do.
+fn not_found_tail(kind: &str, known: &[String], fix: &Option<&'static str>) -> String {
+    let mut s = String::new();
+    if !known.is_empty() {
+        s = format!(" ({kind}s: {})", known.join(", "));
+    }
+    if let Some(f) = fix {
+        s.push_str(": ");
+        s.push_str(f);
+    }
+    s
 }
 
 /// Why an allocation failed.
@@ -304,4 +320,16 @@ impl LoadError {
             LoadError::Io { .. } => None,
         }
     }
+}
+
+/// A name outside a closed set: a proxy mode, a CNI profile, a table.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} '{value}' ({expected})")]
+pub struct UnknownValue {
+    /// What was named (`proxy mode`).
+    pub what: &'static str,
+    /// The name given.
+    pub value: String,
+    /// The names there are.
+    pub expected: &'static str,
 }

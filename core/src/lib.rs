@@ -24,7 +24,7 @@
 //! | [`cloud`] | internet and NAT gateways, cloud load balancers (three models), ALBs, in-cluster Ingress controllers |
 //! | [`k8s`] | Kubernetes YAML/JSON read and converted, object by object |
 //! | [`cluster`] | the façade: [`Cluster`] holds every part and offers every operation |
-//! | [`demo`] | the seed article's scenarios on the reference cluster |
+//! | [`show`], [`demo`] | every table by name ([`Table`], [`Cluster::show`]); the seed article's scenarios on the reference cluster |
 //!
 //! Netfilter itself (tables, conntrack, NAT) is the `podnet-netfilter` crate.
 //!
@@ -50,12 +50,16 @@ pub mod k8s;
 pub mod kube_proxy;
 pub mod net;
 pub(crate) mod run;
+pub mod show;
 pub mod trace;
 pub mod world;
 
 pub use cluster::{Cluster, ClusterConfig, ClusterError, Container};
+pub use cni::Cni;
 pub use endpoint::Endpoint;
+pub use kube_proxy::ProxyMode;
 pub use podnet_netfilter as netfilter;
+pub use show::Table;
 /// Virtual time types (`Instant`, `Duration`), re-exported from smoltcp.
 pub use smoltcp::time;
 pub use trace::{

@@ -143,16 +143,21 @@ fn parse(args: &[String]) -> Result<Opts, String> {
                     .ok_or_else(|| format!("--header '{h}': write 'Name: value'"))?;
                 o.headers.push((k.trim().to_string(), v.trim().to_string()));
             }
-            "--cni" => match val("--cni")?.as_str() {
-                "bridge" => o.aws = false,
-                "aws-vpc" => o.aws = true,
-                other => return Err(format!("unknown --cni '{other}' (bridge or aws-vpc)")),
-            },
-            "--proxy-mode" => match val("--proxy-mode")?.as_str() {
-                "iptables" => o.ipvs = None,
-                "ipvs" => o.ipvs = Some(o.ipvs.unwrap_or(podnet::netfilter::ipvs::Scheduler::Rr)),
-                other => return Err(format!("unknown --proxy-mode '{other}' (iptables or ipvs)")),
-            },
+            "--cni" => {
+                let v = val("--cni")?;
+                let cni: podnet::Cni =
+                    v.parse().map_err(|_| format!("unknown --cni '{v}' (bridge or aws-vpc)"))?;
+                o.aws = cni != podnet::Cni::Bridge;
+            }
+            "--proxy-mode" => {
+                let v = val("--proxy-mode")?;
+                o.ipvs = match v.parse::<podnet::ProxyMode>() {
+                    Ok(podnet::ProxyMode::Iptables) => None,
+                    Ok(podnet::ProxyMode::Ipvs(s)) if v == "ipvs" => Some(o.ipvs.unwrap_or(s)),
+                    Ok(podnet::ProxyMode::Ipvs(s)) => Some(s),
+                    Err(_) => return Err(format!("unknown --proxy-mode '{v}' (iptables or ipvs)")),
+                };
+            }
             "--ipvs-scheduler" => {
                 let v = val("--ipvs-scheduler")?;
                 o.ipvs = Some(podnet::netfilter::ipvs::Scheduler::parse(&v).ok_or_else(|| {
@@ -193,11 +198,8 @@ fn run(args: &[String]) -> Result<u8, String> {
             for (f, t) in o.from.iter().zip(&o.to) {
                 c.trace(f, t, &opts).map_err(|e| e.to_string())?;
             }
-            if cmd == "iptables-save" && o.counters {
-                print!("{}", c.iptables_save_with(&node, true).map_err(|e| e.to_string())?);
-                return Ok(0);
-            }
-            print!("{}", table(&c, cmd, &node)?);
+            let what = if cmd == "iptables-save" && o.counters { "iptables-save -c" } else { cmd };
+            print!("{}", table(&c, what, &node)?);
             Ok(0)
         }
         other => Err(format!("unknown command '{other}' (see podnet --help)")),
@@ -205,26 +207,8 @@ fn run(args: &[String]) -> Result<u8, String> {
 }
 
 fn table(c: &Cluster, what: &str, node: &str) -> Result<String, String> {
-    let r = match what {
-        "iptables-save" => c.iptables_save(node),
-        "kube-proxy-rules" => c.kube_proxy_payload(node),
-        "conntrack" => c.conntrack(node),
-        "routes" => c.routes(node),
-        "neigh" => c.neigh(node),
-        "fdb" => c.fdb(node),
-        "ipvsadm" => c.ipvsadm(node),
-        "ipset" => c.ipset_list(node),
-        "ip-rule" => c.ip_rules(node),
-        "drift" => c.iptables_drift(node),
-        "enis" => c.enis(node),
-        "dmesg" => c.kernel_log(node),
-        other => {
-            return Err(format!(
-                "unknown table '{other}' (conntrack, fdb, neigh, routes, iptables)"
-            ));
-        }
-    };
-    r.map_err(|e| e.to_string())
+    let t: podnet::Table = what.parse().map_err(|e: podnet::error::UnknownValue| e.to_string())?;
+    c.show(t, node).map_err(|e| e.to_string())
 }
 
 fn cluster(o: &Opts) -> Result<Cluster, String> {
@@ -240,7 +224,7 @@ fn cluster(o: &Opts) -> Result<Cluster, String> {
         c
     };
     if let Some(s) = o.ipvs {
-        c.set_proxy_mode(podnet::kube_proxy::ProxyMode::Ipvs(s));
+        c.set_proxy_mode(podnet::ProxyMode::Ipvs(s));
     }
     for (node, file) in &o.iptables {
         let text = std::fs::read_to_string(file)

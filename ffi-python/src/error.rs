@@ -61,12 +61,9 @@ pub fn cluster(e: ClusterError) -> PyErr {
     let msg = e.to_string();
     match e {
         ClusterError::NotFound { .. } => NotFound::new_err(msg),
-        ClusterError::AddrInUse { .. } | ClusterError::Duplicate { .. } => {
-            AddressInUse::new_err(msg)
-        }
-        ClusterError::AddressTaken { ref why, .. } if why.contains("exhausted") => {
-            AddressExhausted::new_err(msg)
-        }
+        ClusterError::AddrInUse { .. }
+        | ClusterError::Duplicate { .. }
+        | ClusterError::AddressTaken { .. } => AddressInUse::new_err(msg),
         ClusterError::Ipam(podnet::ipam::IpamError::Exhausted { .. }) => {
             AddressExhausted::new_err(msg)
         }
@@ -86,6 +83,11 @@ pub fn trace(e: TraceError) -> PyErr {
         TraceError::Livelock(_) => Livelock::new_err(e.to_string()),
         TraceError::NoEphemeralPort { .. } => AddressExhausted::new_err(e.to_string()),
     }
+}
+
+/// Maps a name outside a closed set (a proxy mode, a CNI, a table) to `InvalidInput`.
+pub fn unknown(e: podnet::error::UnknownValue) -> PyErr {
+    InvalidInput::new_err(e.to_string())
 }
 
 /// Registers the exception classes on the module.

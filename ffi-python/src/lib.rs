@@ -62,28 +62,25 @@ impl Cluster {
     #[staticmethod]
     #[pyo3(signature = (proxy_mode = "iptables", seed = 0, cni = "bridge"))]
     fn seed(proxy_mode: &str, seed: u64, cni: &str) -> PyResult<Self> {
-        let make = match cni {
-            "bridge" => podnet::Cluster::seed_with,
-            "aws-vpc" => podnet::Cluster::seed_aws_with,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "cni must be 'bridge' or 'aws-vpc', not {other:?}"
-                )));
-            }
+        let make = match cni.parse::<podnet::Cni>().map_err(error::unknown)? {
+            podnet::Cni::Bridge => podnet::Cluster::seed_with,
+            podnet::Cni::AwsVpc(_) => podnet::Cluster::seed_aws_with,
         };
-        match proxy_mode {
-            "iptables" => Ok(Cluster { inner: make(seed) }),
-            "ipvs" => {
-                let mut c = make(seed);
-                c.set_proxy_mode(podnet::kube_proxy::ProxyMode::Ipvs(
-                    podnet::netfilter::ipvs::Scheduler::Rr,
-                ));
-                Ok(Cluster { inner: c })
-            }
-            other => Err(PyValueError::new_err(format!(
-                "proxy_mode must be 'iptables' or 'ipvs', not {other:?}"
-            ))),
+        let mode: podnet::ProxyMode = proxy_mode.parse().map_err(error::unknown)?;
+        let mut c = make(seed);
+        if mode != podnet::ProxyMode::Iptables {
+            c.set_proxy_mode(mode);
         }
+        Ok(Cluster { inner: c })
+    }
+
+    /// A table of a node (or `pod/NS/NAME` for `routes`, `neigh`, `ip-rule`), by name, as
+    /// the real tool prints it: `iptables-save`, `iptables-save -c`, `kube-proxy-rules`,
+    /// `ipvsadm`, `ipset`, `conntrack`, `routes`, `neigh`, `fdb`, `ip-rule`, `enis`, `dmesg`,
+    /// `drift`.
+    fn show(&self, table: &str, who: &str) -> PyResult<String> {
+        let t: podnet::Table = table.parse().map_err(error::unknown)?;
+        self.inner.show(t, who).map_err(error::cluster)
     }
 
     /// Loads Kubernetes objects (YAML or JSON text); arguments override the podnet document.
@@ -341,16 +338,8 @@ fn configured(
     proxy_mode: Option<&str>,
     seed: Option<u64>,
 ) -> PyResult<Cluster> {
-    use podnet::kube_proxy::ProxyMode;
-    match proxy_mode {
-        None => {}
-        Some("iptables") => c.set_proxy_mode(ProxyMode::Iptables),
-        Some("ipvs") => c.set_proxy_mode(ProxyMode::Ipvs(podnet::netfilter::ipvs::Scheduler::Rr)),
-        Some(other) => {
-            return Err(PyValueError::new_err(format!(
-                "proxy_mode must be 'iptables' or 'ipvs', not {other:?}"
-            )));
-        }
+    if let Some(m) = proxy_mode {
+        c.set_proxy_mode(m.parse().map_err(error::unknown)?);
     }
     if let Some(s) = seed {
         c.reseed(s);

@@ -21,7 +21,7 @@ def test_enis_and_rules_are_visible():
     assert c.routes("pod/default/pod1").startswith("default via 169.254.1.1 dev eth0")
     with pytest.raises(podnet.InvalidInput, match="ENIs exist in the AWS VPC CNI profile only"):
         podnet.Cluster.seed().enis("node1")
-    with pytest.raises(ValueError, match="cni must be"):
+    with pytest.raises(podnet.InvalidInput, match=r"unknown CNI .calico. \(bridge or aws-vpc\)"):
         podnet.Cluster.seed(cni="calico")
 
 

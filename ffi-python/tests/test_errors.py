@@ -26,7 +26,7 @@ def test_bad_values_raise_valueerror_or_invalidinput(seed_cluster):
         seed_cluster.advance(seconds=-1)
     with pytest.raises(podnet.InvalidInput, match="IP:PORT"):
         seed_cluster.trace("pod/default/pod1", "10.244.1.3")
-    with pytest.raises(ValueError, match="proxy_mode"):
+    with pytest.raises(podnet.InvalidInput, match="unknown proxy mode .userspace."):
         podnet.Cluster.seed(proxy_mode="userspace")
 
 

@@ -49,32 +49,32 @@ impl Podnet {
         Ok(t.to_json())
     }
 
-    /// A node table: `iptables-save`, `iptables-save -c` (with rule counters), `conntrack`,
-    /// `routes`, `neigh`, `fdb`, `kube-proxy-rules`, `ipvsadm`, `dmesg` (LOG lines).
+    /// A table of a node (or `pod/NS/NAME`) by name, as the real tool prints it:
+    /// `iptables-save`, `iptables-save -c` (with rule counters), `kube-proxy-rules`,
+    /// `ipvsadm`, `ipset`, `conntrack`, `routes`, `neigh`, `fdb`, `ip-rule`, `enis`, `dmesg`
+    /// (LOG lines), `drift`.
     pub fn table(&self, node: &str, what: &str) -> Result<String, JsError> {
-        let r = match what {
-            "iptables-save" => self.inner.iptables_save(node),
-            "iptables-save -c" => self.inner.iptables_save_with(node, true),
-            "dmesg" => self.inner.kernel_log(node),
-            "conntrack" => self.inner.conntrack(node),
-            "routes" => self.inner.routes(node),
-            "neigh" => self.inner.neigh(node),
-            "fdb" => self.inner.fdb(node),
-            "kube-proxy-rules" => self.inner.kube_proxy_payload(node),
-            "ipvsadm" => self.inner.ipvsadm(node),
-            other => return Err(JsError::new(&format!("unknown table {other:?}"))),
-        };
-        r.map_err(|e| JsError::new(&e.to_string()))
+        let t: podnet::Table =
+            what.parse().map_err(|e: podnet::error::UnknownValue| JsError::new(&e.to_string()))?;
+        self.inner.show(t, node).map_err(|e| JsError::new(&e.to_string()))
+    }
+
+    /// The names of every table, as `table` takes them.
+    pub fn tables() -> Vec<String> {
+        podnet::Table::ALL.iter().map(|t| t.to_string()).collect()
     }
 
     /// Switches kube-proxy between iptables mode and IPVS mode (round robin).
     pub fn set_ipvs(&mut self, on: bool) {
-        use podnet::kube_proxy::ProxyMode;
-        self.inner.set_proxy_mode(if on {
-            ProxyMode::Ipvs(podnet::netfilter::ipvs::Scheduler::Rr)
-        } else {
-            ProxyMode::Iptables
-        });
+        self.inner.set_proxy_mode(if on { "ipvs" } else { "iptables" }.parse().expect("modes"));
+    }
+
+    /// Switches kube-proxy's mode: `iptables`, `ipvs` or `ipvs:SCHEDULER`.
+    pub fn set_proxy_mode(&mut self, mode: &str) -> Result<(), JsError> {
+        let m: podnet::ProxyMode =
+            mode.parse().map_err(|e: podnet::error::UnknownValue| JsError::new(&e.to_string()))?;
+        self.inner.set_proxy_mode(m);
+        Ok(())
     }
 
     /// The cluster's shape as JSON.

@@ -67,7 +67,8 @@ impl Edge {
             return Err(ClusterError::NotFound {
                 kind: "internet gateway",
                 name: name.into(),
-                hint: ": add one first (add_internet_gateway)".into(),
+                known: Vec::new(),
+                fix: Some("add one first (add_internet_gateway)"),
             });
         };
         if !net.contains(ip) {
@@ -101,7 +102,8 @@ impl Edge {
             return Err(ClusterError::NotFound {
                 kind: "internet gateway",
                 name: "natgw".into(),
-                hint: ": a NAT gateway sits behind one; add it first (add_internet_gateway)".into(),
+                known: Vec::new(),
+                fix: Some("a NAT gateway sits behind one; add it first (add_internet_gateway)"),
             });
         }
         if self.nat_gateway.is_some() {

@@ -253,20 +253,23 @@ fn alb_rules(w: &World, services: &Services, ing: &Ingress) -> Result<Vec<AlbRul
                     "{}/{svc} (backend of ingress {}/{})",
                     ing.namespace, ing.namespace, ing.name
                 ),
-                hint: String::new(),
+                known: Vec::new(),
+                fix: None,
             })?;
         let p = s.ports.iter().find(|p| p.name == port || p.port.to_string() == port).ok_or_else(
             || ClusterError::NotFound {
                 kind: "service port",
                 name: format!("{}/{svc}:{port}", ing.namespace),
-                hint: String::new(),
+                known: Vec::new(),
+                fix: None,
             },
         )?;
         if p.node_port == 0 {
             return Err(ClusterError::NotFound {
                 kind: "nodePort",
                 name: format!("{}/{svc}:{port}", ing.namespace),
-                hint: ": target type instance needs a NodePort or LoadBalancer Service".into(),
+                known: Vec::new(),
+                fix: Some("target type instance needs a NodePort or LoadBalancer Service"),
             });
         }
         Ok((

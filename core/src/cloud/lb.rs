@@ -44,7 +44,8 @@ impl Edge {
             return Err(ClusterError::NotFound {
                 kind: "service",
                 name: service.into(),
-                hint: String::new(),
+                known: Vec::new(),
+                fix: None,
             });
         };
         if services.list[svc].kind != ServiceType::LoadBalancer {

@@ -184,16 +184,15 @@ impl Cluster {
         let (ns, name) = k.split_once('/').ok_or_else(|| ClusterError::NotFound {
             kind: "pod",
             name: key.into(),
-            hint: ": write it as pod/NAMESPACE/NAME".into(),
+            known: Vec::new(),
+            fix: Some("write it as pod/NAMESPACE/NAME"),
         })?;
         self.world.pod_names.get(&(ns.to_string(), name.to_string())).copied().ok_or_else(|| {
             ClusterError::NotFound {
                 kind: "pod",
                 name: key.into(),
-                hint: format!(
-                    " (pods: {})",
-                    self.world.pods.iter().map(Pod::key).collect::<Vec<_>>().join(", ")
-                ),
+                known: self.world.pods.iter().map(Pod::key).collect(),
+                fix: None,
             }
         })
     }
@@ -204,10 +203,8 @@ impl Cluster {
         self.world.node_names.get(n).copied().ok_or_else(|| ClusterError::NotFound {
             kind: "node",
             name: name.into(),
-            hint: format!(
-                " (nodes: {})",
-                self.world.node_names.keys().cloned().collect::<Vec<_>>().join(", ")
-            ),
+            known: self.world.node_names.keys().cloned().collect(),
+            fix: None,
         })
     }
 
@@ -374,9 +371,15 @@ impl Cluster {
                 return Err(ClusterError::NotFound {
                     kind: "sysctl",
                     name: key.into(),
-                    hint: " (modelled: net.ipv4.ip_forward, net.bridge.bridge-nf-call-iptables, \
-                           net.netfilter.nf_conntrack_max, net.netfilter.nf_conntrack_buckets)"
-                        .into(),
+                    known: [
+                        "net.ipv4.ip_forward",
+                        "net.bridge.bridge-nf-call-iptables",
+                        "net.netfilter.nf_conntrack_max",
+                        "net.netfilter.nf_conntrack_buckets",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                    fix: None,
                 });
             }
         }

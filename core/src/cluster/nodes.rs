@@ -190,7 +190,8 @@ impl Cluster {
         self.world.nodes.get(node.idx()).ok_or_else(|| ClusterError::NotFound {
             kind: "node",
             name: format!("#{}", node.0),
-            hint: String::new(),
+            known: Vec::new(),
+            fix: None,
         })
     }
 

@@ -38,6 +38,33 @@ pub enum Cni {
     AwsVpc(AwsVpcConfig),
 }
 
+/// `bridge` or `aws-vpc` (with the default [`AwsVpcConfig`]).
+impl std::str::FromStr for Cni {
+    type Err = crate::error::UnknownValue;
+
+    fn from_str(s: &str) -> Result<Cni, Self::Err> {
+        match s {
+            "bridge" => Ok(Cni::Bridge),
+            "aws-vpc" => Ok(Cni::AwsVpc(AwsVpcConfig::default())),
+            _ => Err(crate::error::UnknownValue {
+                what: "CNI",
+                value: s.into(),
+                expected: "bridge or aws-vpc",
+            }),
+        }
+    }
+}
+
+/// The profile's name: `bridge` or `aws-vpc` (its settings are not printed).
+impl std::fmt::Display for Cni {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Cni::Bridge => "bridge",
+            Cni::AwsVpc(_) => "aws-vpc",
+        })
+    }
+}
+
 /// A pod's address as the CNI's IPAM gave it, and on AWS the ENI that holds it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PodAddr {

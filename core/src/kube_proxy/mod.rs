@@ -191,6 +191,41 @@ pub enum ProxyMode {
     Ipvs(podnet_netfilter::ipvs::Scheduler),
 }
 
+/// `iptables`, `ipvs` (round robin) or `ipvs:SCHEDULER` (`rr`, `wrr`, `lc`, `wlc`, `sh`,
+/// `dh`, `sed`, `nq`).
+impl std::str::FromStr for ProxyMode {
+    type Err = crate::error::UnknownValue;
+
+    fn from_str(s: &str) -> Result<ProxyMode, Self::Err> {
+        use podnet_netfilter::ipvs::Scheduler;
+        let unknown = || crate::error::UnknownValue {
+            what: "proxy mode",
+            value: s.into(),
+            expected: "iptables, ipvs or ipvs:SCHEDULER with rr, wrr, lc, wlc, sh, dh, sed or nq",
+        };
+        match s.split_once(':') {
+            None if s == "iptables" => Ok(ProxyMode::Iptables),
+            None if s == "ipvs" => Ok(ProxyMode::Ipvs(Scheduler::Rr)),
+            Some(("ipvs", sched)) => {
+                Scheduler::parse(sched).map(ProxyMode::Ipvs).ok_or_else(unknown)
+            }
+            _ => Err(unknown()),
+        }
+    }
+}
+
+/// As [`FromStr`](std::str::FromStr) reads it: `iptables`, `ipvs`, `ipvs:wrr`.
+impl std::fmt::Display for ProxyMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use podnet_netfilter::ipvs::Scheduler;
+        match self {
+            ProxyMode::Iptables => f.write_str("iptables"),
+            ProxyMode::Ipvs(Scheduler::Rr) => f.write_str("ipvs"),
+            ProxyMode::Ipvs(s) => write!(f, "ipvs:{}", s.name()),
+        }
+    }
+}
+
 /// The API server's naming rules for what kube-proxy writes into its rules: a namespace is
 /// a DNS-1123 label, a Service name a DNS-1035 label, a port name a DNS-1123 label.
 pub(crate) fn validate_service(s: &Service) -> Result<(), ClusterError> {
@@ -357,7 +392,8 @@ impl Services {
             return Err(ClusterError::NotFound {
                 kind: "service",
                 name: key.into(),
-                hint: String::new(),
+                known: Vec::new(),
+                fix: None,
             });
         };
         let svc = self.list.remove(i);

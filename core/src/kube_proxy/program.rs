@@ -289,32 +289,21 @@ impl Services {
         let svc = svc.ok_or_else(|| ClusterError::NotFound {
             kind: "service",
             name: key.into(),
-            hint: format!(
-                " (services: {})",
-                self.list
-                    .iter()
-                    .map(|s| format!("svc/{}/{}", s.namespace, s.name))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            known: self.list.iter().map(|s| format!("svc/{}/{}", s.namespace, s.name)).collect(),
+            fix: None,
         })?;
         let p = svc.ports.iter().find(|p| p.name == port || p.port.to_string() == port);
         let p = p.ok_or_else(|| ClusterError::NotFound {
             kind: "port",
             name: format!("{key}:{port}"),
-            hint: format!(
-                " (ports: {})",
-                svc.ports
-                    .iter()
-                    .map(|p| format!("{}={}", p.name, p.port))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            known: svc.ports.iter().map(|p| format!("{}={}", p.name, p.port)).collect(),
+            fix: None,
         })?;
         let ip = svc.cluster_ip.ok_or_else(|| ClusterError::NotFound {
             kind: "ClusterIP",
             name: key.into(),
-            hint: " (headless Service)".into(),
+            known: Vec::new(),
+            fix: Some("it is a headless Service"),
         })?;
         Ok((ip, p.port))
     }
