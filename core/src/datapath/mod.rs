@@ -52,6 +52,8 @@ mod host_io;
 mod ipv4;
 mod nf;
 mod reject;
+#[cfg(test)]
+mod tests;
 
 use std::net::Ipv4Addr;
 
