@@ -36,6 +36,11 @@
 //! ```
 #![forbid(unsafe_code)]
 
+/// The README's Rust example, run as a doctest so it keeps compiling and passing.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 pub mod cloud;
 pub mod cluster;
 pub mod cni;
