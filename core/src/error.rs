@@ -127,6 +127,16 @@ pub enum ClusterError {
         /// The CNI's reason.
         reason: String,
     },
+    /// A value podnet cannot take: the field it was given for, the value, and why.
+    #[error("{field} = {value:?}: {why}")]
+    InvalidInput {
+        /// The field, setting or argument (`net.netfilter.nf_conntrack_buckets`).
+        field: String,
+        /// The value given.
+        value: String,
+        /// Why it cannot be taken, and what can.
+        why: &'static str,
+    },
     /// A request the cluster cannot honour as asked.
     #[error("{what}: {fix}")]
     Refused {

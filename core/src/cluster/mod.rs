@@ -359,9 +359,10 @@ impl Cluster {
                 nf.conntrack.max = if value == 0 { usize::MAX } else { value as usize };
             }
             ("net.netfilter.nf_conntrack_buckets", Some(_)) if value == 0 => {
-                return Err(ClusterError::Refused {
-                    what: format!("{key}=0 on {node}"),
-                    fix: "the conntrack hash needs at least one bucket",
+                return Err(ClusterError::InvalidInput {
+                    field: format!("{key} on {node}"),
+                    value: value.to_string(),
+                    why: "the conntrack hash needs at least one bucket",
                 });
             }
             ("net.netfilter.nf_conntrack_buckets", Some(nf)) => {

@@ -151,11 +151,10 @@ impl PodnetConfig {
         let cidr = |what: &str, v: &Option<String>| -> Result<Option<Ipv4Network>, LoadError> {
             v.as_ref().map(|c| c.parse().map_err(|_| bad(what, c))).transpose()
         };
-        let cni = match self.cni.as_deref() {
+        let cni = match self.cni.as_deref().map(str::parse::<Cni>) {
             None => None,
-            Some("bridge") => Some(Cni::Bridge),
-            Some("aws-vpc") => {
-                let d = AwsVpcConfig::default();
+            Some(Ok(Cni::Bridge)) => Some(Cni::Bridge),
+            Some(Ok(Cni::AwsVpc(d))) => {
                 let t = WarmTargets::default();
                 Some(Cni::AwsVpc(AwsVpcConfig {
                     instance_type: self.instance_type.clone().unwrap_or(d.instance_type),
@@ -170,17 +169,18 @@ impl PodnetConfig {
                     max_pods: self.max_pods,
                 }))
             }
-            Some(other) => return Err(bad("cni (bridge or aws-vpc)", other)),
+            Some(Err(e)) => return Err(bad("cni (bridge or aws-vpc)", &e.value)),
         };
         let sched = match self.ipvs_scheduler.as_deref() {
             None => podnet_netfilter::ipvs::Scheduler::Rr,
             Some(s) => podnet_netfilter::ipvs::Scheduler::parse(s)
                 .ok_or_else(|| bad("ipvsScheduler", s))?,
         };
-        let proxy_mode = match self.proxy_mode.as_deref() {
-            None | Some("iptables") => ProxyMode::Iptables,
-            Some("ipvs") => ProxyMode::Ipvs(sched),
-            Some(other) => return Err(bad("proxyMode (iptables or ipvs)", other)),
+        let proxy_mode = match self.proxy_mode.as_deref().map(str::parse::<ProxyMode>) {
+            None => ProxyMode::Iptables,
+            Some(Ok(ProxyMode::Ipvs(_))) if self.ipvs_scheduler.is_some() => ProxyMode::Ipvs(sched),
+            Some(Ok(mode)) => mode,
+            Some(Err(e)) => return Err(bad("proxyMode (iptables or ipvs)", &e.value)),
         };
         let _ = (&self.api_version, &self.kind);
         Ok(Settings {
