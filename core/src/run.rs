@@ -9,7 +9,7 @@
 //! bounded: a forwarding loop ends in [`TraceError::Livelock`], never in a hang.
 //!
 //! [`Sim`] works on borrowed parts (the world, the host stacks, the fabric); a dry run works
-//! on copies ([`fork`]). This layer knows addresses and namespaces, not Kubernetes names:
+//! on copies (the world's and the hosts' `Clone`). This layer knows addresses and namespaces, not Kubernetes names:
 //! the façade resolves `svc/…` and `pod/…` into a [`Flow`] first.
 
 use std::fmt::Write;
@@ -71,13 +71,6 @@ pub(crate) struct Sim<'a> {
     pub(crate) fabric: &'a Fabric,
 }
 
-/// Copies of a world and its hosts' configuration, for a dry run: host stacks start afresh
-/// (empty socket tables and ARP caches), so a dry run may show ARP exchanges a committed run
-/// would not.
-pub(crate) fn fork(w: &World, hosts: &Hosts) -> (World, Hosts) {
-    (w.clone(), hosts.fork())
-}
-
 impl Sim<'_> {
     /// The datapath over these parts.
     pub(crate) fn dp(&mut self) -> Datapath<'_, Hosts> {
@@ -104,13 +97,7 @@ impl Sim<'_> {
                 hint: format!("the client could not start: {e}"),
             })?;
         let started = self.w.now;
-        let sim = &mut self.w.sim;
-        sim.events = 0;
-        sim.extra_rounds = u64::from(opts.rounds.saturating_sub(1));
-        sim.next_pkt = 0;
-        sim.active.clear();
-        sim.active.insert(src.ns);
-        sim.rec = Some(Recorder::for_flow(
+        let rec = Recorder::for_flow(
             opts.record_hops,
             src.ns,
             src.ip,
@@ -118,7 +105,9 @@ impl Sim<'_> {
             proto,
             client_idx,
             flow.proxies.clone(),
-        ));
+        );
+        let sim = &mut self.w.sim;
+        sim.start(rec, Some(src.ns), opts.rounds);
         let budget = match opts.proto {
             FlowProto::Tcp | FlowProto::Http => Duration::from_secs(130),
             _ => Duration::from_secs(5),
@@ -126,8 +115,7 @@ impl Sim<'_> {
         sim.capture = opts.capture.then(Vec::new);
         let result = self.run_flow(src.ns, client_idx, started + budget);
         let captured = self.w.sim.capture.take().unwrap_or_default();
-        let rec = self.w.sim.rec.take().expect("recorder set above");
-        self.w.sim.active.clear();
+        let rec = self.w.sim.finish();
         result?;
         let (client, http_status, answered) = {
             let st = self.hosts.stack(self.w, src.ns);
@@ -340,18 +328,12 @@ impl Sim<'_> {
         dev: crate::ids::IfIndex,
         frame: &[u8],
     ) -> Result<Vec<Hop>, TraceError> {
-        let sim = &mut self.w.sim;
-        sim.events = 0;
-        sim.extra_rounds = 0;
-        sim.next_pkt = 0;
-        sim.active.clear();
-        sim.rec = Some(Recorder::for_injection());
+        self.w.sim.start(Recorder::for_injection(), None, 1);
         let mut dp = self.dp();
         let tag = dp.new_tag(Dir::Request);
         dp.deliver(dev, frame.to_vec(), tag);
         let ok = dp.run_queue();
-        let rec = self.w.sim.rec.take().expect("set above");
-        self.w.sim.active.clear();
+        let rec = self.w.sim.finish();
         if !ok {
             return Err(TraceError::Livelock(self.w.sim.events));
         }
@@ -378,7 +360,9 @@ pub(crate) fn trace_all(
             break;
         }
         let script = Arc::new(Mutex::new(Choices { forced: forced.clone(), met: Vec::new() }));
-        let (mut w2, mut h2) = fork(w, hosts);
+        // Copies, for a dry run: host stacks start afresh (empty socket tables and ARP
+        // caches), so a dry run may show ARP exchanges a committed run would not.
+        let (mut w2, mut h2) = (w.clone(), hosts.clone());
         for (i, ns) in w2.netns.iter_mut().enumerate() {
             if let Some(nf) = ns.nf.as_mut() {
                 nf.rng = Rng::scripted(w.seed.wrapping_add(i as u64), script.clone());

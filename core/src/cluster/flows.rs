@@ -124,16 +124,7 @@ impl Cluster {
     /// starts them afresh (empty socket tables and ARP caches), so a dry run may show ARP
     /// exchanges a committed run would not.
     pub fn fork(&self) -> Cluster {
-        let (world, hosts) = crate::run::fork(&self.world, &self.hosts);
-        Cluster {
-            cfg: self.cfg.clone(),
-            world,
-            hosts,
-            fabric: self.fabric.clone(),
-            services: self.services.clone(),
-            edge: self.edge.clone(),
-            cni: self.cni.clone(),
-        }
+        self.clone()
     }
 
     /// The simulator over this cluster's world.

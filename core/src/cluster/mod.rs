@@ -125,6 +125,9 @@ impl Default for ClusterConfig {
 }
 
 /// The whole modelled cluster.
+///
+/// A clone is a copy at rest ([`Cluster::fork`]): host stacks start afresh.
+#[derive(Clone)]
 pub struct Cluster {
     pub(crate) cfg: ClusterConfig,
     pub(crate) world: World,

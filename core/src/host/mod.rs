@@ -54,11 +54,6 @@ pub(crate) struct Hosts {
 }
 
 impl Hosts {
-    /// The configuration without the stacks: what a copy of the cluster starts from.
-    pub(crate) fn fork(&self) -> Hosts {
-        Hosts { stacks: Vec::new(), health: self.health.clone(), l7: self.l7.clone() }
-    }
-
     /// `ns`'s stack, if it has one.
     pub(crate) fn get_mut(&mut self, ns: NetnsId) -> Option<&mut Stack> {
         self.stacks.get_mut(ns.idx()).and_then(|s| s.as_deref_mut())
@@ -175,6 +170,14 @@ impl Hosts {
         }
         stack.health = self.health.get(&ns).cloned().unwrap_or_default();
         stack
+    }
+}
+
+/// A copy holds the applications' configuration, not the stacks: a copy of the cluster
+/// starts its stacks afresh (empty socket tables and ARP caches).
+impl Clone for Hosts {
+    fn clone(&self) -> Hosts {
+        Hosts { stacks: Vec::new(), health: self.health.clone(), l7: self.l7.clone() }
     }
 }
 

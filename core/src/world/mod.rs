@@ -205,6 +205,10 @@ pub struct Segment {
 }
 
 /// Everything the model's hosts are made of, and the clock and random source they share.
+///
+/// A clone is a copy of the world at rest: every arena, the clock and the random source;
+/// the frame queue and the run's records start empty (a copy is taken between runs).
+#[derive(Clone)]
 pub struct World {
     /// The seed every random choice derives from.
     pub(crate) seed: u64,
@@ -225,29 +229,6 @@ pub struct World {
     pub(crate) rng: Rng,
     /// The frame queue and what the current run records.
     pub(crate) sim: SimState,
-}
-
-/// A copy of the world at rest: every arena, the clock and the random source. The frame
-/// queue and the run's records start empty (a copy is taken between runs).
-impl Clone for World {
-    fn clone(&self) -> World {
-        World {
-            seed: self.seed,
-            nodes: self.nodes.clone(),
-            pods: self.pods.clone(),
-            netns: self.netns.clone(),
-            devs: self.devs.clone(),
-            segments: self.segments.clone(),
-            node_names: self.node_names.clone(),
-            pod_names: self.pod_names.clone(),
-            vpc: self.vpc,
-            vpc_subnet: self.vpc_subnet,
-            inet_segment: self.inet_segment,
-            now: self.now,
-            rng: self.rng.clone(),
-            sim: SimState::default(),
-        }
-    }
 }
 
 impl World {

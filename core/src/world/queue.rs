@@ -80,3 +80,33 @@ pub(crate) struct SimState {
     /// list).
     pub(crate) host_out: Vec<Vec<u8>>,
 }
+
+/// A copy of a world is taken between runs: what a run keeps is not copied, the copy's
+/// queue starts empty.
+impl Clone for SimState {
+    fn clone(&self) -> SimState {
+        SimState::default()
+    }
+}
+
+impl SimState {
+    /// Starts a run that `rec` records, from `ns` (a client's namespace, whose stack is
+    /// touched first), making `rounds` exchanges: counters and the set of touched stacks
+    /// start afresh.
+    pub(crate) fn start(&mut self, rec: Recorder, ns: Option<NetnsId>, rounds: u32) {
+        self.events = 0;
+        self.extra_rounds = u64::from(rounds.saturating_sub(1));
+        self.next_pkt = 0;
+        self.active.clear();
+        if let Some(ns) = ns {
+            self.active.insert(ns);
+        }
+        self.rec = Some(rec);
+    }
+
+    /// Ends a run: its recorder, and the stacks it touched forgotten.
+    pub(crate) fn finish(&mut self) -> Recorder {
+        self.active.clear();
+        self.rec.take().expect("a run in progress")
+    }
+}
