@@ -232,37 +232,39 @@ impl fmt::Display for Endpoint {
 /// Anything the trace functions take as an endpoint: text in one of the forms, or an
 /// [`Endpoint`].
 pub trait IntoEndpoint {
-    /// The endpoint, read as the `role` end of a flow.
-    fn into_endpoint(self, role: Role) -> Result<Endpoint, TraceError>;
+    /// The endpoint, read as the `role` end of a flow, with its text (as given, or as the
+    /// endpoint prints).
+    fn into_endpoint(self, role: Role) -> Result<(Endpoint, String), TraceError>;
 }
 
 impl IntoEndpoint for Endpoint {
-    fn into_endpoint(self, _: Role) -> Result<Endpoint, TraceError> {
-        Ok(self)
+    fn into_endpoint(self, _: Role) -> Result<(Endpoint, String), TraceError> {
+        let text = self.to_string();
+        Ok((self, text))
     }
 }
 
 impl IntoEndpoint for &Endpoint {
-    fn into_endpoint(self, _: Role) -> Result<Endpoint, TraceError> {
-        Ok(self.clone())
+    fn into_endpoint(self, _: Role) -> Result<(Endpoint, String), TraceError> {
+        Ok((self.clone(), self.to_string()))
     }
 }
 
 impl IntoEndpoint for &str {
-    fn into_endpoint(self, role: Role) -> Result<Endpoint, TraceError> {
-        Endpoint::parse_as(self, role)
+    fn into_endpoint(self, role: Role) -> Result<(Endpoint, String), TraceError> {
+        Ok((Endpoint::parse_as(self, role)?, self.to_string()))
     }
 }
 
 impl IntoEndpoint for &String {
-    fn into_endpoint(self, role: Role) -> Result<Endpoint, TraceError> {
-        Endpoint::parse_as(self, role)
+    fn into_endpoint(self, role: Role) -> Result<(Endpoint, String), TraceError> {
+        self.as_str().into_endpoint(role)
     }
 }
 
 impl IntoEndpoint for String {
-    fn into_endpoint(self, role: Role) -> Result<Endpoint, TraceError> {
-        Endpoint::parse_as(&self, role)
+    fn into_endpoint(self, role: Role) -> Result<(Endpoint, String), TraceError> {
+        Ok((Endpoint::parse_as(&self, role)?, self))
     }
 }
 

@@ -224,7 +224,7 @@ impl Edge {
             ctl.rules = rules;
             ctl.default_backend = default_backend;
             let Some((pns, pname)) = self.controllers[i].pod.split_once('/') else { continue };
-            let Some(id) = w.pod_names.get(&(pns.to_string(), pname.to_string())) else {
+            let Some(id) = w.pod_named(pns, pname) else {
                 continue;
             };
             let ns = w.pods[id.idx()].netns;

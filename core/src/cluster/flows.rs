@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use crate::endpoint::{Endpoint, IntoEndpoint, PortRef, Role};
-use crate::error::TraceError;
+use crate::error::{ClusterError, TraceError};
 use crate::host::stack::Side;
 use crate::ids::NetnsId;
 use crate::run::{Flow, Sim, Source};
@@ -28,9 +28,9 @@ impl Cluster {
         if opts.dry_run {
             let mut c = self.fork();
             let o = TraceOptions { dry_run: false, ..opts.clone() };
-            return c.trace(from?, to?, &o);
+            return c.trace(from?.1, to?.1, &o);
         }
-        let flow = self.flow(&from?, &to?, opts.proto)?;
+        let flow = self.flow(from?, to?, opts.proto)?;
         self.sim().trace(&flow, opts)
     }
 
@@ -48,7 +48,7 @@ impl Cluster {
         opts: &TraceOptions,
     ) -> Result<Vec<Trace>, TraceError> {
         let (from, to) = (from.into_endpoint(Role::Source), to.into_endpoint(Role::Destination));
-        let flow = self.flow(&from?, &to?, opts.proto)?;
+        let flow = self.flow(from?, to?, opts.proto)?;
         crate::run::trace_all(&self.world, &self.hosts, &self.fabric, &flow, opts)
     }
 
@@ -132,21 +132,33 @@ impl Cluster {
         Sim { w: &mut self.world, hosts: &mut self.hosts, fabric: &self.fabric }
     }
 
-    /// A flow from `from` to `to`, resolved.
-    fn flow(&self, from: &Endpoint, to: &Endpoint, proto: FlowProto) -> Result<Flow, TraceError> {
-        let dst = self.resolve_destination(to, proto)?;
-        let src = self.resolve_source(from, dst.0)?;
+    /// A flow from `from` to `to` (each an endpoint and its text), resolved.
+    fn flow(
+        &self,
+        (from, from_text): (Endpoint, String),
+        (to, to_text): (Endpoint, String),
+        proto: FlowProto,
+    ) -> Result<Flow, TraceError> {
+        let dst = self.resolve_destination(&to, proto)?;
+        let src = self.resolve_source(&from, dst.0)?;
         let proxies = self
             .edge
             .albs
             .iter()
             .map(|a| (a.netns, 80))
             .chain(self.edge.controllers.iter().filter_map(|c| {
-                let id = self.pod_id(&format!("pod/{}", c.pod)).ok()?;
+                let id = self.pod_id(&c.pod).ok()?;
                 Some((self.world.pods[id.idx()].netns, c.port))
             }))
             .collect();
-        Ok(Flow { from: from.to_string(), to: to.to_string(), src, dst, proxies })
+        Ok(Flow { from: from_text, to: to_text, src, dst, proxies })
+    }
+
+    /// The pod `namespace/name`.
+    fn pod_in(&self, namespace: &str, name: &str) -> Result<crate::ids::PodId, ClusterError> {
+        self.world
+            .pod_named(namespace, name)
+            .ok_or_else(|| self.no_such_pod(&format!("pod/{namespace}/{name}")))
     }
 
     /// The client of a flow that goes to `dst`.
@@ -159,7 +171,7 @@ impl Cluster {
         };
         match from {
             Endpoint::Pod { namespace, name, .. } => {
-                let p = &w.pods[self.pod_id(&format!("pod/{namespace}/{name}"))?.idx()];
+                let p = &w.pods[self.pod_in(namespace, name)?.idx()];
                 let lo = dst.is_loopback();
                 Ok(Source {
                     ns: p.netns,
@@ -168,7 +180,7 @@ impl Cluster {
                 })
             }
             Endpoint::Node { name } => {
-                let n = &w.nodes[self.node_id(&format!("node/{name}"))?.idx()];
+                let n = &w.nodes[self.node_id(name)?.idx()];
                 // The node's stack picks its source like smoltcp: an address in the
                 // destination's subnet, else its first (eth0) address.
                 let ip = match n.bridge {
@@ -236,7 +248,7 @@ impl Cluster {
             _ => Err(bad("the port must be a number from 1 to 65535")),
         };
         let pod_ip = |namespace: &str, name: &str| -> Result<Ipv4Addr, TraceError> {
-            Ok(self.world.pods[self.pod_id(&format!("pod/{namespace}/{name}"))?.idx()].ip)
+            Ok(self.world.pods[self.pod_in(namespace, name)?.idx()].ip)
         };
         if proto == FlowProto::Icmp {
             return match to {

@@ -190,14 +190,17 @@ impl Cluster {
             known: Vec::new(),
             fix: Some("write it as pod/NAMESPACE/NAME"),
         })?;
-        self.world.pod_names.get(&(ns.to_string(), name.to_string())).copied().ok_or_else(|| {
-            ClusterError::NotFound {
-                kind: "pod",
-                name: key.into(),
-                known: self.world.pods.iter().map(Pod::key).collect(),
-                fix: None,
-            }
-        })
+        self.world.pod_named(ns, name).ok_or_else(|| self.no_such_pod(key))
+    }
+
+    /// The error for a pod `key` that does not exist: the pods that do.
+    pub(crate) fn no_such_pod(&self, key: &str) -> ClusterError {
+        ClusterError::NotFound {
+            kind: "pod",
+            name: key.into(),
+            known: self.world.pods.iter().map(Pod::key).collect(),
+            fix: None,
+        }
     }
 
     /// The node named `name` (`node/NAME` accepted).

@@ -181,7 +181,7 @@ impl Cluster {
         name: &str,
         node: NodeId,
     ) -> Result<&Node, ClusterError> {
-        if self.world.pod_names.contains_key(&(namespace.to_string(), name.to_string())) {
+        if self.world.pod_named(namespace, name).is_some() {
             return Err(ClusterError::Duplicate {
                 kind: "pod",
                 name: format!("{namespace}/{name}"),

@@ -204,6 +204,22 @@ pub struct Segment {
     pub ports: Vec<IfIndex>,
 }
 
+/// A borrowed `(namespace, name)` that hashes and compares like the owned key of
+/// [`World::pod_names`].
+struct PodKey<'a>(&'a str, &'a str);
+
+impl std::hash::Hash for PodKey<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.0, self.1).hash(state);
+    }
+}
+
+impl indexmap::Equivalent<(String, String)> for PodKey<'_> {
+    fn equivalent(&self, key: &(String, String)) -> bool {
+        self.0 == key.0 && self.1 == key.1
+    }
+}
+
 /// Everything the model's hosts are made of, and the clock and random source they share.
 ///
 /// A clone is a copy of the world at rest: every arena, the clock and the random source;
@@ -250,6 +266,11 @@ impl World {
             rng: Rng::new(seed ^ 0x706f_646e_6574),
             sim: SimState::default(),
         }
+    }
+
+    /// The pod `namespace/name`, looked up without allocating a key.
+    pub(crate) fn pod_named(&self, namespace: &str, name: &str) -> Option<PodId> {
+        self.pod_names.get(&PodKey(namespace, name)).copied()
     }
 
     pub(crate) fn add_segment(&mut self, name: &str) -> SegmentId {
