@@ -186,17 +186,44 @@ fn summarize(name: &str, unit: &'static str, mut v: Vec<f64>, iterations: u64) -
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let json = args.iter().any(|a| a == "--json");
-    let quick = args.iter().any(|a| a == "--quick");
-    let secs: f64 = args
-        .iter()
-        .position(|a| a == "--seconds")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(if quick { 0.2 } else { 2.0 });
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    const USAGE: &str = "usage: figures [--json] [--quick] [--seconds S] [--only PREFIX] [--trace-many]\n\
+        \n  --json         one JSON object per figure\n  --quick        small sizes and short runs\n\
+        \x20 --seconds S    measure each figure for S seconds (default 2, 0.2 with --quick)\n\
+        \x20 --only PREFIX  just the figures whose names start with PREFIX\n\
+        \x20 --trace-many   stop after the trace_many_native figure";
+    let (mut json, mut quick, mut secs, mut only) = (false, false, None, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--json" => json = true,
+            "--quick" => quick = true,
+            "--trace-many" => {}
+            "--seconds" => {
+                let v = it.next().and_then(|s| s.parse::<f64>().ok()).filter(|s| *s > 0.0);
+                secs = Some(v.unwrap_or_else(|| {
+                    eprintln!("figures: --seconds takes a positive number\n{USAGE}");
+                    std::process::exit(2)
+                }));
+            }
+            "--only" => {
+                only = Some(it.next().cloned().unwrap_or_else(|| {
+                    eprintln!("figures: --only takes a figure name prefix\n{USAGE}");
+                    std::process::exit(2)
+                }));
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return;
+            }
+            other => {
+                eprintln!("figures: unknown argument {other:?}\n{USAGE}");
+                std::process::exit(2)
+            }
+        }
+    }
+    let secs: f64 = secs.unwrap_or(if quick { 0.2 } else { 2.0 });
     // `--only PREFIX`: just the figures whose names start with PREFIX.
-    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     let want = |section: &str| {
         only.as_deref().is_none_or(|o| section.starts_with(o) || o.starts_with(section))
     };
