@@ -10,7 +10,7 @@
 //! | `IP[:PORT]` | an address |
 //! | `http://IP[:PORT]/path` | an HTTP request to an address |
 //!
-//! [`Endpoint`] parses ([`FromStr`](std::str::FromStr)) and prints ([`Display`](fmt::Display))
+//! [`Endpoint`] parses ([`FromStr`]) and prints ([`Display`](fmt::Display))
 //! these forms; a printed endpoint parses back to itself. The trace functions take anything
 //! that converts into one ([`IntoEndpoint`]), so `"pod/default/pod1"` works as well as a
 //! built `Endpoint`.
