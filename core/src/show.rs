@@ -24,6 +24,8 @@ pub enum Table {
     Conntrack,
     /// `ip route` (a node, or `pod/NS/NAME`).
     Routes,
+    /// `ip route show table local` (a node, or `pod/NS/NAME`): the host's own addresses.
+    RoutesLocal,
     /// `ip neigh` (a node, or `pod/NS/NAME`).
     Neigh,
     /// `bridge fdb show br cbr0`.
@@ -40,7 +42,7 @@ pub enum Table {
 
 impl Table {
     /// Every table, in the order help texts list them.
-    pub const ALL: [Table; 13] = [
+    pub const ALL: [Table; 14] = [
         Table::IptablesSave,
         Table::IptablesSaveCounters,
         Table::KubeProxyRules,
@@ -48,6 +50,7 @@ impl Table {
         Table::Ipset,
         Table::Conntrack,
         Table::Routes,
+        Table::RoutesLocal,
         Table::Neigh,
         Table::Fdb,
         Table::IpRule,
@@ -66,6 +69,7 @@ impl Table {
             Table::Ipset => "ipset",
             Table::Conntrack => "conntrack",
             Table::Routes => "routes",
+            Table::RoutesLocal => "routes-local",
             Table::Neigh => "neigh",
             Table::Fdb => "fdb",
             Table::IpRule => "ip-rule",
@@ -89,7 +93,7 @@ impl FromStr for Table {
             what: "table",
             value: s.into(),
             expected: "iptables-save, iptables-save -c, kube-proxy-rules, ipvsadm, ipset, \
-                       conntrack, routes, neigh, fdb, ip-rule, enis, dmesg or drift",
+                       conntrack, routes, routes-local, neigh, fdb, ip-rule, enis, dmesg or drift",
         })
     }
 }
@@ -112,6 +116,7 @@ impl Cluster {
             Table::Ipset => self.ipset_list(who),
             Table::Conntrack => self.conntrack(who),
             Table::Routes => self.routes(who),
+            Table::RoutesLocal => self.routes_local(who),
             Table::Neigh => self.neigh(who),
             Table::Fdb => self.fdb(who),
             Table::IpRule => self.ip_rules(who),

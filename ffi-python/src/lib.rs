@@ -76,7 +76,7 @@ impl Cluster {
 
     /// A table of a node (or `pod/NS/NAME` for `routes`, `neigh`, `ip-rule`), by name, as
     /// the real tool prints it: `iptables-save`, `iptables-save -c`, `kube-proxy-rules`,
-    /// `ipvsadm`, `ipset`, `conntrack`, `routes`, `neigh`, `fdb`, `ip-rule`, `enis`, `dmesg`,
+    /// `ipvsadm`, `ipset`, `conntrack`, `routes`, `routes-local`, `neigh`, `fdb`, `ip-rule`, `enis`, `dmesg`,
     /// `drift`.
     fn show(&self, table: &str, who: &str) -> PyResult<String> {
         let t: podnet::Table = table.parse().map_err(error::unknown)?;

@@ -51,7 +51,7 @@ impl Podnet {
 
     /// A table of a node (or `pod/NS/NAME`) by name, as the real tool prints it:
     /// `iptables-save`, `iptables-save -c` (with rule counters), `kube-proxy-rules`,
-    /// `ipvsadm`, `ipset`, `conntrack`, `routes`, `neigh`, `fdb`, `ip-rule`, `enis`, `dmesg`
+    /// `ipvsadm`, `ipset`, `conntrack`, `routes`, `routes-local`, `neigh`, `fdb`, `ip-rule`, `enis`, `dmesg`
     /// (LOG lines), `drift`.
     pub fn table(&self, node: &str, what: &str) -> Result<String, JsError> {
         let t: podnet::Table =

@@ -8,6 +8,7 @@ use crate::endpoint::{Endpoint, IntoEndpoint, PortRef, Role};
 use crate::error::{ClusterError, TraceError};
 use crate::host::stack::Side;
 use crate::ids::NetnsId;
+use crate::net::route::LocalKind;
 use crate::run::{Flow, Sim, Source};
 use crate::trace::{FlowProto, Hop, Trace, TraceOptions};
 
@@ -172,19 +173,24 @@ impl Cluster {
         match from {
             Endpoint::Pod { namespace, name, .. } => {
                 let p = &w.pods[self.pod_in(namespace, name)?.idx()];
-                let lo = dst.is_loopback();
-                Ok(Source {
-                    ns: p.netns,
-                    side: if lo { Side::Lo } else { Side::Main },
-                    ip: if lo { Ipv4Addr::LOCALHOST } else { p.ip },
+                // The `local` table first: the pod's own address and 127/8 are reached over
+                // `lo`, from the local route's source; nothing leaves the pod.
+                Ok(match w.netns[p.netns.idx()].local.lookup(dst) {
+                    Some(l) if l.kind == LocalKind::Local => {
+                        Source { ns: p.netns, side: Side::Lo, ip: l.src }
+                    }
+                    _ => Source { ns: p.netns, side: Side::Main, ip: p.ip },
                 })
             }
             Endpoint::Node { name } => {
                 let n = &w.nodes[self.node_id(name)?.idx()];
                 // The node's stack picks its source like smoltcp: an address in the
                 // destination's subnet, else its first (eth0) address.
-                let ip = match n.bridge {
-                    Some(_) if n.pod_cidr.contains(dst) => {
+                // One of its own addresses, from that address (the `local` table).
+                let local = w.netns[n.netns.idx()].local.lookup(dst);
+                let ip = match (local, n.bridge) {
+                    (Some(l), _) if l.kind == LocalKind::Local => l.src,
+                    (_, Some(_)) if n.pod_cidr.contains(dst) => {
                         Ipv4Addr::from(u32::from(n.pod_cidr.network()) + 1)
                     }
                     _ => n.ip,

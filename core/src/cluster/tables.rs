@@ -15,6 +15,12 @@ impl Cluster {
         Ok(self.world.netns[ns.idx()].routes.render(&|i| self.world.devs[i.idx()].name.clone()))
     }
 
+    /// `ip route show table local` of a node (or `pod/NS/NAME`).
+    pub fn routes_local(&self, who: &str) -> Result<String, ClusterError> {
+        let ns = self.netns_of(who)?;
+        Ok(self.world.netns[ns.idx()].local.render(&|i| self.world.devs[i.idx()].name.clone()))
+    }
+
     /// `ip neigh` of a node (or `pod/NS/NAME`).
     pub fn neigh(&self, who: &str) -> Result<String, ClusterError> {
         let ns = self.netns_of(who)?;

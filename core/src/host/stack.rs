@@ -303,7 +303,7 @@ impl Stack {
             let _ = iface.routes_mut().add_default_ipv4_route(gw);
         }
         let main = Iface::new(iface, dev);
-        let lo = with_lo.then(|| Stack::loopback(seed ^ 0x5555, now));
+        let lo = with_lo.then(|| Stack::loopback(seed ^ 0x5555, now, &[addr]));
         Stack {
             main,
             lo,
@@ -337,13 +337,17 @@ impl Stack {
                 let _ = a.push(IpCidr::new(IpAddress::Ipv4(*addr), *p));
             }
         });
+        // podnet's `ip_rcv` decided the packet is for this host before the stack sees it,
+        // so the stack takes every packet it is given, whatever the number of addresses.
+        iface.set_any_ip(true);
         // Medium IP has no neighbours: any gateway in a local subnet makes smoltcp emit the
         // packet, and podnet's routing decides where it really goes.
         if let Some((a, _)) = addrs.first() {
             let _ = iface.routes_mut().add_default_ipv4_route(*a);
         }
         let main = Iface::new(iface, dev);
-        let lo = with_lo.then(|| Stack::loopback(seed ^ 0x5555, now));
+        let own: Vec<Ipv4Address> = addrs.iter().map(|a| a.0).collect();
+        let lo = with_lo.then(|| Stack::loopback(seed ^ 0x5555, now, &own));
         Stack {
             main,
             lo,
@@ -360,13 +364,18 @@ impl Stack {
         }
     }
 
-    fn loopback(seed: u64, now: Instant) -> Iface {
+    /// The stack's `lo`: `127.0.0.1/8`, and the host's own addresses as /32s, since a
+    /// packet a host sends to one of its own addresses goes over `lo` (the `local` table).
+    fn loopback(seed: u64, now: Instant, own: &[Ipv4Address]) -> Iface {
         let mut dev = QueueDevice::new(Medium::Ip);
         let mut cfg = Config::new(HardwareAddress::Ip);
         cfg.random_seed = seed;
         let mut iface = Interface::new(cfg, &mut dev, now);
         iface.update_ip_addrs(|a| {
             let _ = a.push(IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8));
+            for o in own {
+                let _ = a.push(IpCidr::new(IpAddress::Ipv4(*o), 32));
+            }
         });
         Iface::new(iface, dev)
     }

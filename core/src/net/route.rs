@@ -137,6 +137,95 @@ impl fmt::Display for RouteLine<'_> {
     }
 }
 
+/// A route type of the `local` table (`rtm_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum LocalKind {
+    /// `local`: an address of this host; packets to it are delivered here, over `lo`
+    /// when the host sends them itself (`RTN_LOCAL`).
+    Local,
+    /// `broadcast`: a subnet's broadcast address (`RTN_BROADCAST`).
+    Broadcast,
+}
+
+/// One route of the `local` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalRoute {
+    /// Local or broadcast.
+    pub kind: LocalKind,
+    /// The address (a /32), or `127.0.0.0/8` for loopback.
+    pub dst: Ipv4Network,
+    /// The device the address is on.
+    pub dev: IfIndex,
+    /// The address the route's packets come from (`src`).
+    pub src: Ipv4Addr,
+}
+
+/// The `local` table (id 255), as the kernel keeps it for a namespace's addresses
+/// (`fib_add_ifaddr`): `local ADDR` for each address, `broadcast` for the last address of
+/// each subnet wider than /31, and `local 127.0.0.0/8` for loopback's /8. Rule 0 consults
+/// it before any other table, so a packet to one of the host's own addresses is delivered
+/// here (`ip route get` says `local … dev lo`) instead of leaving by the device it is on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LocalTable {
+    /// The routes, in the order `ip route show table local` prints them.
+    routes: Vec<LocalRoute>,
+}
+
+impl LocalTable {
+    /// The table for these (device, address) pairs.
+    pub fn from_addrs(addrs: impl IntoIterator<Item = (IfIndex, Ipv4Network)>) -> LocalTable {
+        let mut routes = Vec::new();
+        for (dev, a) in addrs {
+            let host = Ipv4Network::new(a.ip(), 32).expect("a /32");
+            routes.push(LocalRoute { kind: LocalKind::Local, dst: host, dev, src: a.ip() });
+            if a.prefix() < 32 && a.ip().is_loopback() {
+                let net = Ipv4Network::new(a.network(), a.prefix()).expect("valid prefix");
+                routes.push(LocalRoute { kind: LocalKind::Local, dst: net, dev, src: a.ip() });
+            }
+            if a.prefix() < 31 {
+                let brd = Ipv4Network::new(a.broadcast(), 32).expect("a /32");
+                routes.push(LocalRoute { kind: LocalKind::Broadcast, dst: brd, dev, src: a.ip() });
+            }
+        }
+        routes.sort_by_key(|r| (u32::from(r.dst.network()), r.dst.prefix()));
+        routes.dedup_by_key(|r| (r.dst, r.kind));
+        LocalTable { routes }
+    }
+
+    /// The route for `dst`, longest prefix first.
+    pub fn lookup(&self, dst: Ipv4Addr) -> Option<&LocalRoute> {
+        self.routes.iter().filter(|r| r.dst.contains(dst)).max_by_key(|r| r.dst.prefix())
+    }
+
+    /// Whether `dst` is one of the host's addresses (a `local` route covers it).
+    pub fn is_local(&self, dst: Ipv4Addr) -> bool {
+        self.lookup(dst).is_some_and(|r| r.kind == LocalKind::Local)
+    }
+
+    /// The routes, as `ip route show table local` lists them.
+    pub fn routes(&self) -> &[LocalRoute] {
+        &self.routes
+    }
+
+    /// Renders like `ip route show table local`, naming devices with `dev_name`.
+    pub fn render(&self, dev_name: &dyn Fn(IfIndex) -> String) -> String {
+        let mut out = String::new();
+        for r in &self.routes {
+            let (kind, scope) = match r.kind {
+                LocalKind::Local => ("local", "host"),
+                LocalKind::Broadcast => ("broadcast", "link"),
+            };
+            let dst = if r.dst.prefix() == 32 { r.dst.ip().to_string() } else { r.dst.to_string() };
+            out.push_str(&format!(
+                "{kind} {dst} dev {} proto kernel scope {scope} src {}\n",
+                dev_name(r.dev),
+                r.src
+            ));
+        }
+        out
+    }
+}
+
 /// One `ip rule`: packets matching `from` and `to` look up `table` (254 is main).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PolicyRule {

@@ -27,7 +27,7 @@ use podnet_netfilter::{Netfilter, Proto, Rng};
 use crate::ids::{IfIndex, NetnsId, NodeId, PodId, SegmentId};
 use crate::net::fdb::Fdb;
 use crate::net::neigh::NeighTable;
-use crate::net::route::{Route, RouteProto, RouteTable, RoutingPolicy};
+use crate::net::route::{LocalKind, LocalTable, Route, RouteProto, RouteTable, RoutingPolicy};
 
 pub(crate) use queue::{Event, Pending, SimState};
 
@@ -102,9 +102,10 @@ pub struct Netns {
     pub owner: Owner,
     /// Devices, in creation order.
     pub devs: Vec<IfIndex>,
-    /// The addresses of those devices, what `ip_rcv` asks of every packet (is it for this
-    /// host?): kept in step by [`Cluster::set_addrs`], the one place addresses change.
-    pub(crate) local: Vec<Ipv4Addr>,
+    /// The `local` routing table: the addresses of those devices, what `ip_rcv` asks of
+    /// every packet (is it for this host?) and what a host's own output consults first;
+    /// kept in step by `World::set_addrs`, the one place addresses change.
+    pub local: LocalTable,
     /// Main routing table.
     pub routes: RouteTable,
     /// `ip rule` and extra tables.
@@ -284,7 +285,7 @@ impl World {
             name: name.into(),
             owner,
             devs: Vec::new(),
-            local: Vec::new(),
+            local: LocalTable::default(),
             routes: RouteTable::default(),
             policy: RoutingPolicy::default(),
             neigh: NeighTable::default(),
@@ -325,13 +326,15 @@ impl World {
     pub(crate) fn set_addrs(&mut self, dev: IfIndex, addrs: Vec<Ipv4Network>) {
         self.devs[dev.idx()].addrs = addrs;
         let ns = self.devs[dev.idx()].netns;
-        self.netns[ns.idx()].local = self.addrs_in(ns);
+        self.netns[ns.idx()].local = self.local_table_of(ns);
     }
 
-    /// The addresses of a namespace's devices, device by device.
-    pub(crate) fn addrs_in(&self, ns: NetnsId) -> Vec<Ipv4Addr> {
+    /// The `local` table a namespace's device addresses make.
+    fn local_table_of(&self, ns: NetnsId) -> LocalTable {
         let devs = self.netns[ns.idx()].devs.iter();
-        devs.flat_map(|d| self.devs[d.idx()].addrs.iter().map(|a| a.ip())).collect()
+        LocalTable::from_addrs(
+            devs.flat_map(|d| self.devs[d.idx()].addrs.iter().map(move |a| (*d, *a))),
+        )
     }
 
     /// Adds an address and its connected route (`proto kernel scope link`).
@@ -445,6 +448,13 @@ impl World {
         dst: Ipv4Addr,
     ) -> Option<(IfIndex, Ipv4Addr, Option<Ipv4Addr>)> {
         let n = &self.netns[ns.idx()];
+        // Rule 0: `from all lookup local`. One of the host's own addresses is reached over
+        // `lo`, from that address.
+        if let Some(l) = n.local.lookup(dst)
+            && l.kind == LocalKind::Local
+        {
+            return Some((n.devs[0], dst, Some(l.src)));
+        }
         let r = n.policy.lookup(&n.routes, src, dst)?;
         Some((r.dev, r.via.unwrap_or(dst), r.src))
     }
@@ -453,9 +463,9 @@ impl World {
     pub(crate) fn is_local(&self, ns: NetnsId, a: Ipv4Addr) -> bool {
         debug_assert_eq!(
             self.netns[ns.idx()].local,
-            self.addrs_in(ns),
+            self.local_table_of(ns),
             "a device's addresses changed without World::set_addrs"
         );
-        a.is_loopback() || self.netns[ns.idx()].local.contains(&a)
+        a.is_loopback() || self.netns[ns.idx()].local.is_local(a)
     }
 }
