@@ -23,12 +23,12 @@ const PATHS: [(&str, &str, &str); 5] = [
 
 fn flows(c: &mut Criterion) {
     let opts =
-        TraceOptions { proto: FlowProto::Udp, record_hops: false, ..TraceOptions::default() };
+        TraceOptions { proto: Some(FlowProto::Udp), record_hops: false, ..TraceOptions::default() };
     for (name, from, to) in PATHS {
         let mut cl = Cluster::seed();
         let (label, opts) = match name.strip_prefix("tcp_") {
             Some(rest) => {
-                (rest.to_string(), TraceOptions { proto: FlowProto::Tcp, ..opts.clone() })
+                (rest.to_string(), TraceOptions { proto: Some(FlowProto::Tcp), ..opts.clone() })
             }
             None => (format!("udp_{name}"), opts.clone()),
         };
@@ -45,7 +45,7 @@ fn flows(c: &mut Criterion) {
             })
         });
     }
-    let traced = TraceOptions { proto: FlowProto::Udp, ..TraceOptions::default() };
+    let traced = TraceOptions { proto: Some(FlowProto::Udp), ..TraceOptions::default() };
     let mut cl = Cluster::seed();
     c.bench_function("flow/udp_pod_to_clusterip_traced", |b| {
         b.iter(|| black_box(cl.trace("pod/default/pod2", "10.96.0.10:80", &traced).expect("runs")))

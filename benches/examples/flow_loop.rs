@@ -7,7 +7,7 @@ fn main() {
     let n: u32 = env("FLOWS", "100000").parse().expect("FLOWS is a number");
     let (from, to) = (env("FROM", "pod/default/pod2"), env("TO", "10.96.0.10:80"));
     let proto = FlowProto::parse(&env("PROTO", "udp")).expect("PROTO is tcp, udp, icmp or http");
-    let opts = TraceOptions { proto, record_hops: false, ..TraceOptions::default() };
+    let opts = TraceOptions { proto: Some(proto), record_hops: false, ..TraceOptions::default() };
     let mut c = podnet::Cluster::seed();
     assert!(c.trace(&from, &to, &opts).expect("runs").completed);
     let start = std::time::Instant::now();

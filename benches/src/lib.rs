@@ -284,7 +284,8 @@ pub fn established_flow(
     rounds: u32,
 ) -> podnet::trace::TraceOptions {
     let &(name, from, to, proto, lands) = path;
-    let proto = podnet::trace::FlowProto::parse(proto).expect("the bench protocols are valid");
+    let proto =
+        Some(podnet::trace::FlowProto::parse(proto).expect("the bench protocols are valid"));
     for sport in 50_000..50_064 {
         let o = podnet::trace::TraceOptions {
             proto,
@@ -314,7 +315,8 @@ pub const TRACE_MANY_FLOWS: &[(&str, &str, &str)] = &[
 /// What the Python binding's `trace_many` does for one flow, natively: trace with hops off
 /// and build the summary strings.
 pub fn summary(c: &mut podnet::Cluster, from: &str, to: &str, proto: &str) -> [Option<String>; 5] {
-    let proto = podnet::trace::FlowProto::parse(proto).expect("the bench protocols are valid");
+    let proto =
+        Some(podnet::trace::FlowProto::parse(proto).expect("the bench protocols are valid"));
     let o = podnet::trace::TraceOptions {
         proto,
         record_hops: false,

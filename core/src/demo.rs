@@ -164,7 +164,7 @@ fn run_on(
     ipvs.set_proxy_mode(crate::kube_proxy::ProxyMode::Ipvs(podnet_netfilter::ipvs::Scheduler::Rr));
     let mut out = Vec::new();
     for s in scenarios() {
-        let opts = TraceOptions { proto: s.proto, ..TraceOptions::default() };
+        let opts = TraceOptions { proto: Some(s.proto), ..TraceOptions::default() };
         let cluster = if s.ipvs { &mut ipvs } else { &mut c };
         let trace = cluster.trace(s.from, s.to, &opts)?;
         out.push(DemoResult { scenario: s, trace });
@@ -190,7 +190,7 @@ pub fn golden_trace(id: &str, seed: u64) -> Result<Trace, crate::trace::TraceErr
     if s.ipvs {
         c.set_proxy_mode(crate::kube_proxy::ProxyMode::Ipvs(podnet_netfilter::ipvs::Scheduler::Rr));
     }
-    c.trace(s.from, s.to, &TraceOptions { proto: s.proto, ..TraceOptions::default() })
+    c.trace(s.from, s.to, &TraceOptions { proto: Some(s.proto), ..TraceOptions::default() })
 }
 
 /// What the article says about port conflicts, shown by the demo: a second container of

@@ -146,6 +146,9 @@ impl Endpoint {
     }
 
     fn read(text: &str, role: Role) -> Result<Endpoint, String> {
+        if text.starts_with("https://") {
+            return Err("TLS is not modelled: podnet sends plain HTTP; write http://…".into());
+        }
         if let Some(rest) = text.strip_prefix("http://") {
             let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
             let (h, p) = match host.split_once(':') {

@@ -231,6 +231,18 @@ pub enum TraceError {
         /// How to write it.
         hint: String,
     },
+    /// The protocol asked for contradicts the one the destination implies.
+    #[error(
+        "{destination} implies {implied}, but {asked} was asked for: drop the protocol (the destination decides it) or name a port of {asked}"
+    )]
+    ProtocolMismatch {
+        /// The destination as written.
+        destination: String,
+        /// What it implies (`UDP`, `HTTP`, …): a named port's protocol, or HTTP for a URL.
+        implied: String,
+        /// What was asked (`TCP`).
+        asked: String,
+    },
     /// The simulation did not settle (a forwarding loop).
     #[error("the flow did not settle after {0} frames: a forwarding loop? (trace aborted)")]
     Livelock(u64),

@@ -57,7 +57,7 @@ struct Opts {
     aws: bool,
     from: Vec<String>,
     to: Vec<String>,
-    proto: FlowProto,
+    proto: Option<FlowProto>,
     sport: Option<u16>,
     rounds: u32,
     show: Vec<String>,
@@ -83,7 +83,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         counters: false,
         from: vec![],
         to: vec![],
-        proto: FlowProto::Tcp,
+        proto: None,
         sport: None,
         rounds: 1,
         show: vec![],
@@ -107,8 +107,10 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--to" => o.to.push(val("--to")?),
             "--proto" => {
                 let v = val("--proto")?;
-                o.proto = FlowProto::parse(&v)
-                    .ok_or_else(|| format!("unknown --proto '{v}' (tcp, udp, icmp or http)"))?;
+                o.proto =
+                    Some(FlowProto::parse(&v).ok_or_else(|| {
+                        format!("unknown --proto '{v}' (tcp, udp, icmp or http)")
+                    })?);
             }
             "--sport" => {
                 o.sport = Some(

@@ -57,6 +57,8 @@ pub(crate) struct Flow {
     pub(crate) src: Source,
     /// The destination address and port (ICMP: port 0).
     pub(crate) dst: (Ipv4Addr, u16),
+    /// The protocol: asked for, or implied by the destination.
+    pub(crate) proto: FlowProto,
     /// L7 proxies (namespace, listener port): intermediaries, not servers.
     pub(crate) proxies: Vec<(NetnsId, u16)>,
 }
@@ -80,9 +82,10 @@ impl Sim<'_> {
     /// Runs one flow and records it.
     pub(crate) fn trace(&mut self, flow: &Flow, opts: &TraceOptions) -> Result<Trace, TraceError> {
         let Flow { from, to, src, dst: (dst_ip, dst_port), .. } = flow;
-        let proto = opts.proto.l4();
+        let fproto = flow.proto;
+        let proto = fproto.l4();
         let sport = self.client_port(*src, from, proto, opts.sport)?;
-        let payload = payload(opts, to);
+        let payload = payload(opts, fproto, to);
         let remote = IpEndpoint::new(
             IpAddress::Ipv4(*dst_ip),
             if proto == Proto::ICMP { sport } else { *dst_port },
@@ -108,7 +111,7 @@ impl Sim<'_> {
         );
         let sim = &mut self.w.sim;
         sim.start(rec, Some(src.ns), opts.rounds);
-        let budget = match opts.proto {
+        let budget = match fproto {
             FlowProto::Tcp | FlowProto::Http => Duration::from_secs(130),
             _ => Duration::from_secs(5),
         };
@@ -120,7 +123,7 @@ impl Sim<'_> {
         let (client, http_status, answered) = {
             let st = self.hosts.stack(self.w, src.ns);
             let c = &st.clients[client_idx];
-            let status = (opts.proto == FlowProto::Http)
+            let status = (fproto == FlowProto::Http)
                 .then(|| {
                     c.response
                         .get(9..12)
@@ -132,9 +135,9 @@ impl Sim<'_> {
         };
         // The finished client's socket lingers in TIME_WAIT inside the stack, as it would in
         // the kernel; the trace keeps only the outcome.
-        let mut t = self.conclude(flow, opts.proto, sport, started, rec, client);
+        let mut t = self.conclude(flow, fproto, sport, started, rec, client);
         t.http_status = http_status;
-        t.answered = (opts.rounds > 1 && opts.proto != FlowProto::Http).then_some(answered);
+        t.answered = (opts.rounds > 1 && fproto != FlowProto::Http).then_some(answered);
         t.frames = captured
             .into_iter()
             .map(|(at, dev, data)| CapturedFrame {
@@ -392,8 +395,8 @@ pub(crate) fn trace_all(
 
 /// What the client sends: an HTTP GET for `to`'s path (or the options' path) with its host
 /// (or the options' `Host:` header), an ICMP echo's data, or an echo payload.
-fn payload(opts: &TraceOptions, to: &str) -> Payload {
-    match opts.proto {
+fn payload(opts: &TraceOptions, proto: FlowProto, to: &str) -> Payload {
+    match proto {
         FlowProto::Http => {
             let path = url_path(to).unwrap_or(&opts.path);
             let host = opts

@@ -79,7 +79,9 @@ pub fn cluster(e: ClusterError) -> PyErr {
 pub fn trace(e: TraceError) -> PyErr {
     match e {
         TraceError::Cluster(c) => cluster(c),
-        TraceError::BadEndpoint { .. } => InvalidInput::new_err(e.to_string()),
+        TraceError::BadEndpoint { .. } | TraceError::ProtocolMismatch { .. } => {
+            InvalidInput::new_err(e.to_string())
+        }
         TraceError::Livelock(_) => Livelock::new_err(e.to_string()),
         TraceError::NoEphemeralPort { .. } => AddressExhausted::new_err(e.to_string()),
     }

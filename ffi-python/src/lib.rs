@@ -8,7 +8,6 @@ mod error;
 
 use std::collections::BTreeMap;
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -20,26 +19,31 @@ struct Cluster {
     inner: podnet::Cluster,
 }
 
-fn proto_arg(proto: &str) -> PyResult<FlowProto> {
-    FlowProto::parse(proto).ok_or_else(|| {
-        PyValueError::new_err(format!(
-            "proto must be 'tcp', 'udp', 'icmp' or 'http', not {proto:?}"
-        ))
-    })
+/// `None`: the destination decides (a named port's protocol, HTTP for a URL).
+fn proto_arg(proto: Option<&str>) -> PyResult<Option<FlowProto>> {
+    proto
+        .map(|p| {
+            FlowProto::parse(p).ok_or_else(|| {
+                error::InvalidInput::new_err(format!(
+                    "proto must be 'tcp', 'udp', 'icmp', 'http' or None, not {p:?}"
+                ))
+            })
+        })
+        .transpose()
 }
 
 fn port_arg(name: &str, v: Option<i64>) -> PyResult<Option<u16>> {
     match v {
         None => Ok(None),
         Some(p) if (1..=65535).contains(&p) => Ok(Some(p as u16)),
-        Some(p) => {
-            Err(PyValueError::new_err(format!("{name} must be a port from 1 to 65535, not {p}")))
-        }
+        Some(p) => Err(error::InvalidInput::new_err(format!(
+            "{name} must be a port from 1 to 65535, not {p}"
+        ))),
     }
 }
 
 fn options(
-    proto: &str,
+    proto: Option<&str>,
     sport: Option<i64>,
     headers: Option<BTreeMap<String, String>>,
     dry_run: bool,
@@ -110,13 +114,13 @@ impl Cluster {
     }
 
     /// Traces one flow; see the package docs for the endpoint forms.
-    #[pyo3(signature = (src, dst, proto = "tcp", sport = None, headers = None, dry_run = false, capture = false, rounds = 1))]
+    #[pyo3(signature = (src, dst, proto = None, sport = None, headers = None, dry_run = false, capture = false, rounds = 1))]
     #[allow(clippy::too_many_arguments)] // the Python keyword arguments, one to one
     fn trace(
         &mut self,
         src: &str,
         dst: &str,
-        proto: &str,
+        proto: Option<&str>,
         sport: Option<i64>,
         headers: Option<BTreeMap<String, String>>,
         dry_run: bool,
@@ -124,15 +128,15 @@ impl Cluster {
         rounds: u32,
     ) -> PyResult<Trace> {
         if rounds == 0 {
-            return Err(PyValueError::new_err("rounds must be at least 1"));
+            return Err(error::InvalidInput::new_err("rounds must be at least 1"));
         }
         let o = TraceOptions { capture, rounds, ..options(proto, sport, headers, dry_run)? };
         self.inner.trace(src, dst, &o).map(|t| Trace { inner: t }).map_err(error::trace)
     }
 
     /// Every place a flow can land, each a Trace with `.probability` (dry runs).
-    #[pyo3(signature = (src, dst, proto = "tcp"))]
-    fn trace_all(&self, src: &str, dst: &str, proto: &str) -> PyResult<Vec<Trace>> {
+    #[pyo3(signature = (src, dst, proto = None))]
+    fn trace_all(&self, src: &str, dst: &str, proto: Option<&str>) -> PyResult<Vec<Trace>> {
         let o = options(proto, None, None, false)?;
         Ok(self
             .inner
@@ -145,12 +149,12 @@ impl Cluster {
 
     /// A reachability matrix: `result[i][j]` is the dry-run trace from `sources[i]` to
     /// `destinations[j]`.
-    #[pyo3(signature = (sources, destinations, proto = "tcp"))]
+    #[pyo3(signature = (sources, destinations, proto = None))]
     fn reachability(
         &self,
         sources: Vec<String>,
         destinations: Vec<String>,
-        proto: &str,
+        proto: Option<&str>,
     ) -> PyResult<Vec<Vec<Trace>>> {
         let o = options(proto, None, None, false)?;
         let s: Vec<&str> = sources.iter().map(String::as_str).collect();
@@ -167,7 +171,8 @@ impl Cluster {
     ) -> PyResult<Vec<Py<PyDict>>> {
         let mut out = Vec::with_capacity(flows.len());
         for (src, dst, proto) in flows {
-            let o = TraceOptions { record_hops: false, ..options(&proto, None, None, false)? };
+            let o =
+                TraceOptions { record_hops: false, ..options(Some(&proto), None, None, false)? };
             let t = self.inner.trace(&src, &dst, &o).map_err(error::trace)?;
             let d = PyDict::new(py);
             d.set_item("src", src)?;
@@ -301,7 +306,7 @@ impl Cluster {
     #[pyo3(signature = (seconds))]
     fn advance(&mut self, seconds: f64) -> PyResult<()> {
         if !seconds.is_finite() || seconds < 0.0 {
-            return Err(PyValueError::new_err(format!(
+            return Err(error::InvalidInput::new_err(format!(
                 "seconds must be a non-negative number, not {seconds}"
             )));
         }

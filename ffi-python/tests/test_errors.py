@@ -17,13 +17,20 @@ def test_unknown_names_raise_notfound(seed_cluster):
     assert issubclass(podnet.NotFound, podnet.Error)
 
 
-def test_bad_values_raise_valueerror_or_invalidinput(seed_cluster):
-    with pytest.raises(ValueError, match="proto must be"):
+def test_bad_values_raise_invalidinput(seed_cluster):
+    with pytest.raises(podnet.InvalidInput, match="proto must be"):
         seed_cluster.trace("pod/default/pod1", "10.244.1.3:8080", proto="sctp-ish")
-    with pytest.raises(ValueError, match="sport must be a port"):
+    with pytest.raises(podnet.InvalidInput, match="sport must be a port"):
         seed_cluster.trace("pod/default/pod1", "10.244.1.3:8080", sport=70000)
-    with pytest.raises(ValueError):
+    with pytest.raises(podnet.InvalidInput):
         seed_cluster.advance(seconds=-1)
+    with pytest.raises(podnet.InvalidInput, match="rounds must be at least 1"):
+        seed_cluster.trace("pod/default/pod1", "10.244.1.3:8080", rounds=0)
+    # Kubernetes spells protocols in capitals: accepted.
+    assert seed_cluster.trace("pod/default/pod2", "10.244.1.2:8080", proto="TCP").completed
+    # A protocol that contradicts the named port is refused, not run as another protocol.
+    with pytest.raises(podnet.InvalidInput, match="implies TCP, but UDP was asked for"):
+        seed_cluster.trace("pod/default/pod2", "svc/default/web:http", proto="udp")
     with pytest.raises(podnet.InvalidInput, match="IP:PORT"):
         seed_cluster.trace("pod/default/pod1", "10.244.1.3")
     with pytest.raises(podnet.InvalidInput, match="unknown proxy mode .userspace."):

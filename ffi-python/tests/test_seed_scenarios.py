@@ -165,5 +165,5 @@ def test_rounds_reuse_one_flow_and_its_conntrack_entry(seed_cluster):
     assert len(svc_walks) == 1
     flows = [l for l in seed_cluster.conntrack("node1").splitlines() if "dport=80 " in l]
     assert len(flows) == 1
-    with pytest.raises(ValueError, match="rounds"):
+    with pytest.raises(podnet.InvalidInput, match="rounds"):
         seed_cluster.trace("pod/default/pod2", "10.96.0.10:80", proto="udp", rounds=0)

@@ -37,11 +37,15 @@ impl Podnet {
             .map_err(|e| JsError::new(&e.to_string()))
     }
 
-    /// Traces one flow; returns the trace JSON.
+    /// Traces one flow; returns the trace JSON. `proto` is `tcp`, `udp`, `icmp`, `http`, or
+    /// empty for the protocol the destination implies (a named port's, HTTP for a URL).
     pub fn trace(&mut self, from: &str, to: &str, proto: &str) -> Result<String, JsError> {
-        let proto = FlowProto::parse(proto).ok_or_else(|| {
-            JsError::new(&format!("proto must be tcp, udp, icmp or http, not {proto:?}"))
-        })?;
+        let proto = match proto {
+            "" => None,
+            p => Some(FlowProto::parse(p).ok_or_else(|| {
+                JsError::new(&format!("proto must be tcp, udp, icmp or http, not {proto:?}"))
+            })?),
+        };
         let t = self
             .inner
             .trace(from, to, &TraceOptions { proto, ..TraceOptions::default() })

@@ -356,8 +356,11 @@ fn main() {
 
     if want("flow_") {
         // Whole flows through the reference cluster, hops not recorded.
-        let opts =
-            TraceOptions { proto: FlowProto::Udp, record_hops: false, ..TraceOptions::default() };
+        let opts = TraceOptions {
+            proto: Some(FlowProto::Udp),
+            record_hops: false,
+            ..TraceOptions::default()
+        };
         for (name, from, to) in [
             ("flow_udp_same_node", "pod/default/pod1", "10.244.1.3:8080"),
             ("flow_udp_cross_node", "pod/default/pod1", "10.244.2.2:8080"),
@@ -367,7 +370,7 @@ fn main() {
         ] {
             let mut c = Cluster::seed();
             let opts = if name.starts_with("flow_tcp") {
-                TraceOptions { proto: FlowProto::Tcp, ..opts.clone() }
+                TraceOptions { proto: Some(FlowProto::Tcp), ..opts.clone() }
             } else {
                 opts.clone()
             };

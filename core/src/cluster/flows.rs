@@ -11,6 +11,7 @@ use crate::ids::NetnsId;
 use crate::net::route::LocalKind;
 use crate::run::{Flow, Sim, Source};
 use crate::trace::{FlowProto, Hop, Trace, TraceOptions};
+use podnet_netfilter::Proto;
 
 use super::Cluster;
 
@@ -133,15 +134,16 @@ impl Cluster {
         Sim { w: &mut self.world, hosts: &mut self.hosts, fabric: &self.fabric }
     }
 
-    /// A flow from `from` to `to` (each an endpoint and its text), resolved.
+    /// A flow from `from` to `to` (each an endpoint and its text), resolved; `proto` is the
+    /// protocol asked for, if any (the destination decides otherwise).
     fn flow(
         &self,
         (from, from_text): (Endpoint, String),
         (to, to_text): (Endpoint, String),
-        proto: FlowProto,
+        proto: Option<FlowProto>,
     ) -> Result<Flow, TraceError> {
-        let dst = self.resolve_destination(&to, proto)?;
-        let src = self.resolve_source(&from, dst.0)?;
+        let (dst_ip, dst_port, proto) = self.resolve_destination(&to, &to_text, proto)?;
+        let src = self.resolve_source(&from, dst_ip)?;
         let proxies = self
             .edge
             .albs
@@ -152,7 +154,7 @@ impl Cluster {
                 Some((self.world.pods[id.idx()].netns, c.port))
             }))
             .collect();
-        Ok(Flow { from: from_text, to: to_text, src, dst, proxies })
+        Ok(Flow { from: from_text, to: to_text, src, dst: (dst_ip, dst_port), proto, proxies })
     }
 
     /// The pod `namespace/name`.
@@ -233,15 +235,18 @@ impl Cluster {
         }
     }
 
-    /// The address and port a flow of `proto` to `to` goes to.
+    /// The address, port and protocol of a flow to `to` (written `text`), `asked` the
+    /// protocol asked for: a named port decides the protocol, a URL means HTTP, and a
+    /// protocol asked for that contradicts either is an error.
     fn resolve_destination(
         &self,
         to: &Endpoint,
-        proto: FlowProto,
-    ) -> Result<(Ipv4Addr, u16), TraceError> {
+        text: &str,
+        asked: Option<FlowProto>,
+    ) -> Result<(Ipv4Addr, u16, FlowProto), TraceError> {
         let bad = |hint: &str| TraceError::BadEndpoint {
             what: "destination",
-            text: to.to_string(),
+            text: text.to_string(),
             hint: hint.into(),
         };
         let forms = "write IP:PORT, pod/NS/NAME:PORT or svc/NS/NAME:PORT";
@@ -249,33 +254,99 @@ impl Cluster {
             IpAddr::V4(a) => Ok(*a),
             IpAddr::V6(_) => Err(bad("IPv6 is not modelled yet: give an IPv4 address")),
         };
-        let port_number = |p: &PortRef| match p {
-            PortRef::Number(n) if *n > 0 => Ok(*n),
-            _ => Err(bad("the port must be a number from 1 to 65535")),
+        // The flow protocol for a port of `implied` protocol: what was asked, when it agrees.
+        let agree = |implied: Proto| -> Result<FlowProto, TraceError> {
+            let flow = match (implied, asked) {
+                (Proto::TCP, Some(FlowProto::Http)) => FlowProto::Http,
+                (Proto::TCP, _) => FlowProto::Tcp,
+                (Proto::UDP, _) => FlowProto::Udp,
+                (p, _) => {
+                    return Err(bad(&format!(
+                        "its port is {}, which podnet does not model yet (TCP and UDP are)",
+                        p.to_string().to_uppercase()
+                    )));
+                }
+            };
+            match asked {
+                Some(a) if a.l4() != implied => Err(TraceError::ProtocolMismatch {
+                    destination: text.to_string(),
+                    implied: implied.to_string().to_uppercase(),
+                    asked: a.name().to_uppercase(),
+                }),
+                _ => Ok(flow),
+            }
         };
-        let pod_ip = |namespace: &str, name: &str| -> Result<Ipv4Addr, TraceError> {
-            Ok(self.world.pods[self.pod_in(namespace, name)?.idx()].ip)
+        let pod = |namespace: &str, name: &str| -> Result<&crate::world::Pod, TraceError> {
+            Ok(&self.world.pods[self.pod_in(namespace, name)?.idx()])
         };
-        if proto == FlowProto::Icmp {
+        if asked == Some(FlowProto::Icmp) {
             return match to {
-                Endpoint::Addr { ip, .. } => Ok((v4(ip)?, 0)),
-                Endpoint::Pod { namespace, name, .. } => Ok((pod_ip(namespace, name)?, 0)),
+                Endpoint::Addr { ip, .. } => Ok((v4(ip)?, 0, FlowProto::Icmp)),
+                Endpoint::Pod { namespace, name, .. } => {
+                    Ok((pod(namespace, name)?.ip, 0, FlowProto::Icmp))
+                }
+                Endpoint::Url { .. } => Err(TraceError::ProtocolMismatch {
+                    destination: text.to_string(),
+                    implied: "HTTP".into(),
+                    asked: "ICMP".into(),
+                }),
                 _ => Err(bad("ICMP takes a bare IP or pod/NAMESPACE/NAME")),
             };
         }
         match to {
-            Endpoint::Url { ip, port, .. } => Ok((v4(ip)?, port.unwrap_or(80))),
-            Endpoint::Service { namespace, name, port } => self
-                .services
-                .resolve(&format!("svc/{namespace}/{name}"), &port.to_string())
-                .map_err(TraceError::from),
-            Endpoint::Pod { namespace, name, port: Some(p) } => {
-                let port = port_number(p)?;
-                Ok((pod_ip(namespace, name)?, port))
+            Endpoint::Url { ip, port, .. } => match asked {
+                None | Some(FlowProto::Http) => Ok((v4(ip)?, port.unwrap_or(80), FlowProto::Http)),
+                Some(a) => Err(TraceError::ProtocolMismatch {
+                    destination: text.to_string(),
+                    implied: "HTTP".into(),
+                    asked: a.name().to_uppercase(),
+                }),
+            },
+            Endpoint::Service { namespace, name, port } => {
+                let (ip, port, implied) = self.services.resolve(
+                    &format!("svc/{namespace}/{name}"),
+                    &port.to_string(),
+                    asked.map(FlowProto::l4),
+                )?;
+                Ok((ip, port, agree(implied)?))
             }
-            Endpoint::Addr { ip, port: Some(p) } => {
-                let port = port_number(&PortRef::Number(*p))?;
-                Ok((v4(ip)?, port))
+            Endpoint::Pod { namespace, name, port: Some(p) } => {
+                let pod = pod(namespace, name)?;
+                let named = pod.containers.iter().flat_map(|c| &c.named_ports);
+                let listed = pod.containers.iter().flat_map(|c| &c.ports);
+                match p {
+                    PortRef::Name(n) => {
+                        let found = named.clone().find(|(pn, ..)| pn == n);
+                        let (_, implied, number) = found.ok_or_else(|| {
+                            let known: Vec<String> =
+                                named.map(|(pn, pr, n)| format!("{pn}={n}/{pr}")).collect();
+                            bad(&if known.is_empty() {
+                                "the pod names no containerPorts: give a port number".to_string()
+                            } else {
+                                format!("no containerPort of that name ({})", known.join(", "))
+                            })
+                        })?;
+                        Ok((pod.ip, *number, agree(*implied)?))
+                    }
+                    PortRef::Number(0) => Err(bad("the port must be a number from 1 to 65535")),
+                    PortRef::Number(n) => {
+                        // A number: what was asked, else the protocol the pod serves it on
+                        // (TCP when it serves both, or neither).
+                        let on = |pr: Proto| listed.clone().any(|&(p, q)| p == pr && q == *n);
+                        let proto = match asked {
+                            Some(a) => a,
+                            None if on(Proto::UDP) && !on(Proto::TCP) => FlowProto::Udp,
+                            None => FlowProto::Tcp,
+                        };
+                        Ok((pod.ip, *n, proto))
+                    }
+                }
+            }
+            Endpoint::Addr { ip, port: Some(p) } if *p > 0 => {
+                Ok((v4(ip)?, *p, asked.unwrap_or(FlowProto::Tcp)))
+            }
+            Endpoint::Addr { port: Some(_), .. } => {
+                Err(bad("the port must be a number from 1 to 65535"))
             }
             _ => Err(bad(forms)),
         }

@@ -21,6 +21,7 @@ use crate::host::Hosts;
 use crate::ids::NodeId;
 use crate::world::{DeviceKind, Node, World};
 
+use super::ServicePort;
 use super::iptables::merge_restore;
 use super::{
     EndpointSlice, ProxyConfig, ProxyMode, Services, base_jumps, base_jumps_ipvs, health_checks,
@@ -282,21 +283,54 @@ impl Services {
         self.imported.contains(&node)
     }
 
-    /// `svc/NS/NAME` (or `NS/NAME`) and a port (number or name) as ClusterIP:port.
-    pub(crate) fn resolve(&self, key: &str, port: &str) -> Result<(Ipv4Addr, u16), ClusterError> {
+    /// `svc/NS/NAME` (or `NS/NAME`) and a port (number or name) as ClusterIP, port and
+    /// protocol. A named port is that port, whatever `proto` says (the caller checks they
+    /// agree); a number is the port of protocol `proto` with that number, or, with no
+    /// protocol asked, the only one (TCP where the number carries both).
+    pub(crate) fn resolve(
+        &self,
+        key: &str,
+        port: &str,
+        proto: Option<Proto>,
+    ) -> Result<(Ipv4Addr, u16, Proto), ClusterError> {
         let k = key.strip_prefix("svc/").unwrap_or(key);
-        let svc = self.list.iter().find(|s| format!("{}/{}", s.namespace, s.name) == k);
+        let wanted = k.split_once('/');
+        let svc =
+            self.list.iter().find(|s| wanted == Some((s.namespace.as_str(), s.name.as_str())));
         let svc = svc.ok_or_else(|| ClusterError::NotFound {
             kind: "service",
             name: key.into(),
             known: self.list.iter().map(|s| format!("svc/{}/{}", s.namespace, s.name)).collect(),
             fix: None,
         })?;
-        let p = svc.ports.iter().find(|p| p.name == port || p.port.to_string() == port);
-        let p = p.ok_or_else(|| ClusterError::NotFound {
+        let named = svc.ports.iter().find(|p| !p.name.is_empty() && p.name == port);
+        let numbered = || {
+            let n: u16 = port.parse().ok()?;
+            let mut same = svc.ports.iter().filter(|p| p.port == n);
+            match proto {
+                Some(want) => same.find(|p| p.protocol == want),
+                None => {
+                    let all: Vec<&ServicePort> = same.collect();
+                    all.iter().find(|p| p.protocol == Proto::TCP).or(all.first()).copied()
+                }
+            }
+        };
+        let p = named.or_else(numbered).ok_or_else(|| ClusterError::NotFound {
             kind: "port",
-            name: format!("{key}:{port}"),
-            known: svc.ports.iter().map(|p| format!("{}={}", p.name, p.port)).collect(),
+            name: match proto {
+                Some(want) if port.parse::<u16>().is_ok() => {
+                    format!("{key}:{port}/{}", want.to_string().to_uppercase())
+                }
+                _ => format!("{key}:{port}"),
+            },
+            known: svc
+                .ports
+                .iter()
+                .map(|p| {
+                    let name = if p.name.is_empty() { "(unnamed)" } else { p.name.as_str() };
+                    format!("{name}={}/{}", p.port, p.protocol.to_string().to_uppercase())
+                })
+                .collect(),
             fix: None,
         })?;
         let ip = svc.cluster_ip.ok_or_else(|| ClusterError::NotFound {
@@ -305,7 +339,7 @@ impl Services {
             known: Vec::new(),
             fix: Some("it is a headless Service"),
         })?;
-        Ok((ip, p.port))
+        Ok((ip, p.port, p.protocol))
     }
 }
 

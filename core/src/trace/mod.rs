@@ -55,15 +55,25 @@ pub enum FlowProto {
 }
 
 impl FlowProto {
-    /// Parses `tcp`, `udp`, `icmp`, `http`.
+    /// Parses `tcp`, `udp`, `icmp`, `http`, in any case (`TCP` as Kubernetes spells it).
     pub fn parse(s: &str) -> Option<FlowProto> {
-        Some(match s {
+        Some(match s.to_ascii_lowercase().as_str() {
             "tcp" => FlowProto::Tcp,
             "udp" => FlowProto::Udp,
             "icmp" => FlowProto::Icmp,
             "http" => FlowProto::Http,
             _ => return None,
         })
+    }
+
+    /// Its name: `tcp`, `udp`, `icmp` or `http`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FlowProto::Tcp => "tcp",
+            FlowProto::Udp => "udp",
+            FlowProto::Icmp => "icmp",
+            FlowProto::Http => "http",
+        }
     }
 
     pub(crate) fn l4(self) -> Proto {
@@ -73,22 +83,34 @@ impl FlowProto {
             FlowProto::Icmp => Proto::ICMP,
         }
     }
+}
 
-    fn name(self) -> &'static str {
-        match self {
-            FlowProto::Tcp => "tcp",
-            FlowProto::Udp => "udp",
-            FlowProto::Icmp => "icmp",
-            FlowProto::Http => "http",
-        }
+impl std::str::FromStr for FlowProto {
+    type Err = crate::error::UnknownValue;
+
+    fn from_str(s: &str) -> Result<FlowProto, Self::Err> {
+        FlowProto::parse(s).ok_or_else(|| crate::error::UnknownValue {
+            what: "protocol",
+            value: s.into(),
+            expected: "tcp, udp, icmp or http",
+        })
+    }
+}
+
+impl fmt::Display for FlowProto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
 /// How to run a trace.
 #[derive(Clone, Debug)]
 pub struct TraceOptions {
-    /// Protocol.
-    pub proto: FlowProto,
+    /// The protocol, or `None` for the one the destination implies: a named port's protocol
+    /// (`svc/NS/NAME:dns` is UDP when the Service says so), HTTP for `http://…`, the only
+    /// protocol of a numbered Service port, else TCP. A protocol given here that
+    /// contradicts the destination is an error ([`TraceError::ProtocolMismatch`]).
+    pub proto: Option<FlowProto>,
     /// Client source port (ICMP: the echo identifier); `None` picks a seeded ephemeral
     /// port in 32768–60999, as Linux's `ip_local_port_range`.
     pub sport: Option<u16>,
@@ -112,7 +134,7 @@ pub struct TraceOptions {
 impl Default for TraceOptions {
     fn default() -> Self {
         TraceOptions {
-            proto: FlowProto::Tcp,
+            proto: None,
             sport: None,
             path: "/".into(),
             headers: Vec::new(),
@@ -472,7 +494,7 @@ pub struct Trace {
     pub from: String,
     /// The destination as asked.
     pub to: String,
-    /// Protocol.
+    /// The protocol the flow ran with.
     pub proto: FlowProto,
     /// The cluster's seed.
     pub seed: u64,

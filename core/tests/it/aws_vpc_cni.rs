@@ -166,7 +166,7 @@ fn every_seed_scenario_lands_where_it_does_in_the_bridge_profile() {
     let mut bridge = Cluster::seed();
     let mut aws = Cluster::seed_aws();
     for s in podnet::demo::scenarios() {
-        let o = TraceOptions { proto: s.proto, ..TraceOptions::default() };
+        let o = TraceOptions { proto: Some(s.proto), ..TraceOptions::default() };
         let a = aws.trace(s.from, s.to, &o).unwrap();
         let b = bridge.trace(s.from, s.to, &o).unwrap();
         assert_eq!(

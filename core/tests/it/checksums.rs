@@ -70,7 +70,7 @@ proptest! {
         // ICMP takes an address: pod3's, whichever profile gave it.
         let pod3 = c.pods().iter().find(|p| p.name == "pod3").unwrap().ip.to_string();
         let to = if proto == FlowProto::Icmp { pod3.as_str() } else { to };
-        let t = c.trace(from, to, &TraceOptions { proto, capture: true, ..TraceOptions::default() }).unwrap();
+        let t = c.trace(from, to, &TraceOptions { proto: Some(proto), capture: true, ..TraceOptions::default() }).unwrap();
         prop_assert!(t.completed, "{}", t.render(true));
         prop_assert!(!t.frames.is_empty());
         for f in &t.frames {

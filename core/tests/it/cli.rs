@@ -58,7 +58,7 @@ fn reach_prints_a_matrix() {
         "--from",
         "pod/default/pod2",
         "--to",
-        "svc/default/web:http",
+        "svc/default/web:udp",
         "--to",
         "10.244.9.9:8080",
         "--proto",
@@ -67,12 +67,41 @@ fn reach_prints_a_matrix() {
     assert_eq!(code, 1, "10.244.9.9 is unreachable");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
-    assert!(lines[0].starts_with("from") && lines[0].contains("svc/default/web:http"));
-    assert!(
-        lines[1].starts_with("pod/default/pod1") && lines[1].contains("ok pod/default/pod"),
-        "{out}"
-    );
-    assert!(!lines[2].contains("10.244.9.9  ok"), "{out}");
+    assert!(lines[0].starts_with("from") && lines[0].contains("svc/default/web:udp"));
+    for (row, from) in lines[1..].iter().zip(["pod/default/pod1", "pod/default/pod2"]) {
+        let cells: Vec<&str> = row.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
+        // The Service's endpoints are pod1 and pod3; nothing is at 10.244.9.9 (no pod, and
+        // node1's route for 10.244.0.0/16 is the VPC's, which has no route to it).
+        assert_eq!(cells[0], from, "{out}");
+        assert!(cells[1].starts_with("ok pod/default/pod"), "{out}");
+        assert!(cells[2].starts_with("dropped"), "{out}");
+    }
+}
+
+#[test]
+fn a_protocol_that_contradicts_the_named_port_is_refused() {
+    // The `http` port of default/web is TCP; asking for UDP is an error, not a TCP flow.
+    let (code, _, err) = podnet(&[
+        "trace",
+        "--from",
+        "pod/default/pod2",
+        "--to",
+        "svc/default/web:http",
+        "--proto",
+        "udp",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("svc/default/web:http implies TCP, but UDP was asked for"), "{err}");
+}
+
+#[test]
+fn a_named_port_decides_the_protocol() {
+    // `udp` names the Service's UDP port: the flow is UDP without --proto.
+    let (code, out, err) =
+        podnet(&["trace", "--from", "pod/default/pod2", "--to", "svc/default/web:udp", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let t: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(t[0]["proto"], "udp", "{out}");
 }
 
 #[test]

@@ -9,7 +9,7 @@ pub fn tcp() -> TraceOptions {
 }
 
 pub fn udp() -> TraceOptions {
-    TraceOptions { proto: FlowProto::Udp, ..TraceOptions::default() }
+    TraceOptions { proto: Some(FlowProto::Udp), ..TraceOptions::default() }
 }
 
 /// The packet number of the first request packet of `proto` carrying `info` (e.g. `S`).

@@ -6,7 +6,7 @@ use podnet::trace::{FlowProto, TraceOptions};
 use podnet::{Cluster, Disposition};
 
 fn udp(sport: u16) -> TraceOptions {
-    TraceOptions { proto: FlowProto::Udp, sport: Some(sport), ..TraceOptions::default() }
+    TraceOptions { proto: Some(FlowProto::Udp), sport: Some(sport), ..TraceOptions::default() }
 }
 
 /// The client ports of node1's connections, in `conntrack -L` order.

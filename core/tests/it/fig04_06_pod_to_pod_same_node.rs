@@ -81,7 +81,7 @@ fn udp_and_icmp_work_on_the_same_path() {
     let t = c.trace("pod/default/pod1", "10.244.1.3:8080", &common::udp()).unwrap();
     assert!(t.completed, "{}", t.render(true));
     assert_eq!(t.reply_from.as_deref(), Some("10.244.1.3:8080"));
-    let icmp = podnet::TraceOptions { proto: podnet::FlowProto::Icmp, ..Default::default() };
+    let icmp = podnet::TraceOptions { proto: Some(podnet::FlowProto::Icmp), ..Default::default() };
     let t = c.trace("pod/default/pod1", "10.244.1.3", &icmp).unwrap();
     assert!(t.completed, "{}", t.render(true));
     assert_eq!(t.reply_from.as_deref(), Some("10.244.1.3"));

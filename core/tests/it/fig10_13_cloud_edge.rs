@@ -9,7 +9,7 @@ use podnet::{Cluster, Disposition};
 
 fn http(headers: &[(&str, &str)]) -> TraceOptions {
     TraceOptions {
-        proto: FlowProto::Http,
+        proto: Some(FlowProto::Http),
         headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         ..TraceOptions::default()
     }

@@ -61,7 +61,7 @@ fn untraced_fast_path_gives_the_same_outcome() {
             c.trace(
                 s.from,
                 s.to,
-                &TraceOptions { proto: s.proto, record_hops, ..TraceOptions::default() },
+                &TraceOptions { proto: Some(s.proto), record_hops, ..TraceOptions::default() },
             )
             .unwrap()
         };

@@ -74,7 +74,7 @@ fn cluster() -> Cluster {
 
 fn get(c: &mut Cluster, path: &str, host: Option<&str>) -> Trace {
     let opts = TraceOptions {
-        proto: FlowProto::Http,
+        proto: Some(FlowProto::Http),
         path: path.into(),
         headers: host.map(|h| vec![("Host".to_string(), h.to_string())]).unwrap_or_default(),
         ..TraceOptions::default()
@@ -160,7 +160,7 @@ fn default_backend_and_classes() {
 fn malformed_requests_get_nginx_s_400() {
     let mut c = cluster();
     let opts = TraceOptions {
-        proto: FlowProto::Http,
+        proto: Some(FlowProto::Http),
         headers: vec![("Bad Header".into(), "x".into())],
         ..TraceOptions::default()
     };

@@ -73,7 +73,7 @@ fn iptables_and_ipvs_modes_agree_on_where_flows_can_land() {
         ("host/internet", "203.0.113.3:30081", FlowProto::Tcp),
     ];
     for (from, to, proto) in flows {
-        let opts = TraceOptions { proto, ..TraceOptions::default() };
+        let opts = TraceOptions { proto: Some(proto), ..TraceOptions::default() };
         let landing = |mode: Option<Scheduler>| -> BTreeSet<String> {
             let mut out = BTreeSet::new();
             for seed in 0..12 {
@@ -132,7 +132,7 @@ fn ping_to_a_vip_is_rejected_by_kube_ipvs_filter() {
     // kube-proxy v1.31-1.33 rejects NEW traffic to kube-ipvs0 addresses that is not a
     // Service port, ICMP included; older versions let VIPs answer ping.
     let mut c = ipvs(0);
-    let icmp = TraceOptions { proto: FlowProto::Icmp, ..TraceOptions::default() };
+    let icmp = TraceOptions { proto: Some(FlowProto::Icmp), ..TraceOptions::default() };
     let t = c.trace("pod/default/pod2", "10.96.0.10", &icmp).unwrap();
     assert_eq!(t.disposition, Disposition::Rejected, "{}", t.render(true));
     assert!(t.hops.iter().any(|h| h.kind.chain() == Some("KUBE-IPVS-FILTER")

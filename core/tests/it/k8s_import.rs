@@ -161,7 +161,7 @@ fn the_reference_cluster_written_as_yaml_runs_every_seed_scenario_like_the_built
     assert!(report.skipped.is_empty(), "{report:?}");
     let mut seed = Cluster::seed();
     for s in podnet::demo::scenarios().into_iter().filter(|s| !s.ipvs) {
-        let o = TraceOptions { proto: s.proto, ..TraceOptions::default() };
+        let o = TraceOptions { proto: Some(s.proto), ..TraceOptions::default() };
         let (a, b) = (c.trace(s.from, s.to, &o).unwrap(), seed.trace(s.from, s.to, &o).unwrap());
         assert!(a.completed, "{}: {}", s.id, a.render(true));
         assert_eq!(a.disposition, b.disposition, "{}", s.id);

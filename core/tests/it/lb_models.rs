@@ -23,7 +23,11 @@ fn with_lb(ranges: &[&str], local: bool, mode: LbMode) -> Cluster {
 }
 
 fn http_get() -> TraceOptions {
-    TraceOptions { proto: FlowProto::Http, path: "/healthz".into(), ..TraceOptions::default() }
+    TraceOptions {
+        proto: Some(FlowProto::Http),
+        path: "/healthz".into(),
+        ..TraceOptions::default()
+    }
 }
 
 /// The HTTP response bytes the client received, from the captured frames.

@@ -6,7 +6,7 @@ use podnet::trace::{Dir, FlowProto, TraceOptions};
 use podnet::{Cluster, Disposition};
 
 fn opts(proto: FlowProto, rounds: u32) -> TraceOptions {
-    TraceOptions { proto, rounds, ..TraceOptions::default() }
+    TraceOptions { proto: Some(proto), rounds, ..TraceOptions::default() }
 }
 
 /// Request packets that walked a `KUBE-SVC-…` chain (a new connection's NAT decision).
