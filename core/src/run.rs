@@ -118,6 +118,14 @@ impl Sim<'_> {
         sim.capture = opts.capture.then(Vec::new);
         let result = self.run_flow(src.ns, client_idx, started + budget);
         let captured = self.w.sim.capture.take().unwrap_or_default();
+        // What HTTP intermediaries answered by themselves in this run (every stack that
+        // answered was polled, so is in the run's active set).
+        let mut own = Vec::new();
+        for &ns in self.w.sim.active.iter() {
+            if let Some(st) = self.hosts.get_mut(ns) {
+                own.extend(st.take_own_answers().into_iter().map(|a| (ns, a)));
+            }
+        }
         let rec = self.w.sim.finish();
         result?;
         let (client, http_status, answered) = {
@@ -137,6 +145,22 @@ impl Sim<'_> {
         // the kernel; the trace keeps only the outcome.
         let mut t = self.conclude(flow, fproto, sport, started, rec, client);
         t.http_status = http_status;
+        // An intermediary's own answer (the status the client got came from it): the request
+        // reached no backend.
+        let by_itself =
+            own.iter().find(|(_, a)| Some(a.status) == http_status || http_status.is_none());
+        match by_itself {
+            Some((ns, a)) if client.0 => {
+                let who = self.w.owner_name(*ns);
+                t.disposition = Disposition::Rejected;
+                t.reason = Some(a.reason.to_string());
+                t.reason_text = Some(format!("{who}: {}", a.text));
+                t.delivered_to = None;
+                t.server_saw = None;
+                t.http_from = http_status.map(|_| who);
+            }
+            _ => t.http_from = http_status.and(t.delivered_to.clone()),
+        }
         t.answered = (opts.rounds > 1 && fproto != FlowProto::Http).then_some(answered);
         t.frames = captured
             .into_iter()
@@ -315,6 +339,7 @@ impl Sim<'_> {
             reason,
             reason_text,
             http_status: None,
+            http_from: None,
             answered: None,
             probability: None,
             started_ms: started.total_millis(),

@@ -385,6 +385,13 @@ impl Trace {
     fn http_status(&self) -> Option<u16> {
         self.inner.http_status
     }
+    /// Who produced `http_status`: the backend pod, or an intermediary (an ALB, an ingress
+    /// controller, a node's health-check server) that answered by itself, in which case
+    /// the request was not delivered and `reason` says why (`http_no_route`, ...).
+    #[getter]
+    fn http_from(&self) -> Option<String> {
+        self.inner.http_from.clone()
+    }
     /// With `rounds` above one: how many exchanges were answered.
     #[getter]
     fn answered(&self) -> Option<u32> {

@@ -1,6 +1,9 @@
 """The cloud edge from Python: kube-proxy's health checks and the load balancer's view."""
 
+import pytest
+
 import podnet
+from podnet.pytest import assert_reachable
 
 LOCAL_LB = """
 apiVersion: v1
@@ -40,3 +43,16 @@ def test_log_rules_write_kernel_lines_and_counters_count():
     assert "PROTO=UDP" in c.kernel_log("node2")
     counted = c.iptables_save("node2", counters=True)
     assert '[1:' in next(l for l in counted.splitlines() if "--log-prefix" in l)
+
+
+def test_an_alb_404_is_not_reachability():
+    c = podnet.Cluster.seed()
+    # http:// means HTTP without proto=; the ALB has no rule for /nothere and answers itself.
+    t = c.trace("host/internet", "http://203.0.113.200/nothere")
+    assert (t.http_status, t.http_from) == (404, "lb/default/shop")
+    assert t.disposition == "rejected" and t.reason == "http_no_route"
+    assert t.delivered_to is None
+    with pytest.raises(pytest.fail.Exception, match="cannot reach"):
+        assert_reachable(c, "host/internet", "http://203.0.113.200/nothere")
+    ok = assert_reachable(c, "host/internet", "http://203.0.113.200/api/orders")
+    assert ok.http_from == ok.delivered_to == "pod/default/pod4"

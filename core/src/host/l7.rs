@@ -51,6 +51,52 @@ pub struct AlbRule {
     pub targets: Vec<(Ipv4Addr, u16)>,
 }
 
+/// An answer an HTTP intermediary gave by itself instead of relaying a backend's: an ALB's
+/// or ingress controller's error page, or kube-proxy's health server saying the node has
+/// no local endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnAnswer {
+    /// The HTTP status it answered.
+    pub status: u16,
+    /// A stable reason code: `http_no_route`, `http_no_healthy_backend`, `http_bad_gateway`,
+    /// `http_bad_request` or `http_no_local_endpoints`.
+    pub reason: &'static str,
+    /// What failed, naming the rule or the request.
+    pub text: String,
+}
+
+impl Matching {
+    /// What runs this matching, as a trace names it.
+    pub fn what(self) -> &'static str {
+        match self {
+            Matching::Alb => "the ALB",
+            Matching::Kubernetes => "the ingress controller",
+        }
+    }
+}
+
+/// A rule as a reason names it: `Host shop.example.com path / (Prefix) -> NS/NAME:PORT`.
+pub fn describe_rule(r: &AlbRule) -> String {
+    let host = r.host.as_deref().map(|h| format!("Host {h} ")).unwrap_or_default();
+    format!("{host}path {} ({:?}) -> {}", r.path, r.path_type, r.target_group)
+}
+
+/// Why no rule matched a request for `host` and `path`: the rules there are.
+pub fn no_rule_text(
+    matching: Matching,
+    rules: &[AlbRule],
+    host: Option<&str>,
+    path: &str,
+) -> String {
+    let listed: Vec<String> = rules.iter().map(describe_rule).collect();
+    format!(
+        "{} has no rule for Host {} path {path} and no default backend (rules: {})",
+        matching.what(),
+        host.unwrap_or("(none)"),
+        if listed.is_empty() { "none".to_string() } else { listed.join(", ") }
+    )
+}
+
 /// Orders rules as the AWS Load Balancer Controller does (stable within a class).
 pub fn order_rules(rules: &mut [AlbRule]) {
     rules.sort_by_key(|r| match r.path_type {

@@ -42,13 +42,22 @@ pub(crate) struct L7Spec {
     pub(crate) default: Option<l7::AlbRule>,
 }
 
+/// An HTTP server with a fixed answer: kube-proxy's health-check server for one Service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct HealthServer {
+    /// The response it writes to every request.
+    pub(crate) response: Vec<u8>,
+    /// When it answers 503: why, as a trace's reason says it.
+    pub(crate) unhealthy: Option<String>,
+}
+
 /// Every namespace's host stack, and the applications configured for them.
 #[derive(Default)]
 pub(crate) struct Hosts {
     /// By namespace index; `None` until first needed.
     stacks: Vec<Option<Box<Stack>>>,
     /// kube-proxy's health-check servers of a node: port → the HTTP response it writes.
-    health: BTreeMap<NetnsId, BTreeMap<u16, Vec<u8>>>,
+    health: BTreeMap<NetnsId, BTreeMap<u16, HealthServer>>,
     /// The L7 proxy a namespace runs.
     l7: BTreeMap<NetnsId, L7Spec>,
 }
@@ -85,14 +94,14 @@ impl Hosts {
     }
 
     /// kube-proxy's health-check servers of `ns`.
-    pub(crate) fn health(&self, ns: NetnsId) -> Option<&BTreeMap<u16, Vec<u8>>> {
+    pub(crate) fn health(&self, ns: NetnsId) -> Option<&BTreeMap<u16, HealthServer>> {
         self.health.get(&ns)
     }
 
     /// Sets `ns`'s health-check servers: a running stack answers with the new responses at
     /// once when the ports stay the same; otherwise it is made afresh, listening on the new
     /// ports.
-    pub(crate) fn set_health(&mut self, ns: NetnsId, servers: BTreeMap<u16, Vec<u8>>) {
+    pub(crate) fn set_health(&mut self, ns: NetnsId, servers: BTreeMap<u16, HealthServer>) {
         let old = self.health.get(&ns);
         let same_ports = old.map_or(servers.is_empty(), |o| o.keys().eq(servers.keys()));
         if !same_ports {

@@ -237,7 +237,10 @@ pub(crate) struct Stack {
     /// An L7 proxy (the ALB), if this stack runs one.
     pub(crate) l7: Option<L7App>,
     /// HTTP servers with a fixed answer (kube-proxy's health checks): port → response.
-    pub(crate) health: BTreeMap<u16, Vec<u8>>,
+    pub(crate) health: BTreeMap<u16, super::HealthServer>,
+    /// Answers this stack's HTTP intermediaries gave by themselves, oldest first; the run
+    /// that caused them takes them ([`Stack::take_own_answers`]).
+    pub(crate) own_answers: Vec<super::l7::OwnAnswer>,
     /// Client ports of finished TCP connections still in TIME_WAIT, and until when.
     timewait: Vec<(u16, Instant)>,
     /// Where the UDP echo servers read a datagram before sending it back.
@@ -273,6 +276,8 @@ enum Stage {
 struct L7Conn {
     front: SocketHandle,
     back: Option<SocketHandle>,
+    /// The target the back connection goes to, and the rule that chose it.
+    target: Option<((Ipv4Address, u16), String)>,
     buf: Vec<u8>,
     stage: Stage,
 }
@@ -315,6 +320,7 @@ impl Stack {
             lo_log: Vec::new(),
             l7: None,
             health: BTreeMap::new(),
+            own_answers: Vec::new(),
             timewait: Vec::new(),
             udp_scratch: Vec::new(),
         }
@@ -359,6 +365,7 @@ impl Stack {
             lo_log: Vec::new(),
             l7: None,
             health: BTreeMap::new(),
+            own_answers: Vec::new(),
             timewait: Vec::new(),
             udp_scratch: Vec::new(),
         }
@@ -429,7 +436,13 @@ impl Stack {
             );
             let _ = s.listen(port);
             let front = self.main.sockets.add(s);
-            conns.push(L7Conn { front, back: None, buf: Vec::new(), stage: Stage::Reading });
+            conns.push(L7Conn {
+                front,
+                back: None,
+                target: None,
+                buf: Vec::new(),
+                stage: Stage::Reading,
+            });
         }
         self.l7 = Some(L7App { port, matching, rules, default, conns, next_port: 40000, rr: 0 });
     }
@@ -446,8 +459,14 @@ impl Stack {
         }
     }
 
+    /// The answers HTTP intermediaries here gave by themselves since the last call.
+    pub(crate) fn take_own_answers(&mut self) -> Vec<super::l7::OwnAnswer> {
+        std::mem::take(&mut self.own_answers)
+    }
+
     fn run_l7(&mut self) {
         let Some(app) = self.l7.as_mut() else { return };
+        let said = &mut self.own_answers;
         let sockets = &mut self.main.sockets;
         let cx = self.main.iface.context();
         for c in &mut app.conns {
@@ -464,7 +483,15 @@ impl Stack {
                     } else {
                         match super::l7::parse_request(&c.buf) {
                             super::l7::Parsed::Partial => Stage::Reading,
-                            super::l7::Parsed::Malformed(_) => {
+                            super::l7::Parsed::Malformed(why) => {
+                                said.push(super::l7::OwnAnswer {
+                                    status: 400,
+                                    reason: "http_bad_request",
+                                    text: format!(
+                                        "{} could not read the request: {why}",
+                                        app.matching.what()
+                                    ),
+                                });
                                 let _ = f.send_slice(&status(app.matching, 400, "Bad Request"));
                                 f.close();
                                 Stage::Closing
@@ -483,12 +510,31 @@ impl Stack {
                                 };
                                 match picked {
                                     None => {
+                                        said.push(super::l7::OwnAnswer {
+                                            status: 404,
+                                            reason: "http_no_route",
+                                            text: super::l7::no_rule_text(
+                                                app.matching,
+                                                &app.rules,
+                                                req.host.as_deref(),
+                                                &req.path,
+                                            ),
+                                        });
                                         let _ =
                                             f.send_slice(&status(app.matching, 404, "Not Found"));
                                         f.close();
                                         Stage::Closing
                                     }
                                     Some(r) if r.targets.is_empty() => {
+                                        said.push(super::l7::OwnAnswer {
+                                            status: 503,
+                                            reason: "http_no_healthy_backend",
+                                            text: format!(
+                                                "{} matched rule {}, which has no healthy target",
+                                                app.matching.what(),
+                                                super::l7::describe_rule(r)
+                                            ),
+                                        });
                                         let _ = f.send_slice(&status(
                                             app.matching,
                                             503,
@@ -514,11 +560,22 @@ impl Stack {
                                         match b.connect(cx, (IpAddress::Ipv4(ip), port), local) {
                                             Ok(()) => {
                                                 c.back = Some(sockets.add(b));
+                                                c.target =
+                                                    Some(((ip, port), super::l7::describe_rule(r)));
                                                 Stage::Connecting(super::l7::forwarded(
                                                     &req, client, app.port,
                                                 ))
                                             }
-                                            Err(_) => {
+                                            Err(e) => {
+                                                said.push(super::l7::OwnAnswer {
+                                                    status: 502,
+                                                    reason: "http_bad_gateway",
+                                                    text: format!(
+                                                        "{} could not connect to target {ip}:{port} of rule {}: {e}",
+                                                        app.matching.what(),
+                                                        super::l7::describe_rule(r)
+                                                    ),
+                                                });
                                                 let f = sockets.get_mut::<tcp::Socket>(c.front);
                                                 let _ = f.send_slice(&status(
                                                     app.matching,
@@ -544,6 +601,21 @@ impl Stack {
                             Stage::Relaying
                         }
                         tcp::State::Closed | tcp::State::TimeWait => {
+                            let text = match &c.target {
+                                Some(((ip, port), rule)) => format!(
+                                    "{} could not connect to target {ip}:{port} of rule {rule} (refused or timed out)",
+                                    app.matching.what()
+                                ),
+                                None => format!(
+                                    "{} could not connect to its target",
+                                    app.matching.what()
+                                ),
+                            };
+                            said.push(super::l7::OwnAnswer {
+                                status: 502,
+                                reason: "http_bad_gateway",
+                                text,
+                            });
                             let f = sockets.get_mut::<tcp::Socket>(c.front);
                             let _ = f.send_slice(&status(app.matching, 502, "Bad Gateway"));
                             f.close();
@@ -917,13 +989,28 @@ impl Stack {
             let srv = &mut self.tcp_servers[i];
             drain_tcp(s, &mut srv.buf);
             if !srv.buf.is_empty() && s.can_send() {
-                if let Some(resp) = self.health.get(&port) {
+                if let Some(server) = self.health.get(&port) {
                     // Go's net/http: a complete request gets the handler's answer, bytes
                     // that are not HTTP get its plain 400.
                     let complete = srv.buf.windows(4).any(|w| w == b"\r\n\r\n");
                     if !looks_like_http(&srv.buf) || complete {
-                        let out: &[u8] =
-                            if looks_like_http(&srv.buf) { resp } else { GO_BAD_REQUEST };
+                        let http = looks_like_http(&srv.buf);
+                        let out: &[u8] = if http { &server.response } else { GO_BAD_REQUEST };
+                        match (&server.unhealthy, http) {
+                            (Some(why), true) => self.own_answers.push(super::l7::OwnAnswer {
+                                status: 503,
+                                reason: "http_no_local_endpoints",
+                                text: why.clone(),
+                            }),
+                            (_, false) => self.own_answers.push(super::l7::OwnAnswer {
+                                status: 400,
+                                reason: "http_bad_request",
+                                text:
+                                    "kube-proxy's health check server got bytes that are not HTTP"
+                                        .into(),
+                            }),
+                            _ => {}
+                        }
                         let _ = s.send_slice(out);
                         srv.buf.clear();
                         s.close();

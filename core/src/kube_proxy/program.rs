@@ -17,7 +17,7 @@ use ipnetwork::Ipv4Network;
 use podnet_netfilter::{ParseError, Proto, Ruleset, TableName};
 
 use crate::error::ClusterError;
-use crate::host::Hosts;
+use crate::host::{HealthServer, Hosts};
 use crate::ids::NodeId;
 use crate::world::{DeviceKind, Node, World};
 
@@ -196,10 +196,18 @@ impl Services {
             }
             // A hostNetwork process already holding the port keeps it (kube-proxy fails to
             // listen there and logs it).
-            let want: BTreeMap<u16, Vec<u8>> = checks
+            let want: BTreeMap<u16, HealthServer> = checks
                 .iter()
                 .filter(|h| !ns.ports.contains_key(&(Proto::TCP, h.port)))
-                .map(|h| (h.port, h.response()))
+                .map(|h| {
+                    let unhealthy = (!h.healthy()).then(|| {
+                        format!(
+                            "kube-proxy's health check server for svc/{}/{} answered 503: no ready local endpoint on this node",
+                            h.namespace, h.name
+                        )
+                    });
+                    (h.port, HealthServer { response: h.response(), unhealthy })
+                })
                 .collect();
             for p in want.keys() {
                 ns.ports.insert((Proto::TCP, *p), HEALTH_OWNER.to_string());

@@ -518,6 +518,11 @@ pub struct Trace {
     /// HTTP flows: the status code of the response the client received.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_status: Option<u16>,
+    /// HTTP flows: who produced that status: the backend (`pod/NS/NAME`), or an
+    /// intermediary that answered by itself (`lb/default/shop`, an ingress controller's pod,
+    /// a node's health-check server), in which case the request was not delivered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_from: Option<String>,
     /// With [`TraceOptions::rounds`] above one: how many exchanges were answered (each
     /// with exactly the bytes sent).
     #[serde(skip_serializing_if = "Option::is_none")]

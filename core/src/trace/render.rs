@@ -39,6 +39,16 @@ impl Trace {
             None => s.push_str("; no reply"),
         }
         s.push('\n');
+        if let Some(code) = self.http_status {
+            let _ = write!(s, "  http: {code}");
+            if let Some(p) = reason_phrase(code) {
+                let _ = write!(s, " {p}");
+            }
+            if let Some(f) = &self.http_from {
+                let _ = write!(s, " from {f}");
+            }
+            s.push('\n');
+        }
         if let (Some(r), Some(t)) = (&self.reason, &self.reason_text) {
             let _ = writeln!(s, "  reason: {r}: {t}");
         }
@@ -117,4 +127,22 @@ impl Trace {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a trace always serialises")
     }
+}
+
+/// The reason phrase of a status code (RFC 9110), for the codes podnet's servers and
+/// proxies answer.
+fn reason_phrase(code: u16) -> Option<&'static str> {
+    Some(match code {
+        200 => "OK",
+        301 => "Moved Permanently",
+        302 => "Found",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => return None,
+    })
 }

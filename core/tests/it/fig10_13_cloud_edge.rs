@@ -162,10 +162,21 @@ fn fig13_alb_routes_by_path_and_host_over_its_own_connections() {
         "{}",
         api.render(true)
     );
+    // No listener rule matches: the ALB answers 404 itself (the AWS default action of the
+    // controller's listener is a fixed 404), and no backend got the request.
     let none = c.trace("host/internet", "http://203.0.113.200/nope", &http(&[])).unwrap();
-    assert_eq!(none.delivered_to.as_deref(), Some("lb/default/shop"), "the L7 hop answered itself");
     assert_eq!(none.http_status, Some(404));
-    assert_eq!(none.disposition, Disposition::Delivered);
+    assert_eq!(none.http_from.as_deref(), Some("lb/default/shop"), "the L7 hop answered itself");
+    assert_eq!(none.delivered_to, None);
+    assert_eq!(none.disposition, Disposition::Rejected);
+    assert_eq!(none.reason.as_deref(), Some("http_no_route"));
+    let why = none.reason_text.as_deref().unwrap();
+    assert!(
+        why.starts_with("lb/default/shop: the ALB has no rule for Host 203.0.113.200 path /nope"),
+        "{why}"
+    );
+    // A backend's own answer is delivered, and says who answered.
+    assert_eq!(api.http_from, api.delivered_to);
 }
 
 #[test]
@@ -175,7 +186,12 @@ fn malformed_http_gets_400_from_the_alb() {
         .trace("host/internet", "http://203.0.113.200/web", &http(&[("Bad Header", "x")]))
         .unwrap();
     assert_eq!(t.http_status, Some(400), "{}", t.render(true));
-    assert_eq!(t.delivered_to.as_deref(), Some("lb/default/shop"));
+    assert_eq!(t.http_from.as_deref(), Some("lb/default/shop"));
+    assert_eq!(
+        (t.disposition, t.reason.as_deref()),
+        (Disposition::Rejected, Some("http_bad_request"))
+    );
+    assert_eq!(t.delivered_to, None);
 }
 
 fn local_lb_service(c: &mut Cluster, ranges: &[&str]) {
@@ -227,4 +243,27 @@ fn load_balancer_source_ranges_are_enforced_by_the_load_balancer() {
     let mut c = Cluster::seed();
     local_lb_service(&mut c, &["198.51.100.0/24", "203.0.113.0/24"]);
     assert!(c.trace("host/internet", "203.0.113.101:80", &common::tcp()).unwrap().completed);
+}
+
+/// A target that refuses the ALB's connection: with its only pod gone, the Service has no
+/// endpoints and kube-proxy REJECTs the node port (`KUBE-EXTERNAL-SERVICES`, "has no
+/// endpoints"), the connection is refused, and the ALB answers 502 itself (AWS documents
+/// 502 Bad Gateway for "the target closed the connection" and "the load balancer failed to
+/// establish a connection to the target").
+#[test]
+fn the_alb_answers_502_when_its_target_refuses() {
+    let mut c = Cluster::seed();
+    c.delete_pod("pod/default/pod4").unwrap();
+    let t = c.trace("host/internet", "http://203.0.113.200/api/orders", &http(&[])).unwrap();
+    assert_eq!(t.http_status, Some(502), "{}", t.render(true));
+    assert_eq!(t.http_from.as_deref(), Some("lb/default/shop"));
+    assert_eq!(
+        (t.disposition, t.reason.as_deref()),
+        (Disposition::Rejected, Some("http_bad_gateway"))
+    );
+    assert_eq!(t.delivered_to, None);
+    let why = t.reason_text.as_deref().unwrap();
+    assert!(why.contains("could not connect to target 192.168.0."), "{why}");
+    assert!(why.contains("path /api (Prefix) -> default/api:80"), "{why}");
+    assert!(t.render(false).contains("  http: 502 Bad Gateway from lb/default/shop\n"));
 }

@@ -109,6 +109,9 @@ fn the_controller_routes_by_the_kubernetes_rules_to_endpoints() {
     let t = get(&mut c, "/webx", None);
     assert_eq!(t.http_status, Some(404), "{}", t.render(true));
     assert!(t.completed);
+    assert_eq!(t.reason.as_deref(), Some("http_no_route"));
+    assert_eq!(t.delivered_to, None, "nginx's own 404 reached no backend");
+    assert_eq!(t.http_from.as_deref(), Some("pod/ingress-nginx/controller"));
 }
 
 #[test]
@@ -117,6 +120,15 @@ fn endpoints_follow_the_cluster_and_a_backend_without_any_answers_503() {
     c.delete_pod("pod/default/pod4").unwrap();
     let t = get(&mut c, "/api/orders", None);
     assert_eq!(t.http_status, Some(503), "{}", t.render(true));
+    assert_eq!(t.reason.as_deref(), Some("http_no_healthy_backend"));
+    assert_eq!(t.disposition, podnet::Disposition::Rejected);
+    let why = t.reason_text.as_deref().unwrap();
+    assert!(
+        why.contains(
+            "matched rule path /api (Prefix) -> default/api:80, which has no healthy target"
+        ),
+        "{why}"
+    );
     let ctl = &c.ingress_controllers()[0];
     let api = ctl.rules.iter().find(|r| r.path == "/api").unwrap();
     assert!(api.targets.is_empty());
@@ -166,7 +178,9 @@ fn malformed_requests_get_nginx_s_400() {
     };
     let t = c.trace("host/internet", LB, &opts).unwrap();
     assert_eq!(t.http_status, Some(400), "{}", t.render(true));
-    assert_eq!(t.delivered_to.as_deref(), Some("pod/ingress-nginx/controller"));
+    assert_eq!(t.http_from.as_deref(), Some("pod/ingress-nginx/controller"));
+    assert_eq!(t.reason.as_deref(), Some("http_bad_request"));
+    assert_eq!(t.delivered_to, None);
 }
 
 #[test]

@@ -91,10 +91,16 @@ fn the_health_check_server_answers_200_with_local_endpoints_and_503_without() {
         ),
         "{body}"
     );
+    assert_eq!(t.http_from.as_deref(), Some("node/node2"));
     let t = c.trace("host/internet", format!("203.0.113.1:{port}"), &opts).unwrap();
     assert!(t.completed, "{}", t.render(true));
     assert_eq!(t.http_status, Some(503));
     assert!(response_body(&t).contains("\"localEndpoints\": 0,"));
+    // The 503 is the health server's own verdict: no backend behind it got the request.
+    assert_eq!(t.http_from.as_deref(), Some("node/node1"));
+    assert_eq!(t.disposition, podnet::Disposition::Rejected);
+    assert_eq!(t.reason.as_deref(), Some("http_no_local_endpoints"));
+    assert!(t.reason_text.as_deref().unwrap().contains("svc/default/api-local"));
     // IPVS mode serves the same (its KUBE-HEALTH-CHECK-NODE-PORT set admits the port).
     let mut ipvs = with_lb(&[], true, LbMode::Proxy);
     ipvs.set_proxy_mode(podnet::kube_proxy::ProxyMode::Ipvs(

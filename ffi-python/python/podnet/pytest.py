@@ -23,19 +23,19 @@ def seed_cluster() -> Cluster:
     return Cluster.seed()
 
 
-def assert_reachable(c: Cluster, src: str, dst: str, proto: str = "tcp", sport: Optional[int] = None) -> Trace:
+def assert_reachable(c: Cluster, src: str, dst: str, proto: Optional[str] = None, sport: Optional[int] = None) -> Trace:
     """Traces src -> dst and fails with the readable trace unless the exchange completed."""
     t = c.trace(src, dst, proto=proto, sport=sport)
     if not (t.disposition == "delivered" and t.completed):
-        pytest.fail(f"{src} cannot reach {dst} over {proto}: {t.disposition} ({t.reason_text})\n{t.render(True)}")
+        pytest.fail(f"{src} cannot reach {dst}: {t.disposition} ({t.reason_text})\n{t.render(True)}")
     return t
 
 
-def assert_not_reachable(c: Cluster, src: str, dst: str, proto: str = "tcp", reason: Optional[str] = None) -> Trace:
+def assert_not_reachable(c: Cluster, src: str, dst: str, proto: Optional[str] = None, reason: Optional[str] = None) -> Trace:
     """Traces src -> dst and fails unless the request was not delivered (optionally: for `reason`)."""
     t = c.trace(src, dst, proto=proto)
     if t.disposition == "delivered":
-        pytest.fail(f"{src} unexpectedly reaches {dst} over {proto} (delivered to {t.delivered_to})\n{t}")
+        pytest.fail(f"{src} unexpectedly reaches {dst} (delivered to {t.delivered_to})\n{t}")
     if reason is not None and t.reason != reason:
         pytest.fail(f"{src} -> {dst} failed for {t.reason!r}, not {reason!r}: {t.reason_text}\n{t}")
     return t
