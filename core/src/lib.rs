@@ -12,7 +12,7 @@
 //!
 //! | layer | holds |
 //! |---|---|
-//! | [`ids`], [`error`], [`endpoint`] | typed arena ids; every error type; where a flow starts or ends, as users name it |
+//! | [`ids`], [`error`], [`endpoint`], [`labels`] | typed arena ids; every error type; where a flow starts or ends, as users name it; label selectors |
 //! | [`net`], [`ipam`] | routing tables and `ip rule`, neighbour tables, the bridge FDB; address and port allocators |
 //! | [`trace`] | trace records: hops, packet views, text and JSON, pcapng |
 //! | [`world`] | the arenas (nodes, pods, namespaces, devices, L2 segments), the virtual clock, the random source, the frame queue |
@@ -53,6 +53,7 @@ pub mod ids;
 pub mod ipam;
 pub mod k8s;
 pub mod kube_proxy;
+pub mod labels;
 pub mod net;
 pub(crate) mod run;
 pub mod show;

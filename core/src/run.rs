@@ -340,6 +340,7 @@ impl Sim<'_> {
             reason_text,
             http_status: None,
             http_from: None,
+            warnings: Vec::new(),
             answered: None,
             probability: None,
             started_ms: started.total_millis(),

@@ -33,7 +33,9 @@ impl Cluster {
             return c.trace(from?.1, to?.1, &o);
         }
         let flow = self.flow(from?, to?, opts.proto)?;
-        self.sim().trace(&flow, opts)
+        let mut t = self.sim().trace(&flow, opts)?;
+        self.warn_unmodelled(&mut t, flow.src.ns);
+        Ok(t)
     }
 
     /// Every place a flow can land, each with its probability, as dry runs: each endpoint a
@@ -51,7 +53,55 @@ impl Cluster {
     ) -> Result<Vec<Trace>, TraceError> {
         let (from, to) = (from.into_endpoint(Role::Source), to.into_endpoint(Role::Destination));
         let flow = self.flow(from?, to?, opts.proto)?;
-        crate::run::trace_all(&self.world, &self.hosts, &self.fabric, &flow, opts)
+        let mut all = crate::run::trace_all(&self.world, &self.hosts, &self.fabric, &flow, opts)?;
+        for t in &mut all {
+            self.warn_unmodelled(t, flow.src.ns);
+        }
+        Ok(all)
+    }
+
+    /// Adds a warning to `t` for every object podnet does not model that selects a pod the
+    /// flow touched: its source (namespace `src`), every pod namespace a hop passed, the pod
+    /// it was delivered to and the one that answered.
+    fn warn_unmodelled(&self, t: &mut Trace, src: NetnsId) {
+        if self.unmodelled.is_empty() {
+            return;
+        }
+        let w = &self.world;
+        let mut keys: Vec<String> = Vec::new();
+        let mut add = |k: &str| {
+            if k.starts_with("pod/") && !keys.iter().any(|x| x == k) {
+                keys.push(k.to_string());
+            }
+        };
+        add(&w.owner_name(src));
+        // Where IP packets went (an ARP broadcast reaches every pod on a bridge).
+        for h in t.hops.iter().filter(|h| h.before.as_ref().is_none_or(|b| b.proto != "arp")) {
+            add(&h.netns);
+        }
+        for k in [&t.delivered_to, &t.http_from].into_iter().flatten() {
+            add(k);
+        }
+        for key in keys {
+            let Ok(id) = self.pod_id(&key) else { continue };
+            let pod = &w.pods[id.idx()];
+            let implied;
+            let ns_labels = match self.namespaces.get(&pod.namespace) {
+                Some(l) => l,
+                None => {
+                    implied = crate::labels::Labels::from([(
+                        "kubernetes.io/metadata.name".to_string(),
+                        pod.namespace.clone(),
+                    )]);
+                    &implied
+                }
+            };
+            for u in &self.unmodelled {
+                if u.may_select(&pod.namespace, ns_labels, &pod.labels) {
+                    t.warnings.push(format!("{key} is selected by {u}: {}", u.effect));
+                }
+            }
+        }
     }
 
     /// A reachability matrix: one dry-run trace per (source, destination), rows in the order

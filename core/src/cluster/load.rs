@@ -110,6 +110,8 @@ impl Cluster {
 
     fn apply_objects(&mut self, mut objs: Objects) -> Result<LoadReport, LoadError> {
         let mut report = std::mem::take(&mut objs.report);
+        self.namespaces.extend(std::mem::take(&mut objs.namespaces));
+        self.unmodelled.append(&mut objs.unmodelled);
         self.load_nodes(&objs, &mut report)?;
         // Services first: their targetPorts become listening ports of the pods they select.
         let first_new_service = self.services.list.len();

@@ -11,6 +11,7 @@
 //! The underlay is a VPC subnet (an L2 segment joining every node's `eth0` and the VPC
 //! router) whose router sends each node's pod CIDR to that node.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
@@ -31,6 +32,8 @@ mod tables;
 pub use crate::error::ClusterError;
 use crate::host::Hosts;
 use crate::ids::{IfIndex, NetnsId, NodeId, PodId};
+use crate::k8s::Unmodelled;
+use crate::labels::Labels;
 use crate::world::World;
 pub use crate::world::{Container, Device, DeviceKind, Netns, Node, Owner, Pod, Segment, Sysctls};
 
@@ -136,6 +139,12 @@ pub struct Cluster {
     pub(crate) services: crate::kube_proxy::Services,
     pub(crate) edge: crate::cloud::Edge,
     pub(crate) cni: CniState,
+    /// Namespaces' labels (`kubernetes.io/metadata.name` always among them), for the
+    /// namespace selectors of policies.
+    pub(crate) namespaces: BTreeMap<String, Labels>,
+    /// Objects that decide what traffic is allowed and that podnet does not model: every
+    /// trace through a pod one of them selects carries a warning.
+    pub(crate) unmodelled: Vec<Unmodelled>,
 }
 
 impl Cluster {
@@ -168,6 +177,8 @@ impl Cluster {
             services,
             edge: crate::cloud::Edge::default(),
             cni,
+            namespaces: BTreeMap::new(),
+            unmodelled: Vec::new(),
         };
         c.world.vpc_subnet = c.world.add_segment("vpc-subnet");
         let vpc = c.world.add_netns("vpc", Owner::Router, true);

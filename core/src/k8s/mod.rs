@@ -1,7 +1,9 @@
 //! Loading a cluster from Kubernetes objects: what `kubectl get -o yaml` (or `-o json`)
 //! prints, multi-document files, `kind: List`, several files or directories.
 //!
-//! Kinds read: Node, Pod, Service, EndpointSlice, Ingress, Namespace, plus an optional
+//! Kinds read: Node, Pod, Service, EndpointSlice, Ingress, Namespace (with its labels), plus
+//! the policies and mesh authorization podnet does not model yet ([`Unmodelled`]: kept with
+//! the pods they select, so traces through those pods carry a warning), and an optional
 //! podnet document (`apiVersion: podnet.dev/v1alpha1`, `kind: PodnetConfig`) for what
 //! Kubernetes objects do not say: `clusterCidr` (10.244.0.0/16), `serviceCidr`
 //! (10.96.0.0/12), `nodeSubnet` (192.168.0.0/24) and `vpcRouter` (192.168.0.254),
@@ -43,6 +45,7 @@
 
 mod config;
 mod objects;
+mod unmodelled;
 
 use std::path::{Path, PathBuf};
 
@@ -57,6 +60,7 @@ use crate::error::ClusterError;
 pub use crate::error::{LoadError, Place};
 pub(crate) use config::{LbModeDoc, PodnetConfig};
 pub(crate) use objects::{PodDecision, endpoint_slice, ingress, node, pod, service, target_ports};
+pub use unmodelled::{NamespaceScope, Unmodelled};
 
 /// What was loaded, and what was not.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -89,6 +93,10 @@ pub(crate) struct Objects {
     pub(crate) slices: Vec<(Place, discovery::EndpointSlice)>,
     /// Ingresses.
     pub(crate) ingresses: Vec<(Place, networking::Ingress)>,
+    /// Namespaces and their labels.
+    pub(crate) namespaces: Vec<(String, crate::labels::Labels)>,
+    /// Objects podnet does not model that select pods (policies, mesh authorization).
+    pub(crate) unmodelled: Vec<Unmodelled>,
     /// What was recorded or skipped while reading.
     pub(crate) report: LoadReport,
 }
@@ -243,11 +251,34 @@ fn classify(d: Doc, objs: &mut Objects) -> Result<(), LoadError> {
         "Service" => objs.services.push((d.place.clone(), typed(&d)?)),
         "EndpointSlice" => objs.slices.push((d.place.clone(), typed(&d)?)),
         "Ingress" => objs.ingresses.push((d.place.clone(), typed(&d)?)),
-        "Namespace" => objs.report.loaded.push(format!("Namespace/{name}")),
+        "Namespace" => {
+            let mut labels = match d.value.pointer("/metadata/labels") {
+                None | Some(serde_json::Value::Null) => crate::labels::Labels::new(),
+                Some(l) => serde_json::from_value(l.clone()).map_err(|e| LoadError::Parse {
+                    place: d.place.clone(),
+                    msg: format!("metadata.labels: {e}"),
+                })?,
+            };
+            // The API server sets it on every namespace (NamespaceDefaultLabelName, 1.22+).
+            labels.insert("kubernetes.io/metadata.name".into(), name.clone());
+            objs.namespaces.push((name.clone(), labels));
+            objs.report.loaded.push(format!("Namespace/{name}"));
+        }
         "" => {
             return Err(LoadError::Parse { place: d.place.clone(), msg: "document has no `kind` (expected Node, Pod, Service, EndpointSlice, Ingress, Namespace, List or PodnetConfig)".into() });
         }
-        other => objs.report.skipped.push(format!("{other}/{name}: kind not modelled, skipped")),
+        other => match unmodelled::read(&api, other, &d.value) {
+            Some(Ok(u)) => {
+                objs.report.skipped.push(format!(
+                    "{}: not modelled ({}); traces through the pods it selects carry a warning",
+                    u.object,
+                    u.effect.split(',').next().unwrap_or(u.effect)
+                ));
+                objs.unmodelled.push(u);
+            }
+            Some(Err(msg)) => return Err(LoadError::Parse { place: d.place.clone(), msg }),
+            None => objs.report.skipped.push(format!("{other}/{name}: kind not modelled, skipped")),
+        },
     }
     Ok(())
 }

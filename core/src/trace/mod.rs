@@ -527,6 +527,11 @@ pub struct Trace {
     /// with exactly the bytes sent).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub answered: Option<u32>,
+    /// What podnet could not model about this flow that may change its outcome in the real
+    /// cluster (a policy it does not enforce that selects a pod on the path), one sentence
+    /// each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Probability of this outcome (set by enumerations of all outcomes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probability: Option<f64>,

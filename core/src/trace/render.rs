@@ -52,6 +52,9 @@ impl Trace {
         if let (Some(r), Some(t)) = (&self.reason, &self.reason_text) {
             let _ = writeln!(s, "  reason: {r}: {t}");
         }
+        for w in &self.warnings {
+            let _ = writeln!(s, "  warning: {w}");
+        }
         let cutoff = if full {
             u32::MAX
         } else {

@@ -217,3 +217,56 @@ fn names_the_api_server_would_refuse_are_refused_not_written_into_rules() {
         .unwrap();
     assert!(e.to_string().contains("Service port name 'HTTP' is invalid"), "{e}");
 }
+
+/// Objects that decide what traffic is allowed and that podnet does not model are not
+/// silently dropped: each is reported, and every trace through a pod it selects says so.
+/// Selection follows the APIs: a NetworkPolicy's `podSelector` in its own namespace
+/// (matchExpressions with apimachinery's operators), an AdminNetworkPolicy's
+/// `subject.namespaces` against the namespace's labels, `kubernetes.io/metadata.name`
+/// included, which the API server sets on every namespace.
+#[test]
+fn unmodelled_policies_are_reported_and_warned_about_on_every_trace_they_touch() {
+    let yaml = crate::common::reference_yaml()
+        + r#"
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-only, namespace: default}
+spec:
+  podSelector:
+    matchExpressions: [{key: app, operator: In, values: [web]}]
+  policyTypes: [Ingress]
+---
+apiVersion: policy.networking.k8s.io/v1alpha1
+kind: AdminNetworkPolicy
+metadata: {name: lockdown}
+spec:
+  priority: 10
+  subject:
+    namespaces: {matchLabels: {kubernetes.io/metadata.name: kube-system}}
+  ingress: []
+"#;
+    let (mut c, report) = Cluster::from_yaml(&yaml).unwrap();
+    for o in ["NetworkPolicy/default/web-only", "AdminNetworkPolicy/lockdown"] {
+        assert!(
+            report.skipped.iter().any(|s| s.starts_with(&format!("{o}: not modelled"))),
+            "{report:?}"
+        );
+    }
+    let opts = TraceOptions::default();
+    // pod1 and pod3 are app=web: a flow to the Service lands on one of them.
+    let t = c.trace("pod/default/pod2", "svc/default/web:http", &opts).unwrap();
+    let to = t.delivered_to.clone().unwrap();
+    assert_eq!(
+        t.warnings,
+        vec![format!(
+            "{to} is selected by NetworkPolicy/default/web-only: a policy podnet does not enforce yet, so the real cluster may drop what this trace delivers"
+        )]
+    );
+    assert!(t.render(false).contains("\n  warning: "), "{}", t.render(false));
+    assert!(t.to_json().contains("\"warnings\": ["));
+    // pod4 (app=api) in default: neither policy selects it, nor pod2.
+    let t = c.trace("pod/default/pod2", "pod/default/pod4:8080", &opts).unwrap();
+    assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+    assert!(!t.to_json().contains("warnings"));
+}

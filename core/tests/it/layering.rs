@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// `podnet`'s layers, bottom up. A module may use its own layer and those before it.
 const CORE: &[&[&str]] = &[
-    &["ids", "error", "endpoint"],
+    &["ids", "error", "endpoint", "labels"],
     &["net", "ipam"],
     &["trace"],
     &["world"],
