@@ -48,6 +48,7 @@ pub(crate) mod datapath;
 pub mod demo;
 pub mod endpoint;
 pub mod error;
+pub mod get;
 pub mod host;
 pub mod ids;
 pub mod ipam;

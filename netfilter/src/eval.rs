@@ -117,7 +117,8 @@ pub struct RuleHit {
     pub chain: String,
     /// 1-based rule number; 0 for the chain policy.
     pub rule_num: usize,
-    /// The rule as written (restore form), or `:CHAIN POLICY` for a policy.
+    /// The rule as `iptables-save` prints it (kernel form, without `-A CHAIN`), or
+    /// `:CHAIN POLICY` for a policy.
     pub rule: String,
     /// The rule's comment, which names the Kubernetes object for kube-proxy rules.
     pub comment: Option<String>,
@@ -385,7 +386,7 @@ fn eval_from(
                 table: tname,
                 chain: name.to_string(),
                 rule_num: i + 1,
-                rule: rule.restore_text().into_owned(),
+                rule: rule.kernel_form(),
                 comment: rule.comment().map(str::to_string),
             });
         }

@@ -330,7 +330,8 @@ pub enum HopKind {
         chain: String,
         /// The rule's number in its chain (1-based; 0 for the chain's policy).
         rule_num: usize,
-        /// The rule as written (`:CHAIN POLICY` for a policy).
+        /// The rule as `iptables-save` prints it (kernel form, without `-A CHAIN`), so it can be
+        /// found in `podnet iptables-save` output; `:CHAIN POLICY` for a policy.
         rule: String,
         /// The Kubernetes object the rule came from, read from its comment
         /// (`svc/default/web:http`).

@@ -149,3 +149,46 @@ fn iptables_save_on_a_node_holds_the_service_chains() {
     assert!(save.contains("-m statistic --mode random --probability 0.50000000000"), "{save}");
     assert!(save.contains("-j MASQUERADE --random-fully"), "{save}");
 }
+
+/// The text a person reads: the path first, on one line, with the DNAT where kube-proxy's
+/// rules do it (PREROUTING on the client's node, at the bridge); each packet's heading once;
+/// every rule hop as `iptables-save` prints that rule, so it is found verbatim in the node's
+/// dump; the NAT hop naming the rule behind it and the Service; the receivers of an ARP
+/// broadcast that had nothing to do with it on one line.
+#[test]
+fn the_text_reads_as_a_path_then_packets_with_rules_as_iptables_save_prints_them() {
+    let mut c = Cluster::seed();
+    let t = loop {
+        let t = c.trace("pod/default/pod2", "10.96.0.10:80", &common::tcp()).unwrap();
+        if to_pod3(&t) {
+            break t;
+        }
+    };
+    let text = t.render(true);
+    assert_eq!(
+        t.path().unwrap(),
+        "pod2 → node1 veth1 → cbr0 [DNAT 10.96.0.10:80 → 10.244.2.2:8080] → eth0 → vpc vpc0 → node2 eth0 → cbr0 → pod3"
+    );
+    assert!(text.lines().nth(1).unwrap().starts_with("  path: pod2 → node1"), "{text}");
+    let headings: Vec<&str> = text.lines().filter(|l| l.starts_with("  packet ")).collect();
+    let mut numbers: Vec<&str> = headings.iter().map(|l| l.split(' ').nth(3).unwrap()).collect();
+    let n = numbers.len();
+    numbers.dedup();
+    assert_eq!(numbers.len(), n, "each heading once: {headings:?}");
+    let saved = c.iptables_save("node1").unwrap();
+    for h in t.hops.iter().filter(|h| h.node.as_deref() == Some("node1")) {
+        if let (Some(chain), Some(rule)) = (h.kind.chain(), h.kind.rule())
+            && !rule.starts_with(':')
+        {
+            let line = format!("-A {chain} {rule}");
+            assert!(saved.lines().any(|l| l == line), "{line} is not in iptables-save");
+            assert!(text.contains(&line), "{line}");
+        }
+    }
+    assert!(
+        text.contains("DNAT 10.96.0.10:80 -> 10.244.2.2:8080 (by nat KUBE-SEP-"),
+        "the NAT hop names its rule: {text}"
+    );
+    assert!(text.contains(": received the broadcast ("), "{text}");
+    assert!(t.render_brief().lines().count() <= 3, "{}", t.render_brief());
+}

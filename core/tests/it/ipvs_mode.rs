@@ -135,8 +135,12 @@ fn ping_to_a_vip_is_rejected_by_kube_ipvs_filter() {
     let icmp = TraceOptions { proto: Some(FlowProto::Icmp), ..TraceOptions::default() };
     let t = c.trace("pod/default/pod2", "10.96.0.10", &icmp).unwrap();
     assert_eq!(t.disposition, Disposition::Rejected, "{}", t.render(true));
-    assert!(t.hops.iter().any(|h| h.kind.chain() == Some("KUBE-IPVS-FILTER")
-        && h.kind.rule().is_some_and(|r| r.ends_with("-j REJECT"))));
+    assert!(t.hops.iter().any(|h| {
+        h.kind.chain() == Some("KUBE-IPVS-FILTER")
+            && h.kind
+                .rule()
+                .is_some_and(|r| r.ends_with("-j REJECT --reject-with icmp-port-unreachable"))
+    }));
     // A port of the VIP that no Service uses is rejected the same way.
     let t = c.trace("pod/default/pod2", "10.96.0.10:22", &common::tcp()).unwrap();
     assert_eq!(t.disposition, Disposition::Rejected);

@@ -19,7 +19,7 @@ const CORE: &[&[&str]] = &[
     &["cloud"],
     &["k8s"],
     &["cluster"],
-    &["show", "demo"],
+    &["show", "demo", "get"],
     &["lib"],
 ];
 

@@ -163,7 +163,9 @@ fn service_without_endpoints_is_rejected_with_port_unreachable_from_the_node() {
             .iter()
             .find(|h| {
                 matches!(h.kind, HopKind::Rule { .. })
-                    && h.kind.rule().is_some_and(|r| r.ends_with("-j REJECT"))
+                    && h.kind.rule().is_some_and(|r| {
+                        r.ends_with("-j REJECT --reject-with icmp-port-unreachable")
+                    })
             })
             .expect("the REJECT rule");
         assert_eq!(reject.kind.chain(), Some("KUBE-SERVICES"));
