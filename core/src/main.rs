@@ -1,358 +1,547 @@
-//! The `podnet` command-line tool.
+//! The `podnet` command-line tool: traces, reachability matrices, a node's tables and what
+//! was loaded, on the reference cluster or on Kubernetes objects (`--cluster`).
+//!
+//! Every value is checked before any work is done; a flag that means nothing to a command
+//! is an error. Exit codes: 0 ok (every flow delivered), 1 a flow not delivered or
+//! differences found (`drift`), 2 bad input. A closed standard output ends the program
+//! quietly.
 
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::{Args, Parser, Subcommand};
+
+use podnet::endpoint::{Endpoint, Role};
+use podnet::get::{Output, Resource};
+use podnet::netfilter::ipvs::Scheduler;
 use podnet::trace::{FlowProto, TraceOptions};
-use podnet::{Cluster, Disposition};
+use podnet::{Cluster, Cni, Disposition, ProxyMode, Table};
 
-const HELP: &str = "podnet: a software model of the Kubernetes pod network
+const EXIT_CODES: &str = "Exit codes: 0 ok (every flow delivered), 1 a flow not delivered or \
+differences found, 2 bad input.";
 
-USAGE:
-    podnet demo [--json] [--full] [--seed N] [--cni bridge|aws-vpc]
-        Trace every scenario of the seed article on the built-in reference cluster
-        (--cni aws-vpc: its AWS VPC CNI variant, pods on ENI addresses).
-    podnet trace --from SRC --to DST [--proto tcp|udp|icmp|http] [--sport N] [--seed N]
-                 [--rounds N]   (N request/answer exchanges over one socket, as ping -c N)
-                 [--proxy-mode iptables|ipvs] [--ipvs-scheduler rr|wrr|lc|wlc|sh|dh|sed|nq]
-                 [--all-outcomes]   (every place the flow can land, with its probability; dry run)
-                 [--show conntrack,fdb,neigh,routes,iptables] [--json] [--full]
-                 [--header 'Name: value'] (HTTP)  [--pcap FILE] (pcapng, one interface per device)
-        SRC: pod/NS/NAME, node/NAME or an IP. DST: IP:PORT, pod/NS/NAME:PORT,
-        svc/NS/NAME:PORT (number or port name), http://IP[:PORT]/path; ICMP takes an IP.
-        Several --from/--to pairs run in order on one cluster.
-        --cluster PATH (repeatable): load Kubernetes YAML/JSON files or directories instead
-        of the reference cluster (any command).
-    podnet reach --from SRC [--from SRC...] --to DST [--to DST...] [--proto P] [--json]
-        A reachability matrix: every source against every destination (dry runs).
-    podnet check --cluster PATH [--json]
-        Validate Kubernetes objects and print what was loaded and what was skipped.
-    podnet iptables-save|kube-proxy-rules|ipvsadm|ipset|conntrack|routes|neigh|fdb|ip-rule|enis|dmesg
-           --node NAME [--proxy-mode iptables|ipvs] [--cni bridge|aws-vpc] [-c]
-           [--from SRC --to DST ...]
-        Print a node's tables of the reference cluster, as the real tools print them
-        (--node also takes pod/NS/NAME for routes, neigh and ip-rule; enis is ipamd's view).
-        Flows given with --from/--to run first; iptables-save -c prints rule counters.
-    --iptables NODE=FILE (repeatable, any command): run NODE on the rules of a real node's
-        iptables-save instead of the generated ones; `podnet drift --node NODE --iptables
-        NODE=FILE` prints how they differ from what kube-proxy would write (- missing, + extra).
+/// A software model of the Kubernetes pod network: every hop of a flow, explained.
+#[derive(Parser)]
+#[command(
+    name = "podnet",
+    version,
+    after_help = EXIT_CODES,
+    arg_required_else_help = true,
+    disable_help_subcommand = true,
+    term_width = 100
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-EXIT CODES: 0 delivered/ok, 1 not delivered, 2 bad input.
-";
+#[derive(Subcommand)]
+enum Command {
+    /// Trace every scenario of the seed article on the built-in reference cluster
+    Demo(DemoArgs),
+    /// Trace flows hop by hop, through every device, hook, chain and rule
+    Trace(TraceArgs),
+    /// A reachability matrix: every source against every destination (dry runs)
+    Reach(ReachArgs),
+    /// Read Kubernetes objects and say what was loaded and what was skipped, and why
+    Check(CheckArgs),
+    /// List what podnet loaded and allocated, as kubectl get does
+    Get(GetArgs),
+    /// A node's iptables rules, as iptables-save prints them (kernel form)
+    #[command(name = "iptables-save")]
+    IptablesSave(IptablesSaveArgs),
+    /// The iptables-restore payload kube-proxy writes for a node
+    #[command(name = "kube-proxy-rules")]
+    KubeProxyRules(TableArgs),
+    /// A node's IPVS virtual servers, as ipvsadm -Ln prints them
+    Ipvsadm(TableArgs),
+    /// A node's ipsets, as ipset list prints them
+    Ipset(TableArgs),
+    /// A node's connection tracking table, as conntrack -L prints it
+    Conntrack(TableArgs),
+    /// The main routing table of a node or pod, as ip route prints it
+    Routes(TableArgs),
+    /// The local routing table of a node or pod, as ip route show table local prints it
+    #[command(name = "routes-local")]
+    RoutesLocal(TableArgs),
+    /// The neighbour (ARP) table of a node or pod, as ip neigh prints it
+    Neigh(TableArgs),
+    /// A node's bridge forwarding database, as bridge fdb show prints it
+    Fdb(TableArgs),
+    /// The routing policy of a node or pod, as ip rule show prints it
+    #[command(name = "ip-rule")]
+    IpRule(TableArgs),
+    /// ipamd's ENIs and addresses on a node (AWS VPC CNI)
+    Enis(TableArgs),
+    /// The kernel log lines LOG rules wrote on a node
+    Dmesg(TableArgs),
+    /// How a node's imported iptables-save differs from what kube-proxy would write
+    Drift(DriftArgs),
+}
+
+/// Where the cluster comes from and how it runs.
+#[derive(Args)]
+struct ClusterArgs {
+    /// Kubernetes YAML/JSON files or directories to load instead of the reference cluster
+    /// (repeatable)
+    #[arg(long = "cluster", value_name = "PATH")]
+    cluster: Vec<PathBuf>,
+    /// Seed for every random choice (default: 0, or the PodnetConfig's)
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+    /// The reference cluster's CNI: bridge, or aws-vpc for its AWS VPC CNI variant
+    #[arg(long, value_name = "CNI", conflicts_with = "cluster")]
+    cni: Option<Cni>,
+    /// kube-proxy's mode on every node: iptables, ipvs, or ipvs:SCHEDULER
+    #[arg(long, value_name = "MODE")]
+    proxy_mode: Option<ProxyMode>,
+    /// IPVS scheduler (rr, wrr, lc, wlc, sh, dh, sed, nq); implies --proxy-mode ipvs
+    #[arg(long, value_name = "SCHEDULER", value_parser = scheduler)]
+    ipvs_scheduler: Option<Scheduler>,
+    /// Run NODE on the rules of a real node's iptables-save dump instead of the generated
+    /// ones (repeatable)
+    #[arg(long = "iptables", value_name = "NODE=FILE", value_parser = node_file)]
+    iptables: Vec<(String, PathBuf)>,
+}
+
+/// Flows: sources and destinations in pairs.
+#[derive(Args)]
+struct FlowArgs {
+    /// Where a flow starts: pod/NS/NAME, node/NAME, host/NAME, or the IP of a pod or node
+    /// (repeatable; the n-th --from goes with the n-th --to)
+    #[arg(long, value_name = "SRC", value_parser = source)]
+    from: Vec<String>,
+    /// Where it goes: IP:PORT, pod/NS/NAME:PORT, svc/NS/NAME:PORT (a number or a port
+    /// name), http://IP[:PORT]/PATH; ICMP takes an IP or pod/NS/NAME
+    #[arg(long, value_name = "DST", value_parser = destination)]
+    to: Vec<String>,
+    /// tcp, udp, icmp or http (default: what the destination implies: a named port's
+    /// protocol, http for a URL, else tcp)
+    #[arg(long, value_name = "PROTO")]
+    proto: Option<FlowProto>,
+    /// The client's source port (default: an ephemeral port, as Linux picks one)
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    sport: Option<u16>,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Print the traces as JSON
+    #[arg(long)]
+    json: bool,
+    /// List every packet of each exchange
+    #[arg(long)]
+    full: bool,
+    /// Seed for every random choice
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    seed: u64,
+    /// bridge, or aws-vpc for the AWS VPC CNI variant of the reference cluster
+    #[arg(long, value_name = "CNI", default_value = "bridge")]
+    cni: Cni,
+}
+
+#[derive(Args)]
+struct TraceArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    flows: FlowArgs,
+    /// Request/answer exchanges over one socket (as ping -c N): every one after the first
+    /// takes the established path
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+    /// Every place the flow can land, with its probability (dry runs)
+    #[arg(long, conflicts_with = "pcap")]
+    all_outcomes: bool,
+    /// After the traces, print these tables of every node (comma-separated: conntrack,
+    /// iptables-save, routes, neigh, fdb, ...)
+    #[arg(long, value_name = "TABLES", value_delimiter = ',')]
+    show: Vec<Table>,
+    /// An HTTP request header, 'Name: value' (repeatable)
+    #[arg(long, value_name = "HEADER", value_parser = header)]
+    header: Vec<(String, String)>,
+    /// Write every frame each device received to FILE (pcapng, one interface per device)
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
+    /// Print the traces as JSON
+    #[arg(long, conflicts_with_all = ["brief", "full"])]
+    json: bool,
+    /// List every packet of each exchange
+    #[arg(long)]
+    full: bool,
+    /// Print only the path and the outcome of each trace
+    #[arg(long, conflicts_with = "full")]
+    brief: bool,
+}
+
+#[derive(Args)]
+struct ReachArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    flows: FlowArgs,
+    /// An HTTP request header, 'Name: value' (repeatable)
+    #[arg(long, value_name = "HEADER", value_parser = header)]
+    header: Vec<(String, String)>,
+    /// Print the matrix as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Kubernetes YAML/JSON files or directories (repeatable)
+    #[arg(long = "cluster", value_name = "PATH", required = true)]
+    cluster: Vec<PathBuf>,
+    /// Print the load report as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct GetArgs {
+    /// nodes, pods, services (svc) or endpoints (ep)
+    #[arg(value_name = "RESOURCE")]
+    resource: Resource,
+    /// wide, json or yaml
+    #[arg(short = 'o', long = "output", value_name = "FORMAT")]
+    output: Option<Output>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+#[derive(Args)]
+struct TableArgs {
+    /// The node (or pod/NS/NAME for routes, routes-local, neigh and ip-rule)
+    #[arg(long, value_name = "NAME", required = true)]
+    node: String,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Flows to run first, so that counters and connection tracking show what they did
+    #[command(flatten)]
+    flows: FlowArgs,
+}
+
+#[derive(Args)]
+struct IptablesSaveArgs {
+    /// Print each rule's packet and byte counters (iptables-save -c)
+    #[arg(short = 'c', long = "counters")]
+    counters: bool,
+    #[command(flatten)]
+    table: TableArgs,
+}
+
+#[derive(Args)]
+struct DriftArgs {
+    /// The node whose imported rules to compare (with --iptables NODE=FILE)
+    #[arg(long, value_name = "NAME", required = true)]
+    node: String,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+fn scheduler(s: &str) -> Result<Scheduler, String> {
+    Scheduler::parse(s).ok_or_else(|| "use rr, wrr, lc, wlc, sh, dh, sed or nq".into())
+}
+
+fn node_file(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((n, f)) if !n.is_empty() && !f.is_empty() => Ok((n.into(), f.into())),
+        _ => Err("write NODE=FILE".into()),
+    }
+}
+
+fn header(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().into(), v.trim().into())),
+        _ => Err("write 'Name: value'".into()),
+    }
+}
+
+fn source(s: &str) -> Result<String, String> {
+    Endpoint::parse_as(s, Role::Source).map(|_| s.to_string()).map_err(|e| e.to_string())
+}
+
+fn destination(s: &str) -> Result<String, String> {
+    Endpoint::parse_as(s, Role::Destination).map(|_| s.to_string()).map_err(|e| e.to_string())
+}
+
+/// Why a command stopped: bad input (exit 2) or a write to a closed output (exit 0).
+enum Stop {
+    Bad(String),
+    ClosedOutput,
+}
+
+impl<E: std::fmt::Display> From<E> for Stop {
+    fn from(e: E) -> Stop {
+        Stop::Bad(e.to_string())
+    }
+}
+
+/// Standard output, locked once; a closed pipe stops the program quietly.
+struct Out(std::io::StdoutLock<'static>);
+
+impl Out {
+    fn put(&mut self, s: &str) -> Result<(), Stop> {
+        match self.0.write_all(s.as_bytes()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Stop::ClosedOutput),
+            Err(e) => Err(Stop::Bad(format!("writing the output: {e}"))),
+        }
+    }
+
+    fn line(&mut self, s: &str) -> Result<(), Stop> {
+        self.put(s)?;
+        self.put("\n")
+    }
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
-        Ok(code) => ExitCode::from(code),
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
         Err(e) => {
-            eprintln!("podnet: {e}");
+            // --help and --version print and exit 0; a usage error exits 2.
+            let code = e.exit_code();
+            let _ = e.print();
+            return ExitCode::from(code as u8);
+        }
+    };
+    let mut out = Out(std::io::stdout().lock());
+    let result = match cli.command {
+        Command::Demo(a) => demo(&a, &mut out),
+        Command::Trace(a) => trace(&a, &mut out),
+        Command::Reach(a) => reach(&a, &mut out),
+        Command::Check(a) => check(&a, &mut out),
+        Command::Get(a) => get(&a, &mut out),
+        Command::IptablesSave(a) => {
+            let t = if a.counters { Table::IptablesSaveCounters } else { Table::IptablesSave };
+            table(t, &a.table, &mut out)
+        }
+        Command::KubeProxyRules(a) => table(Table::KubeProxyRules, &a, &mut out),
+        Command::Ipvsadm(a) => table(Table::Ipvsadm, &a, &mut out),
+        Command::Ipset(a) => table(Table::Ipset, &a, &mut out),
+        Command::Conntrack(a) => table(Table::Conntrack, &a, &mut out),
+        Command::Routes(a) => table(Table::Routes, &a, &mut out),
+        Command::RoutesLocal(a) => table(Table::RoutesLocal, &a, &mut out),
+        Command::Neigh(a) => table(Table::Neigh, &a, &mut out),
+        Command::Fdb(a) => table(Table::Fdb, &a, &mut out),
+        Command::IpRule(a) => table(Table::IpRule, &a, &mut out),
+        Command::Enis(a) => table(Table::Enis, &a, &mut out),
+        Command::Dmesg(a) => table(Table::Dmesg, &a, &mut out),
+        Command::Drift(a) => drift(&a, &mut out),
+    };
+    let _ = out.0.flush();
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(Stop::ClosedOutput) => ExitCode::SUCCESS,
+        Err(Stop::Bad(e)) => {
+            // As clap words its own: `error: ...`.
+            eprintln!("error: {e}");
             ExitCode::from(2)
         }
     }
 }
 
-struct Opts {
-    json: bool,
-    full: bool,
-    seed: u64,
-    aws: bool,
-    from: Vec<String>,
-    to: Vec<String>,
-    proto: Option<FlowProto>,
-    sport: Option<u16>,
-    rounds: u32,
-    show: Vec<String>,
-    node: Option<String>,
-    ipvs: Option<podnet::netfilter::ipvs::Scheduler>,
-    cluster: Vec<std::path::PathBuf>,
-    all_outcomes: bool,
-    pcap: Option<std::path::PathBuf>,
-    headers: Vec<(String, String)>,
-    iptables: Vec<(String, std::path::PathBuf)>,
-    counters: bool,
-}
-
-fn parse(args: &[String]) -> Result<Opts, String> {
-    let mut o = Opts {
-        json: false,
-        full: false,
-        seed: 0,
-        aws: false,
-        pcap: None,
-        headers: Vec::new(),
-        iptables: Vec::new(),
-        counters: false,
-        from: vec![],
-        to: vec![],
-        proto: None,
-        sport: None,
-        rounds: 1,
-        show: vec![],
-        node: None,
-        ipvs: None,
-        cluster: vec![],
-        all_outcomes: false,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val =
-            |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
-        match a.as_str() {
-            "--json" => o.json = true,
-            "--full" => o.full = true,
-            "--all-outcomes" => o.all_outcomes = true,
-            "--seed" => {
-                o.seed = val("--seed")?.parse().map_err(|_| "--seed takes a number".to_string())?
-            }
-            "--from" => o.from.push(val("--from")?),
-            "--to" => o.to.push(val("--to")?),
-            "--proto" => {
-                let v = val("--proto")?;
-                o.proto =
-                    Some(FlowProto::parse(&v).ok_or_else(|| {
-                        format!("unknown --proto '{v}' (tcp, udp, icmp or http)")
-                    })?);
-            }
-            "--sport" => {
-                o.sport = Some(
-                    val("--sport")?
-                        .parse()
-                        .map_err(|_| "--sport takes a port number".to_string())?,
-                )
-            }
-            "--rounds" => {
-                o.rounds = val("--rounds")?
-                    .parse()
-                    .ok()
-                    .filter(|n| *n >= 1)
-                    .ok_or_else(|| "--rounds takes a count of at least 1".to_string())?
-            }
-            "--show" => o.show.extend(val("--show")?.split(',').map(str::to_string)),
-            "--node" => o.node = Some(val("--node")?),
-            "--cluster" => o.cluster.push(val("--cluster")?.into()),
-            "--pcap" => o.pcap = Some(val("--pcap")?.into()),
-            "--iptables" => {
-                let v = val("--iptables")?;
-                let (node, file) = v
-                    .split_once('=')
-                    .ok_or_else(|| format!("--iptables '{v}': write NODE=FILE"))?;
-                o.iptables.push((node.to_string(), file.into()));
-            }
-            "-c" | "--counters" => o.counters = true,
-            "--header" => {
-                let h = val("--header")?;
-                let (k, v) = h
-                    .split_once(':')
-                    .ok_or_else(|| format!("--header '{h}': write 'Name: value'"))?;
-                o.headers.push((k.trim().to_string(), v.trim().to_string()));
-            }
-            "--cni" => {
-                let v = val("--cni")?;
-                let cni: podnet::Cni =
-                    v.parse().map_err(|_| format!("unknown --cni '{v}' (bridge or aws-vpc)"))?;
-                o.aws = cni != podnet::Cni::Bridge;
-            }
-            "--proxy-mode" => {
-                let v = val("--proxy-mode")?;
-                o.ipvs = match v.parse::<podnet::ProxyMode>() {
-                    Ok(podnet::ProxyMode::Iptables) => None,
-                    Ok(podnet::ProxyMode::Ipvs(s)) if v == "ipvs" => Some(o.ipvs.unwrap_or(s)),
-                    Ok(podnet::ProxyMode::Ipvs(s)) => Some(s),
-                    Err(_) => return Err(format!("unknown --proxy-mode '{v}' (iptables or ipvs)")),
-                };
-            }
-            "--ipvs-scheduler" => {
-                let v = val("--ipvs-scheduler")?;
-                o.ipvs = Some(podnet::netfilter::ipvs::Scheduler::parse(&v).ok_or_else(|| {
-                    format!("unknown --ipvs-scheduler '{v}' (rr, wrr, lc, wlc, sh, dh, sed, nq)")
-                })?);
-            }
-            other => return Err(format!("unknown argument '{other}' (see podnet --help)")),
+/// The cluster the arguments describe, with its proxy mode, seed and imported rules.
+fn cluster(a: &ClusterArgs) -> Result<Cluster, Stop> {
+    let mode = match (a.proxy_mode, a.ipvs_scheduler) {
+        (Some(ProxyMode::Iptables), Some(_)) => {
+            return Err(Stop::Bad(
+                "--ipvs-scheduler goes with IPVS: drop it or use --proxy-mode ipvs".into(),
+            ));
         }
-    }
-    Ok(o)
-}
-
-fn run(args: &[String]) -> Result<u8, String> {
-    let Some(cmd) = args.first() else {
-        print!("{HELP}");
-        return Ok(2);
+        (_, Some(s)) => Some(ProxyMode::Ipvs(s)),
+        (m, None) => m,
     };
-    if cmd == "--help" || cmd == "-h" || cmd == "help" {
-        print!("{HELP}");
-        return Ok(0);
-    }
-    let o = parse(&args[1..])?;
-    match cmd.as_str() {
-        "demo" => demo(&o),
-        "check" => check(&o),
-        "trace" => trace(&o),
-        "reach" => reach(&o),
-        "iptables-save" | "kube-proxy-rules" | "conntrack" | "routes" | "neigh" | "fdb"
-        | "ipvsadm" | "ipset" | "ip-rule" | "enis" | "drift" | "dmesg" => {
-            let node = o.node.clone().ok_or("this command needs --node NAME")?;
-            let mut c = cluster(&o)?;
-            if o.from.len() != o.to.len() {
-                return Err("--from and --to come in pairs (flows run before printing)".into());
-            }
-            // Flows given with the table command run first, so counters and conntrack show
-            // what they did.
-            let opts = TraceOptions { proto: o.proto, sport: o.sport, ..TraceOptions::default() };
-            for (f, t) in o.from.iter().zip(&o.to) {
-                c.trace(f, t, &opts).map_err(|e| e.to_string())?;
-            }
-            let what = if cmd == "iptables-save" && o.counters { "iptables-save -c" } else { cmd };
-            print!("{}", table(&c, what, &node)?);
-            Ok(0)
+    let mut c = if a.cluster.is_empty() {
+        let seed = a.seed.unwrap_or(0);
+        match a.cni.clone().unwrap_or(Cni::Bridge) {
+            Cni::Bridge => Cluster::seed_with(seed),
+            _ => Cluster::seed_aws_with(seed),
         }
-        other => Err(format!("unknown command '{other}' (see podnet --help)")),
-    }
-}
-
-fn table(c: &Cluster, what: &str, node: &str) -> Result<String, String> {
-    let t: podnet::Table = what.parse().map_err(|e: podnet::error::UnknownValue| e.to_string())?;
-    c.show(t, node).map_err(|e| e.to_string())
-}
-
-fn cluster(o: &Opts) -> Result<Cluster, String> {
-    let mut c = if o.cluster.is_empty() {
-        if o.aws { Cluster::seed_aws_with(o.seed) } else { Cluster::seed_with(o.seed) }
     } else {
-        let (c, report) = Cluster::from_files(&o.cluster).map_err(|e| e.to_string())?;
+        let (mut c, report) = Cluster::from_files(&a.cluster)?;
         eprintln!(
-            "podnet: loaded {} objects, skipped {}",
+            "podnet: loaded {} objects, skipped {} (podnet check --cluster ... lists them)",
             report.loaded.len(),
             report.skipped.len()
         );
+        if let Some(s) = a.seed {
+            c.reseed(s);
+        }
         c
     };
-    if let Some(s) = o.ipvs {
-        c.set_proxy_mode(podnet::ProxyMode::Ipvs(s));
+    if let Some(m) = mode {
+        c.set_proxy_mode(m);
     }
-    for (node, file) in &o.iptables {
+    for (node, file) in &a.iptables {
         let text = std::fs::read_to_string(file)
-            .map_err(|e| format!("--iptables {node}={}: {e}", file.display()))?;
-        c.import_iptables(node, &text).map_err(|e| format!("{}: {e}", file.display()))?;
+            .map_err(|e| Stop::Bad(format!("--iptables {node}={}: {e}", file.display())))?;
+        c.import_iptables(node, &text)
+            .map_err(|e| Stop::Bad(format!("{}: {e}", file.display())))?;
     }
     Ok(c)
 }
 
-fn check(o: &Opts) -> Result<u8, String> {
-    if o.cluster.is_empty() {
-        return Err(
-            "check needs --cluster PATH (files or directories of Kubernetes YAML/JSON)".into()
-        );
+/// The flows' pairs, checked: as many sources as destinations.
+fn pairs(f: &FlowArgs, need: bool) -> Result<Vec<(&str, &str)>, Stop> {
+    if f.from.len() != f.to.len() || (need && f.from.is_empty()) {
+        return Err(Stop::Bad(format!(
+            "--from and --to come in pairs ({} --from, {} --to)",
+            f.from.len(),
+            f.to.len()
+        )));
     }
-    let (c, report) = Cluster::from_files(&o.cluster).map_err(|e| e.to_string())?;
-    if o.json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
-        return Ok(0);
-    }
-    println!("loaded {} objects:", report.loaded.len());
-    for l in &report.loaded {
-        println!("  {l}");
-    }
-    println!("skipped {}:", report.skipped.len());
-    for s in &report.skipped {
-        println!("  {s}");
-    }
-    println!("{} nodes, {} pods", c.nodes().len(), c.pods().len());
-    Ok(0)
+    Ok(f.from.iter().map(String::as_str).zip(f.to.iter().map(String::as_str)).collect())
 }
 
-fn demo(o: &Opts) -> Result<u8, String> {
-    let results = if o.aws { podnet::demo::run_aws(o.seed) } else { podnet::demo::run(o.seed) }
-        .map_err(|e| e.to_string())?;
-    if o.json {
-        println!("{}", serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?);
+fn demo(a: &DemoArgs, out: &mut Out) -> Result<u8, Stop> {
+    let aws = a.cni != Cni::Bridge;
+    let results = if aws { podnet::demo::run_aws(a.seed) } else { podnet::demo::run(a.seed) }?;
+    if a.json {
+        out.line(&serde_json::to_string_pretty(&results)?)?;
         return Ok(0);
     }
-    println!(
+    out.line(&format!(
         "podnet demo: the seed article's scenarios on the reference cluster (seed {})",
-        o.seed
-    );
-    if o.aws {
-        let c = Cluster::seed_aws_with(o.seed);
-        let ip = |n: &str| c.pods().iter().find(|p| p.name == n).map(|p| p.ip.to_string());
-        println!(
-            "  AWS VPC CNI variant: m5.large nodes in 192.168.0.0/24 (VPC router 192.168.0.1), no bridge;
-  pods take ENI addresses from the top of the subnet."
-        );
-        println!(
+        a.seed
+    ))?;
+    if aws {
+        let c = Cluster::seed_aws_with(a.seed);
+        let ip = |n: &str| {
+            c.pods().iter().find(|p| p.name == n).map(|p| p.ip.to_string()).unwrap_or_default()
+        };
+        out.line(
+            "  AWS VPC CNI variant: m5.large nodes in 192.168.0.0/24 (VPC router 192.168.0.1), no bridge;\n  pods take ENI addresses from the top of the subnet (podnet's deterministic choice).",
+        )?;
+        out.line(&format!(
             "  node1 192.168.0.11: pod1 {} (app=web, + sidecar), pod2 {} (app=client)",
-            ip("pod1").unwrap_or_default(),
-            ip("pod2").unwrap_or_default()
-        );
-        println!(
+            ip("pod1"),
+            ip("pod2")
+        ))?;
+        out.line(&format!(
             "  node2 192.168.0.12: pod3 {} (app=web), pod4 {} (app=api)",
-            ip("pod3").unwrap_or_default(),
-            ip("pod4").unwrap_or_default()
-        );
-        println!("  node3 192.168.0.13: no pods.");
-        println!(
-            "  Service default/web 10.96.0.10: http TCP 80->8080, udp UDP 80->8080 (endpoints pod1, pod3)\n"
-        );
+            ip("pod3"),
+            ip("pod4")
+        ))?;
+        out.line("  node3 192.168.0.13: no pods.")?;
     } else {
-        println!(
-            "  node1 192.168.0.1 pod CIDR 10.244.1.0/24: pod1 10.244.1.2 (app=web, + sidecar), pod2 10.244.1.3 (app=client)"
-        );
-        println!(
-            "  node2 192.168.0.2 pod CIDR 10.244.2.0/24: pod3 10.244.2.2 (app=web), pod4 10.244.2.3 (app=api)"
-        );
-        println!("  node3 192.168.0.3 pod CIDR 10.244.3.0/24: no pods. VPC router 192.168.0.254.");
-        println!(
-            "  Service default/web 10.96.0.10: http TCP 80->8080, udp UDP 80->8080 (endpoints pod1, pod3)\n"
-        );
+        out.line("  node1 192.168.0.1 pod CIDR 10.244.1.0/24: pod1 10.244.1.2 (app=web, + sidecar), pod2 10.244.1.3 (app=client)")?;
+        out.line("  node2 192.168.0.2 pod CIDR 10.244.2.0/24: pod3 10.244.2.2 (app=web), pod4 10.244.2.3 (app=api)")?;
+        out.line("  node3 192.168.0.3 pod CIDR 10.244.3.0/24: no pods. VPC router 192.168.0.254.")?;
     }
+    out.line("  Service default/web 10.96.0.10: http TCP 80->8080, udp UDP 80->8080 (endpoints pod1, pod3)\n")?;
     let mut ok = true;
     for r in &results {
         let fig = if r.scenario.figures.contains('-') { "Figures" } else { "Figure" };
-        println!("== {fig} {}: {} ==", r.scenario.figures, r.scenario.title);
-        if !o.aws {
-            println!("   {}", r.scenario.story);
+        out.line(&format!("== {fig} {}: {} ==", r.scenario.figures, r.scenario.title))?;
+        if !aws {
+            out.line(&format!("   {}", r.scenario.story))?;
         }
-        print!("{}", r.trace.render(o.full));
+        out.put(&r.trace.render(a.full))?;
         if r.scenario.figures == "1-3" {
-            println!(
+            out.line(&format!(
                 "  port conflict: a second container binding 8080 in pod1 gets:\n    {}",
-                podnet::demo::port_conflict(o.seed)
-            );
+                podnet::demo::port_conflict(a.seed)
+            ))?;
         }
-        println!();
+        out.line("")?;
         ok &= r.trace.disposition == Disposition::Delivered;
     }
     Ok(if ok { 0 } else { 1 })
 }
 
-fn reach(o: &Opts) -> Result<u8, String> {
-    if o.from.is_empty() || o.to.is_empty() {
-        return Err("reach needs at least one --from and one --to".into());
+fn trace(a: &TraceArgs, out: &mut Out) -> Result<u8, Stop> {
+    let flows = pairs(&a.flows, true)?;
+    let mut c = cluster(&a.cluster)?;
+    let opts = TraceOptions {
+        proto: a.flows.proto,
+        sport: a.flows.sport,
+        rounds: a.rounds,
+        headers: a.header.clone(),
+        capture: a.pcap.is_some(),
+        ..TraceOptions::default()
+    };
+    let mut all_ok = true;
+    let mut traces = Vec::new();
+    for (f, t) in flows {
+        let got =
+            if a.all_outcomes { c.trace_all(f, t, &opts)? } else { vec![c.trace(f, t, &opts)?] };
+        for tr in got {
+            all_ok &= tr.disposition == Disposition::Delivered;
+            traces.push(tr);
+        }
     }
-    let c = cluster(o)?;
+    if let Some(path) = &a.pcap {
+        let frames: Vec<podnet::trace::pcap::CapturedFrame> =
+            traces.iter().flat_map(|t| t.frames.iter().cloned()).collect();
+        std::fs::write(path, podnet::trace::pcap::to_pcapng(&frames))
+            .map_err(|e| Stop::Bad(format!("--pcap {}: {e}", path.display())))?;
+        eprintln!("podnet: wrote {} frames to {}", frames.len(), path.display());
+    }
+    if a.json {
+        out.line(&serde_json::to_string_pretty(&traces)?)?;
+    } else {
+        for t in &traces {
+            if let Some(p) = t.probability {
+                out.line(&format!("outcome with probability {p:.4}:"))?;
+            }
+            out.put(&if a.brief { t.render_brief() } else { t.render(a.full) })?;
+        }
+    }
+    for what in &a.show {
+        let nodes: Vec<String> = c.nodes().iter().map(|n| n.name.clone()).collect();
+        for n in nodes {
+            out.line(&format!("--- {what} on {n} ---"))?;
+            out.put(&c.show(*what, &n)?)?;
+        }
+    }
+    Ok(if all_ok { 0 } else { 1 })
+}
+
+fn reach(a: &ReachArgs, out: &mut Out) -> Result<u8, Stop> {
+    if a.flows.from.is_empty() || a.flows.to.is_empty() {
+        return Err(Stop::Bad("reach needs at least one --from and one --to".into()));
+    }
+    if a.flows.sport.is_some() {
+        return Err(Stop::Bad("--sport means nothing to reach (every cell picks its own)".into()));
+    }
+    let c = cluster(&a.cluster)?;
     let opts =
-        TraceOptions { proto: o.proto, headers: o.headers.clone(), ..TraceOptions::default() };
-    let from: Vec<&str> = o.from.iter().map(String::as_str).collect();
-    let to: Vec<&str> = o.to.iter().map(String::as_str).collect();
-    let m = c.reachability(&from, &to, &opts).map_err(|e| e.to_string())?;
-    let all = m.iter().flatten().all(|t| t.completed);
-    if o.json {
+        TraceOptions { proto: a.flows.proto, headers: a.header.clone(), ..TraceOptions::default() };
+    let from: Vec<&str> = a.flows.from.iter().map(String::as_str).collect();
+    let to: Vec<&str> = a.flows.to.iter().map(String::as_str).collect();
+    let m = c.reachability(&from, &to, &opts)?;
+    let all = m.iter().flatten().all(|t| t.disposition == Disposition::Delivered);
+    if a.json {
         let cells: Vec<Vec<serde_json::Value>> = m
             .iter()
             .map(|row| {
                 row.iter()
                     .map(|t| {
-                        serde_json::json!({"from": t.from, "to": t.to, "disposition": t.disposition,
-                            "completed": t.completed, "delivered_to": t.delivered_to, "reason": t.reason})
+                        serde_json::json!({"from": t.from, "to": t.to, "proto": t.proto,
+                            "disposition": t.disposition, "completed": t.completed,
+                            "delivered_to": t.delivered_to, "reason": t.reason,
+                            "http_status": t.http_status, "warnings": t.warnings})
                     })
                     .collect()
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&cells).map_err(|e| e.to_string())?);
+        out.line(&serde_json::to_string_pretty(&cells)?)?;
         return Ok(if all { 0 } else { 1 });
     }
-    let cell = |t: &podnet::Trace| match (&t.delivered_to, t.completed) {
-        (Some(d), true) => format!("ok {d}"),
-        (Some(d), false) => format!("NOT completed at {d}"),
-        (None, _) => format!("{} ({})", t.disposition, t.reason.as_deref().unwrap_or("-")),
+    let warned = m.iter().flatten().any(|t| !t.warnings.is_empty());
+    let cell = |t: &podnet::Trace| {
+        let mut s = match (&t.delivered_to, t.disposition) {
+            (Some(d), Disposition::Delivered) if t.completed => format!("ok {d}"),
+            (Some(d), _) => format!("NOT completed at {d}"),
+            (None, _) => format!("{} ({})", t.disposition, t.reason.as_deref().unwrap_or("-")),
+        };
+        if !t.warnings.is_empty() {
+            s.push_str(" (!)");
+        }
+        s
     };
     let w0 = from.iter().map(|s| s.len()).max().unwrap_or(0).max(4);
     let widths: Vec<usize> = (0..to.len())
@@ -362,70 +551,79 @@ fn reach(o: &Opts) -> Result<u8, String> {
     for (j, d) in to.iter().enumerate() {
         line.push_str(&format!("  {:w$}", d, w = widths[j]));
     }
-    println!("{}", line.trim_end());
+    out.line(line.trim_end())?;
     for (i, row) in m.iter().enumerate() {
         let mut line = format!("{:w0$}", from[i]);
         for (j, t) in row.iter().enumerate() {
             line.push_str(&format!("  {:w$}", cell(t), w = widths[j]));
         }
-        println!("{}", line.trim_end());
+        out.line(line.trim_end())?;
+    }
+    if warned {
+        out.line("(!) a pod on the path is selected by an object podnet does not model (trace the cell to see which); the real cluster may decide otherwise")?;
     }
     Ok(if all { 0 } else { 1 })
 }
 
-fn trace(o: &Opts) -> Result<u8, String> {
-    if o.from.is_empty() || o.from.len() != o.to.len() {
-        return Err("trace needs --from and --to, as many of one as of the other".into());
+fn check(a: &CheckArgs, out: &mut Out) -> Result<u8, Stop> {
+    let (c, report) = Cluster::from_files(&a.cluster)?;
+    if a.json {
+        out.line(&serde_json::to_string_pretty(&report)?)?;
+        return Ok(0);
     }
-    let mut c = cluster(o)?;
-    if o.pcap.is_some() && o.all_outcomes {
-        return Err("--pcap records one run of each flow; drop --all-outcomes".into());
+    out.line(&format!("loaded {} objects:", report.loaded.len()))?;
+    for l in &report.loaded {
+        out.line(&format!("  {l}"))?;
     }
-    let opts = TraceOptions {
-        proto: o.proto,
-        sport: o.sport,
-        rounds: o.rounds,
-        headers: o.headers.clone(),
-        capture: o.pcap.is_some(),
-        ..TraceOptions::default()
-    };
-    let mut all_ok = true;
-    let mut traces = Vec::new();
-    for (f, t) in o.from.iter().zip(&o.to) {
-        if o.all_outcomes {
-            for tr in c.trace_all(f, t, &opts).map_err(|e| e.to_string())? {
-                all_ok &= tr.disposition == Disposition::Delivered;
-                traces.push(tr);
-            }
-            continue;
-        }
-        let tr = c.trace(f, t, &opts).map_err(|e| e.to_string())?;
-        all_ok &= tr.disposition == Disposition::Delivered;
-        traces.push(tr);
+    out.line(&format!("skipped {}:", report.skipped.len()))?;
+    for s in &report.skipped {
+        out.line(&format!("  {s}"))?;
     }
-    if let Some(path) = &o.pcap {
-        let frames: Vec<podnet::trace::pcap::CapturedFrame> =
-            traces.iter().flat_map(|t| t.frames.iter().cloned()).collect();
-        std::fs::write(path, podnet::trace::pcap::to_pcapng(&frames))
-            .map_err(|e| format!("--pcap {}: {e}", path.display()))?;
-        eprintln!("podnet: wrote {} frames to {}", frames.len(), path.display());
+    out.line(&format!("{} nodes, {} pods", c.nodes().len(), c.pods().len()))?;
+    Ok(0)
+}
+
+fn get(a: &GetArgs, out: &mut Out) -> Result<u8, Stop> {
+    let c = cluster(&a.cluster)?;
+    out.put(&c.get(a.resource, a.output.unwrap_or_default()))?;
+    Ok(0)
+}
+
+fn table(t: Table, a: &TableArgs, out: &mut Out) -> Result<u8, Stop> {
+    let flows = pairs(&a.flows, false)?;
+    let mut c = cluster(&a.cluster)?;
+    // Flows run first, so counters and connection tracking show what they did.
+    let opts =
+        TraceOptions { proto: a.flows.proto, sport: a.flows.sport, ..TraceOptions::default() };
+    for (f, to) in flows {
+        c.trace(f, to, &opts)?;
     }
-    if o.json {
-        println!("{}", serde_json::to_string_pretty(&traces).map_err(|e| e.to_string())?);
-    } else {
-        for t in &traces {
-            if let Some(p) = t.probability {
-                println!("outcome with probability {p:.4}:");
-            }
-            print!("{}", t.render(o.full));
-        }
-        for what in &o.show {
-            for n in c.nodes().iter().map(|n| n.name.clone()).collect::<Vec<_>>() {
-                println!("--- {what} on {n} ---");
-                let key = if what == "iptables" { "iptables-save" } else { what.as_str() };
-                print!("{}", table(&c, key, &n)?);
-            }
-        }
+    let text = c.show(t, &a.node)?;
+    if t == Table::Ipvsadm && c.proxy_mode() == ProxyMode::Iptables {
+        eprintln!(
+            "podnet: {} runs kube-proxy in iptables mode, which programs no IPVS virtual servers (--proxy-mode ipvs switches it)",
+            a.node
+        );
     }
-    Ok(if all_ok { 0 } else { 1 })
+    out.put(&text)?;
+    Ok(0)
+}
+
+fn drift(a: &DriftArgs, out: &mut Out) -> Result<u8, Stop> {
+    if !a.cluster.iptables.iter().any(|(n, _)| *n == a.node) {
+        return Err(Stop::Bad(format!(
+            "drift compares a node's imported rules: add --iptables {}=FILE (its iptables-save)",
+            a.node
+        )));
+    }
+    let c = cluster(&a.cluster)?;
+    let text = c.show(Table::Drift, &a.node)?;
+    if text.is_empty() {
+        eprintln!(
+            "podnet: {}'s rules are what kube-proxy and the egress agent would write",
+            a.node
+        );
+    }
+    out.put(&text)?;
+    Ok(if text.is_empty() { 0 } else { 1 })
 }

@@ -127,6 +127,11 @@ impl Cluster {
         Ok(self.services.payload(&self.world, n, &self.node_setup(n)))
     }
 
+    /// kube-proxy's mode on every node.
+    pub fn proxy_mode(&self) -> ProxyMode {
+        self.services.mode
+    }
+
     /// Switches kube-proxy's mode and re-syncs every node.
     pub fn set_proxy_mode(&mut self, mode: ProxyMode) {
         self.services.mode = mode;

@@ -43,10 +43,10 @@ fn trace_json_exit_codes_and_bad_input() {
     assert!(err.contains("no pod named 'pod/default/nope'"), "{err}");
     let (code, _, err) = podnet(&["trace", "--from", "pod/default/pod1"]);
     assert_eq!(code, 2);
-    assert!(err.contains("trace needs --from and --to"), "{err}");
+    assert!(err.contains("--from and --to come in pairs (1 --from, 0 --to)"), "{err}");
     let (code, _, err) = podnet(&["frobnicate"]);
     assert_eq!(code, 2);
-    assert!(err.contains("unknown command 'frobnicate'"), "{err}");
+    assert!(err.contains("unrecognized subcommand 'frobnicate'"), "{err}");
 }
 
 #[test]
@@ -126,8 +126,12 @@ fn pcap_and_drift_write_and_read_files() {
     std::fs::write(&file, saved.replacen("COMMIT\n", "-A INPUT -j DROP\nCOMMIT\n", 1)).unwrap();
     let arg = format!("node1={}", file.display());
     let (code, out, err) = podnet(&["drift", "--node", "node1", "--iptables", &arg]);
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 1, "differences found: {err}");
     assert_eq!(out, "*filter\n+ -A INPUT -j DROP\n");
+    // The unchanged dump: no differences, exit 0.
+    std::fs::write(&file, &saved).unwrap();
+    let (code, out, err) = podnet(&["drift", "--node", "node1", "--iptables", &arg]);
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
     let (code, _, err) =
         podnet(&["drift", "--node", "node1", "--iptables", "node1=/nonexistent/x"]);
     assert_eq!(code, 2);
@@ -160,4 +164,135 @@ fn iptables_save_c_prints_the_counters_of_flows_run_first() {
     // Without -c: no counters.
     let (_, plain, _) = podnet(&["iptables-save", "--node", "node1"]);
     assert!(plain.lines().filter(|l| l.contains("-A ")).all(|l| l.starts_with("-A ")));
+}
+
+/// `--help` of the tool and of `trace`, and the main error messages, as golden files:
+/// regenerate with `PODNET_BLESS=1 cargo test -p podnet --test it cli::` when a change is
+/// meant.
+#[test]
+fn help_and_error_messages_match_their_golden_files() {
+    let cases: &[(&str, &[&str], i32, bool)] = &[
+        ("help", &["--help"], 0, false),
+        ("trace-help", &["trace", "--help"], 0, false),
+        ("get-help", &["get", "--help"], 0, false),
+        ("no-arguments", &[], 2, true),
+        ("unknown-pod", &["trace", "--from", "pod/default/nope", "--to", "10.96.0.10:80"], 2, true),
+        ("bad-endpoint", &["trace", "--from", "pod/x", "--to", "10.96.0.10:80"], 2, true),
+        (
+            "bad-table",
+            &["trace", "--from", "pod/default/pod2", "--to", "10.96.0.10:80", "--show", "foo"],
+            2,
+            true,
+        ),
+        (
+            "flag-of-another-command",
+            &["reach", "--from", "pod/default/pod1", "--to", "10.96.0.10:80", "--pcap", "f"],
+            2,
+            true,
+        ),
+        (
+            "protocol-mismatch",
+            &[
+                "trace",
+                "--from",
+                "pod/default/pod2",
+                "--to",
+                "svc/default/web:http",
+                "--proto",
+                "udp",
+            ],
+            2,
+            true,
+        ),
+        (
+            "unknown-port",
+            &["trace", "--from", "pod/default/pod2", "--to", "svc/default/web:81"],
+            2,
+            true,
+        ),
+    ];
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/cli");
+    let bless = std::env::var_os("PODNET_BLESS").is_some();
+    for (name, args, want, stderr) in cases {
+        let (code, out, err) = podnet(args);
+        assert_eq!(code, *want, "{name}: {out}{err}");
+        let got = if *stderr { err } else { out };
+        let path = dir.join(format!("{name}.txt"));
+        if bless {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, &got).unwrap();
+        }
+        let golden = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; bless with PODNET_BLESS=1", path.display()));
+        assert_eq!(got, golden, "{name} differs from {}", path.display());
+    }
+}
+
+/// What a user of kubectl expects of a command line: `--flag=value`, `--version`, a flag
+/// that means nothing to the command refused, values checked before any work (nothing is
+/// printed before an error), a closed pipe ending the program quietly.
+#[test]
+fn the_command_line_behaves_like_kubectl() {
+    let (code, out, _) = podnet(&["--version"]);
+    assert_eq!((code, out.as_str()), (0, concat!("podnet ", env!("CARGO_PKG_VERSION"), "\n")));
+    let (code, out, _) =
+        podnet(&["trace", "--from=pod/default/pod2", "--to=10.96.0.10:80", "--brief"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    let (code, out, _) =
+        podnet(&["trace", "--from", "pod/default/pod2", "--to", "10.96.0.10:80", "--show", "foo"]);
+    assert_eq!((code, out.as_str()), (2, ""), "rejected before the trace printed");
+    let (code, _, err) = podnet(&["ipvsadm", "--node", "node1"]);
+    assert_eq!(code, 0);
+    assert!(err.contains("node1 runs kube-proxy in iptables mode"), "{err}");
+    // `podnet demo | head -1`: the reader goes away after one line.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_podnet"))
+        .arg("demo")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Every `cargo run --release -- …` command of the README runs and exits 0, in a scratch
+/// directory that holds what the commands name (the fixtures, a node's `iptables-save`).
+#[test]
+fn every_command_in_the_readme_runs() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let dir = std::env::temp_dir().join(format!("podnet-readme-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("core/tests")).unwrap();
+    let fixtures = dir.join("core/tests/fixtures");
+    if !fixtures.exists() {
+        std::os::unix::fs::symlink(root.join("core/tests/fixtures"), &fixtures).unwrap();
+    }
+    let (_, saved, _) = podnet(&["iptables-save", "--node", "node1"]);
+    std::fs::write(dir.join("node1.iptables-save"), saved).unwrap();
+    let mut ran = 0;
+    for line in readme.lines().filter_map(|l| l.strip_prefix("cargo run --release -- ")) {
+        let cmd = line.split(" #").next().unwrap();
+        let args: Vec<&str> = cmd.split_whitespace().collect();
+        let out = Command::new(env!("CARGO_BIN_EXE_podnet"))
+            .args(&args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "podnet {cmd}\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.stdout.is_empty() || !out.stderr.is_empty(), "podnet {cmd} printed nothing");
+        ran += 1;
+    }
+    assert!(ran >= 15, "only {ran} commands found in the README");
+    let _ = std::fs::remove_dir_all(dir);
 }
