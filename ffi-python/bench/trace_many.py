@@ -35,7 +35,7 @@ def python_rate(seconds: float) -> float:
         t = time.perf_counter()
         out = c.trace_many(batch)
         rates.append(len(batch) / (time.perf_counter() - t))
-        assert all(s["completed"] for s in out), out[:4]
+        assert all(s.completed for s in out), out[:4]
         # One virtual second per batch (about 200 flows/s per client, as the native side
         # runs it): finished connections leave TIME_WAIT instead of using up every port.
         c.advance(1.0)

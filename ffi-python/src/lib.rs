@@ -1,22 +1,30 @@
 //! Python bindings of `podnet`: the compiled module `podnet._podnet`.
 //!
 //! Convert, call core, map the error: nothing else lives here. The Python package `podnet`
-//! (under `python/`) re-exports these classes and adds the pytest plugin.
+//! (under `python/`) re-exports these classes and adds the pytest plugin. Every class,
+//! method and property carries a docstring (`help()` shows it; the stubs repeat it).
 #![forbid(unsafe_code)]
 
 mod error;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyList};
 
+use podnet::k8s::LoadReport;
 use podnet::trace::{FlowProto, PacketView, TraceOptions};
 
-/// A modelled cluster.
+/// A modelled Kubernetes cluster: nodes, pods, Services, kube-proxy's rules, the CNI and the
+/// cloud edge. Make one with `Cluster.seed()` (the reference cluster of `podnet demo`),
+/// `Cluster.from_yaml(text)` or `Cluster.from_files(path)` (what `kubectl get -A -o yaml`
+/// prints); trace flows with `trace`, `trace_all`, `reachability` and `trace_many`.
 #[pyclass(name = "Cluster", module = "podnet._podnet", unsendable)]
 struct Cluster {
     inner: podnet::Cluster,
+    /// Every object loaded or skipped so far (from_yaml/from_files, then add).
+    report: LoadReport,
 }
 
 /// `None`: the destination decides (a named port's protocol, HTTP for a URL).
@@ -60,9 +68,37 @@ fn options(
     Ok(o)
 }
 
+/// Paths from a path, a string, or a list of either.
+fn paths_arg(paths: &Bound<'_, PyAny>) -> PyResult<Vec<PathBuf>> {
+    if let Ok(p) = paths.extract::<PathBuf>() {
+        return Ok(vec![p]);
+    }
+    if let Ok(list) = paths.extract::<Vec<PathBuf>>() {
+        if list.is_empty() {
+            return Err(error::InvalidInput::new_err(
+                "paths is empty: give a file, a directory, or a list of them",
+            ));
+        }
+        return Ok(list);
+    }
+    Err(pyo3::exceptions::PyTypeError::new_err(format!(
+        "paths must be a path, a string, or a list of them, not {}",
+        paths.get_type().name()?
+    )))
+}
+
+fn report_dict<'py>(py: Python<'py>, r: &LoadReport) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("loaded", r.loaded.clone())?;
+    d.set_item("skipped", r.skipped.clone())?;
+    Ok(d)
+}
+
 #[pymethods]
 impl Cluster {
-    /// The reference cluster of `podnet demo` (`cni="aws-vpc"`: its AWS VPC CNI variant).
+    /// The reference cluster of `podnet demo`: three nodes, four pods, Services `web` and
+    /// `api`, an internet gateway, a cloud load balancer and an ALB. `cni="aws-vpc"` gives
+    /// its AWS VPC CNI variant; `proxy_mode` is `iptables`, `ipvs` or `ipvs:SCHEDULER`.
     #[staticmethod]
     #[pyo3(signature = (proxy_mode = "iptables", seed = 0, cni = "bridge"))]
     fn seed(proxy_mode: &str, seed: u64, cni: &str) -> PyResult<Self> {
@@ -75,19 +111,12 @@ impl Cluster {
         if mode != podnet::ProxyMode::Iptables {
             c.set_proxy_mode(mode);
         }
-        Ok(Cluster { inner: c })
+        Ok(Cluster { inner: c, report: LoadReport::default() })
     }
 
-    /// A table of a node (or `pod/NS/NAME` for `routes`, `neigh`, `ip-rule`), by name, as
-    /// the real tool prints it: `iptables-save`, `iptables-save -c`, `kube-proxy-rules`,
-    /// `ipvsadm`, `ipset`, `conntrack`, `routes`, `routes-local`, `neigh`, `fdb`, `ip-rule`, `enis`, `dmesg`,
-    /// `drift`.
-    fn show(&self, table: &str, who: &str) -> PyResult<String> {
-        let t: podnet::Table = table.parse().map_err(error::unknown)?;
-        self.inner.show(t, who).map_err(error::cluster)
-    }
-
-    /// Loads Kubernetes objects (YAML or JSON text); arguments override the podnet document.
+    /// Loads Kubernetes objects from YAML or JSON text (several documents, `kind: List`);
+    /// `proxy_mode` and `seed` override the PodnetConfig document. `load_report` says what
+    /// was loaded and what was skipped, and why.
     #[staticmethod]
     #[pyo3(signature = (text, proxy_mode = None, seed = None))]
     fn from_yaml(
@@ -96,24 +125,39 @@ impl Cluster {
         proxy_mode: Option<&str>,
         seed: Option<u64>,
     ) -> PyResult<Self> {
-        let (c, _) = podnet::Cluster::from_yaml(text).map_err(|e| error::load(py, e))?;
-        configured(c, proxy_mode, seed)
+        let (c, report) = podnet::Cluster::from_yaml(text).map_err(|e| error::load(py, e))?;
+        configured(c, report, proxy_mode, seed)
     }
 
-    /// Loads Kubernetes objects from files and directories.
+    /// Loads Kubernetes objects from a file or directory, or a list of them (`*.yaml`,
+    /// `*.yml`, `*.json`, in name order); as `from_yaml` otherwise.
     #[staticmethod]
     #[pyo3(signature = (paths, proxy_mode = None, seed = None))]
     fn from_files(
         py: Python<'_>,
-        paths: Vec<std::path::PathBuf>,
+        paths: &Bound<'_, PyAny>,
         proxy_mode: Option<&str>,
         seed: Option<u64>,
     ) -> PyResult<Self> {
-        let (c, _) = podnet::Cluster::from_files(&paths).map_err(|e| error::load(py, e))?;
-        configured(c, proxy_mode, seed)
+        let paths = paths_arg(paths)?;
+        let (c, report) = podnet::Cluster::from_files(&paths).map_err(|e| error::load(py, e))?;
+        configured(c, report, proxy_mode, seed)
     }
 
-    /// Traces one flow; see the package docs for the endpoint forms.
+    /// What was loaded and what was skipped (with the reason), as
+    /// `{"loaded": [...], "skipped": [...]}`: every object of `from_yaml`/`from_files` and
+    /// of each `add` since. Empty for the reference cluster.
+    #[getter]
+    fn load_report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        report_dict(py, &self.report)
+    }
+
+    /// Traces one flow and returns its `Trace`. Sources: `pod/NS/NAME`, `node/NAME`,
+    /// `host/NAME`, or a pod's or node's IP. Destinations: `IP:PORT`, `pod/NS/NAME:PORT`,
+    /// `svc/NS/NAME:PORT` (a number or a port name), `http://IP[:PORT]/PATH`; ICMP takes an
+    /// IP or a pod. `proto` (`tcp`, `udp`, `icmp`, `http`) defaults to what the destination
+    /// implies; `rounds` makes that many exchanges over one socket; `capture=True` keeps
+    /// the frames for `Trace.pcapng()`; `dry_run=True` leaves the cluster unchanged.
     #[pyo3(signature = (src, dst, proto = None, sport = None, headers = None, dry_run = false, capture = false, rounds = 1))]
     #[allow(clippy::too_many_arguments)] // the Python keyword arguments, one to one
     fn trace(
@@ -125,16 +169,23 @@ impl Cluster {
         headers: Option<BTreeMap<String, String>>,
         dry_run: bool,
         capture: bool,
-        rounds: u32,
+        rounds: i64,
     ) -> PyResult<Trace> {
-        if rounds == 0 {
-            return Err(error::InvalidInput::new_err("rounds must be at least 1"));
+        if rounds < 1 || rounds > i64::from(u32::MAX) {
+            return Err(error::InvalidInput::new_err(format!(
+                "rounds must be at least 1, not {rounds}"
+            )));
         }
-        let o = TraceOptions { capture, rounds, ..options(proto, sport, headers, dry_run)? };
+        let o = TraceOptions {
+            capture,
+            rounds: rounds as u32,
+            ..options(proto, sport, headers, dry_run)?
+        };
         self.inner.trace(src, dst, &o).map(|t| Trace { inner: t }).map_err(error::trace)
     }
 
-    /// Every place a flow can land, each a Trace with `.probability` (dry runs).
+    /// Every place a flow can land, each a `Trace` with `.probability` (dry runs; the
+    /// probabilities add up to 1).
     #[pyo3(signature = (src, dst, proto = None))]
     fn trace_all(&self, src: &str, dst: &str, proto: Option<&str>) -> PyResult<Vec<Trace>> {
         let o = options(proto, None, None, false)?;
@@ -147,7 +198,7 @@ impl Cluster {
             .collect())
     }
 
-    /// A reachability matrix: `result[i][j]` is the dry-run trace from `sources[i]` to
+    /// A reachability matrix: `result[i][j]` is the dry-run `Trace` from `sources[i]` to
     /// `destinations[j]`.
     #[pyo3(signature = (sources, destinations, proto = None))]
     fn reachability(
@@ -163,32 +214,145 @@ impl Cluster {
         Ok(m.into_iter().map(|row| row.into_iter().map(|t| Trace { inner: t }).collect()).collect())
     }
 
-    /// Runs many flows in order on this cluster; returns compact summaries (no hops).
-    fn trace_many(
-        &mut self,
-        py: Python<'_>,
-        flows: Vec<(String, String, String)>,
-    ) -> PyResult<Vec<Py<PyDict>>> {
+    /// Runs many flows `(src, dst, proto)` in order on this cluster (`proto` may be None);
+    /// returns their `Trace`s without hops (the outcome only, for speed).
+    fn trace_many(&mut self, flows: Vec<(String, String, Option<String>)>) -> PyResult<Vec<Trace>> {
         let mut out = Vec::with_capacity(flows.len());
         for (src, dst, proto) in flows {
-            let o =
-                TraceOptions { record_hops: false, ..options(Some(&proto), None, None, false)? };
-            let t = self.inner.trace(&src, &dst, &o).map_err(error::trace)?;
-            let d = PyDict::new(py);
-            d.set_item("src", src)?;
-            d.set_item("dst", dst)?;
-            d.set_item("disposition", t.disposition.to_string())?;
-            d.set_item("completed", t.completed)?;
-            d.set_item("delivered_to", t.delivered_to)?;
-            d.set_item("server_saw", t.server_saw)?;
-            d.set_item("reply_from", t.reply_from)?;
-            d.set_item("reason", t.reason)?;
-            out.push(d.unbind());
+            let o = TraceOptions {
+                record_hops: false,
+                ..options(proto.as_deref(), None, None, false)?
+            };
+            out.push(Trace { inner: self.inner.trace(&src, &dst, &o).map_err(error::trace)? });
         }
         Ok(out)
     }
 
-    /// Runs a node on the rules of a real node's `iptables-save` (either form).
+    /// The nodes: `{"name", "ip", "pod_cidr", "pods", "max_pods"}` each.
+    fn nodes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        for n in self.inner.nodes() {
+            let d = PyDict::new(py);
+            d.set_item("name", &n.name)?;
+            d.set_item("ip", n.ip.to_string())?;
+            d.set_item("pod_cidr", n.pod_cidr.to_string())?;
+            let live = n.pods.iter().filter(|p| !self.inner.pods()[p.idx()].deleted).count();
+            d.set_item("pods", live)?;
+            d.set_item("max_pods", n.max_pods)?;
+            list.append(d)?;
+        }
+        Ok(list)
+    }
+
+    /// The pods (not deleted ones): `{"namespace", "name", "ip", "node", "ready",
+    /// "terminating", "host_network", "labels"}` each.
+    fn pods<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        for p in self.inner.pods().iter().filter(|p| !p.deleted) {
+            let d = PyDict::new(py);
+            d.set_item("namespace", &p.namespace)?;
+            d.set_item("name", &p.name)?;
+            d.set_item("ip", p.ip.to_string())?;
+            d.set_item("node", &self.inner.nodes()[p.node.idx()].name)?;
+            d.set_item("ready", p.ready)?;
+            d.set_item("terminating", p.terminating)?;
+            d.set_item("host_network", p.host_network)?;
+            d.set_item("labels", p.labels.clone())?;
+            list.append(d)?;
+        }
+        Ok(list)
+    }
+
+    /// The Services: `{"namespace", "name", "type", "cluster_ip", "ports"}` each, a port
+    /// being `{"name", "protocol", "port", "target_port", "node_port"}` (`node_port` None
+    /// when none is allocated; `cluster_ip` None for a headless Service).
+    fn services<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        use podnet::kube_proxy::{ServiceType, TargetPort};
+        let list = PyList::empty(py);
+        for s in self.inner.services() {
+            let d = PyDict::new(py);
+            d.set_item("namespace", &s.namespace)?;
+            d.set_item("name", &s.name)?;
+            d.set_item(
+                "type",
+                match s.kind {
+                    ServiceType::ClusterIp => "ClusterIP",
+                    ServiceType::NodePort => "NodePort",
+                    ServiceType::LoadBalancer => "LoadBalancer",
+                },
+            )?;
+            d.set_item("cluster_ip", s.cluster_ip.map(|i| i.to_string()))?;
+            let ports = PyList::empty(py);
+            for p in &s.ports {
+                let pd = PyDict::new(py);
+                pd.set_item("name", &p.name)?;
+                pd.set_item("protocol", p.protocol.to_string().to_uppercase())?;
+                pd.set_item("port", p.port)?;
+                match &p.target_port {
+                    TargetPort::Number(n) => pd.set_item("target_port", n)?,
+                    TargetPort::Name(n) => pd.set_item("target_port", n)?,
+                }
+                pd.set_item("node_port", (p.node_port != 0).then_some(p.node_port))?;
+                ports.append(pd)?;
+            }
+            d.set_item("ports", ports)?;
+            list.append(d)?;
+        }
+        Ok(list)
+    }
+
+    /// A node's connection tracking entries, oldest first: `{"proto", "timeout", "state",
+    /// "original", "reply", "unreplied", "assured", "mark"}` each, a tuple being `{"src",
+    /// "dst", "sport", "dport"}` (what `conntrack(node)` prints, as values).
+    fn conntrack_entries<'py>(&self, py: Python<'py>, node: &str) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        let tuple = |t: &podnet::cluster::ConntrackTuple| -> PyResult<Bound<'py, PyDict>> {
+            let d = PyDict::new(py);
+            d.set_item("src", t.src.to_string())?;
+            d.set_item("dst", t.dst.to_string())?;
+            d.set_item("sport", t.sport)?;
+            d.set_item("dport", t.dport)?;
+            Ok(d)
+        };
+        for e in self.inner.conntrack_entries(node).map_err(error::cluster)? {
+            let d = PyDict::new(py);
+            d.set_item("proto", &e.proto)?;
+            d.set_item("timeout", e.timeout)?;
+            d.set_item("state", &e.state)?;
+            d.set_item("original", tuple(&e.original)?)?;
+            d.set_item("reply", tuple(&e.reply)?)?;
+            d.set_item("unreplied", e.unreplied)?;
+            d.set_item("assured", e.assured)?;
+            d.set_item("mark", e.mark)?;
+            list.append(d)?;
+        }
+        Ok(list)
+    }
+
+    /// What podnet loaded and allocated, as `kubectl get RESOURCE -o OUTPUT` prints it:
+    /// `resource` is `nodes`, `pods`, `services` or `endpoints`; `output` is None (the
+    /// table), `wide`, `json` or `yaml`.
+    #[pyo3(signature = (resource, output = None))]
+    fn get(&self, resource: &str, output: Option<&str>) -> PyResult<String> {
+        let r: podnet::get::Resource = resource.parse().map_err(error::unknown)?;
+        let o = match output {
+            None => podnet::get::Output::Table,
+            Some(o) => o.parse().map_err(error::unknown)?,
+        };
+        Ok(self.inner.get(r, o))
+    }
+
+    /// A table of a node (or `pod/NS/NAME` for `routes`, `routes-local`, `neigh`,
+    /// `ip-rule`), by name, as the real tool prints it: `iptables-save`, `iptables-save
+    /// -c`, `kube-proxy-rules`, `ipvsadm`, `ipset`, `conntrack`, `routes`, `routes-local`,
+    /// `neigh`, `fdb`, `ip-rule`, `enis`, `dmesg`, `drift`.
+    fn show(&self, table: &str, who: &str) -> PyResult<String> {
+        let t: podnet::Table = table.parse().map_err(error::unknown)?;
+        self.inner.show(t, who).map_err(error::cluster)
+    }
+
+    /// Runs a node on the rules of a real node's `iptables-save` (either form); a line
+    /// podnet cannot read raises `ParseError` with `.line` and `.column`.
     fn import_iptables(&mut self, py: Python<'_>, node: &str, text: &str) -> PyResult<()> {
         self.inner.import_iptables(node, text).map_err(|e| match &e {
             podnet::ClusterError::IptablesParse { line, column, .. } => {
@@ -202,7 +366,8 @@ impl Cluster {
         })
     }
 
-    /// How a node's imported rules differ from the generated ones (`-` missing, `+` extra).
+    /// How a node's imported rules differ from what kube-proxy would write (`-` missing,
+    /// `+` extra, chain by chain); empty when nothing differs.
     fn iptables_drift(&self, node: &str) -> PyResult<String> {
         self.inner.iptables_drift(node).map_err(error::cluster)
     }
@@ -218,10 +383,10 @@ impl Cluster {
     }
 
     /// kube-proxy's health-check servers on a node (`healthCheckNodePort` of LoadBalancer
-    /// Services with externalTrafficPolicy Local): namespace, name, port, local_endpoints,
-    /// healthy (200 or 503).
-    fn health_checks(&self, py: Python<'_>, node: &str) -> PyResult<Vec<Py<PyDict>>> {
-        let mut out = Vec::new();
+    /// Services with externalTrafficPolicy Local): `{"namespace", "name", "port",
+    /// "local_endpoints", "healthy"}` each (healthy: it answers 200, else 503).
+    fn health_checks<'py>(&self, py: Python<'py>, node: &str) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
         for h in self.inner.health_checks(node).map_err(error::cluster)? {
             let d = PyDict::new(py);
             d.set_item("namespace", &h.namespace)?;
@@ -229,9 +394,9 @@ impl Cluster {
             d.set_item("port", h.port)?;
             d.set_item("local_endpoints", h.local_endpoints)?;
             d.set_item("healthy", h.healthy())?;
-            out.push(d.unbind());
+            list.append(d)?;
         }
-        Ok(out)
+        Ok(list)
     }
 
     /// The kernel log lines `LOG` rules wrote on a node (`dmesg` without timestamps).
@@ -251,7 +416,7 @@ impl Cluster {
         self.inner.iptables_save_with(node, counters).map_err(error::cluster)
     }
 
-    /// kube-proxy's restore payload for a node (restore form).
+    /// kube-proxy's `iptables-restore` payload for a node (restore form).
     fn kube_proxy_rules(&self, node: &str) -> PyResult<String> {
         self.inner.kube_proxy_payload(node).map_err(error::cluster)
     }
@@ -266,22 +431,22 @@ impl Cluster {
         self.inner.ipset_list(node).map_err(error::cluster)
     }
 
-    /// `conntrack -L` of a node.
+    /// `conntrack -L` of a node (`conntrack_entries` gives the same as values).
     fn conntrack(&self, node: &str) -> PyResult<String> {
         self.inner.conntrack(node).map_err(error::cluster)
     }
 
-    /// `ip route` of a node.
-    fn routes(&self, node: &str) -> PyResult<String> {
-        self.inner.routes(node).map_err(error::cluster)
+    /// `ip route` of a node or `pod/NS/NAME`.
+    fn routes(&self, who: &str) -> PyResult<String> {
+        self.inner.routes(who).map_err(error::cluster)
     }
 
-    /// `ip neigh` of a node.
-    fn neigh(&self, node: &str) -> PyResult<String> {
-        self.inner.neigh(node).map_err(error::cluster)
+    /// `ip neigh` of a node or `pod/NS/NAME`.
+    fn neigh(&self, who: &str) -> PyResult<String> {
+        self.inner.neigh(who).map_err(error::cluster)
     }
 
-    /// `bridge fdb show` of a node.
+    /// `bridge fdb show br cbr0` of a node.
     fn fdb(&self, node: &str) -> PyResult<String> {
         self.inner.fdb(node).map_err(error::cluster)
     }
@@ -297,12 +462,12 @@ impl Cluster {
         self.inner.set_hairpin(pod, on).map_err(error::cluster)
     }
 
-    /// Sets a pod's Ready condition; kube-proxy re-syncs.
+    /// Sets a pod's Ready condition; the endpoints follow and kube-proxy re-syncs.
     fn set_ready(&mut self, pod: &str, ready: bool) -> PyResult<()> {
         self.inner.set_ready(pod, ready).map_err(error::cluster)
     }
 
-    /// Advances virtual time (conntrack and FDB ageing).
+    /// Advances virtual time by `seconds` (conntrack, FDB and neighbour ageing).
     #[pyo3(signature = (seconds))]
     fn advance(&mut self, seconds: f64) -> PyResult<()> {
         if !seconds.is_finite() || seconds < 0.0 {
@@ -314,17 +479,17 @@ impl Cluster {
         Ok(())
     }
 
-    /// Deletes a Service (`svc/NS/NAME`) or a pod (`pod/NS/NAME`).
-    /// Adds Kubernetes objects (YAML or JSON text) to the running cluster, as `kubectl create
-    /// -f` would; returns `{"loaded": [...], "skipped": [...]}`.
-    fn add(&mut self, py: Python<'_>, text: &str) -> PyResult<Py<PyDict>> {
+    /// Adds Kubernetes objects (YAML or JSON text) to the running cluster, as `kubectl
+    /// create -f` would; returns what this call loaded and skipped, `{"loaded": [...],
+    /// "skipped": [...]}`, and adds it to `load_report`.
+    fn add<'py>(&mut self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyDict>> {
         let report = self.inner.add_yaml(text).map_err(|e| error::load(py, e))?;
-        let d = PyDict::new(py);
-        d.set_item("loaded", report.loaded)?;
-        d.set_item("skipped", report.skipped)?;
-        Ok(d.unbind())
+        self.report.loaded.extend(report.loaded.iter().cloned());
+        self.report.skipped.extend(report.skipped.iter().cloned());
+        report_dict(py, &report)
     }
 
+    /// Deletes a Service (`svc/NS/NAME`) or a pod (`pod/NS/NAME`); kube-proxy re-syncs.
     fn delete(&mut self, what: &str) -> PyResult<()> {
         if what.starts_with("svc/") {
             return self.inner.delete_service(what).map_err(error::cluster);
@@ -336,10 +501,21 @@ impl Cluster {
             "cannot delete {what:?}: write svc/NS/NAME or pod/NS/NAME"
         )))
     }
+
+    fn __repr__(&self) -> String {
+        let pods = self.inner.pods().iter().filter(|p| !p.deleted).count();
+        format!(
+            "<podnet.Cluster: {} nodes, {pods} pods, {} Services, kube-proxy {}>",
+            self.inner.nodes().len(),
+            self.inner.services().len(),
+            self.inner.proxy_mode()
+        )
+    }
 }
 
 fn configured(
     mut c: podnet::Cluster,
+    report: LoadReport,
     proxy_mode: Option<&str>,
     seed: Option<u64>,
 ) -> PyResult<Cluster> {
@@ -349,10 +525,11 @@ fn configured(
     if let Some(s) = seed {
         c.reseed(s);
     }
-    Ok(Cluster { inner: c })
+    Ok(Cluster { inner: c, report })
 }
 
-/// One traced flow.
+/// One traced flow: its outcome (`disposition`, `delivered_to`, `reason`), what each side
+/// saw, its `path` on one line, and every hop (`hops`).
 #[pyclass(name = "Trace", module = "podnet._podnet", frozen)]
 struct Trace {
     inner: podnet::Trace,
@@ -360,22 +537,43 @@ struct Trace {
 
 #[pymethods]
 impl Trace {
+    /// The source as written.
+    #[getter]
+    fn src(&self) -> String {
+        self.inner.from.clone()
+    }
+    /// The destination as written.
+    #[getter]
+    fn dst(&self) -> String {
+        self.inner.to.clone()
+    }
+    /// The protocol the flow ran with: `tcp`, `udp`, `icmp` or `http`.
+    #[getter]
+    fn proto(&self) -> &'static str {
+        self.inner.proto.name()
+    }
+    /// `delivered` (a server got the request), `dropped` or `rejected` (refused: a REJECT
+    /// rule, nothing listening, or an HTTP intermediary answering an error itself).
     #[getter]
     fn disposition(&self) -> String {
         self.inner.disposition.to_string()
     }
+    /// Whether the client's whole exchange completed (handshake, request, answer, close).
     #[getter]
     fn completed(&self) -> bool {
         self.inner.completed
     }
+    /// Who got the request (`pod/NS/NAME`, `node/NAME`, ...), or None.
     #[getter]
     fn delivered_to(&self) -> Option<String> {
         self.inner.delivered_to.clone()
     }
+    /// The client address and port the server saw (after any SNAT).
     #[getter]
     fn server_saw(&self) -> Option<String> {
         self.inner.server_saw.clone()
     }
+    /// The address and port the client's answer came from (after reverse NAT).
     #[getter]
     fn reply_from(&self) -> Option<String> {
         self.inner.reply_from.clone()
@@ -397,22 +595,40 @@ impl Trace {
     fn answered(&self) -> Option<u32> {
         self.inner.answered
     }
+    /// A stable code for why the request was not delivered (`no-route`, `rule`,
+    /// `no_listener`, `http_no_route`, ...), or None.
     #[getter]
     fn reason(&self) -> Option<String> {
         self.inner.reason.clone()
     }
+    /// The reason in words, naming the rule, device or proxy that decided.
     #[getter]
     fn reason_text(&self) -> Option<String> {
         self.inner.reason_text.clone()
     }
+    /// What podnet could not model that may change this outcome in the real cluster (a
+    /// policy it does not enforce selecting a pod on the path), one sentence each.
+    #[getter]
+    fn warnings(&self) -> Vec<String> {
+        self.inner.warnings.clone()
+    }
+    /// The client's address and port.
     #[getter]
     fn client(&self) -> String {
         self.inner.client.clone()
     }
+    /// For `trace_all`: the probability of this outcome.
     #[getter]
     fn probability(&self) -> Option<f64> {
         self.inner.probability
     }
+    /// The first request packet's path on one line (`pod2 → node1 veth1 → cbr0 [DNAT ...]
+    /// → ... → pod3`); None when the trace kept no hops.
+    #[getter]
+    fn path(&self) -> Option<String> {
+        self.inner.path()
+    }
+    /// Every hop, in order.
     #[getter]
     fn hops(&self) -> Vec<Hop> {
         self.inner.hops.iter().cloned().map(|h| Hop { inner: h }).collect()
@@ -421,14 +637,24 @@ impl Trace {
     fn to_json(&self) -> String {
         self.inner.to_json()
     }
-    /// The frames as pcapng (traced with `capture=True`; otherwise a file with no packets).
-    fn pcapng<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyBytes> {
-        pyo3::types::PyBytes::new(py, &podnet::trace::pcap::to_pcapng(&self.inner.frames))
+    /// The frames every device received, as a pcapng file (open it in Wireshark). Needs a
+    /// trace made with `capture=True`.
+    fn pcapng<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+        if self.inner.frames.is_empty() {
+            return Err(error::InvalidInput::new_err(
+                "this trace kept no frames: trace with capture=True",
+            ));
+        }
+        Ok(pyo3::types::PyBytes::new(py, &podnet::trace::pcap::to_pcapng(&self.inner.frames)))
     }
-    /// Readable text; `full` lists every packet.
+    /// Readable text: the path, the outcome, then hop by hop; `full` lists every packet.
     #[pyo3(signature = (full = false))]
     fn render(&self, full: bool) -> String {
         self.inner.render(full)
+    }
+    /// The title, the path and the outcome only.
+    fn brief(&self) -> String {
+        self.inner.render_brief()
     }
     fn __str__(&self) -> String {
         self.inner.render(false)
@@ -441,13 +667,15 @@ impl Trace {
     }
 }
 
-/// One hop of a trace.
+/// One hop of a trace: where (`netns`, `device`), what (`action`: tx, rx, bridge, fdb,
+/// arp, neigh, route, deliver, rule, nat, conntrack, log, drop, ignore), the rule and the
+/// Kubernetes object behind it, and the headers before and after.
 #[pyclass(name = "Hop", module = "podnet._podnet", frozen)]
 struct Hop {
     inner: podnet::Hop,
 }
 
-fn view(py: Python<'_>, v: &Option<PacketView>) -> PyResult<Option<Py<PyDict>>> {
+fn view<'py>(py: Python<'py>, v: &Option<PacketView>) -> PyResult<Option<Bound<'py, PyDict>>> {
     let Some(v) = v else { return Ok(None) };
     let d = PyDict::new(py);
     d.set_item("proto", &v.proto)?;
@@ -458,19 +686,22 @@ fn view(py: Python<'_>, v: &Option<PacketView>) -> PyResult<Option<Py<PyDict>>> 
     d.set_item("info", &v.info)?;
     d.set_item("src_mac", &v.src_mac)?;
     d.set_item("dst_mac", &v.dst_mac)?;
-    Ok(Some(d.unbind()))
+    Ok(Some(d))
 }
 
 #[pymethods]
 impl Hop {
+    /// Its position in the trace (0-based).
     #[getter]
     fn index(&self) -> usize {
         self.inner.index
     }
+    /// The packet it belongs to (1-based; ARP frames are packets too).
     #[getter]
     fn packet(&self) -> u32 {
         self.inner.packet
     }
+    /// `request` or `reply`.
     #[getter]
     fn direction(&self) -> &'static str {
         match self.inner.direction {
@@ -478,56 +709,71 @@ impl Hop {
             podnet::trace::Dir::Reply => "reply",
         }
     }
+    /// The node it happened on (a pod's hops report its node).
     #[getter]
     fn node(&self) -> Option<String> {
         self.inner.node.clone()
     }
+    /// The network namespace (`node1`, `pod/default/pod1`, `vpc`, `lb/default/api`, ...).
     #[getter]
     fn netns(&self) -> String {
         self.inner.netns.clone()
     }
+    /// The device, if any.
     #[getter]
     fn device(&self) -> Option<String> {
         self.inner.device.clone()
     }
+    /// What happened: tx, rx, ignore, bridge, fdb, arp, neigh, route, deliver, rule, nat,
+    /// conntrack, log or drop.
     #[getter]
     fn action(&self) -> &'static str {
         self.inner.kind.action()
     }
+    /// The netfilter hook (PREROUTING, INPUT, FORWARD, OUTPUT, POSTROUTING), if any.
     #[getter]
     fn hook(&self) -> Option<String> {
         self.inner.kind.hook().map(|h| h.to_string())
     }
+    /// The table of a rule hop (`nat`, `filter`, `mangle`, `raw`).
     #[getter]
     fn table(&self) -> Option<&'static str> {
         self.inner.kind.table()
     }
+    /// The chain of a rule hop.
     #[getter]
     fn chain(&self) -> Option<String> {
         self.inner.kind.chain().map(str::to_string)
     }
+    /// The rule as `iptables-save` prints it (without `-A CHAIN`).
     #[getter]
     fn rule(&self) -> Option<String> {
         self.inner.kind.rule().map(str::to_string)
     }
+    /// The Kubernetes object the rule came from (`svc/default/web:http`).
     #[getter]
     fn origin(&self) -> Option<String> {
         self.inner.kind.origin().map(str::to_string)
     }
+    /// A drop's stable reason code.
     #[getter]
     fn reason(&self) -> Option<&'static str> {
         self.inner.kind.reason()
     }
+    /// What happened, in words.
     #[getter]
     fn detail(&self) -> String {
         self.inner.detail.clone()
     }
+    /// The headers before the hop: `{"proto", "src", "dst", "sport", "dport", "info",
+    /// "src_mac", "dst_mac"}`.
     #[getter]
-    fn before(&self, py: Python<'_>) -> PyResult<Option<Py<PyDict>>> {
+    fn before<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
         view(py, &self.inner.before)
     }
+    /// The headers after the hop, when it rewrote them (NAT).
     #[getter]
-    fn after(&self, py: Python<'_>) -> PyResult<Option<Py<PyDict>>> {
+    fn after<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
         view(py, &self.inner.after)
     }
     fn __repr__(&self) -> String {
@@ -541,7 +787,7 @@ impl Hop {
     }
 }
 
-/// Every seed scenario id, in the article's order.
+/// Every seed scenario as `(id, figures, src, dst, proto)`, in the article's order.
 #[pyfunction]
 fn scenarios() -> Vec<(String, String, String, String, String)> {
     podnet::demo::scenarios()
@@ -552,7 +798,7 @@ fn scenarios() -> Vec<(String, String, String, String, String)> {
                 s.figures.to_string(),
                 s.from.to_string(),
                 s.to.to_string(),
-                format!("{:?}", s.proto).to_lowercase(),
+                s.proto.name().to_string(),
             )
         })
         .collect()

@@ -8,3 +8,5 @@ GOLDEN = pathlib.Path(__file__).resolve().parents[2] / "core" / "tests" / "golde
 @pytest.fixture
 def golden_dir() -> pathlib.Path:
     return GOLDEN
+
+pytest_plugins = ["pytester"]

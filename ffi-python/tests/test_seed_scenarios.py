@@ -98,11 +98,12 @@ def test_unready_endpoints_leave_and_an_empty_service_rejects(seed_cluster):
     assert t.reply_from == "10.244.1.1"
 
 
-def test_trace_many_returns_compact_summaries(seed_cluster):
-    res = seed_cluster.trace_many([("pod/default/pod2", "svc/default/web:udp", "udp")] * 20)
+def test_trace_many_returns_traces_without_hops(seed_cluster):
+    res = seed_cluster.trace_many([("pod/default/pod2", "svc/default/web:udp", None)] * 20)
     assert len(res) == 20
-    assert all(r["disposition"] == "delivered" and r["completed"] for r in res)
-    assert {r["delivered_to"] for r in res} == {"pod/default/pod1", "pod/default/pod3"}
+    assert all(isinstance(r, podnet.Trace) and r.hops == [] and r.path is None for r in res)
+    assert all(r.disposition == "delivered" and r.completed and r.proto == "udp" for r in res)
+    assert {r.delivered_to for r in res} == {"pod/default/pod1", "pod/default/pod3"}
 
 
 def test_dry_run_changes_nothing(seed_cluster):

@@ -28,6 +28,7 @@ mod nodes;
 mod reference;
 mod services;
 mod tables;
+pub use tables::{ConntrackEntry, ConntrackTuple};
 
 pub use crate::error::ClusterError;
 use crate::host::Hosts;

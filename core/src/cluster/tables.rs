@@ -8,6 +8,40 @@ use crate::world::DeviceKind;
 
 use super::Cluster;
 
+/// One connection tracking entry, as `conntrack -L` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ConntrackEntry {
+    /// `tcp`, `udp`, `icmp`, or the protocol number.
+    pub proto: String,
+    /// Seconds until it expires.
+    pub timeout: u64,
+    /// The TCP state (`SYN_SENT`, `ESTABLISHED`, `TIME_WAIT`, …); `None` for other protocols.
+    pub state: Option<String>,
+    /// The tuple of the original direction.
+    pub original: ConntrackTuple,
+    /// The tuple a reply carries (after NAT).
+    pub reply: ConntrackTuple,
+    /// No reply seen yet (`[UNREPLIED]`).
+    pub unreplied: bool,
+    /// `[ASSURED]`: not early-dropped when the table is full.
+    pub assured: bool,
+    /// The connection mark.
+    pub mark: u32,
+}
+
+/// A connection tracking tuple.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ConntrackTuple {
+    /// Source address.
+    pub src: std::net::Ipv4Addr,
+    /// Destination address.
+    pub dst: std::net::Ipv4Addr,
+    /// Source port (ICMP echo: the identifier).
+    pub sport: u16,
+    /// Destination port (ICMP echo: the identifier).
+    pub dport: u16,
+}
+
 impl Cluster {
     /// `ip route` of a node (or `pod/NS/NAME`).
     pub fn routes(&self, who: &str) -> Result<String, ClusterError> {
@@ -52,6 +86,37 @@ impl Cluster {
             .as_ref()
             .map(|nf| nf.conntrack.list(self.world.now))
             .unwrap_or_default())
+    }
+
+    /// The entries of a node's connection tracking table, oldest first, as
+    /// [`Cluster::conntrack`] lists them but as values.
+    pub fn conntrack_entries(&self, node: &str) -> Result<Vec<ConntrackEntry>, ClusterError> {
+        use podnet_netfilter::conntrack::status;
+        let id = self.node_id(node)?;
+        let now = self.world.now;
+        let Some(nf) = self.world.netns[self.world.nodes[id.idx()].netns.idx()].nf.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let tuple = |t: &podnet_netfilter::Tuple| ConntrackTuple {
+            src: t.src,
+            dst: t.dst,
+            sport: t.sport,
+            dport: t.dport,
+        };
+        Ok(nf
+            .conntrack
+            .iter()
+            .map(|(_, e)| ConntrackEntry {
+                proto: e.orig.proto.to_string(),
+                timeout: (e.expires - now.min(e.expires)).total_millis().div_ceil(1000),
+                state: (e.orig.proto == podnet_netfilter::Proto::TCP).then(|| e.tcp.to_string()),
+                original: tuple(&e.orig),
+                reply: tuple(&e.reply),
+                unreplied: e.status & status::SEEN_REPLY == 0,
+                assured: e.status & status::ASSURED != 0,
+                mark: e.mark,
+            })
+            .collect())
     }
 
     /// The kernel log lines `LOG` rules wrote in a node's (or `pod/NS/NAME`'s, or the

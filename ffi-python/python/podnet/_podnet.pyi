@@ -1,93 +1,186 @@
 """Type stubs for the compiled module podnet._podnet."""
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 __version__: str
 
-class Error(Exception): ...
-class NotFound(Error): ...
-class InvalidInput(Error): ...
-class AddressInUse(Error): ...
-class AddressExhausted(Error): ...
-class Livelock(Error): ...
+from .types import (
+    Action,
+    ConntrackEntry,
+    Direction,
+    Disposition,
+    HealthCheck,
+    Headers,
+    LoadReport,
+    NodeInfo,
+    PodInfo,
+    Proto,
+    Reason,
+    ServiceInfo,
+    StrPath,
+)
+
+class Error(Exception):
+    """Base class of every podnet error."""
+
+class NotFound(Error):
+    """A pod, node, Service, port or sysctl that does not exist."""
+
+class InvalidInput(Error):
+    """An endpoint, address or argument podnet cannot read or take."""
+
+class AddressInUse(Error):
+    """A port or address is already taken."""
+
+class AddressExhausted(Error):
+    """A pool or range has no free address left."""
+
+class Livelock(Error):
+    """A flow never settled (a forwarding loop)."""
+
 class ParseError(Error):
+    """Input that could not be read; `.line` and `.column` say where (None when unknown)."""
+
     line: Optional[int]
     column: Optional[int]
     file: str
     document: int
 
 class Hop:
+    """One hop of a trace: where, what, the rule and the object behind it, the headers."""
+
     @property
-    def index(self) -> int: ...
+    def index(self) -> int:
+        """Its position in the trace (0-based)."""
     @property
-    def packet(self) -> int: ...
+    def packet(self) -> int:
+        """The packet it belongs to (1-based; ARP frames are packets too)."""
     @property
-    def direction(self) -> str: ...
+    def direction(self) -> Direction:
+        """`request` or `reply`."""
     @property
-    def node(self) -> Optional[str]: ...
+    def node(self) -> Optional[str]:
+        """The node it happened on (a pod's hops report its node)."""
     @property
-    def netns(self) -> str: ...
+    def netns(self) -> str:
+        """The network namespace (`node1`, `pod/default/pod1`, `vpc`, ...)."""
     @property
-    def device(self) -> Optional[str]: ...
+    def device(self) -> Optional[str]:
+        """The device, if any."""
     @property
-    def action(self) -> str: ...
+    def action(self) -> Action:
+        """What happened."""
     @property
-    def hook(self) -> Optional[str]: ...
+    def hook(self) -> Optional[str]:
+        """The netfilter hook, if any."""
     @property
-    def table(self) -> Optional[str]: ...
+    def table(self) -> Optional[str]:
+        """The table of a rule hop."""
     @property
-    def chain(self) -> Optional[str]: ...
+    def chain(self) -> Optional[str]:
+        """The chain of a rule hop."""
     @property
-    def rule(self) -> Optional[str]: ...
+    def rule(self) -> Optional[str]:
+        """The rule as `iptables-save` prints it (without `-A CHAIN`)."""
     @property
-    def origin(self) -> Optional[str]: ...
+    def origin(self) -> Optional[str]:
+        """The Kubernetes object the rule came from (`svc/default/web:http`)."""
     @property
-    def reason(self) -> Optional[str]: ...
+    def reason(self) -> Optional[Reason]:
+        """A drop's stable reason code."""
     @property
-    def detail(self) -> str: ...
+    def detail(self) -> str:
+        """What happened, in words."""
     @property
-    def before(self) -> Optional[Dict[str, Any]]: ...
+    def before(self) -> Optional[Headers]:
+        """The headers before the hop."""
     @property
-    def after(self) -> Optional[Dict[str, Any]]: ...
+    def after(self) -> Optional[Headers]:
+        """The headers after the hop, when it rewrote them (NAT)."""
 
 class Trace:
+    """One traced flow: its outcome, what each side saw, its path, every hop."""
+
     @property
-    def disposition(self) -> str: ...
+    def src(self) -> str:
+        """The source as written."""
     @property
-    def completed(self) -> bool: ...
+    def dst(self) -> str:
+        """The destination as written."""
     @property
-    def delivered_to(self) -> Optional[str]: ...
+    def proto(self) -> Proto:
+        """The protocol the flow ran with."""
     @property
-    def server_saw(self) -> Optional[str]: ...
+    def disposition(self) -> Disposition:
+        """`delivered`, `dropped` or `rejected`."""
     @property
-    def reply_from(self) -> Optional[str]: ...
+    def completed(self) -> bool:
+        """Whether the client's whole exchange completed."""
     @property
-    def http_status(self) -> Optional[int]: ...
+    def delivered_to(self) -> Optional[str]:
+        """Who got the request (`pod/NS/NAME`, `node/NAME`, ...), or None."""
     @property
-    def http_from(self) -> Optional[str]: ...
+    def server_saw(self) -> Optional[str]:
+        """The client address and port the server saw (after any SNAT)."""
     @property
-    def answered(self) -> Optional[int]: ...
+    def reply_from(self) -> Optional[str]:
+        """The address and port the client's answer came from."""
     @property
-    def reason(self) -> Optional[str]: ...
+    def http_status(self) -> Optional[int]:
+        """The HTTP status the client received, for HTTP flows."""
     @property
-    def reason_text(self) -> Optional[str]: ...
+    def http_from(self) -> Optional[str]:
+        """Who produced `http_status`: the backend, or an intermediary answering itself."""
     @property
-    def client(self) -> str: ...
+    def answered(self) -> Optional[int]:
+        """With `rounds` above one: how many exchanges were answered."""
     @property
-    def probability(self) -> Optional[float]: ...
+    def reason(self) -> Optional[Reason]:
+        """A stable code for why the request was not delivered, or None."""
     @property
-    def hops(self) -> List[Hop]: ...
-    def to_json(self) -> str: ...
-    def pcapng(self) -> bytes: ...
-    def render(self, full: bool = False) -> str: ...
+    def reason_text(self) -> Optional[str]:
+        """The reason in words."""
+    @property
+    def warnings(self) -> List[str]:
+        """What podnet could not model that may change this outcome in the real cluster."""
+    @property
+    def client(self) -> str:
+        """The client's address and port."""
+    @property
+    def probability(self) -> Optional[float]:
+        """For `trace_all`: the probability of this outcome."""
+    @property
+    def path(self) -> Optional[str]:
+        """The first request packet's path on one line; None without hops."""
+    @property
+    def hops(self) -> List[Hop]:
+        """Every hop, in order."""
+    def to_json(self) -> str:
+        """The trace as JSON (the same bytes as the Rust API and the golden files)."""
+    def pcapng(self) -> bytes:
+        """The frames every device received, as pcapng; needs `capture=True`."""
+    def render(self, full: bool = False) -> str:
+        """Readable text; `full` lists every packet."""
+    def brief(self) -> str:
+        """The title, the path and the outcome only."""
 
 class Cluster:
+    """A modelled Kubernetes cluster."""
+
     @staticmethod
-    def seed(proxy_mode: str = "iptables", seed: int = 0, cni: str = "bridge") -> Cluster: ...
+    def seed(proxy_mode: str = "iptables", seed: int = 0, cni: str = "bridge") -> "Cluster":
+        """The reference cluster of `podnet demo` (`cni="aws-vpc"`: its AWS VPC CNI variant)."""
     @staticmethod
-    def from_yaml(text: str, proxy_mode: Optional[str] = None, seed: Optional[int] = None) -> Cluster: ...
+    def from_yaml(text: str, proxy_mode: Optional[str] = None, seed: Optional[int] = None) -> "Cluster":
+        """Loads Kubernetes objects from YAML or JSON text."""
     @staticmethod
-    def from_files(paths: List[str], proxy_mode: Optional[str] = None, seed: Optional[int] = None) -> Cluster: ...
+    def from_files(
+        paths: Union[StrPath, Sequence[StrPath]], proxy_mode: Optional[str] = None, seed: Optional[int] = None
+    ) -> "Cluster":
+        """Loads Kubernetes objects from a file or directory, or a list of them."""
+    @property
+    def load_report(self) -> LoadReport:
+        """What was loaded and what was skipped, and why."""
     def trace(
         self,
         src: str,
@@ -98,32 +191,73 @@ class Cluster:
         dry_run: bool = False,
         capture: bool = False,
         rounds: int = 1,
-    ) -> Trace: ...
-    def trace_many(self, flows: List[Tuple[str, str, str]]) -> List[Dict[str, Any]]: ...
-    def trace_all(self, src: str, dst: str, proto: Optional[str] = None) -> List[Trace]: ...
-    def reachability(self, sources: List[str], destinations: List[str], proto: Optional[str] = None) -> List[List[Trace]]: ...
-    def show(self, table: str, who: str) -> str: ...
-    def iptables_save(self, node: str, counters: bool = False) -> str: ...
-    def kernel_log(self, node: str) -> str: ...
-    def iptables_restore(self, node: str, text: str, noflush: bool = True) -> None: ...
-    def kube_proxy_rules(self, node: str) -> str: ...
-    def ip_rules(self, who: str) -> str: ...
-    def import_iptables(self, node: str, text: str) -> None: ...
-    def iptables_drift(self, node: str) -> str: ...
-    def enis(self, node: str) -> str: ...
-    def health_checks(self, node: str) -> List[Dict[str, Any]]: ...
-    def ipvsadm(self, node: str) -> str: ...
-    def ipset(self, node: str) -> str: ...
-    def conntrack(self, node: str) -> str: ...
-    def routes(self, node: str) -> str: ...
-    def neigh(self, node: str) -> str: ...
-    def fdb(self, node: str) -> str: ...
-    def set_sysctl(self, node: str, key: str, value: int) -> None: ...
-    def set_hairpin(self, pod: str, on: bool) -> None: ...
-    def set_ready(self, pod: str, ready: bool) -> None: ...
-    def advance(self, seconds: float) -> None: ...
-    def add(self, text: str) -> Dict[str, List[str]]: ...
-    def delete(self, what: str) -> None: ...
+    ) -> Trace:
+        """Traces one flow."""
+    def trace_many(self, flows: Sequence[Tuple[str, str, Optional[str]]]) -> List[Trace]:
+        """Runs many flows in order; their Traces without hops."""
+    def trace_all(self, src: str, dst: str, proto: Optional[str] = None) -> List[Trace]:
+        """Every place a flow can land, each with its probability (dry runs)."""
+    def reachability(
+        self, sources: List[str], destinations: List[str], proto: Optional[str] = None
+    ) -> List[List[Trace]]:
+        """A matrix of dry-run traces, `result[i][j]` from `sources[i]` to `destinations[j]`."""
+    def nodes(self) -> List[NodeInfo]:
+        """The nodes."""
+    def pods(self) -> List[PodInfo]:
+        """The pods."""
+    def services(self) -> List[ServiceInfo]:
+        """The Services."""
+    def conntrack_entries(self, node: str) -> List[ConntrackEntry]:
+        """A node's connection tracking entries, oldest first."""
+    def get(self, resource: str, output: Optional[str] = None) -> str:
+        """What `kubectl get RESOURCE -o OUTPUT` would print of what podnet loaded."""
+    def show(self, table: str, who: str) -> str:
+        """A table of a node or pod by name, as the real tool prints it."""
+    def iptables_save(self, node: str, counters: bool = False) -> str:
+        """`iptables-save` of a node (kernel form)."""
+    def kernel_log(self, node: str) -> str:
+        """The kernel log lines `LOG` rules wrote on a node."""
+    def iptables_restore(self, node: str, text: str, noflush: bool = True) -> None:
+        """`iptables-restore [--noflush]` on a node."""
+    def kube_proxy_rules(self, node: str) -> str:
+        """kube-proxy's restore payload for a node."""
+    def ip_rules(self, who: str) -> str:
+        """`ip rule show` of a node or pod."""
+    def import_iptables(self, node: str, text: str) -> None:
+        """Runs a node on the rules of a real node's `iptables-save`."""
+    def iptables_drift(self, node: str) -> str:
+        """How a node's imported rules differ from what kube-proxy would write."""
+    def enis(self, node: str) -> str:
+        """ipamd's view of a node's ENIs."""
+    def health_checks(self, node: str) -> List[HealthCheck]:
+        """kube-proxy's health-check servers on a node."""
+    def ipvsadm(self, node: str) -> str:
+        """`ipvsadm -Ln` of a node."""
+    def ipset(self, node: str) -> str:
+        """`ipset list` of a node."""
+    def conntrack(self, node: str) -> str:
+        """`conntrack -L` of a node."""
+    def routes(self, who: str) -> str:
+        """`ip route` of a node or pod."""
+    def neigh(self, who: str) -> str:
+        """`ip neigh` of a node or pod."""
+    def fdb(self, node: str) -> str:
+        """`bridge fdb show` of a node."""
+    def set_sysctl(self, node: str, key: str, value: int) -> None:
+        """Sets a node sysctl."""
+    def set_hairpin(self, pod: str, on: bool) -> None:
+        """Sets `hairpin_mode` on a pod's bridge port."""
+    def set_ready(self, pod: str, ready: bool) -> None:
+        """Sets a pod's Ready condition."""
+    def advance(self, seconds: float) -> None:
+        """Advances virtual time."""
+    def add(self, text: str) -> LoadReport:
+        """Adds Kubernetes objects to the running cluster, as `kubectl create -f` would."""
+    def delete(self, what: str) -> None:
+        """Deletes a Service (`svc/NS/NAME`) or a pod (`pod/NS/NAME`)."""
 
-def scenarios() -> List[Tuple[str, str, str, str, str]]: ...
-def golden_trace(id: str, seed: int = 0) -> Trace: ...
+def scenarios() -> List[Tuple[str, str, str, str, str]]:
+    """Every seed scenario as `(id, figures, src, dst, proto)`."""
+
+def golden_trace(id: str, seed: int = 0) -> Trace:
+    """The golden trace of a scenario, on a fresh reference cluster."""

@@ -1,0 +1,149 @@
+"""The shapes of what podnet returns: the literal values of a trace's fields and the
+dictionaries of headers, load reports, nodes, pods, Services and conntrack entries, for
+type checkers (``mypy --strict``) and for reading."""
+
+import os
+from typing import Dict, List, Literal, Optional, TypedDict, Union
+
+__all__ = [
+    "Action",
+    "ConntrackEntry",
+    "ConntrackTuple",
+    "Direction",
+    "Disposition",
+    "HealthCheck",
+    "Headers",
+    "LoadReport",
+    "NodeInfo",
+    "PodInfo",
+    "Proto",
+    "Reason",
+    "ServiceInfo",
+    "ServicePortInfo",
+    "StrPath",
+]
+
+Disposition = Literal["delivered", "dropped", "rejected"]
+"""A trace's outcome."""
+
+Proto = Literal["tcp", "udp", "icmp", "http"]
+"""A flow's protocol."""
+
+Direction = Literal["request", "reply"]
+"""Which way a hop's packet travels."""
+
+Action = Literal[
+    "tx", "rx", "ignore", "bridge", "fdb", "arp", "neigh", "route", "deliver", "rule", "nat", "conntrack", "log", "drop"
+]
+"""What happened at a hop."""
+
+Reason = Literal[
+    "malformed",
+    "hairpin-off",
+    "no-route",
+    "forwarding-off",
+    "ttl-exceeded",
+    "arp-failed",
+    "rule",
+    "conntrack-full",
+    "nat-exhausted",
+    "no-listener",
+    "timeout",
+    "http_no_route",
+    "http_no_healthy_backend",
+    "http_bad_gateway",
+    "http_bad_request",
+    "http_no_local_endpoints",
+]
+"""Why a request was not delivered (`Trace.reason`), or why a hop dropped a packet
+(`Hop.reason`): a drop in the datapath, a refusal, a timeout, or an HTTP intermediary's own
+error answer."""
+
+StrPath = Union[str, "os.PathLike[str]"]
+
+class Headers(TypedDict):
+    """A packet's headers at a hop."""
+
+    proto: str
+    src: str
+    dst: str
+    sport: Optional[int]
+    dport: Optional[int]
+    info: Optional[str]
+    src_mac: Optional[str]
+    dst_mac: Optional[str]
+
+class LoadReport(TypedDict):
+    """What was loaded (`Kind/namespace/name`) and what was skipped, with the reason."""
+
+    loaded: List[str]
+    skipped: List[str]
+
+class NodeInfo(TypedDict):
+    """A node as podnet loaded it."""
+
+    name: str
+    ip: str
+    pod_cidr: str
+    pods: int
+    max_pods: int
+
+class PodInfo(TypedDict):
+    """A pod as podnet loaded it."""
+
+    namespace: str
+    name: str
+    ip: str
+    node: str
+    ready: bool
+    terminating: bool
+    host_network: bool
+    labels: Dict[str, str]
+
+class ServicePortInfo(TypedDict):
+    """A Service port, with its allocated nodePort (None when none)."""
+
+    name: str
+    protocol: Literal["TCP", "UDP", "SCTP"]
+    port: int
+    target_port: Union[int, str]
+    node_port: Optional[int]
+
+class ServiceInfo(TypedDict):
+    """A Service as podnet admitted it."""
+
+    namespace: str
+    name: str
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"]
+    cluster_ip: Optional[str]
+    ports: List[ServicePortInfo]
+
+class ConntrackTuple(TypedDict):
+    """One direction of a tracked connection."""
+
+    src: str
+    dst: str
+    sport: int
+    dport: int
+
+class ConntrackEntry(TypedDict):
+    """One `conntrack -L` entry."""
+
+    proto: str
+    timeout: int
+    state: Optional[str]
+    original: ConntrackTuple
+    reply: ConntrackTuple
+    unreplied: bool
+    assured: bool
+    mark: int
+
+class HealthCheck(TypedDict):
+    """kube-proxy's health-check server for one Service on one node."""
+
+    namespace: str
+    name: str
+    port: int
+    local_endpoints: int
+    healthy: bool
+
