@@ -296,3 +296,59 @@ fn every_command_in_the_readme_runs() {
     assert!(ran >= 15, "only {ran} commands found in the README");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The wrong answers the command line gave, each pinned where it was found.
+#[test]
+fn the_command_line_answers_what_the_cluster_does() {
+    // An ALB's own 404 is not a delivery: exit 1, and the status line says who answered.
+    let (code, out, _) =
+        podnet(&["trace", "--from", "host/internet", "--to", "http://203.0.113.200/nothere"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("\n  http: 404 Not Found from lb/default/shop\n"), "{out}");
+    assert!(out.contains("\n  result: rejected;"), "{out}");
+    // http:// means HTTP without --proto.
+    let (code, out, _) = podnet(&[
+        "trace",
+        "--from",
+        "host/internet",
+        "--to",
+        "http://203.0.113.200/api/orders",
+        "--json",
+    ]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((v[0]["proto"].as_str(), v[0]["http_status"].as_u64()), (Some("http"), Some(200)));
+    // A pod reaching its own address stays on its lo.
+    let (code, out, _) =
+        podnet(&["trace", "--from", "pod/default/pod1", "--to", "10.244.1.2:8080", "--brief"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("\n  path: pod1 lo\n"), "{out}");
+    // A NetworkPolicy podnet does not enforce yet is said, not skipped with one line.
+    let dir = std::env::temp_dir().join(format!("podnet-netpol-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/reference/cluster.yaml");
+    std::fs::write(
+        dir.join("netpol.yaml"),
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: default}\nspec: {podSelector: {}}\n",
+    )
+    .unwrap();
+    let (code, out, _) = podnet(&[
+        "trace",
+        "--cluster",
+        fixture.to_str().unwrap(),
+        "--cluster",
+        dir.join("netpol.yaml").to_str().unwrap(),
+        "--from",
+        "pod/default/pod2",
+        "--to",
+        "pod/default/pod4:8080",
+        "--brief",
+    ]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("  warning: pod/default/pod2 is selected by NetworkPolicy/default/deny: a policy podnet does not enforce yet"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
