@@ -99,6 +99,8 @@ pub enum TcpState {
     LastAck,
     TimeWait,
     Close,
+    /// A SYN seen from the reply direction too (simultaneous open).
+    SynSent2,
 }
 
 impl fmt::Display for TcpState {
@@ -113,8 +115,119 @@ impl fmt::Display for TcpState {
             TcpState::LastAck => "LAST_ACK",
             TcpState::TimeWait => "TIME_WAIT",
             TcpState::Close => "CLOSE",
+            TcpState::SynSent2 => "SYN_SENT2",
         })
     }
+}
+
+/// A TCP segment's class for the state table (`get_conntrack_index`): RST, then SYN (with
+/// or without ACK), then FIN, then ACK.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpIndex {
+    /// SYN without ACK.
+    Syn,
+    /// SYN and ACK.
+    SynAck,
+    /// FIN (no SYN or RST).
+    Fin,
+    /// ACK (no SYN, FIN or RST).
+    Ack,
+    /// RST.
+    Rst,
+    /// None of them.
+    None,
+}
+
+impl TcpIndex {
+    /// The class of a segment with these flags.
+    pub fn of(flags: u8) -> TcpIndex {
+        let has = |f: u8| flags & f != 0;
+        if has(tcp_flags::RST) {
+            TcpIndex::Rst
+        } else if has(tcp_flags::SYN) {
+            if has(tcp_flags::ACK) { TcpIndex::SynAck } else { TcpIndex::Syn }
+        } else if has(tcp_flags::FIN) {
+            TcpIndex::Fin
+        } else if has(tcp_flags::ACK) {
+            TcpIndex::Ack
+        } else {
+            TcpIndex::None
+        }
+    }
+}
+
+/// What a packet did to the entry it belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Update {
+    /// Tracked (its state and timeout follow).
+    Tracked,
+    /// Invalid for the connection's state (`--ctstate INVALID`); the entry is unchanged.
+    Invalid,
+    /// A SYN reopening a closed connection: the entry died and the packet starts anew.
+    Reopen,
+}
+
+/// A cell of the state table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Next {
+    To(TcpState),
+    /// `sIG`: let through without changing the state.
+    Ignore,
+    /// `sIV`: invalid.
+    Invalid,
+}
+
+/// `tcp_conntracks[dir][index][state]`, the kernel's table, row for row.
+fn tcp_next(dir: Direction, index: TcpIndex, state: TcpState) -> Next {
+    use TcpState::*;
+    const SS: Next = Next::To(SynSent);
+    const SR: Next = Next::To(SynRecv);
+    const ES: Next = Next::To(Established);
+    const FW: Next = Next::To(FinWait);
+    const CW: Next = Next::To(CloseWait);
+    const LA: Next = Next::To(LastAck);
+    const TW: Next = Next::To(TimeWait);
+    const CL: Next = Next::To(Close);
+    const S2: Next = Next::To(SynSent2);
+    const IV: Next = Next::Invalid;
+    const IG: Next = Next::Ignore;
+    // Columns: NONE, SYN_SENT, SYN_RECV, ESTABLISHED, FIN_WAIT, CLOSE_WAIT, LAST_ACK,
+    // TIME_WAIT, CLOSE, SYN_SENT2.
+    const ORIGINAL: [[Next; 10]; 6] = [
+        /* syn    */ [SS, SS, IG, IG, IG, IG, IG, SS, SS, S2],
+        /* synack */ [IV, IV, SR, IV, IV, IV, IV, IV, IV, SR],
+        /* fin    */ [IV, IV, FW, FW, LA, LA, LA, TW, CL, IV],
+        /* ack    */ [ES, IV, ES, ES, CW, CW, TW, TW, CL, IV],
+        /* rst    */ [IV, CL, CL, CL, CL, CL, CL, CL, CL, CL],
+        /* none   */ [IV, IV, IV, IV, IV, IV, IV, IV, IV, IV],
+    ];
+    const REPLY: [[Next; 10]; 6] = [
+        /* syn    */ [IV, S2, IV, IV, IV, IV, IV, SS, IV, S2],
+        /* synack */ [IV, SR, IG, IG, IG, IG, IG, IG, IG, SR],
+        /* fin    */ [IV, IV, FW, FW, LA, LA, LA, TW, CL, IV],
+        /* ack    */ [IV, IG, SR, ES, CW, CW, TW, TW, CL, IG],
+        /* rst    */ [IV, CL, CL, CL, CL, CL, CL, CL, CL, CL],
+        /* none   */ [IV, IV, IV, IV, IV, IV, IV, IV, IV, IV],
+    ];
+    let row = match index {
+        TcpIndex::Syn => 0,
+        TcpIndex::SynAck => 1,
+        TcpIndex::Fin => 2,
+        TcpIndex::Ack => 3,
+        TcpIndex::Rst => 4,
+        TcpIndex::None => 5,
+    };
+    let col = state as usize;
+    match dir {
+        Direction::Original => ORIGINAL[row][col],
+        Direction::Reply => REPLY[row][col],
+    }
+}
+
+/// Whether a TCP segment with these flags can start an entry (`tcp_new`): a SYN, or, as
+/// `nf_conntrack_tcp_loose=1` allows, a segment in the middle of a connection (an ACK).
+pub fn tcp_can_start(flags: u8) -> bool {
+    matches!(tcp_next(Direction::Original, TcpIndex::of(flags), TcpState::None), Next::To(_))
 }
 
 /// Timeouts, with the Linux 6.x defaults (`net.netfilter.nf_conntrack_*_timeout*`).
@@ -129,10 +242,29 @@ pub struct Timeouts {
     pub tcp_last_ack: Duration,
     pub tcp_time_wait: Duration,
     pub tcp_close: Duration,
+    /// `nf_conntrack_tcp_timeout_unacknowledged`: also the cap on a connection picked up
+    /// mid-stream until a reply is seen.
+    pub tcp_unack: Duration,
     pub udp: Duration,
     pub udp_stream: Duration,
     pub icmp: Duration,
     pub generic: Duration,
+}
+
+impl Timeouts {
+    /// The timeout of a TCP state.
+    pub fn tcp_timeout(&self, s: TcpState) -> Duration {
+        match s {
+            TcpState::None | TcpState::SynSent | TcpState::SynSent2 => self.tcp_syn_sent,
+            TcpState::SynRecv => self.tcp_syn_recv,
+            TcpState::Established => self.tcp_established,
+            TcpState::FinWait => self.tcp_fin_wait,
+            TcpState::CloseWait => self.tcp_close_wait,
+            TcpState::LastAck => self.tcp_last_ack,
+            TcpState::TimeWait => self.tcp_time_wait,
+            TcpState::Close => self.tcp_close,
+        }
+    }
 }
 
 impl Default for Timeouts {
@@ -147,6 +279,7 @@ impl Default for Timeouts {
             tcp_last_ack: s(30),
             tcp_time_wait: s(120),
             tcp_close: s(10),
+            tcp_unack: s(300),
             udp: s(30),
             udp_stream: s(120),
             icmp: s(30),
@@ -170,7 +303,13 @@ pub struct Entry {
     pub status: u32,
     /// TCP state (`None` for other protocols).
     pub tcp: TcpState,
-    fin_seen: [bool; 2],
+    /// TCP: which direction sent the first FIN (`IP_CT_TCP_FLAG_CLOSE_INIT`).
+    close_init: [bool; 2],
+    /// TCP: the direction and flag class of the last packet that changed or was ignored in
+    /// the state (`last_dir`, `last_index`).
+    last: Option<(Direction, TcpIndex)>,
+    /// TCP: a simultaneous open was seen (`IP_CT_TCP_SIMULTANEOUS_OPEN`).
+    simultaneous: bool,
     /// When the entry times out.
     pub expires: Instant,
     /// UDP: two seconds after the first packet. A flow that saw a reply is a stream (the
@@ -193,13 +332,16 @@ impl Entry {
             reply: info.tuple.invert(),
             status: 0,
             tcp: TcpState::None,
-            fin_seen: [false; 2],
+            close_init: [false; 2],
+            last: None,
+            simultaneous: false,
             expires: now,
             mark: 0,
             counters: [(0, 0); 2],
             stream_ts: now + Duration::from_secs(2),
         };
-        e.update(info, Direction::Original, now, t);
+        // A new TCP entry starts from a segment `tcp_can_start` accepts: always tracked.
+        let _ = e.update(info, Direction::Original, now, t);
         e
     }
 
@@ -253,77 +395,136 @@ impl Entry {
         }
     }
 
-    /// Advances the protocol state for a packet seen in `dir` and refreshes the timeout.
-    pub fn update(&mut self, info: &PacketInfo, dir: Direction, now: Instant, t: &Timeouts) {
-        let c = &mut self.counters[dir.index()];
-        c.0 += 1;
-        c.1 += u64::from(info.len);
+    /// Advances the protocol state for a packet seen in `dir` and refreshes the timeout, as
+    /// `nf_conntrack_in` does: the protocol's handler first (`nf_conntrack_tcp_packet`,
+    /// `nf_conntrack_udp_packet`), which sees `SEEN_REPLY` as it was before this packet,
+    /// then `SEEN_REPLY` for a reply.
+    ///
+    /// TCP follows `nf_conntrack_tcp_packet`: the kernel's state table (`tcp_conntracks`),
+    /// its ignored and invalid packets, the reopening of a closed connection by a new SYN,
+    /// and its timeout rules: a RST gives CLOSE's 10 s; before any reply, a RST kills the
+    /// entry (it expires now), a retransmitted SYN in SYN_SENT renews nothing (not even the
+    /// counters), and an ESTABLISHED entry picked up mid-stream gets the 300 s
+    /// "unacknowledged" timeout instead of five days; ASSURED is set on a packet that keeps
+    /// ESTABLISHED (after SYN_RECV or a picked-up ESTABLISHED) once a reply was seen.
+    /// Sequence and window tracking (`tcp_in_window`, and the timeouts for retransmissions,
+    /// unacknowledged data and zero windows) is not modelled: every segment is in window.
+    pub fn update(
+        &mut self,
+        info: &PacketInfo,
+        dir: Direction,
+        now: Instant,
+        t: &Timeouts,
+    ) -> Update {
+        let replied = self.status & status::SEEN_REPLY != 0;
+        let refresh = match info.tuple.proto {
+            Proto::TCP => match self.tcp_packet(info.tcp_flags, dir, replied, now, t) {
+                Ok(r) => r,
+                Err(u) => return u,
+            },
+            // nf_conntrack_udp_packet: replied and still active after two seconds.
+            Proto::UDP if replied && now > self.stream_ts => {
+                self.status |= status::ASSURED;
+                Some(t.udp_stream)
+            }
+            Proto::UDP => Some(t.udp),
+            Proto::ICMP => Some(t.icmp),
+            _ => Some(t.generic),
+        };
+        if let Some(timeout) = refresh {
+            let c = &mut self.counters[dir.index()];
+            c.0 += 1;
+            c.1 += u64::from(info.len);
+            self.expires = now + timeout;
+        }
         if dir == Direction::Reply {
             self.status |= status::SEEN_REPLY;
         }
-        let timeout = match info.tuple.proto {
-            Proto::TCP => {
-                self.tcp = self.tcp_next(dir, info.tcp_flags);
-                if self.tcp == TcpState::Established {
-                    self.status |= status::ASSURED;
-                }
-                match self.tcp {
-                    TcpState::None | TcpState::SynSent => t.tcp_syn_sent,
-                    TcpState::SynRecv => t.tcp_syn_recv,
-                    TcpState::Established => t.tcp_established,
-                    TcpState::FinWait => t.tcp_fin_wait,
-                    TcpState::CloseWait => t.tcp_close_wait,
-                    TcpState::LastAck => t.tcp_last_ack,
-                    TcpState::TimeWait => t.tcp_time_wait,
-                    TcpState::Close => t.tcp_close,
-                }
-            }
-            // nf_conntrack_udp_packet: replied and still active after two seconds.
-            Proto::UDP if self.status & status::SEEN_REPLY != 0 && now > self.stream_ts => {
-                self.status |= status::ASSURED;
-                t.udp_stream
-            }
-            Proto::UDP => t.udp,
-            Proto::ICMP => t.icmp,
-            _ => t.generic,
-        };
-        self.expires = now + timeout;
+        Update::Tracked
     }
 
-    fn tcp_next(&mut self, dir: Direction, flags: u8) -> TcpState {
-        use TcpState::*;
-        let d = dir.index();
-        let syn = flags & tcp_flags::SYN != 0;
-        let ack = flags & tcp_flags::ACK != 0;
-        let fin = flags & tcp_flags::FIN != 0;
-        if flags & tcp_flags::RST != 0 {
-            return Close;
+    /// `nf_conntrack_tcp_packet` with every segment in window: the timeout to refresh to
+    /// (`None`: leave the timeout and counters alone), or how the packet fails. A killed
+    /// entry expires now.
+    fn tcp_packet(
+        &mut self,
+        flags: u8,
+        dir: Direction,
+        replied: bool,
+        now: Instant,
+        t: &Timeouts,
+    ) -> Result<Option<Duration>, Update> {
+        let index = TcpIndex::of(flags);
+        let (old, mut new) = match tcp_next(dir, index, self.tcp) {
+            Next::Invalid => return Err(Update::Invalid),
+            Next::To(TcpState::SynSent)
+                if matches!(self.tcp, TcpState::TimeWait | TcpState::Close) =>
+            {
+                // A SYN reopening a connection one side closed, or this side reset: the old
+                // entry dies and the packet starts a new one.
+                let reset_here = self.last == Some((dir, TcpIndex::Rst));
+                if self.close_init[0] || self.close_init[1] || reset_here {
+                    self.expires = now;
+                    return Err(Update::Reopen);
+                }
+                return Ok(self.ignore(dir, index));
+            }
+            Next::Ignore => {
+                // A SYN/ACK answering a SYN ignored in the other direction: client and
+                // server are in sync, and the table gets back in sync as if from SYN_SENT
+                // (the kernel also checks the acknowledged sequence number).
+                let answers = matches!(self.last, Some((d, TcpIndex::Syn)) if d != dir);
+                if index != TcpIndex::SynAck || !answers {
+                    return Ok(self.ignore(dir, index));
+                }
+                (TcpState::SynSent, TcpState::SynRecv)
+            }
+            Next::To(s) => (self.tcp, s),
+        };
+        match new {
+            TcpState::SynSent2 => self.simultaneous = true,
+            TcpState::SynRecv
+                if dir == Direction::Reply && index == TcpIndex::Ack && self.simultaneous =>
+            {
+                new = TcpState::Established;
+            }
+            _ => {}
         }
-        match (self.tcp, dir) {
-            (None | Close | TimeWait, Direction::Original) if syn && !ack => {
-                self.fin_seen = [false; 2];
-                SynSent
-            }
-            // Loose pick-up of a connection seen mid-stream (nf_conntrack_tcp_loose=1).
-            (None, _) => Established,
-            (SynSent, Direction::Reply) if syn && ack => SynRecv,
-            (SynRecv, Direction::Original) if ack && !syn => Established,
-            (Established, _) if fin => {
-                self.fin_seen[d] = true;
-                FinWait
-            }
-            (FinWait, _) if !self.fin_seen[d] && fin => {
-                self.fin_seen[d] = true;
-                LastAck
-            }
-            (FinWait, _) if !self.fin_seen[d] && ack => CloseWait,
-            (CloseWait, _) if !self.fin_seen[d] && fin => {
-                self.fin_seen[d] = true;
-                LastAck
-            }
-            (LastAck, _) if ack && !fin => TimeWait,
-            (s, _) => s,
+        self.last = Some((dir, index));
+        self.tcp = new;
+        if old != new && new == TcpState::FinWait {
+            self.close_init[dir.index()] = true;
         }
+        let rst = index == TcpIndex::Rst;
+        let mut timeout = if rst { t.tcp_close } else { t.tcp_timeout(new) };
+        if !replied {
+            if rst {
+                // "If only reply is a RST, we can consider ourselves not to have an
+                // established connection": nf_ct_kill_acct.
+                self.expires = now;
+                return Ok(None);
+            }
+            if index == TcpIndex::Syn && old == TcpState::SynSent {
+                // Do not renew the timeout on a SYN retransmit.
+                return Ok(None);
+            }
+            if new == TcpState::Established {
+                // A mid-connection pickup (loose=1): no five-day timeout before a reply.
+                timeout = timeout.min(t.tcp_unack);
+            }
+        } else if self.status & status::ASSURED == 0
+            && matches!(old, TcpState::SynRecv | TcpState::Established)
+            && new == TcpState::Established
+        {
+            self.status |= status::ASSURED;
+        }
+        Ok(Some(timeout))
+    }
+
+    /// An ignored packet: noted as the last one, the state and timeout left alone.
+    fn ignore(&mut self, dir: Direction, index: TcpIndex) -> Option<Duration> {
+        self.last = Some((dir, index));
+        None
     }
 
     fn proto_name(&self) -> &'static str {
@@ -635,13 +836,25 @@ impl Conntrack {
             self.stats.found += 1;
             let i = id.0 as usize;
             let e = self.chunks[i / CHUNK][i % CHUNK].entry.as_mut().expect("chained entry exists");
-            e.update(info, dir, now, &self.timeouts);
-            let ctinfo = if dir == Direction::Reply || e.status & status::SEEN_REPLY != 0 {
-                CtInfo::Established
-            } else {
-                CtInfo::New
-            };
-            return CtRef::Confirmed(id, dir, ctinfo);
+            match e.update(info, dir, now, &self.timeouts) {
+                Update::Tracked => {
+                    let ctinfo = if dir == Direction::Reply || e.status & status::SEEN_REPLY != 0 {
+                        CtInfo::Established
+                    } else {
+                        CtInfo::New
+                    };
+                    return CtRef::Confirmed(id, dir, ctinfo);
+                }
+                Update::Invalid => {
+                    self.stats.invalid += 1;
+                    return CtRef::Invalid;
+                }
+                // The old connection is gone; the SYN is looked up again, as new
+                // (nf_conntrack_in's NF_REPEAT).
+                Update::Reopen => {
+                    self.remove(id);
+                }
+            }
         }
         if let Some(inner) = info.icmp_inner {
             // An ICMP error quotes a packet this host forwarded or sent: find that packet's
@@ -654,7 +867,8 @@ impl Conntrack {
                 }
             };
         }
-        if info.tuple.proto == Proto::TCP && info.tcp_flags & tcp_flags::RST != 0 {
+        if info.tuple.proto == Proto::TCP && !tcp_can_start(info.tcp_flags) {
+            // tcp_new: only a SYN, or an ACK picked up mid-stream, starts a connection.
             self.stats.invalid += 1;
             return CtRef::Invalid;
         }
@@ -826,10 +1040,11 @@ impl Conntrack {
         v.into_iter()
     }
 
-    /// `conntrack -L` output at virtual time `now` (one line per entry, oldest first).
+    /// `conntrack -L` output at virtual time `now` (one line per live entry, oldest first;
+    /// an entry that timed out or was killed is gone, though its slot is reclaimed lazily).
     pub fn list(&self, now: Instant) -> String {
         let mut out = String::new();
-        for (_, e) in self.iter() {
+        for (_, e) in self.iter().filter(|(_, e)| e.expires > now) {
             out.push_str(&format_entry(e, now));
             out.push('\n');
         }
@@ -837,10 +1052,11 @@ impl Conntrack {
     }
 }
 
-/// One `conntrack -L` line.
+/// One `conntrack -L` line. The timeout is in whole seconds, rounded down, as ctnetlink
+/// reports it (`nf_ct_expires(ct) / HZ`): `119` half a second into a 120 s timeout.
 pub fn format_entry(e: &Entry, now: Instant) -> String {
     use std::fmt::Write;
-    let secs = (e.expires - now.min(e.expires)).total_millis().div_ceil(1000);
+    let secs = (e.expires - now.min(e.expires)).total_millis() / 1000;
     let mut s = format!("{:<8} {} {} ", e.proto_name(), e.orig.proto.0, secs);
     if e.orig.proto == Proto::TCP {
         let _ = write!(s, "{} ", e.tcp);
@@ -876,6 +1092,112 @@ mod tests {
         let mut p = packet::parse(&tcp_syn(src, sport, dst, dport)).unwrap();
         p.tcp_flags = flags;
         p
+    }
+
+    // The TCP observations below were made on Linux 6.18 in three network namespaces
+    // (client 10.99.1.1, a router tracking connections in FORWARD, server 10.99.2.2:5000),
+    // reading `conntrack -L -o extended` in the router; the scripts are
+    // `netfilter/tests/kernel/conntrack_tcp.py`.
+
+    /// `conntrack -L`'s line, without the leading `tcp      6 ` and trailing `mark=0 use=1`.
+    fn shown(ct: &Conntrack, now: Instant) -> Vec<String> {
+        ct.list(now)
+            .lines()
+            .map(|l| {
+                l.trim_start_matches("tcp      6 ").trim_end_matches(" mark=0 use=1").to_string()
+            })
+            .collect()
+    }
+
+    const C: [u8; 4] = [10, 99, 1, 1];
+    const S: [u8; 4] = [10, 99, 2, 2];
+    const TUPLES: &str = "src=10.99.1.1 dst=10.99.2.2 sport=40000 dport=5000";
+    const REPLY: &str = "src=10.99.2.2 dst=10.99.1.1 sport=5000 dport=40000";
+
+    /// A connect to a server that drops SYNs, the client retransmitting at 1, 3 and 7 s:
+    /// `119 SYN_SENT`, then 118, 116, 112 and 110 at 1.5, 3.5, 7.5 and 9.5 s, the packet
+    /// counter staying at 1 (`nf_conntrack_tcp_packet`: "do not renew timeout on SYN
+    /// retransmit").
+    #[test]
+    fn syn_retransmits_do_not_renew_syn_sent() {
+        let mut ct = Conntrack::default();
+        let at = Instant::from_millis;
+        let syn = info(C, 40000, S, 5000, tcp_flags::SYN);
+        let CtRef::Unconfirmed(e) = ct.lookup(&syn, at(0)) else { panic!("a new entry") };
+        let id = ct.confirm(*e, at(0)).unwrap();
+        for t in [1_000, 3_000, 7_000] {
+            assert!(matches!(ct.lookup(&syn, at(t)), CtRef::Confirmed(..)));
+        }
+        assert_eq!(shown(&ct, at(9_500)), [format!("110 SYN_SENT {TUPLES} [UNREPLIED] {REPLY}")]);
+        assert_eq!(ct.get(id).unwrap().counters[0].0, 1, "retransmits are not counted either");
+    }
+
+    /// A connection picked up mid-stream (the router's table flushed, then the client sends
+    /// data; the server's answer held back, then the client's): `299 ESTABLISHED ...
+    /// [UNREPLIED]` after the client's segment; `300 ESTABLISHED` without ASSURED after the
+    /// server's first answer; `431999 ESTABLISHED ... [ASSURED]` after the next segment.
+    #[test]
+    fn a_loose_pickup_waits_for_a_reply_and_one_more_packet_before_five_days() {
+        let mut ct = Conntrack::default();
+        let at = Instant::from_millis;
+        let data = info(C, 40000, S, 5000, tcp_flags::ACK | tcp_flags::PSH);
+        let CtRef::Unconfirmed(e) = ct.lookup(&data, at(0)) else { panic!("picked up") };
+        ct.confirm(*e, at(0)).unwrap();
+        assert_eq!(shown(&ct, at(300)), [format!("299 ESTABLISHED {TUPLES} [UNREPLIED] {REPLY}")]);
+        let answer = info(S, 5000, C, 40000, tcp_flags::ACK | tcp_flags::PSH);
+        assert!(matches!(ct.lookup(&answer, at(1_000)), CtRef::Confirmed(..)));
+        assert_eq!(shown(&ct, at(1_000)), [format!("300 ESTABLISHED {TUPLES} {REPLY}")]);
+        assert!(matches!(ct.lookup(&answer, at(1_400)), CtRef::Confirmed(..)));
+        assert_eq!(
+            shown(&ct, at(1_400)),
+            [format!("432000 ESTABLISHED {TUPLES} {REPLY} [ASSURED]")]
+        );
+        assert_eq!(
+            shown(&ct, at(1_500)),
+            [format!("431999 ESTABLISHED {TUPLES} {REPLY} [ASSURED]")]
+        );
+        // Only an ACK-class segment is picked up: a FIN or a SYN/ACK with no entry is invalid.
+        let fin = info(C, 40001, S, 5000, tcp_flags::FIN | tcp_flags::ACK);
+        assert!(matches!(ct.lookup(&fin, at(2_000)), CtRef::Invalid));
+        let synack = info(S, 5000, C, 40002, tcp_flags::SYN | tcp_flags::ACK);
+        assert!(matches!(ct.lookup(&synack, at(2_000)), CtRef::Invalid));
+    }
+
+    /// A SYN to a port nobody listens on, answered by a RST: the entry is gone at once
+    /// (`conntrack -L` empty). A RST on an established connection: `9 CLOSE ... [ASSURED]`
+    /// 0.3 s later.
+    #[test]
+    fn a_rst_kills_an_unanswered_entry_and_closes_an_established_one_for_ten_seconds() {
+        let mut ct = Conntrack::default();
+        let at = Instant::from_millis;
+        let syn = info(C, 40000, S, 5000, tcp_flags::SYN);
+        let CtRef::Unconfirmed(e) = ct.lookup(&syn, at(0)) else { panic!("a new entry") };
+        ct.confirm(*e, at(0)).unwrap();
+        let rst = info(S, 5000, C, 40000, tcp_flags::RST | tcp_flags::ACK);
+        assert!(
+            matches!(ct.lookup(&rst, at(1)), CtRef::Confirmed(..)),
+            "the RST itself is tracked"
+        );
+        assert!(shown(&ct, at(1)).is_empty());
+        assert!(matches!(ct.lookup(&syn, at(2)), CtRef::Unconfirmed(_)), "the next SYN is new");
+        // Established: handshake, then the client resets.
+        let mut ct = Conntrack::default();
+        let CtRef::Unconfirmed(e) = ct.lookup(&syn, at(0)) else { panic!("a new entry") };
+        ct.confirm(*e, at(0)).unwrap();
+        for (p, t) in [
+            (info(S, 5000, C, 40000, tcp_flags::SYN | tcp_flags::ACK), 1),
+            (info(C, 40000, S, 5000, tcp_flags::ACK), 2),
+            (info(S, 5000, C, 40000, tcp_flags::ACK), 3),
+        ] {
+            assert!(matches!(ct.lookup(&p, at(t)), CtRef::Confirmed(..)));
+        }
+        assert_eq!(shown(&ct, at(3)), [format!("432000 ESTABLISHED {TUPLES} {REPLY} [ASSURED]")]);
+        let reset = info(C, 40000, S, 5000, tcp_flags::RST);
+        assert!(matches!(ct.lookup(&reset, at(1_000)), CtRef::Confirmed(..)));
+        assert_eq!(shown(&ct, at(1_300)), [format!("9 CLOSE {TUPLES} {REPLY} [ASSURED]")]);
+        // The client's next SYN on the same tuple reopens: the reset connection dies and a
+        // new one starts (nf_conntrack_tcp_packet's "reopen a closed/aborted connection").
+        assert!(matches!(ct.lookup(&syn, at(2_000)), CtRef::Unconfirmed(_)));
     }
 
     /// What Linux 6.18 showed in `/proc/net/nf_conntrack` for a UDP echo between two

@@ -922,13 +922,8 @@ COMMIT
         // address: once the connection is confirmed, MASQUERADE's address is not asked for.
         assert!(!skb.may_masquerade(), "confirmed at POSTROUTING");
         let first = packet::parse(&skb.data).unwrap().tuple;
-        let mut next = Skb::new(crate::packet::tests::tcp(
-            [10, 244, 2, 2],
-            40000,
-            [10, 96, 0, 10],
-            80,
-            crate::packet::tcp_flags::ACK,
-        ));
+        // (a retransmitted SYN: an ACK before the SYN/ACK would be INVALID in SYN_SENT)
+        let mut next = Skb::new(tcp_syn([10, 244, 2, 2], 40000, [10, 96, 0, 10], 80));
         assert!(next.may_masquerade(), "not looked up yet");
         let _ = nf.hook(Hook::PreRouting, &mut next, &env(&at, None));
         assert!(!next.may_masquerade(), "PREROUTING found the confirmed connection");

@@ -505,41 +505,39 @@ pub fn checksums_valid(bytes: &[u8]) -> bool {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-
-    /// A TCP SYN 10.244.1.3:40000 -> 10.96.0.10:80 with valid checksums, as bytes.
-    pub(crate) fn tcp_syn(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
-        tcp(src, sport, dst, dport, tcp_flags::SYN)
+/// Well-formed packets from a few fields, for tests, fuzzers and benches.
+#[doc(hidden)]
+pub mod build {
+    /// A TCP segment `src:sport -> dst:dport` with `flags` and valid checksums.
+    pub fn tcp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8) -> Vec<u8> {
+        let mut t = vec![0u8; 20];
+        t[0..2].copy_from_slice(&sport.to_be_bytes());
+        t[2..4].copy_from_slice(&dport.to_be_bytes());
+        t[4..8].copy_from_slice(&0x0102_0304u32.to_be_bytes());
+        t[12] = 5 << 4;
+        t[13] = flags;
+        t[14..16].copy_from_slice(&64240u16.to_be_bytes());
+        ipv4(src, dst, 6, &t)
     }
 
-    /// A TCP segment with `flags` and valid checksums.
-    pub(crate) fn tcp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8) -> Vec<u8> {
-        build(src, dst, 6, &{
-            let mut t = vec![0u8; 20];
-            t[0..2].copy_from_slice(&sport.to_be_bytes());
-            t[2..4].copy_from_slice(&dport.to_be_bytes());
-            t[4..8].copy_from_slice(&0x0102_0304u32.to_be_bytes());
-            t[12] = 5 << 4;
-            t[13] = flags;
-            t[14..16].copy_from_slice(&64240u16.to_be_bytes());
-            t
-        })
+    /// A UDP datagram `src:sport -> dst:dport` with one byte of data and valid checksums.
+    pub fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
+        udp_with(src, sport, dst, dport, b"x")
     }
 
-    pub(crate) fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, data: &[u8]) -> Vec<u8> {
+    /// A UDP datagram carrying `data`, with valid checksums.
+    pub fn udp_with(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, data: &[u8]) -> Vec<u8> {
         let mut u = vec![0u8; 8];
         u[0..2].copy_from_slice(&sport.to_be_bytes());
         u[2..4].copy_from_slice(&dport.to_be_bytes());
         u[4..6].copy_from_slice(&((8 + data.len()) as u16).to_be_bytes());
         u.extend_from_slice(data);
-        build(src, dst, 17, &u)
+        ipv4(src, dst, 17, &u)
     }
 
-    /// Builds an IPv4 packet and fills every checksum from scratch (test fixture only).
-    pub(crate) fn build(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
-        use smoltcp::wire::IpAddress;
+    /// An IPv4 packet (DF, TTL 64) around `l4`, every checksum filled in from scratch.
+    pub fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
+        use smoltcp::wire::{Icmpv4Packet, IpAddress, Ipv4Packet, TcpPacket, UdpPacket};
         let mut b = vec![0u8; 20 + l4.len()];
         b[0] = 0x45;
         b[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
@@ -554,18 +552,40 @@ pub(crate) mod tests {
             IpAddress::v4(src[0], src[1], src[2], src[3]),
             IpAddress::v4(dst[0], dst[1], dst[2], dst[3]),
         );
-        {
-            let mut ip = Ipv4Packet::new_unchecked(&mut b[..]);
-            ip.fill_checksum();
-            let payload = ip.payload_mut();
-            match proto {
-                6 => TcpPacket::new_unchecked(payload).fill_checksum(&s, &d),
-                17 => UdpPacket::new_unchecked(payload).fill_checksum(&s, &d),
-                1 => Icmpv4Packet::new_unchecked(payload).fill_checksum(),
-                _ => {}
-            }
+        let mut ip = Ipv4Packet::new_unchecked(&mut b[..]);
+        ip.fill_checksum();
+        let payload = ip.payload_mut();
+        match proto {
+            6 => TcpPacket::new_unchecked(payload).fill_checksum(&s, &d),
+            17 => UdpPacket::new_unchecked(payload).fill_checksum(&s, &d),
+            1 => Icmpv4Packet::new_unchecked(payload).fill_checksum(),
+            _ => {}
         }
         b
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A TCP SYN 10.244.1.3:40000 -> 10.96.0.10:80 with valid checksums, as bytes.
+    pub(crate) fn tcp_syn(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
+        tcp(src, sport, dst, dport, tcp_flags::SYN)
+    }
+
+    /// A TCP segment with `flags` and valid checksums.
+    pub(crate) fn tcp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8) -> Vec<u8> {
+        build::tcp(src, sport, dst, dport, flags)
+    }
+
+    pub(crate) fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, data: &[u8]) -> Vec<u8> {
+        build::udp_with(src, sport, dst, dport, data)
+    }
+
+    /// Builds an IPv4 packet and fills every checksum from scratch (test fixture only).
+    pub(crate) fn build(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
+        build::ipv4(src, dst, proto, l4)
     }
 
     #[test]

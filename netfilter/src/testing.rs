@@ -116,3 +116,5 @@ pub fn services_nat_table(services: &[(u8, bool)]) -> String {
     text.push_str("COMMIT\n");
     text
 }
+
+pub use crate::packet::build::{ipv4, tcp, udp, udp_with};

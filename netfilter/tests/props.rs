@@ -168,67 +168,172 @@ proptest! {
         }
     }
 
-    /// The conntrack table (hash chains over a slab) against a plain list: after every
-    /// insert, removal, repeated packet and expiry, both hold the same connections in the same
-    /// order, and every tuple of each direction is found exactly when the list has it.
+    /// The conntrack table (hash chains over a slab) against a plain list and a small model
+    /// of `nf_conntrack_tcp_packet` written from the kernel's state table: SYNs, SYN/ACKs,
+    /// ACKs and RSTs in both directions, UDP both ways, removals and expiry. After every
+    /// step both hold the same connections in the same order with the same expiry, every
+    /// tuple of each direction is found exactly when the list has it, and each packet gets
+    /// the kernel's verdict: invalid (an ACK in SYN_SENT, a SYN/ACK or RST with no entry),
+    /// ignored (a SYN in ESTABLISHED), or tracked with the kernel's timeout (a SYN
+    /// retransmit renews nothing, a RST before a reply kills the entry, a pickup gets 300 s,
+    /// ASSURED and five days once a reply was seen).
     #[test]
-    fn conntrack_table_agrees_with_a_plain_list(
+    fn conntrack_table_agrees_with_a_list_and_the_kernels_tcp_rules(
         buckets in prop_oneof![1usize..9, Just(podnet_netfilter::conntrack::DEFAULT_BUCKETS)],
-        ops in proptest::collection::vec((0u8..4, any::<u8>(), any::<u8>()), 1..80),
+        ops in proptest::collection::vec((0u8..12, any::<u8>(), any::<u8>()), 1..80),
     ) {
         use podnet_netfilter::conntrack::Conntrack;
+        use podnet_netfilter::packet::tcp_flags::{ACK, RST, SYN};
         use podnet_netfilter::CtRef;
         use smoltcp::time::{Duration, Instant};
-        let packet_of = |a: u8, b: u8| {
-            packet::parse(&pkt(a % 8, b % 4, 80 + u16::from(a / 8 % 4), b & 4 != 0)).unwrap()
+        #[derive(Clone, Copy, Debug, PartialEq)]
+        enum St { SynSent, SynRecv, Est, Close, S2, Udp }
+        #[derive(Clone, Debug)]
+        struct M { orig: Tuple, st: St, expires: Instant, first: Instant, replied: bool, assured: bool, simultaneous: bool, last: Option<(bool, u8)> }
+        let secs = Duration::from_secs;
+        // A connection (a % 8, b % 4, port), and which packet of it: SYN, SYN/ACK (reply),
+        // ACK, ACK (reply), RST, RST (reply), UDP, UDP (reply).
+        let packet_of = |kind: u8, a: u8, b: u8| {
+            let (src, dst, sp, dp) = ([10, 244, a % 8, 5], [10, 96, 0, b % 4], 1234u16, 80 + u16::from(a / 8 % 4));
+            let reply = matches!(kind, 1 | 3 | 5 | 7);
+            let (s, d, s2, d2) = if reply { (dst, src, dp, sp) } else { (src, dst, sp, dp) };
+            let bytes = match kind {
+                0 => podnet_netfilter::testing::tcp(s, s2, d, d2, SYN),
+                1 => podnet_netfilter::testing::tcp(s, s2, d, d2, SYN | ACK),
+                2 | 3 => podnet_netfilter::testing::tcp(s, s2, d, d2, ACK),
+                4 | 5 => podnet_netfilter::testing::tcp(s, s2, d, d2, RST),
+                _ => podnet_netfilter::testing::udp(s, s2, d, d2),
+            };
+            packet::parse(&bytes).unwrap()
         };
         let mut ct = Conntrack::with_buckets(usize::MAX, buckets);
-        // (original tuple, expiry), oldest first.
-        let mut model: Vec<(Tuple, Instant)> = Vec::new();
+        let mut model: Vec<M> = Vec::new();
         let mut now = Instant::ZERO;
         for (op, a, b) in ops {
             match op {
-                0 | 1 => {
-                    let info = packet_of(a, b);
-                    let life = if info.tuple.proto == podnet_netfilter::Proto::UDP { 30 } else { 120 };
-                    let pos = model.iter().position(|(t, _)| *t == info.tuple);
-                    if let Some(k) = pos.filter(|&k| model[k].1 <= now) {
-                        model.remove(k);
-                    }
-                    match ct.lookup(&info, now) {
-                        CtRef::Unconfirmed(e) => {
-                            prop_assert!(model.iter().all(|(t, _)| *t != info.tuple));
+                0..=7 => {
+                    let info = packet_of(op, a, b);
+                    let udp = op >= 6;
+                    // The model's live entry for this packet, and the direction it travels.
+                    model.retain(|m| m.expires > now || (m.orig != info.tuple && m.orig != info.tuple.invert()));
+                    let found = model.iter().position(|m| m.orig == info.tuple || m.orig.invert() == info.tuple);
+                    let got = ct.lookup(&info, now);
+                    let Some(k) = found else {
+                        // tcp_new: a SYN, or an ACK picked up mid-stream; nothing else.
+                        let st = match op { 0 => St::SynSent, 2 | 3 => St::Est, 6 | 7 => St::Udp, _ => {
+                            prop_assert!(matches!(got, CtRef::Invalid), "op {} with no entry: {:?}", op, got);
+                            continue;
+                        }};
+                        let CtRef::Unconfirmed(e) = got else { prop_assert!(false, "new expected, got {:?}", got); continue };
+                        ct.confirm(*e, now).unwrap();
+                        let life = match st { St::SynSent => 120, St::Udp => 30, _ => 300 };
+                        model.push(M { orig: info.tuple, st, expires: now + secs(life), first: now, replied: false, assured: false, simultaneous: false, last: Some((false, if op == 0 { 0 } else { 2 })) });
+                        continue;
+                    };
+                    let reply = model[k].orig != info.tuple;
+                    let m = model[k].clone();
+                    // tcp_conntracks for these packets: columns SYN_SENT, SYN_RECV,
+                    // ESTABLISHED, CLOSE, SYN_SENT2; RST is CLOSE from each.
+                    enum N { To(St), Ignore, Invalid, Reopen }
+                    use St::*;
+                    let kind = match op { 0 => 0, 1 => 1, 2 | 3 => 2, 4 | 5 => 3, _ => 4 };
+                    let cell = |st: St| -> N {
+                        let (ss, sr, es, cl, s2) = match (kind, reply) {
+                            (0, false) => (N::To(SynSent), N::Ignore, N::Ignore, N::To(SynSent), N::To(S2)),
+                            (1, false) => (N::Invalid, N::To(SynRecv), N::Invalid, N::Invalid, N::To(SynRecv)),
+                            (2, false) => (N::Invalid, N::To(Est), N::To(Est), N::To(Close), N::Invalid),
+                            (0, true) => (N::To(S2), N::Invalid, N::Invalid, N::Invalid, N::To(S2)),
+                            (1, true) => (N::To(SynRecv), N::Ignore, N::Ignore, N::Ignore, N::To(SynRecv)),
+                            (2, true) => (N::Ignore, N::To(SynRecv), N::To(Est), N::To(Close), N::Ignore),
+                            _ => { let c = || N::To(Close); (c(), c(), c(), c(), c()) }
+                        };
+                        match st { SynSent => ss, SynRecv => sr, Est => es, Close => cl, S2 => s2, Udp => N::To(Udp) }
+                    };
+                    let mut old = m.st;
+                    let next = match cell(m.st) {
+                        // A SYN from CLOSE reopens when this side's last packet was a RST.
+                        N::To(SynSent) if m.st == Close => {
+                            if m.last == Some((reply, 3)) { N::Reopen } else { N::Ignore }
+                        }
+                        // A SYN/ACK answering a SYN ignored in the other direction resyncs.
+                        N::Ignore if kind == 1 && m.last == Some((!reply, 0)) => { old = SynSent; N::To(SynRecv) }
+                        n => n,
+                    };
+                    // The simultaneous open: an ACK from the reply side in SYN_RECV.
+                    let next = match next {
+                        N::To(SynRecv) if kind == 2 && reply && m.simultaneous => N::To(Est),
+                        n => n,
+                    };
+                    match next {
+                        N::Invalid => prop_assert!(matches!(got, CtRef::Invalid), "{:?}", got),
+                        N::Ignore => {
+                            prop_assert!(matches!(got, CtRef::Confirmed(..)), "{:?}", got);
+                            // An ignored packet is still accepted: nf_conntrack_in marks a
+                            // reply seen all the same.
+                            model[k].last = Some((reply, kind));
+                            model[k].replied |= reply;
+                        }
+                        N::Reopen => {
+                            let CtRef::Unconfirmed(e) = got else { prop_assert!(false, "reopen expected, got {:?}", got); continue };
+                            model.remove(k);
                             ct.confirm(*e, now).unwrap();
-                            model.push((info.tuple, now + Duration::from_secs(life)));
+                            model.push(M { orig: info.tuple, st: St::SynSent, expires: now + secs(120), first: now, replied: false, assured: false, simultaneous: false, last: Some((false, if op == 0 { 0 } else { 2 })) });
                         }
-                        CtRef::Confirmed(..) => {
-                            let k = model.iter().position(|(t, _)| *t == info.tuple);
-                            prop_assert!(k.is_some(), "found a connection the list does not have");
-                            model[k.unwrap()].1 = now + Duration::from_secs(life);
+                        N::To(new) => {
+                            prop_assert!(matches!(got, CtRef::Confirmed(..)), "{:?}", got);
+                            let m = &mut model[k];
+                            if udp {
+                                // nf_conntrack_udp_packet: replied (before this packet) and
+                                // past two seconds after the first: a stream.
+                                let stream = m.replied && now > m.first + secs(2);
+                                if stream { m.assured = true; }
+                                m.expires = now + secs(if stream { 120 } else { 30 });
+                            } else {
+                                let rst = op == 4 || op == 5;
+                                let mut life = if rst { 10 } else {
+                                    match new { St::SynSent | St::S2 => 120, St::SynRecv => 60, St::Est => 432_000, _ => 10 }
+                                };
+                                let mut refresh = true;
+                                if !m.replied {
+                                    if rst { m.expires = now; refresh = false; }
+                                    else if kind == 0 && old == St::SynSent { refresh = false; }
+                                    else if new == St::Est { life = life.min(300); }
+                                } else if !m.assured && matches!(old, St::SynRecv | St::Est) && new == St::Est {
+                                    m.assured = true;
+                                }
+                                if new == St::S2 { m.simultaneous = true; }
+                                m.st = new;
+                                m.last = Some((reply, kind));
+                                if refresh { m.expires = now + secs(life); }
+                            }
+                            if reply { m.replied = true; }
                         }
-                        other => prop_assert!(false, "unexpected {:?}", other),
                     }
                 }
-                2 if !model.is_empty() => {
+                8 if !model.is_empty() => {
                     let k = usize::from(a) % model.len();
                     let id = ct.iter().nth(k).map(|(id, _)| id).unwrap();
-                    prop_assert_eq!(ct.remove(id).map(|e| e.orig), Some(model.remove(k).0));
+                    prop_assert_eq!(ct.remove(id).map(|e| e.orig), Some(model.remove(k).orig));
                 }
                 _ => {
                     now += Duration::from_secs(u64::from(a % 64));
                     ct.expire(now);
-                    model.retain(|(_, exp)| *exp > now);
+                    model.retain(|m| m.expires > now);
                 }
             }
-            let got: Vec<(Tuple, Instant)> = ct.iter().map(|(_, e)| (e.orig, e.expires)).collect();
-            prop_assert_eq!(&got, &model);
-            prop_assert_eq!(ct.len(), model.len());
+            let live: Vec<&M> = model.iter().filter(|m| m.expires > now).collect();
+            let got: Vec<(Tuple, Instant)> = ct.iter().filter(|(_, e)| e.expires > now).map(|(_, e)| (e.orig, e.expires)).collect();
+            let want: Vec<(Tuple, Instant)> = live.iter().map(|m| (m.orig, m.expires)).collect();
+            prop_assert_eq!(&got, &want);
+            for m in &live {
+                let e = ct.iter().find(|(_, e)| e.orig == m.orig).unwrap().1;
+                prop_assert_eq!(e.status & status::ASSURED != 0, m.assured, "{:?}", m);
+            }
             for a in 0..32u8 {
                 for b in 0..8u8 {
-                    let t = packet_of(a, b).tuple;
-                    let live = model.iter().any(|(m, _)| *m == t);
-                    prop_assert_eq!(ct.tuple_taken(&t), live);
-                    prop_assert_eq!(ct.tuple_taken(&t.invert()), live);
+                    let t = packet_of(0, a, b).tuple;
+                    let has = model.iter().any(|m| m.orig == t || m.orig.invert() == t);
+                    prop_assert_eq!(ct.tuple_taken(&t), has);
                 }
             }
         }

@@ -106,9 +106,10 @@ impl Cluster {
         Ok(nf
             .conntrack
             .iter()
+            .filter(|(_, e)| e.expires > now)
             .map(|(_, e)| ConntrackEntry {
                 proto: e.orig.proto.to_string(),
-                timeout: (e.expires - now.min(e.expires)).total_millis().div_ceil(1000),
+                timeout: (e.expires - now.min(e.expires)).total_millis() / 1000,
                 state: (e.orig.proto == podnet_netfilter::Proto::TCP).then(|| e.tcp.to_string()),
                 original: tuple(&e.orig),
                 reply: tuple(&e.reply),

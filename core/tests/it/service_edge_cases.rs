@@ -78,10 +78,12 @@ fn hairpin_off_drops_at_the_bridge_and_leaves_no_conntrack_entry() {
         !after.contains(&format!("sport={sport} dport=80")),
         "no entry for the dropped flow:\n{after}"
     );
-    assert_eq!(
-        before.lines().count(),
-        after.lines().count(),
-        "conntrack unchanged by the dropped SYNs"
+    // The dropped SYNs added nothing (an unconfirmed entry dies with its packet). When a
+    // SYN reuses the tuple of the earlier connection's TIME_WAIT entry, that entry is
+    // killed for it, as nf_conntrack_tcp_packet does for a reopened connection.
+    assert!(
+        after.lines().all(|l| before.contains(l)),
+        "conntrack gained entries from the dropped SYNs:\n{before}\n---\n{after}"
     );
 }
 
