@@ -9,8 +9,10 @@
 //!   robin starting after the last reserved address (not lowest-free), released on pod
 //!   deletion.
 //! - [`BandAllocator`]: the API server's ClusterIP and NodePort allocators (KEP-3070 and
-//!   KEP-3668): the range's lower band (`min(max(16, size/16), cap)` entries) is kept for
-//!   static requests; dynamic allocation picks at random (seeded) from the upper band first.
+//!   KEP-3668): the range's lower band is kept for static requests, its size given by each
+//!   allocator's `calculateRangeOffset` (`min(max(16, size/16), 256)` addresses of the Service
+//!   CIDR, `min(max(16, size/32), 128)` ports of the NodePort range, none when the range holds
+//!   16 or fewer); dynamic allocation picks at random (seeded) from the upper band first.
 //!
 //! No allocator ever hands out a value twice while it is allocated; errors name the range.
 
@@ -201,6 +203,15 @@ impl HostLocal {
     }
 }
 
+/// Kubernetes' `calculateRangeOffset`: `min(max(16, size/step), max)`, and 0 (no static band)
+/// when the range holds 16 or fewer values.
+fn range_offset(size: u32, step: u32, max: u32) -> u32 {
+    if size <= 16 {
+        return 0;
+    }
+    (size / step).clamp(16, max)
+}
+
 /// The API server's bitmap allocators with a static band (ClusterIPs, NodePorts).
 #[derive(Clone, Debug)]
 pub struct BandAllocator {
@@ -214,33 +225,35 @@ pub struct BandAllocator {
 
 impl BandAllocator {
     /// The ClusterIP allocator of a Service CIDR (the network and broadcast addresses are
-    /// never handed out; the static band is `min(max(16, size/16), 256)`).
+    /// never handed out; the static band is `min(max(16, size/16), 256)` of the CIDR's whole
+    /// size, as `calculateRangeOffset` in `pkg/registry/core/service/ipallocator` computes it).
     pub fn service_cidr(cidr: Ipv4Network) -> BandAllocator {
-        let size = cidr.size().saturating_sub(2);
+        let band = range_offset(cidr.size(), 16, 256);
         BandAllocator::new(
             "Service CIDR",
             u32::from(cidr.network()) + 1,
-            size,
-            256,
+            cidr.size().saturating_sub(2),
+            band,
             cidr.to_string(),
         )
     }
 
     /// The NodePort allocator of `--service-node-port-range` (default 30000-32767; static
-    /// band `min(max(16, size/16), 128)`).
+    /// band `min(max(16, size/32), 128)`, as `calculateRangeOffset` in
+    /// `pkg/registry/core/service/portallocator` computes it: 86 ports of the default range).
     pub fn node_ports(lo: u16, hi: u16) -> BandAllocator {
+        let size = u32::from(hi) - u32::from(lo) + 1;
         BandAllocator::new(
             "NodePort range",
             u32::from(lo),
-            u32::from(hi) - u32::from(lo) + 1,
-            128,
+            size,
+            range_offset(size, 32, 128),
             format!("{lo}-{hi}"),
         )
     }
 
-    fn new(what: &'static str, base: u32, size: u32, cap: u32, display: String) -> BandAllocator {
-        let band = (size / 16).clamp(16, cap).min(size);
-        BandAllocator { what, base, size, band, used: BTreeSet::new(), display }
+    fn new(what: &'static str, base: u32, size: u32, band: u32, display: String) -> BandAllocator {
+        BandAllocator { what, base, size, band: band.min(size), used: BTreeSet::new(), display }
     }
 
     /// A dynamic allocation: random in the upper band, else random in the lower band.
@@ -366,7 +379,8 @@ mod tests {
         let e = s.allocate_exact(u32::from(Ipv4Addr::new(10, 200, 0, 1))).unwrap_err();
         assert!(e.to_string().contains("not in the range 10.96.0.0/12"));
         let mut p = BandAllocator::node_ports(30000, 32767);
-        assert_eq!(p.dynamic_start(), 30000 + 128);
+        // portallocator's calculateRangeOffset: min(max(16, 2768/32), 128) = 86.
+        assert_eq!(p.dynamic_start(), 30000 + 86);
         p.allocate_exact(30081).unwrap();
         assert_eq!(
             p.allocate_exact(30081).unwrap_err().to_string(),
@@ -383,6 +397,29 @@ mod tests {
                 .to_string()
                 .starts_with("NodePort range 30000-30003 is exhausted (4 in use)")
         );
+    }
+
+    #[test]
+    fn static_bands_are_kubernetes_calculate_range_offset() {
+        // pkg/registry/core/service/ipallocator: min(max(16, cidrSize/16), 256) over the whole
+        // CIDR, 0 when the CIDR holds 16 addresses or fewer.
+        let base = |cidr: &str| {
+            let n: Ipv4Network = cidr.parse().unwrap();
+            BandAllocator::service_cidr(n).dynamic_start() - u32::from(n.network()) - 1
+        };
+        assert_eq!(base("10.96.0.0/12"), 256);
+        assert_eq!(base("10.96.0.0/20"), 256); // 4096/16, not 4094/16
+        assert_eq!(base("10.96.0.0/21"), 128);
+        assert_eq!(base("10.96.0.0/24"), 16);
+        assert_eq!(base("10.96.0.0/27"), 16); // 32/16 = 2, raised to the minimum
+        assert_eq!(base("10.96.0.0/28"), 0); // 16 addresses: no static band
+        // pkg/registry/core/service/portallocator: min(max(16, size/32), 128).
+        let ports = |lo, hi| BandAllocator::node_ports(lo, hi).dynamic_start() - u32::from(lo);
+        assert_eq!(ports(30000, 32767), 86);
+        assert_eq!(ports(30000, 34095), 128); // 4096/32
+        assert_eq!(ports(20000, 39999), 128); // capped
+        assert_eq!(ports(30000, 30099), 16);
+        assert_eq!(ports(30000, 30015), 0);
     }
 
     proptest! {

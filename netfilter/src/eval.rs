@@ -583,10 +583,13 @@ fn ext_matches(m: &Match, pkt: &PacketCtx<'_>, st: &mut EvalState<'_>) -> bool {
         Match::Conntrack { ctstate: cs, ctorigdst, .. } => {
             if let Some(n) = cs {
                 let mut bits = state_bit(pkt.ctinfo);
-                if pkt.ct_status & crate::conntrack::status::SRC_NAT != 0 {
+                // conntrack_mt adds the NAT states only when the packet has an entry: an
+                // invalid or untracked one has none (`nf_ct_get` returns NULL).
+                let has_entry = !matches!(pkt.ctinfo, CtInfo::Invalid | CtInfo::Untracked);
+                if has_entry && pkt.ct_status & crate::conntrack::status::SRC_NAT != 0 {
                     bits |= ctstate::SNAT;
                 }
-                if pkt.ct_status & crate::conntrack::status::DST_NAT != 0 {
+                if has_entry && pkt.ct_status & crate::conntrack::status::DST_NAT != 0 {
                     bits |= ctstate::DNAT;
                 }
                 if (bits & n.value != 0) == n.invert {

@@ -236,8 +236,10 @@ fn l4_fields(proto: Proto, payload: &[u8]) -> Result<L4Fields, PacketError> {
                 Icmpv4Message::DstUnreachable | Icmpv4Message::TimeExceeded => {
                     // The quoted packet: its IPv4 header plus at least 8 bytes of transport.
                     let inner = icmp.data();
-                    let inner_ip = Ipv4Packet::new_checked(inner)
-                        .map_err(|_| PacketError::Truncated(proto))?;
+                    if !quote_is_ipv4(inner) {
+                        return Err(PacketError::Truncated(proto));
+                    }
+                    let inner_ip = Ipv4Packet::new_unchecked(inner);
                     let iproto = Proto(u8::from(inner_ip.next_header()));
                     let ihl = usize::from(inner_ip.header_len());
                     let l4 = &inner[ihl.min(inner.len())..];
@@ -399,10 +401,13 @@ fn rewrite_icmp(
             let old_sum = icmp.checksum();
             let data = icmp.data_mut();
             let before: Vec<u8> = data.to_vec();
-            let quoted_addr = Ipv4Packet::new_checked(&*data).ok().map(|p| match inner_manip {
-                Manip::Src => p.src_addr(),
-                Manip::Dst => p.dst_addr(),
-            });
+            let quoted_addr =
+                quote_is_ipv4(data).then(|| Ipv4Packet::new_unchecked(&*data)).map(|p| {
+                    match inner_manip {
+                        Manip::Src => p.src_addr(),
+                        Manip::Dst => p.dst_addr(),
+                    }
+                });
             if quoted_addr == Some(old_addr) {
                 rewrite_quoted(data, inner_manip, addr, port);
             }
@@ -422,11 +427,25 @@ fn rewrite_icmp(
     Ok(())
 }
 
+/// Whether an ICMP error's quote starts with a whole IPv4 header (version 4, a header length
+/// of at least 20 bytes that the quote holds). Its total length is not checked: RFC 792
+/// quotes the header and only the first 8 bytes of the data, so the quoted total length
+/// exceeds the quote; conntrack (`nf_conntrack_inet_error`) reads the header and ports only.
+fn quote_is_ipv4(data: &[u8]) -> bool {
+    data.len() >= 20 && data[0] >> 4 == 4 && {
+        let ihl = usize::from(data[0] & 0x0f) * 4;
+        ihl >= 20 && ihl <= data.len()
+    }
+}
+
 /// Rewrites a quoted (possibly truncated) packet inside an ICMP error: address and header
 /// checksum always; the port when the 8 quoted transport bytes hold it. The quoted transport
 /// checksum is left alone, as Linux leaves it (it cannot be verified over a truncated quote).
 fn rewrite_quoted(data: &mut [u8], manip: Manip, addr: Ipv4Addr, port: u16) {
-    let Ok(mut ip) = Ipv4Packet::new_checked(&mut *data) else { return };
+    if !quote_is_ipv4(data) {
+        return;
+    }
+    let mut ip = Ipv4Packet::new_unchecked(&mut *data);
     let old = match manip {
         Manip::Src => ip.src_addr(),
         Manip::Dst => ip.dst_addr(),

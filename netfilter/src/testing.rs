@@ -1,12 +1,14 @@
 //! Rule shapes for differential tests: the property tests and the `indexed_vs_linear` fuzz
 //! target build their tables from the same shapes, so what one checks the other explores.
 
-/// A FORWARD rule (restore form, without `-A FORWARD`) of shape `kind` (modulo 18), for the
+/// A FORWARD rule (restore form, without `-A FORWARD`) of shape `kind` (modulo 22), for the
 /// Service address `10.96.0.{a}` and port `port`, TCP or UDP, with target `verdict` (modulo
 /// 7). The shapes are the ones the dispatch index and the quick checks ([`crate::eval`]) must
 /// read exactly: kube-proxy's indexable Service rules, inverted addresses and protocols, draws
 /// and counts before and after the port, state matches, interfaces, source ports, `recent`
-/// lists, marks, and jumps and gotos into the user chain `SUB`.
+/// lists, marks, address types, ipsets, and jumps and gotos into the user chain `SUB`.
+/// Evaluate them with [`forward_sets`], [`forward_addr_type`] and an input interface from
+/// [`FORWARD_IN_IFACES`], so that every shape can match and can miss.
 pub fn forward_rule(kind: u8, a: u8, port: u16, udp: bool, verdict: u8) -> String {
     let p = if udp { "udp" } else { "tcp" };
     let j = [
@@ -47,8 +49,49 @@ pub fn forward_rule(kind: u8, a: u8, port: u16, udp: bool, verdict: u8) -> Strin
         // Marks as kube-proxy checks them (`KUBE-FORWARD`, `KUBE-POSTROUTING`), and one that
         // the `MARK --or-mark 0x1` of other rules and `SUB`'s `0x2` may turn either way.
         16 => format!("-m comment --comment masq -m mark --mark 0x4000/0x4000 {j}"),
-        _ => format!("-p {p} -m mark ! --mark 0x{:x}/0x3 -m {p} --dport {port} {j}", a % 4),
+        17 => format!("-p {p} -m mark ! --mark 0x{:x}/0x3 -m {p} --dport {port} {j}", a % 4),
+        // kube-proxy's `KUBE-SERVICES` tail and `KUBE-NODEPORTS` guards.
+        18 => format!("-m addrtype --dst-type LOCAL {j}"),
+        19 => format!("-m addrtype ! --src-type LOCAL,BROADCAST -p {p} {j}"),
+        // IPVS mode's set matches (`KUBE-CLUSTER-IP dst,dst`, a source network set).
+        20 => format!("-m set --match-set SVC dst,dst {j}"),
+        _ => format!("-m set ! --match-set NETS src -d 10.96.0.{a} {j}"),
     }
+}
+
+/// The input interfaces to evaluate [`forward_rule`]'s shapes with: none (locally generated),
+/// two that `-i eth+` matches, and one it does not.
+pub const FORWARD_IN_IFACES: [Option<&str>; 4] = [None, Some("eth0"), Some("eth"), Some("cbr0")];
+
+/// The address types of [`forward_rule`]'s packets: `10.96.0.{0,3,6}` are local, `10.96.0.7`
+/// is a broadcast address, `10.244.0.5` (source) is local; every other address is unicast.
+pub fn forward_addr_type(a: std::net::Ipv4Addr, _limit: Option<&str>) -> u16 {
+    use crate::rule::addrtype;
+    match a.octets() {
+        [10, 96, 0, 7] => addrtype::BROADCAST,
+        [10, 96, 0, d] if d % 3 == 0 => addrtype::LOCAL,
+        [10, 244, 0, 5] => addrtype::LOCAL,
+        _ => addrtype::UNICAST,
+    }
+}
+
+/// The ipsets [`forward_rule`]'s set matches read: `SVC` (`hash:ip,port`) holds
+/// `10.96.0.{1,2,5}` on TCP port 80 and UDP port 81; `NETS` (`hash:net`) holds
+/// `10.244.0.0/23` and `10.244.6.0/24`.
+pub fn forward_sets() -> crate::ipset::IpSets {
+    use crate::ipset::{IpSets, SetType};
+    let mut sets = IpSets::default();
+    sets.create("SVC", SetType::HashIpPort, "services");
+    for d in [1, 2, 5] {
+        for m in [format!("10.96.0.{d},tcp:80"), format!("10.96.0.{d},udp:81")] {
+            sets.add("SVC", &m).expect("a valid member");
+        }
+    }
+    sets.create("NETS", SetType::HashNet, "networks");
+    for n in ["10.244.0.0/23", "10.244.6.0/24"] {
+        sets.add("NETS", n).expect("a valid member");
+    }
+    sets
 }
 
 /// A filter table, as restore input, whose FORWARD chain holds `rules` (the arguments of

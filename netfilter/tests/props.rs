@@ -1,17 +1,20 @@
 //! Property tests: the dispatch index never changes a verdict, NAT is undone exactly by the
-//! reply path, the conntrack table agrees with a plain list, tuple inversion is an involution.
+//! reply path, the conntrack table agrees with a plain list and the kernel's TCP rules, an
+//! answer's tuple is the inverse of its request's.
 
 use std::net::Ipv4Addr;
 
 use podnet_netfilter::Rng;
 use podnet_netfilter::conntrack::status;
-use podnet_netfilter::eval::{EvalState, PacketCtx, RecentLists, eval_chain, rule_matches};
+use podnet_netfilter::eval::{EvalState, PacketCtx, RecentLists, eval_chain};
 use podnet_netfilter::ipset::IpSets;
 use podnet_netfilter::packet::{self, Manip};
 use podnet_netfilter::rule::addrtype;
-use podnet_netfilter::testing::forward_table;
+use podnet_netfilter::testing::{
+    FORWARD_IN_IFACES, forward_addr_type, forward_sets, forward_table,
+};
 use podnet_netfilter::{
-    CtInfo, Hook, HookEnv, Netfilter, Ruleset, Skb, TableCounters, TableName, Target, Tuple,
+    CtInfo, Hook, HookEnv, Netfilter, Ruleset, Skb, TableCounters, TableName, Tuple,
 };
 use proptest::prelude::*;
 
@@ -54,25 +57,24 @@ proptest! {
 
     #[test]
     fn indexed_evaluation_equals_linear_walk(
-        rules in prop::collection::vec((0u8..18, 0u8..8, 79u16..83, any::<bool>(), 0u8..7), 16..80),
-        packets in prop::collection::vec((0u8..8, 0u8..8, 79u16..83, any::<bool>(), any::<bool>(), 0usize..6), 1..20),
+        rules in prop::collection::vec((0u8..22, 0u8..8, 79u16..83, any::<bool>(), 0u8..7), 16..80),
+        packets in prop::collection::vec((0u8..8, 0u8..8, 79u16..83, any::<bool>(), any::<bool>(), 0usize..6, 0usize..4), 1..20),
     ) {
         let a = build(&rules);
         let b = a.clone();
         let (mut c1, mut c2) = (TableCounters::default(), TableCounters::default());
-        let at = |_: Ipv4Addr, _: Option<&str>| addrtype::UNICAST;
         // One random stream and one `recent` list each, carried across packets: a walk that
         // drew or recorded where the other did not shows in a later packet's verdict.
         let (mut r1, mut r2) = (Rng::new(1), Rng::new(1));
         let (mut l1, mut l2) = (RecentLists::default(), RecentLists::default());
-        for (s, d, port, udp, established, mark) in packets {
+        let sets = forward_sets();
+        for (s, d, port, udp, established, mark, iface) in packets {
             let bytes = pkt(s, d, port, udp);
             let info = packet::parse(&bytes).unwrap();
             let ctinfo = if established { CtInfo::Established } else { CtInfo::New };
-            let ctx = PacketCtx { info: &info, in_iface: None, out_iface: None, physdev_in: None, physdev_out: None,
-                bridged: false, ctinfo, ct_status: 0, ct_origdst: None, addr_type: &at,
+            let ctx = PacketCtx { info: &info, in_iface: FORWARD_IN_IFACES[iface], out_iface: None, physdev_in: None, physdev_out: None,
+                bridged: false, ctinfo, ct_status: 0, ct_origdst: None, addr_type: &forward_addr_type,
                 now: smoltcp::time::Instant::ZERO };
-            let sets = IpSets::default();
             // The mark the packet comes with (the rules' `MARK` targets change it on the way).
             let mark = [0u32, 1, 2, 3, 0x4000, 0x4003][mark];
             let (mut m1, mut m2) = (mark, mark);
@@ -141,19 +143,40 @@ proptest! {
             let sets = IpSets::default();
             // The oracle and the walk draw from equal streams of their own.
             let (mut rng, mut walk_rng, mut recent) = (Rng::new(1), Rng::new(1), RecentLists::default());
-            // The oracle: every rule in order.
+            // The oracle, written from xt_conntrack and xt_state (not from podnet's matcher):
+            // the packet's states are its ctinfo plus the SNAT/DNAT virtual states of the
+            // entry's status; `-m state` reads the same bits; a rule's matches run in order and
+            // stop at the first miss, so a draw happens only when the matches before it held;
+            // the draw is xt_statistic's `(get_random_u32() & 0x7FFFFFFF) < 0x40000000`
+            // (libxt_statistic rounds 0.5 * 2^31).
+            let (new, est, rel, inv, untr) = (ci == 0, ci == 1, ci == 2, ci == 3, ci == 4);
+            // An invalid or untracked packet has no entry (`nf_ct_get` returns NULL), so
+            // conntrack_mt adds no SNAT/DNAT bit whatever status the caller passed.
+            let (snat, dnat) = if inv || untr { (false, false) } else { (snat, dnat) };
+            let draw = |rng: &mut Rng| (rng.next_u32() & 0x7fff_ffff) < 0x4000_0000;
             let mut mark = 0u32;
             let mut want = podnet_netfilter::Verdict::Accept;
             let mut want_hits = Vec::new();
-            for (i, r) in rs.table(TableName::Filter).chains["FORWARD"].rules.iter().enumerate() {
-                let mut st = EvalState { mark: &mut mark, rng: &mut rng, recent: &mut recent, sets: &sets, hits: None, logs: Vec::new(), counters: &mut TableCounters::default() };
-                if rule_matches(r, &ctx, &mut st) {
+            for (i, (m, v)) in rules.iter().enumerate() {
+                let hit = match m {
+                    0 => new,
+                    1 => !est,
+                    2 => dnat,
+                    3 => est || snat,
+                    4 => rel || est,
+                    5 => inv || untr,
+                    6 => new,
+                    7 => true,
+                    8 => !snat,
+                    9 => draw(&mut rng) && new,
+                    _ => new && draw(&mut rng),
+                };
+                if hit {
                     want_hits.push(i + 1);
-                    match &r.target {
-                        Target::Accept => { want = podnet_netfilter::Verdict::Accept; break; }
-                        Target::Drop => { want = podnet_netfilter::Verdict::Drop; break; }
-                        Target::Mark { value, mask } => mark = (mark & !mask) ^ value,
-                        other => unreachable!("{other:?}"),
+                    match v {
+                        0 => { want = podnet_netfilter::Verdict::Accept; break; }
+                        1 => { want = podnet_netfilter::Verdict::Drop; break; }
+                        _ => mark |= 0x1,
                     }
                 }
             }
@@ -339,10 +362,36 @@ proptest! {
         }
     }
 
+    /// The tuple conntrack computes for an answer (the peer's packet with addresses and ports
+    /// exchanged; an echo reply to an echo request, same identifier) is the inverse of the
+    /// request's, as `nf_ct_invert_tuple` makes it (ICMP: the echo identifier stays, the type
+    /// becomes its reply type); an ICMP error quotes the offending packet, whose tuple
+    /// (`nf_conntrack_inet_error` looks up its inverse) is the original one.
     #[test]
-    fn tuple_inversion_is_an_involution(a in any::<u32>(), b in any::<u32>(), p in any::<u8>(), s in any::<u16>(), d in any::<u16>()) {
-        let t = Tuple { src: Ipv4Addr::from(a), dst: Ipv4Addr::from(b), proto: podnet_netfilter::Proto(p), sport: s, dport: d };
-        prop_assert_eq!(t.invert().invert(), t);
+    fn the_answer_to_a_packet_has_the_inverted_tuple(
+        a in any::<[u8; 4]>(), b in any::<[u8; 4]>(), s in any::<u16>(), d in any::<u16>(), kind in 0u8..3,
+    ) {
+        let (req, ans) = match kind {
+            0 => (packet::build::tcp(a, s, b, d, 0x02), packet::build::tcp(b, d, a, s, 0x12)),
+            1 => (packet::build::udp(a, s, b, d), packet::build::udp(b, d, a, s)),
+            _ => (echo(a, b, 8, s), echo(b, a, 0, s)),
+        };
+        let (q, r) = (packet::parse(&req).unwrap().tuple, packet::parse(&ans).unwrap().tuple);
+        prop_assert_eq!(r, q.invert());
+        prop_assert_eq!((r.src, r.dst, r.proto), (q.dst, q.src, q.proto));
+        if kind < 2 {
+            prop_assert_eq!((r.sport, r.dport), (q.dport, q.sport));
+        } else {
+            prop_assert_eq!((q.sport, r.sport), (s, s), "the echo identifier is kept");
+        }
+        // A router's "port unreachable" about the request quotes it: the tuple inside is the
+        // request's own.
+        let mut quoted = vec![3u8, 3, 0, 0, 0, 0, 0, 0];
+        quoted.extend_from_slice(&req[..28]);
+        let mut icmp = quoted.clone();
+        smoltcp::wire::Icmpv4Packet::new_unchecked(&mut icmp[..]).fill_checksum();
+        let err = packet::build::ipv4([192, 0, 2, 1], a, 1, &icmp);
+        prop_assert_eq!(packet::parse(&err).unwrap().icmp_inner, Some(q));
     }
 
     #[test]
@@ -385,6 +434,14 @@ proptest! {
     }
 }
 
+/// An ICMP echo request (`ty` 8) or reply (0) from `src` to `dst` with identifier `id`.
+fn echo(src: [u8; 4], dst: [u8; 4], ty: u8, id: u16) -> Vec<u8> {
+    let mut icmp = vec![ty, 0, 0, 0, 0, 0, 0, 1];
+    icmp[4..6].copy_from_slice(&id.to_be_bytes());
+    smoltcp::wire::Icmpv4Packet::new_unchecked(&mut icmp[..]).fill_checksum();
+    packet::build::ipv4(src, dst, 1, &icmp)
+}
+
 /// Recomputes transport checksums for a test packet from scratch.
 fn build_valid(ip: &[u8], l4: &[u8]) -> Vec<u8> {
     use smoltcp::wire::{IpAddress, TcpPacket, UdpPacket};
@@ -398,4 +455,78 @@ fn build_valid(ip: &[u8], l4: &[u8]) -> Vec<u8> {
         UdpPacket::new_unchecked(&mut b[20..]).fill_checksum(&s, &d);
     }
     b
+}
+
+/// The generator is worth its name only if each shape can both match and miss the packets
+/// the property test sends: every shape, alone before a `DROP`, drops some packet and lets
+/// another through (marks 0, 0x1 and 0x4000; every input interface; new and established).
+#[test]
+fn every_generated_rule_shape_matches_some_packet_and_misses_another() {
+    for kind in 0u8..22 {
+        let rs = build(&[(kind, 3, 80, false, 1)]);
+        let (mut dropped, mut passed) = (false, false);
+        let (mut rng, mut recent) = (Rng::new(7), RecentLists::default());
+        let mut counters = TableCounters::default(); // `--mode nth` counts across packets
+        let sets = forward_sets();
+        for (s, d, port, udp, est, mark, iface) in every_packet() {
+            let bytes = pkt(s, d, port, udp);
+            let info = packet::parse(&bytes).unwrap();
+            let ctx = PacketCtx {
+                info: &info,
+                in_iface: FORWARD_IN_IFACES[iface],
+                out_iface: None,
+                physdev_in: None,
+                physdev_out: None,
+                bridged: false,
+                ctinfo: if est { CtInfo::Established } else { CtInfo::New },
+                ct_status: 0,
+                ct_origdst: None,
+                addr_type: &forward_addr_type,
+                now: smoltcp::time::Instant::ZERO,
+            };
+            let mut m = mark;
+            let v = eval_chain(
+                rs.table(TableName::Filter),
+                "FORWARD",
+                &ctx,
+                &mut EvalState {
+                    mark: &mut m,
+                    rng: &mut rng,
+                    recent: &mut recent,
+                    sets: &sets,
+                    hits: None,
+                    logs: Vec::new(),
+                    counters: &mut counters,
+                },
+                false,
+            );
+            match v {
+                podnet_netfilter::Verdict::Drop => dropped = true,
+                _ => passed = true,
+            }
+        }
+        assert!(dropped && passed, "shape {kind} dropped: {dropped}, passed: {passed}");
+    }
+}
+
+/// Every packet the property test can send: sources, destinations, ports, TCP or UDP,
+/// new or established, marks and input interfaces.
+fn every_packet() -> Vec<(u8, u8, u16, bool, bool, u32, usize)> {
+    let mut v = Vec::new();
+    for s in 0..8 {
+        for d in 0..8 {
+            for port in 79..83 {
+                for udp in [false, true] {
+                    for est in [false, true] {
+                        for mark in [0, 1, 0x4000] {
+                            for iface in 0..4 {
+                                v.push((s, d, port, udp, est, mark, iface));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    v
 }

@@ -71,7 +71,8 @@ impl Cluster {
     /// The AWS variant of the reference cluster (see the README): the same nodes, pods,
     /// Services and edge, with the AWS VPC CNI on m5.large nodes in 192.168.0.0/24. The VPC
     /// router is 192.168.0.1, the nodes 192.168.0.11-13; podnet's EC2 hands ENI addresses out
-    /// from the top of the subnet, so pods get 192.168.0.254 downward.
+    /// from the top of the subnet (a deterministic choice: EC2 documents no order), so pods get
+    /// 192.168.0.254 downward.
     pub fn seed_aws() -> Cluster {
         Cluster::seed_aws_with(0)
     }

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 
 use podnet::cni::{AwsVpcConfig, Cni, host_veth_name};
 use podnet::trace::HopKind;
-use podnet::trace::{FlowProto, TraceOptions};
+use podnet::trace::TraceOptions;
 use podnet::{Cluster, ClusterConfig, ClusterError, Container};
 
 fn pod_ip(c: &Cluster, name: &str) -> Ipv4Addr {
@@ -47,7 +47,11 @@ fn one_node(cfg: AwsVpcConfig) -> (Cluster, podnet::ids::NodeId) {
 fn pods_are_routed_veths_with_a_static_gateway_and_enis_hold_their_addresses() {
     let c = Cluster::seed_aws();
     let ip1 = pod_ip(&c, "pod1");
-    assert_eq!(ip1, Ipv4Addr::new(192, 168, 0, 254), "EC2 hands out the top of the subnet first");
+    assert_eq!(
+        ip1,
+        Ipv4Addr::new(192, 168, 0, 254),
+        "podnet's EC2 hands out the top of the subnet first (its deterministic choice; EC2 documents no order)"
+    );
     // Inside the pod: a /32, the dummy gateway and its permanent neighbour entry.
     assert_eq!(
         c.routes("pod/default/pod1").unwrap(),
@@ -265,7 +269,6 @@ fn profile_mismatches_and_bad_settings_are_refused() {
         bad(AwsVpcConfig::default(), "10.0.0.0/30").unwrap(),
         "subnet 10.0.0.0/30: AWS subnets are /16 to /28"
     );
-    let _ = FlowProto::Udp;
 }
 
 #[test]

@@ -9,30 +9,43 @@ use smoltcp::wire::{
     EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket,
 };
 
-/// Checks one frame; returns a description of the first bad checksum.
+/// Checks one frame; returns a description of the first bad checksum, or of the header that
+/// does not parse (a frame podnet emitted that no parser accepts is as wrong as a bad sum).
 fn bad_checksum(frame: &[u8]) -> Option<String> {
-    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let eth = match EthernetFrame::new_checked(frame) {
+        Ok(e) => e,
+        Err(_) => return Some(format!("Ethernet header of a {}-byte frame", frame.len())),
+    };
     if eth.ethertype() != EthernetProtocol::Ipv4 {
         return None;
     }
-    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    let ip = match Ipv4Packet::new_checked(eth.payload()) {
+        Ok(ip) => ip,
+        Err(_) => return Some(format!("IPv4 header of a {}-byte frame", frame.len())),
+    };
     if !ip.verify_checksum() {
         return Some(format!("IPv4 header of {} > {}", ip.src_addr(), ip.dst_addr()));
     }
     let (src, dst) = (IpAddress::Ipv4(ip.src_addr()), IpAddress::Ipv4(ip.dst_addr()));
     match ip.next_header() {
         IpProtocol::Tcp => {
-            let t = TcpPacket::new_checked(ip.payload()).ok()?;
+            let Ok(t) = TcpPacket::new_checked(ip.payload()) else {
+                return Some(format!("TCP header {src} > {dst} does not parse"));
+            };
             (!t.verify_checksum(&src, &dst))
                 .then(|| format!("TCP {src}:{} > {dst}:{}", t.src_port(), t.dst_port()))
         }
         IpProtocol::Udp => {
-            let u = UdpPacket::new_checked(ip.payload()).ok()?;
+            let Ok(u) = UdpPacket::new_checked(ip.payload()) else {
+                return Some(format!("UDP header {src} > {dst} does not parse"));
+            };
             (!u.verify_checksum(&src, &dst))
                 .then(|| format!("UDP {src}:{} > {dst}:{}", u.src_port(), u.dst_port()))
         }
         IpProtocol::Icmp => {
-            let i = smoltcp::wire::Icmpv4Packet::new_checked(ip.payload()).ok()?;
+            let Ok(i) = smoltcp::wire::Icmpv4Packet::new_checked(ip.payload()) else {
+                return Some(format!("ICMP header {src} > {dst} does not parse"));
+            };
             (!i.verify_checksum()).then(|| format!("ICMP {src} > {dst}"))
         }
         _ => None,
@@ -96,4 +109,11 @@ fn a_corrupted_checksum_is_caught() {
     assert_eq!(bad_checksum(&f), None);
     f[14 + 20 + 16] ^= 0xff; // the TCP checksum's first byte
     assert!(bad_checksum(&f).unwrap().starts_with("TCP "));
+    // A frame cut inside its TCP header does not pass as valid.
+    let cut = &f[..14 + 20 + 10];
+    let mut cut = cut.to_vec();
+    cut[14 + 3] = 30; // IPv4 total length 30: a 10-byte TCP header
+    Ipv4Packet::new_unchecked(&mut cut[14..]).fill_checksum();
+    assert!(bad_checksum(&cut).is_some_and(|b| b.contains("does not parse")), "{cut:?}");
+    assert!(bad_checksum(&f[..20]).is_some_and(|b| b.starts_with("IPv4 header")));
 }

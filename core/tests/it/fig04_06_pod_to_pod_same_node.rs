@@ -89,9 +89,31 @@ fn udp_and_icmp_work_on_the_same_path() {
 
 #[test]
 fn traces_are_deterministic_for_a_seed() {
+    // Same seed, byte-identical traces: in this thread, in another thread, and in another
+    // process (the CLI; a process has its own hash seeds and allocation addresses). A Service
+    // flow, so that random endpoint picks are part of what must agree.
     let run = || {
         let mut c = Cluster::seed_with(42);
-        c.trace("pod/default/pod1", "pod/default/pod2:8080", &common::tcp()).unwrap().to_json()
+        c.trace("pod/default/pod1", "svc/default/web:http", &common::tcp()).unwrap().to_json()
     };
-    assert_eq!(run(), run());
+    let here = run();
+    assert_eq!(here, run());
+    assert_eq!(here, std::thread::spawn(run).join().unwrap());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_podnet"))
+        .args([
+            "trace",
+            "--seed",
+            "42",
+            "--from",
+            "pod/default/pod1",
+            "--to",
+            "svc/default/web:http",
+        ])
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let there: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let here: serde_json::Value = serde_json::from_str(&here).unwrap();
+    assert_eq!(there, serde_json::Value::Array(vec![here]));
 }

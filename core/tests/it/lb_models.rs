@@ -140,7 +140,15 @@ fn preserved_client_ip_reaches_a_local_endpoint_and_the_reply_returns_through_th
         t.render(true)
     );
     assert!(hops.iter().any(|h| h.netns == "lb/default/api-local"));
-    let _ = c.trace("host/internet", "203.0.113.101:80", &common::tcp()).unwrap();
+    // trace_all ran dry runs: the committed trace is the one outcome it explored, and a
+    // second connection (a new source port) lands on the same local endpoint.
+    let first = c.trace("host/internet", "203.0.113.101:80", &common::tcp()).unwrap();
+    assert_eq!(first.server_saw, t.server_saw, "{}", first.render(true));
+    let again = c.trace("host/internet", "203.0.113.101:80", &common::tcp()).unwrap();
+    assert!(again.completed, "{}", again.render(true));
+    assert_eq!(again.delivered_to.as_deref(), Some("pod/default/pod4"));
+    assert!(again.server_saw.as_deref().unwrap().starts_with("203.0.113.10:"));
+    assert_ne!(again.server_saw, first.server_saw, "a new connection has a new source port");
 }
 
 #[test]

@@ -95,10 +95,11 @@ fn the_pod_to_service_flow_shows_the_dnat_between_devices() {
         .unwrap();
     assert_eq!(plain.to_json(), t.to_json());
     assert!(plain.frames.is_empty());
-    // tshark, when installed, reads the same addresses.
+    // tshark, when installed, reads the same addresses. `./scripts/test` installs it and sets
+    // PODNET_REQUIRE_TSHARK=1 when it runs as root (as CI does): then its absence fails.
     let path = std::env::temp_dir().join(format!("podnet-test-{}.pcapng", std::process::id()));
     std::fs::write(&path, &file).unwrap();
-    if let Ok(out) = std::process::Command::new("tshark")
+    let tshark = std::process::Command::new("tshark")
         .args([
             "-r",
             path.to_str().unwrap(),
@@ -111,12 +112,27 @@ fn the_pod_to_service_flow_shows_the_dnat_between_devices() {
             "-e",
             "tcp.dstport",
         ])
-        .output()
-    {
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "tshark failed: {}", String::from_utf8_lossy(&out.stderr));
-        assert!(text.lines().any(|l| l == "node1/veth1\t10.96.0.10\t80"), "{text}");
-        assert!(text.lines().any(|l| l == format!("{delivered}/eth0\t{}\t8080", last.1)), "{text}");
+        .output();
+    let _ = std::fs::remove_file(&path);
+    match tshark {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "tshark failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(text.lines().any(|l| l == "node1/veth1\t10.96.0.10\t80"), "{text}");
+            assert!(
+                text.lines().any(|l| l == format!("{delivered}/eth0\t{}\t8080", last.1)),
+                "{text}"
+            );
+        }
+        Err(e) => {
+            let required = std::env::var_os("PODNET_REQUIRE_TSHARK").is_some_and(|v| v == "1");
+            assert!(!required, "PODNET_REQUIRE_TSHARK=1 but tshark does not run: {e}");
+            println!("SKIPPED the tshark cross-check: tshark does not run ({e})");
+            eprintln!("SKIPPED the tshark cross-check: tshark does not run ({e})");
+        }
     }
-    let _ = std::fs::remove_file(path);
 }

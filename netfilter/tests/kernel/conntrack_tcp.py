@@ -4,7 +4,9 @@ the conntrack tests (run as root; needs iproute2, iptables and conntrack-tools).
 
 Three namespaces: a client (10.99.1.1), a router that tracks connections in FORWARD, and a
 server (10.99.2.2) echoing on port 5000. Each experiment prints what `conntrack -L -o
-extended` shows in the router at chosen moments:
+extended` shows in the router at chosen moments, and checks the facts the conntrack tests in
+`netfilter/src/conntrack.rs` cite (exit status 1 when the kernel disagrees; `./scripts/test`
+runs it as root):
 
   syn-retransmit  a connect to a server that drops SYNs (the client retransmits at 1, 3, 7 s)
   loose-pickup    the router's table flushed mid-connection, then the client's data, the
@@ -35,6 +37,16 @@ def netns(ns: str, *args: str) -> str:
 
 def ct() -> str:
     return netns("pnk-r", "conntrack", "-L", "-p", "tcp", "-o", "extended").strip()
+
+
+def timeout(line: str) -> int:
+    """The remaining seconds of a `conntrack -L -o extended` line (`ipv4 2 tcp 6 119 ...`)."""
+    return int(line.split()[4])
+
+
+def check(ok: bool, fact: str, seen: str) -> None:
+    if not ok:
+        raise SystemExit(f"the kernel disagrees: {fact}\n  conntrack shows: {seen!r}")
 
 
 def raw_drop(iface: str, on: bool) -> None:
@@ -89,9 +101,15 @@ def syn_retransmit() -> None:
     except BlockingIOError:
         pass
     t0 = time.time()
+    first = None
     for at in (0.5, 1.5, 3.5, 7.5, 9.5):
         time.sleep(max(0, at - (time.time() - t0)))
-        print(f"syn-retransmit {at:>4} s: {ct()}")
+        line = ct()
+        print(f"syn-retransmit {at:>4} s: {line}")
+        first = first or line
+    check("SYN_SENT" in line and "[UNREPLIED]" in line, "still SYN_SENT and unreplied", line)
+    check(timeout(first) - timeout(line) >= 8, "retransmits do not renew the timeout", line)
+    check(" packets=1 " in line, "retransmits are not counted", line)
     s.close()
     netns("pnk-b", "iptables", "-D", "INPUT", "1")
 
@@ -104,7 +122,11 @@ def loose_pickup() -> None:
     raw_drop("r-b", True)
     s.sendall(b"b")
     time.sleep(0.3)
-    print(f"loose-pickup after the client's segment: {ct()}")
+    line = ct()
+    print(f"loose-pickup after the client's segment: {line}")
+    check("ESTABLISHED" in line and "[UNREPLIED]" in line and "ASSURED" not in line,
+          "a pickup is ESTABLISHED, unreplied, not assured", line)
+    check(timeout(line) <= 300, "a pickup gets the 300 s unacknowledged timeout", line)
     raw_drop("r-a", True)
     raw_drop("r-b", False)
     seen = []
@@ -117,6 +139,10 @@ def loose_pickup() -> None:
         time.sleep(0.005)
     for _, out in seen:
         print(f"loose-pickup as the server's answers arrive: {out}")
+    check(any("ASSURED" not in o and "UNREPLIED" not in o and timeout(o) <= 300 for _, o in seen),
+          "the first answer leaves it replied, unassured, at 300 s", str(seen))
+    last = seen[-1][1]
+    check("[ASSURED]" in last and timeout(last) > 431000, "then ASSURED with five days", last)
     raw_drop("r-a", False)
     s.close()
 
@@ -128,7 +154,9 @@ def rst() -> None:
     except ConnectionRefusedError:
         pass
     time.sleep(0.2)
-    print(f"rst after a SYN to a closed port: {ct()!r}")
+    line = ct()
+    print(f"rst after a SYN to a closed port: {line!r}")
+    check(line == "", "a RST before any reply kills the entry", line)
     s = socket.create_connection(("10.99.2.2", 5000))
     s.sendall(b"a")
     s.recv(10)
@@ -137,7 +165,9 @@ def rst() -> None:
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     s.close()
     time.sleep(0.3)
-    print(f"rst 0.3 s after the client's RST: {ct()}")
+    line = ct()
+    print(f"rst 0.3 s after the client's RST: {line}")
+    check("CLOSE" in line and timeout(line) <= 10, "a RST closes for 10 s", line)
 
 
 EXPERIMENTS = {"syn-retransmit": syn_retransmit, "loose-pickup": loose_pickup, "rst": rst}
