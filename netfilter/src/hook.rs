@@ -459,7 +459,7 @@ impl Netfilter {
                 self.nat(hook, skb, info, env, report)?;
                 // IPVS at LOCAL_OUT priority -98: after nat OUTPUT (-100), before filter (0).
                 if !self.ipvs.is_empty() {
-                    self.ipvs_in(skb, info, report)?;
+                    self.ipvs_in(skb, info, env.now, report)?;
                 }
                 self.table(Filter, hook, skb, info, env, report)?;
                 Ok(Then::Done)
@@ -469,7 +469,7 @@ impl Netfilter {
                 self.table(Filter, hook, skb, info, env, report)?;
                 // IPVS at LOCAL_IN priority 98, before nat INPUT (100).
                 if !self.ipvs.is_empty() {
-                    self.ipvs_in(skb, info, report)?;
+                    self.ipvs_in(skb, info, env.now, report)?;
                     if report.ipvs.is_some() {
                         // IPVS takes the packet out of LOCAL_IN (NF_STOLEN) and sends it on
                         // through POSTROUTING, where its connection is confirmed.
@@ -525,6 +525,7 @@ impl Netfilter {
         &mut self,
         skb: &mut Skb,
         info: &mut PacketInfo,
+        now: smoltcp::time::Instant,
         report: &mut HookReport,
     ) -> Result<(), DropCause> {
         let CtRef::Unconfirmed(entry) = &mut skb.ct else { return Ok(()) };
@@ -532,7 +533,8 @@ impl Netfilter {
         if self.ipvs.get(t.proto, t.dst, t.dport).is_none() || entry.status & status::DST_NAT != 0 {
             return Ok(());
         }
-        let Some((addr, port)) = self.ipvs.schedule(t.proto, t.dst, t.dport, t.src, &mut self.rng)
+        let Some((addr, port)) =
+            self.ipvs.schedule(t.proto, t.dst, t.dport, t.src, now, &mut self.rng)
         else {
             // No real server: IPVS lets the packet through to the local stack.
             return Ok(());

@@ -18,6 +18,7 @@ use indexmap::IndexMap;
 
 use crate::packet::Proto;
 use crate::rng::Rng;
+use smoltcp::time::{Duration, Instant};
 
 /// A scheduler (`--ipvs-scheduler`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -97,8 +98,8 @@ pub struct VirtualService {
     pub reals: Vec<RealServer>,
     rr_next: usize,
     wrr_cw: i64,
-    /// Persistence templates: client address -> real server index.
-    templates: IndexMap<Ipv4Addr, usize>,
+    /// Persistence templates: client address -> (real server index, expiry).
+    templates: IndexMap<Ipv4Addr, (usize, Instant)>,
 }
 
 impl VirtualService {
@@ -156,20 +157,30 @@ impl Ipvs {
     }
 
     /// Chooses a real server for a new connection from `client` (`ip_vs_schedule`).
+    ///
+    /// A persistent service (`-p SECONDS`) first looks for the client's template
+    /// (`ip_vs_sched_persist`): a live one decides, and each use restarts its timer
+    /// (`ip_vs_conn_put`), so it expires `SECONDS` after its last use. The kernel also keeps
+    /// a template past that while a connection it placed is still open; podnet does not
+    /// hold templates for open connections.
     pub fn schedule(
         &mut self,
         proto: Proto,
         addr: Ipv4Addr,
         port: u16,
         client: Ipv4Addr,
+        now: Instant,
         rng: &mut Rng,
     ) -> Option<(Ipv4Addr, u16)> {
         let vs = self.services.get_mut(&(proto, addr, port))?;
-        if vs.persistent.is_some()
-            && let Some(&i) = vs.templates.get(&client)
+        let keep = vs.persistent.map(|s| Duration::from_secs(u64::from(s)));
+        if let Some(keep) = keep
+            && let Some(&(i, expires)) = vs.templates.get(&client)
+            && now < expires
             && vs.reals.get(i).is_some_and(|r| r.weight > 0)
         {
             vs.reals[i].active += 1;
+            vs.templates.insert(client, (i, now + keep));
             return Some((vs.reals[i].addr, vs.reals[i].port));
         }
         let live: Vec<usize> = (0..vs.reals.len()).filter(|&i| vs.reals[i].weight > 0).collect();
@@ -231,8 +242,8 @@ impl Ipvs {
             Scheduler::Dh => live[hash(addr) % live.len()],
         };
         vs.reals[pick].active += 1;
-        if vs.persistent.is_some() {
-            vs.templates.insert(client, pick);
+        if let Some(keep) = keep {
+            vs.templates.insert(client, (pick, now + keep));
         }
         Some((vs.reals[pick].addr, vs.reals[pick].port))
     }
@@ -303,6 +314,7 @@ mod tests {
                     Ipv4Addr::new(10, 96, 0, 10),
                     80,
                     Ipv4Addr::new(10, 0, 0, k as u8),
+                    Instant::ZERO,
                     &mut rng,
                 )
                 .unwrap()
@@ -329,13 +341,16 @@ mod tests {
         t.services[0].persistent = Some(10800);
         let mut rng = Rng::new(0);
         let c = Ipv4Addr::new(10, 0, 0, 9);
-        let first = t.schedule(Proto::TCP, Ipv4Addr::new(10, 96, 0, 10), 80, c, &mut rng);
-        for _ in 0..5 {
-            assert_eq!(
-                t.schedule(Proto::TCP, Ipv4Addr::new(10, 96, 0, 10), 80, c, &mut rng),
-                first
-            );
+        let vip = Ipv4Addr::new(10, 96, 0, 10);
+        let at = Instant::from_secs;
+        let first = t.schedule(Proto::TCP, vip, 80, c, at(0), &mut rng);
+        for k in 1..6 {
+            // Each use restarts the template's 10800 s timer.
+            assert_eq!(t.schedule(Proto::TCP, vip, 80, c, at(k * 10_000), &mut rng), first);
         }
+        // 10800 s after the last use the template is gone: rr goes on to the other server.
+        let after = t.schedule(Proto::TCP, vip, 80, c, at(50_000 + 10_800), &mut rng);
+        assert_ne!(after, first);
         assert!(t.list().contains("TCP  10.96.0.10:80 rr persistent 10800\n"), "{}", t.list());
     }
 

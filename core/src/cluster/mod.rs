@@ -364,10 +364,44 @@ impl Cluster {
 
     /// Sets a sysctl on a node: `net.ipv4.ip_forward`, `net.bridge.bridge-nf-call-iptables`,
     /// `net.netfilter.nf_conntrack_max` (0: no limit, as in the kernel) or
-    /// `net.netfilter.nf_conntrack_buckets` (the hash is resized, entries kept).
+    /// `net.netfilter.nf_conntrack_buckets` (the hash is resized, entries kept),
+    /// `net.ipv4.conf.all.rp_filter` or `net.ipv4.conf.DEVICE.rp_filter` (0 off, the kernel's
+    /// default; 1 strict; 2 loose; a device filters with the larger of `all` and its own).
     pub fn set_sysctl(&mut self, node: &str, key: &str, value: u32) -> Result<(), ClusterError> {
         let id = self.node_id(node)?;
-        let ns = &mut self.world.netns[self.world.nodes[id.idx()].netns.idx()];
+        let nsid = self.world.nodes[id.idx()].netns;
+        if let Some(dev) =
+            key.strip_prefix("net.ipv4.conf.").and_then(|k| k.strip_suffix(".rp_filter"))
+        {
+            if value > 2 {
+                return Err(ClusterError::InvalidInput {
+                    field: format!("{key} on {node}"),
+                    value: value.to_string(),
+                    why: "rp_filter is 0 (off), 1 (strict) or 2 (loose)",
+                });
+            }
+            let v = value as u8;
+            if dev == "all" {
+                self.world.netns[nsid.idx()].sysctl.rp_filter = v;
+                return Ok(());
+            }
+            let Some(d) = self.world.dev_named(nsid, dev) else {
+                return Err(ClusterError::NotFound {
+                    kind: "device",
+                    name: format!("{dev} on {node}"),
+                    known: self.world.netns[nsid.idx()]
+                        .devs
+                        .iter()
+                        .map(|d| self.world.devs[d.idx()].name.clone())
+                        .chain(["all".to_string()])
+                        .collect(),
+                    fix: None,
+                });
+            };
+            self.world.devs[d.idx()].rp_filter = v;
+            return Ok(());
+        }
+        let ns = &mut self.world.netns[nsid.idx()];
         match (key, ns.nf.as_mut()) {
             ("net.ipv4.ip_forward", _) => ns.sysctl.ip_forward = value != 0,
             ("net.bridge.bridge-nf-call-iptables", _) => {
@@ -395,6 +429,8 @@ impl Cluster {
                         "net.bridge.bridge-nf-call-iptables",
                         "net.netfilter.nf_conntrack_max",
                         "net.netfilter.nf_conntrack_buckets",
+                        "net.ipv4.conf.all.rp_filter",
+                        "net.ipv4.conf.DEVICE.rp_filter",
                     ]
                     .map(String::from)
                     .to_vec(),

@@ -47,11 +47,70 @@ impl<H: HostStacks> Datapath<'_, H> {
         {
             return;
         }
-        let dst = Ipv4Packet::new_unchecked(&skb.data[..]).dst_addr();
+        let (src, dst) = {
+            let p = Ipv4Packet::new_unchecked(&skb.data[..]);
+            (p.src_addr(), p.dst_addr())
+        };
+        if let Some((why, detail)) = self.validate_source(ns, dev, src, dst) {
+            self.drop_hop(tag, ns, Some(dev), why, detail, self.ip_view(&skb.data));
+            return;
+        }
         if self.w.is_local(ns, dst) {
             self.local_in(ns, dev, skb, tag);
         } else {
             self.forward(ns, dev, &mut skb, tag);
+        }
+    }
+
+    /// The input route's source checks (`ip_route_input_slow` and `fib_validate_source`):
+    /// a multicast, limited-broadcast, loopback or own source arriving on a device other than
+    /// `lo` is a martian; with `rp_filter` (the larger of `conf.all` and the device's) the route
+    /// back to the source must leave by the arrival device (1, strict) or merely exist (2,
+    /// loose). Packets that looped back over `lo` keep their route and are not checked.
+    fn validate_source(
+        &self,
+        ns: NetnsId,
+        dev: IfIndex,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+    ) -> Option<(&'static str, String)> {
+        let n = &self.w.netns[ns.idx()];
+        if n.devs.first() == Some(&dev) {
+            return None;
+        }
+        let name = self.dev_name(dev);
+        let martian = |what: &str| {
+            Some((reason::MARTIAN_SOURCE, format!("martian source {src} on {name} ({what})")))
+        };
+        if src.is_multicast() || src.is_broadcast() {
+            return martian("a multicast or broadcast source");
+        }
+        if src.is_loopback() {
+            return martian("a loopback source on a device other than lo");
+        }
+        if src.is_unspecified() && !dst.is_broadcast() {
+            return martian("source 0.0.0.0 to an address other than 255.255.255.255");
+        }
+        if self.w.is_local(ns, src) {
+            return martian("one of this namespace's own addresses");
+        }
+        let rpf = n.sysctl.rp_filter.max(self.w.devs[dev.idx()].rp_filter);
+        if rpf == 0 || src.is_unspecified() {
+            return None;
+        }
+        match self.w.route(ns, Some(dst), src) {
+            None => Some((
+                reason::RP_FILTER,
+                format!("rp_filter={rpf} on {name}: no route back to {src}"),
+            )),
+            Some((out, _, _)) if out != dev && rpf == 1 => Some((
+                reason::RP_FILTER,
+                format!(
+                    "rp_filter=1 (strict) on {name}: the route back to {src} leaves by {}",
+                    self.dev_name(out)
+                ),
+            )),
+            Some(_) => None,
         }
     }
 

@@ -96,6 +96,8 @@ pub(crate) mod reason {
     pub const HAIRPIN_OFF: &str = "hairpin-off";
     pub const NO_ROUTE: &str = "no-route";
     pub const FORWARDING_OFF: &str = "forwarding-off";
+    pub const MARTIAN_SOURCE: &str = "martian-source";
+    pub const RP_FILTER: &str = "rp-filter";
     pub const TTL: &str = "ttl-exceeded";
     pub const ARP_FAILED: &str = "arp-failed";
     pub const RULE: &str = "rule";

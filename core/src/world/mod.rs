@@ -69,6 +69,8 @@ pub struct Device {
     pub master: Option<IfIndex>,
     /// Bridge port `hairpin_mode`.
     pub hairpin: bool,
+    /// `net.ipv4.conf.<dev>.rp_filter` (0 off, 1 strict, 2 loose; the kernel default 0).
+    pub rp_filter: u8,
 }
 
 /// Who a namespace belongs to.
@@ -91,6 +93,8 @@ pub struct Sysctls {
     pub ip_forward: bool,
     /// `net.bridge.bridge-nf-call-iptables`.
     pub bridge_nf_call_iptables: bool,
+    /// `net.ipv4.conf.all.rp_filter`: a device filters with the larger of this and its own.
+    pub rp_filter: u8,
 }
 
 /// A network namespace.
@@ -289,7 +293,7 @@ impl World {
             routes: RouteTable::default(),
             policy: RoutingPolicy::default(),
             neigh: NeighTable::default(),
-            sysctl: Sysctls { ip_forward: false, bridge_nf_call_iptables: false },
+            sysctl: Sysctls { ip_forward: false, bridge_nf_call_iptables: false, rp_filter: 0 },
             nf: None,
             ports: BTreeMap::new(),
             router,
@@ -316,6 +320,7 @@ impl World {
             addrs: Vec::new(),
             master: None,
             hairpin: false,
+            rp_filter: 0,
         });
         self.netns[netns.idx()].devs.push(id);
         id
@@ -384,7 +389,8 @@ impl World {
     ) -> NodeId {
         let id = NodeId(self.nodes.len() as u32);
         let ns = self.add_netns(name, Owner::Node(id), true);
-        self.netns[ns.idx()].sysctl = Sysctls { ip_forward: true, bridge_nf_call_iptables: true };
+        self.netns[ns.idx()].sysctl =
+            Sysctls { ip_forward: true, bridge_nf_call_iptables: true, rp_filter: 0 };
         self.netns[ns.idx()].nf = Some(Box::new(Netfilter::new(nf_seed)));
         let eth0 = self.add_device(ns, "eth0", DeviceKind::Ether { segment: self.vpc_subnet });
         self.add_addr(eth0, addr);

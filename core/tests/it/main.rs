@@ -26,6 +26,7 @@ mod kube_proxy_built_rules;
 mod kube_proxy_golden;
 mod layering;
 mod lb_models;
+mod linux_behaviours;
 mod log_target;
 mod nat_gateway;
 mod pcap;
