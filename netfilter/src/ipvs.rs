@@ -6,10 +6,26 @@
 //! (`net.ipv4.vs.conntrack=1`): the entry's reply tuple is altered to the real server, so
 //! later packets and replies follow it.
 //!
-//! Difference from Linux, on purpose: later packets of a connection are translated by the
-//! conntrack entry (as NAT would be) rather than by IPVS's own connection table; the bytes on
-//! the wire are the same. Active/inactive connection counts follow conntrack entries handed
-//! out, not TCP state inside IPVS.
+//! Differences from Linux, each on purpose, with what a user can observe:
+//!
+//! - **Later packets of a connection** are translated by the conntrack entry in PREROUTING
+//!   (as a DNAT would be) and then routed: they traverse FORWARD. Linux sets no NAT on the
+//!   entry (`ip_vs_update_conntrack` only alters its reply tuple), so every packet reaches the
+//!   virtual address in LOCAL_IN and `ip_vs_in` translates it: Linux counts later packets in
+//!   the INPUT chains (and, after `ip_vs_nat_xmit`, in the OUTPUT chains of LOCAL_OUT), where
+//!   podnet counts them in FORWARD. The bytes on the wire are the same, TTL included (both
+//!   paths take one off: routing, or `decrement_ttl` in `__ip_vs_get_out_rt`).
+//! - **The scheduled first packet** goes from LOCAL_IN straight to POSTROUTING; Linux passes
+//!   it through the LOCAL_OUT hook first (`ip_vs_send_or_cont`), so its mangle and filter
+//!   OUTPUT chains see it. kube-proxy's OUTPUT rules do not match it (they are for locally
+//!   generated traffic and NEW connections), so verdicts do not change; counters do.
+//! - **Replies** are un-translated by conntrack's reverse NAT; Linux's `ip_vs_out` does it at
+//!   FORWARD. Same bytes, same hooks traversed.
+//! - **Connection counts**: active/inactive counts follow conntrack entries handed out, not
+//!   TCP state inside IPVS (connections are never retired to inactive), which only the
+//!   `lc`/`wlc`/`sed`/`nq` schedulers read.
+//! - **Persistence templates** expire their timeout after their last use; Linux also keeps a
+//!   template while a connection it placed is open.
 
 use std::fmt::Write;
 use std::net::Ipv4Addr;

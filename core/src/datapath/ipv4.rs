@@ -297,6 +297,20 @@ impl<H: HostStacks> Datapath<'_, H> {
             None,
             None
         );
+        // `__ip_vs_get_out_rt` decrements the TTL of a packet sent to a non-local real server
+        // (`decrement_ttl`), dropping it at 1 as forwarding does.
+        if Ipv4Packet::new_unchecked(&skb.data[..]).hop_limit() <= 1 {
+            self.drop_hop(
+                tag,
+                ns,
+                Some(out),
+                reason::TTL,
+                "IPVS: TTL expired (ICMP time exceeded not modelled)".into(),
+                self.ip_view(&skb.data),
+            );
+            return;
+        }
+        skb.decrease_ttl();
         self.post_routing(ns, out, nexthop, prefsrc, &mut skb, tag);
     }
 

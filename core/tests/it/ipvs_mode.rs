@@ -168,3 +168,39 @@ fn switching_back_to_iptables_removes_ipvs_state() {
     assert!(t.completed);
     assert!(!t.hops.iter().any(|h| h.detail.starts_with("IPVS")));
 }
+
+/// The (TTL, TCP flags) of every TCP segment pod3's `eth0` received for a connection from
+/// pod2 to `to` (two rounds, so later packets are among them), or `None` when the flow
+/// landed elsewhere.
+fn ttls_at_pod3(c: &mut Cluster, to: &str) -> Option<Vec<(u8, u8)>> {
+    let opts = TraceOptions { capture: true, rounds: 2, ..common::tcp() };
+    let t = c.trace("pod/default/pod2", to, &opts).unwrap();
+    assert!(t.completed, "{}", t.render(true));
+    (t.delivered_to.as_deref() == Some("pod/default/pod3")).then(|| {
+        t.frames
+            .iter()
+            .filter(|f| f.netns == "pod/default/pod3" && f.data.len() > 34 && f.data[23] == 6)
+            .map(|f| (f.data[22], f.data[14 + 20 + 13]))
+            .collect()
+    })
+}
+
+/// IPVS sends every packet of a connection to a remote real server with the TTL one less,
+/// as routing would (`__ip_vs_get_out_rt` calls `decrement_ttl`): the first packet (the
+/// scheduled SYN) and the later ones arrive with the TTL of a pod-to-pod flow over the same
+/// path, in IPVS mode as in iptables mode.
+#[test]
+fn ipvs_decrements_the_ttl_of_first_and_later_packets_as_routing_does() {
+    // rr: of two connections, one goes to pod3.
+    let mut c = ipvs(0);
+    let via_vip = (0..2).find_map(|_| ttls_at_pod3(&mut c, "svc/default/web:http")).unwrap();
+    let direct = ttls_at_pod3(&mut c, "10.244.2.2:8080").unwrap();
+    // pod2 sends with 64; node1, the VPC router and node2 each take one.
+    for got in [&direct, &via_vip] {
+        assert!(got.len() >= 4 && got.iter().all(|&(ttl, _)| ttl == 61), "{got:?}");
+        assert!(got.iter().any(|&(_, flags)| flags == 0x02), "the SYN is among them");
+    }
+    let mut ipt = Cluster::seed();
+    let got = (0..8).find_map(|_| ttls_at_pod3(&mut ipt, "svc/default/web:http")).unwrap();
+    assert!(got.iter().all(|&(ttl, _)| ttl == 61), "iptables mode: {got:?}");
+}
