@@ -14,6 +14,7 @@ mod fig04_06_pod_to_pod_same_node;
 mod fig07_pod_to_pod_cross_node;
 mod fig08_09_pod_to_service;
 mod fig10_13_cloud_edge;
+mod golden_facts;
 mod golden_traces;
 mod host_network;
 mod ingress_controller;
