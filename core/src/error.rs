@@ -37,6 +37,16 @@ pub enum ClusterError {
         /// What to do, when the name is written wrong or something must come first.
         fix: Option<&'static str>,
     },
+    /// A node's address is in none of the node subnets.
+    #[error("node '{node}' has address {addr}, in none of the node subnets ({}): add its subnet to nodeSubnets in PodnetConfig", subnets.join(", "))]
+    NoNodeSubnet {
+        /// The node.
+        node: String,
+        /// Its address.
+        addr: Ipv4Addr,
+        /// The subnets there are.
+        subnets: Vec<String>,
+    },
     /// An address is outside the range it must come from.
     #[error("address {addr} is outside {what} {cidr}: pick an address inside it")]
     OutsideCidr {
@@ -266,9 +276,12 @@ pub struct Place {
     /// 1-based document index in the file.
     pub doc: usize,
     /// 1-based line in the file, when known.
-    pub line: Option<usize>,
+    pub line: Option<u32>,
     /// 1-based column, when known.
-    pub column: Option<usize>,
+    pub column: Option<u32>,
+    /// The field the problem is in, as a path from the document's root
+    /// (`items[9].spec.ports[0].port`), when known.
+    pub field: Option<String>,
 }
 
 impl fmt::Display for Place {
@@ -328,7 +341,17 @@ impl LoadError {
         match self {
             LoadError::Parse { place, .. }
             | LoadError::Object { place, .. }
-            | LoadError::Refused { place, .. } => place.line,
+            | LoadError::Refused { place, .. } => place.line.map(|l| l as usize),
+            LoadError::Io { .. } => None,
+        }
+    }
+
+    /// The field path of the problem (`items[9].spec.ports[0].port`), if known.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            LoadError::Parse { place, .. }
+            | LoadError::Object { place, .. }
+            | LoadError::Refused { place, .. } => place.field.as_deref(),
             LoadError::Io { .. } => None,
         }
     }
@@ -338,7 +361,7 @@ impl LoadError {
         match self {
             LoadError::Parse { place, .. }
             | LoadError::Object { place, .. }
-            | LoadError::Refused { place, .. } => place.column,
+            | LoadError::Refused { place, .. } => place.column.map(|c| c as usize),
             LoadError::Io { .. } => None,
         }
     }

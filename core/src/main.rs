@@ -362,8 +362,12 @@ fn cluster(a: &ClusterArgs) -> Result<Cluster, Stop> {
         }
     } else {
         let (mut c, report) = Cluster::from_files(&a.cluster)?;
+        let inferred = match report.inferred.len() {
+            0 => String::new(),
+            n => format!(", inferred {n} settings"),
+        };
         eprintln!(
-            "podnet: loaded {} objects, skipped {} (podnet check --cluster ... lists them)",
+            "podnet: loaded {} objects, skipped {}{inferred} (podnet check --cluster ... lists them)",
             report.loaded.len(),
             report.skipped.len()
         );
@@ -579,8 +583,20 @@ fn check(a: &CheckArgs, out: &mut Out) -> Result<u8, Stop> {
     for s in &report.skipped {
         out.line(&format!("  {s}"))?;
     }
+    if !report.inferred.is_empty() {
+        out.line(&format!("inferred {}:", report.inferred.len()))?;
+        for s in &report.inferred {
+            out.line(&format!("  {s}"))?;
+        }
+    }
+    if !report.warnings.is_empty() {
+        out.line(&format!("warnings {}:", report.warnings.len()))?;
+        for s in &report.warnings {
+            out.line(&format!("  {s}"))?;
+        }
+    }
     out.line(&format!("{} nodes, {} pods", c.nodes().len(), c.pods().len()))?;
-    Ok(0)
+    Ok(if report.warnings.is_empty() { 0 } else { 1 })
 }
 
 fn get(a: &GetArgs, out: &mut Out) -> Result<u8, Stop> {

@@ -49,6 +49,7 @@ pub fn load(py: Python<'_>, e: podnet::k8s::LoadError) -> PyErr {
             let v = err.value(py);
             let _ = v.setattr("line", place.line);
             let _ = v.setattr("column", place.column);
+            let _ = v.setattr("field", place.field.clone());
             let _ = v.setattr("file", place.file.clone());
             let _ = v.setattr("document", place.doc);
             err

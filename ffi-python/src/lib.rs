@@ -91,6 +91,7 @@ fn report_dict<'py>(py: Python<'py>, r: &LoadReport) -> PyResult<Bound<'py, PyDi
     let d = PyDict::new(py);
     d.set_item("loaded", r.loaded.clone())?;
     d.set_item("skipped", r.skipped.clone())?;
+    d.set_item("inferred", r.inferred.clone())?;
     Ok(d)
 }
 
@@ -144,8 +145,9 @@ impl Cluster {
         configured(c, report, proxy_mode, seed)
     }
 
-    /// What was loaded and what was skipped (with the reason), as
-    /// `{"loaded": [...], "skipped": [...]}`: every object of `from_yaml`/`from_files` and
+    /// What was loaded, what was skipped (with the reason) and what was inferred from the
+    /// objects (with the PodnetConfig field that overrides it), as `{"loaded": [...],
+    /// "skipped": [...], "inferred": [...]}`: every object of `from_yaml`/`from_files` and
     /// of each `add` since. Empty for the reference cluster.
     #[getter]
     fn load_report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

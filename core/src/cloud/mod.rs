@@ -190,14 +190,19 @@ pub(crate) struct Vpc {
 }
 
 /// ip-masq-agent's rules for a node: masquerade everything leaving for destinations outside
-/// the non-masquerade CIDRs (the cluster CIDR and the VPC subnet).
-pub(crate) fn masq_agent_rules(cluster_cidr: Ipv4Network, node_subnet: Ipv4Network) -> String {
+/// the non-masquerade CIDRs (the cluster CIDR and the node subnets).
+pub(crate) fn masq_agent_rules(cluster_cidr: Ipv4Network, node_subnets: &[Ipv4Network]) -> String {
+    let node_subnet = node_subnets[0];
+    let more: String = node_subnets[1..]
+        .iter()
+        .map(|n| format!("-A IP-MASQ-AGENT -d {n} -m comment --comment \"ip-masq-agent: local traffic is not subject to MASQUERADE\" -j RETURN\n"))
+        .collect();
     format!(
         "*nat\n:IP-MASQ-AGENT - [0:0]\n\
 -A POSTROUTING -m comment --comment \"ip-masq-agent: ensure nat POSTROUTING directs all non-LOCAL destination traffic to our custom IP-MASQ-AGENT chain\" -m addrtype ! --dst-type LOCAL -j IP-MASQ-AGENT\n\
 -A IP-MASQ-AGENT -d {cluster_cidr} -m comment --comment \"ip-masq-agent: local traffic is not subject to MASQUERADE\" -j RETURN\n\
 -A IP-MASQ-AGENT -d {node_subnet} -m comment --comment \"ip-masq-agent: local traffic is not subject to MASQUERADE\" -j RETURN\n\
--A IP-MASQ-AGENT -m comment --comment \"ip-masq-agent: outbound traffic is subject to MASQUERADE (must be last in chain)\" -j MASQUERADE\n\
+{more}-A IP-MASQ-AGENT -m comment --comment \"ip-masq-agent: outbound traffic is subject to MASQUERADE (must be last in chain)\" -j MASQUERADE\n\
 COMMIT\n"
     )
 }

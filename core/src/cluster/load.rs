@@ -71,22 +71,58 @@ impl Cluster {
     /// the edge it describes.
     fn build(mut objs: Objects) -> Result<(Cluster, LoadReport), LoadError> {
         let mut cfg = ClusterConfig::default();
-        let mut mode = Default::default();
-        if let Some((place, pc)) = &objs.config {
-            let s = pc.settings(place)?;
-            cfg.cluster_cidr = s.cluster_cidr.unwrap_or(cfg.cluster_cidr);
-            cfg.node_subnet = s.node_subnet.unwrap_or(cfg.node_subnet);
-            cfg.vpc_router = s.vpc_router.unwrap_or(cfg.vpc_router);
-            cfg.service_cidr = s.service_cidr.unwrap_or(cfg.service_cidr);
-            cfg.seed = s.seed.unwrap_or(cfg.seed);
-            cfg.cni = s.cni.unwrap_or(cfg.cni);
-            mode = s.proxy_mode;
+        let s = match &objs.config {
+            Some((place, pc)) => pc.settings(place)?,
+            None => Default::default(),
+        };
+        let aws = matches!(s.cni, Some(crate::cni::Cni::AwsVpc(_)));
+        // What the PodnetConfig does not say, the objects imply.
+        let inferred = k8s::infer(&objs, aws);
+        let mut said = Vec::new();
+        let subnets = s.node_subnets.or_else(|| {
+            inferred.node_subnets.map(|(v, text)| {
+                said.push(text);
+                v
+            })
+        });
+        if let Some(list) = subnets {
+            (cfg.node_subnet, cfg.vpc_router) = list[0];
+            cfg.extra_node_subnets = list[1..].to_vec();
         }
+        let mut pick = |given: Option<_>, inferred: Option<(_, String)>, default| {
+            given
+                .or_else(|| {
+                    inferred.map(|(v, text)| {
+                        said.push(text);
+                        v
+                    })
+                })
+                .unwrap_or(default)
+        };
+        cfg.cluster_cidr = pick(s.cluster_cidr, inferred.cluster_cidr, cfg.cluster_cidr);
+        cfg.service_cidr = pick(s.service_cidr, inferred.service_cidr, cfg.service_cidr);
+        cfg.node_port_range = match (s.node_port_range, inferred.node_port_range) {
+            (Some(r), _) => r,
+            (None, Some((r, text))) => {
+                said.push(text);
+                r
+            }
+            (None, None) => cfg.node_port_range,
+        };
+        cfg.seed = s.seed.unwrap_or(cfg.seed);
+        cfg.cni = s.cni.unwrap_or(cfg.cni);
+        let mode = s.proxy_mode;
         let config_place = objs.config.as_ref().map(|(p, _)| p.clone());
         let mut c = Cluster::try_new(cfg).map_err(|e| match &config_place {
             Some(p) => refused(p, "PodnetConfig", e),
             None => LoadError::Parse {
-                place: Place { file: "<input>".into(), doc: 0, line: None, column: None },
+                place: Place {
+                    file: "<input>".into(),
+                    doc: 0,
+                    line: None,
+                    column: None,
+                    field: None,
+                },
                 msg: e.to_string(),
             },
         })?;
@@ -94,6 +130,7 @@ impl Cluster {
         let edge = objs.config.clone();
         let ingresses = std::mem::take(&mut objs.ingresses);
         let mut report = c.apply(objs)?;
+        report.inferred = said;
         c.apply_edge(edge, ingresses, &mut report)?;
         Ok((c, report))
     }
@@ -110,6 +147,19 @@ impl Cluster {
 
     fn apply_objects(&mut self, mut objs: Objects) -> Result<LoadReport, LoadError> {
         let mut report = std::mem::take(&mut objs.report);
+        let empty = objs.config.is_none()
+            && objs.nodes.is_empty()
+            && objs.pods.is_empty()
+            && objs.services.is_empty()
+            && objs.slices.is_empty()
+            && objs.ingresses.is_empty()
+            && objs.namespaces.is_empty()
+            && objs.unmodelled.is_empty();
+        if empty {
+            report.warnings.push(
+                "the input holds no Kubernetes objects: give the output of kubectl get -A -o yaml (see the README's \"Your own cluster\")".into(),
+            );
+        }
         self.namespaces.extend(std::mem::take(&mut objs.namespaces));
         self.unmodelled.append(&mut objs.unmodelled);
         self.load_nodes(&objs, &mut report)?;
@@ -119,7 +169,66 @@ impl Cluster {
         let new_pods = self.load_pods(&objs, &mut report)?;
         self.serve_new_services(&new_pods, first_new_service, &service_places)?;
         self.load_slices(&objs, first_new_service, &mut report)?;
+        report.warnings.extend(self.lint_services(first_new_service, &objs));
         Ok(report)
+    }
+
+    /// What kube-proxy would find wrong with the new Services: a selector that selects no
+    /// pod (no endpoints: kube-proxy rejects the Service's traffic), a named targetPort that
+    /// no selected pod declares (kube-proxy has no endpoint for that port).
+    fn lint_services(&self, first_new_service: usize, objs: &Objects) -> Vec<String> {
+        let mut out = Vec::new();
+        let with_slices: HashSet<(String, String)> = objs
+            .slices
+            .iter()
+            .filter_map(|(_, s)| {
+                let ns = s.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+                let svc = s.metadata.labels.as_ref()?.get("kubernetes.io/service-name")?.clone();
+                Some((ns, svc))
+            })
+            .collect();
+        for svc in &self.services.list[first_new_service..] {
+            let Some(sel) = svc.selector.as_ref().filter(|s| !s.is_empty()) else { continue };
+            if with_slices.contains(&(svc.namespace.clone(), svc.name.clone())) {
+                continue;
+            }
+            let obj = format!("Service/{}/{}", svc.namespace, svc.name);
+            let selected: Vec<&crate::world::Pod> = self
+                .world
+                .pods
+                .iter()
+                .filter(|p| {
+                    !p.deleted
+                        && p.namespace == svc.namespace
+                        && sel.iter().all(|(k, v)| p.labels.get(k) == Some(v))
+                })
+                .collect();
+            if selected.is_empty() {
+                let shown: Vec<String> = sel.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                out.push(format!(
+                    "{obj}: spec.selector {{{}}} selects no pod: the Service has no endpoints and kube-proxy rejects its traffic",
+                    shown.join(", ")
+                ));
+                continue;
+            }
+            for (i, p) in svc.ports.iter().enumerate() {
+                if let crate::kube_proxy::TargetPort::Name(n) = &p.target_port
+                    && !selected.iter().any(|pod| {
+                        pod.containers.iter().any(|c| {
+                            c.named_ports
+                                .iter()
+                                .any(|(name, proto, _)| name == n && *proto == p.protocol)
+                        })
+                    })
+                {
+                    out.push(format!(
+                        "{obj}: spec.ports[{i}].targetPort \"{n}\" names no {} container port of the pods it selects: kube-proxy has no endpoint for this port",
+                        p.protocol.to_string().to_uppercase()
+                    ));
+                }
+            }
+        }
+        out
     }
 
     /// Nodes join: in the bridge profile with their pod CIDR, in the AWS profile with ipamd.
@@ -167,7 +276,23 @@ impl Cluster {
                     Some(self.allocate_cluster_ip().map_err(|e| refused(place, &obj, e))?);
             }
             crate::kube_proxy::validate_service(&svc).map_err(|e| refused(place, &obj, e))?;
-            self.services.admit(&mut svc).map_err(|e| refused(place, &obj, e.into()))?;
+            self.services.admit(&mut svc).map_err(|e| match e {
+                crate::ipam::IpamError::OutOfRange { what, value, range, .. } => {
+                    let (field, knob) = if what == "Service CIDR" {
+                        ("ClusterIP", "serviceCidr")
+                    } else {
+                        ("nodePort", "serviceNodePortRange")
+                    };
+                    obj_err(
+                        place,
+                        obj.clone(),
+                        format!(
+                            "{field} {value} of svc/{ns}/{name} is outside the {what} {range}; set {knob} in PodnetConfig"
+                        ),
+                    )
+                }
+                e => refused(place, &obj, e.into()),
+            })?;
             self.services.list.push(svc);
             places.push(place.clone());
             report.loaded.push(obj);
@@ -220,6 +345,7 @@ impl Cluster {
                 }
             }
             let (ns, name) = (spec.namespace.as_str(), spec.name.as_str());
+            let (spec_host, node) = (spec.host_network, spec.node.clone());
             let added = if spec.host_network {
                 self.add_host_network_pod(ns, name, node_id, spec.labels, spec.containers)
             } else {
@@ -233,6 +359,17 @@ impl Cluster {
                 ) => {
                     report.skipped.push(format!("{obj}: {e}"));
                     continue;
+                }
+                // A dump whose pod address is outside its node's podCIDR contradicts
+                // itself: say which two objects disagree.
+                Err(ClusterError::OutsideCidr { addr, cidr, .. }) if !spec_host => {
+                    return Err(obj_err(
+                        place,
+                        obj,
+                        format!(
+                            "status.podIP {addr} is outside the podCIDR {cidr} of Node/{node} (spec.nodeName): the two objects disagree; fix the pod's status.podIP or spec.nodeName, or the node's spec.podCIDR"
+                        ),
+                    ));
                 }
                 Err(e) => return Err(refused(place, &obj, e)),
             };
@@ -310,7 +447,7 @@ impl Cluster {
         let (place, pc) = match config {
             Some(x) => x,
             None => (
-                Place { file: "<input>".into(), doc: 0, line: None, column: None },
+                Place { file: "<input>".into(), doc: 0, line: None, column: None, field: None },
                 PodnetConfig::default(),
             ),
         };

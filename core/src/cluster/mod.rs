@@ -38,6 +38,31 @@ use crate::labels::Labels;
 use crate::world::World;
 pub use crate::world::{Container, Device, DeviceKind, Netns, Node, Owner, Pod, Segment, Sysctls};
 
+/// Node subnets must not overlap, and each holds its router's address (not its network or
+/// broadcast address).
+fn check_subnets(cfg: &ClusterConfig) -> Result<(), ClusterError> {
+    let all: Vec<(Ipv4Network, Ipv4Addr)> = std::iter::once((cfg.node_subnet, cfg.vpc_router))
+        .chain(cfg.extra_node_subnets.iter().copied())
+        .collect();
+    for (i, (cidr, router)) in all.iter().enumerate() {
+        if !cidr.contains(*router) || *router == cidr.network() || *router == cidr.broadcast() {
+            return Err(ClusterError::OutsideCidr {
+                addr: *router,
+                what: "its node subnet (as a usable address for the VPC router)",
+                cidr: *cidr,
+            });
+        }
+        if let Some((other, _)) = all[..i].iter().find(|(o, _)| o.overlaps(*cidr)) {
+            return Err(ClusterError::InvalidInput {
+                field: "nodeSubnets".into(),
+                value: cidr.to_string(),
+                why: if other == cidr { "listed twice" } else { "overlaps another node subnet" },
+            });
+        }
+    }
+    Ok(())
+}
+
 /// What a visualiser needs to draw the cluster (serialisable).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Topology {
@@ -99,10 +124,13 @@ pub struct TopologyPod {
 pub struct ClusterConfig {
     /// The cluster CIDR pods come from.
     pub cluster_cidr: Ipv4Network,
-    /// The VPC subnet nodes live in.
+    /// The VPC subnet nodes live in (the first one, where the cloud edge attaches).
     pub node_subnet: Ipv4Network,
     /// The VPC router's address in it.
     pub vpc_router: Ipv4Addr,
+    /// More node subnets (one per availability zone, as EKS and GKE lay nodes out), each
+    /// with the VPC router's address in it. The router routes between subnets.
+    pub extra_node_subnets: Vec<(Ipv4Network, Ipv4Addr)>,
     /// Seed for every random choice.
     pub seed: u64,
     /// The Service CIDR ClusterIPs come from (`--service-cluster-ip-range`).
@@ -120,6 +148,7 @@ impl Default for ClusterConfig {
             cluster_cidr: "10.244.0.0/16".parse().expect("literal"),
             node_subnet: "192.168.0.0/24".parse().expect("literal"),
             vpc_router: Ipv4Addr::new(192, 168, 0, 254),
+            extra_node_subnets: Vec::new(),
             seed: 0,
             service_cidr: "10.96.0.0/12".parse().expect("literal"),
             node_port_range: (30000, 32767),
@@ -156,6 +185,14 @@ impl Cluster {
         if let Some(r) = router {
             cfg.vpc_router = r;
         }
+        if cni.aws().is_some() && !cfg.extra_node_subnets.is_empty() {
+            return Err(ClusterError::Profile {
+                what: "several node subnets".into(),
+                profile: "AWS VPC CNI",
+                fix: "give the AWS profile one subnet (nodeSubnet); several are modelled for the bridge profile only",
+            });
+        }
+        check_subnets(&cfg)?;
         Ok(Cluster::new_unchecked(cfg, cni))
     }
 
@@ -163,6 +200,7 @@ impl Cluster {
     /// settings can be refused).
     pub fn new(cfg: ClusterConfig) -> Cluster {
         let cfg = ClusterConfig { cni: Cni::Bridge, ..cfg };
+        check_subnets(&cfg).expect("valid node subnets (Cluster::try_new reports them)");
         let (cni, _) =
             CniState::new(&cfg.cni, cfg.node_subnet).expect("the bridge takes any subnet");
         Cluster::new_unchecked(cfg, cni)
@@ -181,15 +219,30 @@ impl Cluster {
             namespaces: BTreeMap::new(),
             unmodelled: Vec::new(),
         };
-        c.world.vpc_subnet = c.world.add_segment("vpc-subnet");
         let vpc = c.world.add_netns("vpc", Owner::Router, true);
         c.world.vpc = vpc;
         c.world.netns[vpc.idx()].sysctl.ip_forward = true;
-        let addr =
-            Ipv4Network::new(c.cfg.vpc_router, c.cfg.node_subnet.prefix()).expect("valid prefix");
-        let dev =
-            c.world.add_device(vpc, "vpc0", DeviceKind::Ether { segment: c.world.vpc_subnet });
-        c.world.add_addr(dev, addr);
+        let subnets: Vec<(Ipv4Network, Ipv4Addr)> =
+            std::iter::once((c.cfg.node_subnet, c.cfg.vpc_router))
+                .chain(c.cfg.extra_node_subnets.iter().copied())
+                .collect();
+        for (i, (cidr, router)) in subnets.into_iter().enumerate() {
+            // `vpc0` on the first subnet; `vpc1` is the internet gateway's link; the other
+            // subnets get `vpc2`, `vpc3`, ...
+            let (seg, dev) = if i == 0 {
+                ("vpc-subnet".to_string(), "vpc0".to_string())
+            } else {
+                (format!("vpc-subnet-{}", i + 1), format!("vpc{}", i + 1))
+            };
+            let segment = c.world.add_segment(&seg);
+            let router_dev = c.world.add_device(vpc, &dev, DeviceKind::Ether { segment });
+            let addr = Ipv4Network::new(router, cidr.prefix()).expect("valid prefix");
+            c.world.add_addr(router_dev, addr);
+            if i == 0 {
+                c.world.vpc_subnet = segment;
+            }
+            c.world.subnets.push(crate::world::VpcSubnet { cidr, router, segment, router_dev });
+        }
         c
     }
 

@@ -33,15 +33,15 @@ impl Cluster {
         if self.world.node_names.contains_key(name) {
             return Err(ClusterError::Duplicate { kind: "node", name: name.into() });
         }
-        let subnet = self.cfg.node_subnet;
-        if !subnet.contains(ip) {
-            return Err(ClusterError::OutsideCidr {
+        let Some(sn) = self.world.subnet_of(ip) else {
+            return Err(ClusterError::NoNodeSubnet {
+                node: name.into(),
                 addr: ip,
-                what: "the VPC subnet",
-                cidr: subnet,
+                subnets: self.world.subnets.iter().map(|s| s.cidr.to_string()).collect(),
             });
-        }
-        if ip == self.cfg.vpc_router
+        };
+        let subnet = sn.cidr;
+        if ip == sn.router
             || ip == subnet.network()
             || ip == subnet.broadcast()
             || self.world.nodes.iter().any(|n| n.ip == ip)
@@ -57,7 +57,9 @@ impl Cluster {
             return Err(ClusterError::BadPodCidr {
                 node: name.into(),
                 cidr: pod_cidr,
-                why: format!("is not inside the cluster CIDR {cc}"),
+                why: format!(
+                    "is not inside the cluster CIDR {cc}: set clusterCidr in PodnetConfig to a range holding every node's podCIDR"
+                ),
             });
         }
         if let Some(other) = self.world.nodes.iter().find(|n| n.pod_cidr.overlaps(pod_cidr)) {
@@ -98,7 +100,7 @@ impl Cluster {
         Ok(id)
     }
 
-    /// A node joining the VPC subnet: its root namespace (forwarding, bridge netfilter on,
+    /// A node joining its VPC subnet: its root namespace (forwarding, bridge netfilter on,
     /// its own netfilter), `eth0` with its address, and the default route via the VPC
     /// router. The CNI sets up its pod network next.
     fn join_node(
@@ -108,12 +110,12 @@ impl Cluster {
         pod_cidr: Ipv4Network,
         max_pods: u32,
     ) -> NodeId {
-        let prefix = self.cfg.node_subnet.prefix();
+        let sn = self.world.subnet_of(ip).unwrap_or(&self.world.subnets[0]);
+        let (prefix, router, segment) = (sn.cidr.prefix(), sn.router, sn.segment);
         let nf_seed = self.cfg.seed.wrapping_add(self.world.nodes.len() as u64 * 7919);
         let addr = Ipv4Network::new(ip, prefix).expect("valid");
-        let id = self.world.add_node(name, addr, pod_cidr, max_pods, nf_seed);
+        let id = self.world.add_node(name, addr, pod_cidr, max_pods, nf_seed, segment);
         let (ns, eth0) = (self.world.nodes[id.idx()].netns, self.world.nodes[id.idx()].eth0);
-        let router = self.cfg.vpc_router;
         self.world.add_default_route(ns, router, eth0);
         id
     }

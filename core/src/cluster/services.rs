@@ -183,7 +183,8 @@ impl Cluster {
                 self.cfg.cluster_cidr
             }),
             egress: self.cni.snat_rules(node.ip).unwrap_or_else(|| {
-                crate::cloud::masq_agent_rules(self.cfg.cluster_cidr, self.cfg.node_subnet)
+                let subnets: Vec<_> = self.world.subnets.iter().map(|s| s.cidr).collect();
+                crate::cloud::masq_agent_rules(self.cfg.cluster_cidr, &subnets)
             }),
         }
     }

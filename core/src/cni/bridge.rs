@@ -34,7 +34,8 @@ impl Bridge {
             f.add_local(br_mac, br);
         }
         w.nodes[node.idx()].bridge = Some(br);
-        let vpc0 = w.netns[w.vpc.idx()].devs[1];
+        // The VPC router reaches the node on the node's own subnet.
+        let vpc0 = w.subnet_of(ip).unwrap_or(&w.subnets[0]).router_dev;
         let vpc = w.vpc;
         w.netns[vpc.idx()].routes.add(Route {
             dst: pod_cidr,

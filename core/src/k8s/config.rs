@@ -24,6 +24,10 @@ pub(crate) struct PodnetConfig {
     pub(crate) cluster_cidr: Option<String>,
     pub(crate) node_subnet: Option<String>,
     pub(crate) vpc_router: Option<Ipv4Addr>,
+    /// Several node subnets, each with the VPC router's address (default: its first host).
+    pub(crate) node_subnets: Option<Vec<SubnetDoc>>,
+    /// The API server's `--service-node-port-range` (`30000-32767`).
+    pub(crate) service_node_port_range: Option<String>,
     pub(crate) service_cidr: Option<String>,
     pub(crate) proxy_mode: Option<String>,
     pub(crate) ipvs_scheduler: Option<String>,
@@ -52,6 +56,13 @@ pub(crate) struct PodnetConfig {
     pub(crate) nat_gateway: Option<NatGatewayDoc>,
     /// Node name to sysctl name to value.
     pub(crate) sysctls: Option<BTreeMap<String, BTreeMap<String, u32>>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SubnetDoc {
+    pub(crate) cidr: String,
+    pub(crate) router: Option<Ipv4Addr>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -128,10 +139,10 @@ pub(crate) struct AlbDoc {
 pub(crate) struct Settings {
     /// `clusterCidr`.
     pub(crate) cluster_cidr: Option<Ipv4Network>,
-    /// `nodeSubnet`.
-    pub(crate) node_subnet: Option<Ipv4Network>,
-    /// `vpcRouter`.
-    pub(crate) vpc_router: Option<Ipv4Addr>,
+    /// `nodeSubnet` and `vpcRouter`, or `nodeSubnets`: each subnet with its router.
+    pub(crate) node_subnets: Option<Vec<(Ipv4Network, Ipv4Addr)>>,
+    /// `serviceNodePortRange`.
+    pub(crate) node_port_range: Option<(u16, u16)>,
     /// `serviceCidr`.
     pub(crate) service_cidr: Option<Ipv4Network>,
     /// `seed`.
@@ -183,10 +194,62 @@ impl PodnetConfig {
             Some(Err(e)) => return Err(bad("proxyMode (iptables or ipvs)", &e.value)),
         };
         let _ = (&self.api_version, &self.kind);
+        // A subnet's router defaults to its first host address, where AWS and GCP put it.
+        let first_host = |n: Ipv4Network| Ipv4Addr::from(u32::from(n.network()) + 1);
+        let node_subnets = match (&self.node_subnet, &self.node_subnets) {
+            (Some(_), Some(_)) => {
+                return Err(obj_err(
+                    place,
+                    "PodnetConfig".into(),
+                    "nodeSubnet and nodeSubnets both given: list every subnet in nodeSubnets",
+                ));
+            }
+            (Some(_), None) => {
+                let n = cidr("nodeSubnet", &self.node_subnet)?.expect("given");
+                Some(vec![(n, self.vpc_router.unwrap_or_else(|| first_host(n)))])
+            }
+            (None, Some(list)) => {
+                if self.vpc_router.is_some() {
+                    return Err(obj_err(
+                        place,
+                        "PodnetConfig".into(),
+                        "vpcRouter goes with nodeSubnet; with nodeSubnets give each subnet its router",
+                    ));
+                }
+                if list.is_empty() {
+                    return Err(bad("nodeSubnets", "[]"));
+                }
+                let mut v = Vec::new();
+                for d in list {
+                    let n: Ipv4Network =
+                        d.cidr.parse().map_err(|_| bad("nodeSubnets[].cidr", &d.cidr))?;
+                    v.push((n, d.router.unwrap_or_else(|| first_host(n))));
+                }
+                Some(v)
+            }
+            (None, None) if self.vpc_router.is_some() => {
+                return Err(obj_err(
+                    place,
+                    "PodnetConfig".into(),
+                    "vpcRouter without nodeSubnet: give the subnet it is in (nodeSubnet)",
+                ));
+            }
+            (None, None) => None,
+        };
+        let node_port_range = match &self.service_node_port_range {
+            None => None,
+            Some(r) => {
+                let range = r.split_once('-').and_then(|(a, b)| {
+                    let (a, b) = (a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?);
+                    (a > 0 && a <= b).then_some((a, b))
+                });
+                Some(range.ok_or_else(|| bad("serviceNodePortRange (as 30000-32767)", r))?)
+            }
+        };
         Ok(Settings {
-            cluster_cidr: cidr("clusterCIDR", &self.cluster_cidr)?,
-            node_subnet: cidr("nodeSubnet", &self.node_subnet)?,
-            vpc_router: self.vpc_router,
+            cluster_cidr: cidr("clusterCidr", &self.cluster_cidr)?,
+            node_subnets,
+            node_port_range,
             service_cidr: cidr("serviceCidr", &self.service_cidr)?,
             seed: self.seed,
             cni,

@@ -44,6 +44,7 @@
 //! The façade applies them in order (nodes, Services, pods, slices, the edge).
 
 mod config;
+mod infer;
 mod objects;
 mod unmodelled;
 
@@ -59,6 +60,7 @@ use crate::error::ClusterError;
 
 pub use crate::error::{LoadError, Place};
 pub(crate) use config::{LbModeDoc, PodnetConfig};
+pub(crate) use infer::infer;
 pub(crate) use objects::{PodDecision, endpoint_slice, ingress, node, pod, service, target_ports};
 pub use unmodelled::{NamespaceScope, Unmodelled};
 
@@ -69,6 +71,13 @@ pub struct LoadReport {
     pub loaded: Vec<String>,
     /// Objects skipped, with the reason.
     pub skipped: Vec<String>,
+    /// Settings inferred from the objects (node subnets, cluster and Service CIDRs, the
+    /// NodePort range), each with the PodnetConfig field that overrides it.
+    pub inferred: Vec<String>,
+    /// What `kubectl apply --validate=strict` or kube-proxy would flag, with the object and
+    /// the field: unknown fields, a Service selecting no pod, a named targetPort no selected
+    /// pod declares, an input without objects.
+    pub warnings: Vec<String>,
 }
 
 struct Doc {
@@ -76,6 +85,8 @@ struct Doc {
     value: serde_json::Value,
     text: Option<String>,
     line_offset: usize,
+    /// For an item of a `List` document: the List's text, its line offset and the index.
+    list: Option<(std::rc::Rc<String>, usize, usize)>,
 }
 
 /// The objects of an input, by kind, before the cluster is built.
@@ -186,13 +197,13 @@ fn read_text(file: &str, text: &str, objs: &mut Objects) -> Result<(), LoadError
         split_documents(text)
     };
     for (i, (offset, doc)) in docs.into_iter().enumerate() {
-        let place = Place { file: file.into(), doc: i + 1, line: None, column: None };
+        let place = Place { file: file.into(), doc: i + 1, line: None, column: None, field: None };
         let value: serde_json::Value =
             serde_norway::from_str(&doc).map_err(|e| parse_error(&place, offset, &e))?;
         if value.is_null() {
             continue;
         }
-        let d = Doc { place, value, text: Some(doc), line_offset: offset };
+        let d = Doc { place, value, text: Some(doc), line_offset: offset, list: None };
         classify(d, objs)?;
     }
     Ok(())
@@ -201,8 +212,8 @@ fn read_text(file: &str, text: &str, objs: &mut Objects) -> Result<(), LoadError
 fn parse_error(place: &Place, offset: usize, e: &serde_norway::Error) -> LoadError {
     let mut p = place.clone();
     if let Some(loc) = e.location() {
-        p.line = Some(loc.line() + offset);
-        p.column = Some(loc.column());
+        p.line = u32::try_from(loc.line() + offset).ok();
+        p.column = u32::try_from(loc.column()).ok();
     }
     // serde_norway appends " at line L column C" for the document; the place says it for
     // the file instead.
@@ -214,17 +225,191 @@ fn parse_error(place: &Place, offset: usize, e: &serde_norway::Error) -> LoadErr
     LoadError::Parse { place: p, msg }
 }
 
+/// A typed object, with the fields its schema does not know recorded as warnings (as
+/// `kubectl apply --validate=strict` reports them).
+fn typed_linted<T: serde::de::DeserializeOwned + serde::Serialize>(
+    d: &Doc,
+    objs: &mut Objects,
+) -> Result<T, LoadError> {
+    let v: T = typed(d)?;
+    if let Ok(known) = serde_json::to_value(&v) {
+        let mut unknown = Vec::new();
+        unknown_fields(&d.value, &known, "", &mut unknown);
+        let kind = d.value.get("kind").and_then(|k| k.as_str()).unwrap_or("?");
+        let ns = d.value.pointer("/metadata/namespace").and_then(|k| k.as_str());
+        let name = d.value.pointer("/metadata/name").and_then(|k| k.as_str()).unwrap_or("?");
+        let obj = match ns {
+            Some(ns) => format!("{kind}/{ns}/{name}"),
+            None => format!("{kind}/{name}"),
+        };
+        for f in unknown {
+            objs.report.warnings.push(format!(
+                "{obj}: unknown field \"{f}\" ({}; kubectl apply --validate=strict rejects it)",
+                d.place
+            ));
+        }
+    }
+    Ok(v)
+}
+
 fn typed<T: serde::de::DeserializeOwned>(d: &Doc) -> Result<T, LoadError> {
     // The document is already a value: read the type from it, and go back to the text only
-    // to say where a problem is.
+    // to say where a problem is (the field path, the line and the column).
     match T::deserialize(&d.value) {
         Ok(v) => Ok(v),
-        Err(e) => match &d.text {
-            Some(t) => {
-                serde_norway::from_str(t).map_err(|e| parse_error(&d.place, d.line_offset, &e))
+        Err(e) => Err(located::<T>(d).unwrap_or_else(|| {
+            let (field, msg) = match serde_path_to_error::deserialize::<_, T>(&d.value) {
+                Err(pe) if !pe.path().to_string().is_empty() && pe.path().to_string() != "." => {
+                    (Some(pe.path().to_string()), pe.inner().to_string())
+                }
+                _ => (None, e.to_string()),
+            };
+            let mut place = d.place.clone();
+            place.field = field.clone();
+            LoadError::Parse {
+                place,
+                msg: match field {
+                    Some(f) => format!("{f}: {msg}"),
+                    None => msg,
+                },
             }
-            None => Err(LoadError::Parse { place: d.place.clone(), msg: e.to_string() }),
+        })),
+    }
+}
+
+/// The paths of `input` that `known` (the same object after a round trip through its typed
+/// schema) lacks; null values are absent either way and not counted.
+fn unknown_fields(
+    input: &serde_json::Value,
+    known: &serde_json::Value,
+    path: &str,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    match (input, known) {
+        (Value::Object(i), Value::Object(k)) => {
+            for (key, v) in i {
+                if v.is_null() {
+                    continue;
+                }
+                let p = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                match k.get(key) {
+                    None => out.push(p),
+                    Some(kv) => unknown_fields(v, kv, &p, out),
+                }
+            }
+        }
+        (Value::Array(i), Value::Array(k)) => {
+            for (n, (v, kv)) in i.iter().zip(k).enumerate() {
+                unknown_fields(v, kv, &format!("{path}[{n}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Where in the document's text deserializing `T` fails: the field path and the line and
+/// column, re-reading the text (a `List` item by its index) with serde_norway, which tracks
+/// positions.
+fn located<T: serde::de::DeserializeOwned>(d: &Doc) -> Option<LoadError> {
+    let (text, offset, item) = match (&d.text, &d.list) {
+        (Some(t), _) => (t.as_str(), d.line_offset, None),
+        (None, Some((t, offset, j))) => (t.as_str(), *offset, Some(*j)),
+        (None, None) => return None,
+    };
+    let de = serde_norway::Deserializer::from_str(text);
+    let r = match item {
+        None => serde_path_to_error::deserialize::<_, T>(de).map(|_| ()),
+        Some(j) => {
+            let mut track = serde_path_to_error::Track::new();
+            let res = serde::de::DeserializeSeed::deserialize(
+                ListItem::<T> { index: j, _t: std::marker::PhantomData },
+                serde_path_to_error::Deserializer::new(de, &mut track),
+            );
+            res.map_err(|e| serde_path_to_error::Error::new(track.path(), e))
+        }
+    };
+    let e = r.err()?;
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let mut place = d.place.clone();
+    if let Some(loc) = inner.location() {
+        place.line = u32::try_from(loc.line() + offset).ok();
+        place.column = u32::try_from(loc.column()).ok();
+    }
+    let msg = inner.to_string();
+    let msg = match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg,
+    };
+    let path = (!path.is_empty() && path != ".").then_some(path);
+    place.field = path.clone();
+    Some(LoadError::Parse {
+        place,
+        // serde_norway names the path itself in most messages.
+        msg: match path {
+            Some(p) if !msg.starts_with(&p) => format!("{p}: {msg}"),
+            _ => msg,
         },
+    })
+}
+
+/// Deserializes item `index` of a `List` document's `items` as `T`, skipping everything
+/// else, so that an error in it carries the text's position.
+struct ListItem<T> {
+    index: usize,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<'de, T: serde::Deserialize<'de>> serde::de::DeserializeSeed<'de> for ListItem<T> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for ListItem<T> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a List")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let index = self.index;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "items" {
+                map.next_value_seed(Items::<T> { index, _t: std::marker::PhantomData })?;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Items<T> {
+    index: usize,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<'de, T: serde::Deserialize<'de>> serde::de::DeserializeSeed<'de> for Items<T> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Items<T> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of objects")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        for _ in 0..self.index {
+            seq.next_element::<serde::de::IgnoredAny>()?;
+        }
+        seq.next_element::<T>()?;
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(())
     }
 }
 
@@ -237,20 +422,37 @@ fn classify(d: Doc, objs: &mut Objects) -> Result<(), LoadError> {
         "List" => {
             let items =
                 d.value.get("items").and_then(|i| i.as_array()).cloned().unwrap_or_default();
+            let text = d.text.map(std::rc::Rc::new);
             for (j, item) in items.into_iter().enumerate() {
                 let place =
                     Place { file: format!("{} (items[{j}])", d.place.file), ..d.place.clone() };
-                classify(Doc { place, value: item, text: None, line_offset: 0 }, objs)?;
+                let list = text.clone().map(|t| (t, d.line_offset, j));
+                classify(Doc { place, value: item, text: None, line_offset: 0, list }, objs)?;
             }
         }
         "PodnetConfig" if api.starts_with("podnet.dev/") => {
             objs.config = Some((d.place.clone(), typed(&d)?))
         }
-        "Node" => objs.nodes.push((d.place.clone(), typed(&d)?)),
-        "Pod" => objs.pods.push((d.place.clone(), typed(&d)?)),
-        "Service" => objs.services.push((d.place.clone(), typed(&d)?)),
-        "EndpointSlice" => objs.slices.push((d.place.clone(), typed(&d)?)),
-        "Ingress" => objs.ingresses.push((d.place.clone(), typed(&d)?)),
+        "Node" => {
+            let v = typed_linted(&d, objs)?;
+            objs.nodes.push((d.place.clone(), v))
+        }
+        "Pod" => {
+            let v = typed_linted(&d, objs)?;
+            objs.pods.push((d.place.clone(), v))
+        }
+        "Service" => {
+            let v = typed_linted(&d, objs)?;
+            objs.services.push((d.place.clone(), v))
+        }
+        "EndpointSlice" => {
+            let v = typed_linted(&d, objs)?;
+            objs.slices.push((d.place.clone(), v))
+        }
+        "Ingress" => {
+            let v = typed_linted(&d, objs)?;
+            objs.ingresses.push((d.place.clone(), v))
+        }
         "Namespace" => {
             let mut labels = match d.value.pointer("/metadata/labels") {
                 None | Some(serde_json::Value::Null) => crate::labels::Labels::new(),

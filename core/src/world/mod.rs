@@ -200,6 +200,20 @@ impl Pod {
     }
 }
 
+/// A subnet of the VPC: an L2 segment joining its nodes' `eth0`, with the VPC router's
+/// address on it (the router routes between subnets and to every pod CIDR).
+#[derive(Clone, Debug)]
+pub struct VpcSubnet {
+    /// Its range.
+    pub cidr: Ipv4Network,
+    /// The VPC router's address in it.
+    pub router: Ipv4Addr,
+    /// Its segment.
+    pub segment: SegmentId,
+    /// The VPC router's device on it.
+    pub router_dev: IfIndex,
+}
+
 /// An L2 segment outside the nodes.
 #[derive(Clone, Debug)]
 pub struct Segment {
@@ -242,8 +256,10 @@ pub struct World {
     pub(crate) pod_names: IndexMap<(String, String), PodId>,
     /// The VPC router's namespace.
     pub(crate) vpc: NetnsId,
-    /// The VPC subnet's segment.
+    /// The VPC subnet's segment (the first subnet's, where the cloud edge attaches).
     pub(crate) vpc_subnet: SegmentId,
+    /// Every node subnet of the VPC, the first one first.
+    pub(crate) subnets: Vec<VpcSubnet>,
     /// The internet's segment, once an internet gateway exists.
     pub(crate) inet_segment: Option<SegmentId>,
     pub(crate) now: Instant,
@@ -266,6 +282,7 @@ impl World {
             pod_names: IndexMap::new(),
             vpc: NetnsId(0),
             vpc_subnet: SegmentId(0),
+            subnets: Vec::new(),
             inet_segment: None,
             now: Instant::ZERO,
             rng: Rng::new(seed ^ 0x706f_646e_6574),
@@ -386,13 +403,14 @@ impl World {
         pod_cidr: Ipv4Network,
         max_pods: u32,
         nf_seed: u64,
+        segment: SegmentId,
     ) -> NodeId {
         let id = NodeId(self.nodes.len() as u32);
         let ns = self.add_netns(name, Owner::Node(id), true);
         self.netns[ns.idx()].sysctl =
             Sysctls { ip_forward: true, bridge_nf_call_iptables: true, rp_filter: 0 };
         self.netns[ns.idx()].nf = Some(Box::new(Netfilter::new(nf_seed)));
-        let eth0 = self.add_device(ns, "eth0", DeviceKind::Ether { segment: self.vpc_subnet });
+        let eth0 = self.add_device(ns, "eth0", DeviceKind::Ether { segment });
         self.add_addr(eth0, addr);
         self.nodes.push(Node {
             name: name.into(),
@@ -463,6 +481,11 @@ impl World {
         }
         let r = n.policy.lookup(&n.routes, src, dst)?;
         Some((r.dev, r.via.unwrap_or(dst), r.src))
+    }
+
+    /// The node subnet holding `a`.
+    pub(crate) fn subnet_of(&self, a: Ipv4Addr) -> Option<&VpcSubnet> {
+        self.subnets.iter().find(|s| s.cidr.contains(a))
     }
 
     /// Whether `a` is an address of namespace `ns` (the kernel's local table).

@@ -127,7 +127,10 @@ fn conflicts_and_duplicates_are_refused_with_the_object_named() {
     assert!(e.contains("cluster settings are read only when a cluster is created"), "{e}");
     let outside = "apiVersion: v1\nkind: Service\nmetadata: {name: far}\nspec:\n  clusterIP: 172.30.0.1\n  ports: [{port: 80}]\n";
     let e = c.add_yaml(outside).unwrap_err().to_string();
-    assert!(e.contains("172.30.0.1 is not in the range 10.96.0.0/12"), "{e}");
+    assert!(
+        e.contains("Service/default/far: ClusterIP 172.30.0.1 of svc/default/far is outside the Service CIDR 10.96.0.0/12; set serviceCidr in PodnetConfig"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -30,6 +30,7 @@ mod lb_models;
 mod linux_behaviours;
 mod log_target;
 mod nat_gateway;
+mod own_cluster;
 mod pcap;
 mod rounds;
 mod service_edge_cases;

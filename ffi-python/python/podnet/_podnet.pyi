@@ -39,10 +39,12 @@ class Livelock(Error):
     """A flow never settled (a forwarding loop)."""
 
 class ParseError(Error):
-    """Input that could not be read; `.line` and `.column` say where (None when unknown)."""
+    """Input that could not be read; `.line`, `.column` and `.field` (the field path, as
+    `items[9].spec.ports[0].port`) say where (None when unknown)."""
 
     line: Optional[int]
     column: Optional[int]
+    field: Optional[str]
     file: str
     document: int
 

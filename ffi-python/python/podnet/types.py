@@ -74,10 +74,12 @@ class Headers(TypedDict):
     dst_mac: Optional[str]
 
 class LoadReport(TypedDict):
-    """What was loaded (`Kind/namespace/name`) and what was skipped, with the reason."""
+    """What was loaded (`Kind/namespace/name`), what was skipped (with the reason) and what
+    was inferred from the objects (with the PodnetConfig field that overrides it)."""
 
     loaded: List[str]
     skipped: List[str]
+    inferred: List[str]
 
 class NodeInfo(TypedDict):
     """A node as podnet loaded it."""
