@@ -92,6 +92,7 @@ fn report_dict<'py>(py: Python<'py>, r: &LoadReport) -> PyResult<Bound<'py, PyDi
     d.set_item("loaded", r.loaded.clone())?;
     d.set_item("skipped", r.skipped.clone())?;
     d.set_item("inferred", r.inferred.clone())?;
+    d.set_item("warnings", r.warnings.clone())?;
     Ok(d)
 }
 
@@ -145,9 +146,10 @@ impl Cluster {
         configured(c, report, proxy_mode, seed)
     }
 
-    /// What was loaded, what was skipped (with the reason) and what was inferred from the
-    /// objects (with the PodnetConfig field that overrides it), as `{"loaded": [...],
-    /// "skipped": [...], "inferred": [...]}`: every object of `from_yaml`/`from_files` and
+    /// What was loaded, what was skipped (with the reason), what was inferred from the
+    /// objects (with the PodnetConfig field that overrides it) and what `kubectl apply
+    /// --validate=strict` or kube-proxy would flag, as `{"loaded": [...], "skipped": [...],
+    /// "inferred": [...], "warnings": [...]}`: every object of `from_yaml`/`from_files` and
     /// of each `add` since. Empty for the reference cluster.
     #[getter]
     fn load_report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -488,6 +490,7 @@ impl Cluster {
         let report = self.inner.add_yaml(text).map_err(|e| error::load(py, e))?;
         self.report.loaded.extend(report.loaded.iter().cloned());
         self.report.skipped.extend(report.skipped.iter().cloned());
+        self.report.warnings.extend(report.warnings.iter().cloned());
         report_dict(py, &report)
     }
 

@@ -17,7 +17,7 @@ spec:
 
 def test_add_a_service_and_reach_it_by_name(seed_cluster):
     report = seed_cluster.add(ECHO)
-    assert report == {"loaded": ["Service/default/echo"], "skipped": []}
+    assert report == {"loaded": ["Service/default/echo"], "skipped": [], "inferred": [], "warnings": []}
     landed = set()
     for _ in range(12):
         t = seed_cluster.trace("pod/default/pod2", "svc/default/echo:tcp")

@@ -7,7 +7,8 @@ import pytest
 
 import podnet
 
-SHOP = pathlib.Path(__file__).resolve().parents[2] / "core" / "tests" / "fixtures" / "shop"
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SHOP = ROOT / "core" / "tests" / "fixtures" / "shop"
 
 NETPOL = """
 apiVersion: networking.k8s.io/v1
@@ -55,7 +56,7 @@ def test_the_load_report_and_warnings_say_what_is_not_modelled():
     # Objects added later join the report.
     c.add("apiVersion: v1\nkind: Namespace\nmetadata: {name: extra}\n")
     assert "Namespace/extra" in c.load_report["loaded"]
-    assert podnet.Cluster.seed().load_report == {"loaded": [], "skipped": []}
+    assert podnet.Cluster.seed().load_report == {"loaded": [], "skipped": [], "inferred": [], "warnings": []}
 
 
 def test_listing_what_was_loaded():
@@ -100,3 +101,18 @@ def test_the_path_is_one_line():
     t = podnet.Cluster.seed().trace("pod/default/pod1", "pod/default/pod2:8080")
     assert t.path == "pod1 → node1 veth0 → cbr0 → pod2"
     assert t.brief().splitlines()[1] == "  path: pod1 → node1 veth0 → cbr0 → pod2"
+
+
+def test_your_own_cluster_is_inferred_and_its_errors_name_the_field():
+    eks = ROOT / "core/tests/fixtures/eks/cluster.yaml"
+    c = podnet.Cluster.from_files(eks)
+    report = c.load_report
+    assert any(s.startswith("node subnets 10.0.1.0/24 (router 10.0.1.1;") for s in report["inferred"]), report
+    assert report["warnings"] == []
+    t = c.trace("pod/shop/frontend-7d9c6b7f5-abcde", "svc/shop/backend:api")
+    assert t.disposition == "delivered" and t.reply_from == "172.20.12.40:80"
+    bad = eks.read_text().replace("port: 80, protocol: TCP, targetPort: api", "port: fourfortythree, protocol: TCP, targetPort: api")
+    with pytest.raises(podnet.ParseError) as e:
+        podnet.Cluster.from_yaml(bad)
+    assert e.value.field == "items[6].spec.ports[0].port"
+    assert e.value.line == bad.splitlines().index(next(l for l in bad.splitlines() if "fourfortythree" in l)) + 1

@@ -74,12 +74,14 @@ class Headers(TypedDict):
     dst_mac: Optional[str]
 
 class LoadReport(TypedDict):
-    """What was loaded (`Kind/namespace/name`), what was skipped (with the reason) and what
-    was inferred from the objects (with the PodnetConfig field that overrides it)."""
+    """What was loaded (`Kind/namespace/name`), what was skipped (with the reason), what was
+    inferred from the objects (with the PodnetConfig field that overrides it), and what
+    `kubectl apply --validate=strict` or kube-proxy would flag (`warnings`)."""
 
     loaded: List[str]
     skipped: List[str]
     inferred: List[str]
+    warnings: List[str]
 
 class NodeInfo(TypedDict):
     """A node as podnet loaded it."""
