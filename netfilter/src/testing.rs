@@ -1,7 +1,7 @@
 //! Rule shapes for differential tests: the property tests and the `indexed_vs_linear` fuzz
 //! target build their tables from the same shapes, so what one checks the other explores.
 
-/// A FORWARD rule (restore form, without `-A FORWARD`) of shape `kind` (modulo 22), for the
+/// A FORWARD rule (restore form, without `-A FORWARD`) of shape `kind` (modulo 23), for the
 /// Service address `10.96.0.{a}` and port `port`, TCP or UDP, with target `verdict` (modulo
 /// 7). The shapes are the ones the dispatch index and the quick checks ([`crate::eval`]) must
 /// read exactly: kube-proxy's indexable Service rules, inverted addresses and protocols, draws
@@ -20,7 +20,7 @@ pub fn forward_rule(kind: u8, a: u8, port: u16, udp: bool, verdict: u8) -> Strin
         "-j SUB",
         "-g SUB",
     ][usize::from(verdict % 7)];
-    match kind % 18 {
+    match kind % 23 {
         // The shape kube-proxy writes per Service port: indexable.
         0..=2 => format!(
             "-m comment --comment \"svc {a}\" -m {p} -p {p} -d 10.96.0.{a} --dport {port} {j}"
@@ -55,7 +55,9 @@ pub fn forward_rule(kind: u8, a: u8, port: u16, udp: bool, verdict: u8) -> Strin
         19 => format!("-m addrtype ! --src-type LOCAL,BROADCAST -p {p} {j}"),
         // IPVS mode's set matches (`KUBE-CLUSTER-IP dst,dst`, a source network set).
         20 => format!("-m set --match-set SVC dst,dst {j}"),
-        _ => format!("-m set ! --match-set NETS src -d 10.96.0.{a} {j}"),
+        21 => format!("-m set ! --match-set NETS src -d 10.96.0.{a} {j}"),
+        // kube-proxy's NodePort jump with nodePortAddresses: a bare destination.
+        _ => format!("-m comment --comment \"nodeports\" -d 10.96.0.{a} {j}"),
     }
 }
 

@@ -57,7 +57,7 @@ proptest! {
 
     #[test]
     fn indexed_evaluation_equals_linear_walk(
-        rules in prop::collection::vec((0u8..22, 0u8..8, 79u16..83, any::<bool>(), 0u8..7), 16..80),
+        rules in prop::collection::vec((0u8..23, 0u8..8, 79u16..83, any::<bool>(), 0u8..7), 16..80),
         packets in prop::collection::vec((0u8..8, 0u8..8, 79u16..83, any::<bool>(), any::<bool>(), 0usize..6, 0usize..4), 1..20),
     ) {
         let a = build(&rules);
@@ -462,7 +462,7 @@ fn build_valid(ip: &[u8], l4: &[u8]) -> Vec<u8> {
 /// another through (marks 0, 0x1 and 0x4000; every input interface; new and established).
 #[test]
 fn every_generated_rule_shape_matches_some_packet_and_misses_another() {
-    for kind in 0u8..22 {
+    for kind in 0u8..23 {
         let rs = build(&[(kind, 3, 80, false, 1)]);
         let (mut dropped, mut passed) = (false, false);
         let (mut rng, mut recent) = (Rng::new(7), RecentLists::default());

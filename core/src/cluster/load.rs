@@ -47,6 +47,13 @@ impl Cluster {
                 "cluster settings are read only when a cluster is created (from_yaml, from_files); drop this document",
             ));
         }
+        if let Some((place, what, _)) = &objs.kube_proxy {
+            return Err(obj_err(
+                place,
+                what.clone(),
+                "kube-proxy's configuration is read only when a cluster is created (from_yaml, from_files); drop this document",
+            ));
+        }
         let ingresses = std::mem::take(&mut objs.ingresses);
         let mut report = self.apply(objs)?;
         // Ingresses go to the in-cluster controller of their class (the first controller for
@@ -111,7 +118,39 @@ impl Cluster {
         };
         cfg.seed = s.seed.unwrap_or(cfg.seed);
         cfg.cni = s.cni.unwrap_or(cfg.cni);
-        let mode = s.proxy_mode;
+        // kube-proxy's mode: the PodnetConfig's proxyMode when given (an explicit choice),
+        // else the KubeProxyConfiguration's.
+        let kpc = objs.kube_proxy.take();
+        let mut mode = s.proxy_mode;
+        let mut kp_notes = Vec::new();
+        if let Some((place, what, k)) = &kpc {
+            match (s.proxy_mode_given, k.nftables, k.mode) {
+                (true, _, _) => {}
+                (false, true, _) => {
+                    return Err(obj_err(
+                        place,
+                        what.clone(),
+                        "mode: nftables is not modelled yet (podnet models kube-proxy's iptables and ipvs modes); to see what iptables mode would do, give a PodnetConfig document with proxyMode: iptables",
+                    ));
+                }
+                (false, false, Some(m)) => mode = m,
+                (false, false, None) => {}
+            }
+            if k.nftables && s.proxy_mode_given {
+                kp_notes.push(format!("{what}: mode nftables is not modelled; running the PodnetConfig's proxyMode instead"));
+            }
+            if !k.unmodelled.is_empty() {
+                kp_notes.push(format!(
+                    "{what}: fields read but not modelled (they do not change podnet's rules): {}",
+                    k.unmodelled.join(", ")
+                ));
+            }
+            if k.settings.node_port_addresses.is_some()
+                && matches!(mode, crate::kube_proxy::ProxyMode::Ipvs(_))
+            {
+                kp_notes.push(format!("{what}: nodePortAddresses is modelled in iptables mode only; IPVS mode's NodePorts answer on every local address here"));
+            }
+        }
         let config_place = objs.config.as_ref().map(|(p, _)| p.clone());
         let mut c = Cluster::try_new(cfg).map_err(|e| match &config_place {
             Some(p) => refused(p, "PodnetConfig", e),
@@ -127,10 +166,15 @@ impl Cluster {
             },
         })?;
         c.services.mode = mode;
+        if let Some((_, _, k)) = kpc {
+            c.services.settings = k.settings;
+            c.services.masquerade_all = k.masquerade_all;
+        }
         let edge = objs.config.clone();
         let ingresses = std::mem::take(&mut objs.ingresses);
         let mut report = c.apply(objs)?;
         report.inferred = said;
+        report.skipped.extend(kp_notes);
         c.apply_edge(edge, ingresses, &mut report)?;
         Ok((c, report))
     }

@@ -151,6 +151,8 @@ pub(crate) struct Settings {
     pub(crate) cni: Option<Cni>,
     /// `proxyMode` and `ipvsScheduler`.
     pub(crate) proxy_mode: ProxyMode,
+    /// Whether `proxyMode` was given.
+    pub(crate) proxy_mode_given: bool,
 }
 
 impl PodnetConfig {
@@ -254,6 +256,7 @@ impl PodnetConfig {
             seed: self.seed,
             cni,
             proxy_mode,
+            proxy_mode_given: self.proxy_mode.is_some(),
         })
     }
 }

@@ -45,6 +45,7 @@
 
 mod config;
 mod infer;
+mod kube_proxy_config;
 mod objects;
 mod unmodelled;
 
@@ -61,6 +62,7 @@ use crate::error::ClusterError;
 pub use crate::error::{LoadError, Place};
 pub(crate) use config::{LbModeDoc, PodnetConfig};
 pub(crate) use infer::infer;
+pub(crate) use kube_proxy_config::KubeProxyConfig;
 pub(crate) use objects::{PodDecision, endpoint_slice, ingress, node, pod, service, target_ports};
 pub use unmodelled::{NamespaceScope, Unmodelled};
 
@@ -94,6 +96,9 @@ struct Doc {
 pub(crate) struct Objects {
     /// The PodnetConfig document, if any.
     pub(crate) config: Option<(Place, PodnetConfig)>,
+    /// kube-proxy's configuration (a KubeProxyConfiguration, or the kube-proxy ConfigMap's),
+    /// with the object it came from.
+    pub(crate) kube_proxy: Option<(Place, String, KubeProxyConfig)>,
     /// Nodes.
     pub(crate) nodes: Vec<(Place, core::Node)>,
     /// Pods.
@@ -453,6 +458,42 @@ fn classify(d: Doc, objs: &mut Objects) -> Result<(), LoadError> {
             let v = typed_linted(&d, objs)?;
             objs.ingresses.push((d.place.clone(), v))
         }
+        "KubeProxyConfiguration" if api.starts_with("kubeproxy.config.k8s.io/") => {
+            let what = "KubeProxyConfiguration".to_string();
+            let kpc = kube_proxy_config::read(&d.place, &what, &d.value)?;
+            set_kube_proxy(objs, &d.place, what, kpc)?;
+        }
+        "ConfigMap"
+            if d.value.pointer("/metadata/namespace").and_then(|n| n.as_str())
+                == Some("kube-system")
+                && matches!(name.as_str(), "kube-proxy" | "kube-proxy-config") =>
+        {
+            let what = format!("ConfigMap/kube-system/{name}");
+            let key = ["config.conf", "config"]
+                .into_iter()
+                .find(|k| d.value.pointer(&format!("/data/{k}")).is_some());
+            let text = key.and_then(|k| d.value.get("data")?.get(k)?.as_str());
+            match text {
+                None => objs.report.skipped.push(format!(
+                    "{what}: no data key config.conf (or config) holding a KubeProxyConfiguration, skipped"
+                )),
+                Some(text) => {
+                    let key = key.expect("found");
+                    let v: serde_json::Value = serde_norway::from_str(text).map_err(|e| {
+                        obj_err(&d.place, what.clone(), format!("data.{key}: {e}"))
+                    })?;
+                    if v.get("kind").and_then(|k| k.as_str()) != Some("KubeProxyConfiguration") {
+                        return Err(obj_err(
+                            &d.place,
+                            what,
+                            format!("data.{key} is not a KubeProxyConfiguration (kind: KubeProxyConfiguration)"),
+                        ));
+                    }
+                    let kpc = kube_proxy_config::read(&d.place, &format!("{what} data.{key}"), &v)?;
+                    set_kube_proxy(objs, &d.place, what, kpc)?;
+                }
+            }
+        }
         "Namespace" => {
             let mut labels = match d.value.pointer("/metadata/labels") {
                 None | Some(serde_json::Value::Null) => crate::labels::Labels::new(),
@@ -482,6 +523,25 @@ fn classify(d: Doc, objs: &mut Objects) -> Result<(), LoadError> {
             None => objs.report.skipped.push(format!("{other}/{name}: kind not modelled, skipped")),
         },
     }
+    Ok(())
+}
+
+/// Records kube-proxy's configuration; a second one is an error (which would kube-proxy run?).
+fn set_kube_proxy(
+    objs: &mut Objects,
+    place: &Place,
+    what: String,
+    kpc: KubeProxyConfig,
+) -> Result<(), LoadError> {
+    if let Some((_, first, _)) = &objs.kube_proxy {
+        return Err(obj_err(
+            place,
+            what,
+            format!("kube-proxy's configuration is given twice (first: {first}): keep one"),
+        ));
+    }
+    objs.report.loaded.push(what.clone());
+    objs.kube_proxy = Some((place.clone(), what, kpc));
     Ok(())
 }
 

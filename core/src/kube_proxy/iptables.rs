@@ -489,10 +489,11 @@ fn sync_iptables_rules_with(
     let masq = commented("kubernetes service traffic requiring SNAT")
         .target(masq)
         .expect("kube-proxy's rule shapes are valid");
-    chain_of(&mut nat, "KUBE-MARK-MASQ").push(fixed("-j MARK --or-mark 0x4000"));
+    let mark = format!("{:#x}", 1u32 << cfg.masquerade_bit.min(31));
+    chain_of(&mut nat, "KUBE-MARK-MASQ").push(fixed(&format!("-j MARK --or-mark {mark}")));
     chain_of(&mut nat, "KUBE-POSTROUTING").extend([
-        fixed("-m mark ! --mark 0x4000/0x4000 -j RETURN"),
-        fixed("-j MARK --xor-mark 0x4000"),
+        fixed(&format!("-m mark ! --mark {mark}/{mark} -j RETURN")),
+        fixed(&format!("-j MARK --xor-mark {mark}")),
         masq,
     ]);
     if cfg.localhost_nodeports {
@@ -505,15 +506,35 @@ fn sync_iptables_rules_with(
     };
     chain_of(&mut filter, "KUBE-FORWARD").extend([
         fixed(invalid),
-        fixed("-m comment --comment \"kubernetes forwarding rules\" -m mark --mark 0x4000/0x4000 -j ACCEPT"),
+        fixed(&format!("-m comment --comment \"kubernetes forwarding rules\" -m mark --mark {mark}/{mark} -j ACCEPT")),
         fixed("-m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"),
     ]);
-    let nodeports_last =
-        commented("kubernetes service nodeports; NOTE: this must be the last rule in this chain")
-            .matching(local_dst())
-            .jump(kube_chain("KUBE-NODEPORTS"))
-            .expect("kube-proxy's rule shapes are valid");
-    chain_of(&mut nat, "KUBE-SERVICES").push(nodeports_last);
+    // The jump to KUBE-NODEPORTS, last in KUBE-SERVICES: every local address (without
+    // 127.0.0.0/8 when localhost NodePorts are off), or one rule per nodePortAddresses
+    // address (loopback ones skipped when localhost NodePorts are off).
+    let last = "kubernetes service nodeports; NOTE: this must be the last rule in this chain";
+    let loopback = Ipv4Network::new(Ipv4Addr::new(127, 0, 0, 0), 8).expect("/8");
+    let tail: Vec<Rule> = match &cfg.node_port_addresses {
+        None => {
+            let mut b = commented(last);
+            b.matching(local_dst());
+            if !cfg.localhost_nodeports {
+                b.dst(loopback, true);
+            }
+            vec![b.jump(kube_chain("KUBE-NODEPORTS")).expect("kube-proxy's rule shapes are valid")]
+        }
+        Some(addrs) => addrs
+            .iter()
+            .filter(|a| cfg.localhost_nodeports || !a.is_loopback())
+            .map(|a| {
+                commented(last)
+                    .dst(Ipv4Network::new(*a, 32).expect("/32"), false)
+                    .jump(kube_chain("KUBE-NODEPORTS"))
+                    .expect("kube-proxy's rule shapes are valid")
+            })
+            .collect(),
+    };
+    chain_of(&mut nat, "KUBE-SERVICES").extend(tail);
     IptablesPayload { filter, nat }
 }
 
@@ -891,6 +912,8 @@ fn service_port(
             o.nat(internal_chain, masq.jump(o.mark_masq));
         } else if let Some(pc) = cfg.local_cidr {
             o.nat(internal_chain, masq.src(pc, true).jump(o.mark_masq));
+        } else if let Some(iface) = &cfg.local_iface {
+            o.nat(internal_chain, masq.in_iface(iface, true).jump(o.mark_masq));
         }
     }
     if uses_ext_chain {
@@ -901,13 +924,12 @@ fn service_port(
                     .jump(o.mark_masq),
             );
         } else {
+            let mut pod_traffic =
+                commented(format!("pod traffic for {name} external destinations"));
             if let Some(pc) = cfg.local_cidr {
-                o.nat(
-                    &*ext_chain,
-                    commented(format!("pod traffic for {name} external destinations"))
-                        .src(pc, false)
-                        .jump(svc_chain),
-                );
+                o.nat(&*ext_chain, pod_traffic.src(pc, false).jump(svc_chain));
+            } else if let Some(iface) = &cfg.local_iface {
+                o.nat(&*ext_chain, pod_traffic.in_iface(iface, false).jump(svc_chain));
             }
             o.nat(
                 &*ext_chain,
@@ -1177,6 +1199,9 @@ mod tests {
             node_name: "n".into(),
             node_ips: vec![Ipv4Addr::new(192, 168, 0, 1)],
             local_cidr: None,
+            local_iface: None,
+            masquerade_bit: 14,
+            node_port_addresses: None,
             masquerade_all: false,
             random_fully: false,
             nfacct: false,
@@ -1291,6 +1316,9 @@ mod tests {
             node_name: "node0".into(),
             node_ips: vec![Ipv4Addr::new(192, 168, 0, 1)],
             local_cidr: Some("10.244.0.0/16".parse().unwrap()),
+            local_iface: None,
+            masquerade_bit: 14,
+            node_port_addresses: None,
             masquerade_all: false,
             random_fully: true,
             nfacct: false,
@@ -1324,6 +1352,9 @@ mod tests {
                 node_name: String::new(),
                 node_ips: Vec::new(),
                 local_cidr: None,
+                local_iface: None,
+                masquerade_bit: 14,
+                node_port_addresses: None,
                 masquerade_all: false,
                 random_fully: false,
                 nfacct: false,

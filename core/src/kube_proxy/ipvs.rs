@@ -119,10 +119,19 @@ pub fn sync_ipvs(
     bound.sort();
     bound.dedup();
     let ipvs_ips: Vec<String> = bound.iter().map(ToString::to_string).collect();
-    let masq_src = match cfg.local_cidr {
-        Some(c) if !cfg.masquerade_all => format!(" ! -s {c}"),
-        _ => String::new(),
+    // KUBE-CLUSTER-IP's masquerade rule: everything with masqueradeAll, traffic the local
+    // detector does not call pod traffic, or with no detector the node's traffic whose
+    // source is a virtual address (`src,dst`).
+    let (cip_flags, masq_src) = if cfg.masquerade_all {
+        ("dst,dst", String::new())
+    } else if let Some(c) = cfg.local_cidr {
+        ("dst,dst", format!(" ! -s {c}"))
+    } else if let Some(i) = &cfg.local_iface {
+        ("dst,dst", format!(" ! -i {i}"))
+    } else {
+        ("src,dst", String::new())
     };
+    let mark = format!("{:#x}", 1u32 << cfg.masquerade_bit.min(31));
     let rf = if cfg.random_fully { " --random-fully" } else { "" };
     let mut nat = String::from(
         "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-POSTROUTING - [0:0]\n:KUBE-NODE-PORT - [0:0]\n:KUBE-LOAD-BALANCER - [0:0]\n:KUBE-MARK-MASQ - [0:0]\n",
@@ -145,7 +154,7 @@ pub fn sync_ipvs(
     if !cluster_ip.is_empty() {
         let _ = writeln!(
             nat,
-            "-A KUBE-SERVICES -m comment --comment \"Kubernetes service cluster ip + port for masquerade purpose\" -m set --match-set KUBE-CLUSTER-IP dst,dst{masq_src} -j KUBE-MARK-MASQ"
+            "-A KUBE-SERVICES -m comment --comment \"Kubernetes service cluster ip + port for masquerade purpose\" -m set --match-set KUBE-CLUSTER-IP {cip_flags}{masq_src} -j KUBE-MARK-MASQ"
         );
     }
     if !ext.is_empty() {
@@ -165,8 +174,11 @@ pub fn sync_ipvs(
     if !lb.is_empty() {
         nat.push_str("-A KUBE-SERVICES -m set --match-set KUBE-LOAD-BALANCER dst,dst -j ACCEPT\n");
     }
-    nat.push_str("-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000\n");
-    nat.push_str("-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN\n-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000\n");
+    let _ = writeln!(nat, "-A KUBE-MARK-MASQ -j MARK --or-mark {mark}");
+    let _ = writeln!(
+        nat,
+        "-A KUBE-POSTROUTING -m mark ! --mark {mark}/{mark} -j RETURN\n-A KUBE-POSTROUTING -j MARK --xor-mark {mark}"
+    );
     let _ = writeln!(
         nat,
         "-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE{rf}"
@@ -181,7 +193,10 @@ pub fn sync_ipvs(
     }
     filter.push_str("-A KUBE-SOURCE-RANGES-FIREWALL -j DROP\n");
     filter.push_str("-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP\n");
-    filter.push_str("-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding rules\" -m mark --mark 0x4000/0x4000 -j ACCEPT\n");
+    let _ = writeln!(
+        filter,
+        "-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding rules\" -m mark --mark {mark}/{mark} -j ACCEPT"
+    );
     filter.push_str("-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n");
     filter.push_str("-A KUBE-NODE-PORT -m comment --comment \"Kubernetes health check node port\" -m set --match-set KUBE-HEALTH-CHECK-NODE-PORT dst -j ACCEPT\n");
     for set in

@@ -169,8 +169,19 @@ pub struct ProxyConfig {
     pub node_name: String,
     /// This node's addresses.
     pub node_ips: Vec<Ipv4Addr>,
-    /// `--detect-local-mode=ClusterCIDR`: the cluster CIDR (`None`: no local detector).
+    /// `--detect-local-mode=ClusterCIDR` (the cluster CIDR) or `NodeCIDR` (the node's pod
+    /// CIDR): traffic from this range is pod traffic. `None` with `local_iface` `None`: no
+    /// local detector.
     pub local_cidr: Option<Ipv4Network>,
+    /// `--detect-local-mode=BridgeInterface` (the bridge, `cbr0`) or `InterfaceNamePrefix`
+    /// (the prefix with `+`, `veth+`): traffic arriving on it is pod traffic. Used when
+    /// `local_cidr` is `None`.
+    pub local_iface: Option<String>,
+    /// `iptables.masqueradeBit`: the fwmark bit KUBE-MARK-MASQ sets (14: `0x4000`).
+    pub masquerade_bit: u8,
+    /// `nodePortAddresses`: the node addresses NodePorts answer on (`None`: every local
+    /// address, by `-m addrtype --dst-type LOCAL`).
+    pub node_port_addresses: Option<Vec<Ipv4Addr>>,
     /// `--masquerade-all`.
     pub masquerade_all: bool,
     /// MASQUERADE `--random-fully` (kube-proxy adds it when iptables supports it).
@@ -179,6 +190,58 @@ pub struct ProxyConfig {
     pub nfacct: bool,
     /// `--iptables-localhost-nodeports`.
     pub localhost_nodeports: bool,
+}
+
+/// How kube-proxy tells pod traffic from other traffic (`detectLocalMode`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum DetectLocal {
+    /// No KubeProxyConfiguration given: `ClusterCIDR` with the cluster's own CIDR (the
+    /// pods' subnet in the AWS VPC CNI profile).
+    #[default]
+    Default,
+    /// `ClusterCIDR`: sources in `clusterCIDR`; without one kube-proxy runs its no-op
+    /// detector and writes no rule that needs a detector.
+    ClusterCidr(Option<Ipv4Network>),
+    /// `NodeCIDR`: sources in the node's own pod CIDR.
+    NodeCidr,
+    /// `BridgeInterface`: packets arriving on this bridge.
+    BridgeInterface(String),
+    /// `InterfaceNamePrefix`: packets arriving on an interface with this prefix.
+    InterfaceNamePrefix(String),
+}
+
+/// One entry of `nodePortAddresses`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodePortAddress {
+    /// The node addresses in this CIDR.
+    Cidr(Ipv4Network),
+    /// `primary`: the node's primary address.
+    Primary,
+}
+
+/// kube-proxy's own configuration (a `KubeProxyConfiguration`), for the fields that change
+/// the rules it writes; the defaults are kube-proxy v1.33's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubeProxySettings {
+    /// `detectLocalMode` with `clusterCIDR` and `detectLocal`.
+    pub detect_local: DetectLocal,
+    /// `iptables.masqueradeBit` (14).
+    pub masquerade_bit: u8,
+    /// `iptables.localhostNodePorts` (true).
+    pub localhost_nodeports: bool,
+    /// `nodePortAddresses` (`None`: every local address).
+    pub node_port_addresses: Option<Vec<NodePortAddress>>,
+}
+
+impl Default for KubeProxySettings {
+    fn default() -> Self {
+        KubeProxySettings {
+            detect_local: DetectLocal::Default,
+            masquerade_bit: 14,
+            localhost_nodeports: true,
+            node_port_addresses: None,
+        }
+    }
 }
 
 /// kube-proxy's mode.
@@ -276,6 +339,8 @@ pub struct Services {
     pub random_fully: bool,
     /// `--masquerade-all`.
     pub masquerade_all: bool,
+    /// The rest of kube-proxy's configuration that changes its rules.
+    pub settings: KubeProxySettings,
     /// iptables or IPVS.
     pub mode: ProxyMode,
     /// UDP endpoints as of the last sync (to clear conntrack for the ones that go away).
@@ -301,6 +366,7 @@ impl Services {
             slices: Vec::new(),
             random_fully: true,
             masquerade_all: false,
+            settings: KubeProxySettings::default(),
             mode: ProxyMode::Iptables,
             udp_endpoints: std::collections::BTreeSet::new(),
             cluster_ips: crate::ipam::BandAllocator::service_cidr(service_cidr),

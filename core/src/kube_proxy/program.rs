@@ -57,7 +57,11 @@ impl Services {
         // (copy-on-write; see `Netfilter::tables`). A payload depends on the node only
         // through its endpoints of Services with a Local traffic policy, its addresses in
         // loadBalancerSourceRanges and its egress rules; that is the key.
-        let mut shared: HashMap<(Vec<Ipv4Addr>, bool, String), Arc<Ruleset>> = HashMap::new();
+        // Nodes whose rules come out the same share one ruleset: same local endpoints, same
+        // source-range verdicts, same egress rules, and the same per-node kube-proxy
+        // settings (a NodeCIDR detector, the nodePortAddresses addresses).
+        type Key = (Vec<Ipv4Addr>, bool, String, Option<Ipv4Network>, Option<Vec<Ipv4Addr>>);
+        let mut shared: HashMap<Key, Arc<Ruleset>> = HashMap::new();
         let local_policy: BTreeSet<(&str, &str)> = self
             .list
             .iter()
@@ -89,7 +93,13 @@ impl Services {
                         .collect();
                     local_eps.sort();
                     let in_ranges = ranges.iter().any(|r| r.contains(node.ip));
-                    let key = (local_eps, in_ranges, setup.egress.clone());
+                    let key = (
+                        local_eps,
+                        in_ranges,
+                        setup.egress.clone(),
+                        cfg.local_cidr,
+                        cfg.node_port_addresses.clone(),
+                    );
                     let tables = shared
                         .entry(key)
                         .or_insert_with(|| {
@@ -219,14 +229,45 @@ impl Services {
 
     /// kube-proxy's settings on a node.
     fn proxy_config(&self, node: &Node, setup: &NodeSetup) -> ProxyConfig {
+        use super::{DetectLocal, NodePortAddress};
+        let st = &self.settings;
+        let (local_cidr, local_iface) = match &st.detect_local {
+            DetectLocal::Default => (setup.local_cidr, None),
+            DetectLocal::ClusterCidr(c) => (*c, None),
+            DetectLocal::NodeCidr => (Some(node.pod_cidr), None),
+            DetectLocal::BridgeInterface(b) => (None, Some(b.clone())),
+            DetectLocal::InterfaceNamePrefix(p) => (None, Some(format!("{p}+"))),
+        };
+        let node_ips = vec![node.ip];
+        // nodePortAddresses selects among the node's addresses and loopback; localhost
+        // NodePorts stay on only when loopback is among them (kube-proxy's NewProxier).
+        let loopback = std::net::Ipv4Addr::LOCALHOST;
+        let node_port_addresses = st.node_port_addresses.as_ref().map(|list| {
+            let mut out: Vec<std::net::Ipv4Addr> = Vec::new();
+            for a in node_ips.iter().copied().chain([loopback]) {
+                let hit = list.iter().any(|e| match e {
+                    NodePortAddress::Cidr(c) => c.contains(a),
+                    NodePortAddress::Primary => a == node.ip,
+                });
+                if hit && !out.contains(&a) {
+                    out.push(a);
+                }
+            }
+            out
+        });
+        let localhost_nodeports = st.localhost_nodeports
+            && node_port_addresses.as_ref().is_none_or(|a| a.contains(&loopback));
         ProxyConfig {
             node_name: node.name.clone(),
-            node_ips: vec![node.ip],
-            local_cidr: setup.local_cidr,
+            node_ips,
+            local_cidr,
+            local_iface,
+            masquerade_bit: st.masquerade_bit,
+            node_port_addresses,
             masquerade_all: self.masquerade_all,
             random_fully: self.random_fully,
             nfacct: false,
-            localhost_nodeports: true,
+            localhost_nodeports,
         }
     }
 
@@ -240,6 +281,14 @@ impl Services {
         egress: &str,
     ) -> Ruleset {
         let mut payload = sync_iptables_rules(cfg, &self.list, slices);
+        // kube-proxy ensures the chains its jumps lead to (`EnsureChain`) whether or not its
+        // payload fills them: KUBE-FIREWALL stays empty with localhost NodePorts off.
+        if !payload.filter.iter().any(|(c, _)| c.as_str() == "KUBE-FIREWALL") {
+            payload.filter.push((
+                podnet_netfilter::ChainName::new("KUBE-FIREWALL").expect("fits"),
+                Vec::new(),
+            ));
+        }
         payload.append_restore(base_jumps()).expect("the built-in jumps always parse");
         payload.append_restore(egress).expect("the egress SNAT rules always parse");
         let mut rs = Ruleset::default();

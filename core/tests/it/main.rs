@@ -24,6 +24,7 @@ mod ipvs_mode;
 mod k8s_add;
 mod k8s_import;
 mod kube_proxy_built_rules;
+mod kube_proxy_config;
 mod kube_proxy_golden;
 mod layering;
 mod lb_models;
