@@ -287,7 +287,11 @@ impl Cluster {
                 Some(cidr) => self.add_node(&spec.name, spec.ip, cidr),
                 None => unreachable!("the bridge profile's nodes have a pod CIDR or an error"),
             };
-            added.map_err(|e| refused(place, &obj, e))?;
+            let id = added.map_err(|e| refused(place, &obj, e))?;
+            // Every InternalIP and ExternalIP is an address of the node.
+            for ip in &spec.more_ips {
+                self.add_node_address(id, *ip).map_err(|e| refused(place, &obj, e))?;
+            }
             if let Some(max) = spec.max_pods {
                 self.set_max_pods(&spec.name, max).map_err(|e| refused(place, &obj, e))?;
             }

@@ -75,6 +75,40 @@ impl Cluster {
         Ok(id)
     }
 
+    /// Gives a node another address on `eth0` (a second InternalIP, an ExternalIP): with its
+    /// subnet's prefix when it is in a node subnet, else as a /32 the VPC router sends to
+    /// the node. It is LOCAL to the node (kube-proxy's `addrtype`) and a NodePort target.
+    pub fn add_node_address(&mut self, node: NodeId, ip: Ipv4Addr) -> Result<(), ClusterError> {
+        let n = &self.world.nodes[node.idx()];
+        let (eth0, primary, name) = (n.eth0, n.ip, n.name.clone());
+        let taken = self.world.nodes.iter().any(|m| {
+            self.world.devs[m.eth0.idx()].addrs.iter().any(|a| a.ip() == ip)
+        }) || self.world.subnets.iter().any(|s| s.router == ip);
+        if taken {
+            return Err(ClusterError::AddressTaken {
+                addr: ip,
+                why: format!("node '{name}' cannot take it: a node or the VPC router has it"),
+            });
+        }
+        let prefix = self.world.subnet_of(ip).map_or(32, |s| s.cidr.prefix());
+        let mut addrs = self.world.devs[eth0.idx()].addrs.clone();
+        addrs.push(Ipv4Network::new(ip, prefix).expect("valid"));
+        self.world.set_addrs(eth0, addrs);
+        if prefix == 32 {
+            let vpc = self.world.vpc;
+            let dev = self.world.subnet_of(primary).unwrap_or(&self.world.subnets[0]).router_dev;
+            self.world.netns[vpc.idx()].routes.add(crate::net::route::Route {
+                dst: Ipv4Network::new(ip, 32).expect("/32"),
+                via: Some(primary),
+                dev,
+                src: None,
+                proto: crate::net::route::RouteProto::Static,
+            });
+        }
+        self.services_changed();
+        Ok(())
+    }
+
     /// Adds a node in the AWS VPC CNI profile: its root namespace with `eth0` (the primary
     /// ENI, `ip` its primary address), ipamd, which fills the warm pool (attaching ENIs as
     /// `eth1`, … with their own route tables), and EC2's delivery of the ENIs' secondary

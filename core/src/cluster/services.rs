@@ -176,6 +176,15 @@ impl Cluster {
     /// writes (ip-masq-agent, or the AWS VPC CNI's SNAT chain).
     pub(crate) fn node_setup(&self, node: &Node) -> NodeSetup {
         NodeSetup {
+            node_ips: std::iter::once(node.ip)
+                .chain(
+                    self.world.devs[node.eth0.idx()]
+                        .addrs
+                        .iter()
+                        .map(|a| a.ip())
+                        .filter(|a| *a != node.ip),
+                )
+                .collect(),
             // The pods' range: the cluster CIDR, or the VPC subnet in the AWS profile.
             local_cidr: Some(if self.cni.aws().is_some() {
                 self.cfg.node_subnet

@@ -26,8 +26,10 @@ use super::{LoadError, LoadReport, Place, obj_err, proto};
 pub(crate) struct NodeSpec {
     /// `metadata.name`.
     pub(crate) name: String,
-    /// Its IPv4 InternalIP.
+    /// Its (first) IPv4 InternalIP.
     pub(crate) ip: Ipv4Addr,
+    /// Its other IPv4 InternalIP and ExternalIP addresses, in `status.addresses` order.
+    pub(crate) more_ips: Vec<Ipv4Addr>,
     /// `spec.podCIDR` (required in the bridge profile, unused in the AWS one).
     pub(crate) pod_cidr: Option<Ipv4Network>,
     /// `status.capacity.pods`: kubelet's `--max-pods`.
@@ -62,7 +64,17 @@ pub(crate) fn node(
         None
     };
     let max_pods = pods_capacity(place, &obj, n)?;
-    Ok(NodeSpec { name, ip, pod_cidr, max_pods })
+    let mut more_ips = Vec::new();
+    for a in n.status.as_ref().and_then(|s| s.addresses.as_ref()).into_iter().flatten() {
+        if (a.type_ == "InternalIP" || a.type_ == "ExternalIP")
+            && let Ok(x) = a.address.parse::<Ipv4Addr>()
+            && x != ip
+            && !more_ips.contains(&x)
+        {
+            more_ips.push(x);
+        }
+    }
+    Ok(NodeSpec { name, ip, more_ips, pod_cidr, max_pods })
 }
 
 /// A Service, its ClusterIP left unset when it asks for one to be allocated (the second

@@ -33,6 +33,8 @@ use super::{
 pub(crate) struct NodeSetup {
     /// `--detect-local-mode=ClusterCIDR`: the range pods' addresses come from.
     pub(crate) local_cidr: Option<Ipv4Network>,
+    /// Every address of the node (its InternalIPs and ExternalIPs), the primary first.
+    pub(crate) node_ips: Vec<Ipv4Addr>,
     /// The egress SNAT rules another agent writes on the node (`iptables-restore` input,
     /// applied with `--noflush` after kube-proxy's).
     pub(crate) egress: String,
@@ -238,7 +240,7 @@ impl Services {
             DetectLocal::BridgeInterface(b) => (None, Some(b.clone())),
             DetectLocal::InterfaceNamePrefix(p) => (None, Some(format!("{p}+"))),
         };
-        let node_ips = vec![node.ip];
+        let node_ips = if setup.node_ips.is_empty() { vec![node.ip] } else { setup.node_ips.clone() };
         // nodePortAddresses selects among the node's addresses and loopback; localhost
         // NodePorts stay on only when loopback is among them (kube-proxy's NewProxier).
         let loopback = std::net::Ipv4Addr::LOCALHOST;

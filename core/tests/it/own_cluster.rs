@@ -69,10 +69,14 @@ fn a_gke_shaped_dump_loads_with_its_alias_ranges_and_service_range() {
     assert_eq!(t.reply_from.as_deref(), Some("34.118.224.10:53"));
     let t = reach(&mut c, "pod/prod/client", "pod/prod/web-0:8080");
     assert!(t.path().unwrap().contains("vpc"), "{}", t.path().unwrap());
-    for node in ["10.132.0.2", "10.132.0.3", "10.132.0.4"] {
+    // Every node address is the node's: the ExternalIPs too (LOCAL to kube-proxy's
+    // addrtype match, so the NodePort answers there).
+    for node in ["10.132.0.2", "10.132.0.3", "10.132.0.4", "34.76.10.2", "34.76.10.3"] {
         let t = reach(&mut c, "pod/prod/client", &format!("{node}:30443"));
         assert!(t.delivered_to.as_deref().unwrap().starts_with("pod/prod/web-"));
     }
+    let local = c.routes_local("node/gke-prod-default-pool-1a2b3c4d-x1").unwrap();
+    assert!(local.contains("local 34.76.10.2 dev eth0"), "{local}");
 }
 
 /// A PodnetConfig value overrides the inference, and a real conflict names the object, the
