@@ -106,7 +106,13 @@ impl Cluster {
                 })
                 .unwrap_or(default)
         };
-        cfg.cluster_cidr = pick(s.cluster_cidr, inferred.cluster_cidr, cfg.cluster_cidr);
+        // The cluster CIDR kube-proxy is configured with is the cluster's, unless the
+        // PodnetConfig says otherwise.
+        let from_kube_proxy = objs.kube_proxy.as_ref().and_then(|(_, what, k)| {
+            k.cluster_cidr.map(|c| (c, format!("cluster CIDR {c} from {what} (clusterCIDR); set clusterCidr in PodnetConfig to override")))
+        });
+        let cluster_inferred = from_kube_proxy.or(inferred.cluster_cidr);
+        cfg.cluster_cidr = pick(s.cluster_cidr, cluster_inferred, cfg.cluster_cidr);
         cfg.service_cidr = pick(s.service_cidr, inferred.service_cidr, cfg.service_cidr);
         cfg.node_port_range = match (s.node_port_range, inferred.node_port_range) {
             (Some(r), _) => r,
@@ -341,6 +347,21 @@ impl Cluster {
                 }
                 e => refused(place, &obj, e.into()),
             })?;
+            // Topology-aware routing: kube-proxy keeps the endpoints hinted for the
+            // client's zone; podnet does not, and says so in traces to these pods.
+            if let Some(td) = s.spec.as_ref().and_then(|sp| sp.traffic_distribution.as_deref())
+                && let Some(sel) = svc.selector.clone()
+            {
+                report.skipped.push(format!(
+                    "{obj}: spec.trafficDistribution {td} not modelled (every endpoint is used, not those of the client's zone); traces to its pods carry a warning"
+                ));
+                self.unmodelled.push(crate::k8s::Unmodelled {
+                    object: format!("{obj} (trafficDistribution: {td})"),
+                    effect: "topology-aware routing podnet does not model, so the real cluster may pick an endpoint in the client's zone where this trace picked any",
+                    namespaces: crate::k8s::NamespaceScope::One(ns.clone()),
+                    pods: Some(crate::labels::LabelSelector::with_labels(sel.into_iter().collect())),
+                });
+            }
             self.services.list.push(svc);
             places.push(place.clone());
             report.loaded.push(obj);

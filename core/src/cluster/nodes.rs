@@ -81,9 +81,12 @@ impl Cluster {
     pub fn add_node_address(&mut self, node: NodeId, ip: Ipv4Addr) -> Result<(), ClusterError> {
         let n = &self.world.nodes[node.idx()];
         let (eth0, primary, name) = (n.eth0, n.ip, n.name.clone());
-        let taken = self.world.nodes.iter().any(|m| {
-            self.world.devs[m.eth0.idx()].addrs.iter().any(|a| a.ip() == ip)
-        }) || self.world.subnets.iter().any(|s| s.router == ip);
+        let taken = self
+            .world
+            .nodes
+            .iter()
+            .any(|m| self.world.devs[m.eth0.idx()].addrs.iter().any(|a| a.ip() == ip))
+            || self.world.subnets.iter().any(|s| s.router == ip);
         if taken {
             return Err(ClusterError::AddressTaken {
                 addr: ip,

@@ -27,6 +27,8 @@ pub(crate) struct KubeProxyConfig {
     pub(crate) mode: Option<ProxyMode>,
     /// `mode: nftables`: not modelled yet.
     pub(crate) nftables: bool,
+    /// `clusterCIDR` (its IPv4 range).
+    pub(crate) cluster_cidr: Option<Ipv4Network>,
     /// Fields given that podnet reads but does not model.
     pub(crate) unmodelled: Vec<String>,
 }
@@ -179,5 +181,5 @@ pub(crate) fn read(place: &Place, what: &str, v: &Value) -> Result<KubeProxyConf
     let mut given = Vec::new();
     leaves(v, "", &mut given);
     let unmodelled = given.into_iter().filter(|p| !MODELLED.contains(&p.as_str())).collect();
-    Ok(KubeProxyConfig { settings, masquerade_all, mode, nftables, unmodelled })
+    Ok(KubeProxyConfig { settings, masquerade_all, mode, nftables, cluster_cidr: cidr, unmodelled })
 }

@@ -1,17 +1,24 @@
 //! Loading a cluster from Kubernetes objects: what `kubectl get -o yaml` (or `-o json`)
 //! prints, multi-document files, `kind: List`, several files or directories.
 //!
-//! Kinds read: Node, Pod, Service, EndpointSlice, Ingress, Namespace (with its labels), plus
-//! the policies and mesh authorization podnet does not model yet ([`Unmodelled`]: kept with
-//! the pods they select, so traces through those pods carry a warning), and an optional
-//! podnet document (`apiVersion: podnet.dev/v1alpha1`, `kind: PodnetConfig`) for what
-//! Kubernetes objects do not say: `clusterCidr` (10.244.0.0/16), `serviceCidr`
-//! (10.96.0.0/12), `nodeSubnet` (192.168.0.0/24) and `vpcRouter` (192.168.0.254),
-//! `proxyMode` (iptables or ipvs), `ipvsScheduler` (rr) and `seed` (0); `cni` (`bridge`, or
-//! `aws-vpc` for the AWS VPC CNI, with `instanceType` (m5.large), `warmEniTarget`,
-//! `warmIpTarget`, `minimumIpTarget`, `enablePrefixDelegation`, `warmPrefixTarget`,
-//! `externalSnat` and `maxPods`). In the AWS profile nodes need no podCIDR, `nodeSubnet` is
-//! the VPC subnet pods take addresses from, and ipamd assigns pod addresses.
+//! Kinds read: Node, Pod, Service, EndpointSlice, Ingress, Namespace (with its labels),
+//! kube-proxy's configuration (`kube_proxy_config`: a KubeProxyConfiguration, or the
+//! `kube-system/kube-proxy` ConfigMap holding one), plus the policies and mesh authorization
+//! podnet does not model yet ([`Unmodelled`]: kept with the pods they select, so traces
+//! through those pods carry a warning), and an optional podnet document (`apiVersion:
+//! podnet.dev/v1alpha1`, `kind: PodnetConfig`) for what Kubernetes objects do not say:
+//! `nodeSubnets` (`[{cidr, router}]`) or `nodeSubnet` and `vpcRouter` (a subnet's router
+//! defaults to its first host address), `clusterCidr`, `serviceCidr`,
+//! `serviceNodePortRange`, `proxyMode` (iptables or ipvs), `ipvsScheduler` (rr) and `seed`
+//! (0); `cni` (`bridge`, or `aws-vpc` for the AWS VPC CNI, with `instanceType` (m5.large),
+//! `warmEniTarget`, `warmIpTarget`, `minimumIpTarget`, `enablePrefixDelegation`,
+//! `warmPrefixTarget`, `externalSnat` and `maxPods`). In the AWS profile nodes need no
+//! podCIDR, `nodeSubnet` is the VPC subnet pods take addresses from, and ipamd assigns pod
+//! addresses. What the PodnetConfig does not give is inferred from the objects (`infer`:
+//! node subnets, the cluster and Service CIDRs, the NodePort range) and said in the load
+//! report. Type errors name the field path (`items[6].spec.ports[0].port`), the line and the
+//! column; fields a schema does not know are reported as warnings, as `kubectl apply
+//! --validate=strict` reports them.
 //! Unknown kinds are reported and skipped. Malformed documents fail with the file, the
 //! document index, line and column, and the field path.
 //!
@@ -44,8 +51,8 @@
 //! The façade applies them in order (nodes, Services, pods, slices, the edge).
 
 mod config;
-mod infer;
-mod kube_proxy_config;
+pub(crate) mod infer;
+pub(crate) mod kube_proxy_config;
 mod objects;
 mod unmodelled;
 

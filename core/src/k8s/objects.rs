@@ -162,6 +162,7 @@ pub(crate) fn service(place: &Place, s: &core::Service) -> Result<(Service, bool
                 .unwrap_or(10800) as u32
         }),
         health_check_node_port: spec.health_check_node_port.unwrap_or(0) as u16,
+        allocate_lb_node_ports: spec.allocate_load_balancer_node_ports.unwrap_or(true),
     };
     Ok((svc, allocate))
 }

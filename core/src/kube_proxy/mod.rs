@@ -101,6 +101,9 @@ pub struct Service {
     pub affinity_timeout: Option<u32>,
     /// `healthCheckNodePort`.
     pub health_check_node_port: u16,
+    /// `allocateLoadBalancerNodePorts` (true): false leaves a LoadBalancer Service's ports
+    /// without a nodePort unless one is asked for.
+    pub allocate_lb_node_ports: bool,
 }
 
 impl Service {
@@ -120,6 +123,7 @@ impl Service {
             internal_local: false,
             affinity_timeout: None,
             health_check_node_port: 0,
+            allocate_lb_node_ports: true,
         }
     }
 
@@ -387,8 +391,8 @@ impl Services {
                 self.cluster_ips.allocate_exact(u32::from(ip))?;
                 taken.push((true, u32::from(ip)));
             }
-            let wants_node_port =
-                matches!(svc.kind, ServiceType::NodePort | ServiceType::LoadBalancer);
+            let wants_node_port = svc.kind == ServiceType::NodePort
+                || (svc.kind == ServiceType::LoadBalancer && svc.allocate_lb_node_ports);
             for p in &mut svc.ports {
                 if p.node_port != 0 {
                     self.node_ports.allocate_exact(u32::from(p.node_port))?;

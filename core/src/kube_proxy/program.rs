@@ -240,7 +240,8 @@ impl Services {
             DetectLocal::BridgeInterface(b) => (None, Some(b.clone())),
             DetectLocal::InterfaceNamePrefix(p) => (None, Some(format!("{p}+"))),
         };
-        let node_ips = if setup.node_ips.is_empty() { vec![node.ip] } else { setup.node_ips.clone() };
+        let node_ips =
+            if setup.node_ips.is_empty() { vec![node.ip] } else { setup.node_ips.clone() };
         // nodePortAddresses selects among the node's addresses and loopback; localhost
         // NodePorts stay on only when loopback is among them (kube-proxy's NewProxier).
         let loopback = std::net::Ipv4Addr::LOCALHOST;

@@ -272,6 +272,10 @@ fn every_command_in_the_readme_runs() {
     if !fixtures.exists() {
         std::os::unix::fs::symlink(root.join("core/tests/fixtures"), &fixtures).unwrap();
     }
+    let examples = dir.join("examples");
+    if !examples.exists() {
+        std::os::unix::fs::symlink(root.join("examples"), &examples).unwrap();
+    }
     let (_, saved, _) = podnet(&["iptables-save", "--node", "node1"]);
     std::fs::write(dir.join("node1.iptables-save"), saved).unwrap();
     let mut ran = 0;

@@ -181,3 +181,68 @@ fn unknown_fields_empty_selectors_unknown_port_names_and_empty_input_are_flagged
         report.warnings
     );
 }
+
+/// The README's worked example: the objects and kube-proxy's ConfigMap, nothing else.
+#[test]
+fn the_worked_example_runs_kube_proxy_as_its_config_map_says() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/own-cluster");
+    let (mut c, report) = Cluster::from_files(&[dir]).unwrap();
+    assert!(
+        report.inferred.iter().any(|s| s.starts_with(
+            "cluster CIDR 10.32.0.0/16 from ConfigMap/kube-system/kube-proxy (clusterCIDR)"
+        )),
+        "{:?}",
+        report.inferred
+    );
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    let rules = c.kube_proxy_payload("ip-10-0-2-12.ec2.internal").unwrap();
+    assert!(rules.contains("--dport 80 ! -s 10.32.0.0/16 -j KUBE-MARK-MASQ"), "{rules}");
+    assert!(
+        rules.contains("this must be the last rule in this chain\" -d 10.0.2.12 -j KUBE-NODEPORTS"),
+        "{rules}"
+    );
+    let t = reach(&mut c, "pod/shop/frontend-7d9c6b7f5-abcde", "svc/shop/backend:api");
+    assert_eq!(t.server_saw.as_deref(), Some("10.32.0.5:33651"));
+}
+
+/// Service fields kube-proxy and the API server honour: `allocateLoadBalancerNodePorts:
+/// false` allocates no nodePort (Kubernetes API: "nodePorts will not be automatically
+/// allocated for services with type LoadBalancer"); a given `healthCheckNodePort` is kept;
+/// `trafficDistribution`, not modelled, is reported and warned about in traces.
+#[test]
+fn service_fields_are_honoured_or_reported() {
+    let mut c = Cluster::seed();
+    c.add_yaml(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: nlb, namespace: default}\nspec:\n  type: LoadBalancer\n  clusterIP: 10.96.0.50\n  allocateLoadBalancerNodePorts: false\n  externalTrafficPolicy: Local\n  healthCheckNodePort: 32001\n  selector: {app: api}\n  ports: [{name: http, port: 80, targetPort: 8080, protocol: TCP}]\n",
+    )
+    .unwrap();
+    let svc = c.services().iter().find(|s| s.name == "nlb").unwrap().clone();
+    assert_eq!(svc.ports[0].node_port, 0);
+    assert_eq!(svc.health_check_node_port, 32001);
+    let rules = c.kube_proxy_payload("node1").unwrap();
+    // No NodePort jump for it (the health check port's ACCEPT rule stays).
+    assert!(
+        !rules.lines().any(|l| l.starts_with("-A KUBE-NODEPORTS")
+            && l.contains("default/nlb:http")
+            && l.contains("-j KUBE-EXT-")),
+        "{rules}"
+    );
+    assert!(rules.contains(
+        "\"default/nlb:http health check node port\" -m tcp -p tcp --dport 32001 -j ACCEPT"
+    ));
+    let eks = std::fs::read_to_string(fixture("eks/cluster.yaml")).unwrap();
+    let td = eks.replace(
+        "selector: {app: backend}",
+        "selector: {app: backend}\n    trafficDistribution: PreferClose",
+    );
+    let (mut c, report) = Cluster::from_yaml(&td).unwrap();
+    assert!(report.skipped.iter().any(|s| {
+        s.starts_with("Service/shop/backend: spec.trafficDistribution PreferClose not modelled")
+    }));
+    let t = reach(&mut c, "pod/shop/frontend-7d9c6b7f5-abcde", "svc/shop/backend:api");
+    assert!(
+        t.warnings.iter().any(|w| w.contains("trafficDistribution: PreferClose")),
+        "{:?}",
+        t.warnings
+    );
+}
