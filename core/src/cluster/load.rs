@@ -282,8 +282,24 @@ impl Cluster {
     }
 
     /// Nodes join: in the bridge profile with their pod CIDR, in the AWS profile with ipamd.
+    /// In the AWS profile the addresses the input's pods have are held first, so that no
+    /// node's warm pool takes one before the pod's own node claims it.
     fn load_nodes(&mut self, objs: &Objects, report: &mut LoadReport) -> Result<(), LoadError> {
         let aws = self.cni.aws().is_some();
+        if aws {
+            for (place, p) in &objs.pods {
+                let host = p.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+                let scheduled = p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
+                let ip = p.status.as_ref().and_then(|s| s.pod_ip.as_deref()?.parse().ok());
+                if let (false, true, Some(ip)) = (host, scheduled, ip) {
+                    let ns = p.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+                    let obj = format!("Pod/{ns}/{}", p.metadata.name.clone().unwrap_or_default());
+                    let key = format!("{ns}/{}", p.metadata.name.clone().unwrap_or_default());
+                    self.cni.check_request(&key, Some(ip)).map_err(|e| refused(place, &obj, e))?;
+                    self.cni.hold_pod_address(ip).map_err(|e| refused(place, &obj, e))?;
+                }
+            }
+        }
         for (place, n) in &objs.nodes {
             let spec = k8s::node(place, n, !aws)?;
             let obj = format!("Node/{}", spec.name);
@@ -379,9 +395,8 @@ impl Cluster {
     ) -> Result<HashSet<PodId>, LoadError> {
         let mut new_pods = HashSet::new();
         let by_selector = services_by_selector(&self.services);
-        let cni_assigns = self.cni.aws().is_some();
         for (place, p) in &objs.pods {
-            let mut spec = match k8s::pod(place, p, cni_assigns)? {
+            let mut spec = match k8s::pod(place, p)? {
                 k8s::PodDecision::Skip(why) => {
                     report.skipped.push(why);
                     continue;

@@ -226,20 +226,29 @@ impl AwsVpc {
         self.node_mut(node).devices = devices;
     }
 
-    /// The IPAM of a pod's ADD: an address from ipamd (which may attach an ENI first).
+    /// The IPAM of a pod's ADD: an address from ipamd (which may attach an ENI first), or
+    /// the address an imported pod already has.
     pub(crate) fn allocate(
         &mut self,
         w: &mut World,
         fabric: &mut Fabric,
         node: NodeId,
         pod: &str,
+        requested: Option<Ipv4Addr>,
     ) -> Result<PodAddr, ClusterError> {
         let now = w.now;
         let st = self.nodes.get_mut(node.idx()).and_then(Option::as_mut).expect("an AWS node");
-        let (ip, eni) = st
-            .ipamd
-            .assign(pod, &mut self.subnet, now)
-            .map_err(|e| ClusterError::FailedToAssign { pod: pod.into(), reason: e.to_string() })?;
+        let (ip, eni) = match requested {
+            None => st.ipamd.assign(pod, &mut self.subnet, now).map_err(|e| {
+                ClusterError::FailedToAssign { pod: pod.into(), reason: e.to_string() }
+            })?,
+            Some(ip) => st.ipamd.assign_exact(pod, ip, &mut self.subnet, now).map_err(|why| {
+                ClusterError::AddressTaken {
+                    addr: ip,
+                    why: format!("pod {pod} cannot have it: {why}"),
+                }
+            })?,
+        };
         self.sync_enis(w, fabric, node);
         Ok(PodAddr { ip, eni })
     }

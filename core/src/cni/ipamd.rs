@@ -130,6 +130,9 @@ pub struct VpcSubnet {
     /// Where the downward search for a free address resumes (addresses above it were taken
     /// when it was set), so handing out a subnet's worth stays linear.
     hint: u32,
+    /// Addresses pods of an imported cluster hold on some ENI not rebuilt yet: taken for
+    /// everyone else, claimed by the node whose pod has it ([`Ipamd::assign_exact`]).
+    held: BTreeSet<u32>,
 }
 
 impl VpcSubnet {
@@ -141,7 +144,7 @@ impl VpcSubnet {
         let net = u32::from(cidr.network());
         let mut used: BTreeSet<u32> = (net..net + 4).collect();
         used.insert(u32::from(cidr.broadcast()));
-        Ok(VpcSubnet { cidr, used, hint: u32::from(cidr.broadcast()) })
+        Ok(VpcSubnet { cidr, used, hint: u32::from(cidr.broadcast()), held: BTreeSet::new() })
     }
 
     /// The subnet.
@@ -172,6 +175,19 @@ impl VpcSubnet {
             });
         }
         Ok(())
+    }
+
+    /// Holds an address an imported pod has (taken, and claimable by its node's ipamd).
+    pub fn hold(&mut self, a: Ipv4Addr) -> Result<(), IpamError> {
+        self.take(a)?;
+        self.held.insert(u32::from(a));
+        Ok(())
+    }
+
+    /// Claims an address for a pod that has it: a held one, or a free one (EC2 assigns a
+    /// specific free secondary address on request); false when something else has it.
+    fn claim(&mut self, a: Ipv4Addr) -> bool {
+        self.held.remove(&u32::from(a)) || (self.cidr.contains(a) && self.used.insert(u32::from(a)))
     }
 
     fn exhausted(&self, what: &'static str) -> IpamError {
@@ -508,6 +524,72 @@ impl Ipamd {
             max_enis: self.itype.max_enis,
             why,
         })
+    }
+
+    /// A pod that already has `ip` (an imported cluster's `status.podIP`): the ENI holding it
+    /// is rebuilt. An address this node's ENIs hold is assigned; one the subnet holds for an
+    /// imported pod goes to the first ENI with a free slot (attaching one if needed), as EC2
+    /// assigns a specific secondary address (`AssignPrivateIpAddresses`); with prefix
+    /// delegation the /28 holding it is assigned. Then the warm pool is refilled.
+    pub fn assign_exact(
+        &mut self,
+        pod: &str,
+        ip: Ipv4Addr,
+        subnet: &mut VpcSubnet,
+        now: Instant,
+    ) -> Result<(Ipv4Addr, usize), String> {
+        let i = match self.eni_of(ip) {
+            Some(i) => i,
+            None => {
+                if !subnet.claim(ip) {
+                    return Err(format!(
+                        "{ip} is not free in the VPC subnet {} (a node, an ENI or another pod has it)",
+                        subnet.cidr()
+                    ));
+                }
+                let slots = self.itype.slots_per_eni();
+                let i = match self.enis.iter().position(|e| e.slots_used() < slots) {
+                    Some(i) => i,
+                    None if (self.enis.len() as u32) < self.itype.max_enis => {
+                        let primary = subnet.allocate_ip().map_err(|e| e.to_string())?;
+                        self.push_eni(primary);
+                        self.enis.len() - 1
+                    }
+                    None => {
+                        return Err(format!(
+                            "{} allows {} ENIs of {} addresses, all in use on {}",
+                            self.itype.name, self.itype.max_enis, self.itype.ips_per_eni, self.node
+                        ));
+                    }
+                };
+                if self.targets.prefix_delegation {
+                    let p = Ipv4Network::new(ip, 28).expect("/28");
+                    let p = Ipv4Network::new(p.network(), 28).expect("/28");
+                    for a in p.iter() {
+                        let _ = subnet.take(a);
+                    }
+                    self.events.push(format!(
+                        "assigned prefix {p} to {} (pod {pod} has {ip})",
+                        self.enis[i].device
+                    ));
+                    self.enis[i].prefixes.push(p);
+                } else {
+                    self.events.push(format!(
+                        "assigned secondary IP {ip} to {} (pod {pod} has it)",
+                        self.enis[i].device
+                    ));
+                    self.enis[i].secondary.push(ip);
+                }
+                i
+            }
+        };
+        if let Some(other) = self.assigned.get(&ip) {
+            return Err(format!("{ip} is already the address of pod {other}"));
+        }
+        self.assigned.insert(ip, pod.into());
+        self.cooldown.remove(&ip);
+        self.reconcile(subnet, now);
+        Ok((ip, i))
     }
 
     /// A CNI DEL: the address cools down for [`COOLDOWN`] before it is handed out again.

@@ -157,11 +157,16 @@ impl CniState {
         requested: Option<Ipv4Addr>,
     ) -> Result<(), ClusterError> {
         match (self, requested) {
-            (CniState::AwsVpc(_), Some(ip)) => Err(ClusterError::Profile {
-                what: format!("pod {pod} with address {ip}"),
-                profile: "AWS VPC CNI",
-                fix: "ipamd assigns pod addresses from the node's ENIs; leave the address out",
-            }),
+            (CniState::AwsVpc(a), Some(ip)) if !a.subnet.cidr().contains(ip) => {
+                Err(ClusterError::Profile {
+                    what: format!(
+                        "pod {pod} with address {ip}, outside the node subnet {}",
+                        a.subnet.cidr()
+                    ),
+                    profile: "AWS VPC CNI",
+                    fix: "pods take addresses of their node's subnet: check status.podIP, or set nodeSubnet in PodnetConfig",
+                })
+            }
             _ => Ok(()),
         }
     }
@@ -178,7 +183,7 @@ impl CniState {
     ) -> Result<PodAddr, ClusterError> {
         match self {
             CniState::Bridge(b) => Ok(PodAddr { ip: b.allocate(w, node, requested)?, eni: 0 }),
-            CniState::AwsVpc(a) => a.allocate(w, fabric, node, pod),
+            CniState::AwsVpc(a) => a.allocate(w, fabric, node, pod, requested),
         }
     }
 
@@ -204,6 +209,15 @@ impl CniState {
             CniState::Bridge(b) => b.del(w, node, ip, host_veth),
             CniState::AwsVpc(a) => a.del(w, node, ip),
         }
+    }
+
+    /// In the AWS profile, holds an address a pod of an imported cluster has, so that no
+    /// warm pool takes it before the pod's node claims it.
+    pub(crate) fn hold_pod_address(&mut self, a: Ipv4Addr) -> Result<(), ClusterError> {
+        if let CniState::AwsVpc(aws) = self {
+            aws.subnet.hold(a)?;
+        }
+        Ok(())
     }
 
     /// In the AWS profile, takes an address of the subnet for something other than an ENI

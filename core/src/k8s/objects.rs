@@ -200,13 +200,9 @@ pub(crate) struct PodSpec {
     pub(crate) host_network: bool,
 }
 
-/// A Pod; `cni_assigns` when the CNI gives every pod its own address (a pod IP in the input
-/// is then an error).
-pub(crate) fn pod(
-    place: &Place,
-    p: &core::Pod,
-    cni_assigns: bool,
-) -> Result<PodDecision, LoadError> {
+/// A Pod: its node, address (`status.podIP`, kept in every CNI profile), labels and
+/// containers.
+pub(crate) fn pod(place: &Place, p: &core::Pod) -> Result<PodDecision, LoadError> {
     let ns = p.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let name = p.metadata.name.clone().unwrap_or_default();
     let obj = format!("Pod/{ns}/{name}");
@@ -225,13 +221,6 @@ pub(crate) fn pod(
         // The node's address, whatever the status says.
         _ if host_network => None,
         (None, _) => None,
-        (Some(_), Some(_)) if cni_assigns => {
-            return Err(obj_err(
-                place,
-                obj,
-                "status.podIP is set, but in the AWS VPC CNI profile podnet's ipamd assigns pod addresses: drop the pod's status",
-            ));
-        }
         (Some(_), Some(ip)) => Some(ip.parse::<Ipv4Addr>().map_err(|_| {
             obj_err(place, obj.clone(), format!("status.podIP '{ip}' is not IPv4"))
         })?),

@@ -245,10 +245,28 @@ fn profile_mismatches_and_bad_settings_are_refused() {
         .add_node("n2", Ipv4Addr::new(192, 168, 0, 12), "10.244.2.0/24".parse().unwrap())
         .unwrap_err();
     assert!(e.to_string().contains("add nodes with add_aws_node"), "{e}");
+    // A pod that has an address (imported): EC2 assigns that free address to an ENI.
+    c.add_pod("default", "x", n, Some(Ipv4Addr::new(192, 168, 0, 50)), BTreeMap::new(), web())
+        .unwrap();
+    assert_eq!(pod_ip(&c, "x"), Ipv4Addr::new(192, 168, 0, 50));
+    assert!(c.enis("node1").unwrap().contains("192.168.0.50"), "{}", c.enis("node1").unwrap());
+    // One outside the subnet, or one a node has, is refused with both named.
     let e = c
-        .add_pod("default", "x", n, Some(Ipv4Addr::new(192, 168, 0, 50)), BTreeMap::new(), web())
+        .add_pod("default", "y", n, Some(Ipv4Addr::new(10, 9, 0, 5)), BTreeMap::new(), web())
         .unwrap_err();
-    assert!(e.to_string().contains("ipamd assigns pod addresses from the node's ENIs"), "{e}");
+    assert!(
+        e.to_string().contains(
+            "pod default/y with address 10.9.0.5, outside the node subnet 192.168.0.0/24"
+        ),
+        "{e}"
+    );
+    let e = c
+        .add_pod("default", "z", n, Some(Ipv4Addr::new(192, 168, 0, 11)), BTreeMap::new(), web())
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("192.168.0.11 is not free in the VPC subnet 192.168.0.0/24"),
+        "{e}"
+    );
     let e = c.add_aws_node("node2", Ipv4Addr::new(192, 168, 0, 254)).unwrap_err();
     assert_eq!(e.to_string(), "VPC subnet 192.168.0.254 is already allocated in 192.168.0.0/24");
     let bad = |cfg: AwsVpcConfig, subnet: &str| {
@@ -294,15 +312,28 @@ fn the_aws_profile_loads_from_yaml_and_reports_pods_it_cannot_run() {
     ));
     let t = c.trace("pod/default/p0", "pod/default/p8:8080", &TraceOptions::default()).unwrap();
     assert!(t.completed, "{}", t.render(true));
-    // A pod from a dump with its EKS address is refused with the fix.
+    // Pods from a dump keep their EKS addresses: ipamd's ENIs are rebuilt around them, and no
+    // warm pool takes one first (10.0.0.254 is the top of the subnet, the first address a
+    // warm pool would take).
+    let base = y.split("---\napiVersion: v1\nkind: Pod").next().unwrap();
+    let (mut c, _) = Cluster::from_yaml(&format!(
+        "{base}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: old}}\nspec: {{nodeName: ip-10-0-0-20, containers: [{{name: c, image: x, ports: [{{containerPort: 8080}}]}}]}}\nstatus: {{phase: Running, podIP: 10.0.0.254}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: older}}\nspec: {{nodeName: ip-10-0-0-20, containers: [{{name: c, image: x, ports: [{{containerPort: 8080}}]}}]}}\nstatus: {{phase: Running, podIP: 10.0.0.77}}\n",
+    ))
+    .unwrap();
+    assert_eq!(pod_ip(&c, "old"), "10.0.0.254".parse::<Ipv4Addr>().unwrap());
+    assert_eq!(pod_ip(&c, "older"), "10.0.0.77".parse::<Ipv4Addr>().unwrap());
+    let enis = c.enis("ip-10-0-0-20").unwrap();
+    assert!(enis.contains("10.0.0.77") && enis.contains("10.0.0.254"), "{enis}");
+    let t = c.trace("pod/default/old", "pod/default/older:8080", &TraceOptions::default()).unwrap();
+    assert!(t.completed, "{}", t.render(true));
+    // An address outside the subnet names the pod and the subnet.
     let e = Cluster::from_yaml(&format!(
-        "{}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: old}}\nspec: {{nodeName: ip-10-0-0-20, containers: [{{name: c, image: x}}]}}\nstatus: {{phase: Running, podIP: 10.0.0.77}}\n",
-        y.split("---\napiVersion: v1\nkind: Pod").next().unwrap()
+        "{base}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: far}}\nspec: {{nodeName: ip-10-0-0-20, containers: [{{name: c, image: x}}]}}\nstatus: {{phase: Running, podIP: 10.1.0.7}}\n",
     ))
     .err()
     .unwrap()
     .to_string();
-    assert!(e.contains("Pod/default/old: status.podIP is set, but in the AWS VPC CNI profile podnet's ipamd assigns pod addresses"), "{e}");
+    assert!(e.contains("Pod/default/far: pod default/far with address 10.1.0.7, outside the node subnet 10.0.0.0/24"), "{e}");
     let e =
         Cluster::from_yaml("apiVersion: podnet.dev/v1alpha1\nkind: PodnetConfig\ncni: calico\n")
             .err()
