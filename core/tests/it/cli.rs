@@ -356,3 +356,25 @@ fn the_command_line_answers_what_the_cluster_does() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `check` prints what was inferred and what it flags, and exits 1 on a flag.
+#[test]
+fn check_prints_inferences_and_flags() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let example = root.join("examples/own-cluster");
+    let (code, out, _) = podnet(&["check", "--cluster", example.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("inferred 3:\n  node subnets 10.0.1.0/24 (router 10.0.1.1;"), "{out}");
+    assert!(
+        out.contains(
+            "  cluster CIDR 10.32.0.0/16 from ConfigMap/kube-system/kube-proxy (clusterCIDR)"
+        ),
+        "{out}"
+    );
+    let empty = std::env::temp_dir().join(format!("podnet-empty-{}.yaml", std::process::id()));
+    std::fs::write(&empty, "# nothing here\n").unwrap();
+    let (code, out, _) = podnet(&["check", "--cluster", empty.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&empty);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("warnings 1:\n  the input holds no Kubernetes objects"), "{out}");
+}

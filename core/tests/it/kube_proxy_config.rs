@@ -182,3 +182,53 @@ fn bad_or_unsupported_configuration_is_refused_with_the_field() {
     let c = with("mode: ipvs\nipvs: {scheduler: lc}\n");
     assert!(c.ipvsadm("worker-1").unwrap().contains("TCP  10.96.140.20:80 lc"));
 }
+
+/// The kubeadm dump with its ConfigMap and no PodnetConfig: pod to pod, pod to Service, and
+/// the NodePort through each node's primary address (nodePortAddresses: [primary]).
+#[test]
+fn the_kubeadm_dump_runs_pod_to_pod_to_service_and_node_ports() {
+    let (mut c, _) = Cluster::from_files(&[fixture("kubeadm")]).unwrap();
+    let go = |c: &mut Cluster, to: &str| {
+        let t = c.trace("pod/default/client", to, &TraceOptions::default()).unwrap();
+        assert!(t.completed, "{}", t.render(true));
+        t
+    };
+    go(&mut c, "pod/default/web-1:8080");
+    go(&mut c, "svc/default/web:http");
+    for node in ["10.1.0.10", "10.1.0.11"] {
+        let t = go(&mut c, &format!("{node}:30080"));
+        assert_eq!(t.delivered_to.as_deref(), Some("pod/default/web-1"));
+    }
+}
+
+/// The detector and the localhost and mark settings, in flows.
+#[test]
+fn detector_localhost_and_mark_settings_show_in_flows() {
+    let t = |c: &mut Cluster, from: &str, to: &str| {
+        c.trace(from, to, &TraceOptions { sport: Some(40123), ..TraceOptions::default() }).unwrap()
+    };
+    // The node reaching a ClusterIP: with a detector its traffic is not pod traffic, so it
+    // is masqueraded (MASQUERADE --random-fully picks a new source port); with the no-op
+    // detector nothing marks it and the endpoint sees the node's own port.
+    let mut c = with("clusterCIDR: 10.244.0.0/16\n");
+    let r = t(&mut c, "node/cp-1", "svc/default/web:http");
+    assert!(r.completed, "{}", r.render(true));
+    assert_ne!(r.server_saw.as_deref(), Some("10.1.0.10:40123"), "{}", r.render(true));
+    let mut c = with("mode: \"\"\n");
+    let r = t(&mut c, "node/cp-1", "svc/default/web:http");
+    assert_eq!(r.server_saw.as_deref(), Some("10.1.0.10:40123"), "{}", r.render(true));
+    // NodeCIDR: a pod of the node is pod traffic, not masqueraded.
+    let mut c = with("detectLocalMode: NodeCIDR\n");
+    let r = t(&mut c, "pod/default/client", "svc/default/web:http");
+    assert_eq!(r.server_saw.as_deref(), Some("10.244.0.7:40123"), "{}", r.render(true));
+    // Localhost NodePorts off: 127.0.0.1:30080 is not a NodePort.
+    let mut c = with("clusterCIDR: 10.244.0.0/16\niptables: {localhostNodePorts: false}\n");
+    let r = t(&mut c, "node/worker-1", "127.0.0.1:30080");
+    assert_eq!(r.disposition, podnet::Disposition::Rejected, "{}", r.render(true));
+    // Another masquerade bit: masqueradeAll still masquerades (the mark set is the mark
+    // KUBE-POSTROUTING looks for).
+    let mut c =
+        with("clusterCIDR: 10.244.0.0/16\niptables: {masqueradeAll: true, masqueradeBit: 15}\n");
+    let r = t(&mut c, "pod/default/client", "svc/default/web:http");
+    assert!(r.server_saw.as_deref().unwrap().starts_with("10.1.0.10:"), "{}", r.render(true));
+}
