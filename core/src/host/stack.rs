@@ -342,6 +342,12 @@ impl Stack {
             for (addr, p) in addrs {
                 let _ = a.push(IpCidr::new(IpAddress::Ipv4(*addr), *p));
             }
+            // A host without a separate loopback stack (a node) owns 127.0.0.1/8 too, last:
+            // a connection to 127.0.0.1 leaves from 127.0.0.1 (the local table's `src`), and
+            // every other destination keeps its source.
+            if !with_lo {
+                let _ = a.push(IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8));
+            }
         });
         // podnet's `ip_rcv` decided the packet is for this host before the stack sees it,
         // so the stack takes every packet it is given, whatever the number of addresses.

@@ -434,3 +434,28 @@ fn the_ingress_controller_answers_502_when_the_backend_refuses() {
         (Disposition::Rejected, Some("http_bad_gateway"))
     );
 }
+
+/// A node reaching a NodePort on 127.0.0.1 (localhost NodePorts, kube-proxy's default): the
+/// connection leaves from 127.0.0.1 (the local table's `src` for 127.0.0.0/8), kube-proxy
+/// DNATs it to an endpoint and masquerades it (kube-proxy's TestNodePorts: "localhost to
+/// nodePort gets masqueraded"), and conntrack's original tuple keeps 127.0.0.1 on both ends.
+#[test]
+fn localhost_node_ports_leave_from_loopback_and_are_masqueraded() {
+    let mut c = Cluster::seed();
+    let opts = TraceOptions { sport: Some(45000), ..common::tcp() };
+    let t = c.trace("node/node1", "127.0.0.1:30081", &opts).unwrap();
+    assert!(t.completed, "{}", t.render(true));
+    assert_eq!(t.reply_from.as_deref(), Some("127.0.0.1:30081"));
+    assert!(t.server_saw.as_deref().unwrap().starts_with("192.168.0.1:"), "{}", t.render(true));
+    let e = c
+        .conntrack_entries("node1")
+        .unwrap()
+        .into_iter()
+        .find(|e| e.original.sport == 45000)
+        .unwrap();
+    assert_eq!(
+        (e.original.src.to_string(), e.original.dst.to_string()),
+        ("127.0.0.1".into(), "127.0.0.1".into())
+    );
+    assert_eq!(e.reply.dst.to_string(), "192.168.0.1");
+}
