@@ -56,6 +56,7 @@ pub mod k8s;
 pub mod kube_proxy;
 pub mod labels;
 pub mod net;
+pub mod policy;
 pub(crate) mod run;
 pub mod show;
 pub mod trace;

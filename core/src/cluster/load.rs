@@ -212,6 +212,7 @@ impl Cluster {
         }
         self.namespaces.extend(std::mem::take(&mut objs.namespaces));
         self.unmodelled.append(&mut objs.unmodelled);
+        self.policies.append(&mut objs.network_policies);
         self.load_nodes(&objs, &mut report)?;
         // Services first: their targetPorts become listening ports of the pods they select.
         let first_new_service = self.services.list.len();

@@ -175,6 +175,8 @@ pub struct Cluster {
     /// Objects that decide what traffic is allowed and that podnet does not model: every
     /// trace through a pod one of them selects carries a warning.
     pub(crate) unmodelled: Vec<Unmodelled>,
+    /// NetworkPolicies as loaded (decided by [`crate::policy`]; not enforced yet).
+    pub(crate) policies: Vec<crate::policy::NetworkPolicy>,
 }
 
 impl Cluster {
@@ -218,6 +220,7 @@ impl Cluster {
             cni,
             namespaces: BTreeMap::new(),
             unmodelled: Vec::new(),
+            policies: Vec::new(),
         };
         let vpc = c.world.add_netns("vpc", Owner::Router, true);
         c.world.vpc = vpc;
@@ -244,6 +247,12 @@ impl Cluster {
             c.world.subnets.push(crate::world::VpcSubnet { cidr, router, segment, router_dev });
         }
         c
+    }
+
+    /// The NetworkPolicies loaded, as [`crate::policy`] reads them. The datapath does not
+    /// enforce them yet: traces through the pods they select carry a warning.
+    pub fn network_policies(&self) -> &[crate::policy::NetworkPolicy] {
+        &self.policies
     }
 
     /// The pod for `pod/NS/NAME` or `NS/NAME`.

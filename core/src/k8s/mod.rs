@@ -53,6 +53,7 @@
 mod config;
 pub(crate) mod infer;
 pub(crate) mod kube_proxy_config;
+pub(crate) mod netpol;
 mod objects;
 mod unmodelled;
 
@@ -120,6 +121,8 @@ pub(crate) struct Objects {
     pub(crate) namespaces: Vec<(String, crate::labels::Labels)>,
     /// Objects podnet does not model that select pods (policies, mesh authorization).
     pub(crate) unmodelled: Vec<Unmodelled>,
+    /// NetworkPolicies, read in full.
+    pub(crate) network_policies: Vec<crate::policy::NetworkPolicy>,
     /// What was recorded or skipped while reading.
     pub(crate) report: LoadReport,
 }
@@ -519,6 +522,15 @@ fn classify(d: Doc, objs: &mut Objects) -> Result<(), LoadError> {
         }
         other => match unmodelled::read(&api, other, &d.value) {
             Some(Ok(u)) => {
+                // NetworkPolicies are read in full (their semantics are `policy`'s); the
+                // datapath does not enforce them yet, so they stay reported as not modelled.
+                if other == "NetworkPolicy" && api == "networking.k8s.io/v1" {
+                    let p = netpol::network_policy(&d.value).map_err(|msg| LoadError::Parse {
+                        place: d.place.clone(),
+                        msg: format!("{}: {msg}", u.object),
+                    })?;
+                    objs.network_policies.push(p);
+                }
                 objs.report.skipped.push(format!(
                     "{}: not modelled ({}); traces through the pods it selects carry a warning",
                     u.object,

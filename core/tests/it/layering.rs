@@ -15,6 +15,7 @@ const CORE: &[&[&str]] = &[
     &["host"],
     &["run"],
     &["kube_proxy"],
+    &["policy"],
     &["cni"],
     &["cloud"],
     &["k8s"],
