@@ -8,8 +8,10 @@
 //! (`ClusterCIDR`, `NodeCIDR`, `BridgeInterface`, `InterfaceNamePrefix`) with
 //! `detectLocal.bridgeInterface` and `detectLocal.interfaceNamePrefix`, `nodePortAddresses`
 //! (CIDRs and `primary`), `iptables.masqueradeAll`, `iptables.masqueradeBit`,
-//! `iptables.localhostNodePorts` and `ipvs.scheduler`. Every other field given is listed in
-//! the load report as read but not modelled.
+//! `iptables.localhostNodePorts`, `ipvs.scheduler`, and the conntrack timeouts kube-proxy
+//! sets on its node (`conntrack.tcpEstablishedTimeout` 24h and `tcpCloseWaitTimeout` 1h by
+//! default, `udpTimeout`, `udpStreamTimeout`). Every other field given is listed in the load
+//! report as read but not modelled.
 
 use ipnetwork::Ipv4Network;
 use serde_json::Value;
@@ -46,7 +48,36 @@ const MODELLED: &[&str] = &[
     "iptables.masqueradeBit",
     "iptables.localhostNodePorts",
     "ipvs.scheduler",
+    "conntrack.tcpEstablishedTimeout",
+    "conntrack.tcpCloseWaitTimeout",
+    "conntrack.udpTimeout",
+    "conntrack.udpStreamTimeout",
 ];
+
+/// A Go duration (`24h0m0s`, `1h`, `86400s`, `90m`) in whole seconds.
+fn go_duration(s: &str) -> Option<u32> {
+    let mut total: f64 = 0.0;
+    let mut rest = s.trim();
+    if rest == "0" {
+        return Some(0);
+    }
+    while !rest.is_empty() {
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let n: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let mul = match &rest[..unit_end] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            _ => return None,
+        };
+        total += n * mul;
+        rest = &rest[unit_end..];
+    }
+    u32::try_from(total.floor() as u64).ok()
+}
 
 /// The leaf fields of `v` (`a.b.c`) that hold a value: kube-proxy reads null, false, 0, "",
 /// "0s" and empty lists as "unset, use the default", as kubeadm writes them.
@@ -158,6 +189,31 @@ pub(crate) fn read(place: &Place, what: &str, v: &Value) -> Result<KubeProxyConf
         settings.localhost_nodeports = l;
     }
     let masquerade_all = b("/iptables/masqueradeAll", "iptables.masqueradeAll")?.unwrap_or(false);
+    // Conntrack timeouts: null keeps kube-proxy's default, 0 leaves the kernel's value.
+    let duration = |p: &str, field: &str, default: Option<u32>| -> Result<Option<u32>, LoadError> {
+        match v.pointer(p) {
+            None | Some(Value::Null) => Ok(default),
+            Some(Value::String(d)) => match go_duration(d) {
+                Some(0) => Ok(None),
+                Some(n) => Ok(Some(n)),
+                None => Err(bad(field, format!("'{d}' is not a duration (as 24h0m0s)"))),
+            },
+            Some(o) => Err(bad(field, format!("expected a duration such as 24h0m0s, not {o}"))),
+        }
+    };
+    settings.conntrack_tcp_established = duration(
+        "/conntrack/tcpEstablishedTimeout",
+        "conntrack.tcpEstablishedTimeout",
+        settings.conntrack_tcp_established,
+    )?;
+    settings.conntrack_tcp_close_wait = duration(
+        "/conntrack/tcpCloseWaitTimeout",
+        "conntrack.tcpCloseWaitTimeout",
+        settings.conntrack_tcp_close_wait,
+    )?;
+    settings.conntrack_udp = duration("/conntrack/udpTimeout", "conntrack.udpTimeout", None)?;
+    settings.conntrack_udp_stream =
+        duration("/conntrack/udpStreamTimeout", "conntrack.udpStreamTimeout", None)?;
     let (mode, nftables) = match s("/mode") {
         None => (None, false),
         Some("iptables") => (Some(ProxyMode::Iptables), false),

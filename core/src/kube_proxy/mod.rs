@@ -235,6 +235,15 @@ pub struct KubeProxySettings {
     pub localhost_nodeports: bool,
     /// `nodePortAddresses` (`None`: every local address).
     pub node_port_addresses: Option<Vec<NodePortAddress>>,
+    /// `conntrack.tcpEstablishedTimeout` in seconds (24h): kube-proxy sets its node's
+    /// `nf_conntrack_tcp_timeout_established` at start; `None` leaves the kernel's (5 days).
+    pub conntrack_tcp_established: Option<u32>,
+    /// `conntrack.tcpCloseWaitTimeout` in seconds (1h): `nf_conntrack_tcp_timeout_close_wait`.
+    pub conntrack_tcp_close_wait: Option<u32>,
+    /// `conntrack.udpTimeout` in seconds (unset: the kernel's 30 s).
+    pub conntrack_udp: Option<u32>,
+    /// `conntrack.udpStreamTimeout` in seconds (unset: the kernel's 120 s).
+    pub conntrack_udp_stream: Option<u32>,
 }
 
 impl Default for KubeProxySettings {
@@ -244,6 +253,10 @@ impl Default for KubeProxySettings {
             masquerade_bit: 14,
             localhost_nodeports: true,
             node_port_addresses: None,
+            conntrack_tcp_established: Some(86_400),
+            conntrack_tcp_close_wait: Some(3_600),
+            conntrack_udp: None,
+            conntrack_udp_stream: None,
         }
     }
 }

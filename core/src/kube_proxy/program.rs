@@ -78,6 +78,25 @@ impl Services {
             self.list.iter().flat_map(|s| s.lb_source_ranges.iter().copied()).collect();
         for (n, setup) in setups.iter().enumerate().take(w.nodes.len()) {
             let node_id = NodeId(n as u32);
+            // kube-proxy sets its node's conntrack timeouts when it starts (its
+            // `conntrack` settings), whatever rules the node runs.
+            if let Some(nf) = w.netns[w.nodes[n].netns.idx()].nf.as_mut() {
+                let st = &self.settings;
+                let t = &mut nf.conntrack.timeouts;
+                let secs = |s: u32| smoltcp::time::Duration::from_secs(u64::from(s));
+                if let Some(s) = st.conntrack_tcp_established {
+                    t.tcp_established = secs(s);
+                }
+                if let Some(s) = st.conntrack_tcp_close_wait {
+                    t.tcp_close_wait = secs(s);
+                }
+                if let Some(s) = st.conntrack_udp {
+                    t.udp = secs(s);
+                }
+                if let Some(s) = st.conntrack_udp_stream {
+                    t.udp_stream = secs(s);
+                }
+            }
             if self.imported.contains(&node_id) {
                 // The node runs rules imported from its real iptables-save: keep them.
                 continue;

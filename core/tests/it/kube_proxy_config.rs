@@ -232,3 +232,34 @@ fn detector_localhost_and_mark_settings_show_in_flows() {
     let r = t(&mut c, "pod/default/client", "svc/default/web:http");
     assert!(r.server_saw.as_deref().unwrap().starts_with("10.1.0.10:"), "{}", r.render(true));
 }
+
+/// kube-proxy sets its node's conntrack timeouts at start (KubeProxyConntrackConfiguration:
+/// `tcpEstablishedTimeout` 24h and `tcpCloseWaitTimeout` 1h by default; 0 leaves the
+/// kernel's 5 days): an established connection through a node shows them.
+#[test]
+fn kube_proxy_sets_the_nodes_conntrack_timeouts() {
+    let established = |c: &mut Cluster| {
+        let t = c
+            .trace("pod/default/client", "svc/default/web:http", &TraceOptions::default())
+            .unwrap();
+        assert!(t.completed, "{}", t.render(true));
+        let line = t
+            .hops
+            .iter()
+            .find(|h| h.detail.contains(" ESTABLISHED src=10.244.0.7"))
+            .map(|h| h.detail.clone())
+            .unwrap_or_else(|| panic!("{}", t.render(true)));
+        line.split_whitespace().nth(5).unwrap().parse::<u64>().unwrap()
+    };
+    assert_eq!(established(&mut with("clusterCIDR: 10.244.0.0/16\n")), 86_400);
+    assert_eq!(established(&mut with("conntrack: {tcpEstablishedTimeout: 2h0m0s}\n")), 7_200);
+    assert_eq!(established(&mut with("conntrack: {tcpEstablishedTimeout: 0s}\n")), 432_000);
+    let e = Cluster::from_yaml(&format!(
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nconntrack: {{udpTimeout: soon}}\n---\n{}",
+        std::fs::read_to_string(fixture("kubeadm/cluster.yaml")).unwrap()
+    ))
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("conntrack.udpTimeout: 'soon' is not a duration (as 24h0m0s)"), "{e}");
+}
