@@ -824,6 +824,35 @@ impl Conntrack {
         Some((id, dir))
     }
 
+    /// The connection a packet seen after NAT belongs to, without touching the table: the
+    /// packet's tuple is looked up as it is (a packet before NAT, or one NAT left alone) and
+    /// inverted (a packet NAT rewrote travels opposite to the tuple it now inverts), live
+    /// entries only. Returns the entry, the way the packet travels and its `ctinfo`: a reply
+    /// or a packet of a connection that has seen one is `Established`, an ICMP error about a
+    /// known connection `Related`, the first packets of a connection `New`; `None` when no
+    /// entry knows the packet (it was never tracked). What a policy engine reading the
+    /// kernel's conntrack at a device (after every hook) learns of a packet.
+    pub fn peek(&self, info: &PacketInfo, now: Instant) -> Option<(CtId, Direction, CtInfo)> {
+        let live = |(id, dir): (CtId, Direction)| {
+            self.get(id).filter(|e| e.expires > now).map(|e| (id, dir, e.status))
+        };
+        if let Some(inner) = &info.icmp_inner {
+            let hit = self.find_any(inner).and_then(live).or_else(|| {
+                self.find_any(&inner.invert()).and_then(live).map(|(i, d, s)| (i, d.flip(), s))
+            });
+            return hit.map(|(id, dir, _)| (id, dir.flip(), CtInfo::Related));
+        }
+        let (id, dir, st) = self.find_any(&info.tuple).and_then(live).or_else(|| {
+            self.find_any(&info.tuple.invert()).and_then(live).map(|(i, d, s)| (i, d.flip(), s))
+        })?;
+        let ctinfo = if dir == Direction::Reply || st & status::SEEN_REPLY != 0 {
+            CtInfo::Established
+        } else {
+            CtInfo::New
+        };
+        Some((id, dir, ctinfo))
+    }
+
     /// Whether any live entry uses `tuple` in either direction (`nf_conntrack_tuple_taken`).
     pub fn tuple_taken(&self, tuple: &Tuple) -> bool {
         self.find_any(tuple).is_some()
@@ -1161,6 +1190,36 @@ mod tests {
         assert!(matches!(ct.lookup(&fin, at(2_000)), CtRef::Invalid));
         let synack = info(S, 5000, C, 40002, tcp_flags::SYN | tcp_flags::ACK);
         assert!(matches!(ct.lookup(&synack, at(2_000)), CtRef::Invalid));
+    }
+
+    /// What a policy engine after every hook reads of packets of a DNATed connection
+    /// (client C:40000 → 10.96.0.1:80, DNAT to S:5000): the first packets are NEW in their
+    /// original direction before and after the rewrite, replies are ESTABLISHED (before and
+    /// after reverse NAT), and after a reply the client's packets are ESTABLISHED too
+    /// (`ctinfo` as `nf_conntrack_in` sets it); a packet no entry knows is untracked.
+    #[test]
+    fn peek_finds_a_packet_before_and_after_nat() {
+        let mut ct = Conntrack::default();
+        let at = Instant::from_millis;
+        let vip = [10, 96, 0, 1];
+        let syn = info(C, 40000, vip, 80, tcp_flags::SYN);
+        let CtRef::Unconfirmed(mut e) = ct.lookup(&syn, at(0)) else { panic!("a new entry") };
+        e.set_nat(Manip::Dst, Ipv4Addr::from(S), 5000);
+        ct.confirm(*e, at(0)).unwrap();
+        let dnatted = info(C, 40000, S, 5000, tcp_flags::SYN);
+        let ctinfo = |p: &PacketInfo| ct.peek(p, at(1)).map(|(_, d, i)| (d, i));
+        assert_eq!(ctinfo(&syn), Some((Direction::Original, CtInfo::New)));
+        assert_eq!(ctinfo(&dnatted), Some((Direction::Original, CtInfo::New)));
+        let synack = info(S, 5000, C, 40000, tcp_flags::SYN | tcp_flags::ACK);
+        let unnatted = info(vip, 80, C, 40000, tcp_flags::SYN | tcp_flags::ACK);
+        assert_eq!(ctinfo(&synack), Some((Direction::Reply, CtInfo::Established)));
+        assert_eq!(ctinfo(&unnatted), Some((Direction::Reply, CtInfo::Established)));
+        assert!(ctinfo(&info(C, 40001, S, 5000, tcp_flags::SYN)).is_none());
+        ct.lookup(&synack, at(2));
+        let ack = info(C, 40000, S, 5000, tcp_flags::ACK);
+        assert_eq!(ct.peek(&ack, at(3)).map(|x| x.2), Some(CtInfo::Established));
+        // Expired entries are not found.
+        assert!(ct.peek(&ack, at(10_000_000)).is_none());
     }
 
     /// A SYN to a port nobody listens on, answered by a RST: the entry is gone at once
