@@ -22,7 +22,7 @@ use smoltcp::wire::{IpAddress, IpEndpoint};
 use podnet_netfilter::Proto;
 use podnet_netfilter::{Choices, Rng};
 
-use crate::datapath::{Datapath, Fabric, reason};
+use crate::datapath::{Datapath, Fabric, Guard, reason};
 use crate::error::TraceError;
 use crate::host::Hosts;
 use crate::host::stack::{Payload, Side};
@@ -71,12 +71,14 @@ pub(crate) struct Sim<'a> {
     pub(crate) hosts: &'a mut Hosts,
     /// The cloud fabric.
     pub(crate) fabric: &'a Fabric,
+    /// The policy engine.
+    pub(crate) guard: &'a dyn Guard,
 }
 
 impl Sim<'_> {
     /// The datapath over these parts.
     pub(crate) fn dp(&mut self) -> Datapath<'_, Hosts> {
-        Datapath { w: self.w, hosts: self.hosts, fabric: self.fabric }
+        Datapath { w: self.w, hosts: self.hosts, fabric: self.fabric, guard: self.guard }
     }
 
     /// Runs one flow and records it.
@@ -340,7 +342,7 @@ impl Sim<'_> {
             reason_text,
             http_status: None,
             http_from: None,
-            warnings: Vec::new(),
+            warnings: rec.warnings,
             answered: None,
             probability: None,
             started_ms: started.total_millis(),
@@ -377,6 +379,7 @@ pub(crate) fn trace_all(
     w: &World,
     hosts: &Hosts,
     fabric: &Fabric,
+    guard: &dyn Guard,
     flow: &Flow,
     opts: &TraceOptions,
 ) -> Result<Vec<Trace>, TraceError> {
@@ -398,7 +401,7 @@ pub(crate) fn trace_all(
             }
         }
         let opts = TraceOptions { dry_run: false, ..opts.clone() };
-        let mut t = Sim { w: &mut w2, hosts: &mut h2, fabric }.trace(flow, &opts)?;
+        let mut t = Sim { w: &mut w2, hosts: &mut h2, fabric, guard }.trace(flow, &opts)?;
         let met = script.lock().expect("choices lock").met.clone();
         let p: f64 = met.iter().map(|(pick, probs)| probs[*pick]).product();
         // Alternatives at every decision point this run met beyond the forced prefix.

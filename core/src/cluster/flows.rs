@@ -53,7 +53,14 @@ impl Cluster {
     ) -> Result<Vec<Trace>, TraceError> {
         let (from, to) = (from.into_endpoint(Role::Source), to.into_endpoint(Role::Destination));
         let flow = self.flow(from?, to?, opts.proto)?;
-        let mut all = crate::run::trace_all(&self.world, &self.hosts, &self.fabric, &flow, opts)?;
+        let mut all = crate::run::trace_all(
+            &self.world,
+            &self.hosts,
+            &self.fabric,
+            &self.policy,
+            &flow,
+            opts,
+        )?;
         for t in &mut all {
             self.warn_unmodelled(t, flow.src.ns);
         }
@@ -181,7 +188,12 @@ impl Cluster {
 
     /// The simulator over this cluster's world.
     fn sim(&mut self) -> Sim<'_> {
-        Sim { w: &mut self.world, hosts: &mut self.hosts, fabric: &self.fabric }
+        Sim {
+            w: &mut self.world,
+            hosts: &mut self.hosts,
+            fabric: &self.fabric,
+            guard: &self.policy,
+        }
     }
 
     /// A flow from `from` to `to` (each an endpoint and its text), resolved; `proto` is the

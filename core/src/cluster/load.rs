@@ -172,6 +172,9 @@ impl Cluster {
             },
         })?;
         c.services.mode = mode;
+        if let Some(p) = s.policy {
+            c.policy.cfg = p;
+        }
         if let Some((_, _, k)) = kpc {
             c.services.settings = k.settings;
             c.services.masquerade_all = k.masquerade_all;
@@ -204,15 +207,16 @@ impl Cluster {
             && objs.slices.is_empty()
             && objs.ingresses.is_empty()
             && objs.namespaces.is_empty()
-            && objs.unmodelled.is_empty();
+            && objs.unmodelled.is_empty()
+            && objs.network_policies.is_empty();
         if empty {
             report.warnings.push(
                 "the input holds no Kubernetes objects: give the output of kubectl get -A -o yaml (see the README's \"Your own cluster\")".into(),
             );
         }
+        let new_namespaces = !objs.namespaces.is_empty();
         self.namespaces.extend(std::mem::take(&mut objs.namespaces));
         self.unmodelled.append(&mut objs.unmodelled);
-        self.policies.append(&mut objs.network_policies);
         self.load_nodes(&objs, &mut report)?;
         // Services first: their targetPorts become listening ports of the pods they select.
         let first_new_service = self.services.list.len();
@@ -221,6 +225,10 @@ impl Cluster {
         self.serve_new_services(&new_pods, first_new_service, &service_places)?;
         self.load_slices(&objs, first_new_service, &mut report)?;
         report.warnings.extend(self.lint_services(first_new_service, &objs));
+        if !objs.network_policies.is_empty() || new_namespaces {
+            self.policy.policies.append(&mut objs.network_policies);
+            self.policies_changed();
+        }
         Ok(report)
     }
 

@@ -25,6 +25,7 @@ mod edge;
 mod flows;
 mod load;
 mod nodes;
+mod policies;
 mod reference;
 mod services;
 mod tables;
@@ -175,8 +176,8 @@ pub struct Cluster {
     /// Objects that decide what traffic is allowed and that podnet does not model: every
     /// trace through a pod one of them selects carries a warning.
     pub(crate) unmodelled: Vec<Unmodelled>,
-    /// NetworkPolicies as loaded (decided by [`crate::policy`]; not enforced yet).
-    pub(crate) policies: Vec<crate::policy::NetworkPolicy>,
+    /// NetworkPolicies, compiled per pod, and how the CNI enforces them.
+    pub(crate) policy: crate::policy::Engine,
 }
 
 impl Cluster {
@@ -220,7 +221,7 @@ impl Cluster {
             cni,
             namespaces: BTreeMap::new(),
             unmodelled: Vec::new(),
-            policies: Vec::new(),
+            policy: Default::default(),
         };
         let vpc = c.world.add_netns("vpc", Owner::Router, true);
         c.world.vpc = vpc;
@@ -247,12 +248,6 @@ impl Cluster {
             c.world.subnets.push(crate::world::VpcSubnet { cidr, router, segment, router_dev });
         }
         c
-    }
-
-    /// The NetworkPolicies loaded, as [`crate::policy`] reads them. The datapath does not
-    /// enforce them yet: traces through the pods they select carry a warning.
-    pub fn network_policies(&self) -> &[crate::policy::NetworkPolicy] {
-        &self.policies
     }
 
     /// The pod for `pod/NS/NAME` or `NS/NAME`.

@@ -264,6 +264,7 @@ impl Cluster {
         let (node, key) = (p.node, (p.namespace.clone(), p.name.clone()));
         self.world.nodes[node.idx()].pods.push(id);
         self.world.pod_names.insert(key, id);
+        self.policy.pod_changed(&self.world, id);
         self.services_changed();
     }
 
@@ -292,6 +293,7 @@ impl Cluster {
             self.cni.del(&mut self.world, node, ip, host);
         }
         self.world.nodes[node.idx()].pods.retain(|p| *p != id);
+        self.policy.pod_changed(&self.world, id);
         self.services_changed();
         Ok(())
     }

@@ -88,6 +88,9 @@ impl<H: HostStacks> Datapath<'_, H> {
                 );
                 self.l2_rx(ns, br, frame, tag);
             } else {
+                if ethertype == EthernetProtocol::Ipv4 {
+                    self.guard_untracked_bridged(port, tag);
+                }
                 self.br_deliver(br, port, frame, tag, None);
             }
             return;
@@ -105,6 +108,9 @@ impl<H: HostStacks> Datapath<'_, H> {
             (Some(port), None),
             None,
         ) {
+            return;
+        }
+        if !self.guard_egress(ns, port, &skb, tag) {
             return;
         }
         let dst_after = Ipv4Packet::new_unchecked(&skb.data[..]).dst_addr();

@@ -16,6 +16,9 @@ impl<H: HostStacks> Datapath<'_, H> {
     pub(crate) fn dev_xmit(&mut self, dev: IfIndex, frame: Vec<u8>, tag: Tag) {
         match &self.w.devs[dev.idx()].kind {
             &DeviceKind::Veth { peer } => {
+                if self.guard.stage().is_some() && !self.guard_ingress(dev, &frame, tag) {
+                    return;
+                }
                 self.w.sim.queue.push_back(Event { dev: peer, frame, tag })
             }
             &DeviceKind::Ether { segment } => {

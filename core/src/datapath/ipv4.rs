@@ -47,6 +47,9 @@ impl<H: HostStacks> Datapath<'_, H> {
         {
             return;
         }
+        if !prerouting_done && !self.guard_egress(ns, dev, &skb, tag) {
+            return;
+        }
         let (src, dst) = {
             let p = Ipv4Packet::new_unchecked(&skb.data[..]);
             (p.src_addr(), p.dst_addr())

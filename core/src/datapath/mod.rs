@@ -43,11 +43,13 @@
 //! | [`nf`] | the netfilter glue: one hook, its trace hops and its verdict |
 //! | [`reject`] | the answers REJECT sends |
 //! | [`fabric`] | the cloud fabric's forwarding |
+//! | [`guard`] | where a policy engine judges connections: pods' host-side interfaces |
 
 mod arp;
 mod bridge;
 mod dev;
 pub(crate) mod fabric;
+mod guard;
 mod host_io;
 mod ipv4;
 mod nf;
@@ -71,6 +73,10 @@ use crate::trace::{Dir, HopKind, PacketView, Tag};
 use crate::world::{Owner, World};
 
 pub(crate) use fabric::{Fabric, Steer};
+pub use guard::Direction;
+#[cfg(test)]
+pub(crate) use guard::NoGuard;
+pub(crate) use guard::{Guard, Stage, Verdict};
 
 /// Records a hop when hops are being kept; the arguments are evaluated only then, so the
 /// untraced fast path formats nothing.
@@ -129,6 +135,8 @@ pub(crate) struct Datapath<'a, H: HostStacks> {
     pub(crate) hosts: &'a mut H,
     /// What the cloud fabric forwards by other means than routing tables.
     pub(crate) fabric: &'a Fabric,
+    /// The policy engine: which connections pods' host-side interfaces let through.
+    pub(crate) guard: &'a dyn Guard,
 }
 
 impl<H: HostStacks> Datapath<'_, H> {

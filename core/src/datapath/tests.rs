@@ -16,6 +16,7 @@ use smoltcp::wire::{
 
 use podnet_netfilter::Netfilter;
 
+use super::NoGuard;
 use crate::ids::{IfIndex, NetnsId};
 use crate::net::fdb::Fdb;
 use crate::trace::{Dir, Hop, HopKind, Recorder};
@@ -111,7 +112,7 @@ fn udp_frame(
 fn send(w: &mut World, hosts: &mut Sink, dev: IfIndex, frame: Vec<u8>) -> Vec<Hop> {
     w.sim.rec = Some(Recorder::for_injection());
     let fabric = Fabric::default();
-    let mut dp = Datapath { w, hosts, fabric: &fabric };
+    let mut dp = Datapath { w, hosts, fabric: &fabric, guard: &NoGuard };
     let tag = dp.new_tag(Dir::Request);
     dp.dev_xmit(dev, frame, tag);
     assert!(dp.run_queue(), "the queue settles");
@@ -348,10 +349,10 @@ fn a_packet_waits_for_arp_and_is_dropped_when_no_reply_comes() {
     let mut sink = Sink::default();
     w.sim.rec = Some(Recorder::for_injection());
     w.now += Duration::from_millis(2_999);
-    Datapath { w: &mut w, hosts: &mut sink, fabric: &fabric }.expire_pending();
+    Datapath { w: &mut w, hosts: &mut sink, fabric: &fabric, guard: &NoGuard }.expire_pending();
     assert_eq!(w.sim.pending.len(), 1);
     w.now += Duration::from_millis(1);
-    Datapath { w: &mut w, hosts: &mut sink, fabric: &fabric }.expire_pending();
+    Datapath { w: &mut w, hosts: &mut sink, fabric: &fabric, guard: &NoGuard }.expire_pending();
     assert!(w.sim.pending.is_empty());
     let hops = w.sim.rec.take().unwrap().hops;
     let drop = hops.iter().find(|h| h.kind.action() == "drop").expect("dropped");

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::cni::{AwsVpcConfig, Cni, WarmTargets};
 use crate::kube_proxy::ProxyMode;
+use crate::policy::{Enforcement, HostTraffic, PolicyConfig};
 
 use super::{LoadError, Place, obj_err};
 
@@ -56,6 +57,17 @@ pub(crate) struct PodnetConfig {
     pub(crate) nat_gateway: Option<NatGatewayDoc>,
     /// Node name to sysctl name to value.
     pub(crate) sysctls: Option<BTreeMap<String, BTreeMap<String, u32>>>,
+    /// How the CNI enforces NetworkPolicy.
+    pub(crate) network_policy: Option<NetworkPolicyDoc>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct NetworkPolicyDoc {
+    /// `post-dnat` (default), `pre-dnat` or `off`.
+    pub(crate) enforcement: Option<String>,
+    /// `allow` (default) or `policy`.
+    pub(crate) host_traffic: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -153,6 +165,8 @@ pub(crate) struct Settings {
     pub(crate) proxy_mode: ProxyMode,
     /// Whether `proxyMode` was given.
     pub(crate) proxy_mode_given: bool,
+    /// `networkPolicy`.
+    pub(crate) policy: Option<PolicyConfig>,
 }
 
 impl PodnetConfig {
@@ -248,7 +262,24 @@ impl PodnetConfig {
                 Some(range.ok_or_else(|| bad("serviceNodePortRange (as 30000-32767)", r))?)
             }
         };
+        let policy = match &self.network_policy {
+            None => None,
+            Some(d) => {
+                let mut c = PolicyConfig::default();
+                if let Some(e) = &d.enforcement {
+                    c.enforcement = Enforcement::parse(e).ok_or_else(|| {
+                        bad("networkPolicy.enforcement (post-dnat, pre-dnat or off)", e)
+                    })?;
+                }
+                if let Some(h) = &d.host_traffic {
+                    c.host_traffic = HostTraffic::parse(h)
+                        .ok_or_else(|| bad("networkPolicy.hostTraffic (allow or policy)", h))?;
+                }
+                Some(c)
+            }
+        };
         Ok(Settings {
+            policy,
             cluster_cidr: cidr("clusterCidr", &self.cluster_cidr)?,
             node_subnets,
             node_port_range,

@@ -522,14 +522,15 @@ fn classify(d: Doc, objs: &mut Objects) -> Result<(), LoadError> {
         }
         other => match unmodelled::read(&api, other, &d.value) {
             Some(Ok(u)) => {
-                // NetworkPolicies are read in full (their semantics are `policy`'s); the
-                // datapath does not enforce them yet, so they stay reported as not modelled.
+                // NetworkPolicies are read in full and enforced (see `policy`).
                 if other == "NetworkPolicy" && api == "networking.k8s.io/v1" {
                     let p = netpol::network_policy(&d.value).map_err(|msg| LoadError::Parse {
                         place: d.place.clone(),
                         msg: format!("{}: {msg}", u.object),
                     })?;
                     objs.network_policies.push(p);
+                    objs.report.loaded.push(u.object);
+                    return Ok(());
                 }
                 objs.report.skipped.push(format!(
                     "{}: not modelled ({}); traces through the pods it selects carry a warning",

@@ -15,9 +15,11 @@
 //!   (resolved against the destination pod's containerPorts), and `endPort` for a range.
 //!
 //! Connection-oriented: a policy decides the first packet of a connection; replies and
-//! related packets follow conntrack. This module only decides; the datapath does not
-//! enforce policies yet, and the loader keeps reporting NetworkPolicies as not modelled
-//! (every trace through a pod one selects carries a warning) until it does.
+//! related packets follow conntrack. The engine compiles the policies per pod (which
+//! policies isolate it, in each direction) and answers the datapath's
+//! guard at pods' host-side interfaces (see the datapath's `guard`); [`PolicyConfig`] says where
+//! (after kube-proxy's DNAT, or before it as an eBPF agent at the veth does) and whether a
+//! pod's own node is exempt.
 
 use std::net::Ipv4Addr;
 
@@ -26,14 +28,11 @@ use podnet_netfilter::Proto;
 
 use crate::labels::{LabelSelector, Labels};
 
-/// A direction of traffic, as the selected pod sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-pub enum Direction {
-    /// Connections to the selected pod.
-    Ingress,
-    /// Connections from the selected pod.
-    Egress,
-}
+pub use crate::datapath::Direction;
+
+mod engine;
+pub(crate) use engine::Engine;
+pub use engine::{Enforcement, HostTraffic, PolicyConfig, PolicySummary};
 
 /// A port of a rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,11 +165,23 @@ impl NetworkPolicy {
         proto: Proto,
         port: u16,
     ) -> bool {
+        self.allowing_rule(dir, peer, dest, proto, port).is_some()
+    }
+
+    /// The index of the first of its rules for `dir` that allows `peer` on `proto`/`port`.
+    pub fn allowing_rule(
+        &self,
+        dir: Direction,
+        peer: &PeerRef<'_>,
+        dest: Option<&PodRef<'_>>,
+        proto: Proto,
+        port: u16,
+    ) -> Option<usize> {
         let rules = match dir {
             Direction::Ingress => &self.ingress,
             Direction::Egress => &self.egress,
         };
-        rules.iter().any(|r| {
+        rules.iter().position(|r| {
             (r.peers.is_empty() || r.peers.iter().any(|p| self.peer_matches(p, peer)))
                 && (r.ports.is_empty()
                     || r.ports.iter().any(|p| port_matches(p, dest, proto, port)))

@@ -352,6 +352,14 @@ pub enum HopKind {
         /// The hook.
         hook: Hook,
     },
+    /// A NetworkPolicy allowed a new connection at a pod's host-side interface (a denial is
+    /// a [`HopKind::Drop`] naming the policies).
+    Policy {
+        /// `ingress` or `egress`.
+        direction: &'static str,
+        /// The policy and its rule's field path: `netpol/NS/NAME`.
+        origin: String,
+    },
     /// The packet was dropped, with a stable reason code (`no-route`, `rule`, …).
     Drop {
         /// The reason code.
@@ -361,7 +369,7 @@ pub enum HopKind {
 
 impl HopKind {
     /// The kind as the trace's JSON names it: `tx`, `rx`, `ignore`, `bridge`, `fdb`, `arp`,
-    /// `neigh`, `route`, `deliver`, `rule`, `nat`, `conntrack`, `log`, `drop`.
+    /// `neigh`, `route`, `deliver`, `rule`, `nat`, `conntrack`, `log`, `policy`, `drop`.
     pub fn action(&self) -> &'static str {
         match self {
             HopKind::Tx => "tx",
@@ -377,6 +385,7 @@ impl HopKind {
             HopKind::Nat { .. } => "nat",
             HopKind::Conntrack { .. } => "conntrack",
             HopKind::Log { .. } => "log",
+            HopKind::Policy { .. } => "policy",
             HopKind::Drop { .. } => "drop",
         }
     }
@@ -417,10 +426,11 @@ impl HopKind {
         }
     }
 
-    /// The Kubernetes object a rule hop's rule came from.
+    /// The Kubernetes object a rule hop's rule came from, or the policy of a policy hop.
     pub fn origin(&self) -> Option<&str> {
         match self {
             HopKind::Rule { origin, .. } => origin.as_deref(),
+            HopKind::Policy { origin, .. } => Some(origin),
             _ => None,
         }
     }

@@ -34,6 +34,8 @@ pub(crate) struct Recorder {
     pub(crate) reply_from: Option<String>,
     /// Drops, with their reason code and text.
     pub(crate) drops: Vec<(Tag, &'static str, String)>,
+    /// What the datapath could not model on this run (the trace's warnings).
+    pub(crate) warnings: Vec<String>,
     /// The first REJECT met.
     pub(crate) reject: Option<RejectWith>,
 }
@@ -63,6 +65,7 @@ impl Recorder {
             proxy_hit: None,
             reply_from: None,
             drops: Vec::new(),
+            warnings: Vec::new(),
             reject: None,
         }
     }
@@ -152,6 +155,13 @@ impl Recorder {
             self.server_hit = Some((ns, format!("{}:{}", t.src, t.sport), t.proto, t.dport));
         } else if t.dport == self.client_port && self.reply_from.is_none() {
             self.reply_from = Some(format!("{}:{}", t.src, t.sport));
+        }
+    }
+
+    /// Something the run could not model that may change its outcome (said once).
+    pub(crate) fn note_warning(&mut self, text: String) {
+        if !self.warnings.contains(&text) {
+            self.warnings.push(text);
         }
     }
 

@@ -220,8 +220,8 @@ fn names_the_api_server_would_refuse_are_refused_not_written_into_rules() {
 
 /// Objects that decide what traffic is allowed and that podnet does not model are not
 /// silently dropped: each is reported, and every trace through a pod it selects says so.
-/// Selection follows the APIs: a NetworkPolicy's `podSelector` in its own namespace
-/// (matchExpressions with apimachinery's operators), an AdminNetworkPolicy's
+/// Selection follows the APIs: a CiliumNetworkPolicy's `endpointSelector` in its own
+/// namespace (matchExpressions with apimachinery's operators), an AdminNetworkPolicy's
 /// `subject.namespaces` against the namespace's labels, `kubernetes.io/metadata.name`
 /// included, which the API server sets on every namespace.
 #[test]
@@ -229,13 +229,13 @@ fn unmodelled_policies_are_reported_and_warned_about_on_every_trace_they_touch()
     let yaml = crate::common::reference_yaml()
         + r#"
 ---
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
 metadata: {name: web-only, namespace: default}
 spec:
-  podSelector:
+  endpointSelector:
     matchExpressions: [{key: app, operator: In, values: [web]}]
-  policyTypes: [Ingress]
+  ingress: []
 ---
 apiVersion: policy.networking.k8s.io/v1alpha1
 kind: AdminNetworkPolicy
@@ -247,7 +247,7 @@ spec:
   ingress: []
 "#;
     let (mut c, report) = Cluster::from_yaml(&yaml).unwrap();
-    for o in ["NetworkPolicy/default/web-only", "AdminNetworkPolicy/lockdown"] {
+    for o in ["CiliumNetworkPolicy/default/web-only", "AdminNetworkPolicy/lockdown"] {
         assert!(
             report.skipped.iter().any(|s| s.starts_with(&format!("{o}: not modelled"))),
             "{report:?}"
@@ -260,7 +260,7 @@ spec:
     assert_eq!(
         t.warnings,
         vec![format!(
-            "{to} is selected by NetworkPolicy/default/web-only: a policy podnet does not enforce yet, so the real cluster may drop what this trace delivers"
+            "{to} is selected by CiliumNetworkPolicy/default/web-only: a policy podnet does not enforce yet, so the real cluster may drop what this trace delivers"
         )]
     );
     assert!(t.render(false).contains("\n  warning: "), "{}", t.render(false));

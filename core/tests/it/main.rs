@@ -31,6 +31,8 @@ mod lb_models;
 mod linux_behaviours;
 mod log_target;
 mod nat_gateway;
+mod netpol_nat;
+mod netpol_truth_table;
 mod own_cluster;
 mod pcap;
 mod rounds;

@@ -247,21 +247,26 @@ fn service_fields_are_honoured_or_reported() {
     );
 }
 
-/// NetworkPolicies are read in full (not enforced yet: still reported as not modelled), and
-/// a malformed one is an error naming the object and the field.
+/// NetworkPolicies are read in full and enforced (the named port resolved on the backend's
+/// containerPorts), and a malformed one is an error naming the object and the field.
 #[test]
 fn network_policies_are_read_and_bad_ones_refused() {
     let eks = std::fs::read_to_string(fixture("eks/cluster.yaml")).unwrap();
     let np = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: backend-in, namespace: shop}\nspec:\n  podSelector: {matchLabels: {app: backend}}\n  ingress: [{from: [{podSelector: {matchLabels: {app: frontend}}}], ports: [{port: api}]}]\n";
-    let (c, report) = Cluster::from_yaml(&format!("{eks}---\n{np}")).unwrap();
+    let (mut c, report) = Cluster::from_yaml(&format!("{eks}---\n{np}")).unwrap();
     let p = &c.network_policies()[0];
     assert_eq!(
         (p.key(), p.types.clone()),
         ("shop/backend-in".to_string(), vec![podnet::policy::Direction::Ingress])
     );
-    assert!(
-        report.skipped.iter().any(|s| s.starts_with("NetworkPolicy/shop/backend-in: not modelled"))
-    );
+    assert!(report.loaded.iter().any(|s| s == "NetworkPolicy/shop/backend-in"), "{report:?}");
+    let t = reach(&mut c, "pod/shop/frontend-7d9c6b7f5-abcde", "svc/shop/backend:api");
+    let allowed = t.hops.iter().find(|h| h.kind.action() == "policy").unwrap();
+    assert_eq!(allowed.kind.origin(), Some("netpol/shop/backend-in"));
+    let t = c
+        .trace("pod/shop/backend-5c8f7d6b4-fghij", "svc/shop/backend:api", &TraceOptions::default())
+        .unwrap();
+    assert_eq!(t.reason.as_deref(), Some("policy_denied_ingress"), "{}", t.render(false));
     let bad = np.replace("{port: api}", "{port: api, endPort: 9001}");
     let e = Cluster::from_yaml(&format!("{eks}---\n{bad}")).err().unwrap().to_string();
     assert!(e.ends_with("NetworkPolicy/shop/backend-in: spec.ingress[0].ports[0]: endPort needs a numeric port, not \"api\""), "{e}");
