@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use podnet::endpoint::{Endpoint, Role};
 use podnet::get::{Output, Resource};
 use podnet::netfilter::ipvs::Scheduler;
+use podnet::policy::{Enforcement, HostTraffic};
 use podnet::trace::{FlowProto, TraceOptions};
 use podnet::{Cluster, Cni, Disposition, ProxyMode, Table};
 
@@ -78,6 +79,20 @@ enum Command {
     Dmesg(TableArgs),
     /// How a node's imported iptables-save differs from what kube-proxy would write
     Drift(DriftArgs),
+    /// The NetworkPolicies selecting a pod and what they allow it
+    Policy(PolicyArgs),
+}
+
+#[derive(Args)]
+struct PolicyArgs {
+    /// The pod: pod/NS/NAME or NS/NAME
+    #[arg(long, value_name = "POD", required = true)]
+    pod: String,
+    /// Print it as JSON
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 /// Where the cluster comes from and how it runs.
@@ -103,6 +118,21 @@ struct ClusterArgs {
     /// ones (repeatable)
     #[arg(long = "iptables", value_name = "NODE=FILE", value_parser = node_file)]
     iptables: Vec<(String, PathBuf)>,
+    /// Where NetworkPolicies are enforced: post-dnat (after kube-proxy, as iptables-based
+    /// CNIs do), pre-dnat (egress before kube-proxy, as an eBPF agent at the veth) or off
+    #[arg(long, value_name = "WHERE", value_parser = enforcement)]
+    policy_enforcement: Option<Enforcement>,
+    /// Whether a pod's own node is judged by NetworkPolicies: allow (default) or policy
+    #[arg(long, value_name = "HOW", value_parser = host_traffic)]
+    policy_host_traffic: Option<HostTraffic>,
+}
+
+fn enforcement(s: &str) -> Result<Enforcement, String> {
+    Enforcement::parse(s).ok_or_else(|| format!("'{s}' is not post-dnat, pre-dnat or off"))
+}
+
+fn host_traffic(s: &str) -> Result<HostTraffic, String> {
+    HostTraffic::parse(s).ok_or_else(|| format!("'{s}' is not allow or policy"))
 }
 
 /// Flows: sources and destinations in pairs.
@@ -330,6 +360,7 @@ fn main() -> ExitCode {
         Command::Enis(a) => table(Table::Enis, &a, &mut out),
         Command::Dmesg(a) => table(Table::Dmesg, &a, &mut out),
         Command::Drift(a) => drift(&a, &mut out),
+        Command::Policy(a) => policy(&a, &mut out),
     };
     let _ = out.0.flush();
     match result {
@@ -379,6 +410,14 @@ fn cluster(a: &ClusterArgs) -> Result<Cluster, Stop> {
     if let Some(m) = mode {
         c.set_proxy_mode(m);
     }
+    let mut pc = c.policy_config();
+    if let Some(e) = a.policy_enforcement {
+        pc.enforcement = e;
+    }
+    if let Some(h) = a.policy_host_traffic {
+        pc.host_traffic = h;
+    }
+    c.set_policy_config(pc);
     for (node, file) in &a.iptables {
         let text = std::fs::read_to_string(file)
             .map_err(|e| Stop::Bad(format!("--iptables {node}={}: {e}", file.display())))?;
@@ -602,6 +641,17 @@ fn check(a: &CheckArgs, out: &mut Out) -> Result<u8, Stop> {
 fn get(a: &GetArgs, out: &mut Out) -> Result<u8, Stop> {
     let c = cluster(&a.cluster)?;
     out.put(&c.get(a.resource, a.output.unwrap_or_default()))?;
+    Ok(0)
+}
+
+fn policy(a: &PolicyArgs, out: &mut Out) -> Result<u8, Stop> {
+    let c = cluster(&a.cluster)?;
+    let s = c.policies_for(&a.pod)?;
+    if a.json {
+        out.line(&serde_json::to_string_pretty(&s)?)?;
+    } else {
+        out.put(&s.to_string())?;
+    }
     Ok(0)
 }
 

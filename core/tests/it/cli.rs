@@ -327,14 +327,15 @@ fn the_command_line_answers_what_the_cluster_does() {
         podnet(&["trace", "--from", "pod/default/pod1", "--to", "10.244.1.2:8080", "--brief"]);
     assert_eq!(code, 0);
     assert!(out.contains("\n  path: pod1 lo\n"), "{out}");
-    // A NetworkPolicy podnet does not enforce yet is said, not skipped with one line.
+    // A policy podnet does not enforce is said, not skipped with one line; a NetworkPolicy
+    // is enforced, and the drop names it.
     let dir = std::env::temp_dir().join(format!("podnet-netpol-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/reference/cluster.yaml");
     std::fs::write(
         dir.join("netpol.yaml"),
-        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: default}\nspec: {podSelector: {}}\n",
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: deny, namespace: default}\nspec: {endpointSelector: {}}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: default}\nspec: {podSelector: {matchLabels: {app: api}}}\n",
     )
     .unwrap();
     let (code, out, _) = podnet(&[
@@ -349,11 +350,12 @@ fn the_command_line_answers_what_the_cluster_does() {
         "pod/default/pod4:8080",
         "--brief",
     ]);
-    assert_eq!(code, 0);
+    assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("  warning: pod/default/pod2 is selected by NetworkPolicy/default/deny: a policy podnet does not enforce yet"),
+        out.contains("  warning: pod/default/pod2 is selected by CiliumNetworkPolicy/default/deny: a policy podnet does not enforce yet"),
         "{out}"
     );
+    assert!(out.contains("\n  reason: policy_denied_ingress: pod default/pod4 is isolated for ingress by netpol/default/deny; no rule allows 10.244.1.3 → 10.244.2.3 TCP 8080\n"), "{out}");
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -377,4 +379,65 @@ fn check_prints_inferences_and_flags() {
     let _ = std::fs::remove_file(&empty);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("warnings 1:\n  the input holds no Kubernetes objects"), "{out}");
+}
+
+/// `policy --pod` lists the policies selecting a pod and what they allow it (the rules in
+/// the words of `kubectl describe networkpolicy`), and `--policy-enforcement` switches where
+/// egress is judged: a Service CIDR ipBlock allows the Service before DNAT, not after.
+#[test]
+fn policy_lists_what_selects_a_pod_and_enforcement_is_a_flag() {
+    let dir = std::env::temp_dir().join(format!("podnet-policy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/reference/cluster.yaml");
+    std::fs::write(
+        dir.join("netpol.yaml"),
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: client-out, namespace: default}\nspec:\n  podSelector: {matchLabels: {app: client}}\n  egress:\n  - to: [{ipBlock: {cidr: 10.96.0.0/12}}]\n    ports: [{port: 80}, {port: 53, protocol: UDP}]\n",
+    )
+    .unwrap();
+    let netpol = dir.join("netpol.yaml");
+    let cluster = ["--cluster", fixture.to_str().unwrap(), "--cluster", netpol.to_str().unwrap()];
+    let args = |extra: &[&'static str]| {
+        let mut v: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        v.extend(cluster.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |v: Vec<String>| {
+        let refs: Vec<&str> = v.iter().map(String::as_str).collect();
+        podnet(&refs)
+    };
+    let (code, out, _) = run(args(&["policy", "--pod", "default/pod2"]));
+    assert_eq!(code, 0);
+    assert_eq!(
+        out,
+        "pod default/pod2: isolated for ingress, isolated for egress\n\
+         selected by:\n  netpol/default/client-out (ingress, egress)\n\
+         ingress allowed: nothing (only replies to its own connections)\n\
+         egress allowed:\n  default/client-out spec.egress[0]: to ipBlock 10.96.0.0/12; ports TCP 80, UDP 53\n"
+    );
+    let (code, out, _) = run(args(&["policy", "--pod", "pod/default/pod4", "--json"]));
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ingress_isolated"], false);
+    let trace = |e: &'static str| {
+        run(args(&[
+            "trace",
+            "--from",
+            "pod/default/pod2",
+            "--to",
+            "svc/default/api:http",
+            "--brief",
+            "--policy-enforcement",
+            e,
+        ]))
+    };
+    let (code, out, _) = trace("post-dnat");
+    assert_eq!(code, 1);
+    assert!(out.contains("\n  reason: policy_denied_egress: pod default/pod2 is isolated for egress by netpol/default/client-out; no rule allows 10.244.1.3 → 10.244.2.3 TCP 8080\n"), "{out}");
+    let (code, out, _) = trace("pre-dnat");
+    assert_eq!(code, 0, "{out}");
+    let (code, _, err) = trace("ebpf");
+    assert_eq!(code, 2);
+    assert!(err.contains("'ebpf' is not post-dnat, pre-dnat or off"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
 }
