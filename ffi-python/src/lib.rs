@@ -494,7 +494,8 @@ impl Cluster {
         report_dict(py, &report)
     }
 
-    /// Deletes a Service (`svc/NS/NAME`) or a pod (`pod/NS/NAME`); kube-proxy re-syncs.
+    /// Deletes a Service (`svc/NS/NAME`), a pod (`pod/NS/NAME`; kube-proxy re-syncs) or a
+    /// NetworkPolicy (`netpol/NS/NAME`; connections already open keep flowing).
     fn delete(&mut self, what: &str) -> PyResult<()> {
         if what.starts_with("svc/") {
             return self.inner.delete_service(what).map_err(error::cluster);
@@ -502,9 +503,85 @@ impl Cluster {
         if what.starts_with("pod/") {
             return self.inner.delete_pod(what).map_err(error::cluster);
         }
+        if what.starts_with("netpol/") {
+            return self.inner.delete_network_policy(what).map_err(error::cluster);
+        }
         Err(error::InvalidInput::new_err(format!(
-            "cannot delete {what:?}: write svc/NS/NAME or pod/NS/NAME"
+            "cannot delete {what:?}: write svc/NS/NAME, pod/NS/NAME or netpol/NS/NAME"
         )))
+    }
+
+    /// The NetworkPolicies, as `netpol/NS/NAME`, in the order they were added.
+    fn network_policies(&self) -> Vec<String> {
+        self.inner.network_policies().iter().map(|p| format!("netpol/{}", p.key())).collect()
+    }
+
+    /// The NetworkPolicies selecting a pod (`pod/NS/NAME` or `NS/NAME`) and what they allow
+    /// it: `{"pod", "policies": [{"name", "directions"}], "ingress_isolated",
+    /// "egress_isolated", "ingress": [rule, ...], "egress": [rule, ...]}`, each rule one line
+    /// (`NS/NAME spec.ingress[0]: from ...; ports ...`).
+    fn policies_for<'py>(&self, py: Python<'py>, pod: &str) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.inner.policies_for(pod).map_err(error::cluster)?;
+        let d = PyDict::new(py);
+        d.set_item("pod", &s.pod)?;
+        let list = PyList::empty(py);
+        for (name, dirs) in &s.policies {
+            let p = PyDict::new(py);
+            p.set_item("name", format!("netpol/{name}"))?;
+            p.set_item("directions", dirs.iter().map(|d| d.as_str()).collect::<Vec<_>>())?;
+            list.append(p)?;
+        }
+        d.set_item("policies", list)?;
+        d.set_item("ingress_isolated", s.ingress_isolated)?;
+        d.set_item("egress_isolated", s.egress_isolated)?;
+        d.set_item("ingress", &s.ingress)?;
+        d.set_item("egress", &s.egress)?;
+        Ok(d)
+    }
+
+    /// Where NetworkPolicies are enforced (`post-dnat`, `pre-dnat` or `off`) and whether a
+    /// pod's own node is judged by them (`allow` or `policy`), as `(enforcement,
+    /// host_traffic)`.
+    #[getter]
+    fn policy_config(&self) -> (&'static str, &'static str) {
+        let c = self.inner.policy_config();
+        let e = match c.enforcement {
+            podnet::policy::Enforcement::PostDnat => "post-dnat",
+            podnet::policy::Enforcement::PreDnat => "pre-dnat",
+            podnet::policy::Enforcement::Off => "off",
+        };
+        let h = match c.host_traffic {
+            podnet::policy::HostTraffic::Allow => "allow",
+            podnet::policy::HostTraffic::Policy => "policy",
+        };
+        (e, h)
+    }
+
+    /// Sets where NetworkPolicies are enforced: `enforcement` `post-dnat` (after
+    /// kube-proxy's DNAT, as iptables-based CNIs), `pre-dnat` (egress before it, as an eBPF
+    /// agent at the veth) or `off`; `host_traffic` `allow` (a pod's own node always passes)
+    /// or `policy`. A value not given is kept.
+    #[pyo3(signature = (enforcement = None, host_traffic = None))]
+    fn set_policy_config(
+        &mut self,
+        enforcement: Option<&str>,
+        host_traffic: Option<&str>,
+    ) -> PyResult<()> {
+        let mut c = self.inner.policy_config();
+        if let Some(e) = enforcement {
+            c.enforcement = podnet::policy::Enforcement::parse(e).ok_or_else(|| {
+                error::InvalidInput::new_err(format!(
+                    "enforcement '{e}' is not post-dnat, pre-dnat or off"
+                ))
+            })?;
+        }
+        if let Some(h) = host_traffic {
+            c.host_traffic = podnet::policy::HostTraffic::parse(h).ok_or_else(|| {
+                error::InvalidInput::new_err(format!("host_traffic '{h}' is not allow or policy"))
+            })?;
+        }
+        self.inner.set_policy_config(c);
+        Ok(())
     }
 
     fn __repr__(&self) -> String {

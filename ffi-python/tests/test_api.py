@@ -11,12 +11,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 SHOP = ROOT / "core" / "tests" / "fixtures" / "shop"
 
 NETPOL = """
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
 metadata: {name: backend-ingress, namespace: shop}
 spec:
-  podSelector: {matchLabels: {app: backend}}
-  policyTypes: [Ingress]
+  endpointSelector: {matchLabels: {app: backend}}
+  ingress: []
 """
 
 
@@ -48,10 +48,10 @@ def test_the_load_report_and_warnings_say_what_is_not_modelled():
     c = podnet.Cluster.from_yaml("\n---\n".join(docs + [NETPOL]))
     report = c.load_report
     assert "Service/shop/backend" in report["loaded"]
-    assert any(s.startswith("NetworkPolicy/shop/backend-ingress: not modelled") for s in report["skipped"]), report
+    assert any(s.startswith("CiliumNetworkPolicy/shop/backend-ingress: not modelled") for s in report["skipped"]), report
     t = c.trace("pod/shop/frontend-7d9f8c6b5-abcde", "svc/shop/backend:api")
     assert t.disposition == "delivered"
-    assert len(t.warnings) == 1 and "NetworkPolicy/shop/backend-ingress" in t.warnings[0]
+    assert len(t.warnings) == 1 and "CiliumNetworkPolicy/shop/backend-ingress" in t.warnings[0]
     assert t.warnings[0].startswith(f"{t.delivered_to} is selected by")
     # Objects added later join the report.
     c.add("apiVersion: v1\nkind: Namespace\nmetadata: {name: extra}\n")

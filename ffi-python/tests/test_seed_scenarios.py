@@ -147,7 +147,7 @@ def test_deleting_a_pod_or_a_service(seed_cluster):
         seed_cluster.trace("pod/default/pod3", "10.244.1.2:8080")
     seed_cluster.delete("svc/default/web")
     assert "10.96.0.10" not in seed_cluster.iptables_save("node1")
-    with pytest.raises(podnet.InvalidInput, match="svc/NS/NAME or pod/NS/NAME"):
+    with pytest.raises(podnet.InvalidInput, match="svc/NS/NAME, pod/NS/NAME or netpol/NS/NAME"):
         seed_cluster.delete("node/node1")
 
 

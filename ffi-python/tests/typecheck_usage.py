@@ -4,7 +4,7 @@ import pathlib
 from typing import List, Optional
 
 import podnet
-from podnet.pytest import assert_dropped_by, assert_lands_on, assert_reachable, assert_server_sees
+from podnet.pytest import assert_allowed_by, assert_dropped_by, assert_lands_on, assert_reachable, assert_server_sees
 
 
 def reachable(c: podnet.Cluster, src: str, dst: str) -> bool:
@@ -51,3 +51,9 @@ assert_reachable(c, "pod/default/pod1", "pod/default/pod2:8080")
 assert_dropped_by(c, "pod/default/pod2", "svc/default/web:http", "svc/default/web:http")
 outcomes: List[podnet.Trace] = assert_lands_on(c, "pod/default/pod2", "svc/default/api:http", ["pod/default/pod4"])
 assert_server_sees(c, "pod/default/pod2", "svc/default/api:http", "10.244.1.3")
+summary: podnet.PolicySummary = c.policies_for("pod/default/pod4")
+isolating: List[str] = [p["name"] for p in summary["policies"]]
+policies: List[str] = c.network_policies()
+where: podnet.Enforcement = c.policy_config[0]
+c.set_policy_config(enforcement="pre-dnat", host_traffic="policy")
+assert_allowed_by(c, "pod/default/pod2", "svc/default/api:http", "netpol/default/api-from-client")

@@ -9,11 +9,14 @@ from .types import (
     ConntrackEntry,
     Direction,
     Disposition,
+    Enforcement,
     HealthCheck,
+    HostTraffic,
     Headers,
     LoadReport,
     NodeInfo,
     PodInfo,
+    PolicySummary,
     Proto,
     Reason,
     ServiceInfo,
@@ -256,7 +259,20 @@ class Cluster:
     def add(self, text: str) -> LoadReport:
         """Adds Kubernetes objects to the running cluster, as `kubectl create -f` would."""
     def delete(self, what: str) -> None:
-        """Deletes a Service (`svc/NS/NAME`) or a pod (`pod/NS/NAME`)."""
+        """Deletes a Service (`svc/NS/NAME`), a pod (`pod/NS/NAME`) or a NetworkPolicy
+        (`netpol/NS/NAME`)."""
+    def network_policies(self) -> List[str]:
+        """The NetworkPolicies, as `netpol/NS/NAME`, in the order they were added."""
+    def policies_for(self, pod: str) -> PolicySummary:
+        """The NetworkPolicies selecting a pod and what they allow it."""
+    @property
+    def policy_config(self) -> Tuple[Enforcement, HostTraffic]:
+        """Where NetworkPolicies are enforced, and whether a pod's own node is judged by them."""
+    def set_policy_config(
+        self, enforcement: Optional[Enforcement] = None, host_traffic: Optional[HostTraffic] = None
+    ) -> None:
+        """Sets where NetworkPolicies are enforced (`post-dnat`, `pre-dnat`, `off`) and whether
+        a pod's own node is judged by them (`allow`, `policy`)."""
 
 def scenarios() -> List[Tuple[str, str, str, str, str]]:
     """Every seed scenario as `(id, figures, src, dst, proto)`."""

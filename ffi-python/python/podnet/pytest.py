@@ -24,6 +24,7 @@ import pytest
 from ._podnet import Cluster, Trace
 
 __all__ = [
+    "assert_allowed_by",
     "assert_dropped_by",
     "assert_lands_on",
     "assert_not_reachable",
@@ -135,6 +136,17 @@ def _deciders(t: Trace) -> List[str]:
     return [s for s in out if s]
 
 
+def _denying_policies(t: Trace) -> List[str]:
+    """The NetworkPolicies (``netpol/NS/NAME``) named by the trace's policy drops: those that
+    isolate the pod, none of which allowed the connection."""
+    out: List[str] = []
+    for h in t.hops:
+        if h.action == "drop" and (h.reason or "").startswith("policy_denied_"):
+            isolating = h.detail.split(" by ", 1)[-1].split(";", 1)[0]
+            out.extend(n.strip() for n in isolating.split(","))
+    return out
+
+
 def assert_dropped_by(
     c: Cluster, src: str, dst: str, rule_or_policy: str, proto: Optional[str] = None
 ) -> Trace:
@@ -145,8 +157,28 @@ def assert_dropped_by(
     t = c.trace(src, dst, proto=proto)
     if t.disposition == "delivered":
         pytest.fail(f"{src} -> {dst} was delivered to {t.delivered_to}, not stopped by {rule_or_policy}\n  path: {t.path}", pytrace=False)
+    if rule_or_policy.startswith("netpol/"):
+        # A policy is named exactly: netpol/shop/deny is not netpol/shop/deny-all.
+        if rule_or_policy not in _denying_policies(t):
+            pytest.fail(f"{src} -> {dst} was not stopped by {rule_or_policy}: {_why(t)}", pytrace=False)
+        return t
     if not any(rule_or_policy in d for d in _deciders(t)):
         pytest.fail(f"{src} -> {dst} was not stopped by {rule_or_policy}: {_why(t)}", pytrace=False)
+    return t
+
+
+def assert_allowed_by(c: Cluster, src: str, dst: str, policy: str, proto: Optional[str] = None) -> Trace:
+    """Traces ``src -> dst`` and fails unless it was delivered and the NetworkPolicy
+    ``policy`` (``netpol/NS/NAME``) is one that allowed it at a pod's interface. Returns the
+    trace."""
+    __tracebackhide__ = True
+    t = c.trace(src, dst, proto=proto)
+    if t.disposition != "delivered":
+        pytest.fail(f"{src} -> {dst} was not delivered: {_why(t)}", pytrace=False)
+    allowed = [h.origin for h in t.hops if h.action == "policy"]
+    if policy not in allowed:
+        seen = ", ".join(o or "" for o in allowed) or "no policy (neither end is isolated)"
+        pytest.fail(f"{src} -> {dst} was not allowed by {policy}; allowed by: {seen}", pytrace=False)
     return t
 
 

@@ -11,11 +11,15 @@ __all__ = [
     "ConntrackTuple",
     "Direction",
     "Disposition",
+    "Enforcement",
     "HealthCheck",
+    "HostTraffic",
     "Headers",
     "LoadReport",
     "NodeInfo",
     "PodInfo",
+    "PolicyRef",
+    "PolicySummary",
     "Proto",
     "Reason",
     "ServiceInfo",
@@ -33,7 +37,7 @@ Direction = Literal["request", "reply"]
 """Which way a hop's packet travels."""
 
 Action = Literal[
-    "tx", "rx", "ignore", "bridge", "fdb", "arp", "neigh", "route", "deliver", "rule", "nat", "conntrack", "log", "drop"
+    "tx", "rx", "ignore", "bridge", "fdb", "arp", "neigh", "route", "deliver", "rule", "nat", "conntrack", "log", "policy", "drop"
 ]
 """What happened at a hop."""
 
@@ -42,12 +46,16 @@ Reason = Literal[
     "hairpin-off",
     "no-route",
     "forwarding-off",
+    "martian-source",
+    "rp-filter",
     "ttl-exceeded",
     "arp-failed",
     "rule",
     "conntrack-full",
     "nat-exhausted",
     "no-listener",
+    "policy_denied_ingress",
+    "policy_denied_egress",
     "timeout",
     "http_no_route",
     "http_no_healthy_backend",
@@ -60,6 +68,31 @@ Reason = Literal[
 error answer."""
 
 StrPath = Union[str, "os.PathLike[str]"]
+
+Enforcement = Literal["post-dnat", "pre-dnat", "off"]
+"""Where NetworkPolicies are enforced: after kube-proxy's DNAT (iptables-based CNIs), egress
+before it (an eBPF agent at the pod's veth), or not at all."""
+
+HostTraffic = Literal["allow", "policy"]
+"""Whether connections between a pod and its own node pass (`allow`) or are judged."""
+
+class PolicyRef(TypedDict):
+    """A NetworkPolicy selecting a pod, and the directions it isolates it for."""
+
+    name: str
+    directions: List[Literal["ingress", "egress"]]
+
+class PolicySummary(TypedDict):
+    """What NetworkPolicies do to one pod (`Cluster.policies_for`): the policies selecting it,
+    whether it is isolated in each direction, and the rules that allow connections, one line
+    each (`NS/NAME spec.ingress[0]: from pods app=web of namespace shop; ports TCP 8080`)."""
+
+    pod: str
+    policies: List[PolicyRef]
+    ingress_isolated: bool
+    egress_isolated: bool
+    ingress: List[str]
+    egress: List[str]
 
 class Headers(TypedDict):
     """A packet's headers at a hop."""
