@@ -122,6 +122,55 @@ test("a pasted cluster loads, draws and traces; bad YAML shows where it is wrong
   await page.close();
 });
 
+test("NetworkPolicy verdicts show at the pod's interface, and the enforcement picker changes them", async () => {
+  const { page, errors } = await open();
+  const fixture = path.join(HERE, "..", "..", "core", "tests", "fixtures", "shop");
+  const policy = [
+    "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: allow-frontend, namespace: shop}",
+    "spec:\n  podSelector: {matchLabels: {app: backend}}\n  ingress:\n  - from: [{podSelector: {matchLabels: {app: frontend}}}]",
+  ].join("\n");
+  const egress = [
+    "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: frontend-out, namespace: shop}",
+    "spec:\n  podSelector: {matchLabels: {app: frontend}}\n  policyTypes: [Egress]\n  egress:\n  - to: [{ipBlock: {cidr: 10.96.0.0/12}}]",
+  ].join("\n");
+  const text = fs.readdirSync(fixture).sort().map((f) => fs.readFileSync(path.join(fixture, f), "utf8"))
+    .filter((t) => !t.trim().startsWith("{")).concat([policy]).join("\n---\n");
+  await page.click("#yaml-box summary");
+  await page.fill("#yaml", text);
+  await page.click("#load-yaml");
+  await page.locator("#status").filter({ hasText: "loaded your cluster" }).waitFor();
+  await page.fill("#from", "pod/shop/frontend-7d9f8c6b5-abcde");
+  await page.fill("#to", "svc/shop/backend:api");
+  await page.click("#trace-btn");
+  await page.locator("#result").filter({ hasText: "delivered to pod/shop/backend" }).waitFor();
+  // The allow verdict is a hop of its own at the backend's host-side veth.
+  const allow = page.locator("#hoplist li.a-policy").first();
+  assert.match(await allow.textContent(), /allowed by netpol\/shop\/allow-frontend spec\.ingress\[0\]/);
+  await allow.click();
+  assert.match(await page.textContent("#hop-rule"), /NetworkPolicy verdict at veth\d: allowed by netpol\/shop\/allow-frontend/);
+  assert.equal(await page.locator(".dev.hot.policy").count(), 1, "the veth is lit as an allow");
+  await page.screenshot({ path: path.join(ARTIFACTS, "netpol-allow.png") });
+  // A pod the policy does not name is dropped there, and the result says by what.
+  await page.fill("#from", "pod/shop/backend-5c4b9d7f8-bbbbb");
+  await page.fill("#to", "pod/shop/backend-5c4b9d7f8-aaaaa:9000");
+  await page.click("#trace-btn");
+  await page.locator("#result").filter({ hasText: "policy_denied_ingress" }).waitFor();
+  assert.match(await page.textContent("#result"), /isolated for ingress by netpol\/shop\/allow-frontend; no rule allows 10\.244\.2\.9 → 10\.244\.1\.7 TCP 9000/);
+  // Egress to the Service CIDR only: denied after DNAT, allowed before it.
+  await page.fill("#yaml", text + "\n---\n" + egress);
+  await page.click("#load-yaml");
+  await page.locator("#status").filter({ hasText: "loaded your cluster" }).waitFor();
+  await page.fill("#from", "pod/shop/frontend-7d9f8c6b5-abcde");
+  await page.fill("#to", "svc/shop/backend:api");
+  await page.click("#trace-btn");
+  await page.locator("#result").filter({ hasText: "policy_denied_egress" }).waitFor();
+  await page.selectOption("#netpol", "pre-dnat");
+  await page.click("#trace-btn");
+  await page.locator("#result").filter({ hasText: "delivered to pod/shop/backend" }).waitFor();
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
 test("a free-form flow traces and errors are shown, not thrown", async () => {
   const { page, errors } = await open();
   await page.selectOption("#scenario", "");

@@ -81,6 +81,26 @@ impl Podnet {
         Ok(())
     }
 
+    /// Where NetworkPolicies are enforced: `post-dnat`, `pre-dnat` or `off`.
+    pub fn set_policy_enforcement(&mut self, enforcement: &str) -> Result<(), JsError> {
+        let e = podnet::policy::Enforcement::parse(enforcement).ok_or_else(|| {
+            JsError::new(&format!("'{enforcement}' is not post-dnat, pre-dnat or off"))
+        })?;
+        let mut c = self.inner.policy_config();
+        c.enforcement = e;
+        self.inner.set_policy_config(c);
+        Ok(())
+    }
+
+    /// The NetworkPolicies selecting a pod and what they allow it, as `podnet policy`
+    /// prints them.
+    pub fn policies_for(&self, pod: &str) -> Result<String, JsError> {
+        self.inner
+            .policies_for(pod)
+            .map(|s| s.to_string())
+            .map_err(|e| JsError::new(&e.to_string()))
+    }
+
     /// The cluster's shape as JSON.
     pub fn topology(&self) -> String {
         serde_json::to_string(&self.inner.topology()).unwrap_or_default()

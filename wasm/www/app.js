@@ -166,7 +166,13 @@ function showHop(i) {
   $("hop-action").textContent = h.action;
   $("hop-place").textContent = `${h.netns}${h.device ? " " + h.device : ""}${h.hook ? " · " + h.hook : ""}`;
   $("hop-detail").textContent = h.detail;
-  $("hop-rule").textContent = h.rule ? `${h.table} ${h.chain}: -A ${h.chain} ${h.rule}${h.origin ? "\n← " + h.origin : ""}` : "";
+  $("hop-rule").textContent = h.rule
+    ? `${h.table} ${h.chain}: -A ${h.chain} ${h.rule}${h.origin ? "\n← " + h.origin : ""}`
+    : h.action === "policy"
+      ? `NetworkPolicy verdict at ${h.device}: allowed by ${h.origin}`
+      : (h.reason ?? "").startsWith("policy_denied_")
+        ? `NetworkPolicy verdict at ${h.device}: ${h.reason}`
+        : "";
   const tb = $("hop-headers").querySelector("tbody");
   tb.innerHTML = "";
   const b = h.before || {}, a = h.after || null;
@@ -178,14 +184,14 @@ function showHop(i) {
     tb.appendChild(tr);
   }
   $("hop-after").textContent = a ? `${fmtView(b)}  ⇒  ${fmtView(a)}` : "";
-  document.querySelectorAll(".dev.hot, .podsbox.hot").forEach((e) => e.classList.remove("hot", "nat", "drop"));
+  document.querySelectorAll(".dev.hot, .podsbox.hot").forEach((e) => e.classList.remove("hot", "nat", "drop", "policy"));
   const key = `${h.netns}|${h.device ?? ""}`;
   // Collapsed pods: the node's box names the pod (or veth) the packet is at.
   for (const b of podBox.values()) b.label.textContent = `${b.count} pods`;
   const box = podBox.get(key) ?? podBox.get(h.netns);
   if (box) box.label.textContent = box.name;
   const target = document.getElementById(`dev:${key}`) ?? box?.rect;
-  if (target) target.classList.add("hot", h.action === "nat" ? "nat" : h.action === "drop" ? "drop" : "x");
+  if (target) target.classList.add("hot", h.action === "nat" ? "nat" : h.action === "drop" ? "drop" : h.action === "policy" ? "policy" : "x");
   const p = pos.get(key) || pos.get(`${h.netns}|`);
   if (p) {
     const dot = $("pkt");
@@ -225,6 +231,7 @@ async function run() {
   const sel = $("scenario").value;
   await safe(() => {
     cluster = custom ?? new mod.Podnet(Number($("seed").value) || 0);
+    cluster.set_policy_enforcement($("netpol").value);
     if (sel && !custom) {
       setTrace(mod.golden_trace(sel, Number($("seed").value) || 0));
       // Keep the handle's tables in step with what was traced.
