@@ -396,3 +396,44 @@ pub fn large_cluster_yaml(nodes: usize, pods_per_node: usize, services: usize) -
     }
     y
 }
+
+/// `n` NetworkPolicies in namespace `default`, one per app of [`cluster_yaml`] (`app{i}` for
+/// `i < apps`, cycling): each isolates its app's pods for ingress and egress, takes
+/// connections from the next app on 8080 and from an ipBlock, and opens connections to the
+/// previous app and to DNS.
+pub fn policies_yaml(n: usize, apps: usize) -> String {
+    use std::fmt::Write;
+    let mut y = String::new();
+    for i in 0..n {
+        let app = i % apps.max(1);
+        let (next, prev) = ((app + 1) % apps.max(1), (app + apps.max(1) - 1) % apps.max(1));
+        let _ = write!(
+            y,
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: np{i}, namespace: default}}\nspec:\n  podSelector: {{matchLabels: {{app: app{app}}}}}\n  policyTypes: [Ingress, Egress]\n  ingress:\n  - from: [{{podSelector: {{matchLabels: {{app: app{next}}}}}}}, {{ipBlock: {{cidr: 10.0.0.0/8, except: [10.1.0.0/16]}}}}]\n    ports: [{{port: 8080}}]\n  egress:\n  - to: [{{podSelector: {{matchLabels: {{app: app{prev}}}}}}}]\n  - ports: [{{port: 53, protocol: UDP}}]\n---\n"
+        );
+    }
+    y
+}
+
+/// The reference cluster (`Cluster::seed`) with `n` NetworkPolicies in namespace `default`:
+/// one isolating pod4 (`app=api`) for ingress and pod2 (`app=client`) for egress and
+/// allowing pod2 → pod4 on 8080, and `n - 1` more selecting apps that have no pod here (as a
+/// namespace full of per-application policies would). `n == 0`: no policy.
+pub fn seed_with_policies(n: usize) -> podnet::Cluster {
+    use std::fmt::Write;
+    let mut c = podnet::Cluster::seed();
+    if n == 0 {
+        return c;
+    }
+    let mut y = String::from(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: api, namespace: default}\nspec:\n  podSelector: {matchLabels: {app: api}}\n  ingress:\n  - from: [{podSelector: {matchLabels: {app: client}}}]\n    ports: [{port: 8080}, {port: 8080, protocol: UDP}]\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: client, namespace: default}\nspec:\n  podSelector: {matchLabels: {app: client}}\n  policyTypes: [Egress]\n  egress:\n  - to: [{podSelector: {matchLabels: {app: api}}}]\n---\n",
+    );
+    for i in 2..n {
+        let _ = write!(
+            y,
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: other{i}, namespace: default}}\nspec:\n  podSelector: {{matchLabels: {{app: other{i}}}}}\n  ingress:\n  - from: [{{podSelector: {{matchLabels: {{app: client}}}}}}]\n---\n"
+        );
+    }
+    c.add_yaml(&y).expect("the policies load");
+    c
+}

@@ -385,6 +385,74 @@ fn main() {
         }
     }
 
+    if want("new_conn_netpol") || want("ratio_new_conn_netpol") {
+        // A new connection through isolated pods: whole UDP flows pod2 → pod4:8080 (node1 to
+        // node2), pod2 isolated for egress and pod4 for ingress, each connection judged at
+        // both host-side interfaces, against the same flow with no policy; 1,000 policies in
+        // the namespace (the two that apply and 998 for apps without a pod here). The ratio
+        // is taken batch against batch, alternating.
+        let traced = TraceOptions { proto: Some(FlowProto::Udp), ..TraceOptions::default() };
+        let opts = TraceOptions { record_hops: false, ..traced.clone() };
+        let flow = |c: &mut Cluster| {
+            for _ in 0..200 {
+                black_box(c.trace("pod/default/pod2", "10.244.2.3:8080", &opts).expect("runs"));
+            }
+            c.advance(smoltcp::time::Duration::from_secs(1));
+        };
+        let mut cs = [0, 1000].map(podnet_benches::seed_with_policies);
+        for (c, n) in cs.iter_mut().zip([0, 1000]) {
+            let t = c.trace("pod/default/pod2", "10.244.2.3:8080", &traced).expect("warm-up");
+            assert!(t.completed, "pod2 reaches pod4 with {n} policies");
+            assert_eq!(t.hops.iter().any(|h| h.kind.action() == "policy"), n > 0);
+            if want("new_conn_netpol") {
+                emit(rate(&format!("new_conn_netpol_{n}_policies"), "flow/s", secs, 200, || {
+                    flow(c)
+                }));
+            }
+        }
+        if want("ratio_new_conn_netpol") {
+            let mut ratios = Vec::new();
+            let start = Instant::now();
+            while start.elapsed().as_secs_f64() < secs || ratios.len() < 5 {
+                let [a, b] = &mut cs;
+                let t = Instant::now();
+                flow(a);
+                let plain = t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                flow(b);
+                ratios.push(t.elapsed().as_secs_f64() / plain);
+            }
+            let n = ratios.len() as u64;
+            emit(summarize("ratio_new_conn_netpol_1000_to_0_policies", "ratio", ratios, n));
+        }
+    }
+
+    if want("netpol_load") {
+        // 1,000 NetworkPolicies added to a loaded cluster of 10,000 pods (100 nodes × 100
+        // pods, 100 apps): parsed, checked and compiled per pod.
+        let (nodes, per, n) = if quick { (10, 10, 100) } else { (100, 100, 1_000) };
+        let (base, _) = Cluster::from_yaml(&podnet_benches::cluster_yaml(nodes, per, 100))
+            .expect("the generated cluster loads");
+        let yaml = podnet_benches::policies_yaml(n, 100);
+        reset_peak();
+        let mut times = Vec::new();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs_f64(secs.max(0.5)) || times.len() < 3 {
+            let mut c = base.fork();
+            let t = Instant::now();
+            c.add_yaml(&yaml).expect("the policies load");
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            black_box(c);
+        }
+        let count = times.len() as u64;
+        emit(summarize(
+            &format!("netpol_load_{n}_policies_{}_pods", nodes * per),
+            "ms",
+            times,
+            count,
+        ));
+    }
+
     if want("established_") {
         // Established packets end to end: one flow of many exchanges per path, so every packet
         // after the first exchange follows conntrack on each node (and the LB and gateway). UDP

@@ -66,16 +66,16 @@ pub(crate) enum Stage {
 pub(crate) enum Verdict {
     /// No policy isolates the pod in this direction.
     NotIsolated,
-    /// Allowed by a rule: the policy (`NS/NAME`), and the rule's field path
-    /// (`spec.ingress[0]`).
+    /// Allowed by a rule: the policy (its index, see [`Guard::policy_key`]) and the rule's
+    /// index among the direction's rules.
     Allowed {
         /// The policy.
-        policy: String,
+        policy: usize,
         /// The rule.
-        rule: String,
+        rule: usize,
     },
-    /// Denied: the policies isolating the pod (`NS/NAME`), none of which allows it.
-    Denied(Vec<String>),
+    /// Denied: the policies isolating the pod, none of which allows it.
+    Denied(Vec<usize>),
 }
 
 /// What the datapath asks a policy engine.
@@ -87,6 +87,8 @@ pub(crate) trait Guard: Sync {
     fn host_traffic_allowed(&self) -> bool;
     /// The pod whose host-side interface `dev` is.
     fn pod_of_host_dev(&self, dev: IfIndex) -> Option<PodId>;
+    /// A policy's `NS/NAME`.
+    fn policy_key(&self, policy: usize) -> String;
     /// Whether any policy isolates `pod` for `dir` (cheap; asked before a full check).
     fn isolated(&self, pod: PodId, dir: Direction) -> bool;
     /// The verdict on a new connection of `pod` in `dir` with `peer`, to `port` (the
@@ -116,6 +118,9 @@ impl Guard for NoGuard {
     }
     fn pod_of_host_dev(&self, _: IfIndex) -> Option<PodId> {
         None
+    }
+    fn policy_key(&self, _: usize) -> String {
+        String::new()
     }
     fn isolated(&self, _: PodId, _: Direction) -> bool {
         false
@@ -263,6 +268,11 @@ impl<H: HostStacks> Datapath<'_, H> {
         tag: Tag,
         ip: &[u8],
     ) -> bool {
+        if matches!(v, Verdict::NotIsolated)
+            || (matches!(v, Verdict::Allowed { .. }) && !self.tracing())
+        {
+            return true;
+        }
         let p = &self.w.pods[pod.idx()];
         let who = format!("{}/{}", p.namespace, p.name);
         let proto = info.tuple.proto;
@@ -278,6 +288,8 @@ impl<H: HostStacks> Datapath<'_, H> {
         match v {
             Verdict::NotIsolated => true,
             Verdict::Allowed { policy, rule } => {
+                let policy = self.guard.policy_key(policy);
+                let rule = format!("spec.{}[{rule}]", dir.as_str());
                 hop!(
                     self,
                     tag,
@@ -291,7 +303,8 @@ impl<H: HostStacks> Datapath<'_, H> {
                 true
             }
             Verdict::Denied(by) => {
-                let list: Vec<String> = by.iter().map(|k| format!("netpol/{k}")).collect();
+                let list: Vec<String> =
+                    by.iter().map(|&k| format!("netpol/{}", self.guard.policy_key(k))).collect();
                 let text = format!(
                     "pod {who} is isolated for {} by {}; no rule allows {from} → {to}",
                     dir.as_str(),

@@ -146,6 +146,8 @@ pub(crate) struct Engine {
     pub(crate) policies: Vec<NetworkPolicy>,
     /// Namespaces' labels.
     namespaces: BTreeMap<String, Labels>,
+    /// Labels of no namespace (never read: every pod's namespace has an entry).
+    no_labels: Labels,
     /// The policies of each namespace (a policy selects pods of its own namespace only).
     by_ns: BTreeMap<String, Vec<u32>>,
     /// Per pod (by id): the policies isolating it for ingress and for egress.
@@ -201,13 +203,16 @@ impl Engine {
             self.named[i].clear();
             return;
         }
+        self.namespaces.entry(p.namespace.clone()).or_insert_with(|| {
+            Labels::from([("kubernetes.io/metadata.name".to_string(), p.namespace.clone())])
+        });
         self.by_ip.insert(p.ip, id);
         self.by_dev.insert(p.host_veth, id);
         self.named[i] = p.containers.iter().flat_map(|c| c.named_ports.iter().cloned()).collect();
         let ns_labels = self.ns_labels(&p.namespace);
         let me = PodRef {
             namespace: &p.namespace,
-            namespace_labels: &ns_labels,
+            namespace_labels: ns_labels,
             labels: &p.labels,
             named_ports: &[],
         };
@@ -223,10 +228,10 @@ impl Engine {
         self.per_pod[i] = lists;
     }
 
-    fn ns_labels(&self, ns: &str) -> Labels {
-        self.namespaces.get(ns).cloned().unwrap_or_else(|| {
-            Labels::from([("kubernetes.io/metadata.name".to_string(), ns.to_string())])
-        })
+    /// A namespace's labels; a namespace no object described has the one label the API
+    /// server sets on every namespace (kept so, see [`Engine::pod_changed`]).
+    fn ns_labels(&self, ns: &str) -> &Labels {
+        self.namespaces.get(ns).unwrap_or(&self.no_labels)
     }
 
     fn isolating(&self, pod: PodId, dir: Direction) -> &[u32] {
@@ -336,6 +341,10 @@ impl Guard for Engine {
         self.by_dev.get(&dev).copied()
     }
 
+    fn policy_key(&self, policy: usize) -> String {
+        self.policies.get(policy).map(NetworkPolicy::key).unwrap_or_default()
+    }
+
     fn isolated(&self, pod: PodId, dir: Direction) -> bool {
         !self.isolating(pod, dir).is_empty()
     }
@@ -354,22 +363,19 @@ impl Guard for Engine {
             return Verdict::NotIsolated;
         }
         let me_pod = &w.pods[pod.idx()];
-        let me_ns = self.ns_labels(&me_pod.namespace);
         let me = PodRef {
             namespace: &me_pod.namespace,
-            namespace_labels: &me_ns,
+            namespace_labels: self.ns_labels(&me_pod.namespace),
             labels: &me_pod.labels,
             named_ports: &self.named[pod.idx()],
         };
         let peer_id = self.by_ip.get(&peer).copied();
-        let peer_ns;
         let peer_ref = match peer_id {
             Some(id) => {
                 let pp = &w.pods[id.idx()];
-                peer_ns = self.ns_labels(&pp.namespace);
                 Some(PodRef {
                     namespace: &pp.namespace,
-                    namespace_labels: &peer_ns,
+                    namespace_labels: self.ns_labels(&pp.namespace),
                     labels: &pp.labels,
                     named_ports: &self.named[id.idx()],
                 })
@@ -384,12 +390,9 @@ impl Guard for Engine {
         for &k in list {
             let pol = &self.policies[k as usize];
             if let Some(r) = pol.allowing_rule(dir, &peer, dest, proto, port) {
-                return Verdict::Allowed {
-                    policy: pol.key(),
-                    rule: format!("spec.{}[{r}]", dir.as_str()),
-                };
+                return Verdict::Allowed { policy: k as usize, rule: r };
             }
         }
-        Verdict::Denied(list.iter().map(|&k| self.policies[k as usize].key()).collect())
+        Verdict::Denied(list.iter().map(|&k| k as usize).collect())
     }
 }
