@@ -1,5 +1,6 @@
 //! The Kubernetes loader: any text either loads or fails with an error; a loaded cluster
-//! answers its table views.
+//! answers its table views, says what its NetworkPolicies do to each pod, and traces a flow
+//! between its first two pods (through whatever policies the input holds).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
@@ -12,6 +13,16 @@ fuzz_target!(|data: &[u8]| {
                 let _ = c.iptables_save(n);
                 let _ = c.routes(n);
                 let _ = c.kube_proxy_payload(n);
+            }
+            let pods: Vec<String> =
+                c.pods().iter().filter(|p| !p.deleted).take(2).map(|p| p.key()).collect();
+            for p in &pods {
+                let _ = c.policies_for(p).map(|s| s.to_string());
+            }
+            if let [a, b] = &pods[..] {
+                let opts = podnet::trace::TraceOptions { dry_run: true, ..Default::default() };
+                let mut c = c;
+                let _ = c.trace(a.as_str(), format!("{b}:80").as_str(), &opts);
             }
         }
         Err(e) => {
