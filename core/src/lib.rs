@@ -16,10 +16,11 @@
 //! | [`net`], [`ipam`] | routing tables and `ip rule`, neighbour tables, the bridge FDB; address and port allocators |
 //! | [`trace`] | trace records: hops, packet views, text and JSON, pcapng |
 //! | [`world`] | the arenas (nodes, pods, namespaces, devices, L2 segments), the virtual clock, the random source, the frame queue |
-//! | `datapath` (internal) | veth and segments, the bridge and br_netfilter, IPv4 receive/forward/output, ARP, the netfilter glue, REJECT, the cloud fabric |
+//! | `datapath` (internal) | veth and segments, the bridge and br_netfilter, IPv4 receive/forward/output, ARP, the netfilter glue, REJECT, the cloud fabric, the guard where a policy engine judges connections at pods' host-side interfaces |
 //! | [`host`] | smoltcp host stacks, their echo/HTTP servers and clients, the L7 proxy |
 //! | `run` (internal) | the simulator: a flow's run, every outcome of a flow, frames injected at a device |
 //! | [`kube_proxy`] | Services and EndpointSlices to kube-proxy's iptables and IPVS state, its health-check servers, a sync written into the nodes |
+//! | [`policy`] | NetworkPolicy semantics, compiled per pod into the engine the datapath's guard asks |
 //! | [`cni`] | the bridge plugin and the AWS VPC CNI (with ipamd) as ADD and DEL |
 //! | [`cloud`] | internet and NAT gateways, cloud load balancers (three models), ALBs, in-cluster Ingress controllers |
 //! | [`k8s`] | Kubernetes YAML/JSON read and converted, object by object |
