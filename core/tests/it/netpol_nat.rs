@@ -257,3 +257,54 @@ fn policy_summary_of_a_pod() {
     let s = c.policies_for("pod/default/pod4").unwrap();
     assert!(s.ingress_isolated && !s.egress_isolated);
 }
+
+/// The AWS VPC CNI profile routes each pod over its own veth (no bridge): egress is judged
+/// after PREROUTING in `ip_rcv`, ingress as the node transmits on the pod's veth, the same
+/// verdicts as on a bridge.
+#[test]
+fn the_aws_profile_enforces_at_the_routed_veths() {
+    let mut c = Cluster::seed_aws();
+    c.add_yaml(&netpol(
+        "api-from-client",
+        "podSelector: {matchLabels: {app: api}}\ningress:\n- from:\n  - podSelector: {matchLabels: {app: client}}",
+    ))
+    .unwrap();
+    let t = run(&c, "pod/default/pod2", "svc/default/api:http");
+    delivered(&t);
+    let hop = t.hops.iter().find(|h| h.kind.action() == "policy").unwrap();
+    assert_eq!(hop.kind.origin(), Some("netpol/default/api-from-client"));
+    let t = run(&c, "pod/default/pod1", "svc/default/api:http");
+    assert_eq!(t.reason.as_deref(), Some("policy_denied_ingress"), "{}", t.render(false));
+    // Egress on the routed veth, after DNAT and before it.
+    c.add_yaml(&client_to_service_cidr()).unwrap();
+    let t = run(&c, "pod/default/pod2", "svc/default/api:http");
+    assert_eq!(t.reason.as_deref(), Some("policy_denied_egress"), "{}", t.render(false));
+    let c = pre_dnat(c);
+    delivered(&run(&c, "pod/default/pod2", "svc/default/api:http"));
+}
+
+/// Without br_netfilter, frames bridged between two pods of one node never meet conntrack:
+/// a policy engine reading conntrack cannot tell a new connection from a reply, so podnet
+/// lets them through and says so instead of guessing.
+#[test]
+fn untracked_bridged_frames_pass_with_a_warning() {
+    // pod1 and pod2 share node1's bridge.
+    let mut c = with(&netpol("deny", "podSelector: {}\npolicyTypes: [Ingress, Egress]"));
+    let t = run(&c, "pod/default/pod2", "pod/default/pod1:8080");
+    assert_eq!(t.reason.as_deref(), Some("policy_denied_egress"), "{}", t.render(false));
+    c.set_sysctl("node1", "net.bridge.bridge-nf-call-iptables", 0).unwrap();
+    let t = run(&c, "pod/default/pod2", "pod/default/pod1:8080");
+    delivered(&t);
+    assert!(
+        t.warnings.iter().any(|w| w.starts_with(
+            "NetworkPolicy egress rules were not enforced on packets conntrack never saw"
+        )),
+        "{:?}",
+        t.warnings
+    );
+    assert!(
+        t.warnings.iter().any(|w| w.starts_with("NetworkPolicy ingress rules")),
+        "{:?}",
+        t.warnings
+    );
+}
