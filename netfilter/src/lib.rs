@@ -20,6 +20,8 @@
 //!   namespaces share one copy of the same rules while their packets flow.
 //! - [`eval`]: first-match rule evaluation over a table's blob.
 //! - [`ipvs`]: IPVS virtual services, schedulers and `ipvsadm -Ln`.
+//! - [`nft`]: nf_tables rulesets in their text forms: `nft -f` input (kube-proxy's nftables
+//!   mode) in, `nft list ruleset` out. Not evaluated on packets yet.
 //! - [`hook`]: the per-hook pipeline ([`Netfilter::hook`]) that ties them together the way
 //!   the kernel orders them.
 //!
@@ -38,6 +40,7 @@ pub mod hook;
 pub mod ipset;
 pub mod ipvs;
 pub mod log;
+pub mod nft;
 pub mod packet;
 mod prefetch;
 pub mod rng;

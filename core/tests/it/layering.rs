@@ -52,7 +52,7 @@ const NETFILTER: &[&[&str]] = &[
     &["packet", "rng", "prefetch", "log"],
     &["conntrack", "rule"],
     &["ipset", "ipvs", "compile"],
-    &["table"],
+    &["table", "nft"],
     &["counters"],
     &["eval"],
     &["hook"],

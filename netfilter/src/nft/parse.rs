@@ -1,0 +1,762 @@
+//! `nft -f` input: one command per line, tokens separated by blanks, braces, semicolons and
+//! commas, quoted strings kept whole. Rules are read statement by statement into the form
+//! `nft list` prints; an expression outside what kube-proxy and common CNIs write is an
+//! error naming it.
+
+use super::{BaseChain, Chain, Element, Family, Rule, Ruleset, Set, Table};
+
+/// Why `nft -f` input was refused: where, and what to do.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}, column {column}: {msg}")]
+pub struct NftError {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column (in characters).
+    pub column: usize,
+    /// What is wrong.
+    pub msg: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Tok {
+    text: String,
+    quoted: bool,
+    col: usize,
+}
+
+fn tokens(line: &str, n: usize) -> Result<Vec<Tok>, NftError> {
+    let chars: Vec<char> = line.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '#' {
+            break;
+        }
+        if c.is_whitespace() {
+            i += 1;
+            continue;
+        }
+        if matches!(c, '{' | '}' | ';' | ',') {
+            out.push(Tok { text: c.to_string(), quoted: false, col: i + 1 });
+            i += 1;
+            continue;
+        }
+        if c == '"' {
+            let start = i;
+            i += 1;
+            let mut s = String::new();
+            while i < chars.len() && chars[i] != '"' {
+                s.push(chars[i]);
+                i += 1;
+            }
+            if i == chars.len() {
+                return Err(NftError {
+                    line: n,
+                    column: start + 1,
+                    msg: "unterminated string: close it with \"".into(),
+                });
+            }
+            i += 1;
+            out.push(Tok { text: s, quoted: true, col: start + 1 });
+            continue;
+        }
+        let start = i;
+        let mut s = String::new();
+        while i < chars.len()
+            && !chars[i].is_whitespace()
+            && !matches!(chars[i], '{' | '}' | ';' | ',' | '"')
+        {
+            s.push(chars[i]);
+            i += 1;
+        }
+        out.push(Tok { text: s, quoted: false, col: start + 1 });
+    }
+    Ok(out)
+}
+
+struct Cur<'a> {
+    t: &'a [Tok],
+    i: usize,
+    line: usize,
+    end_col: usize,
+}
+
+impl<'a> Cur<'a> {
+    fn err(&self, msg: impl Into<String>) -> NftError {
+        let column = self.t.get(self.i).map_or(self.end_col, |t| t.col);
+        NftError { line: self.line, column, msg: msg.into() }
+    }
+    fn peek(&self) -> Option<&'a str> {
+        self.t.get(self.i).filter(|t| !t.quoted).map(|t| t.text.as_str())
+    }
+    fn peek_tok(&self) -> Option<&'a Tok> {
+        self.t.get(self.i)
+    }
+    fn next(&mut self, what: &str) -> Result<&'a str, NftError> {
+        match self.t.get(self.i) {
+            Some(t) if !t.quoted => {
+                self.i += 1;
+                Ok(&t.text)
+            }
+            _ => Err(self.err(format!("expected {what}"))),
+        }
+    }
+    fn string(&mut self, what: &str) -> Result<String, NftError> {
+        match self.t.get(self.i) {
+            Some(t) if t.quoted => {
+                self.i += 1;
+                Ok(t.text.clone())
+            }
+            _ => Err(self.err(format!("expected {what} (a quoted string)"))),
+        }
+    }
+    fn eat(&mut self, s: &str) -> bool {
+        if self.peek() == Some(s) {
+            self.i += 1;
+            true
+        } else {
+            false
+        }
+    }
+    fn expect(&mut self, s: &str) -> Result<(), NftError> {
+        if self.eat(s) { Ok(()) } else { Err(self.err(format!("expected `{s}`"))) }
+    }
+    fn done(&self) -> bool {
+        self.i >= self.t.len()
+    }
+}
+
+/// Applies every command of `text` to `rs`.
+pub(super) fn apply(rs: &mut Ruleset, text: &str) -> Result<(), NftError> {
+    for (k, line) in text.lines().enumerate() {
+        let n = k + 1;
+        let toks = tokens(line, n)?;
+        if toks.is_empty() {
+            continue;
+        }
+        let mut c = Cur { t: &toks, i: 0, line: n, end_col: line.chars().count() + 1 };
+        command(rs, &mut c)?;
+        if !c.done() {
+            return Err(c.err("unexpected text after the command"));
+        }
+    }
+    Ok(())
+}
+
+fn family(c: &mut Cur<'_>) -> Result<Family, NftError> {
+    let f = c.next("a family (ip, ip6, inet)")?;
+    Family::parse(f).ok_or_else(|| {
+        c.i -= 1;
+        c.err(format!("family `{f}` is not modelled: use ip, ip6 or inet"))
+    })
+}
+
+fn table_mut<'r>(
+    rs: &'r mut Ruleset,
+    c: &Cur<'_>,
+    f: Family,
+    name: &str,
+) -> Result<&'r mut Table, NftError> {
+    let e = c.err(format!("no table {} {name}: add it first", f.as_str()));
+    rs.tables.iter_mut().find(|t| t.family == f && t.name == name).ok_or(e)
+}
+
+fn command(rs: &mut Ruleset, c: &mut Cur<'_>) -> Result<(), NftError> {
+    let verb = c.next("a command (add, create, flush, delete)")?;
+    let create = verb == "create";
+    match verb {
+        "add" | "create" => {}
+        "flush" | "delete" => return remove(rs, c, verb),
+        other => {
+            c.i -= 1;
+            return Err(c.err(format!(
+                "command `{other}` is not modelled: podnet reads add, create, flush and delete"
+            )));
+        }
+    }
+    let what = c.next("table, chain, set, map, rule or element")?;
+    let f = family(c)?;
+    let tname = c.next("a table name")?.to_string();
+    if what == "table" {
+        let mut comment = None;
+        if c.eat("{") {
+            while !c.eat("}") {
+                if c.eat(";") {
+                    continue;
+                }
+                c.expect("comment")?;
+                comment = Some(c.string("the table's comment")?);
+            }
+        }
+        match rs.tables.iter_mut().find(|t| t.family == f && t.name == tname) {
+            Some(_) if create => return Err(c.err(format!("table {} {tname} exists", f.as_str()))),
+            Some(t) => {
+                if comment.is_some() {
+                    t.comment = comment;
+                }
+            }
+            None => rs.tables.push(Table {
+                family: f,
+                name: tname,
+                comment,
+                sets: Vec::new(),
+                chains: Vec::new(),
+                handles: 0,
+            }),
+        }
+        return Ok(());
+    }
+    let t = table_mut(rs, c, f, &tname)?;
+    match what {
+        "chain" => add_chain(t, c, create),
+        "set" | "map" => add_set(t, c, what == "map", create),
+        "rule" => add_rule(t, c),
+        "element" => {
+            let name = c.next("a set or map name")?;
+            let elems = placed_elements(c)?;
+            let Some(s) = t.sets.iter_mut().find(|s| s.name == name) else {
+                return Err(c.err(format!("no set or map {name} in table {tname}: add it first")));
+            };
+            for (col, e) in elems {
+                let at = |msg: String| NftError { line: c.line, column: col, msg };
+                if e.key.len() != s.key.len() {
+                    return Err(at(format!(
+                        "element {} has {} parts; {name}'s type has {}",
+                        e.key.join(" . "),
+                        e.key.len(),
+                        s.key.len()
+                    )));
+                }
+                if s.map != e.value.is_some() {
+                    return Err(at(if s.map {
+                        format!("{name} is a map: give each element a value (`: goto CHAIN`)")
+                    } else {
+                        format!("{name} is a set: its elements take no value")
+                    }));
+                }
+                match s.elements.iter_mut().find(|x| x.key == e.key) {
+                    Some(old) => *old = e,
+                    None => s.elements.push(e),
+                }
+            }
+            Ok(())
+        }
+        other => Err(c.err(format!(
+            "cannot add `{other}`: podnet reads tables, chains, sets, maps, rules and elements"
+        ))),
+    }
+}
+
+fn remove(rs: &mut Ruleset, c: &mut Cur<'_>, verb: &str) -> Result<(), NftError> {
+    let what = c.next("table, chain, set, map or element")?;
+    let f = family(c)?;
+    let tname = c.next("a table name")?.to_string();
+    if what == "table" {
+        let Some(i) = rs.tables.iter().position(|t| t.family == f && t.name == tname) else {
+            return Err(c.err(format!("no table {} {tname}", f.as_str())));
+        };
+        if verb == "delete" {
+            rs.tables.remove(i);
+        } else {
+            let t = &mut rs.tables[i];
+            t.chains.iter_mut().for_each(|ch| ch.rules.clear());
+            t.sets.iter_mut().for_each(|s| s.elements.clear());
+        }
+        return Ok(());
+    }
+    let t = table_mut(rs, c, f, &tname)?;
+    let name = c.next("a name")?.to_string();
+    match (verb, what) {
+        ("flush", "chain") | ("delete", "chain") => {
+            let Some(i) = t.chains.iter().position(|ch| ch.name == name) else {
+                return Err(c.err(format!("no chain {name} in table {tname}")));
+            };
+            if verb == "flush" {
+                t.chains[i].rules.clear();
+            } else {
+                t.chains.remove(i);
+            }
+            Ok(())
+        }
+        ("flush", "set" | "map") | ("delete", "set" | "map") => {
+            let Some(i) = t.sets.iter().position(|s| s.name == name) else {
+                return Err(c.err(format!("no {what} {name} in table {tname}")));
+            };
+            if verb == "flush" {
+                t.sets[i].elements.clear();
+            } else {
+                t.sets.remove(i);
+            }
+            Ok(())
+        }
+        ("delete", "element") => {
+            let elems = elements(c)?;
+            let Some(s) = t.sets.iter_mut().find(|s| s.name == name) else {
+                return Err(c.err(format!("no set or map {name} in table {tname}")));
+            };
+            for e in elems {
+                let Some(i) = s.elements.iter().position(|x| x.key == e.key) else {
+                    return Err(c.err(format!("{name} has no element {}", e.key.join(" . "))));
+                };
+                s.elements.remove(i);
+            }
+            Ok(())
+        }
+        _ => Err(c.err(format!("cannot {verb} `{what}`"))),
+    }
+}
+
+fn add_chain(t: &mut Table, c: &mut Cur<'_>, create: bool) -> Result<(), NftError> {
+    let name = c.next("a chain name")?.to_string();
+    let (mut base, mut comment) = (None, None);
+    if c.eat("{") {
+        while !c.eat("}") {
+            if c.eat(";") {
+                continue;
+            }
+            match c.next("type, policy or comment")? {
+                "type" => {
+                    let kind = c.next("a chain type (filter, nat, route)")?.to_string();
+                    c.expect("hook")?;
+                    let hook = c.next("a hook")?.to_string();
+                    c.expect("priority")?;
+                    let p = c.next("a priority")?;
+                    let Ok(priority) = p.parse::<i32>() else {
+                        c.i -= 1;
+                        return Err(c.err(format!(
+                            "priority `{p}`: podnet reads numeric priorities (-110, 0, 100)"
+                        )));
+                    };
+                    base = Some(BaseChain { kind, hook, priority, policy: "accept".into() });
+                }
+                "policy" => {
+                    let p = c.next("accept or drop")?.to_string();
+                    match base.as_mut() {
+                        Some(b) => b.policy = p,
+                        None => return Err(c.err("a policy needs a base chain (type … hook …)")),
+                    }
+                }
+                "comment" => comment = Some(c.string("the chain's comment")?),
+                other => {
+                    c.i -= 1;
+                    return Err(
+                        c.err(format!("`{other}` in a chain's declaration is not modelled"))
+                    );
+                }
+            }
+        }
+    }
+    match t.chains.iter_mut().find(|ch| ch.name == name) {
+        Some(_) if create => Err(c.err(format!("chain {name} exists"))),
+        Some(ch) => {
+            if base.is_some() {
+                ch.base = base;
+            }
+            if comment.is_some() {
+                ch.comment = comment;
+            }
+            Ok(())
+        }
+        None => {
+            t.chains.push(Chain { name, base, comment, rules: Vec::new() });
+            Ok(())
+        }
+    }
+}
+
+fn add_set(t: &mut Table, c: &mut Cur<'_>, map: bool, create: bool) -> Result<(), NftError> {
+    let name = c.next("a set name")?.to_string();
+    let mut s = Set {
+        name: name.clone(),
+        map,
+        key: Vec::new(),
+        data: None,
+        flags: Vec::new(),
+        timeout: None,
+        size: None,
+        comment: None,
+        elements: Vec::new(),
+    };
+    c.expect("{")?;
+    while !c.eat("}") {
+        if c.eat(";") {
+            continue;
+        }
+        match c.next("type, flags, timeout, size, comment or elements")? {
+            "type" => {
+                s.key.push(c.next("a type")?.to_string());
+                while c.eat(".") {
+                    s.key.push(c.next("a type")?.to_string());
+                }
+                if map {
+                    c.expect(":")?;
+                    s.data = Some(c.next("the map's value type")?.to_string());
+                }
+            }
+            "flags" => loop {
+                s.flags.push(c.next("a flag")?.to_string());
+                if !c.eat(",") {
+                    break;
+                }
+            },
+            "timeout" => {
+                let v = c.next("a timeout (10800s)")?;
+                s.timeout = Some(duration(v).ok_or_else(|| {
+                    c.err(format!(
+                        "timeout `{v}`: write seconds, minutes, hours or days (10800s, 3h)"
+                    ))
+                })?);
+            }
+            "size" => {
+                let v = c.next("a size")?;
+                s.size = Some(v.parse().map_err(|_| c.err(format!("size `{v}` is not a number")))?);
+            }
+            "comment" => s.comment = Some(c.string("the set's comment")?),
+            "elements" => {
+                c.expect("=")?;
+                s.elements = elements(c)?;
+            }
+            other => {
+                c.i -= 1;
+                return Err(c.err(format!("`{other}` in a set's declaration is not modelled")));
+            }
+        }
+    }
+    if s.key.is_empty() {
+        return Err(c.err(format!("set {name} has no type: add `type ipv4_addr ;`")));
+    }
+    match t.sets.iter().position(|x| x.name == name) {
+        Some(_) if create => Err(c.err(format!("set {name} exists"))),
+        Some(_) => Ok(()),
+        None => {
+            t.sets.push(s);
+            Ok(())
+        }
+    }
+}
+
+/// `10800s`, `3h`, `1d2h`.
+fn duration(v: &str) -> Option<u64> {
+    let mut total = 0u64;
+    let mut num = String::new();
+    for ch in v.chars() {
+        if ch.is_ascii_digit() {
+            num.push(ch);
+            continue;
+        }
+        let n: u64 = num.parse().ok()?;
+        num.clear();
+        total += n * match ch {
+            's' => 1,
+            'm' => 60,
+            'h' => 3_600,
+            'd' => 86_400,
+            _ => return None,
+        };
+    }
+    if !num.is_empty() {
+        total += num.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+/// `{ KEY [. KEY] [comment "…"] [: VALUE] [, …] }`
+fn elements(c: &mut Cur<'_>) -> Result<Vec<Element>, NftError> {
+    Ok(placed_elements(c)?.into_iter().map(|(_, e)| e).collect())
+}
+
+/// [`elements`], each with the column it starts at.
+fn placed_elements(c: &mut Cur<'_>) -> Result<Vec<(usize, Element)>, NftError> {
+    c.expect("{")?;
+    let mut out = Vec::new();
+    loop {
+        if c.eat("}") {
+            return Ok(out);
+        }
+        let col = c.peek_tok().map_or(c.end_col, |t| t.col);
+        let mut key = vec![c.next("an element")?.to_string()];
+        while c.eat(".") {
+            key.push(c.next("an element's next part")?.to_string());
+        }
+        let mut comment = None;
+        if c.eat("comment") {
+            comment = Some(c.string("the element's comment")?);
+        }
+        let mut value = None;
+        if c.eat(":") {
+            value = Some(verdict(c)?);
+        }
+        out.push((col, Element { key, comment, value }));
+        if !c.eat(",") {
+            c.expect("}")?;
+            return Ok(out);
+        }
+    }
+}
+
+/// `accept`, `drop`, `return`, `jump CHAIN`, `goto CHAIN`.
+fn verdict(c: &mut Cur<'_>) -> Result<String, NftError> {
+    match c.next("a verdict")? {
+        v @ ("accept" | "drop" | "return" | "continue") => Ok(v.to_string()),
+        v @ ("jump" | "goto") => Ok(format!("{v} {}", c.next("a chain")?)),
+        other => {
+            c.i -= 1;
+            Err(c.err(format!(
+                "`{other}` is not a verdict (accept, drop, return, jump CHAIN, goto CHAIN)"
+            )))
+        }
+    }
+}
+
+fn add_rule(t: &mut Table, c: &mut Cur<'_>) -> Result<(), NftError> {
+    let chain = c.next("a chain name")?.to_string();
+    if !t.chains.iter().any(|ch| ch.name == chain) {
+        c.i -= 1;
+        return Err(c.err(format!("no chain {chain} in table {}: add it first", t.name)));
+    }
+    let mut stmts = Vec::new();
+    let mut comment = None;
+    while !c.done() {
+        if c.eat("comment") {
+            comment = Some(c.string("the rule's comment")?);
+            continue;
+        }
+        stmts.push(statement(t, c)?);
+    }
+    if stmts.is_empty() {
+        return Err(c.err("a rule needs a statement"));
+    }
+    t.handles += 1;
+    let handle = t.handles;
+    let ch = t.chains.iter_mut().find(|ch| ch.name == chain).expect("checked above");
+    ch.rules.push(Rule { handle, stmts, comment });
+    Ok(())
+}
+
+/// What a selector reads: `ip daddr`, `meta l4proto`, `th dport`, `ct state`, …
+fn selector(c: &mut Cur<'_>) -> Result<Option<String>, NftError> {
+    let Some(w) = c.peek() else { return Ok(None) };
+    let two = |c: &mut Cur<'_>, first: &str, ok: &[&str]| -> Result<String, NftError> {
+        c.i += 1;
+        let f = c.next(&format!("a field of {first}"))?;
+        if ok.contains(&f) {
+            Ok(format!("{first} {f}"))
+        } else {
+            c.i -= 1;
+            Err(c.err(format!("`{first} {f}` is not modelled ({first} fields: {})", ok.join(", "))))
+        }
+    };
+    Ok(Some(match w {
+        "ip" => two(c, "ip", &["saddr", "daddr", "protocol"])?,
+        "th" => two(c, "th", &["sport", "dport"])?,
+        "tcp" => two(c, "tcp", &["sport", "dport", "flags"])?,
+        "udp" => two(c, "udp", &["sport", "dport"])?,
+        "meta" => two(c, "meta", &["l4proto", "mark", "iifname", "oifname", "nfproto"])?,
+        "ct" => two(c, "ct", &["state", "status", "mark"])?,
+        "mark" => {
+            c.i += 1;
+            "meta mark".into()
+        }
+        "iifname" | "oifname" => {
+            c.i += 1;
+            format!("meta {w}")
+        }
+        "fib" => {
+            c.i += 1;
+            let f = c.next("saddr or daddr")?;
+            if !matches!(f, "saddr" | "daddr") {
+                c.i -= 1;
+                return Err(c.err(format!("`fib {f}` is not modelled (fib saddr, fib daddr)")));
+            }
+            c.expect("type")?;
+            format!("fib {f} type")
+        }
+        "numgen" => {
+            c.i += 1;
+            c.expect("random")?;
+            c.expect("mod")?;
+            let n = c.next("a modulus")?;
+            n.parse::<u32>().map_err(|_| c.err(format!("`{n}` is not a number")))?;
+            format!("numgen random mod {n}")
+        }
+        _ => return Ok(None),
+    }))
+}
+
+/// A value, a `@set`, or an anonymous set `{ a, b }` (one element unwrapped, as nft prints
+/// it) or map `{ k : verdict, … }`.
+fn value(t: &Table, c: &mut Cur<'_>) -> Result<String, NftError> {
+    if c.peek() == Some("{") {
+        let elems = elements(c)?;
+        let parts: Vec<String> = elems
+            .iter()
+            .map(|e| {
+                let mut s = String::new();
+                e.write(&mut s);
+                s
+            })
+            .collect();
+        if parts.len() == 1 && elems[0].value.is_none() {
+            return Ok(parts[0].clone());
+        }
+        return Ok(format!("{{ {} }}", parts.join(", ")));
+    }
+    let v = c.next("a value")?;
+    if let Some(set) = v.strip_prefix('@')
+        && t.set(set).is_none()
+    {
+        c.i -= 1;
+        return Err(c.err(format!("no set or map {set}: add it before the rule that uses it")));
+    }
+    Ok(v.to_string())
+}
+
+/// A number as `nft` prints a mark: `0x00004000`.
+fn mark(c: &mut Cur<'_>) -> Result<String, NftError> {
+    let v = c.next("a mark")?;
+    let n = match v.strip_prefix("0x") {
+        Some(h) => u32::from_str_radix(h, 16).ok(),
+        None => v.parse::<u32>().ok(),
+    };
+    let n = n.ok_or_else(|| {
+        c.i -= 1;
+        c.err(format!("`{v}` is not a mark (a number)"))
+    })?;
+    Ok(format!("0x{n:08x}"))
+}
+
+fn bit_op(w: &str) -> Option<&'static str> {
+    match w {
+        "or" | "|" => Some("|"),
+        "and" | "&" => Some("&"),
+        "xor" | "^" => Some("^"),
+        _ => None,
+    }
+}
+
+fn statement(t: &Table, c: &mut Cur<'_>) -> Result<String, NftError> {
+    let Some(w) = c.peek() else { return Err(c.err("expected a statement")) };
+    match w {
+        "accept" | "drop" | "return" | "jump" | "goto" => return verdict(c),
+        "counter" => {
+            c.i += 1;
+            return Ok("counter packets 0 bytes 0".into());
+        }
+        "reject" => {
+            c.i += 1;
+            if c.eat("with") {
+                let a = c.next("icmp or tcp")?;
+                let b = c.next("type")?;
+                let d = c.next("the reject type")?;
+                return Ok(format!("reject with {a} {b} {d}"));
+            }
+            return Ok("reject".into());
+        }
+        "masquerade" => {
+            c.i += 1;
+            let mut s = "masquerade".to_string();
+            while let Some(f @ ("fully-random" | "random" | "persistent")) = c.peek() {
+                c.i += 1;
+                s.push(' ');
+                s.push_str(f);
+            }
+            return Ok(s);
+        }
+        "dnat" | "snat" => {
+            c.i += 1;
+            c.expect("to")?;
+            let a = c.next("an address (IP or IP:PORT)")?;
+            return Ok(format!("{w} to {a}"));
+        }
+        "update" | "add" => {
+            c.i += 1;
+            let set = c.next("@SET")?;
+            let Some(name) = set.strip_prefix('@') else {
+                c.i -= 1;
+                return Err(c.err("expected @SET"));
+            };
+            if t.set(name).is_none() {
+                c.i -= 1;
+                return Err(c.err(format!("no set {name}: add it before the rule that uses it")));
+            }
+            c.expect("{")?;
+            let mut sels = Vec::new();
+            loop {
+                match selector(c)? {
+                    Some(s) => sels.push(s),
+                    None => return Err(c.err("expected a selector (ip saddr)")),
+                }
+                if !c.eat(".") {
+                    break;
+                }
+            }
+            c.expect("}")?;
+            return Ok(format!("{w} {set} {{ {} }}", sels.join(" . ")));
+        }
+        _ => {}
+    }
+    // A match: a selector (or concatenation), then an operator and a value, a map lookup,
+    // or a mark operation.
+    let Some(first) = selector(c)? else {
+        return Err(c.err(format!(
+            "`{w}` is not an expression podnet models (ip, th, tcp, udp, meta, mark, ct, fib, numgen, iifname, oifname, and the statements accept, drop, return, jump, goto, reject, masquerade, dnat, snat, counter, update)"
+        )));
+    };
+    let mut sel = vec![first];
+    while c.eat(".") {
+        match selector(c)? {
+            Some(s) => sel.push(s),
+            None => return Err(c.err("expected a selector after `.`")),
+        }
+    }
+    let lhs = sel.join(" . ");
+    let Some(op) = c.peek() else { return Err(c.err(format!("`{lhs}` needs a value to match"))) };
+    if op == "vmap" || op == "map" {
+        c.i += 1;
+        return Ok(format!("{lhs} {op} {}", value(t, c)?));
+    }
+    if lhs == "meta mark" || lhs == "ct mark" {
+        if c.eat("set") {
+            // `mark set mark or 0x4000` → `meta mark set meta mark | 0x00004000`
+            let rhs = match selector(c)? {
+                Some(s) => {
+                    let op = c.next("or, and or xor")?;
+                    let Some(o) = bit_op(op) else {
+                        c.i -= 1;
+                        return Err(c.err(format!("`{op}` is not or, and, xor")));
+                    };
+                    format!("{s} {o} {}", mark(c)?)
+                }
+                None => mark(c)?,
+            };
+            return Ok(format!("{lhs} set {rhs}"));
+        }
+        if let Some(o) = bit_op(op) {
+            c.i += 1;
+            let m = mark(c)?;
+            let cmp = match c.peek() {
+                Some(x @ ("==" | "!=")) => {
+                    c.i += 1;
+                    x
+                }
+                _ => "==",
+            };
+            return Ok(format!("{lhs} {o} {m} {cmp} {}", mark(c)?));
+        }
+    }
+    let neg = if c.eat("!=") {
+        "!= "
+    } else {
+        c.eat("==");
+        ""
+    };
+    if c.peek_tok().is_none() {
+        return Err(c.err(format!("`{lhs}` needs a value to match")));
+    }
+    let mut vals = vec![value(t, c)?];
+    while c.eat(".") {
+        vals.push(value(t, c)?);
+    }
+    Ok(format!("{lhs} {neg}{}", vals.join(" . ")))
+}
