@@ -184,6 +184,12 @@ impl Cluster {
         let mut report = c.apply(objs)?;
         report.inferred = said;
         report.skipped.extend(kp_notes);
+        let policies = c.policy.policies.len();
+        if policies > 0 && c.policy.cfg.enforcement == crate::policy::Enforcement::Off {
+            report.skipped.push(format!(
+                "NetworkPolicy: {policies} loaded, not enforced (networkPolicy.enforcement is off in the PodnetConfig)"
+            ));
+        }
         c.apply_edge(edge, ingresses, &mut report)?;
         Ok((c, report))
     }

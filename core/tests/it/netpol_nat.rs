@@ -220,12 +220,16 @@ fn enforcement_off_and_the_podnet_config_document() {
         "kind: PodnetConfig\nnetworkPolicy: {enforcement: 'off', hostTraffic: policy}\n",
         1,
     );
-    let mut c = Cluster::from_yaml(&yaml).unwrap().0;
+    let (c, report) = Cluster::from_yaml(&(yaml + "---\n" + &deny)).unwrap();
+    assert!(
+        report.skipped.iter().any(|s| s
+            == "NetworkPolicy: 1 loaded, not enforced (networkPolicy.enforcement is off in the PodnetConfig)"),
+        "{report:?}"
+    );
     assert_eq!(
         c.policy_config(),
         PolicyConfig { enforcement: Enforcement::Off, host_traffic: HostTraffic::Policy }
     );
-    c.add_yaml(&deny).unwrap();
     delivered(&run(&c, "pod/default/pod2", "pod/default/pod4:8080"));
     let bad = crate::common::reference_yaml().replacen(
         "kind: PodnetConfig\n",
