@@ -89,7 +89,7 @@ impl<H: HostStacks> Datapath<'_, H> {
                 self.l2_rx(ns, br, frame, tag);
             } else {
                 if ethertype == EthernetProtocol::Ipv4 {
-                    self.guard_untracked_bridged(port, tag);
+                    self.guard_untracked_bridged(port);
                 }
                 self.br_deliver(br, port, frame, tag, None);
             }

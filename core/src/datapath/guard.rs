@@ -172,7 +172,7 @@ impl<H: HostStacks> Datapath<'_, H> {
                 (*ctinfo == CtInfo::New, nf.and_then(|nf| nf.conntrack.get(*id)).map(|e| e.orig))
             }
             podnet_netfilter::CtRef::None | podnet_netfilter::CtRef::Untracked => {
-                self.guard_untracked(tag, "egress");
+                self.guard_untracked("egress");
                 return true;
             }
             podnet_netfilter::CtRef::Invalid => return true,
@@ -221,7 +221,7 @@ impl<H: HostStacks> Datapath<'_, H> {
         let ns = self.w.devs[dev.idx()].netns;
         let Some(nf) = self.w.netns[ns.idx()].nf.as_ref() else { return true };
         let Some((id, _, ctinfo)) = nf.conntrack.peek(&info, self.w.now) else {
-            self.guard_untracked(tag, "ingress");
+            self.guard_untracked("ingress");
             return true;
         };
         if ctinfo != CtInfo::New {
@@ -245,13 +245,12 @@ impl<H: HostStacks> Datapath<'_, H> {
             .is_some_and(|e| self.w.is_local(ns, e.orig.src))
     }
 
-    fn guard_untracked(&mut self, tag: Tag, dir: &str) {
+    fn guard_untracked(&mut self, dir: &str) {
         if let Some(rec) = self.w.sim.rec.as_mut() {
             rec.note_warning(format!(
                 "NetworkPolicy {dir} rules were not enforced on packets conntrack never saw (bridged with bridge-nf-call-iptables=0, or NOTRACK): a policy engine cannot tell them from replies"
             ));
         }
-        let _ = tag;
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -323,14 +322,14 @@ impl<H: HostStacks> Datapath<'_, H> {
 
     /// A bridged frame with `bridge-nf-call-iptables=0` leaves `port` untracked: when its
     /// pod is isolated for egress, the trace says policies were not enforced on it.
-    pub(super) fn guard_untracked_bridged(&mut self, port: IfIndex, tag: Tag) {
+    pub(super) fn guard_untracked_bridged(&mut self, port: IfIndex) {
         if self.guard.stage().is_some()
             && self
                 .guard
                 .pod_of_host_dev(port)
                 .is_some_and(|p| self.guard.isolated(p, Direction::Egress))
         {
-            self.guard_untracked(tag, "egress");
+            self.guard_untracked("egress");
         }
     }
 }

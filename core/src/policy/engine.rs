@@ -125,7 +125,10 @@ impl std::fmt::Display for PolicySummary {
             if !isolated {
                 writeln!(f, "{word} allowed: everything (no policy isolates it for {word})")?;
             } else if lines.is_empty() {
-                writeln!(f, "{word} allowed: nothing (only replies to its own connections)")?;
+                writeln!(
+                    f,
+                    "{word} allowed: nothing but replies to its own connections and, unless hostTraffic is policy, its own node"
+                )?;
             } else {
                 writeln!(f, "{word} allowed:")?;
                 for l in lines {

@@ -414,7 +414,7 @@ fn policy_lists_what_selects_a_pod_and_enforcement_is_a_flag() {
         out,
         "pod default/pod2: isolated for ingress, isolated for egress\n\
          selected by:\n  netpol/default/client-out (ingress, egress)\n\
-         ingress allowed: nothing (only replies to its own connections)\n\
+         ingress allowed: nothing but replies to its own connections and, unless hostTraffic is policy, its own node\n\
          egress allowed:\n  default/client-out spec.egress[0]: to ipBlock 10.96.0.0/12; ports TCP 80, UDP 53\n"
     );
     let (code, out, _) = run(args(&["policy", "--pod", "pod/default/pod4", "--json"]));
