@@ -122,6 +122,10 @@ pub struct RuleHit {
     pub rule: String,
     /// The rule's comment, which names the Kubernetes object for kube-proxy rules.
     pub comment: Option<String>,
+    /// For a rule of an nf_tables chain (`table` is then `"nft"`): its table, handle and the
+    /// set or map element it matched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nft: Option<Box<crate::nft::NftHit>>,
 }
 
 /// The terminal outcome of a table traversal.
@@ -348,6 +352,7 @@ fn eval_from(
                             rule_num: 0,
                             rule: format!(":{name} {p}"),
                             comment: None,
+                            nft: None,
                         });
                     }
                     return if policy == Policy::Drop { Verdict::Drop } else { Verdict::Accept };
@@ -388,6 +393,7 @@ fn eval_from(
                 rule_num: i + 1,
                 rule: rule.kernel_form(),
                 comment: rule.comment().map(str::to_string),
+                nft: None,
             });
         }
         // The target: from the quick checks, or the rule when it has more to it.

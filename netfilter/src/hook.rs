@@ -9,6 +9,10 @@
 //! | FORWARD | mangle, filter |
 //! | POSTROUTING | mangle, nat src (100), conntrack confirm (last) |
 //!
+//! nf_tables base chains run between these steps by their priority (after an iptables table
+//! of equal priority, which registered first); nat chains are consulted with the nat table,
+//! by priority, from the NAT core's step.
+//!
 //! The nat table is consulted only for a connection's first packet, once per manip type
 //! (`nf_nat_initialized`); its decision (or a null binding) is stored in the conntrack entry.
 //! Every packet, first or later, then gets the stored rewrite (`nf_nat_packet`).
@@ -319,6 +323,11 @@ pub struct Netfilter {
     pub rng: Rng,
     /// Use chain dispatch indices (off only to compare with a linear walk).
     pub(crate) indexed: bool,
+    /// nf_tables tables, shared copy-on-write as the iptables tables are: read them with
+    /// [`Netfilter::nft`], change them with [`Netfilter::nft_apply`].
+    nft: Arc<crate::nft::Ruleset>,
+    /// What this namespace's packets wrote into the nf_tables sets (`update @set`).
+    pub nft_state: crate::nft::NftState,
 }
 
 impl Netfilter {
@@ -362,7 +371,25 @@ impl Netfilter {
             ipvs: crate::ipvs::Ipvs::default(),
             rng: Rng::new(seed),
             indexed: true,
+            nft: Arc::new(crate::nft::Ruleset::default()),
+            nft_state: crate::nft::NftState::default(),
         }
+    }
+
+    /// The nf_tables tables.
+    pub fn nft(&self) -> &Arc<crate::nft::Ruleset> {
+        &self.nft
+    }
+
+    /// Applies `nft -f` input to this namespace's nf_tables tables, as one transaction (see
+    /// [`crate::nft::Ruleset::apply`]).
+    pub fn nft_apply(&mut self, text: &str) -> Result<(), crate::nft::NftError> {
+        Arc::make_mut(&mut self.nft).apply(text)
+    }
+
+    /// Replaces the nf_tables tables (shared with other namespaces given the same).
+    pub fn set_nft(&mut self, rules: Arc<crate::nft::Ruleset>) {
+        self.nft = rules;
     }
 
     /// Runs one hook over a packet.
@@ -444,30 +471,57 @@ impl Netfilter {
         report: &mut HookReport,
     ) -> Result<Then, HookVerdict> {
         use TableName::{Filter, Mangle, Raw};
+        // The nf_tables base chains (other than nat ones, which the NAT core consults) run
+        // between the iptables steps by priority: `nft` runs those below `to` not run yet.
+        // At equal priority the iptables table, registered first, runs first.
+        let mut at = i32::MIN;
+        let no_nft = self.nft.is_empty();
+        macro_rules! nft {
+            ($to:expr) => {
+                if !no_nft {
+                    self.nft_until(hook, &mut at, $to, skb, info, env, report)?;
+                }
+            };
+        }
         match hook {
             Hook::PreRouting => {
+                nft!(-300);
                 self.table(Raw, hook, skb, info, env, report)?;
+                nft!(-200);
                 self.conntrack_in(skb, info, env.now);
+                nft!(-150);
                 self.table(Mangle, hook, skb, info, env, report)?;
+                nft!(-100);
                 self.nat(hook, skb, info, env, report)?;
+                nft!(i32::MAX);
                 Ok(Then::Done)
             }
             Hook::Output => {
+                nft!(-300);
                 self.table(Raw, hook, skb, info, env, report)?;
+                nft!(-200);
                 self.conntrack_in(skb, info, env.now);
+                nft!(-150);
                 self.table(Mangle, hook, skb, info, env, report)?;
+                nft!(-100);
                 self.nat(hook, skb, info, env, report)?;
                 // IPVS at LOCAL_OUT priority -98: after nat OUTPUT (-100), before filter (0).
+                nft!(-98);
                 if !self.ipvs.is_empty() {
                     self.ipvs_in(skb, info, env.now, report)?;
                 }
+                nft!(0);
                 self.table(Filter, hook, skb, info, env, report)?;
+                nft!(i32::MAX);
                 Ok(Then::Done)
             }
             Hook::Input => {
+                nft!(-150);
                 self.table(Mangle, hook, skb, info, env, report)?;
+                nft!(0);
                 self.table(Filter, hook, skb, info, env, report)?;
                 // IPVS at LOCAL_IN priority 98, before nat INPUT (100).
+                nft!(98);
                 if !self.ipvs.is_empty() {
                     self.ipvs_in(skb, info, env.now, report)?;
                     if report.ipvs.is_some() {
@@ -476,20 +530,99 @@ impl Netfilter {
                         return Ok(Then::Done);
                     }
                 }
+                nft!(100);
                 self.nat(hook, skb, info, env, report)?;
+                nft!(i32::MAX);
                 Ok(Then::Confirm)
             }
             Hook::Forward => {
+                nft!(-150);
                 self.table(Mangle, hook, skb, info, env, report)?;
+                nft!(0);
                 self.table(Filter, hook, skb, info, env, report)?;
+                nft!(i32::MAX);
                 Ok(Then::Done)
             }
             Hook::PostRouting => {
+                nft!(-150);
                 self.table(Mangle, hook, skb, info, env, report)?;
+                nft!(100);
                 self.nat(hook, skb, info, env, report)?;
+                nft!(i32::MAX);
                 Ok(Then::Confirm)
             }
         }
+    }
+
+    /// Runs the nf_tables base chains on `hook` that are not nat chains, with priorities from
+    /// `*at` up to (not including) `to`, then moves `*at` to `to`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn nft_until(
+        &mut self,
+        hook: Hook,
+        at: &mut i32,
+        to: i32,
+        skb: &mut Skb,
+        info: &PacketInfo,
+        env: &HookEnv<'_>,
+        report: &mut HookReport,
+    ) -> Result<(), HookVerdict> {
+        let from = std::mem::replace(at, to);
+        let rules = Arc::clone(&self.nft);
+        for b in rules.on_hook(hook) {
+            if b.nat || b.priority < from || b.priority >= to {
+                continue;
+            }
+            match self.run_nft(&rules, b.table, b.chain, skb, info, env, report) {
+                Verdict::Drop => return Err(HookVerdict::Drop(DropCause::Rule)),
+                Verdict::Reject(w) => return Err(HookVerdict::Reject(w)),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one nf_tables base chain over the packet.
+    #[allow(clippy::too_many_arguments)]
+    fn run_nft(
+        &mut self,
+        rules: &crate::nft::Ruleset,
+        table: usize,
+        chain: usize,
+        skb: &mut Skb,
+        info: &PacketInfo,
+        env: &HookEnv<'_>,
+        report: &mut HookReport,
+    ) -> Verdict {
+        let (status_bits, origdst) = self.ct_view(&skb.ct);
+        let ct_mark = match &skb.ct {
+            CtRef::Unconfirmed(e) => e.mark,
+            CtRef::Confirmed(id, _, _) => self.conntrack.get(*id).map_or(0, |e| e.mark),
+            _ => 0,
+        };
+        let pkt = PacketCtx {
+            info,
+            in_iface: env.in_iface,
+            out_iface: env.out_iface,
+            physdev_in: env.physdev_in,
+            physdev_out: env.physdev_out,
+            bridged: env.bridged,
+            ctinfo: ctinfo(&skb.ct),
+            ct_status: status_bits,
+            ct_origdst: origdst,
+            addr_type: env.addr_type,
+            now: env.now,
+        };
+        let mut run = crate::nft::Run {
+            mark: &mut skb.mark,
+            rng: &mut self.rng,
+            state: &mut self.nft_state,
+            hits: if env.trace { Some(&mut report.notes().hits) } else { None },
+            data: &skb.data,
+            ct_mark,
+        };
+        crate::nft::run_chain(&rules.tables[table], chain, &pkt, &mut run)
     }
 
     /// One table's walk as a step of a hook (the nat table's is [`Netfilter::nat`]).
@@ -665,11 +798,7 @@ impl Netfilter {
         let mut decided_here = false;
         let needs_decision = matches!(&skb.ct, CtRef::Unconfirmed(e) if e.status & done_bit == 0);
         if needs_decision {
-            let v = if self.nothing_to_walk(TableName::Nat, hook, info) {
-                Verdict::Accept
-            } else {
-                self.run_table(TableName::Nat, hook, skb, info, env, report)
-            };
+            let v = self.nat_lookup(hook, manip, skb, info, env, report);
             let CtRef::Unconfirmed(entry) = &mut skb.ct else { unreachable!("checked above") };
             match v {
                 Verdict::Dnat(range, flags) if manip == Manip::Dst => {
@@ -738,6 +867,52 @@ impl Netfilter {
             }
         }
         Ok(())
+    }
+}
+
+impl Netfilter {
+    /// The NAT core's lookup for a connection's first packet (`nf_nat_inet_fn`): the nat
+    /// table and the nf_tables nat chains on `hook`, by priority (the table first at equal
+    /// priority), until one decides a translation for `manip`, drops or rejects.
+    fn nat_lookup(
+        &mut self,
+        hook: Hook,
+        manip: Manip,
+        skb: &mut Skb,
+        info: &PacketInfo,
+        env: &HookEnv<'_>,
+        report: &mut HookReport,
+    ) -> Verdict {
+        let decides = |v: &Verdict| match v {
+            Verdict::Dnat(..) => manip == Manip::Dst,
+            Verdict::Snat(..) | Verdict::Masquerade(..) => manip == Manip::Src,
+            Verdict::Drop | Verdict::Reject(_) => true,
+            _ => false,
+        };
+        let table_prio = if manip == Manip::Dst { -100 } else { 100 };
+        let rules = Arc::clone(&self.nft);
+        let mut chains = rules.on_hook(hook).iter().filter(|b| b.nat).peekable();
+        let mut table_done = false;
+        loop {
+            let next = chains.peek().copied();
+            let v = match next {
+                Some(b) if table_done || b.priority < table_prio => {
+                    chains.next();
+                    self.run_nft(&rules, b.table, b.chain, skb, info, env, report)
+                }
+                _ if !table_done => {
+                    table_done = true;
+                    if self.nothing_to_walk(TableName::Nat, hook, info) {
+                        continue;
+                    }
+                    self.run_table(TableName::Nat, hook, skb, info, env, report)
+                }
+                _ => return Verdict::Accept,
+            };
+            if decides(&v) {
+                return v;
+            }
+        }
     }
 }
 

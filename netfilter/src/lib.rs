@@ -19,11 +19,13 @@
 //! - [`counters`]: each namespace's packet and byte counters, apart from the rules, so
 //!   namespaces share one copy of the same rules while their packets flow.
 //! - [`eval`]: first-match rule evaluation over a table's blob.
+//! - [`nft`]: nf_tables rulesets: `nft -f` input (kube-proxy's nftables mode) in, `nft list
+//!   ruleset` out, and base chains run on packets (verdict maps by hash, `numgen` as a
+//!   decision point, `update @set` per namespace), deciding as [`eval`]'s tables decide.
 //! - [`ipvs`]: IPVS virtual services, schedulers and `ipvsadm -Ln`.
-//! - [`nft`]: nf_tables rulesets in their text forms: `nft -f` input (kube-proxy's nftables
-//!   mode) in, `nft list ruleset` out. Not evaluated on packets yet.
 //! - [`hook`]: the per-hook pipeline ([`Netfilter::hook`]) that ties them together the way
-//!   the kernel orders them.
+//!   the kernel orders them: iptables tables and nf_tables base chains by priority, the nat
+//!   table and nat chains consulted by the NAT core once per connection.
 //!
 //! The crate's one `unsafe` block is a cache prefetch hint (a private module, `prefetch`):
 //! it reads and changes nothing the program can see.

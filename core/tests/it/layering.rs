@@ -52,9 +52,9 @@ const NETFILTER: &[&[&str]] = &[
     &["packet", "rng", "prefetch", "log"],
     &["conntrack", "rule"],
     &["ipset", "ipvs", "compile"],
-    &["table", "nft"],
+    &["table"],
     &["counters"],
-    &["eval"],
+    &["eval", "nft"],
     &["hook"],
     &["testing", "lib"],
 ];

@@ -11,18 +11,26 @@
 //!   sorts them (the key's bytes as one little-endian number) and wrapped as it wraps them (two
 //!   addresses, five ports or numbers per line, one concatenation per line), one-element
 //!   anonymous sets unwrapped, `meta mark` operations in hexadecimal, timeouts as `3h`.
-//!
-//! This module holds the ruleset's text form; evaluating it on packets (hooks ordered by
-//! priority with the iptables tables) is the evaluation engine's work, not done yet.
+//! - Rules run on packets (`run`): the hook pipeline ([`crate::hook`]) calls each base
+//!   chain at its priority among the iptables tables, and nat chains from the NAT core.
+//!   Verdict maps are looked up by hash, so a packet's cost does not grow with the number of
+//!   Services; `numgen random mod N` is a decision point the flow explorer enumerates
+//!   (as `-m statistic` is); elements `update @set` adds live in each namespace's
+//!   [`NftState`] with their timeouts.
 
+mod expr;
 mod parse;
+mod run;
 
 use std::fmt::{self, Write};
 
 pub use parse::NftError;
+pub(crate) use run::{Lookups, Run, run_chain};
+pub use run::{NftHit, NftState};
 
 /// An address family of nf_tables.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Family {
     /// `ip`: IPv4.
     Ip,
@@ -74,6 +82,8 @@ pub struct Rule {
     pub stmts: Vec<String>,
     /// `comment "..."`.
     pub comment: Option<String>,
+    /// What the statements mean, one per statement.
+    pub(crate) ops: Vec<expr::Stmt>,
 }
 
 /// A chain.
@@ -98,6 +108,8 @@ pub struct Element {
     pub comment: Option<String>,
     /// A map's value (`goto CHAIN`, `drop`, …).
     pub value: Option<String>,
+    /// The key's parts as typed values.
+    pub(crate) lits: Vec<expr::Lit>,
 }
 
 /// A named set or map.
@@ -138,6 +150,8 @@ pub struct Table {
     pub chains: Vec<Chain>,
     /// The last handle given.
     handles: u64,
+    /// Chains and sets by name, set elements by key: rebuilt after each transaction.
+    pub(crate) index: Lookups,
 }
 
 /// Every nf_tables table of a network namespace.
@@ -145,6 +159,31 @@ pub struct Table {
 pub struct Ruleset {
     /// The tables, in the order they were added.
     pub tables: Vec<Table>,
+    /// Per hook (in [`crate::table::Hook`] order), the base chains of `ip` and `inet` tables
+    /// as the kernel calls them: by priority, then in the order they were added.
+    hooks: HookChains,
+}
+
+/// See [`Ruleset`]'s `hooks` (derived from the tables, so not compared).
+#[derive(Clone, Debug, Default)]
+struct HookChains([Vec<BaseRef>; 5]);
+
+impl PartialEq for HookChains {
+    fn eq(&self, _: &HookChains) -> bool {
+        true
+    }
+}
+
+impl Eq for HookChains {}
+
+/// A base chain on a hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BaseRef {
+    pub(crate) priority: i32,
+    /// A `nat` chain: consulted by the NAT core, once per connection.
+    pub(crate) nat: bool,
+    pub(crate) table: usize,
+    pub(crate) chain: usize,
 }
 
 impl Table {
@@ -170,8 +209,44 @@ impl Ruleset {
     pub fn apply(&mut self, text: &str) -> Result<(), NftError> {
         let mut next = self.clone();
         parse::apply(&mut next, text)?;
+        next.reindex();
         *self = next;
         Ok(())
+    }
+
+    /// Whether there is no table.
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+
+    /// Rebuilds the lookups the evaluator uses.
+    fn reindex(&mut self) {
+        let mut hooks: [Vec<BaseRef>; 5] = Default::default();
+        for (ti, t) in self.tables.iter_mut().enumerate() {
+            t.index = Lookups::build(t);
+            if t.family == Family::Ip6 {
+                continue;
+            }
+            for (ci, c) in t.chains.iter().enumerate() {
+                let Some(b) = &c.base else { continue };
+                let Some(h) = hook_index(&b.hook) else { continue };
+                hooks[h].push(BaseRef {
+                    priority: b.priority,
+                    nat: b.kind == "nat",
+                    table: ti,
+                    chain: ci,
+                });
+            }
+        }
+        for h in &mut hooks {
+            h.sort_by_key(|b| b.priority);
+        }
+        self.hooks = HookChains(hooks);
+    }
+
+    /// The base chains on `hook`, in the order the kernel calls them.
+    pub(crate) fn on_hook(&self, hook: crate::table::Hook) -> &[BaseRef] {
+        &self.hooks.0[hook as usize]
     }
 
     /// `nft list ruleset`.
@@ -182,6 +257,19 @@ impl Ruleset {
         }
         out
     }
+}
+
+/// A hook's place in [`crate::table::Hook`] order.
+fn hook_index(h: &str) -> Option<usize> {
+    use crate::table::Hook;
+    Some(match h {
+        "prerouting" => Hook::PreRouting,
+        "input" => Hook::Input,
+        "forward" => Hook::Forward,
+        "output" => Hook::Output,
+        "postrouting" => Hook::PostRouting,
+        _ => return None,
+    } as usize)
 }
 
 /// The standard priority names `nft` prints for a hook of the `ip`/`ip6`/`inet` families

@@ -3,7 +3,9 @@
 //! `nft list` prints; an expression outside what kube-proxy and common CNIs write is an
 //! error naming it.
 
+use super::expr::{self, BitOp, Lit, Rhs, Sel, Stmt, Ty, Verd};
 use super::{BaseChain, Chain, Element, Family, Rule, Ruleset, Set, Table};
+use crate::rule::RejectWith;
 
 /// Why `nft -f` input was refused: where, and what to do.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -203,6 +205,7 @@ fn command(rs: &mut Ruleset, c: &mut Cur<'_>) -> Result<(), NftError> {
                 sets: Vec::new(),
                 chains: Vec::new(),
                 handles: 0,
+                index: Default::default(),
             }),
         }
         return Ok(());
@@ -218,7 +221,7 @@ fn command(rs: &mut Ruleset, c: &mut Cur<'_>) -> Result<(), NftError> {
             let Some(s) = t.sets.iter_mut().find(|s| s.name == name) else {
                 return Err(c.err(format!("no set or map {name} in table {tname}: add it first")));
             };
-            for (col, e) in elems {
+            for (col, mut e) in elems {
                 let at = |msg: String| NftError { line: c.line, column: col, msg };
                 if e.key.len() != s.key.len() {
                     return Err(at(format!(
@@ -235,6 +238,7 @@ fn command(rs: &mut Ruleset, c: &mut Cur<'_>) -> Result<(), NftError> {
                         format!("{name} is a set: its elements take no value")
                     }));
                 }
+                e.lits = typed(c, col, &set_tys(s), &e.key)?;
                 match s.elements.iter_mut().find(|x| x.key == e.key) {
                     Some(old) => *old = e,
                     None => s.elements.push(e),
@@ -275,6 +279,30 @@ fn remove(rs: &mut Ruleset, c: &mut Cur<'_>, verb: &str) -> Result<(), NftError>
             if verb == "flush" {
                 t.chains[i].rules.clear();
             } else {
+                // The kernel refuses to delete a chain something still jumps to (EBUSY).
+                let target = |v: &str| matches!(Verd::parse(v), Some(Verd::Jump(c) | Verd::Goto(c)) if c == name);
+                let used = t.chains.iter().any(|ch| {
+                    ch.rules.iter().any(|r| {
+                        r.ops.iter().any(|op| {
+                            match op {
+                            Stmt::Verdict(Verd::Jump(c) | Verd::Goto(c)) => *c == name,
+                            Stmt::Vmap { map: Rhs::Anon(a), .. } => a.iter().any(|(_, v)| {
+                                matches!(v, Some(Verd::Jump(c) | Verd::Goto(c)) if *c == name)
+                            }),
+                            _ => false,
+                        }
+                        })
+                    })
+                }) || t
+                    .sets
+                    .iter()
+                    .any(|s| s.elements.iter().any(|e| e.value.as_deref().is_some_and(target)));
+                if used {
+                    c.i -= 1;
+                    return Err(c.err(format!(
+                        "chain {name} is still a jump or goto target: delete the rules and elements that name it first"
+                    )));
+                }
                 t.chains.remove(i);
             }
             Ok(())
@@ -378,6 +406,7 @@ fn add_set(t: &mut Table, c: &mut Cur<'_>, map: bool, create: bool) -> Result<()
         comment: None,
         elements: Vec::new(),
     };
+    let mut elems = Vec::new();
     c.expect("{")?;
     while !c.eat("}") {
         if c.eat(";") {
@@ -385,9 +414,18 @@ fn add_set(t: &mut Table, c: &mut Cur<'_>, map: bool, create: bool) -> Result<()
         }
         match c.next("type, flags, timeout, size, comment or elements")? {
             "type" => {
-                s.key.push(c.next("a type")?.to_string());
-                while c.eat(".") {
-                    s.key.push(c.next("a type")?.to_string());
+                loop {
+                    let ty = c.next("a type")?;
+                    if Ty::of_set_type(ty).is_none() {
+                        c.i -= 1;
+                        return Err(c.err(format!(
+                            "set type `{ty}` is not modelled (ipv4_addr, inet_proto, inet_service, mark, integer, ifname, ct_state, ct_status, fib_addrtype, nf_proto)"
+                        )));
+                    }
+                    s.key.push(ty.to_string());
+                    if !c.eat(".") {
+                        break;
+                    }
                 }
                 if map {
                     c.expect(":")?;
@@ -415,7 +453,7 @@ fn add_set(t: &mut Table, c: &mut Cur<'_>, map: bool, create: bool) -> Result<()
             "comment" => s.comment = Some(c.string("the set's comment")?),
             "elements" => {
                 c.expect("=")?;
-                s.elements = elements(c)?;
+                elems = placed_elements(c)?;
             }
             other => {
                 c.i -= 1;
@@ -426,6 +464,27 @@ fn add_set(t: &mut Table, c: &mut Cur<'_>, map: bool, create: bool) -> Result<()
     if s.key.is_empty() {
         return Err(c.err(format!("set {name} has no type: add `type ipv4_addr ;`")));
     }
+    if map && s.data.as_deref() != Some("verdict") {
+        return Err(c.err(format!(
+            "map {name}: podnet models verdict maps (`type … : verdict`), not data maps"
+        )));
+    }
+    let tys = set_tys(&s);
+    for (col, mut e) in elems {
+        if s.map != e.value.is_some() {
+            return Err(NftError {
+                line: c.line,
+                column: col,
+                msg: if map {
+                    format!("{name} is a map: give each element a value (`: goto CHAIN`)")
+                } else {
+                    format!("{name} is a set: its elements take no value")
+                },
+            });
+        }
+        e.lits = typed(c, col, &tys, &e.key)?;
+        s.elements.push(e);
+    }
     match t.sets.iter().position(|x| x.name == name) {
         Some(_) if create => Err(c.err(format!("set {name} exists"))),
         Some(_) => Ok(()),
@@ -434,6 +493,11 @@ fn add_set(t: &mut Table, c: &mut Cur<'_>, map: bool, create: bool) -> Result<()
             Ok(())
         }
     }
+}
+
+/// A set's key types (checked when it was declared).
+fn set_tys(s: &Set) -> Vec<Ty> {
+    s.key.iter().map(|k| Ty::of_set_type(k).expect("checked at declaration")).collect()
 }
 
 /// `10800s`, `3h`, `1d2h`.
@@ -487,7 +551,7 @@ fn placed_elements(c: &mut Cur<'_>) -> Result<Vec<(usize, Element)>, NftError> {
         if c.eat(":") {
             value = Some(verdict(c)?);
         }
-        out.push((col, Element { key, comment, value }));
+        out.push((col, Element { key, comment, value, lits: Vec::new() }));
         if !c.eat(",") {
             c.expect("}")?;
             return Ok(out);
@@ -516,13 +580,16 @@ fn add_rule(t: &mut Table, c: &mut Cur<'_>) -> Result<(), NftError> {
         return Err(c.err(format!("no chain {chain} in table {}: add it first", t.name)));
     }
     let mut stmts = Vec::new();
+    let mut ops = Vec::new();
     let mut comment = None;
     while !c.done() {
         if c.eat("comment") {
             comment = Some(c.string("the rule's comment")?);
             continue;
         }
-        stmts.push(statement(t, c)?);
+        let (text, op) = statement(t, c)?;
+        stmts.push(text);
+        ops.push(op);
     }
     if stmts.is_empty() {
         return Err(c.err("a rule needs a statement"));
@@ -530,37 +597,77 @@ fn add_rule(t: &mut Table, c: &mut Cur<'_>) -> Result<(), NftError> {
     t.handles += 1;
     let handle = t.handles;
     let ch = t.chains.iter_mut().find(|ch| ch.name == chain).expect("checked above");
-    ch.rules.push(Rule { handle, stmts, comment });
+    ch.rules.push(Rule { handle, stmts, comment, ops });
     Ok(())
 }
 
-/// What a selector reads: `ip daddr`, `meta l4proto`, `th dport`, `ct state`, …
-fn selector(c: &mut Cur<'_>) -> Result<Option<String>, NftError> {
+/// What a selector reads: `ip daddr`, `meta l4proto`, `th dport`, `ct state`, … as `nft list`
+/// prints it, and what it means.
+fn selector(c: &mut Cur<'_>) -> Result<Option<(String, Sel)>, NftError> {
     let Some(w) = c.peek() else { return Ok(None) };
     let two = |c: &mut Cur<'_>, first: &str, ok: &[&str]| -> Result<String, NftError> {
         c.i += 1;
         let f = c.next(&format!("a field of {first}"))?;
         if ok.contains(&f) {
-            Ok(format!("{first} {f}"))
+            Ok(f.to_string())
         } else {
             c.i -= 1;
             Err(c.err(format!("`{first} {f}` is not modelled ({first} fields: {})", ok.join(", "))))
         }
     };
+    let port = |f: &str, proto: Option<u8>| Sel::Port { dst: f == "dport", proto };
     Ok(Some(match w {
-        "ip" => two(c, "ip", &["saddr", "daddr", "protocol"])?,
-        "th" => two(c, "th", &["sport", "dport"])?,
-        "tcp" => two(c, "tcp", &["sport", "dport", "flags"])?,
-        "udp" => two(c, "udp", &["sport", "dport"])?,
-        "meta" => two(c, "meta", &["l4proto", "mark", "iifname", "oifname", "nfproto"])?,
-        "ct" => two(c, "ct", &["state", "status", "mark"])?,
+        "ip" => {
+            let f = two(c, "ip", &["saddr", "daddr", "protocol"])?;
+            let sel = match f.as_str() {
+                "saddr" => Sel::IpSaddr,
+                "daddr" => Sel::IpDaddr,
+                _ => Sel::L4proto,
+            };
+            (format!("ip {f}"), sel)
+        }
+        "th" => {
+            let f = two(c, "th", &["sport", "dport"])?;
+            let sel = port(&f, None);
+            (format!("th {f}"), sel)
+        }
+        "tcp" => {
+            let f = two(c, "tcp", &["sport", "dport", "flags"])?;
+            let sel = if f == "flags" { Sel::TcpFlags } else { port(&f, Some(6)) };
+            (format!("tcp {f}"), sel)
+        }
+        "udp" => {
+            let f = two(c, "udp", &["sport", "dport"])?;
+            let sel = port(&f, Some(17));
+            (format!("udp {f}"), sel)
+        }
+        "meta" => {
+            let f = two(c, "meta", &["l4proto", "mark", "iifname", "oifname", "nfproto"])?;
+            let sel = match f.as_str() {
+                "l4proto" => Sel::L4proto,
+                "mark" => Sel::Mark,
+                "iifname" => Sel::Iifname,
+                "oifname" => Sel::Oifname,
+                _ => Sel::Nfproto,
+            };
+            (format!("meta {f}"), sel)
+        }
+        "ct" => {
+            let f = two(c, "ct", &["state", "status", "mark"])?;
+            let sel = match f.as_str() {
+                "state" => Sel::CtState,
+                "status" => Sel::CtStatus,
+                _ => Sel::CtMark,
+            };
+            (format!("ct {f}"), sel)
+        }
         "mark" => {
             c.i += 1;
-            "meta mark".into()
+            ("meta mark".into(), Sel::Mark)
         }
         "iifname" | "oifname" => {
             c.i += 1;
-            format!("meta {w}")
+            (format!("meta {w}"), if w == "iifname" { Sel::Iifname } else { Sel::Oifname })
         }
         "fib" => {
             c.i += 1;
@@ -570,50 +677,92 @@ fn selector(c: &mut Cur<'_>) -> Result<Option<String>, NftError> {
                 return Err(c.err(format!("`fib {f}` is not modelled (fib saddr, fib daddr)")));
             }
             c.expect("type")?;
-            format!("fib {f} type")
+            (format!("fib {f} type"), Sel::FibType { dst: f == "daddr" })
         }
         "numgen" => {
             c.i += 1;
             c.expect("random")?;
             c.expect("mod")?;
             let n = c.next("a modulus")?;
-            n.parse::<u32>().map_err(|_| c.err(format!("`{n}` is not a number")))?;
-            format!("numgen random mod {n}")
+            let m = n
+                .parse::<u32>()
+                .ok()
+                .filter(|m| *m > 0)
+                .ok_or_else(|| c.err(format!("`{n}` is not a modulus (a number above 0)")))?;
+            (format!("numgen random mod {n}"), Sel::Numgen(m))
         }
         _ => return Ok(None),
     }))
 }
 
-/// A value, a `@set`, or an anonymous set `{ a, b }` (one element unwrapped, as nft prints
-/// it) or map `{ k : verdict, … }`.
-fn value(t: &Table, c: &mut Cur<'_>) -> Result<String, NftError> {
+/// Reads `parts` (one per concatenated type) as typed values; `col` places an error.
+fn typed(c: &Cur<'_>, col: usize, tys: &[Ty], parts: &[String]) -> Result<Vec<Lit>, NftError> {
+    if parts.len() != tys.len() {
+        return Err(NftError {
+            line: c.line,
+            column: col,
+            msg: format!(
+                "{} has {} parts; the selector reads {}",
+                parts.join(" . "),
+                parts.len(),
+                tys.len()
+            ),
+        });
+    }
+    tys.iter()
+        .zip(parts)
+        .map(|(ty, p)| expr::lit(*ty, p).map_err(|msg| NftError { line: c.line, column: col, msg }))
+        .collect()
+}
+
+/// A value (one per concatenated selector, `.`-joined), a `@set`, or an anonymous set
+/// `{ a, b }` (one element unwrapped, as nft prints it) or map `{ k : verdict, … }`, read as
+/// values of `tys`.
+fn value(t: &Table, c: &mut Cur<'_>, tys: &[Ty]) -> Result<(String, Rhs), NftError> {
     if c.peek() == Some("{") {
-        let elems = elements(c)?;
-        let parts: Vec<String> = elems
-            .iter()
-            .map(|e| {
-                let mut s = String::new();
-                e.write(&mut s);
-                s
-            })
-            .collect();
-        if parts.len() == 1 && elems[0].value.is_none() {
-            return Ok(parts[0].clone());
+        let elems = placed_elements(c)?;
+        let mut parts = Vec::new();
+        let mut anon = Vec::new();
+        for (col, e) in &elems {
+            let mut s = String::new();
+            e.write(&mut s);
+            parts.push(s);
+            let v = e.value.as_deref().and_then(Verd::parse);
+            anon.push((typed(c, *col, tys, &e.key)?, v));
         }
-        return Ok(format!("{{ {} }}", parts.join(", ")));
+        if parts.len() == 1 && elems[0].1.value.is_none() {
+            let (lits, _) = anon.pop().expect("one element");
+            return Ok((parts.swap_remove(0), Rhs::Value(lits)));
+        }
+        return Ok((format!("{{ {} }}", parts.join(", ")), Rhs::Anon(anon)));
     }
+    let col = c.peek_tok().map_or(c.end_col, |t| t.col);
     let v = c.next("a value")?;
-    if let Some(set) = v.strip_prefix('@')
-        && t.set(set).is_none()
-    {
-        c.i -= 1;
-        return Err(c.err(format!("no set or map {set}: add it before the rule that uses it")));
+    if let Some(set) = v.strip_prefix('@') {
+        let Some(s) = t.set(set) else {
+            c.i -= 1;
+            return Err(c.err(format!("no set or map {set}: add it before the rule that uses it")));
+        };
+        if s.key.len() != tys.len() {
+            c.i -= 1;
+            return Err(c.err(format!(
+                "{set}'s type has {} parts; the selector reads {}",
+                s.key.len(),
+                tys.len()
+            )));
+        }
+        return Ok((v.to_string(), Rhs::Named(set.to_string())));
     }
-    Ok(v.to_string())
+    let mut parts = vec![v.to_string()];
+    while parts.len() < tys.len() && c.eat(".") {
+        parts.push(c.next("a value's next part")?.to_string());
+    }
+    let lits = typed(c, col, tys, &parts)?;
+    Ok((parts.join(" . "), Rhs::Value(lits)))
 }
 
 /// A number as `nft` prints a mark: `0x00004000`.
-fn mark(c: &mut Cur<'_>) -> Result<String, NftError> {
+fn mark(c: &mut Cur<'_>) -> Result<(String, u32), NftError> {
     let v = c.next("a mark")?;
     let n = match v.strip_prefix("0x") {
         Some(h) => u32::from_str_radix(h, 16).ok(),
@@ -623,51 +772,122 @@ fn mark(c: &mut Cur<'_>) -> Result<String, NftError> {
         c.i -= 1;
         c.err(format!("`{v}` is not a mark (a number)"))
     })?;
-    Ok(format!("0x{n:08x}"))
+    Ok((format!("0x{n:08x}"), n))
 }
 
-fn bit_op(w: &str) -> Option<&'static str> {
+fn bit_op(w: &str) -> Option<(&'static str, BitOp)> {
     match w {
-        "or" | "|" => Some("|"),
-        "and" | "&" => Some("&"),
-        "xor" | "^" => Some("^"),
+        "or" | "|" => Some(("|", BitOp::Or)),
+        "and" | "&" => Some(("&", BitOp::And)),
+        "xor" | "^" => Some(("^", BitOp::Xor)),
         _ => None,
     }
 }
 
-fn statement(t: &Table, c: &mut Cur<'_>) -> Result<String, NftError> {
+fn statement(t: &Table, c: &mut Cur<'_>) -> Result<(String, Stmt), NftError> {
     let Some(w) = c.peek() else { return Err(c.err("expected a statement")) };
     match w {
-        "accept" | "drop" | "return" | "jump" | "goto" => return verdict(c),
+        "accept" | "drop" | "return" | "jump" | "goto" => {
+            let col = c.peek_tok().map_or(c.end_col, |t| t.col);
+            let v = verdict(c)?;
+            let verd = Verd::parse(&v).expect("verdict() reads verdicts");
+            if let Verd::Jump(ch) | Verd::Goto(ch) = &verd
+                && t.chain(ch).is_none()
+            {
+                return Err(NftError {
+                    line: c.line,
+                    column: col,
+                    msg: format!("no chain {ch} in table {}: add it first", t.name),
+                });
+            }
+            return Ok((v, Stmt::Verdict(verd)));
+        }
         "counter" => {
             c.i += 1;
-            return Ok("counter packets 0 bytes 0".into());
+            return Ok(("counter packets 0 bytes 0".into(), Stmt::Counter));
         }
         "reject" => {
             c.i += 1;
             if c.eat("with") {
                 let a = c.next("icmp or tcp")?;
-                let b = c.next("type")?;
-                let d = c.next("the reject type")?;
-                return Ok(format!("reject with {a} {b} {d}"));
+                let with = match a {
+                    "tcp" => {
+                        c.expect("reset")?;
+                        return Ok((
+                            "reject with tcp reset".into(),
+                            Stmt::Reject(RejectWith::TcpReset),
+                        ));
+                    }
+                    "icmp" => {
+                        c.eat("type");
+                        let d = c.next("the ICMP type (port-unreachable, host-unreachable, net-unreachable, prot-unreachable, admin-prohibited)")?;
+                        match d {
+                            "port-unreachable" => RejectWith::PortUnreachable,
+                            "host-unreachable" => RejectWith::HostUnreachable,
+                            "net-unreachable" => RejectWith::NetUnreachable,
+                            "prot-unreachable" => RejectWith::ProtoUnreachable,
+                            "admin-prohibited" => RejectWith::AdminProhibited,
+                            other => {
+                                c.i -= 1;
+                                return Err(
+                                    c.err(format!("`reject with icmp {other}` is not modelled"))
+                                );
+                            }
+                        }
+                    }
+                    other => {
+                        c.i -= 1;
+                        return Err(c.err(format!(
+                            "`reject with {other}` is not modelled (icmp, tcp reset)"
+                        )));
+                    }
+                };
+                let text = if with == RejectWith::PortUnreachable {
+                    "reject".to_string()
+                } else {
+                    format!("reject with icmp {}", reject_icmp_name(with))
+                };
+                return Ok((text, Stmt::Reject(with)));
             }
-            return Ok("reject".into());
+            return Ok(("reject".into(), Stmt::Reject(RejectWith::PortUnreachable)));
         }
         "masquerade" => {
             c.i += 1;
             let mut s = "masquerade".to_string();
+            let (mut random, mut fully_random, mut persistent) = (false, false, false);
             while let Some(f @ ("fully-random" | "random" | "persistent")) = c.peek() {
                 c.i += 1;
                 s.push(' ');
                 s.push_str(f);
+                match f {
+                    "random" => random = true,
+                    "fully-random" => fully_random = true,
+                    _ => persistent = true,
+                }
             }
-            return Ok(s);
+            return Ok((s, Stmt::Masquerade { random, fully_random, persistent }));
         }
         "dnat" | "snat" => {
             c.i += 1;
             c.expect("to")?;
             let a = c.next("an address (IP or IP:PORT)")?;
-            return Ok(format!("{w} to {a}"));
+            let (addr, port) = match a.split_once(':') {
+                Some((ip, p)) => (ip, Some(p)),
+                None => (a, None),
+            };
+            let bad = |c: &mut Cur<'_>| {
+                c.i -= 1;
+                c.err(format!("`{a}` is not an address to translate to (IP or IP:PORT)"))
+            };
+            let Ok(addr) = addr.parse() else { return Err(bad(c)) };
+            let port = match port {
+                Some(p) => match p.parse::<u16>() {
+                    Ok(p) => Some(p),
+                    Err(_) => return Err(bad(c)),
+                },
+                None => None,
+            };
+            return Ok((format!("{w} to {a}"), Stmt::Nat { dst: w == "dnat", addr, port }));
         }
         "update" | "add" => {
             c.i += 1;
@@ -676,15 +896,25 @@ fn statement(t: &Table, c: &mut Cur<'_>) -> Result<String, NftError> {
                 c.i -= 1;
                 return Err(c.err("expected @SET"));
             };
-            if t.set(name).is_none() {
+            let Some(decl) = t.set(name) else {
                 c.i -= 1;
                 return Err(c.err(format!("no set {name}: add it before the rule that uses it")));
+            };
+            if !decl.flags.iter().any(|f| f == "dynamic") {
+                c.i -= 1;
+                return Err(c.err(format!(
+                    "set {name} is not dynamic: declare it with `flags dynamic` to update it from the packet path"
+                )));
             }
             c.expect("{")?;
+            let mut texts = Vec::new();
             let mut sels = Vec::new();
             loop {
                 match selector(c)? {
-                    Some(s) => sels.push(s),
+                    Some((s, sel)) => {
+                        texts.push(s);
+                        sels.push(sel);
+                    }
                     None => return Err(c.err("expected a selector (ip saddr)")),
                 }
                 if !c.eat(".") {
@@ -692,7 +922,18 @@ fn statement(t: &Table, c: &mut Cur<'_>) -> Result<String, NftError> {
                 }
             }
             c.expect("}")?;
-            return Ok(format!("{w} {set} {{ {} }}", sels.join(" . ")));
+            if sels.len() != decl.key.len() {
+                c.i -= 1;
+                return Err(c.err(format!(
+                    "{name}'s type has {} parts; the update gives {}",
+                    decl.key.len(),
+                    sels.len()
+                )));
+            }
+            return Ok((
+                format!("{w} {set} {{ {} }}", texts.join(" . ")),
+                Stmt::Update { set: name.to_string(), sel: sels },
+            ));
         }
         _ => {}
     }
@@ -703,38 +944,73 @@ fn statement(t: &Table, c: &mut Cur<'_>) -> Result<String, NftError> {
             "`{w}` is not an expression podnet models (ip, th, tcp, udp, meta, mark, ct, fib, numgen, iifname, oifname, and the statements accept, drop, return, jump, goto, reject, masquerade, dnat, snat, counter, update)"
         )));
     };
-    let mut sel = vec![first];
+    let mut texts = vec![first.0];
+    let mut sel = vec![first.1];
     while c.eat(".") {
         match selector(c)? {
-            Some(s) => sel.push(s),
+            Some((s, x)) => {
+                texts.push(s);
+                sel.push(x);
+            }
             None => return Err(c.err("expected a selector after `.`")),
         }
     }
-    let lhs = sel.join(" . ");
+    let lhs = texts.join(" . ");
+    let tys: Vec<Ty> = sel.iter().map(|s| s.ty()).collect();
     let Some(op) = c.peek() else { return Err(c.err(format!("`{lhs}` needs a value to match"))) };
-    if op == "vmap" || op == "map" {
+    if op == "vmap" {
         c.i += 1;
-        return Ok(format!("{lhs} {op} {}", value(t, c)?));
+        let (text, map) = value(t, c, &tys)?;
+        match &map {
+            Rhs::Named(m) if t.set(m).is_some_and(|s| s.data.as_deref() != Some("verdict")) => {
+                c.i -= 1;
+                return Err(c.err(format!("{m} is not a verdict map")));
+            }
+            Rhs::Value(_) => {
+                return Err(c.err("a vmap needs a map: `{ KEY : VERDICT, … }` or `@MAP`"));
+            }
+            _ => {}
+        }
+        return Ok((format!("{lhs} vmap {text}"), Stmt::Vmap { sel, map }));
     }
-    if lhs == "meta mark" || lhs == "ct mark" {
+    if op == "map" {
+        return Err(c.err(format!(
+            "`{lhs} map` (a data map) is not modelled: podnet evaluates verdict maps (vmap)"
+        )));
+    }
+    if sel.len() == 1 && matches!(sel[0], Sel::Mark | Sel::CtMark) {
         if c.eat("set") {
+            if sel[0] == Sel::CtMark {
+                c.i -= 1;
+                return Err(c.err("`ct mark set` is not modelled: podnet sets the packet's mark (`meta mark set`)"));
+            }
             // `mark set mark or 0x4000` → `meta mark set meta mark | 0x00004000`
-            let rhs = match selector(c)? {
-                Some(s) => {
+            let (rhs, stmt) = match selector(c)? {
+                Some((s, from)) => {
+                    if from != sel[0] {
+                        c.i -= 1;
+                        return Err(c.err(format!(
+                            "`{lhs} set {s} …` is not modelled: set a mark from itself"
+                        )));
+                    }
                     let op = c.next("or, and or xor")?;
-                    let Some(o) = bit_op(op) else {
+                    let Some((o, bop)) = bit_op(op) else {
                         c.i -= 1;
                         return Err(c.err(format!("`{op}` is not or, and, xor")));
                     };
-                    format!("{s} {o} {}", mark(c)?)
+                    let (m, v) = mark(c)?;
+                    (format!("{s} {o} {m}"), Stmt::MarkSet { sel: sel[0], op: Some(bop), val: v })
                 }
-                None => mark(c)?,
+                None => {
+                    let (m, v) = mark(c)?;
+                    (m, Stmt::MarkSet { sel: sel[0], op: None, val: v })
+                }
             };
-            return Ok(format!("{lhs} set {rhs}"));
+            return Ok((format!("{lhs} set {rhs}"), stmt));
         }
-        if let Some(o) = bit_op(op) {
+        if let Some((o, bop)) = bit_op(op) {
             c.i += 1;
-            let m = mark(c)?;
+            let (m, mask) = mark(c)?;
             let cmp = match c.peek() {
                 Some(x @ ("==" | "!=")) => {
                     c.i += 1;
@@ -742,21 +1018,42 @@ fn statement(t: &Table, c: &mut Cur<'_>) -> Result<String, NftError> {
                 }
                 _ => "==",
             };
-            return Ok(format!("{lhs} {o} {m} {cmp} {}", mark(c)?));
+            let (v, val) = mark(c)?;
+            return Ok((
+                format!("{lhs} {o} {m} {cmp} {v}"),
+                Stmt::MarkMatch { sel: sel[0], op: bop, mask, neg: cmp == "!=", val },
+            ));
         }
     }
-    let neg = if c.eat("!=") {
-        "!= "
-    } else {
+    let neg = c.eat("!=");
+    if !neg {
         c.eat("==");
-        ""
-    };
+    }
     if c.peek_tok().is_none() {
         return Err(c.err(format!("`{lhs}` needs a value to match")));
     }
-    let mut vals = vec![value(t, c)?];
-    while c.eat(".") {
-        vals.push(value(t, c)?);
+    let (text, rhs) = value(t, c, &tys)?;
+    if let Rhs::Anon(a) = &rhs
+        && a.iter().any(|(_, v)| v.is_some())
+    {
+        return Err(c.err("a map needs `vmap`: `SELECTOR vmap { KEY : VERDICT }`"));
     }
-    Ok(format!("{lhs} {neg}{}", vals.join(" . ")))
+    if let Rhs::Named(n) = &rhs
+        && t.set(n).is_some_and(|s| s.map)
+    {
+        return Err(c.err(format!("{n} is a map: look it up with `vmap @{n}`")));
+    }
+    Ok((format!("{lhs} {}{text}", if neg { "!= " } else { "" }), Stmt::Match { sel, neg, rhs }))
+}
+
+/// The ICMP type `nft` prints after `reject with icmp`.
+fn reject_icmp_name(w: RejectWith) -> &'static str {
+    match w {
+        RejectWith::PortUnreachable => "port-unreachable",
+        RejectWith::HostUnreachable => "host-unreachable",
+        RejectWith::NetUnreachable => "net-unreachable",
+        RejectWith::ProtoUnreachable => "prot-unreachable",
+        RejectWith::AdminProhibited => "admin-prohibited",
+        RejectWith::TcpReset => "tcp reset",
+    }
 }

@@ -104,3 +104,19 @@ fn priorities_and_times_as_nft_prints_them() {
     assert_eq!(time(90), "1m30s");
     assert_eq!(time(90_061), "1d1h1m1s");
 }
+
+#[test]
+fn a_chain_still_jumped_to_cannot_be_deleted() {
+    let mut rs = Ruleset::default();
+    rs.apply(INPUT).unwrap();
+    let e = rs.apply("delete chain ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80\n").unwrap_err();
+    assert_eq!(
+        e.msg,
+        "chain service-ULMVA6XW-ns1/svc1/tcp/p80 is still a jump or goto target: delete the rules and elements that name it first"
+    );
+    rs.apply(
+        "delete element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 }\n\
+         delete chain ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80\n",
+    )
+    .unwrap();
+}
