@@ -52,13 +52,15 @@ enum Command {
     /// A node's iptables rules, as iptables-save prints them (kernel form)
     #[command(name = "iptables-save")]
     IptablesSave(IptablesSaveArgs),
-    /// The iptables-restore payload kube-proxy writes for a node
+    /// What kube-proxy writes for a node (iptables-restore; nft -f in nftables mode)
     #[command(name = "kube-proxy-rules")]
     KubeProxyRules(TableArgs),
     /// A node's IPVS virtual servers, as ipvsadm -Ln prints them
     Ipvsadm(TableArgs),
     /// A node's ipsets, as ipset list prints them
     Ipset(TableArgs),
+    /// A node's nf_tables ruleset, as nft list ruleset prints it
+    Nft(TableArgs),
     /// A node's connection tracking table, as conntrack -L prints it
     Conntrack(TableArgs),
     /// The main routing table of a node or pod, as ip route prints it
@@ -108,7 +110,7 @@ struct ClusterArgs {
     /// The reference cluster's CNI: bridge, or aws-vpc for its AWS VPC CNI variant
     #[arg(long, value_name = "CNI", conflicts_with = "cluster")]
     cni: Option<Cni>,
-    /// kube-proxy's mode on every node: iptables, ipvs, or ipvs:SCHEDULER
+    /// kube-proxy's mode on every node: iptables, nftables, ipvs, or ipvs:SCHEDULER
     #[arg(long, value_name = "MODE")]
     proxy_mode: Option<ProxyMode>,
     /// IPVS scheduler (rr, wrr, lc, wlc, sh, dh, sed, nq); implies --proxy-mode ipvs
@@ -351,6 +353,7 @@ fn main() -> ExitCode {
         Command::KubeProxyRules(a) => table(Table::KubeProxyRules, &a, &mut out),
         Command::Ipvsadm(a) => table(Table::Ipvsadm, &a, &mut out),
         Command::Ipset(a) => table(Table::Ipset, &a, &mut out),
+        Command::Nft(a) => table(Table::Nft, &a, &mut out),
         Command::Conntrack(a) => table(Table::Conntrack, &a, &mut out),
         Command::Routes(a) => table(Table::Routes, &a, &mut out),
         Command::RoutesLocal(a) => table(Table::RoutesLocal, &a, &mut out),
@@ -665,10 +668,18 @@ fn table(t: Table, a: &TableArgs, out: &mut Out) -> Result<u8, Stop> {
         c.trace(f, to, &opts)?;
     }
     let text = c.show(t, &a.node)?;
-    if t == Table::Ipvsadm && c.proxy_mode() == ProxyMode::Iptables {
+    if t == Table::Ipvsadm && !matches!(c.proxy_mode(), ProxyMode::Ipvs(_)) {
         eprintln!(
-            "podnet: {} runs kube-proxy in iptables mode, which programs no IPVS virtual servers (--proxy-mode ipvs switches it)",
-            a.node
+            "podnet: {} runs kube-proxy in {} mode, which programs no IPVS virtual servers (--proxy-mode ipvs switches it)",
+            a.node,
+            c.proxy_mode()
+        );
+    }
+    if t == Table::Nft && c.proxy_mode() != ProxyMode::Nftables && text.is_empty() {
+        eprintln!(
+            "podnet: {} runs kube-proxy in {} mode, which writes no nf_tables rules (--proxy-mode nftables switches it)",
+            a.node,
+            c.proxy_mode()
         );
     }
     out.put(&text)?;

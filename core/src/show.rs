@@ -14,12 +14,15 @@ pub enum Table {
     IptablesSave,
     /// `iptables-save -c`: with each rule's packet and byte counters.
     IptablesSaveCounters,
-    /// kube-proxy's `iptables-restore` payload for the node, as it writes it.
+    /// What kube-proxy writes for the node: its `iptables-restore` payload, or in nftables
+    /// mode its `nft -f` transaction.
     KubeProxyRules,
     /// `ipvsadm -Ln`.
     Ipvsadm,
     /// `ipset list`.
     Ipset,
+    /// `nft list ruleset`.
+    Nft,
     /// `conntrack -L`.
     Conntrack,
     /// `ip route` (a node, or `pod/NS/NAME`).
@@ -42,12 +45,13 @@ pub enum Table {
 
 impl Table {
     /// Every table, in the order help texts list them.
-    pub const ALL: [Table; 14] = [
+    pub const ALL: [Table; 15] = [
         Table::IptablesSave,
         Table::IptablesSaveCounters,
         Table::KubeProxyRules,
         Table::Ipvsadm,
         Table::Ipset,
+        Table::Nft,
         Table::Conntrack,
         Table::Routes,
         Table::RoutesLocal,
@@ -67,6 +71,7 @@ impl Table {
             Table::KubeProxyRules => "kube-proxy-rules",
             Table::Ipvsadm => "ipvsadm",
             Table::Ipset => "ipset",
+            Table::Nft => "nft",
             Table::Conntrack => "conntrack",
             Table::Routes => "routes",
             Table::RoutesLocal => "routes-local",
@@ -92,7 +97,7 @@ impl FromStr for Table {
         Table::ALL.into_iter().find(|t| t.name() == s).ok_or_else(|| UnknownValue {
             what: "table",
             value: s.into(),
-            expected: "iptables-save, iptables-save -c, kube-proxy-rules, ipvsadm, ipset, \
+            expected: "iptables-save, iptables-save -c, kube-proxy-rules, ipvsadm, ipset, nft, \
                        conntrack, routes, routes-local, neigh, fdb, ip-rule, enis, dmesg or drift",
         })
     }
@@ -114,6 +119,7 @@ impl Cluster {
             Table::KubeProxyRules => self.kube_proxy_payload(who),
             Table::Ipvsadm => self.ipvsadm(who),
             Table::Ipset => self.ipset_list(who),
+            Table::Nft => self.nft_list_ruleset(who),
             Table::Conntrack => self.conntrack(who),
             Table::Routes => self.routes(who),
             Table::RoutesLocal => self.routes_local(who),

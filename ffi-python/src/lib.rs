@@ -817,10 +817,11 @@ impl Hop {
     fn hook(&self) -> Option<String> {
         self.inner.kind.hook().map(|h| h.to_string())
     }
-    /// The table of a rule hop (`nat`, `filter`, `mangle`, `raw`).
+    /// The table of a rule hop (`nat`, `filter`, `mangle`, `raw`; an nf_tables table with its
+    /// family, `ip kube-proxy`).
     #[getter]
-    fn table(&self) -> Option<&'static str> {
-        self.inner.kind.table()
+    fn table(&self) -> Option<String> {
+        self.inner.kind.table().map(str::to_string)
     }
     /// The chain of a rule hop.
     #[getter]

@@ -71,6 +71,14 @@ impl Cluster {
     /// flow touched: its source (namespace `src`), every pod namespace a hop passed, the pod
     /// it was delivered to and the one that answered.
     fn warn_unmodelled(&self, t: &mut Trace, src: NetnsId) {
+        // A node where kube-proxy's last sync failed runs without its rules.
+        for (node, err) in &self.services.sync_errors {
+            if t.hops.iter().any(|h| h.node.as_deref() == Some(node.as_str())) {
+                t.warnings.push(format!(
+                    "kube-proxy on node {node}: {err}; the node has no kube-proxy rules, so Services do not work through it"
+                ));
+            }
+        }
         if self.unmodelled.is_empty() {
             return;
         }

@@ -129,21 +129,13 @@ impl Cluster {
         let kpc = objs.kube_proxy.take();
         let mut mode = s.proxy_mode;
         let mut kp_notes = Vec::new();
-        if let Some((place, what, k)) = &kpc {
-            match (s.proxy_mode_given, k.nftables, k.mode) {
-                (true, _, _) => {}
-                (false, true, _) => {
-                    return Err(obj_err(
-                        place,
-                        what.clone(),
-                        "mode: nftables is not modelled yet (podnet models kube-proxy's iptables and ipvs modes); to see what iptables mode would do, give a PodnetConfig document with proxyMode: iptables",
-                    ));
-                }
-                (false, false, Some(m)) => mode = m,
-                (false, false, None) => {}
-            }
-            if k.nftables && s.proxy_mode_given {
-                kp_notes.push(format!("{what}: mode nftables is not modelled; running the PodnetConfig's proxyMode instead"));
+        if let Some((_, what, k)) = &kpc {
+            match (s.proxy_mode_given, k.mode) {
+                (false, Some(m)) => mode = m,
+                (true, Some(m)) if m != mode => kp_notes.push(format!(
+                    "{what}: mode {m} is overridden by the PodnetConfig's proxyMode {mode}"
+                )),
+                _ => {}
             }
             if !k.unmodelled.is_empty() {
                 kp_notes.push(format!(
@@ -154,7 +146,15 @@ impl Cluster {
             if k.settings.node_port_addresses.is_some()
                 && matches!(mode, crate::kube_proxy::ProxyMode::Ipvs(_))
             {
-                kp_notes.push(format!("{what}: nodePortAddresses is modelled in iptables mode only; IPVS mode's NodePorts answer on every local address here"));
+                kp_notes.push(format!("{what}: nodePortAddresses is modelled in iptables and nftables modes only; IPVS mode's NodePorts answer on every local address here"));
+            }
+            if mode == crate::kube_proxy::ProxyMode::Nftables
+                && matches!(
+                    k.settings.detect_local,
+                    crate::kube_proxy::DetectLocal::InterfaceNamePrefix(_)
+                )
+            {
+                kp_notes.push(format!("{what}: detectLocalMode InterfaceNamePrefix in nftables mode: kube-proxy writes `iif != PREFIX*`, which nft refuses (Interface does not exist), so its syncs fail and nodes run without kube-proxy's table"));
             }
         }
         let config_place = objs.config.as_ref().map(|(p, _)| p.clone());

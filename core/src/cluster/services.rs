@@ -151,6 +151,14 @@ impl Cluster {
         Ok(ns.nf.as_ref().map(|nf| nf.ipvs.list()).unwrap_or_default())
     }
 
+    /// `nft list ruleset` of a node: its nf_tables tables (kube-proxy's `ip kube-proxy` in
+    /// nftables mode), as nftables 1.0 prints them.
+    pub fn nft_list_ruleset(&self, node: &str) -> Result<String, ClusterError> {
+        let id = self.node_id(node)?;
+        let ns = &self.world.netns[self.world.nodes[id.idx()].netns.idx()];
+        Ok(ns.nf.as_ref().map(|nf| nf.nft().list()).unwrap_or_default())
+    }
+
     /// `ipset list` of a node.
     pub fn ipset_list(&self, node: &str) -> Result<String, ClusterError> {
         let id = self.node_id(node)?;

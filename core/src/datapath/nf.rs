@@ -136,6 +136,42 @@ impl<H: HostStacks> Datapath<'_, H> {
                 );
             }
             for h in report.hits() {
+                if let Some(n) = &h.nft {
+                    let origin = crate::trace::nft_origin(
+                        &h.chain,
+                        h.comment.as_deref(),
+                        n.element.as_deref(),
+                    );
+                    let table = format!("{} {}", n.family.as_str(), n.table);
+                    let detail = match &n.element {
+                        Some(e) => format!("{table} {} handle {}: element {e}", h.chain, n.handle),
+                        None if n.handle == 0 => format!("{table} {} {}", h.chain, h.rule),
+                        None => format!("{table} {} handle {}", h.chain, n.handle),
+                    };
+                    let rule = match &h.comment {
+                        Some(c) => format!("{} comment \"{c}\"", h.rule),
+                        None => h.rule.clone(),
+                    };
+                    hop!(
+                        self,
+                        tag,
+                        ns,
+                        dev,
+                        HopKind::NftRule {
+                            hook,
+                            table,
+                            chain: h.chain.clone(),
+                            handle: n.handle,
+                            rule,
+                            element: n.element.clone(),
+                            origin,
+                        },
+                        detail,
+                        None,
+                        None,
+                    );
+                    continue;
+                }
                 hop!(
                     self,
                     tag,

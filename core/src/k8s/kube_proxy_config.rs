@@ -3,11 +3,12 @@
 //! `kube-system/kube-proxy` ConfigMap (key `config.conf`, as kubeadm writes it; EKS's
 //! `kube-proxy-config` with key `config` too).
 //!
-//! Modelled (each changes the rules kube-proxy v1.33 writes): `mode` (`iptables`, `ipvs`;
-//! `nftables` is refused until podnet models it), `clusterCIDR`, `detectLocalMode`
+//! Modelled (each changes the rules kube-proxy v1.33 writes): `mode` (`iptables`, `ipvs`,
+//! `nftables`), `clusterCIDR`, `detectLocalMode`
 //! (`ClusterCIDR`, `NodeCIDR`, `BridgeInterface`, `InterfaceNamePrefix`) with
 //! `detectLocal.bridgeInterface` and `detectLocal.interfaceNamePrefix`, `nodePortAddresses`
-//! (CIDRs and `primary`), `iptables.masqueradeAll`, `iptables.masqueradeBit`,
+//! (CIDRs and `primary`), `iptables.masqueradeAll`, `iptables.masqueradeBit` (in nftables mode
+//! `nftables.masqueradeAll` and `nftables.masqueradeBit`),
 //! `iptables.localhostNodePorts`, `ipvs.scheduler`, and the conntrack timeouts kube-proxy
 //! sets on its node (`conntrack.tcpEstablishedTimeout` 24h and `tcpCloseWaitTimeout` 1h by
 //! default, `udpTimeout`, `udpStreamTimeout`). Every other field given is listed in the load
@@ -27,8 +28,6 @@ pub(crate) struct KubeProxyConfig {
     pub(crate) masquerade_all: bool,
     /// `mode` (and `ipvs.scheduler`), when given.
     pub(crate) mode: Option<ProxyMode>,
-    /// `mode: nftables`: not modelled yet.
-    pub(crate) nftables: bool,
     /// `clusterCIDR` (its IPv4 range).
     pub(crate) cluster_cidr: Option<Ipv4Network>,
     /// Fields given that podnet reads but does not model.
@@ -48,6 +47,8 @@ const MODELLED: &[&str] = &[
     "iptables.masqueradeBit",
     "iptables.localhostNodePorts",
     "ipvs.scheduler",
+    "nftables.masqueradeAll",
+    "nftables.masqueradeBit",
     "conntrack.tcpEstablishedTimeout",
     "conntrack.tcpCloseWaitTimeout",
     "conntrack.udpTimeout",
@@ -214,9 +215,9 @@ pub(crate) fn read(place: &Place, what: &str, v: &Value) -> Result<KubeProxyConf
     settings.conntrack_udp = duration("/conntrack/udpTimeout", "conntrack.udpTimeout", None)?;
     settings.conntrack_udp_stream =
         duration("/conntrack/udpStreamTimeout", "conntrack.udpStreamTimeout", None)?;
-    let (mode, nftables) = match s("/mode") {
-        None => (None, false),
-        Some("iptables") => (Some(ProxyMode::Iptables), false),
+    let mode = match s("/mode") {
+        None => None,
+        Some("iptables") => Some(ProxyMode::Iptables),
         Some("ipvs") => {
             let sched = match s("/ipvs/scheduler") {
                 None => podnet_netfilter::ipvs::Scheduler::Rr,
@@ -227,15 +228,28 @@ pub(crate) fn read(place: &Place, what: &str, v: &Value) -> Result<KubeProxyConf
                     )
                 })?,
             };
-            (Some(ProxyMode::Ipvs(sched)), false)
+            Some(ProxyMode::Ipvs(sched))
         }
-        Some("nftables") => (None, true),
+        Some("nftables") => Some(ProxyMode::Nftables),
         Some(other) => {
             return Err(bad("mode", format!("'{other}' is not iptables, ipvs or nftables")));
         }
     };
+    // nftables mode reads its own masquerade settings (`nftables.masqueradeBit`, default 14,
+    // and `nftables.masqueradeAll`), not iptables mode's.
+    let mut masquerade_all = masquerade_all;
+    if mode == Some(ProxyMode::Nftables) {
+        settings.masquerade_bit = 14;
+        if let Some(bit) = v.pointer("/nftables/masqueradeBit").filter(|x| !x.is_null()) {
+            let n = bit.as_u64().filter(|n| *n <= 31).ok_or_else(|| {
+                bad("nftables.masqueradeBit", format!("expected a bit number 0-31, not {bit}"))
+            })?;
+            settings.masquerade_bit = n as u8;
+        }
+        masquerade_all = b("/nftables/masqueradeAll", "nftables.masqueradeAll")?.unwrap_or(false);
+    }
     let mut given = Vec::new();
     leaves(v, "", &mut given);
     let unmodelled = given.into_iter().filter(|p| !MODELLED.contains(&p.as_str())).collect();
-    Ok(KubeProxyConfig { settings, masquerade_all, mode, nftables, cluster_cidr: cidr, unmodelled })
+    Ok(KubeProxyConfig { settings, masquerade_all, mode, cluster_cidr: cidr, unmodelled })
 }

@@ -41,6 +41,13 @@ pub fn chain_hash(s: &str) -> String {
     String::from_utf8_lossy(&hash16(&[s])).into_owned()
 }
 
+/// The first `n` (at most 16) characters of [`chain_hash`]`(s)`: nftables mode names its
+/// chains with 8.
+pub(super) fn hash_prefix(s: &str, n: usize) -> String {
+    let h = hash16(&[s]);
+    String::from_utf8_lossy(&h[..n.min(16)]).into_owned()
+}
+
 /// [`chain_hash`] of the concatenation of `parts`, without concatenating them.
 fn hash16(parts: &[&str]) -> [u8; 16] {
     const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";

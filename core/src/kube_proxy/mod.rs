@@ -4,6 +4,7 @@
 //! |---|---|
 //! | [`iptables`] | iptables mode (v1.31–v1.33, after `pkg/proxy/iptables/proxier.go`): the exact `iptables-restore` payload per node |
 //! | [`ipvs`] | IPVS mode (after `pkg/proxy/ipvs/proxier.go`): virtual services, ipsets and the iptables rules it still writes |
+//! | [`nftables`] | nftables mode (v1.33, after `pkg/proxy/nftables/proxier.go`): the `nft -f` transaction of a full sync per node |
 //! | [`health`] | the health-check servers on `healthCheckNodePort` |
 //! | `endpoints` | the EndpointSlice controller: slices derived from Service selectors |
 //! | `program` | a sync: every node's rules, `kube-ipvs0` addresses and health-check servers written into the world |
@@ -20,6 +21,7 @@ mod endpoints;
 pub mod health;
 pub mod iptables;
 pub mod ipvs;
+pub mod nftables;
 mod program;
 
 pub(crate) use program::NodeSetup;
@@ -36,6 +38,7 @@ use crate::error::ClusterError;
 pub use health::{HealthCheck, health_checks};
 pub use iptables::{IptablesPayload, base_jumps, chain_hash, sync_iptables, sync_iptables_rules};
 pub use ipvs::{IpvsSync, base_jumps_ipvs, sync_ipvs};
+pub use nftables::sync_nftables;
 
 /// A Service's type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -269,10 +272,12 @@ pub enum ProxyMode {
     Iptables,
     /// IPVS mode, with this scheduler.
     Ipvs(podnet_netfilter::ipvs::Scheduler),
+    /// nftables mode (GA since v1.33): table `ip kube-proxy`, verdict maps.
+    Nftables,
 }
 
-/// `iptables`, `ipvs` (round robin) or `ipvs:SCHEDULER` (`rr`, `wrr`, `lc`, `wlc`, `sh`,
-/// `dh`, `sed`, `nq`).
+/// `iptables`, `nftables`, `ipvs` (round robin) or `ipvs:SCHEDULER` (`rr`, `wrr`, `lc`, `wlc`,
+/// `sh`, `dh`, `sed`, `nq`).
 impl std::str::FromStr for ProxyMode {
     type Err = crate::error::UnknownValue;
 
@@ -281,10 +286,11 @@ impl std::str::FromStr for ProxyMode {
         let unknown = || crate::error::UnknownValue {
             what: "proxy mode",
             value: s.into(),
-            expected: "iptables, ipvs or ipvs:SCHEDULER with rr, wrr, lc, wlc, sh, dh, sed or nq",
+            expected: "iptables, nftables, ipvs or ipvs:SCHEDULER with rr, wrr, lc, wlc, sh, dh, sed or nq",
         };
         match s.split_once(':') {
             None if s == "iptables" => Ok(ProxyMode::Iptables),
+            None if s == "nftables" => Ok(ProxyMode::Nftables),
             None if s == "ipvs" => Ok(ProxyMode::Ipvs(Scheduler::Rr)),
             Some(("ipvs", sched)) => {
                 Scheduler::parse(sched).map(ProxyMode::Ipvs).ok_or_else(unknown)
@@ -294,12 +300,13 @@ impl std::str::FromStr for ProxyMode {
     }
 }
 
-/// As [`FromStr`](std::str::FromStr) reads it: `iptables`, `ipvs`, `ipvs:wrr`.
+/// As [`FromStr`](std::str::FromStr) reads it: `iptables`, `nftables`, `ipvs`, `ipvs:wrr`.
 impl std::fmt::Display for ProxyMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use podnet_netfilter::ipvs::Scheduler;
         match self {
             ProxyMode::Iptables => f.write_str("iptables"),
+            ProxyMode::Nftables => f.write_str("nftables"),
             ProxyMode::Ipvs(Scheduler::Rr) => f.write_str("ipvs"),
             ProxyMode::Ipvs(s) => write!(f, "ipvs:{}", s.name()),
         }
@@ -364,6 +371,8 @@ pub struct Services {
     pub udp_endpoints: std::collections::BTreeSet<(Ipv4Addr, u16)>,
     /// The API server's ClusterIP allocator.
     pub cluster_ips: crate::ipam::BandAllocator,
+    /// The Service CIDR (the cluster's one ServiceCIDR).
+    pub service_cidr: Ipv4Network,
     /// The API server's NodePort allocator.
     pub node_ports: crate::ipam::BandAllocator,
     /// The API server's random source (its own, so allocations do not shift datapath choices).
@@ -372,6 +381,10 @@ pub struct Services {
     pub(crate) sync_deferred: bool,
     /// Nodes running rules imported from a real node's `iptables-save`: syncs leave them be.
     pub(crate) imported: std::collections::BTreeSet<crate::ids::NodeId>,
+    /// Nodes whose last sync the kernel refused (nftables mode: `nft -f` failed), by node
+    /// name, with nft's error: kube-proxy logs it and retries, and the node runs without
+    /// kube-proxy's table meanwhile.
+    pub sync_errors: BTreeMap<String, String>,
 }
 
 impl Services {
@@ -387,10 +400,12 @@ impl Services {
             mode: ProxyMode::Iptables,
             udp_endpoints: std::collections::BTreeSet::new(),
             cluster_ips: crate::ipam::BandAllocator::service_cidr(service_cidr),
+            service_cidr,
             node_ports: crate::ipam::BandAllocator::node_ports(node_ports.0, node_ports.1),
             api_rng: podnet_netfilter::Rng::new(seed ^ 0x6b75_6265_6170_6973),
             sync_deferred: false,
             imported: std::collections::BTreeSet::new(),
+            sync_errors: BTreeMap::new(),
         }
     }
 

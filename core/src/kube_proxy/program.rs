@@ -55,6 +55,9 @@ impl Services {
     ) -> Vec<EndpointSlice> {
         let slices = self.endpoint_slices(w);
         self.clear_stale_udp(w, &slices);
+        if self.mode != ProxyMode::Nftables {
+            self.sync_errors.clear();
+        }
         // iptables mode: nodes whose payload cannot differ share one copy of the tables
         // (copy-on-write; see `Netfilter::tables`). A payload depends on the node only
         // through its endpoints of Services with a Local traffic policy, its addresses in
@@ -143,6 +146,48 @@ impl Services {
                         }
                         nf.ipvs = podnet_netfilter::ipvs::Ipvs::default();
                         nf.sets = podnet_netfilter::ipset::IpSets::default();
+                        drop_kube_proxy_nft(nf);
+                    }
+                }
+                ProxyMode::Nftables => {
+                    let text = self.nftables_payload(&cfg, node, &slices);
+                    let egress = egress_only(&setup.egress);
+                    let node_name = node.name.clone();
+                    set_ipvs_addresses(w, node_id, &[]);
+                    if let Some(nf) = w.netns[ns.idx()].nf.as_mut() {
+                        // kube-proxy cleans up the other modes' rules when it starts; the
+                        // egress agent's iptables rules stay.
+                        let tables = nf.tables_mut();
+                        for t in [TableName::Filter, TableName::Nat] {
+                            tables.set_table(t, egress.table(t).clone());
+                        }
+                        nf.ipvs = podnet_netfilter::ipvs::Ipvs::default();
+                        nf.sets = podnet_netfilter::ipset::IpSets::default();
+                        // A full sync replaces the table. When nft refuses the transaction
+                        // (kube-proxy logs "nftables sync failed" and retries), the node has
+                        // no kube-proxy table: Services do not work there, as on a real one.
+                        let mut rules = (**nf.nft()).clone();
+                        let replace = if rules
+                            .table(podnet_netfilter::nft::Family::Ip, "kube-proxy")
+                            .is_some()
+                        {
+                            "delete table ip kube-proxy\n"
+                        } else {
+                            ""
+                        };
+                        match rules.apply(&format!("{replace}{text}")) {
+                            Ok(()) => {
+                                self.sync_errors.remove(&node_name);
+                            }
+                            Err(e) => {
+                                let _ = rules.apply(replace);
+                                self.sync_errors.insert(
+                                    node_name,
+                                    format!("nftables sync failed: nft -f: {e}"),
+                                );
+                            }
+                        }
+                        nf.set_nft(Arc::new(rules));
                     }
                 }
                 ProxyMode::Ipvs(sched) => {
@@ -170,6 +215,7 @@ impl Services {
                         }
                         nf.sets = sets;
                         nf.ipvs.replace(sync.services);
+                        drop_kube_proxy_nft(nf);
                     }
                 }
             }
@@ -318,12 +364,28 @@ impl Services {
         rs
     }
 
+    /// The `nft -f` transaction of a full nftables-mode sync on `node`.
+    pub(crate) fn nftables_payload(
+        &self,
+        cfg: &ProxyConfig,
+        node: &Node,
+        slices: &[EndpointSlice],
+    ) -> String {
+        // nftables mode's nodePortAddresses default is `primary`: the node's own address.
+        let cfg = ProxyConfig {
+            node_port_addresses: Some(cfg.node_port_addresses.clone().unwrap_or(vec![node.ip])),
+            ..cfg.clone()
+        };
+        super::sync_nftables(&cfg, &self.list, slices, &[self.service_cidr])
+    }
+
     /// The rules a sync would write on `node` now (for comparing with what it has).
     pub(crate) fn expected_rules(&self, w: &World, node: &Node, setup: &NodeSetup) -> Ruleset {
         let slices = self.endpoint_slices(w);
         let cfg = self.proxy_config(node, setup);
         match self.mode {
             ProxyMode::Iptables => self.iptables_mode_rules(&cfg, &slices, &setup.egress),
+            ProxyMode::Nftables => egress_only(&setup.egress),
             ProxyMode::Ipvs(sched) => {
                 let sync = sync_ipvs(&cfg, &self.list, &slices, sched);
                 let text = merge_restore(&[&sync.iptables, base_jumps_ipvs(), &setup.egress]);
@@ -334,9 +396,16 @@ impl Services {
         }
     }
 
-    /// kube-proxy's iptables-mode restore payload for `node` (restore form).
+    /// What kube-proxy writes on `node` in its mode: the iptables-mode restore payload
+    /// (restore form; IPVS mode's iptables rules), or nftables mode's `nft -f` transaction.
     pub(crate) fn payload(&self, w: &World, node: &Node, setup: &NodeSetup) -> String {
-        sync_iptables(&self.proxy_config(node, setup), &self.list, &self.endpoint_slices(w))
+        let cfg = self.proxy_config(node, setup);
+        let slices = self.endpoint_slices(w);
+        match self.mode {
+            ProxyMode::Iptables => sync_iptables(&cfg, &self.list, &slices),
+            ProxyMode::Nftables => self.nftables_payload(&cfg, node, &slices),
+            ProxyMode::Ipvs(sched) => sync_ipvs(&cfg, &self.list, &slices, sched).iptables,
+        }
     }
 
     /// Runs `node` on the rules of a real node's `iptables-save` from now on: later syncs
@@ -432,6 +501,21 @@ fn ipvs_node_ips(w: &World, node: &Node) -> Vec<Ipv4Addr> {
         ips.push(a.ip());
     }
     ips
+}
+
+/// The iptables tables of a node where kube-proxy writes none: the egress agent's rules.
+fn egress_only(egress: &str) -> Ruleset {
+    let mut rs = Ruleset::default();
+    rs.restore(egress, true).expect("the egress SNAT rules always parse");
+    rs
+}
+
+/// Removes the `ip kube-proxy` nf_tables table (kube-proxy in another mode cleans up
+/// nftables mode's table when it starts).
+fn drop_kube_proxy_nft(nf: &mut podnet_netfilter::Netfilter) {
+    if nf.nft().table(podnet_netfilter::nft::Family::Ip, "kube-proxy").is_some() {
+        let _ = nf.nft_apply("delete table ip kube-proxy\n");
+    }
 }
 
 /// Binds `addrs` to the node's `kube-ipvs0` dummy device (created on first use).

@@ -25,7 +25,7 @@ use podnet_netfilter::packet;
 use podnet_netfilter::{Hook, Proto};
 
 pub use crate::error::TraceError;
-pub(crate) use recorder::{Recorder, origin_of};
+pub(crate) use recorder::{Recorder, nft_origin, origin_of};
 
 /// Version of the trace JSON schema.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -337,6 +337,26 @@ pub enum HopKind {
         /// (`svc/default/web:http`).
         origin: Option<String>,
     },
+    /// A rule of an nf_tables chain fired (or a base chain's policy applied).
+    NftRule {
+        /// The hook.
+        hook: Hook,
+        /// The table, with its family: `ip kube-proxy`.
+        table: String,
+        /// The chain.
+        chain: String,
+        /// The rule's handle (`nft -a list ruleset` prints it as `# handle N`); 0 for the
+        /// policy.
+        handle: u64,
+        /// The rule as `nft list ruleset` prints it; `policy accept` for the policy.
+        rule: String,
+        /// The element of a named set or map the rule matched
+        /// (`172.30.0.41 . tcp . 80 : goto service-…`).
+        element: Option<String>,
+        /// The Kubernetes object behind the rule, from its chain, element or comment
+        /// (`svc/ns1/svc1:p80`).
+        origin: Option<String>,
+    },
     /// NAT rewrote the packet (decided here, or replayed from conntrack).
     Nat {
         /// The hook.
@@ -381,7 +401,7 @@ impl HopKind {
             HopKind::Neigh => "neigh",
             HopKind::Route => "route",
             HopKind::Deliver => "deliver",
-            HopKind::Rule { .. } => "rule",
+            HopKind::Rule { .. } | HopKind::NftRule { .. } => "rule",
             HopKind::Nat { .. } => "nat",
             HopKind::Conntrack { .. } => "conntrack",
             HopKind::Log { .. } => "log",
@@ -394,6 +414,7 @@ impl HopKind {
     pub fn hook(&self) -> Option<Hook> {
         match self {
             HopKind::Rule { hook, .. }
+            | HopKind::NftRule { hook, .. }
             | HopKind::Nat { hook }
             | HopKind::Conntrack { hook }
             | HopKind::Log { hook } => Some(*hook),
@@ -401,10 +422,12 @@ impl HopKind {
         }
     }
 
-    /// The netfilter table of a rule hop (`nat` for a NAT hop).
-    pub fn table(&self) -> Option<&'static str> {
+    /// The netfilter table of a rule hop (`nat` for a NAT hop; `ip kube-proxy` for an
+    /// nf_tables table).
+    pub fn table(&self) -> Option<&str> {
         match self {
             HopKind::Rule { table, .. } => Some(table),
+            HopKind::NftRule { table, .. } => Some(table),
             HopKind::Nat { .. } => Some("nat"),
             _ => None,
         }
@@ -413,7 +436,7 @@ impl HopKind {
     /// The chain of a rule hop.
     pub fn chain(&self) -> Option<&str> {
         match self {
-            HopKind::Rule { chain, .. } => Some(chain),
+            HopKind::Rule { chain, .. } | HopKind::NftRule { chain, .. } => Some(chain),
             _ => None,
         }
     }
@@ -421,7 +444,7 @@ impl HopKind {
     /// The rule of a rule hop, as written.
     pub fn rule(&self) -> Option<&str> {
         match self {
-            HopKind::Rule { rule, .. } => Some(rule),
+            HopKind::Rule { rule, .. } | HopKind::NftRule { rule, .. } => Some(rule),
             _ => None,
         }
     }
@@ -429,7 +452,7 @@ impl HopKind {
     /// The Kubernetes object a rule hop's rule came from, or the policy of a policy hop.
     pub fn origin(&self) -> Option<&str> {
         match self {
-            HopKind::Rule { origin, .. } => origin.as_deref(),
+            HopKind::Rule { origin, .. } | HopKind::NftRule { origin, .. } => origin.as_deref(),
             HopKind::Policy { origin, .. } => Some(origin),
             _ => None,
         }

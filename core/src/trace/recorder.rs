@@ -236,6 +236,46 @@ impl Recorder {
 }
 
 /// Reads the Kubernetes object out of a kube-proxy rule comment.
+/// The Service port behind an nf_tables rule of kube-proxy's: its comment or its matched
+/// element's comment (`ns2/svc2:p80`), else its chain's or the element's target chain's name
+/// (`service-ULMVA6XW-ns1/svc1/tcp/p80`, `endpoint-…-ns1/svc1/tcp/p80__10.180.0.1/80`): as
+/// `svc/ns1/svc1:p80`.
+pub(crate) fn nft_origin(
+    chain: &str,
+    comment: Option<&str>,
+    element: Option<&str>,
+) -> Option<String> {
+    let from_chain = |c: &str| -> Option<String> {
+        // PREFIX-HASH-ns/svc/proto/port[__ip/port]
+        let (_, rest) = c.split_once('-')?;
+        let (hash, name) = rest.split_once('-')?;
+        if hash.len() != 8 {
+            return None;
+        }
+        let name = name.split("__").next()?;
+        let mut parts = name.splitn(4, '/');
+        let (ns, svc, _proto, port) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        Some(if port.is_empty() {
+            format!("svc/{ns}/{svc}")
+        } else {
+            format!("svc/{ns}/{svc}:{port}")
+        })
+    };
+    let element_comment = element.and_then(|e| {
+        let (_, rest) = e.split_once(" comment \"")?;
+        rest.split_once('"').map(|(c, _)| c)
+    });
+    comment
+        .and_then(origin_of)
+        .or_else(|| element_comment.and_then(origin_of))
+        .or_else(|| from_chain(chain))
+        .or_else(|| {
+            let target = element?.rsplit_once(": ")?.1;
+            let c = target.strip_prefix("goto ").or_else(|| target.strip_prefix("jump "))?;
+            from_chain(c)
+        })
+}
+
 pub(crate) fn origin_of(comment: &str) -> Option<String> {
     let first = comment.split_whitespace().find(|w| w.contains('/'))?;
     let first = first.trim_end_matches(['"', ',']);

@@ -90,6 +90,19 @@ impl Trace {
                         let _ = write!(line, "  <- {o}");
                     }
                 }
+                HopKind::NftRule { hook, table, chain, handle, rule, element, origin } => {
+                    if *handle == 0 {
+                        let _ = write!(line, "{hook} {table} {chain}: {rule}");
+                    } else {
+                        let _ = write!(line, "{hook} {table} {chain}: {rule} # handle {handle}");
+                    }
+                    if let Some(e) = element {
+                        let _ = write!(line, "  [{e}]");
+                    }
+                    if let Some(o) = origin {
+                        let _ = write!(line, "  <- {o}");
+                    }
+                }
                 HopKind::Nat { .. } => {
                     line.push_str(&h.detail);
                     if let Some(r) = deciding_rule(&self.hops, h) {
@@ -319,6 +332,13 @@ fn deciding_rule(hops: &[Hop], nat: &Hop) -> Option<String> {
             {
                 let by = origin.as_deref().map(|o| format!(" <- {o}")).unwrap_or_default();
                 Some(format!(" (by {table} {chain} rule {rule_num}{by})"))
+            }
+            HopKind::NftRule { table, chain, handle, rule, origin, .. }
+                if h.netns == nat.netns
+                    && ["dnat to", "snat to", "masquerade"].iter().any(|t| rule.contains(t)) =>
+            {
+                let by = origin.as_deref().map(|o| format!(" <- {o}")).unwrap_or_default();
+                Some(format!(" (by {table} {chain} handle {handle}{by})"))
             }
             _ => None,
         },

@@ -153,7 +153,6 @@ fn bad_or_unsupported_configuration_is_refused_with_the_field() {
         );
         Cluster::from_yaml(&text).err().unwrap().to_string()
     };
-    assert!(err("mode: nftables\n").contains("mode: nftables is not modelled yet"));
     assert!(
         err("mode: userspace\n").contains("mode: 'userspace' is not iptables, ipvs or nftables")
     );
@@ -169,14 +168,14 @@ fn bad_or_unsupported_configuration_is_refused_with_the_field() {
         err("nodePortAddresses: [10.1.0.0/33]\n")
             .contains("nodePortAddresses[0]: '10.1.0.0/33' is not a CIDR or \"primary\"")
     );
-    // An explicit PodnetConfig proxyMode wins over nftables, and says so.
+    // An explicit PodnetConfig proxyMode wins over the configuration's, and says so.
     let cluster = std::fs::read_to_string(fixture("kubeadm/cluster.yaml")).unwrap();
     let text = format!(
         "apiVersion: podnet.dev/v1alpha1\nkind: PodnetConfig\nproxyMode: iptables\n---\napiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: nftables\n---\n{cluster}"
     );
     let (_, report) = Cluster::from_yaml(&text).unwrap();
     assert!(report.skipped.iter().any(|s| {
-        s.contains("mode nftables is not modelled; running the PodnetConfig's proxyMode instead")
+        s.contains("mode nftables is overridden by the PodnetConfig's proxyMode iptables")
     }));
     // IPVS mode from the configuration, with its scheduler.
     let c = with("mode: ipvs\nipvs: {scheduler: lc}\n");
@@ -262,4 +261,44 @@ fn kube_proxy_sets_the_nodes_conntrack_timeouts() {
     .unwrap()
     .to_string();
     assert!(e.contains("conntrack.udpTimeout: 'soon' is not a duration (as 24h0m0s)"), "{e}");
+}
+
+/// `mode: nftables`: kube-proxy writes table `ip kube-proxy` with its own masquerade settings
+/// (`nftables.masqueradeBit`), and an InterfaceNamePrefix detector, whose `iif != veth*`
+/// nft refuses, leaves the nodes without kube-proxy's rules, said at load and on every flow.
+#[test]
+fn nftables_mode_from_the_configuration() {
+    let mut c =
+        with("mode: nftables\nnftables: {masqueradeBit: 13}\niptables: {masqueradeBit: 5}\n");
+    assert_eq!(c.proxy_mode(), podnet::kube_proxy::ProxyMode::Nftables);
+    let list = c.nft_list_ruleset("worker-1").unwrap();
+    assert!(list.contains("meta mark set meta mark | 0x00002000"), "{list}");
+    let payload = rules(&c);
+    assert!(payload.starts_with("add table ip kube-proxy"), "{payload}");
+    let t =
+        c.trace("pod/default/client", "svc/default/web:http", &TraceOptions::default()).unwrap();
+    assert!(t.completed, "{}", t.render(true));
+    assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+
+    let cluster = std::fs::read_to_string(fixture("kubeadm/cluster.yaml")).unwrap();
+    let text = format!(
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: nftables\ndetectLocalMode: InterfaceNamePrefix\ndetectLocal: {{interfaceNamePrefix: veth}}\n---\n{cluster}"
+    );
+    let (mut c, report) = Cluster::from_yaml(&text).unwrap();
+    assert!(
+        report.skipped.iter().any(|s| s.contains("which nft refuses (Interface does not exist)")),
+        "{:?}",
+        report.skipped
+    );
+    assert!(c.nft_list_ruleset("worker-1").unwrap().is_empty());
+    let t =
+        c.trace("pod/default/client", "svc/default/web:http", &TraceOptions::default()).unwrap();
+    assert!(!t.completed, "{}", t.render(true));
+    assert!(
+        t.warnings
+            .iter()
+            .any(|w| w.contains("nftables sync failed") && w.contains("does not exist")),
+        "{:?}",
+        t.warnings
+    );
 }

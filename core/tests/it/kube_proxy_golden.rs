@@ -123,3 +123,45 @@ fn random_fully_is_appended_when_enabled() {
     let out = sync_iptables(&ProxyConfig { random_fully: true, ..config() }, &svcs, &slices);
     assert!(out.contains("-j MASQUERADE --random-fully\n"));
 }
+
+/// kube-proxy's `TestOverallNFTablesRules`: the same objects (its `NewFakeProxier`: node
+/// 192.168.0.2, `nodePortAddresses` 192.168.0.2/32, pod CIDR 10.0.0.0/8, service CIDR
+/// 172.30.0.0/16) give the same transaction. kube-proxy's test compares the lines sorted
+/// (`assertNFTablesTransactionEqual`), and so does this one.
+#[test]
+fn overall_nftables_rules_match_kube_proxy_golden_dump() {
+    const NFT_GOLDEN: &str =
+        include_str!("../../../netfilter/tests/data/kube-proxy-overall-nftables-dump.txt");
+    let (svcs, slices) = objects();
+    let cfg = ProxyConfig { node_port_addresses: Some(vec![ip("192.168.0.2")]), ..config() };
+    let ours = podnet::kube_proxy::sync_nftables(
+        &cfg,
+        &svcs,
+        &slices,
+        &["172.30.0.0/16".parse().unwrap()],
+    );
+    let sorted = |t: &str| {
+        let mut v: Vec<String> = t
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    let (a, b) = (sorted(&ours), sorted(NFT_GOLDEN));
+    for l in &a {
+        assert!(b.contains(l), "ours has a line the golden dump lacks:\n{l}");
+    }
+    for l in &b {
+        assert!(a.contains(l), "the golden dump has a line ours lacks:\n{l}");
+    }
+    assert_eq!(a, b);
+    // nft reads it as one transaction, and lists it as nft listed the same rules live.
+    let mut rs = podnet::netfilter::nft::Ruleset::default();
+    rs.apply(&ours).unwrap();
+    assert_eq!(
+        rs.list(),
+        include_str!("../../../netfilter/tests/data/kube-proxy-overall.nft-list-ruleset")
+    );
+}

@@ -33,6 +33,7 @@ mod log_target;
 mod nat_gateway;
 mod netpol_nat;
 mod netpol_truth_table;
+mod nftables_mode;
 mod own_cluster;
 mod pcap;
 mod rounds;

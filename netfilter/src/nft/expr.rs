@@ -25,6 +25,10 @@ pub(crate) enum Sel {
     Iifname,
     /// `meta oifname`.
     Oifname,
+    /// `meta iif`: one existing interface (by index; named when written).
+    Iif,
+    /// `meta oif`.
+    Oif,
     /// `meta nfproto`.
     Nfproto,
     /// `ct state`.
@@ -52,6 +56,8 @@ pub(crate) enum Ty {
     Num,
     /// An interface name, `*` matching any tail.
     Iface,
+    /// An interface, by index: one that exists, named.
+    IfIndex,
     /// `ct_state` bits (`new`, `established`, …): a match is any bit in common.
     CtState,
     /// `ct_status` bits (`dnat`, `snat`, …): a match is any bit in common.
@@ -73,6 +79,7 @@ impl Sel {
             Sel::TcpFlags => Ty::TcpFlags,
             Sel::Mark | Sel::CtMark | Sel::Numgen(_) => Ty::Num,
             Sel::Iifname | Sel::Oifname => Ty::Iface,
+            Sel::Iif | Sel::Oif => Ty::IfIndex,
             Sel::Nfproto => Ty::NfProto,
             Sel::CtState => Ty::CtState,
             Sel::CtStatus => Ty::CtStatus,
@@ -194,6 +201,10 @@ pub(crate) fn lit(ty: Ty, s: &str) -> Result<Lit, String> {
                 None => num(s).map(|n| Lit::Range(n, n)).ok_or_else(bad),
             }
         }
+        Ty::IfIndex if s.contains('*') => Err(format!(
+            "interface `{s}` does not exist: `iif`/`oif` take one existing interface (match a name pattern with `iifname \"{s}\"`)"
+        )),
+        Ty::IfIndex => Ok(Lit::Iface { name: s.to_string(), prefix: false }),
         Ty::Iface => Ok(match s.strip_suffix('*') {
             Some(p) => Lit::Iface { name: p.to_string(), prefix: true },
             None => Lit::Iface { name: s.to_string(), prefix: false },

@@ -642,15 +642,26 @@ fn selector(c: &mut Cur<'_>) -> Result<Option<(String, Sel)>, NftError> {
             (format!("udp {f}"), sel)
         }
         "meta" => {
-            let f = two(c, "meta", &["l4proto", "mark", "iifname", "oifname", "nfproto"])?;
+            let f = two(
+                c,
+                "meta",
+                &["l4proto", "mark", "iifname", "oifname", "iif", "oif", "nfproto"],
+            )?;
             let sel = match f.as_str() {
                 "l4proto" => Sel::L4proto,
                 "mark" => Sel::Mark,
                 "iifname" => Sel::Iifname,
                 "oifname" => Sel::Oifname,
+                "iif" => Sel::Iif,
+                "oif" => Sel::Oif,
                 _ => Sel::Nfproto,
             };
-            (format!("meta {f}"), sel)
+            // nft prints the interface selectors without `meta`.
+            if matches!(sel, Sel::Iifname | Sel::Oifname | Sel::Iif | Sel::Oif) {
+                (f, sel)
+            } else {
+                (format!("meta {f}"), sel)
+            }
         }
         "ct" => {
             let f = two(c, "ct", &["state", "status", "mark"])?;
@@ -665,9 +676,15 @@ fn selector(c: &mut Cur<'_>) -> Result<Option<(String, Sel)>, NftError> {
             c.i += 1;
             ("meta mark".into(), Sel::Mark)
         }
-        "iifname" | "oifname" => {
+        "iifname" | "oifname" | "iif" | "oif" => {
             c.i += 1;
-            (format!("meta {w}"), if w == "iifname" { Sel::Iifname } else { Sel::Oifname })
+            let sel = match w {
+                "iifname" => Sel::Iifname,
+                "oifname" => Sel::Oifname,
+                "iif" => Sel::Iif,
+                _ => Sel::Oif,
+            };
+            (w.to_string(), sel)
         }
         "fib" => {
             c.i += 1;
@@ -737,7 +754,34 @@ fn value(t: &Table, c: &mut Cur<'_>, tys: &[Ty]) -> Result<(String, Rhs), NftErr
         return Ok((format!("{{ {} }}", parts.join(", ")), Rhs::Anon(anon)));
     }
     let col = c.peek_tok().map_or(c.end_col, |t| t.col);
+    if let [ty @ (Ty::Iface | Ty::IfIndex)] = tys {
+        // An interface name, quoted or not; nft prints it quoted.
+        let Some(tok) = c.peek_tok() else { return Err(c.err("expected an interface name")) };
+        if !tok.text.starts_with('@') {
+            c.i += 1;
+            let lit = expr::lit(*ty, &tok.text).map_err(|msg| NftError {
+                line: c.line,
+                column: col,
+                msg,
+            })?;
+            return Ok((format!("\"{}\"", tok.text), Rhs::Value(vec![lit])));
+        }
+    }
     let v = c.next("a value")?;
+    if let [ty] = tys
+        && ty.is_flags()
+        && c.peek() == Some(",")
+    {
+        // `ct state established,related`: one value of several flags.
+        let mut parts = vec![v.to_string()];
+        while c.eat(",") {
+            parts.push(c.next("a flag")?.to_string());
+        }
+        let text = parts.join(",");
+        let lit =
+            expr::lit(*ty, &text).map_err(|msg| NftError { line: c.line, column: col, msg })?;
+        return Ok((text, Rhs::Value(vec![lit])));
+    }
     if let Some(set) = v.strip_prefix('@') {
         let Some(s) = t.set(set) else {
             c.i -= 1;
@@ -941,7 +985,7 @@ fn statement(t: &Table, c: &mut Cur<'_>) -> Result<(String, Stmt), NftError> {
     // or a mark operation.
     let Some(first) = selector(c)? else {
         return Err(c.err(format!(
-            "`{w}` is not an expression podnet models (ip, th, tcp, udp, meta, mark, ct, fib, numgen, iifname, oifname, and the statements accept, drop, return, jump, goto, reject, masquerade, dnat, snat, counter, update)"
+            "`{w}` is not an expression podnet models (ip, th, tcp, udp, meta, mark, ct, fib, numgen, iifname, oifname, iif, oif, and the statements accept, drop, return, jump, goto, reject, masquerade, dnat, snat, counter, update)"
         )));
     };
     let mut texts = vec![first.0];
@@ -957,7 +1001,11 @@ fn statement(t: &Table, c: &mut Cur<'_>) -> Result<(String, Stmt), NftError> {
     }
     let lhs = texts.join(" . ");
     let tys: Vec<Ty> = sel.iter().map(|s| s.ty()).collect();
-    let Some(op) = c.peek() else { return Err(c.err(format!("`{lhs}` needs a value to match"))) };
+    let op = match c.peek_tok() {
+        None => return Err(c.err(format!("`{lhs}` needs a value to match"))),
+        Some(t) if t.quoted => "",
+        Some(t) => t.text.as_str(),
+    };
     if op == "vmap" {
         c.i += 1;
         let (text, map) = value(t, c, &tys)?;

@@ -173,8 +173,8 @@ fn read<'a>(sel: Sel, p: &PacketCtx<'a>, run: &mut Run<'_>) -> Option<Got<'a>> {
         }
         Sel::Mark => *run.mark,
         Sel::CtMark => run.ct_mark,
-        Sel::Iifname => return p.in_iface.map(Got::S),
-        Sel::Oifname => return p.out_iface.map(Got::S),
+        Sel::Iifname | Sel::Iif => return p.in_iface.map(Got::S),
+        Sel::Oifname | Sel::Oif => return p.out_iface.map(Got::S),
         Sel::Nfproto => 2,
         Sel::CtState => match p.ctinfo {
             CtInfo::New => ct_state::NEW,

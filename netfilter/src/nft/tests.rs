@@ -60,7 +60,7 @@ fn what_is_not_modelled_is_an_error_at_its_place() {
     };
     assert_eq!(
         err("add rule ip t c osf name Linux drop"),
-        "line 3, column 17: `osf` is not an expression podnet models (ip, th, tcp, udp, meta, mark, ct, fib, numgen, iifname, oifname, and the statements accept, drop, return, jump, goto, reject, masquerade, dnat, snat, counter, update)"
+        "line 3, column 17: `osf` is not an expression podnet models (ip, th, tcp, udp, meta, mark, ct, fib, numgen, iifname, oifname, iif, oif, and the statements accept, drop, return, jump, goto, reject, masquerade, dnat, snat, counter, update)"
     );
     assert_eq!(
         err("add rule ip t c ip ttl 1 drop"),
@@ -119,4 +119,32 @@ fn a_chain_still_jumped_to_cannot_be_deleted() {
          delete chain ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80\n",
     )
     .unwrap();
+}
+
+/// Interface matches, reject types and flag lists, as nftables v1.0.6 listed them on this
+/// machine after `nft add rule` of each line below in a private network namespace (with a
+/// bridge `cbr0`); `iif != "veth*"` was refused there with "Interface does not exist".
+#[test]
+fn interfaces_rejects_and_flag_lists_list_as_nft_lists_them() {
+    let mut rs = Ruleset::default();
+    rs.apply(
+        "add table ip t\n\
+         add chain ip t c\n\
+         add rule ip t c iif != lo drop\n\
+         add rule ip t c iif cbr0 drop\n\
+         add rule ip t c iifname \"veth*\" drop\n\
+         add rule ip t c ip saddr != { 1.2.3.0/24, 5.6.7.8 } drop\n\
+         add rule ip t c reject with icmp type host-unreachable\n\
+         add rule ip t c reject with tcp reset\n\
+         add rule ip t c reject with icmp host-unreachable\n\
+         add rule ip t c ct state established,related accept\n",
+    )
+    .unwrap();
+    assert_eq!(
+        rs.list(),
+        "table ip t {\n\tchain c {\n\t\tiif != \"lo\" drop\n\t\tiif \"cbr0\" drop\n\t\tiifname \"veth*\" drop\n\t\tip saddr != { 1.2.3.0/24, 5.6.7.8 } drop\n\t\treject with icmp host-unreachable\n\t\treject with tcp reset\n\t\treject with icmp host-unreachable\n\t\tct state established,related accept\n\t}\n}\n"
+    );
+    let e = rs.apply("add rule ip t c iif != \"veth*\" drop\n").unwrap_err();
+    assert_eq!((e.line, e.column), (1, 24));
+    assert!(e.msg.starts_with("interface `veth*` does not exist"), "{e}");
 }
