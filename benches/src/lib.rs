@@ -76,6 +76,31 @@ pub fn node_netfilter(n: usize) -> Netfilter {
     nf
 }
 
+/// kube-proxy's nftables-mode sync of `svcs` on the benchmark node (NodePorts on its
+/// address, the service CIDR 10.96.0.0/12): the `nft -f` text.
+pub fn nftables_payload(svcs: &[Service], slices: &[EndpointSlice]) -> String {
+    let cfg = ProxyConfig {
+        node_port_addresses: Some(vec![Ipv4Addr::new(192, 168, 0, 1)]),
+        ..proxy_config()
+    };
+    podnet::kube_proxy::sync_nftables(
+        &cfg,
+        svcs,
+        slices,
+        &["10.96.0.0/12".parse().expect("literal")],
+    )
+}
+
+/// A node's netfilter in nftables mode for `n` Services with 2 endpoints each: kube-proxy's
+/// `ip kube-proxy` table and no iptables rules.
+pub fn node_netfilter_nft(n: usize) -> Netfilter {
+    let (svcs, slices) = services(n, 2);
+    let mut nf = Netfilter::new(1);
+    nf.nft_apply(&nftables_payload(&svcs, &slices)).expect("kube-proxy's transaction applies");
+    nf.conntrack.max = usize::MAX;
+    nf
+}
+
 /// A node's netfilter in IPVS mode (round robin) for `n` Services with 2 endpoints each:
 /// kube-proxy's ipsets, virtual services and the iptables rules IPVS mode still writes.
 pub fn node_netfilter_ipvs(n: usize) -> Netfilter {

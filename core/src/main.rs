@@ -45,6 +45,9 @@ enum Command {
     Trace(TraceArgs),
     /// A reachability matrix: every source against every destination (dry runs)
     Reach(ReachArgs),
+    /// Run flows under iptables, IPVS and nftables mode and list those whose outcome differs
+    #[command(name = "compare-modes")]
+    CompareModes(CompareModesArgs),
     /// Read Kubernetes objects and say what was loaded and what was skipped, and why
     Check(CheckArgs),
     /// List what podnet loaded and allocated, as kubectl get does
@@ -222,6 +225,21 @@ struct ReachArgs {
 }
 
 #[derive(Args)]
+struct CompareModesArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    flows: FlowArgs,
+    /// Every pod against every Service port (ClusterIP and port, with its protocol), besides
+    /// the --from/--to pairs
+    #[arg(long)]
+    all: bool,
+    /// Print the differences as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct CheckArgs {
     /// Kubernetes YAML/JSON files or directories (repeatable)
     #[arg(long = "cluster", value_name = "PATH", required = true)]
@@ -344,6 +362,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo(&a, &mut out),
         Command::Trace(a) => trace(&a, &mut out),
         Command::Reach(a) => reach(&a, &mut out),
+        Command::CompareModes(a) => compare_modes(&a, &mut out),
         Command::Check(a) => check(&a, &mut out),
         Command::Get(a) => get(&a, &mut out),
         Command::IptablesSave(a) => {
@@ -544,6 +563,35 @@ fn trace(a: &TraceArgs, out: &mut Out) -> Result<u8, Stop> {
         }
     }
     Ok(if all_ok { 0 } else { 1 })
+}
+
+fn compare_modes(a: &CompareModesArgs, out: &mut Out) -> Result<u8, Stop> {
+    let pairs = pairs(&a.flows, !a.all)?;
+    if a.flows.sport.is_some() {
+        return Err(Stop::Bad(
+            "--sport means nothing to compare-modes (each outcome picks its own)".into(),
+        ));
+    }
+    let c = cluster(&a.cluster)?;
+    let mut flows: Vec<(String, String, Option<FlowProto>)> =
+        pairs.iter().map(|(f, t)| (f.to_string(), t.to_string(), a.flows.proto)).collect();
+    if a.all {
+        flows.extend(c.every_pod_to_every_service_port());
+    }
+    let diffs = c.compare_modes(&flows)?;
+    if a.json {
+        out.line(&serde_json::to_string_pretty(&diffs)?)?;
+    } else {
+        for d in &diffs {
+            out.put(&d.to_string())?;
+        }
+        out.line(&format!(
+            "{} of {} flows differ between iptables, ipvs and nftables mode",
+            diffs.len(),
+            flows.len()
+        ))?;
+    }
+    Ok(if diffs.is_empty() { 0 } else { 1 })
 }
 
 fn reach(a: &ReachArgs, out: &mut Out) -> Result<u8, Stop> {

@@ -100,7 +100,8 @@ fn report_dict<'py>(py: Python<'py>, r: &LoadReport) -> PyResult<Bound<'py, PyDi
 impl Cluster {
     /// The reference cluster of `podnet demo`: three nodes, four pods, Services `web` and
     /// `api`, an internet gateway, a cloud load balancer and an ALB. `cni="aws-vpc"` gives
-    /// its AWS VPC CNI variant; `proxy_mode` is `iptables`, `ipvs` or `ipvs:SCHEDULER`.
+    /// its AWS VPC CNI variant; `proxy_mode` is `iptables`, `nftables`, `ipvs` or
+    /// `ipvs:SCHEDULER`.
     #[staticmethod]
     #[pyo3(signature = (proxy_mode = "iptables", seed = 0, cni = "bridge"))]
     fn seed(proxy_mode: &str, seed: u64, cni: &str) -> PyResult<Self> {
@@ -428,6 +429,67 @@ impl Cluster {
     /// `ipvsadm -Ln` of a node.
     fn ipvsadm(&self, node: &str) -> PyResult<String> {
         self.inner.ipvsadm(node).map_err(error::cluster)
+    }
+
+    /// `nft list ruleset` of a node (kube-proxy's `table ip kube-proxy` in nftables mode).
+    fn nft_list_ruleset(&self, node: &str) -> PyResult<String> {
+        self.inner.nft_list_ruleset(node).map_err(error::cluster)
+    }
+
+    /// Runs `flows` (`(src, dst, proto)` tuples, proto `None` for the one the destination
+    /// implies; `None` for every pod against every Service port) under iptables, IPVS and
+    /// nftables mode on copies of this cluster, and returns the flows whose outcome differs:
+    /// `{"from", "to", "proto", "outcomes": {mode: [{"delivered_to", "server_saw",
+    /// "reply_from", "disposition", "reason", "probability"}]}, "divergences": [{"modes":
+    /// (a, b), "hops": (hop_a, hop_b)}], "text"}`.
+    #[pyo3(signature = (flows = None))]
+    fn compare_modes<'py>(
+        &self,
+        py: Python<'py>,
+        flows: Option<Vec<(String, String, Option<String>)>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let flows = match flows {
+            None => self.inner.every_pod_to_every_service_port(),
+            Some(f) => f
+                .into_iter()
+                .map(|(a, b, p)| Ok((a, b, proto_arg(p.as_deref())?)))
+                .collect::<PyResult<Vec<_>>>()?,
+        };
+        let diffs = self.inner.compare_modes(&flows).map_err(error::trace)?;
+        let list = PyList::empty(py);
+        for d in &diffs {
+            let o = PyDict::new(py);
+            o.set_item("from", &d.from)?;
+            o.set_item("to", &d.to)?;
+            o.set_item("proto", d.proto.to_string())?;
+            let modes = PyDict::new(py);
+            for (mode, ls) in &d.outcomes {
+                let l = PyList::empty(py);
+                for x in ls {
+                    let e = PyDict::new(py);
+                    e.set_item("delivered_to", &x.delivered_to)?;
+                    e.set_item("server_saw", &x.server_saw)?;
+                    e.set_item("reply_from", &x.reply_from)?;
+                    e.set_item("disposition", x.disposition.to_string())?;
+                    e.set_item("reason", &x.reason)?;
+                    e.set_item("probability", x.probability)?;
+                    l.append(e)?;
+                }
+                modes.set_item(mode, l)?;
+            }
+            o.set_item("outcomes", modes)?;
+            let divs = PyList::empty(py);
+            for v in &d.divergences {
+                let e = PyDict::new(py);
+                e.set_item("modes", (&v.modes.0, &v.modes.1))?;
+                e.set_item("hops", (&v.hops.0, &v.hops.1))?;
+                divs.append(e)?;
+            }
+            o.set_item("divergences", divs)?;
+            o.set_item("text", d.to_string())?;
+            list.append(o)?;
+        }
+        Ok(list)
     }
 
     /// `ipset list` of a node.

@@ -1,7 +1,7 @@
 """Type-checked with mypy --strict against the shipped stubs (not collected by pytest)."""
 
 import pathlib
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import podnet
 from podnet.pytest import assert_allowed_by, assert_dropped_by, assert_lands_on, assert_reachable, assert_server_sees
@@ -57,3 +57,9 @@ policies: List[str] = c.network_policies()
 where: podnet.Enforcement = c.policy_config[0]
 c.set_policy_config(enforcement="pre-dnat", host_traffic="policy")
 assert_allowed_by(c, "pod/default/pod2", "svc/default/api:http", "netpol/default/api-from-client")
+nft_mode = podnet.Cluster.seed(proxy_mode="nftables")
+listing: str = nft_mode.nft_list_ruleset("node1")
+diffs: List[podnet.ModeDifference] = nft_mode.compare_modes([("pod/default/pod2", "10.96.0.10:81", "tcp")])
+landing: podnet.ModeLanding = diffs[0]["outcomes"]["nftables"][0]
+first_hops: List[Tuple[Optional[str], Optional[str]]] = [d["hops"] for d in diffs[0]["divergences"]]
+every: List[podnet.ModeDifference] = nft_mode.compare_modes()

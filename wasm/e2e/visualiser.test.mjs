@@ -63,6 +63,33 @@ test("figure 8: stepping to the DNAT hop shows the VIP rewritten to an endpoint 
   await page.close();
 });
 
+test("figure 8 replayed in nftables mode: the service-ips map hit, the DNAT by an endpoint chain, and nft's listing", async () => {
+  const { page, errors } = await open();
+  await page.selectOption("#scenario", "fig08_09_service_tcp");
+  await page.selectOption("#mode", "nftables");
+  await page.click("#trace-btn");
+  await page.locator("#result").filter({ hasText: "delivered to pod/default/pod" }).waitFor();
+  const map = page.locator("#hoplist li.a-rule").filter({ hasText: "10.96.0.10 . tcp . 80 : goto service-" }).first();
+  await map.click();
+  const rule = await page.textContent("#hop-rule");
+  assert.match(rule, /^table ip kube-proxy chain services: ip daddr \. meta l4proto \. th dport vmap @service-ips\n← svc\/default\/web:http$/);
+  const nat = page.locator("#hoplist li.a-nat").first();
+  await nat.click();
+  assert.match(await page.textContent("#hop-detail"), /^DNAT 10\.96\.0\.10:80 -> 10\.244\.(1\.2|2\.2):8080$/);
+  // The rule hop before it is the endpoint chain's dnat.
+  const dnat = page.locator("#hoplist li.a-rule").filter({ hasText: /ip kube-proxy endpoint-\S+ handle \d+$/ }).first();
+  await dnat.click();
+  assert.match(await page.textContent("#hop-rule"), /^table ip kube-proxy chain endpoint-[A-Z2-7]{8}-default\/web\/tcp\/http__10\.244\.(1\.2|2\.2)\/8080: meta l4proto tcp dnat to 10\.244\.(1\.2|2\.2):8080\n← svc\/default\/web:http$/);
+  await page.screenshot({ path: path.join(ARTIFACTS, "fig08-nftables.png") });
+  await page.click("text=Node tables");
+  await page.selectOption("#tnode", "node1");
+  await page.selectOption("#twhat", "nft");
+  const listing = await page.textContent("#table");
+  assert.match(listing, /^table ip kube-proxy \{\n\tcomment "rules for kube-proxy"\n/);
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
 test("figure 13: the ALB's path-routing step picks the /api target group", async () => {
   const { page, errors } = await open();
   await page.selectOption("#scenario", "fig13_ingress");

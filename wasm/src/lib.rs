@@ -55,7 +55,7 @@ impl Podnet {
 
     /// A table of a node (or `pod/NS/NAME`) by name, as the real tool prints it:
     /// `iptables-save`, `iptables-save -c` (with rule counters), `kube-proxy-rules`,
-    /// `ipvsadm`, `ipset`, `conntrack`, `routes`, `routes-local`, `neigh`, `fdb`, `ip-rule`, `enis`, `dmesg`
+    /// `ipvsadm`, `ipset`, `nft`, `conntrack`, `routes`, `routes-local`, `neigh`, `fdb`, `ip-rule`, `enis`, `dmesg`
     /// (LOG lines), `drift`.
     pub fn table(&self, node: &str, what: &str) -> Result<String, JsError> {
         let t: podnet::Table =
@@ -73,7 +73,7 @@ impl Podnet {
         self.inner.set_proxy_mode(if on { "ipvs" } else { "iptables" }.parse().expect("modes"));
     }
 
-    /// Switches kube-proxy's mode: `iptables`, `ipvs` or `ipvs:SCHEDULER`.
+    /// Switches kube-proxy's mode: `iptables`, `nftables`, `ipvs` or `ipvs:SCHEDULER`.
     pub fn set_proxy_mode(&mut self, mode: &str) -> Result<(), JsError> {
         let m: podnet::ProxyMode =
             mode.parse().map_err(|e: podnet::error::UnknownValue| JsError::new(&e.to_string()))?;

@@ -166,8 +166,11 @@ function showHop(i) {
   $("hop-action").textContent = h.action;
   $("hop-place").textContent = `${h.netns}${h.device ? " " + h.device : ""}${h.hook ? " · " + h.hook : ""}`;
   $("hop-detail").textContent = h.detail;
+  // An nf_tables table is named with its family ("ip kube-proxy"), an iptables one is not.
+  const nft = (h.table ?? "").includes(" ");
   $("hop-rule").textContent = h.rule
-    ? `${h.table} ${h.chain}: -A ${h.chain} ${h.rule}${h.origin ? "\n← " + h.origin : ""}`
+    ? (nft ? `table ${h.table} chain ${h.chain}: ${h.rule}` : `${h.table} ${h.chain}: -A ${h.chain} ${h.rule}`) +
+      (h.origin ? "\n← " + h.origin : "")
     : h.action === "policy"
       ? `NetworkPolicy verdict at ${h.device}: allowed by ${h.origin}`
       : (h.reason ?? "").startsWith("policy_denied_")
@@ -232,14 +235,17 @@ async function run() {
   await safe(() => {
     cluster = custom ?? new mod.Podnet(Number($("seed").value) || 0);
     cluster.set_policy_enforcement($("netpol").value);
-    if (sel && !custom) {
+    const s = sel && !custom ? scenarios.find((x) => x.id === sel) : null;
+    if (s && $("mode").value === (s.ipvs ? "ipvs" : "iptables")) {
       setTrace(mod.golden_trace(sel, Number($("seed").value) || 0));
       // Keep the handle's tables in step with what was traced.
-      const s = scenarios.find((x) => x.id === sel);
       cluster.set_ipvs(s.ipvs);
       cluster.trace(s.from, s.to, s.proto);
     } else {
-      setTrace(cluster.trace($("from").value, $("to").value, $("proto").value));
+      // A free-form flow, or a scenario replayed in another mode.
+      cluster.set_proxy_mode($("mode").value);
+      setTrace(s ? cluster.trace(s.from, s.to, s.proto)
+        : cluster.trace($("from").value, $("to").value, $("proto").value));
     }
     status("ready");
   }).catch((e) => status(`error: ${e.message}`));
@@ -282,7 +288,10 @@ async function main() {
     scenarios.map((s) => `<option value="${s.id}">Figures ${s.figures}: ${s.title}</option>`).join("");
   sel.onchange = () => {
     const s = scenarios.find((x) => x.id === sel.value);
-    if (s) { $("from").value = s.from; $("to").value = s.to; $("proto").value = s.proto; }
+    if (s) {
+      $("from").value = s.from; $("to").value = s.to; $("proto").value = s.proto;
+      $("mode").value = s.ipvs ? "ipvs" : "iptables";
+    }
   };
   drawCluster();
   $("tnode").onchange = refreshTable;

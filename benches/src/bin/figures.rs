@@ -298,9 +298,10 @@ fn main() {
     if want("new_conn") {
         // New connections through kube-proxy's rules (iptables mode) and its virtual services
         // (IPVS mode).
-        let modes: [(&str, Build, Path); 2] = [
+        let modes: [(&str, Build, Path); 3] = [
             ("iptables", node_netfilter, forward),
             ("ipvs", podnet_benches::node_netfilter_ipvs, podnet_benches::forward_ipvs),
+            ("nftables", podnet_benches::node_netfilter_nft, forward),
         ];
         for (mode, build, path) in modes {
             for &n in sizes {
@@ -330,6 +331,19 @@ fn main() {
         }
         emit(paired_ratio(
             &format!("ratio_new_conn_iptables_{big}_to_10_services"),
+            secs,
+            || small.batch(),
+            || large.batch(),
+        ));
+        // The same for nftables mode: a verdict-map lookup, flat in the number of Services.
+        let [mut small, mut large] =
+            [10, big].map(|n| NewConns::new(podnet_benches::node_netfilter_nft, forward, n));
+        for _ in 0..POOL / BATCH {
+            small.batch();
+            large.batch();
+        }
+        emit(paired_ratio(
+            &format!("ratio_new_conn_nftables_{big}_to_10_services"),
             secs,
             || small.batch(),
             || large.batch(),
@@ -588,5 +602,20 @@ fn main() {
         }
         let count = times.len() as u64;
         emit(summarize(&format!("kube_proxy_payload_restore_{n}x{e}"), "ms", times, count));
+        // nftables mode: the full sync's transaction written and applied to an empty ruleset
+        // (parsed, checked, indexed).
+        reset_peak();
+        let mut times = Vec::new();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs_f64(secs.max(1.0)) || times.len() < 3 {
+            let t = Instant::now();
+            let text = podnet_benches::nftables_payload(&svcs, &slices);
+            let mut rs = podnet_netfilter::nft::Ruleset::default();
+            rs.apply(&text).expect("applies");
+            black_box(rs);
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let count = times.len() as u64;
+        emit(summarize(&format!("kube_proxy_nftables_sync_{n}x{e}"), "ms", times, count));
     }
 }

@@ -24,11 +24,13 @@ use crate::kube_proxy::Services;
 mod edge;
 mod flows;
 mod load;
+mod modes;
 mod nodes;
 mod policies;
 mod reference;
 mod services;
 mod tables;
+pub use modes::{Divergence, Landing, ModeDifference};
 pub use tables::{ConntrackEntry, ConntrackTuple};
 
 pub use crate::error::ClusterError;

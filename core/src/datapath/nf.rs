@@ -268,7 +268,16 @@ impl<H: HostStacks> Datapath<'_, H> {
                     ns,
                     dev,
                     HopKind::Drop { reason: reason::RULE },
-                    format!("REJECT --reject-with {} in {hook}", with.name()),
+                    if report.hits().last().is_some_and(|h| h.nft.is_some()) {
+                        // An nf_tables `reject`, in nft's words.
+                        let how = match with.name().strip_prefix("icmp-") {
+                            Some(t) => format!("icmp {t}"),
+                            None => "tcp reset".to_string(),
+                        };
+                        format!("reject with {how} in {hook}")
+                    } else {
+                        format!("REJECT --reject-with {} in {hook}", with.name())
+                    },
                     PacketView::of_ip(&skb.data),
                     None,
                 );

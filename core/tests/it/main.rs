@@ -7,6 +7,7 @@ mod bad_frames;
 mod checksums;
 mod cli;
 mod common;
+mod compare_modes;
 mod conntrack_limits;
 mod explore;
 mod fig01_03_container_to_container;

@@ -14,6 +14,7 @@ from .types import (
     HostTraffic,
     Headers,
     LoadReport,
+    ModeDifference,
     NodeInfo,
     PodInfo,
     PolicySummary,
@@ -240,6 +241,13 @@ class Cluster:
         """`ipvsadm -Ln` of a node."""
     def ipset(self, node: str) -> str:
         """`ipset list` of a node."""
+    def nft_list_ruleset(self, node: str) -> str:
+        """`nft list ruleset` of a node."""
+    def compare_modes(
+        self, flows: Optional[Sequence[Tuple[str, str, Optional[str]]]] = None
+    ) -> List[ModeDifference]:
+        """The flows whose outcome differs between iptables, IPVS and nftables mode (`None`:
+        every pod against every Service port)."""
     def conntrack(self, node: str) -> str:
         """`conntrack -L` of a node."""
     def routes(self, who: str) -> str:

@@ -3,7 +3,7 @@ dictionaries of headers, load reports, nodes, pods, Services and conntrack entri
 type checkers (``mypy --strict``) and for reading."""
 
 import os
-from typing import Dict, List, Literal, Optional, TypedDict, Union
+from typing import Dict, List, Literal, Optional, Tuple, TypedDict, Union
 
 __all__ = [
     "Action",
@@ -184,3 +184,35 @@ class HealthCheck(TypedDict):
     local_endpoints: int
     healthy: bool
 
+
+class ModeLanding(TypedDict):
+    """One outcome of a flow in one kube-proxy mode (`Cluster.compare_modes`)."""
+
+    delivered_to: Optional[str]
+    server_saw: Optional[str]
+    reply_from: Optional[str]
+    disposition: Disposition
+    reason: Optional[str]
+    probability: float
+
+
+class ModeDivergence(TypedDict):
+    """Where two modes' traces of a flow part: the first hop that differs in each."""
+
+    modes: Tuple[str, str]
+    hops: Tuple[Optional[str], Optional[str]]
+
+
+# A flow whose outcome differs between iptables, IPVS and nftables mode (`from` is a
+# keyword, hence the functional form).
+ModeDifference = TypedDict(
+    "ModeDifference",
+    {
+        "from": str,
+        "to": str,
+        "proto": str,
+        "outcomes": Dict[str, List[ModeLanding]],
+        "divergences": List[ModeDivergence],
+        "text": str,
+    },
+)
