@@ -569,60 +569,19 @@ impl Netfilter {
         report: &mut HookReport,
     ) -> Result<(), HookVerdict> {
         let from = std::mem::replace(at, to);
-        let rules = Arc::clone(&self.nft);
-        for b in rules.on_hook(hook) {
+        let Netfilter { nft, conntrack, rng, nft_state, .. } = self;
+        for b in nft.on_hook(hook) {
             if b.nat || b.priority < from || b.priority >= to {
                 continue;
             }
-            match self.run_nft(&rules, b.table, b.chain, skb, info, env, report) {
+            let cx = NftCx { rules: nft, conntrack, rng, state: nft_state };
+            match run_nft(cx, b.table, b.chain, skb, info, env, report) {
                 Verdict::Drop => return Err(HookVerdict::Drop(DropCause::Rule)),
                 Verdict::Reject(w) => return Err(HookVerdict::Reject(w)),
                 _ => {}
             }
         }
         Ok(())
-    }
-
-    /// Runs one nf_tables base chain over the packet.
-    #[allow(clippy::too_many_arguments)]
-    fn run_nft(
-        &mut self,
-        rules: &crate::nft::Ruleset,
-        table: usize,
-        chain: usize,
-        skb: &mut Skb,
-        info: &PacketInfo,
-        env: &HookEnv<'_>,
-        report: &mut HookReport,
-    ) -> Verdict {
-        let (status_bits, origdst) = self.ct_view(&skb.ct);
-        let ct_mark = match &skb.ct {
-            CtRef::Unconfirmed(e) => e.mark,
-            CtRef::Confirmed(id, _, _) => self.conntrack.get(*id).map_or(0, |e| e.mark),
-            _ => 0,
-        };
-        let pkt = PacketCtx {
-            info,
-            in_iface: env.in_iface,
-            out_iface: env.out_iface,
-            physdev_in: env.physdev_in,
-            physdev_out: env.physdev_out,
-            bridged: env.bridged,
-            ctinfo: ctinfo(&skb.ct),
-            ct_status: status_bits,
-            ct_origdst: origdst,
-            addr_type: env.addr_type,
-            now: env.now,
-        };
-        let mut run = crate::nft::Run {
-            mark: &mut skb.mark,
-            rng: &mut self.rng,
-            state: &mut self.nft_state,
-            hits: if env.trace { Some(&mut report.notes().hits) } else { None },
-            data: &skb.data,
-            ct_mark,
-        };
-        crate::nft::run_chain(&rules.tables[table], chain, &pkt, &mut run)
     }
 
     /// One table's walk as a step of a hook (the nat table's is [`Netfilter::nat`]).
@@ -890,15 +849,18 @@ impl Netfilter {
             _ => false,
         };
         let table_prio = if manip == Manip::Dst { -100 } else { 100 };
-        let rules = Arc::clone(&self.nft);
-        let mut chains = rules.on_hook(hook).iter().filter(|b| b.nat).peekable();
+        let nat_chains: smallvec::SmallVec<[crate::nft::BaseRef; 4]> =
+            self.nft.on_hook(hook).iter().filter(|b| b.nat).copied().collect();
+        let mut chains = nat_chains.into_iter().peekable();
         let mut table_done = false;
         loop {
             let next = chains.peek().copied();
             let v = match next {
                 Some(b) if table_done || b.priority < table_prio => {
                     chains.next();
-                    self.run_nft(&rules, b.table, b.chain, skb, info, env, report)
+                    let Netfilter { nft, conntrack, rng, nft_state, .. } = self;
+                    let cx = NftCx { rules: nft, conntrack, rng, state: nft_state };
+                    run_nft(cx, b.table, b.chain, skb, info, env, report)
                 }
                 _ if !table_done => {
                     table_done = true;
@@ -914,6 +876,55 @@ impl Netfilter {
             }
         }
     }
+}
+
+/// What an nf_tables chain's walk borrows of its namespace's netfilter.
+struct NftCx<'a> {
+    rules: &'a crate::nft::Ruleset,
+    conntrack: &'a Conntrack,
+    rng: &'a mut Rng,
+    state: &'a mut crate::nft::NftState,
+}
+
+/// Runs one nf_tables base chain over the packet.
+fn run_nft(
+    cx: NftCx<'_>,
+    table: usize,
+    chain: usize,
+    skb: &mut Skb,
+    info: &PacketInfo,
+    env: &HookEnv<'_>,
+    report: &mut HookReport,
+) -> Verdict {
+    let (status_bits, origdst, ct_mark) = match &skb.ct {
+        CtRef::Unconfirmed(e) => (e.status, Some(e.orig.dst), e.mark),
+        CtRef::Confirmed(id, _, _) => {
+            cx.conntrack.get(*id).map_or((0, None, 0), |e| (e.status, Some(e.orig.dst), e.mark))
+        }
+        _ => (0, None, 0),
+    };
+    let pkt = PacketCtx {
+        info,
+        in_iface: env.in_iface,
+        out_iface: env.out_iface,
+        physdev_in: env.physdev_in,
+        physdev_out: env.physdev_out,
+        bridged: env.bridged,
+        ctinfo: ctinfo(&skb.ct),
+        ct_status: status_bits,
+        ct_origdst: origdst,
+        addr_type: env.addr_type,
+        now: env.now,
+    };
+    let mut run = crate::nft::Run {
+        mark: &mut skb.mark,
+        rng: cx.rng,
+        state: cx.state,
+        hits: if env.trace { Some(&mut report.notes().hits) } else { None },
+        data: &skb.data,
+        ct_mark,
+    };
+    crate::nft::run_chain(&cx.rules.tables[table], chain, &pkt, &mut run)
 }
 
 /// How a hook ends when no step stopped the packet.

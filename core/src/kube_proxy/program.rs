@@ -67,6 +67,8 @@ impl Services {
         // settings (a NodeCIDR detector, the nodePortAddresses addresses).
         type Key = (Vec<Ipv4Addr>, bool, String, Option<Ipv4Network>, Option<Vec<Ipv4Addr>>);
         let mut shared: HashMap<Key, Arc<Ruleset>> = HashMap::new();
+        // nftables mode: nodes given the same transaction share one ruleset.
+        let mut shared_nft: HashMap<String, Arc<podnet_netfilter::nft::Ruleset>> = HashMap::new();
         let local_policy: BTreeSet<(&str, &str)> = self
             .list
             .iter()
@@ -166,16 +168,31 @@ impl Services {
                         // A full sync replaces the table. When nft refuses the transaction
                         // (kube-proxy logs "nftables sync failed" and retries), the node has
                         // no kube-proxy table: Services do not work there, as on a real one.
-                        let mut rules = (**nf.nft()).clone();
-                        let replace = if rules
+                        // Other software's tables stay; kube-proxy's own is written anew
+                        // (a copy of the old one is made only when there are others).
+                        let others = nf.nft().tables.iter().any(|t| {
+                            (t.family, t.name.as_str())
+                                != (podnet_netfilter::nft::Family::Ip, "kube-proxy")
+                        });
+                        let (mut rules, replace) = if !others {
+                            (podnet_netfilter::nft::Ruleset::default(), "")
+                        } else if nf
+                            .nft()
                             .table(podnet_netfilter::nft::Family::Ip, "kube-proxy")
                             .is_some()
                         {
-                            "delete table ip kube-proxy\n"
+                            ((**nf.nft()).clone(), "delete table ip kube-proxy\n")
                         } else {
-                            ""
+                            ((**nf.nft()).clone(), "")
                         };
-                        match rules.apply(&format!("{replace}{text}")) {
+                        if let Some(same) = shared_nft.get(&text).filter(|_| !others) {
+                            self.sync_errors.remove(&node_name);
+                            nf.set_nft(Arc::clone(same));
+                            continue;
+                        }
+                        let applied = rules.apply(&format!("{replace}{text}"));
+                        let ok = applied.is_ok();
+                        match applied {
                             Ok(()) => {
                                 self.sync_errors.remove(&node_name);
                             }
@@ -187,7 +204,11 @@ impl Services {
                                 );
                             }
                         }
-                        nf.set_nft(Arc::new(rules));
+                        let rules = Arc::new(rules);
+                        if !others && ok {
+                            shared_nft.insert(text, Arc::clone(&rules));
+                        }
+                        nf.set_nft(rules);
                     }
                 }
                 ProxyMode::Ipvs(sched) => {

@@ -279,16 +279,21 @@ pub(crate) mod ct_state {
     pub(crate) const UNTRACKED: u32 = 64;
 }
 
-/// A verdict, in a rule or as a verdict map's value.
+/// A verdict, in a rule or as a verdict map's value. A jump's or goto's target is named,
+/// and found by its place in the table's chains after each transaction ([`UNLINKED`] until
+/// then).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Verd {
     Accept,
     Drop,
     Return,
     Continue,
-    Jump(String),
-    Goto(String),
+    Jump(String, usize),
+    Goto(String, usize),
 }
+
+/// The place of a chain or set not looked up yet.
+pub(crate) const UNLINKED: usize = usize::MAX;
 
 impl Verd {
     pub(crate) fn parse(s: &str) -> Option<Verd> {
@@ -300,8 +305,8 @@ impl Verd {
                 "continue" => Verd::Continue,
                 _ => return None,
             },
-            Some(("jump", c)) => Verd::Jump(c.to_string()),
-            Some(("goto", c)) => Verd::Goto(c.to_string()),
+            Some(("jump", c)) => Verd::Jump(c.to_string(), UNLINKED),
+            Some(("goto", c)) => Verd::Goto(c.to_string(), UNLINKED),
             Some(_) => return None,
         })
     }
@@ -325,26 +330,33 @@ impl BitOp {
     }
 }
 
+/// A statement's selectors, inline (kube-proxy concatenates three at most): a packet's walk
+/// reads a statement without following a pointer.
+pub(crate) type Sels = smallvec::SmallVec<[Sel; 3]>;
+
+/// A value per concatenated selector, inline as [`Sels`].
+pub(crate) type Lits = smallvec::SmallVec<[Lit; 3]>;
+
 /// The right-hand side of a match or a map lookup.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Rhs {
     /// One value per concatenated selector.
-    Value(Vec<Lit>),
+    Value(Lits),
     /// An anonymous set (`{ a, b }`) or map (`{ 0 : goto c, … }`).
-    Anon(Vec<(Vec<Lit>, Option<Verd>)>),
-    /// A named set or map (`@name`).
-    Named(String),
+    Anon(Vec<(Lits, Option<Verd>)>),
+    /// A named set or map (`@name`), and its place in the table's sets.
+    Named(String, usize),
 }
 
 /// One statement of a rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Stmt {
     /// `SEL [. SEL] [!=] RHS`: the rule goes on when it holds.
-    Match { sel: Vec<Sel>, neg: bool, rhs: Rhs },
+    Match { sel: Sels, neg: bool, rhs: Rhs },
     /// `meta mark & MASK [!=|==] VALUE`.
     MarkMatch { sel: Sel, op: BitOp, mask: u32, neg: bool, val: u32 },
     /// `SEL [. SEL] vmap RHS`: the verdict of the element that matches (none: go on).
-    Vmap { sel: Vec<Sel>, map: Rhs },
+    Vmap { sel: Sels, map: Rhs },
     /// `meta mark set [meta mark OP] VALUE`.
     MarkSet { sel: Sel, op: Option<BitOp>, val: u32 },
     /// A verdict.
@@ -357,6 +369,6 @@ pub(crate) enum Stmt {
     Masquerade { random: bool, fully_random: bool, persistent: bool },
     /// `dnat to A[:P]` (`dst`) or `snat to A[:P]`.
     Nat { dst: bool, addr: Ipv4Addr, port: Option<u16> },
-    /// `update @SET { SEL [. SEL] }` / `add @SET { … }`.
-    Update { set: String, sel: Vec<Sel> },
+    /// `update @SET { SEL [. SEL] }` / `add @SET { … }`, and the set's place.
+    Update { set: String, at: usize, sel: Sels },
 }

@@ -109,7 +109,7 @@ pub struct Element {
     /// A map's value (`goto CHAIN`, `drop`, …).
     pub value: Option<String>,
     /// The key's parts as typed values.
-    pub(crate) lits: Vec<expr::Lit>,
+    pub(crate) lits: expr::Lits,
 }
 
 /// A named set or map.
@@ -131,8 +131,52 @@ pub struct Set {
     pub size: Option<u32>,
     /// `comment "..."`.
     pub comment: Option<String>,
-    /// The elements, in the order they were added.
+    /// The elements, in the order they were added (a deleted element's place taken by the
+    /// last one).
     pub elements: Vec<Element>,
+    /// Elements by key.
+    pub(crate) keys: Derived<rustc_hash::FxHashMap<Vec<String>, usize>>,
+}
+
+/// Data derived from what it sits beside (an index), kept up to date with it: not compared.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Derived<T>(pub(crate) T);
+
+impl<T> PartialEq for Derived<T> {
+    fn eq(&self, _: &Derived<T>) -> bool {
+        true
+    }
+}
+
+impl<T> Eq for Derived<T> {}
+
+impl Set {
+    /// Adds `e`, or replaces the element with its key.
+    pub(crate) fn insert(&mut self, e: Element) {
+        match self.keys.0.get(&e.key) {
+            Some(&i) => self.elements[i] = e,
+            None => {
+                self.keys.0.insert(e.key.clone(), self.elements.len());
+                self.elements.push(e);
+            }
+        }
+    }
+
+    /// Removes the element with `key`; whether there was one.
+    pub(crate) fn remove(&mut self, key: &[String]) -> bool {
+        let Some(i) = self.keys.0.remove(key) else { return false };
+        self.elements.swap_remove(i);
+        if let Some(moved) = self.elements.get(i) {
+            self.keys.0.insert(moved.key.clone(), i);
+        }
+        true
+    }
+
+    /// Removes every element.
+    pub(crate) fn clear(&mut self) {
+        self.elements.clear();
+        self.keys.0.clear();
+    }
 }
 
 /// A table.
@@ -150,8 +194,16 @@ pub struct Table {
     pub chains: Vec<Chain>,
     /// The last handle given.
     handles: u64,
-    /// Chains and sets by name, set elements by key: rebuilt after each transaction.
+    /// Chains and sets by name (their places in `chains` and `sets`).
+    pub(crate) names: Derived<Names>,
+    /// Set elements by key for the evaluator: rebuilt after each transaction.
     pub(crate) index: Lookups,
+}
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Names {
+    pub(crate) chains: rustc_hash::FxHashMap<String, usize>,
+    pub(crate) sets: rustc_hash::FxHashMap<String, usize>,
 }
 
 /// Every nf_tables table of a network namespace.
@@ -187,14 +239,53 @@ pub(crate) struct BaseRef {
 }
 
 impl Table {
+    /// An empty table.
+    fn new(family: Family, name: String, comment: Option<String>) -> Table {
+        Table {
+            family,
+            name,
+            comment,
+            sets: Vec::new(),
+            chains: Vec::new(),
+            handles: 0,
+            names: Derived::default(),
+            index: Lookups::default(),
+        }
+    }
+
     /// The chain named `name`.
     pub fn chain(&self, name: &str) -> Option<&Chain> {
-        self.chains.iter().find(|c| c.name == name)
+        self.chain_at(name).map(|i| &self.chains[i])
     }
 
     /// The set or map named `name`.
     pub fn set(&self, name: &str) -> Option<&Set> {
-        self.sets.iter().find(|s| s.name == name)
+        self.set_at(name).map(|i| &self.sets[i])
+    }
+
+    fn chain_at(&self, name: &str) -> Option<usize> {
+        self.names.0.chains.get(name).copied()
+    }
+
+    fn set_at(&self, name: &str) -> Option<usize> {
+        self.names.0.sets.get(name).copied()
+    }
+
+    fn push_chain(&mut self, c: Chain) {
+        self.names.0.chains.insert(c.name.clone(), self.chains.len());
+        self.chains.push(c);
+    }
+
+    fn push_set(&mut self, s: Set) {
+        self.names.0.sets.insert(s.name.clone(), self.sets.len());
+        self.sets.push(s);
+    }
+
+    /// After chains or sets were removed: their places again.
+    fn renumber(&mut self) {
+        let n = &mut self.names.0;
+        n.chains = self.chains.iter().enumerate().map(|(i, c)| (c.name.clone(), i)).collect();
+        n.sets = self.sets.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
     }
 }
 
@@ -223,7 +314,7 @@ impl Ruleset {
     fn reindex(&mut self) {
         let mut hooks: [Vec<BaseRef>; 5] = Default::default();
         for (ti, t) in self.tables.iter_mut().enumerate() {
-            t.index = Lookups::build(t);
+            Lookups::build(t);
             if t.family == Family::Ip6 {
                 continue;
             }

@@ -3,7 +3,7 @@
 //! `nft list` prints; an expression outside what kube-proxy and common CNIs write is an
 //! error naming it.
 
-use super::expr::{self, BitOp, Lit, Rhs, Sel, Stmt, Ty, Verd};
+use super::expr::{self, BitOp, Lits, Rhs, Sel, Stmt, Ty, Verd};
 use super::{BaseChain, Chain, Element, Family, Rule, Ruleset, Set, Table};
 use crate::rule::RejectWith;
 
@@ -19,66 +19,64 @@ pub struct NftError {
     pub msg: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Tok {
-    text: String,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Tok<'a> {
+    text: &'a str,
     quoted: bool,
+    /// 1-based column, in characters.
     col: usize,
 }
 
-fn tokens(line: &str, n: usize) -> Result<Vec<Tok>, NftError> {
-    let chars: Vec<char> = line.chars().collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
+/// `line`'s tokens into `out` (emptied first).
+fn tokens<'a>(line: &'a str, n: usize, out: &mut Vec<Tok<'a>>) -> Result<(), NftError> {
+    out.clear();
+    let special = |c: char| matches!(c, '{' | '}' | ';' | ',');
+    // (byte offset, character column) of each character.
+    let mut it = line.char_indices().enumerate().peekable();
+    while let Some((col, (at, c))) = it.next() {
         if c == '#' {
             break;
         }
         if c.is_whitespace() {
-            i += 1;
             continue;
         }
-        if matches!(c, '{' | '}' | ';' | ',') {
-            out.push(Tok { text: c.to_string(), quoted: false, col: i + 1 });
-            i += 1;
+        if special(c) {
+            out.push(Tok { text: &line[at..at + 1], quoted: false, col: col + 1 });
             continue;
         }
         if c == '"' {
-            let start = i;
-            i += 1;
-            let mut s = String::new();
-            while i < chars.len() && chars[i] != '"' {
-                s.push(chars[i]);
-                i += 1;
-            }
-            if i == chars.len() {
-                return Err(NftError {
-                    line: n,
-                    column: start + 1,
-                    msg: "unterminated string: close it with \"".into(),
-                });
-            }
-            i += 1;
-            out.push(Tok { text: s, quoted: true, col: start + 1 });
+            let start = at + 1;
+            let end = loop {
+                match it.next() {
+                    Some((_, (i, '"'))) => break i,
+                    Some(_) => {}
+                    None => {
+                        return Err(NftError {
+                            line: n,
+                            column: col + 1,
+                            msg: "unterminated string: close it with \"".into(),
+                        });
+                    }
+                }
+            };
+            out.push(Tok { text: &line[start..end], quoted: true, col: col + 1 });
             continue;
         }
-        let start = i;
-        let mut s = String::new();
-        while i < chars.len()
-            && !chars[i].is_whitespace()
-            && !matches!(chars[i], '{' | '}' | ';' | ',' | '"')
-        {
-            s.push(chars[i]);
-            i += 1;
+        let mut end = at + c.len_utf8();
+        while let Some(&(_, (i, d))) = it.peek() {
+            if d.is_whitespace() || special(d) || d == '"' {
+                break;
+            }
+            end = i + d.len_utf8();
+            it.next();
         }
-        out.push(Tok { text: s, quoted: false, col: start + 1 });
+        out.push(Tok { text: &line[at..end], quoted: false, col: col + 1 });
     }
-    Ok(out)
+    Ok(())
 }
 
 struct Cur<'a> {
-    t: &'a [Tok],
+    t: &'a [Tok<'a>],
     i: usize,
     line: usize,
     end_col: usize,
@@ -90,16 +88,16 @@ impl<'a> Cur<'a> {
         NftError { line: self.line, column, msg: msg.into() }
     }
     fn peek(&self) -> Option<&'a str> {
-        self.t.get(self.i).filter(|t| !t.quoted).map(|t| t.text.as_str())
+        self.t.get(self.i).filter(|t| !t.quoted).map(|t| t.text)
     }
-    fn peek_tok(&self) -> Option<&'a Tok> {
+    fn peek_tok(&self) -> Option<&'a Tok<'a>> {
         self.t.get(self.i)
     }
     fn next(&mut self, what: &str) -> Result<&'a str, NftError> {
         match self.t.get(self.i) {
             Some(t) if !t.quoted => {
                 self.i += 1;
-                Ok(&t.text)
+                Ok(t.text)
             }
             _ => Err(self.err(format!("expected {what}"))),
         }
@@ -108,7 +106,7 @@ impl<'a> Cur<'a> {
         match self.t.get(self.i) {
             Some(t) if t.quoted => {
                 self.i += 1;
-                Ok(t.text.clone())
+                Ok(t.text.to_string())
             }
             _ => Err(self.err(format!("expected {what} (a quoted string)"))),
         }
@@ -131,9 +129,10 @@ impl<'a> Cur<'a> {
 
 /// Applies every command of `text` to `rs`.
 pub(super) fn apply(rs: &mut Ruleset, text: &str) -> Result<(), NftError> {
+    let mut toks = Vec::new();
     for (k, line) in text.lines().enumerate() {
         let n = k + 1;
-        let toks = tokens(line, n)?;
+        tokens(line, n, &mut toks)?;
         if toks.is_empty() {
             continue;
         }
@@ -198,15 +197,7 @@ fn command(rs: &mut Ruleset, c: &mut Cur<'_>) -> Result<(), NftError> {
                     t.comment = comment;
                 }
             }
-            None => rs.tables.push(Table {
-                family: f,
-                name: tname,
-                comment,
-                sets: Vec::new(),
-                chains: Vec::new(),
-                handles: 0,
-                index: Default::default(),
-            }),
+            None => rs.tables.push(Table::new(f, tname, comment)),
         }
         return Ok(());
     }
@@ -218,9 +209,10 @@ fn command(rs: &mut Ruleset, c: &mut Cur<'_>) -> Result<(), NftError> {
         "element" => {
             let name = c.next("a set or map name")?;
             let elems = placed_elements(c)?;
-            let Some(s) = t.sets.iter_mut().find(|s| s.name == name) else {
+            let Some(si) = t.set_at(name) else {
                 return Err(c.err(format!("no set or map {name} in table {tname}: add it first")));
             };
+            let s = &mut t.sets[si];
             for (col, mut e) in elems {
                 let at = |msg: String| NftError { line: c.line, column: col, msg };
                 if e.key.len() != s.key.len() {
@@ -239,10 +231,7 @@ fn command(rs: &mut Ruleset, c: &mut Cur<'_>) -> Result<(), NftError> {
                     }));
                 }
                 e.lits = typed(c, col, &set_tys(s), &e.key)?;
-                match s.elements.iter_mut().find(|x| x.key == e.key) {
-                    Some(old) => *old = e,
-                    None => s.elements.push(e),
-                }
+                s.insert(e);
             }
             Ok(())
         }
@@ -265,7 +254,7 @@ fn remove(rs: &mut Ruleset, c: &mut Cur<'_>, verb: &str) -> Result<(), NftError>
         } else {
             let t = &mut rs.tables[i];
             t.chains.iter_mut().for_each(|ch| ch.rules.clear());
-            t.sets.iter_mut().for_each(|s| s.elements.clear());
+            t.sets.iter_mut().for_each(Set::clear);
         }
         return Ok(());
     }
@@ -273,21 +262,21 @@ fn remove(rs: &mut Ruleset, c: &mut Cur<'_>, verb: &str) -> Result<(), NftError>
     let name = c.next("a name")?.to_string();
     match (verb, what) {
         ("flush", "chain") | ("delete", "chain") => {
-            let Some(i) = t.chains.iter().position(|ch| ch.name == name) else {
+            let Some(i) = t.chain_at(&name) else {
                 return Err(c.err(format!("no chain {name} in table {tname}")));
             };
             if verb == "flush" {
                 t.chains[i].rules.clear();
             } else {
                 // The kernel refuses to delete a chain something still jumps to (EBUSY).
-                let target = |v: &str| matches!(Verd::parse(v), Some(Verd::Jump(c) | Verd::Goto(c)) if c == name);
+                let target = |v: &str| matches!(Verd::parse(v), Some(Verd::Jump(c, _) | Verd::Goto(c, _)) if c == name);
                 let used = t.chains.iter().any(|ch| {
                     ch.rules.iter().any(|r| {
                         r.ops.iter().any(|op| {
                             match op {
-                            Stmt::Verdict(Verd::Jump(c) | Verd::Goto(c)) => *c == name,
+                            Stmt::Verdict(Verd::Jump(c, _) | Verd::Goto(c, _)) => *c == name,
                             Stmt::Vmap { map: Rhs::Anon(a), .. } => a.iter().any(|(_, v)| {
-                                matches!(v, Some(Verd::Jump(c) | Verd::Goto(c)) if *c == name)
+                                matches!(v, Some(Verd::Jump(c, _) | Verd::Goto(c, _)) if *c == name)
                             }),
                             _ => false,
                         }
@@ -304,30 +293,32 @@ fn remove(rs: &mut Ruleset, c: &mut Cur<'_>, verb: &str) -> Result<(), NftError>
                     )));
                 }
                 t.chains.remove(i);
+                t.renumber();
             }
             Ok(())
         }
         ("flush", "set" | "map") | ("delete", "set" | "map") => {
-            let Some(i) = t.sets.iter().position(|s| s.name == name) else {
+            let Some(i) = t.set_at(&name) else {
                 return Err(c.err(format!("no {what} {name} in table {tname}")));
             };
             if verb == "flush" {
-                t.sets[i].elements.clear();
+                t.sets[i].clear();
             } else {
                 t.sets.remove(i);
+                t.renumber();
             }
             Ok(())
         }
         ("delete", "element") => {
             let elems = elements(c)?;
-            let Some(s) = t.sets.iter_mut().find(|s| s.name == name) else {
+            let Some(si) = t.set_at(&name) else {
                 return Err(c.err(format!("no set or map {name} in table {tname}")));
             };
+            let s = &mut t.sets[si];
             for e in elems {
-                let Some(i) = s.elements.iter().position(|x| x.key == e.key) else {
+                if !s.remove(&e.key) {
                     return Err(c.err(format!("{name} has no element {}", e.key.join(" . "))));
-                };
-                s.elements.remove(i);
+                }
             }
             Ok(())
         }
@@ -375,7 +366,7 @@ fn add_chain(t: &mut Table, c: &mut Cur<'_>, create: bool) -> Result<(), NftErro
             }
         }
     }
-    match t.chains.iter_mut().find(|ch| ch.name == name) {
+    match t.chain_at(&name).map(|i| &mut t.chains[i]) {
         Some(_) if create => Err(c.err(format!("chain {name} exists"))),
         Some(ch) => {
             if base.is_some() {
@@ -387,7 +378,7 @@ fn add_chain(t: &mut Table, c: &mut Cur<'_>, create: bool) -> Result<(), NftErro
             Ok(())
         }
         None => {
-            t.chains.push(Chain { name, base, comment, rules: Vec::new() });
+            t.push_chain(Chain { name, base, comment, rules: Vec::new() });
             Ok(())
         }
     }
@@ -405,6 +396,7 @@ fn add_set(t: &mut Table, c: &mut Cur<'_>, map: bool, create: bool) -> Result<()
         size: None,
         comment: None,
         elements: Vec::new(),
+        keys: Default::default(),
     };
     let mut elems = Vec::new();
     c.expect("{")?;
@@ -483,13 +475,13 @@ fn add_set(t: &mut Table, c: &mut Cur<'_>, map: bool, create: bool) -> Result<()
             });
         }
         e.lits = typed(c, col, &tys, &e.key)?;
-        s.elements.push(e);
+        s.insert(e);
     }
-    match t.sets.iter().position(|x| x.name == name) {
+    match t.set_at(&name) {
         Some(_) if create => Err(c.err(format!("set {name} exists"))),
         Some(_) => Ok(()),
         None => {
-            t.sets.push(s);
+            t.push_set(s);
             Ok(())
         }
     }
@@ -551,7 +543,7 @@ fn placed_elements(c: &mut Cur<'_>) -> Result<Vec<(usize, Element)>, NftError> {
         if c.eat(":") {
             value = Some(verdict(c)?);
         }
-        out.push((col, Element { key, comment, value, lits: Vec::new() }));
+        out.push((col, Element { key, comment, value, lits: Default::default() }));
         if !c.eat(",") {
             c.expect("}")?;
             return Ok(out);
@@ -575,10 +567,10 @@ fn verdict(c: &mut Cur<'_>) -> Result<String, NftError> {
 
 fn add_rule(t: &mut Table, c: &mut Cur<'_>) -> Result<(), NftError> {
     let chain = c.next("a chain name")?.to_string();
-    if !t.chains.iter().any(|ch| ch.name == chain) {
+    let Some(ci) = t.chain_at(&chain) else {
         c.i -= 1;
         return Err(c.err(format!("no chain {chain} in table {}: add it first", t.name)));
-    }
+    };
     let mut stmts = Vec::new();
     let mut ops = Vec::new();
     let mut comment = None;
@@ -596,7 +588,7 @@ fn add_rule(t: &mut Table, c: &mut Cur<'_>) -> Result<(), NftError> {
     }
     t.handles += 1;
     let handle = t.handles;
-    let ch = t.chains.iter_mut().find(|ch| ch.name == chain).expect("checked above");
+    let ch = &mut t.chains[ci];
     ch.rules.push(Rule { handle, stmts, comment, ops });
     Ok(())
 }
@@ -713,7 +705,7 @@ fn selector(c: &mut Cur<'_>) -> Result<Option<(String, Sel)>, NftError> {
 }
 
 /// Reads `parts` (one per concatenated type) as typed values; `col` places an error.
-fn typed(c: &Cur<'_>, col: usize, tys: &[Ty], parts: &[String]) -> Result<Vec<Lit>, NftError> {
+fn typed(c: &Cur<'_>, col: usize, tys: &[Ty], parts: &[String]) -> Result<Lits, NftError> {
     if parts.len() != tys.len() {
         return Err(NftError {
             line: c.line,
@@ -759,12 +751,12 @@ fn value(t: &Table, c: &mut Cur<'_>, tys: &[Ty]) -> Result<(String, Rhs), NftErr
         let Some(tok) = c.peek_tok() else { return Err(c.err("expected an interface name")) };
         if !tok.text.starts_with('@') {
             c.i += 1;
-            let lit = expr::lit(*ty, &tok.text).map_err(|msg| NftError {
+            let lit = expr::lit(*ty, tok.text).map_err(|msg| NftError {
                 line: c.line,
                 column: col,
                 msg,
             })?;
-            return Ok((format!("\"{}\"", tok.text), Rhs::Value(vec![lit])));
+            return Ok((format!("\"{}\"", tok.text), Rhs::Value(smallvec::smallvec![lit])));
         }
     }
     let v = c.next("a value")?;
@@ -780,7 +772,7 @@ fn value(t: &Table, c: &mut Cur<'_>, tys: &[Ty]) -> Result<(String, Rhs), NftErr
         let text = parts.join(",");
         let lit =
             expr::lit(*ty, &text).map_err(|msg| NftError { line: c.line, column: col, msg })?;
-        return Ok((text, Rhs::Value(vec![lit])));
+        return Ok((text, Rhs::Value(smallvec::smallvec![lit])));
     }
     if let Some(set) = v.strip_prefix('@') {
         let Some(s) = t.set(set) else {
@@ -795,7 +787,7 @@ fn value(t: &Table, c: &mut Cur<'_>, tys: &[Ty]) -> Result<(String, Rhs), NftErr
                 tys.len()
             )));
         }
-        return Ok((v.to_string(), Rhs::Named(set.to_string())));
+        return Ok((v.to_string(), Rhs::Named(set.to_string(), expr::UNLINKED)));
     }
     let mut parts = vec![v.to_string()];
     while parts.len() < tys.len() && c.eat(".") {
@@ -835,7 +827,7 @@ fn statement(t: &Table, c: &mut Cur<'_>) -> Result<(String, Stmt), NftError> {
             let col = c.peek_tok().map_or(c.end_col, |t| t.col);
             let v = verdict(c)?;
             let verd = Verd::parse(&v).expect("verdict() reads verdicts");
-            if let Verd::Jump(ch) | Verd::Goto(ch) = &verd
+            if let Verd::Jump(ch, _) | Verd::Goto(ch, _) = &verd
                 && t.chain(ch).is_none()
             {
                 return Err(NftError {
@@ -976,7 +968,7 @@ fn statement(t: &Table, c: &mut Cur<'_>) -> Result<(String, Stmt), NftError> {
             }
             return Ok((
                 format!("{w} {set} {{ {} }}", texts.join(" . ")),
-                Stmt::Update { set: name.to_string(), sel: sels },
+                Stmt::Update { set: name.to_string(), at: expr::UNLINKED, sel: sels.into() },
             ));
         }
         _ => {}
@@ -1004,13 +996,13 @@ fn statement(t: &Table, c: &mut Cur<'_>) -> Result<(String, Stmt), NftError> {
     let op = match c.peek_tok() {
         None => return Err(c.err(format!("`{lhs}` needs a value to match"))),
         Some(t) if t.quoted => "",
-        Some(t) => t.text.as_str(),
+        Some(t) => t.text,
     };
     if op == "vmap" {
         c.i += 1;
         let (text, map) = value(t, c, &tys)?;
         match &map {
-            Rhs::Named(m) if t.set(m).is_some_and(|s| s.data.as_deref() != Some("verdict")) => {
+            Rhs::Named(m, _) if t.set(m).is_some_and(|s| s.data.as_deref() != Some("verdict")) => {
                 c.i -= 1;
                 return Err(c.err(format!("{m} is not a verdict map")));
             }
@@ -1019,7 +1011,7 @@ fn statement(t: &Table, c: &mut Cur<'_>) -> Result<(String, Stmt), NftError> {
             }
             _ => {}
         }
-        return Ok((format!("{lhs} vmap {text}"), Stmt::Vmap { sel, map }));
+        return Ok((format!("{lhs} vmap {text}"), Stmt::Vmap { sel: sel.into(), map }));
     }
     if op == "map" {
         return Err(c.err(format!(
@@ -1086,12 +1078,15 @@ fn statement(t: &Table, c: &mut Cur<'_>) -> Result<(String, Stmt), NftError> {
     {
         return Err(c.err("a map needs `vmap`: `SELECTOR vmap { KEY : VERDICT }`"));
     }
-    if let Rhs::Named(n) = &rhs
+    if let Rhs::Named(n, _) = &rhs
         && t.set(n).is_some_and(|s| s.map)
     {
         return Err(c.err(format!("{n} is a map: look it up with `vmap @{n}`")));
     }
-    Ok((format!("{lhs} {}{text}", if neg { "!= " } else { "" }), Stmt::Match { sel, neg, rhs }))
+    Ok((
+        format!("{lhs} {}{text}", if neg { "!= " } else { "" }),
+        Stmt::Match { sel: sel.into(), neg, rhs },
+    ))
 }
 
 /// The ICMP type `nft` prints after `reject with icmp`.

@@ -11,9 +11,11 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 use smoltcp::time::{Duration, Instant};
 
-use super::expr::{Lit, Rhs, Sel, Stmt, Ty, Verd, ct_state};
+use super::expr::{Lit, Rhs, Sel, Stmt, Ty, UNLINKED, Verd, ct_state};
 use super::{Element, Family, Table};
 use crate::conntrack::CtInfo;
 use crate::eval::{PacketCtx, RuleHit, Verdict};
@@ -27,20 +29,27 @@ type Key = [u32; 4];
 #[derive(Clone, Debug, Default)]
 struct SetIndex {
     /// Elements whose every part is one value, by key.
-    exact: HashMap<Key, usize>,
+    exact: FxHashMap<Key, usize>,
     /// Elements with a range, prefix or interface-name part (looked through in order).
     other: Vec<usize>,
-    /// A map's verdicts, per element.
+    /// A map's verdicts, per element (their targets linked).
     verdicts: Vec<Option<Verd>>,
+    /// Filled from the packet path too (`flags dynamic`).
+    dynamic: bool,
 }
 
-/// A table's chains and sets by name, and its sets' elements by key (built after each
-/// transaction; derived from the table, so not compared).
+/// What the evaluator reads of a table, built after each transaction (derived from the
+/// table, so not compared): its sets' elements by key, and every rule's statements laid out in
+/// one array in chain order, so that the chains of one Service (declared together) sit
+/// together in memory, as the kernel's rule blobs do.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Lookups {
-    chains: HashMap<String, usize>,
-    sets: HashMap<String, usize>,
     index: Vec<SetIndex>,
+    /// Per chain, its rules' range in `rules`.
+    chains: Vec<(u32, u32)>,
+    /// Per rule, its statements' range in `ops`.
+    rules: Vec<(u32, u32)>,
+    ops: Vec<Stmt>,
 }
 
 impl PartialEq for Lookups {
@@ -63,14 +72,24 @@ fn exact_key(lits: &[Lit]) -> Option<Key> {
 }
 
 impl Lookups {
-    pub(crate) fn build(t: &Table) -> Lookups {
-        let chains = t.chains.iter().enumerate().map(|(i, c)| (c.name.clone(), i)).collect();
-        let sets = t.sets.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
+    /// Indexes `t`'s sets and links every rule's and element's chain and set names to
+    /// their places.
+    pub(crate) fn build(t: &mut Table) {
+        let chains = &t.names.0.chains;
+        let sets = &t.names.0.sets;
+        let link = |v: &mut Verd| {
+            if let Verd::Jump(name, at) | Verd::Goto(name, at) = v {
+                *at = chains.get(name.as_str()).copied().unwrap_or(UNLINKED);
+            }
+        };
         let index = t
             .sets
             .iter()
             .map(|s| {
-                let mut ix = SetIndex::default();
+                let mut ix = SetIndex {
+                    dynamic: s.flags.iter().any(|f| f == "dynamic"),
+                    ..SetIndex::default()
+                };
                 for (i, e) in s.elements.iter().enumerate() {
                     match exact_key(&e.lits) {
                         Some(k) => {
@@ -78,12 +97,50 @@ impl Lookups {
                         }
                         None => ix.other.push(i),
                     }
-                    ix.verdicts.push(e.value.as_deref().and_then(Verd::parse));
+                    let mut v = e.value.as_deref().and_then(Verd::parse);
+                    if let Some(v) = v.as_mut() {
+                        link(v);
+                    }
+                    ix.verdicts.push(v);
                 }
                 ix
             })
             .collect();
-        Lookups { chains, sets, index }
+        for c in &mut t.chains {
+            for r in &mut c.rules {
+                for op in &mut r.ops {
+                    match op {
+                        Stmt::Verdict(v) => link(v),
+                        Stmt::Match { rhs, .. } | Stmt::Vmap { map: rhs, .. } => match rhs {
+                            Rhs::Named(name, at) => {
+                                *at = sets.get(name.as_str()).copied().unwrap_or(UNLINKED);
+                            }
+                            Rhs::Anon(elems) => {
+                                for v in elems.iter_mut().filter_map(|(_, v)| v.as_mut()) {
+                                    link(v);
+                                }
+                            }
+                            Rhs::Value(_) => {}
+                        },
+                        Stmt::Update { set, at, .. } => {
+                            *at = sets.get(set.as_str()).copied().unwrap_or(UNLINKED);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let (mut chains, mut rules, mut ops) = (Vec::new(), Vec::new(), Vec::new());
+        for c in &t.chains {
+            let first = rules.len() as u32;
+            for r in &c.rules {
+                let at = ops.len() as u32;
+                ops.extend(r.ops.iter().cloned());
+                rules.push((at, ops.len() as u32));
+            }
+            chains.push((first, rules.len() as u32));
+        }
+        t.index = Lookups { index, chains, rules, ops };
     }
 }
 
@@ -106,15 +163,15 @@ pub struct NftHit {
 /// adds, each with its expiry (a set without a timeout keeps them).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NftState {
-    /// (table, set) → key → expiry.
-    dynamic: HashMap<(String, String), HashMap<Key, Option<Instant>>>,
+    /// table → set → key → expiry.
+    dynamic: HashMap<String, HashMap<String, FxHashMap<Key, Option<Instant>>>>,
 }
 
 impl NftState {
     /// The elements the packet path added to `table`'s set `set` that have not expired, as
     /// addresses (first key part), sorted.
     pub fn dynamic_elements(&self, table: &str, set: &str, now: Instant) -> Vec<Ipv4Addr> {
-        let Some(m) = self.dynamic.get(&(table.to_string(), set.to_string())) else {
+        let Some(m) = self.dynamic.get(table).and_then(|t| t.get(set)) else {
             return Vec::new();
         };
         let mut v: Vec<Ipv4Addr> = m
@@ -241,20 +298,20 @@ fn key_of(got: &[Got<'_>]) -> Option<Key> {
     Some(k)
 }
 
-/// The element of `t`'s named set `name` the values match, if any (the set's static
+/// The element of `t`'s named set at `si` the values match, if any (the set's static
 /// elements, then those the packet path added).
 fn lookup(
     t: &Table,
-    name: &str,
+    si: usize,
     sel: &[Sel],
     got: &[Got<'_>],
     run: &Run<'_>,
     now: Instant,
 ) -> Option<Found> {
-    let si = *t.index.sets.get(name)?;
-    let ix = &t.index.index[si];
+    let ix = t.index.index.get(si)?;
     let set = &t.sets[si];
-    if let Some(k) = key_of(got)
+    let key = key_of(got);
+    if let Some(k) = key
         && let Some(&i) = ix.exact.get(&k)
     {
         return Some(Found::Static(si, i));
@@ -264,8 +321,11 @@ fn lookup(
             return Some(Found::Static(si, i));
         }
     }
-    let k = key_of(got)?;
-    let d = run.state.dynamic.get(&(t.name.clone(), name.to_string()))?;
+    if !ix.dynamic {
+        return None;
+    }
+    let k = key?;
+    let d = run.state.dynamic.get(t.name.as_str())?.get(set.name.as_str())?;
     match d.get(&k) {
         Some(exp) if exp.is_none_or(|e| e > now) => Some(Found::Dynamic(k)),
         _ => None,
@@ -283,6 +343,10 @@ fn element_text(e: &Element) -> String {
     s
 }
 
+/// The values a statement's selectors read (inline: up to four, as kube-proxy's
+/// concatenations are).
+type Values<'a> = SmallVec<[Got<'a>; 4]>;
+
 /// Runs chain `start` of `t` (a base chain) over a packet: the verdict, with the rules that
 /// fired recorded in `run.hits`.
 pub(crate) fn run_chain(t: &Table, start: usize, p: &PacketCtx<'_>, run: &mut Run<'_>) -> Verdict {
@@ -290,12 +354,14 @@ pub(crate) fn run_chain(t: &Table, start: usize, p: &PacketCtx<'_>, run: &mut Ru
         Some("drop") => Verdict::Drop,
         _ => Verdict::Accept,
     };
-    // (chain, next rule) to return to.
-    let mut stack: Vec<(usize, usize)> = Vec::new();
+    // (chain, next rule) to return to: kube-proxy jumps two deep, so inline.
+    let mut stack: SmallVec<[(usize, usize); 8]> = SmallVec::new();
     let (mut chain, mut at) = (start, 0usize);
     let mut depth = 0usize;
+    let ix = &t.index;
     loop {
-        let Some(rule) = t.chains[chain].rules.get(at) else {
+        let (first, last) = ix.chains[chain];
+        if at >= (last - first) as usize {
             // Off the end: a regular chain returns, a base chain's policy applies.
             match stack.pop() {
                 Some((c, r)) => {
@@ -303,24 +369,25 @@ pub(crate) fn run_chain(t: &Table, start: usize, p: &PacketCtx<'_>, run: &mut Ru
                     continue;
                 }
                 None => {
-                    let c = &t.chains[chain];
-                    if !c.rules.is_empty() || policy(t) == Verdict::Drop {
-                        note(run, t, chain, 0, None, None);
+                    if last > first || policy(t) == Verdict::Drop {
+                        note(run, t, chain, 0, false, None);
                     }
                     return policy(t);
                 }
             }
-        };
+        }
+        let (o0, o1) = ix.rules[first as usize + at];
+        let rule_ops = &ix.ops[o0 as usize..o1 as usize];
         at += 1;
-        let mut element = None;
-        let mut outcome: Option<Verd> = None;
+        let mut element: Option<String> = None;
+        let mut outcome: Option<&Verd> = None;
         let mut end: Option<Verdict> = None;
         let mut matched = true;
-        for op in &rule.ops {
+        for op in rule_ops {
             match op {
                 Stmt::Match { sel, neg, rhs } => {
                     let Some(got) =
-                        sel.iter().map(|s| read(*s, p, run)).collect::<Option<Vec<_>>>()
+                        sel.iter().map(|s| read(*s, p, run)).collect::<Option<Values<'_>>>()
                     else {
                         matched = false;
                         break;
@@ -328,7 +395,7 @@ pub(crate) fn run_chain(t: &Table, start: usize, p: &PacketCtx<'_>, run: &mut Ru
                     let hit = match rhs {
                         Rhs::Value(lits) => all_hold(sel, lits, &got),
                         Rhs::Anon(elems) => elems.iter().any(|(l, _)| all_hold(sel, l, &got)),
-                        Rhs::Named(name) => match lookup(t, name, sel, &got, run, p.now) {
+                        Rhs::Named(_, si) => match lookup(t, *si, sel, &got, run, p.now) {
                             Some(Found::Static(si, i)) => {
                                 if run.hits.is_some() && !neg {
                                     element = Some(element_text(&t.sets[si].elements[i]));
@@ -358,7 +425,7 @@ pub(crate) fn run_chain(t: &Table, start: usize, p: &PacketCtx<'_>, run: &mut Ru
                 }
                 Stmt::Vmap { sel, map } => {
                     let Some(got) =
-                        sel.iter().map(|s| read(*s, p, run)).collect::<Option<Vec<_>>>()
+                        sel.iter().map(|s| read(*s, p, run)).collect::<Option<Values<'_>>>()
                     else {
                         matched = false;
                         break;
@@ -367,13 +434,13 @@ pub(crate) fn run_chain(t: &Table, start: usize, p: &PacketCtx<'_>, run: &mut Ru
                         Rhs::Anon(elems) => elems
                             .iter()
                             .find(|(l, _)| all_hold(sel, l, &got))
-                            .and_then(|(_, v)| v.clone()),
-                        Rhs::Named(name) => match lookup(t, name, sel, &got, run, p.now) {
+                            .and_then(|(_, v)| v.as_ref()),
+                        Rhs::Named(_, si) => match lookup(t, *si, sel, &got, run, p.now) {
                             Some(Found::Static(si, i)) => {
                                 if run.hits.is_some() {
                                     element = Some(element_text(&t.sets[si].elements[i]));
                                 }
-                                t.index.index[si].verdicts[i].clone()
+                                t.index.index[si].verdicts[i].as_ref()
                             }
                             _ => None,
                         },
@@ -397,7 +464,7 @@ pub(crate) fn run_chain(t: &Table, start: usize, p: &PacketCtx<'_>, run: &mut Ru
                     };
                 }
                 Stmt::Verdict(v) => {
-                    outcome = Some(v.clone());
+                    outcome = Some(v);
                     break;
                 }
                 Stmt::Counter => {}
@@ -424,18 +491,16 @@ pub(crate) fn run_chain(t: &Table, start: usize, p: &PacketCtx<'_>, run: &mut Ru
                     });
                     break;
                 }
-                Stmt::Update { set, sel } => {
-                    let got: Option<Vec<Got<'_>>> = sel.iter().map(|s| read(*s, p, run)).collect();
-                    if let Some(k) = got.as_deref().and_then(key_of) {
-                        let timeout = t
-                            .index
-                            .sets
-                            .get(set)
-                            .and_then(|&i| t.sets[i].timeout)
-                            .map(|s| p.now + Duration::from_secs(s));
+                Stmt::Update { at: si, sel, .. } => {
+                    let got: Option<Values<'_>> = sel.iter().map(|s| read(*s, p, run)).collect();
+                    if let (Some(k), Some(set)) = (got.as_deref().and_then(key_of), t.sets.get(*si))
+                    {
+                        let timeout = set.timeout.map(|s| p.now + Duration::from_secs(s));
                         run.state
                             .dynamic
-                            .entry((t.name.clone(), set.clone()))
+                            .entry(t.name.clone())
+                            .or_default()
+                            .entry(set.name.clone())
                             .or_default()
                             .insert(k, timeout);
                     }
@@ -445,19 +510,18 @@ pub(crate) fn run_chain(t: &Table, start: usize, p: &PacketCtx<'_>, run: &mut Ru
         if !matched {
             continue;
         }
-        let handle = rule.handle;
         if let Some(v) = end {
-            note(run, t, chain, at, Some(handle), element);
+            note(run, t, chain, at, true, element);
             return v;
         }
         let Some(v) = outcome else {
             // Every statement ran (a rule that only sets a mark or updates a set).
-            if run.hits.is_some() && rule.ops.iter().any(|o| !matches!(o, Stmt::Counter)) {
-                note(run, t, chain, at, Some(handle), element);
+            if run.hits.is_some() && rule_ops.iter().any(|o| !matches!(o, Stmt::Counter)) {
+                note(run, t, chain, at, true, element);
             }
             continue;
         };
-        note(run, t, chain, at, Some(handle), element);
+        note(run, t, chain, at, true, element);
         match v {
             Verd::Accept => return Verdict::Accept,
             Verd::Drop => return Verdict::Drop,
@@ -466,38 +530,41 @@ pub(crate) fn run_chain(t: &Table, start: usize, p: &PacketCtx<'_>, run: &mut Ru
                 Some((c, r)) => (chain, at) = (c, r),
                 None => return policy(t),
             },
-            Verd::Jump(ref name) | Verd::Goto(ref name) => {
-                let Some(&next) = t.index.chains.get(name) else {
-                    // The parser checks that targets exist; a deleted one ends the walk as
-                    // the kernel's would refuse the deletion.
+            Verd::Jump(_, next) | Verd::Goto(_, next) => {
+                if *next == UNLINKED {
+                    // The parser checks that targets exist and refuses to delete one still
+                    // named: nothing is left unlinked after a transaction.
+                    debug_assert!(false, "an unlinked jump");
                     return Verdict::Drop;
-                };
+                }
                 depth += 1;
                 if depth > 64 {
                     // The kernel refuses rulesets that loop; a walk this deep is one.
                     return Verdict::Drop;
                 }
-                if matches!(v, Verd::Jump(_)) {
+                if matches!(v, Verd::Jump(..)) {
                     stack.push((chain, at));
                 }
-                (chain, at) = (next, 0);
+                (chain, at) = (*next, 0);
             }
         }
     }
 }
 
-/// Records that rule `num` (1-based; 0: the policy) of `chain` fired.
+/// Records that rule `num` (1-based) of `chain` fired, or (`is_rule` false) its policy.
 fn note(
     run: &mut Run<'_>,
     t: &Table,
     chain: usize,
     num: usize,
-    handle: Option<u64>,
+    is_rule: bool,
     element: Option<String>,
 ) {
     let Some(hits) = run.hits.as_deref_mut() else { return };
     let c = &t.chains[chain];
-    let (rule, comment) = match handle.and_then(|_| c.rules.get(num - 1)) {
+    let found = if is_rule { num.checked_sub(1).and_then(|i| c.rules.get(i)) } else { None };
+    let handle = found.map(|r| r.handle);
+    let (rule, comment) = match found {
         Some(r) => (r.stmts.join(" "), r.comment.clone()),
         None => {
             (format!("policy {}", c.base.as_ref().map_or("accept", |b| b.policy.as_str())), None)
