@@ -681,19 +681,7 @@ impl Netfilter {
         // The rules are only read (they may be shared with other namespaces); packets count
         // into this namespace's own counters.
         let (status_bits, origdst) = self.ct_view(&skb.ct);
-        let pkt = PacketCtx {
-            info,
-            in_iface: env.in_iface,
-            out_iface: env.out_iface,
-            physdev_in: env.physdev_in,
-            physdev_out: env.physdev_out,
-            bridged: env.bridged,
-            ctinfo: ctinfo(&skb.ct),
-            ct_status: status_bits,
-            ct_origdst: origdst,
-            addr_type: env.addr_type,
-            now: env.now,
-        };
+        let pkt = packet_ctx(info, env, &skb.ct, status_bits, origdst);
         let mut st = EvalState {
             mark: &mut skb.mark,
             rng: &mut self.rng,
@@ -878,6 +866,30 @@ impl Netfilter {
     }
 }
 
+/// What rules read of a packet and its surroundings at a hook.
+#[inline]
+fn packet_ctx<'a>(
+    info: &'a PacketInfo,
+    env: &HookEnv<'a>,
+    ct: &CtRef,
+    ct_status: u32,
+    ct_origdst: Option<Ipv4Addr>,
+) -> PacketCtx<'a> {
+    PacketCtx {
+        info,
+        in_iface: env.in_iface,
+        out_iface: env.out_iface,
+        physdev_in: env.physdev_in,
+        physdev_out: env.physdev_out,
+        bridged: env.bridged,
+        ctinfo: ctinfo(ct),
+        ct_status,
+        ct_origdst,
+        addr_type: env.addr_type,
+        now: env.now,
+    }
+}
+
 /// What an nf_tables chain's walk borrows of its namespace's netfilter.
 struct NftCx<'a> {
     rules: &'a crate::nft::Ruleset,
@@ -903,19 +915,7 @@ fn run_nft(
         }
         _ => (0, None, 0),
     };
-    let pkt = PacketCtx {
-        info,
-        in_iface: env.in_iface,
-        out_iface: env.out_iface,
-        physdev_in: env.physdev_in,
-        physdev_out: env.physdev_out,
-        bridged: env.bridged,
-        ctinfo: ctinfo(&skb.ct),
-        ct_status: status_bits,
-        ct_origdst: origdst,
-        addr_type: env.addr_type,
-        now: env.now,
-    };
+    let pkt = packet_ctx(info, env, &skb.ct, status_bits, origdst);
     let mut run = crate::nft::Run {
         mark: &mut skb.mark,
         rng: cx.rng,

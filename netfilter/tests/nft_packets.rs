@@ -258,3 +258,28 @@ fn nft_chains_run_between_the_iptables_tables_by_priority() {
     assert_eq!(skb.mark, 3);
     assert_eq!(dst(&skb), (Ipv4Addr::new(10, 9, 9, 9), 53));
 }
+
+/// A transaction the fuzzer found: a map element that jumped to a chain that did not exist was
+/// accepted and left a jump nowhere. Such an element is refused now, as nft refuses it.
+#[test]
+fn a_fuzzed_transaction_with_a_jump_to_nowhere_is_refused() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/corpus/nft_apply/seed-jump-to-nowhere"
+    ))
+    .unwrap();
+    let mut nf = Netfilter::new(1);
+    if nf.nft_apply(&text).is_ok() {
+        for pkt in [
+            tcp_syn([10, 0, 0, 1], 40000, [172, 30, 0, 41], 80),
+            udp([10, 0, 0, 1], 5353, [10, 96, 0, 10], 53, b"x"),
+        ] {
+            let mut skb = Skb::new(pkt);
+            for hook in [Hook::PreRouting, Hook::Forward, Hook::PostRouting] {
+                if nf.hook(hook, &mut skb, &env(1)).verdict != HookVerdict::Accept {
+                    break;
+                }
+            }
+        }
+    }
+}

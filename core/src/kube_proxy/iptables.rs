@@ -738,6 +738,57 @@ pub(super) fn endpoints_for(
     eps
 }
 
+/// Endpoints picked for a policy chain (inline up to 16: no allocation each).
+pub(super) type Picked<'e> = smallvec::SmallVec<[&'e Ep; 16]>;
+
+/// kube-proxy's `CategorizeEndpoints` for one Service port and what follows from it: the
+/// endpoints of the cluster and the local policy (ready ones, else serving terminating
+/// ones), and which chains and verdicts the port needs. iptables and nftables mode share it.
+pub(super) struct Categorized<'e> {
+    pub(super) cluster: Picked<'e>,
+    pub(super) local: Picked<'e>,
+    /// Usable endpoints on any node.
+    pub(super) has_endpoints: bool,
+    pub(super) uses_cluster_chain: bool,
+    pub(super) uses_local_chain: bool,
+    /// ClusterIP traffic has somewhere to go (not internalTrafficPolicy Local without
+    /// local endpoints).
+    pub(super) has_internal: bool,
+    /// External traffic has somewhere to go (likewise for externalTrafficPolicy).
+    pub(super) has_external: bool,
+    /// The port's external chain is written (it is reachable from outside and has
+    /// endpoints).
+    pub(super) uses_ext_chain: bool,
+}
+
+pub(super) fn categorize<'e>(svc: &Service, port: &ServicePort, eps: &'e [Ep]) -> Categorized<'e> {
+    let ready: Picked = eps.iter().filter(|e| e.ready).collect();
+    let cluster: Picked = if ready.is_empty() {
+        eps.iter().filter(|e| e.serving && e.terminating).collect()
+    } else {
+        ready
+    };
+    let local_ready: Picked = eps.iter().filter(|e| e.local && e.ready).collect();
+    let local: Picked = if local_ready.is_empty() {
+        eps.iter().filter(|e| e.local && e.serving && e.terminating).collect()
+    } else {
+        local_ready
+    };
+    let has_endpoints = !cluster.is_empty() || !local.is_empty();
+    let ext_ok = svc.externally_accessible(port);
+    Categorized {
+        uses_cluster_chain: !cluster.is_empty() && (!svc.internal_local || ext_ok),
+        uses_local_chain: !local.is_empty()
+            && (svc.internal_local || (svc.external_local && ext_ok)),
+        has_internal: has_endpoints && !(svc.internal_local && local.is_empty()),
+        has_external: has_endpoints && !(svc.external_local && local.is_empty()),
+        uses_ext_chain: has_endpoints && ext_ok,
+        has_endpoints,
+        cluster,
+        local,
+    }
+}
+
 fn service_port(
     cfg: &ProxyConfig,
     svc: &Service,
@@ -770,30 +821,18 @@ fn service_port(
     let svl_chain = std::cell::LazyCell::new(|| chain_name("KUBE-SVL-", &[&name, &proto]));
     let ext_chain = std::cell::LazyCell::new(|| chain_name("KUBE-EXT-", &[&name, &proto]));
     let fw_chain = std::cell::LazyCell::new(|| chain_name("KUBE-FW-", &[&name, &proto]));
-    // CategorizeEndpoints (inline up to 16 endpoints a category: no allocation each).
-    type Picked<'e> = smallvec::SmallVec<[&'e Ep; 16]>;
-    let ready: Picked = eps.iter().filter(|e| e.ready).collect();
-    let cluster: Picked = if ready.is_empty() {
-        eps.iter().filter(|e| e.serving && e.terminating).collect()
-    } else {
-        ready
-    };
-    let local_ready: Picked = eps.iter().filter(|e| e.local && e.ready).collect();
-    let local: Picked = if local_ready.is_empty() {
-        eps.iter().filter(|e| e.local && e.serving && e.terminating).collect()
-    } else {
-        local_ready
-    };
-    let has_endpoints = !cluster.is_empty() || !local.is_empty();
-    let ext_ok = svc.externally_accessible(port);
-    let uses_cluster_chain = !cluster.is_empty() && (!svc.internal_local || ext_ok);
-    let uses_local_chain =
-        !local.is_empty() && (svc.internal_local || (svc.external_local && ext_ok));
+    let Categorized {
+        cluster,
+        local,
+        has_endpoints,
+        uses_cluster_chain,
+        uses_local_chain,
+        has_internal,
+        has_external,
+        uses_ext_chain,
+    } = categorize(svc, port, eps);
     let internal_chain = if svc.internal_local { &*svl_chain } else { &svc_chain };
-    let has_internal = has_endpoints && !(svc.internal_local && local.is_empty());
     let external_chain = if svc.external_local { &*svl_chain } else { &svc_chain };
-    let has_external = has_endpoints && !(svc.external_local && local.is_empty());
-    let uses_ext_chain = has_endpoints && ext_ok;
     let uses_fw = has_endpoints && !svc.lb_ips.is_empty() && !svc.lb_source_ranges.is_empty();
     // What the filter table does with traffic for a Service port that has nowhere to go.
     let filter_target = |has: bool| {

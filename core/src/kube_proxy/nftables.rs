@@ -32,7 +32,7 @@ use ipnetwork::Ipv4Network;
 
 use podnet_netfilter::Proto;
 
-use super::iptables::{Ep, endpoints_for, hash_prefix, sorted_services};
+use super::iptables::{Categorized, Ep, categorize, endpoints_for, hash_prefix, sorted_services};
 use super::{EndpointSlice, ProxyConfig, Service, ServicePort};
 
 /// kube-proxy's `hashAndTruncate`: `base32(sha256(name))[:8] + "-" + name`, cut to 240
@@ -299,29 +299,18 @@ fn service_port(
             svc.namespace, svc.name, port.name, e.ip, e.port
         ))
     };
-    // CategorizeEndpoints, as iptables mode does it.
-    let ready: Vec<&Ep> = eps.iter().filter(|e| e.ready).collect();
-    let cluster: Vec<&Ep> = if ready.is_empty() {
-        eps.iter().filter(|e| e.serving && e.terminating).collect()
-    } else {
-        ready
-    };
-    let local_ready: Vec<&Ep> = eps.iter().filter(|e| e.local && e.ready).collect();
-    let local: Vec<&Ep> = if local_ready.is_empty() {
-        eps.iter().filter(|e| e.local && e.serving && e.terminating).collect()
-    } else {
-        local_ready
-    };
-    let has_endpoints = !cluster.is_empty() || !local.is_empty();
-    let ext_ok = svc.externally_accessible(port);
-    let uses_cluster_chain = !cluster.is_empty() && (!svc.internal_local || ext_ok);
-    let uses_local_chain =
-        !local.is_empty() && (svc.internal_local || (svc.external_local && ext_ok));
+    let Categorized {
+        cluster,
+        local,
+        has_endpoints,
+        uses_cluster_chain,
+        uses_local_chain,
+        has_internal,
+        has_external,
+        uses_ext_chain,
+    } = categorize(svc, port, eps);
     let internal_chain = if svc.internal_local { &local_chain } else { &cluster_chain };
-    let has_internal = has_endpoints && !(svc.internal_local && local.is_empty());
     let external_policy = if svc.external_local { &local_chain } else { &cluster_chain };
-    let has_external = has_endpoints && !(svc.external_local && local.is_empty());
-    let uses_ext_chain = has_endpoints && ext_ok;
     let uses_fw = !svc.lb_ips.is_empty() && !svc.lb_source_ranges.is_empty();
     let verdict = |has: bool| {
         if !has_endpoints {

@@ -209,6 +209,7 @@ fn command(rs: &mut Ruleset, c: &mut Cur<'_>) -> Result<(), NftError> {
         "element" => {
             let name = c.next("a set or map name")?;
             let elems = placed_elements(c)?;
+            check_targets(t, c, &elems)?;
             let Some(si) = t.set_at(name) else {
                 return Err(c.err(format!("no set or map {name} in table {tname}: add it first")));
             };
@@ -461,6 +462,7 @@ fn add_set(t: &mut Table, c: &mut Cur<'_>, map: bool, create: bool) -> Result<()
             "map {name}: podnet models verdict maps (`type … : verdict`), not data maps"
         )));
     }
+    check_targets(t, c, &elems)?;
     let tys = set_tys(&s);
     for (col, mut e) in elems {
         if s.map != e.value.is_some() {
@@ -563,6 +565,23 @@ fn verdict(c: &mut Cur<'_>) -> Result<String, NftError> {
             )))
         }
     }
+}
+
+/// Every jump or goto among `elems`' values names a chain of `t`, as the kernel requires.
+fn check_targets(t: &Table, c: &Cur<'_>, elems: &[(usize, Element)]) -> Result<(), NftError> {
+    for (col, e) in elems {
+        if let Some(Verd::Jump(ch, _) | Verd::Goto(ch, _)) =
+            e.value.as_deref().and_then(Verd::parse)
+            && t.chain(&ch).is_none()
+        {
+            return Err(NftError {
+                line: c.line,
+                column: *col,
+                msg: format!("no chain {ch} in table {}: add it first", t.name),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn add_rule(t: &mut Table, c: &mut Cur<'_>) -> Result<(), NftError> {
@@ -730,6 +749,7 @@ fn typed(c: &Cur<'_>, col: usize, tys: &[Ty], parts: &[String]) -> Result<Lits, 
 fn value(t: &Table, c: &mut Cur<'_>, tys: &[Ty]) -> Result<(String, Rhs), NftError> {
     if c.peek() == Some("{") {
         let elems = placed_elements(c)?;
+        check_targets(t, c, &elems)?;
         let mut parts = Vec::new();
         let mut anon = Vec::new();
         for (col, e) in &elems {

@@ -148,3 +148,20 @@ fn interfaces_rejects_and_flag_lists_list_as_nft_lists_them() {
     assert_eq!((e.line, e.column), (1, 24));
     assert!(e.msg.starts_with("interface `veth*` does not exist"), "{e}");
 }
+
+#[test]
+fn a_map_element_must_jump_to_a_chain_that_exists() {
+    let mut rs = Ruleset::default();
+    rs.apply(INPUT).unwrap();
+    let e = rs
+        .apply("add element ip kube-proxy service-ips { 10.0.0.1 . tcp . 80 : goto nope }\n")
+        .unwrap_err();
+    assert_eq!(
+        (e.line, e.column, e.msg.as_str()),
+        (1, 41, "no chain nope in table kube-proxy: add it first")
+    );
+    let e = rs
+        .apply("add rule ip kube-proxy services numgen random mod 1 vmap { 0 : jump nope }\n")
+        .unwrap_err();
+    assert_eq!(e.msg, "no chain nope in table kube-proxy: add it first");
+}
