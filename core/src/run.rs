@@ -294,15 +294,13 @@ impl Sim<'_> {
             rec.drops.iter().find(|(t, ..)| t.dir == Dir::Request).or(rec.drops.first());
         let (disposition, reason, reason_text) = if delivered.is_some() || answered_by_proxy {
             (Disposition::Delivered, None, None)
-        } else if let Some(with) = rec.reject {
-            (
-                Disposition::Rejected,
-                Some("rule".to_string()),
-                Some(format!(
-                    "rejected by an iptables REJECT rule (--reject-with {})",
-                    with.name()
-                )),
-            )
+        } else if let Some((with, by_nft)) = rec.reject {
+            let text = if by_nft {
+                format!("rejected by an nftables reject rule ({})", with.name())
+            } else {
+                format!("rejected by an iptables REJECT rule (--reject-with {})", with.name())
+            };
+            (Disposition::Rejected, Some("rule".to_string()), Some(text))
         } else if refused || rec.server_hit.is_some() {
             let text = match (&rec.server_hit, &rec.reply_from) {
                 (Some((ns, _, p, port)), _) => {

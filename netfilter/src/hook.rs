@@ -257,6 +257,8 @@ pub struct HookReport {
     pub confirmed: bool,
     /// IPVS scheduled this new connection: (virtual service, real server).
     pub ipvs: Option<((Ipv4Addr, u16), (Ipv4Addr, u16))>,
+    /// The verdict (a drop or reject) came from an nf_tables chain, not an iptables table.
+    pub by_nft: bool,
 }
 
 /// What a hook has to tell beyond its verdict and rewrites (see [`HookReport`]).
@@ -276,6 +278,7 @@ impl HookReport {
             ctinfo: None,
             confirmed: false,
             ipvs: None,
+            by_nft: false,
         }
     }
 
@@ -575,7 +578,9 @@ impl Netfilter {
                 continue;
             }
             let cx = NftCx { rules: nft, conntrack, rng, state: nft_state };
-            match run_nft(cx, b.table, b.chain, skb, info, env, report) {
+            let v = run_nft(cx, b.table, b.chain, skb, info, env, report);
+            report.by_nft = matches!(v, Verdict::Drop | Verdict::Reject(_));
+            match v {
                 Verdict::Drop => return Err(HookVerdict::Drop(DropCause::Rule)),
                 Verdict::Reject(w) => return Err(HookVerdict::Reject(w)),
                 _ => {}
@@ -848,7 +853,9 @@ impl Netfilter {
                     chains.next();
                     let Netfilter { nft, conntrack, rng, nft_state, .. } = self;
                     let cx = NftCx { rules: nft, conntrack, rng, state: nft_state };
-                    run_nft(cx, b.table, b.chain, skb, info, env, report)
+                    let v = run_nft(cx, b.table, b.chain, skb, info, env, report);
+                    report.by_nft = matches!(v, Verdict::Drop | Verdict::Reject(_));
+                    v
                 }
                 _ if !table_done => {
                     table_done = true;

@@ -268,7 +268,7 @@ impl<H: HostStacks> Datapath<'_, H> {
                     ns,
                     dev,
                     HopKind::Drop { reason: reason::RULE },
-                    if report.hits().last().is_some_and(|h| h.nft.is_some()) {
+                    if report.by_nft {
                         // An nf_tables `reject`, in nft's words.
                         let how = match with.name().strip_prefix("icmp-") {
                             Some(t) => format!("icmp {t}"),
@@ -282,7 +282,7 @@ impl<H: HostStacks> Datapath<'_, H> {
                     None,
                 );
                 if let Some(rec) = self.w.sim.rec.as_mut() {
-                    rec.note_reject(tag, with);
+                    rec.note_reject(tag, with, report.by_nft);
                 }
                 self.send_reject(ns, &skb.data, with, tag);
                 false

@@ -36,8 +36,8 @@ pub(crate) struct Recorder {
     pub(crate) drops: Vec<(Tag, &'static str, String)>,
     /// What the datapath could not model on this run (the trace's warnings).
     pub(crate) warnings: Vec<String>,
-    /// The first REJECT met.
-    pub(crate) reject: Option<RejectWith>,
+    /// The first REJECT met, and whether an nf_tables `reject` made it.
+    pub(crate) reject: Option<(RejectWith, bool)>,
 }
 
 impl Recorder {
@@ -169,8 +169,8 @@ impl Recorder {
         self.drops.push((tag, code, text));
     }
 
-    pub(crate) fn note_reject(&mut self, _tag: Tag, with: RejectWith) {
-        self.reject.get_or_insert(with);
+    pub(crate) fn note_reject(&mut self, _tag: Tag, with: RejectWith, by_nft: bool) {
+        self.reject.get_or_insert((with, by_nft));
     }
 
     /// A host received an IP packet: is it the server seeing the request, or the client

@@ -97,6 +97,11 @@ fn a_cluster_ip_port_the_service_lacks_is_rejected_in_nftables_mode_only() {
     let mut c = nft(0);
     let t = c.trace("pod/default/pod2", "10.96.0.10:81", &common::tcp()).unwrap();
     assert_eq!(t.disposition, Disposition::Rejected, "{}", t.render(true));
+    assert_eq!(
+        t.reason_text.as_deref(),
+        Some("rejected by an nftables reject rule (icmp-port-unreachable)"),
+        "said as what rejected it, also without hops recorded"
+    );
     assert!(
         t.hops.iter().any(|h| h.kind.chain() == Some("cluster-ips-check")),
         "{}",

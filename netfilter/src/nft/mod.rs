@@ -213,20 +213,8 @@ pub struct Ruleset {
     pub tables: Vec<Table>,
     /// Per hook (in [`crate::table::Hook`] order), the base chains of `ip` and `inet` tables
     /// as the kernel calls them: by priority, then in the order they were added.
-    hooks: HookChains,
+    hooks: Derived<[Vec<BaseRef>; 5]>,
 }
-
-/// See [`Ruleset`]'s `hooks` (derived from the tables, so not compared).
-#[derive(Clone, Debug, Default)]
-struct HookChains([Vec<BaseRef>; 5]);
-
-impl PartialEq for HookChains {
-    fn eq(&self, _: &HookChains) -> bool {
-        true
-    }
-}
-
-impl Eq for HookChains {}
 
 /// A base chain on a hook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -332,7 +320,7 @@ impl Ruleset {
         for h in &mut hooks {
             h.sort_by_key(|b| b.priority);
         }
-        self.hooks = HookChains(hooks);
+        self.hooks = Derived(hooks);
     }
 
     /// The base chains on `hook`, in the order the kernel calls them.
